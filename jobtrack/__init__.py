@@ -1,0 +1,104 @@
+"""jobtrack: a durable, queryable job record for every Celery task.
+
+    import jobtrack
+    jobtrack.install(app)
+
+    @app.task(bind=True)
+    @jobtrack.track(job_type="import", name="Import {filename}", owner="user_id")
+    def import_csv(self, filename, user_id):
+        job = jobtrack.current_job()
+        job.progress(current=40, total=100, stage="parsing")
+        job.item("sku-17", status="success")
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .celery import install, uninstall
+from .errors import (
+    ConfigurationError,
+    JobNotFound,
+    JobtrackError,
+    NoCurrentJob,
+    NotInstalled,
+    StoreError,
+)
+from .job import JobHandle, current_job, track
+from .models import Event, Item, ItemStatus, Job, JobStatus, Stats
+from .schema import metadata
+from .settings import Settings
+from .tracker import Tracker, active_tracker
+
+__all__ = [
+    "ConfigurationError",
+    "Event",
+    "Item",
+    "ItemStatus",
+    "Job",
+    "JobHandle",
+    "JobNotFound",
+    "JobStatus",
+    "JobtrackError",
+    "NoCurrentJob",
+    "NotInstalled",
+    "Settings",
+    "Stats",
+    "StoreError",
+    "Tracker",
+    "complete_job",
+    "current_job",
+    "fail_job",
+    "flush",
+    "get_job",
+    "install",
+    "job_stats",
+    "list_jobs",
+    "metadata",
+    "track",
+    "uninstall",
+    "upsert_job",
+]
+
+__version__ = "0.1.0"
+
+
+def upsert_job(job_id: str, **fields: Any) -> None:
+    """Create the job row now (pending), or update its descriptive fields.
+
+    Keywords: job_type, job_subtype, name, owner_id, task_name, queue, input_data,
+    metadata, total_items. Committed when this returns.
+    """
+    active_tracker().upsert_job(job_id, **fields)
+
+
+def complete_job(job_id: str, output: Any = None, **counts: Any) -> None:
+    """Mark a job completed now; ``processed``/``failed``/``skipped``/``total`` set counters."""
+    active_tracker().complete_job(job_id, output, **counts)
+
+
+def fail_job(job_id: str, error: BaseException | str, *, traceback: str | None = None) -> None:
+    """Mark a job failed now with an error message or exception."""
+    active_tracker().fail_job(job_id, error, traceback=traceback)
+
+
+def get_job(job_id: str) -> Job:
+    """The job's row; raises :class:`JobNotFound`."""
+    return active_tracker().get_job(job_id)
+
+
+def list_jobs(**filters: Any) -> list[Job]:
+    """Jobs newest first. Filters: status, job_type, owner_id, task_name, queue, since,
+    until, search, limit, offset."""
+    return active_tracker().list_jobs(**filters)
+
+
+def job_stats(*, since: datetime | None = None) -> Stats:
+    """Counts by status and type, failure rate and durations."""
+    return active_tracker().job_stats(since=since)
+
+
+def flush() -> bool:
+    """Write what this process has buffered now (tests, scripts before they read back)."""
+    return active_tracker().flush()

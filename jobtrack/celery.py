@@ -1,0 +1,423 @@
+"""``install(app)``: Celery signals in, writer calls out.
+
+Which process sends which signal (see docs/design.md):
+
+* ``before_task_publish`` — the publisher: the pending row, with queue, eta and ids.
+* ``task_prerun`` / ``task_retry`` / ``task_success`` / ``task_failure`` /
+  ``task_postrun`` — the pool child running the task.
+* ``task_failure`` with ``WorkerLostError`` or a hard time limit, ``task_revoked``,
+  ``task_rejected``, ``task_unknown`` — the worker's main process.
+
+Handlers build :class:`~jobtrack.models.JobUpdate` values and give them to the writer;
+they never touch the database themselves and never raise: a tracking failure is logged
+with the job id. ``task_postrun`` with ``state=None`` (hard time limit, terminate,
+eager propagation) is never taken for success.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+from celery import Celery, signals
+from celery.utils.saferepr import saferepr
+
+from .job import JobHandle, JobSpec, get_current, job_spec, set_current
+from .models import Event, JobStatus, JobUpdate, state_seq
+from .payload import clean_text
+from .settings import Settings
+from .store import Store
+from .tracker import Tracker, active_tracker_or_none, set_active_tracker
+
+__all__ = ["install", "uninstall"]
+
+log = logging.getLogger("jobtrack.celery")
+
+_DISPATCH = "jobtrack"
+_SIGNALS = (
+    "before_task_publish", "task_prerun", "task_retry", "task_success", "task_failure",
+    "task_postrun", "task_revoked", "task_rejected", "task_unknown", "worker_process_init",
+    "worker_process_shutdown", "worker_shutdown",
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _parse_eta(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+class _Wiring:
+    """The signal handlers of one installed tracker."""
+
+    def __init__(self, app: Celery, tracker: Tracker) -> None:
+        self.app = app
+        self.tracker = tracker
+        self.settings = tracker.settings
+        self.writer = tracker.writer
+        self._specs: dict[str, JobSpec | None] = {}
+
+    # -- shared bits --------------------------------------------------------------
+
+    def _spec(self, task_name: str | None, task: Any = None) -> tuple[bool, JobSpec | None]:
+        """Whether a task is tracked, and its ``@track`` spec."""
+        if task_name is None:
+            return self.settings.track_all, None
+        if task_name not in self._specs:
+            if task is None:
+                task = self.app.tasks.get(task_name)
+            self._specs[task_name] = job_spec(task) if task is not None else None
+        spec = self._specs[task_name]
+        return (spec is not None or self.settings.track_all), spec
+
+    def _input(self, args: Any, kwargs: Any, argsrepr: Any, kwargsrepr: Any) -> Any:
+        """Arguments as JSON; the caller's own argsrepr/kwargsrepr when they hid them."""
+        if argsrepr is not None and argsrepr != saferepr(args, self._argsrepr_max()):
+            return self.tracker.json({"argsrepr": argsrepr, "kwargsrepr": kwargsrepr})
+        if kwargsrepr is not None and kwargsrepr != saferepr(kwargs, self._argsrepr_max()):
+            return self.tracker.json({"argsrepr": argsrepr, "kwargsrepr": kwargsrepr})
+        return self.tracker.json({"args": list(args or ()), "kwargs": dict(kwargs or {})})
+
+    def _argsrepr_max(self) -> int:
+        return int(getattr(self.app.amqp, "argsrepr_maxsize", 1024))
+
+    def _emit(self, update: JobUpdate, event_error: tuple[str | None, str | None] = (None, None),
+              *, attempt: int = 0) -> None:
+        event = Event(
+            job_id=update.id, at=update.updated_at, status=update.status, attempt=attempt,
+            worker=update.worker, error_type=event_error[0], error_message=event_error[1],
+        )
+        self.writer.update(update, event)
+
+    def _guard(self, action: str, job_id: Any, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("jobtrack %s handler failed; the task is not affected", action,
+                          extra={"job_id": job_id, "action": action})
+
+    # -- publisher ----------------------------------------------------------------
+
+    def on_publish(self, sender: Any = None, body: Any = None, exchange: Any = None,
+                   routing_key: Any = None, headers: Any = None, properties: Any = None,
+                   declare: Any = None, **_: Any) -> None:
+        job_id = (headers or {}).get("id")
+        self._guard("publish", job_id, self._publish, sender, body, routing_key, headers,
+                    properties, declare)
+
+    def _publish(self, name: Any, body: Any, routing_key: Any, headers: Any,
+                 properties: Any, declare: Any) -> None:
+        if not headers or "id" not in headers:
+            return  # task protocol 1 or a foreign message: nothing to key a row on
+        task_name = headers.get("task") or name
+        tracked, spec = self._spec(task_name)
+        if not tracked:
+            return
+        args, kwargs = (body[0], body[1]) if isinstance(body, (tuple, list)) and len(
+            body) >= 2 else ((), {})
+        retries = int(headers.get("retries") or 0)
+        queue = routing_key or (declare[0].name if declare else None)
+        if retries:  # a retry republished: the old attempt is retrying until it starts
+            status, attempt = JobStatus.RETRYING, retries - 1
+        else:
+            status, attempt = JobStatus.PENDING, 0
+        now = _now()
+        task = self.app.tasks.get(task_name)
+        described = spec.describe(getattr(task, "run", None), args, kwargs) if spec else {}
+        update = JobUpdate(
+            id=headers["id"], status=status, state_seq=state_seq(status, attempt),
+            created_at=now, updated_at=now, retries=retries,
+            task_name=task_name, queue=clean_text(queue, 255) if queue else None,
+            priority=(properties or {}).get("priority"),
+            eta=_parse_eta(headers.get("eta")),
+            parent_id=headers.get("parent_id"), root_id=headers.get("root_id"),
+            group_id=headers.get("group"),
+            input_data=self._input(args, kwargs, headers.get("argsrepr"),
+                                   headers.get("kwargsrepr")),
+            max_retries=getattr(task, "max_retries", None),
+            **described,
+        )
+        if status is JobStatus.PENDING:
+            self._emit(update, attempt=attempt)
+        else:
+            self.writer.update(update)  # the retry event is written by task_retry
+
+    # -- pool child -----------------------------------------------------------------
+
+    def on_prerun(self, sender: Any = None, task_id: Any = None, task: Any = None,
+                  args: Any = None, kwargs: Any = None, **_: Any) -> None:
+        self._guard("prerun", task_id, self._prerun, task_id, task or sender, args, kwargs)
+
+    def _prerun(self, task_id: str, task: Any, args: Any, kwargs: Any) -> None:
+        request = task.request
+        attempt = int(request.retries or 0)
+        tracked, spec = self._spec(task.name, task)
+        now = _now()
+        handle = JobHandle(task_id, attempt, self.tracker if tracked else None, started_at=now)
+        set_current(handle)
+        if not tracked:
+            return
+        delivery = request.delivery_info or {}
+        described = spec.describe(task.run, args, kwargs) if spec else {}
+        update = JobUpdate(
+            id=task_id, status=JobStatus.RUNNING,
+            state_seq=state_seq(JobStatus.RUNNING, attempt),
+            created_at=now, updated_at=now, started_at=now, heartbeat_at=now,
+            retries=attempt, worker=request.hostname, pid=os.getpid(),
+            task_name=task.name, queue=delivery.get("routing_key"),
+            priority=delivery.get("priority"),
+            parent_id=request.parent_id if attempt == 0 else None,
+            root_id=request.root_id, group_id=request.group,
+            input_data=self._input(args, kwargs, getattr(request, "argsrepr", None),
+                                   getattr(request, "kwargsrepr", None)),
+            max_retries=task.max_retries,
+            **described,
+        )
+        self._emit(update, attempt=attempt)
+        self.writer.watch(handle)
+
+    def on_success(self, sender: Any = None, result: Any = None, runtime: Any = None,
+                   **_: Any) -> None:
+        request = getattr(sender, "request", None)
+        job_id = getattr(request, "id", None)
+        self._guard("success", job_id, self._success, sender, job_id, result, runtime)
+
+    def _success(self, task: Any, job_id: str | None, result: Any, runtime: Any) -> None:
+        handle = get_current()
+        if job_id is None or handle is None or not handle.tracked:
+            return
+        self.writer.unwatch(handle)
+        now = _now()
+        attempt = int(task.request.retries or 0)
+        update = JobUpdate(
+            id=job_id, status=JobStatus.COMPLETED,
+            state_seq=state_seq(JobStatus.COMPLETED, attempt),
+            created_at=now, updated_at=now, completed_at=now, retries=attempt,
+            duration_ms=int(runtime * 1000) if isinstance(runtime, (int, float)) else None,
+            output_data=self.tracker.json(result), progress_percent=100.0,
+            worker=task.request.hostname,
+        )
+        self._emit(update, attempt=attempt)
+
+    def on_retry(self, sender: Any = None, request: Any = None, reason: Any = None,
+                 einfo: Any = None, **_: Any) -> None:
+        job_id = getattr(request, "id", None)
+        self._guard("retry", job_id, self._retry, request, reason, einfo)
+
+    def _retry(self, request: Any, reason: Any, einfo: Any) -> None:
+        handle = get_current()
+        if request is None or request.id is None or (handle is not None and not handle.tracked):
+            return
+        if handle is not None:
+            self.writer.unwatch(handle)
+        attempt = int(request.retries or 0)
+        exc = getattr(reason, "exc", None) or reason
+        error = self.tracker.error_fields(exc if isinstance(exc, BaseException) else str(exc))
+        when = getattr(reason, "when", None)
+        now = _now()
+        update = JobUpdate(
+            id=request.id, status=JobStatus.RETRYING,
+            state_seq=state_seq(JobStatus.RETRYING, attempt),
+            created_at=now, updated_at=now, retries=attempt + 1,
+            error_type=error[0], error_message=error[1],
+            traceback=self.tracker.traceback_text(getattr(einfo, "traceback", None)),
+            eta=when if isinstance(when, datetime) else None,
+            worker=getattr(request, "hostname", None),
+        )
+        self._emit(update, error, attempt=attempt)
+
+    def on_failure(self, sender: Any = None, task_id: Any = None, exception: Any = None,
+                   einfo: Any = None, **_: Any) -> None:
+        self._guard("failure", task_id, self._failure, sender, task_id, exception, einfo)
+
+    def _failure(self, task: Any, task_id: str | None, exception: Any, einfo: Any) -> None:
+        if task_id is None:
+            return
+        tracked, _spec = self._spec(getattr(task, "name", None), task)
+        if not tracked:
+            return
+        # In the worker's main process (WorkerLostError, hard time limit) the request
+        # may not be this task's; only trust it when the ids match.
+        request = getattr(task, "request", None)
+        own = getattr(request, "id", None) == task_id
+        attempt = int(getattr(request, "retries", 0) or 0) if own else 0
+        handle = get_current()
+        duration_ms = None
+        if handle is not None and handle.job_id == task_id:
+            self.writer.unwatch(handle)
+            if handle.started_at is not None:
+                duration_ms = int((_now() - handle.started_at).total_seconds() * 1000)
+        error = self.tracker.error_fields(exception)
+        now = _now()
+        update = JobUpdate(
+            id=task_id, status=JobStatus.FAILED,
+            state_seq=state_seq(JobStatus.FAILED, attempt),
+            created_at=now, updated_at=now, completed_at=now, retries=attempt,
+            error_type=error[0], error_message=error[1], duration_ms=duration_ms,
+            traceback=self.tracker.traceback_text(getattr(einfo, "traceback", None)),
+            worker=getattr(request, "hostname", None) if own else None,
+            task_name=getattr(task, "name", None),
+        )
+        self._emit(update, error, attempt=attempt)
+
+    def on_postrun(self, sender: Any = None, task_id: Any = None, task: Any = None,
+                   state: Any = None, **_: Any) -> None:
+        self._guard("postrun", task_id, self._postrun, task_id, task or sender, state)
+
+    def _postrun(self, task_id: str, task: Any, state: Any) -> None:
+        handle = get_current()
+        set_current(None)
+        if handle is None or not handle.tracked:
+            return
+        self.writer.unwatch(handle)
+        if state == "IGNORED":  # Ignore raised (also by task.replace()): it ended here
+            now = _now()
+            update = JobUpdate(
+                id=task_id, status=JobStatus.COMPLETED,
+                state_seq=state_seq(JobStatus.COMPLETED, handle.attempt),
+                created_at=now, updated_at=now, completed_at=now,
+                progress_message="ignored (the task raised Ignore or was replaced)",
+            )
+            self._emit(update, attempt=handle.attempt)
+        # state None (hard time limit, terminate, eager propagation) is never success:
+        # the main process reports the outcome (task_failure / task_revoked).
+
+    # -- worker main process ----------------------------------------------------------
+
+    def on_revoked(self, sender: Any = None, request: Any = None, terminated: Any = None,
+                   signum: Any = None, expired: Any = None, **_: Any) -> None:
+        job_id = getattr(request, "id", None)
+        self._guard("revoked", job_id, self._revoked, sender, job_id, request, terminated,
+                    signum, expired)
+
+    def _revoked(self, task: Any, job_id: str | None, request: Any, terminated: Any,
+                 signum: Any, expired: Any) -> None:
+        if job_id is None:
+            return
+        if expired:
+            error = ("Expired", "expired before it could run")
+        elif terminated:
+            error = ("Revoked", f"revoked and terminated (signal {signum})")
+        else:
+            error = ("Revoked", "revoked")
+        now = _now()
+        attempt = int(getattr(request, "retries", 0) or 0)
+        update = JobUpdate(
+            id=job_id, status=JobStatus.CANCELLED,
+            state_seq=state_seq(JobStatus.CANCELLED, attempt),
+            created_at=now, updated_at=now, completed_at=now, retries=attempt,
+            error_type=error[0], error_message=error[1],
+            task_name=getattr(task, "name", None),
+            worker=getattr(request, "hostname", None),
+        )
+        self._emit(update, error, attempt=attempt)
+
+    def on_rejected(self, sender: Any = None, message: Any = None, exc: Any = None,
+                    **_: Any) -> None:
+        headers = getattr(message, "headers", None) or {}
+        job_id = headers.get("id")
+        self._guard("rejected", job_id, self._ended_unrun, job_id, headers.get("task"),
+                    "Rejected", f"message rejected by the worker: {exc!r}")
+
+    def on_unknown(self, sender: Any = None, name: Any = None, id: Any = None,
+                   message: Any = None, exc: Any = None, **_: Any) -> None:
+        self._guard("unknown", id, self._ended_unrun, id, name, "NotRegistered",
+                    f"no task named {name!r} is registered on the worker")
+
+    def _ended_unrun(self, job_id: str | None, task_name: Any, kind: str, message: str) -> None:
+        if not job_id:
+            return
+        now = _now()
+        text = self.tracker.text(message)
+        update = JobUpdate(
+            id=job_id, status=JobStatus.FAILED,
+            state_seq=state_seq(JobStatus.FAILED, 0),
+            created_at=now, updated_at=now, completed_at=now,
+            error_type=kind, error_message=text,
+            task_name=str(task_name) if task_name else None,
+        )
+        self._emit(update, (kind, text))
+
+    # -- process lifecycle ------------------------------------------------------------
+
+    def on_process_init(self, **_: Any) -> None:
+        self._guard("process_init", None, self.tracker.store.reset_after_fork)
+
+    def on_process_shutdown(self, **_: Any) -> None:
+        self._guard("process_shutdown", None, self.tracker.writer.close)
+
+    def on_worker_shutdown(self, **_: Any) -> None:
+        self._guard("worker_shutdown", None, self.tracker.writer.close)
+
+    def connect(self) -> None:
+        handlers = {
+            "before_task_publish": self.on_publish, "task_prerun": self.on_prerun,
+            "task_retry": self.on_retry, "task_success": self.on_success,
+            "task_failure": self.on_failure, "task_postrun": self.on_postrun,
+            "task_revoked": self.on_revoked, "task_rejected": self.on_rejected,
+            "task_unknown": self.on_unknown, "worker_process_init": self.on_process_init,
+            "worker_process_shutdown": self.on_process_shutdown,
+            "worker_shutdown": self.on_worker_shutdown,
+        }
+        for name, handler in handlers.items():
+            getattr(signals, name).connect(handler, weak=False, dispatch_uid=_DISPATCH)
+
+
+def _disconnect() -> None:
+    for name in _SIGNALS:
+        getattr(signals, name).disconnect(dispatch_uid=_DISPATCH)
+
+
+def install(
+    app: Celery,
+    database_url: str | None = None,
+    *,
+    store: Store | None = None,
+    **settings: Any,
+) -> Tracker:
+    """Track every task of ``app`` (or only ``@track``-decorated ones, see settings).
+
+    ``database_url``: this argument, else ``app.conf.jobtrack_database_url``, else
+    ``JOBTRACK_DATABASE_URL``, else ``sqlite:///jobtrack.db``. Other keywords are
+    :class:`~jobtrack.settings.Settings` fields. One tracker per process: installing
+    again replaces the previous one. No database I/O happens here; tables are created
+    (or upgraded) on first use unless ``create_tables=False``.
+    """
+    resolved = Settings.resolve(app.conf, database_url=database_url, **settings)
+    tracker = Tracker(resolved, store)
+    _disconnect()
+    set_active_tracker(tracker)
+    if not resolved.enabled:
+        log.info("jobtrack is switched off (JOBTRACK_ENABLED=0 or enabled=False)",
+                 extra={"job_id": None, "action": "install"})
+        return tracker
+    _Wiring(app, tracker).connect()
+    return tracker
+
+
+def uninstall() -> None:
+    """Disconnect the handlers and flush and close the active tracker."""
+    _disconnect()
+    set_active_tracker(None)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    tracker = active_tracker_or_none()
+    if tracker is not None:
+        try:
+            tracker.writer.close()
+        except Exception:
+            log.exception("final tracking flush failed", extra={"job_id": None,
+                                                                 "action": "exit"})

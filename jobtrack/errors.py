@@ -1,0 +1,60 @@
+"""The errors jobtrack raises. Every one derives from :class:`JobtrackError`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "JobNotFound",
+    "JobtrackError",
+    "NoCurrentJob",
+    "NotInstalled",
+    "StoreError",
+]
+
+
+class JobtrackError(Exception):
+    """Root of every error raised by jobtrack."""
+
+
+class ConfigurationError(JobtrackError, ValueError):
+    """A setting has a value jobtrack cannot use."""
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        self.name = name
+        self.value = value
+        super().__init__(f"setting {name}={value!r} is invalid: expected {expected}")
+
+
+class JobNotFound(JobtrackError, LookupError):
+    """No job row has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class NoCurrentJob(JobtrackError, LookupError):
+    """``current_job()`` was called outside a running Celery task."""
+
+    def __init__(self) -> None:
+        super().__init__("current_job() needs a running Celery task; none is running here")
+
+
+class NotInstalled(JobtrackError, RuntimeError):
+    """A helper was called before ``jobtrack.install(app)`` ran in this process."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "jobtrack is not installed in this process: call jobtrack.install(app) first"
+        )
+
+
+class StoreError(JobtrackError):
+    """The tracking database refused or failed an operation.
+
+    The driver's exception is kept as ``__cause__``.
+    """
+
+    def __init__(self, action: str, detail: str) -> None:
+        self.action = action
+        super().__init__(f"tracking database failed during {action}: {detail}")

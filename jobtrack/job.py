@@ -1,0 +1,251 @@
+"""The task author's side: ``@track``, ``current_job()``, progress and items.
+
+``progress()`` and ``item()`` only touch memory. Progress is coalesced per job: the
+writer picks up the latest value at each flush (buffered mode) or at most every
+``progress_interval_s`` (sync mode), and the last value is always written when the task
+ends, so calling ``progress()`` in a tight loop costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from .errors import NoCurrentJob
+from .models import ItemStatus, JobStatus, JobUpdate, state_seq
+from .payload import clean_text
+from .store import ItemRow
+from .tracker import Tracker
+
+__all__ = ["JobHandle", "JobSpec", "current_job", "job_spec", "track"]
+
+log = logging.getLogger("jobtrack")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SPEC_ATTR = "__jobtrack_spec__"
+_STAGE_CHARS = 255
+_KEY_CHARS = 500
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What ``@track`` declares about a task."""
+
+    job_type: str | None = None
+    job_subtype: str | None = None
+    name: str | None = None
+    owner: str | None = None
+
+    def describe(self, fn: Callable[..., Any] | None, args: Any, kwargs: Any) -> dict[str, Any]:
+        """``job_type``, ``job_subtype``, ``name`` and ``owner_id`` for one call."""
+        out: dict[str, Any] = {"job_type": self.job_type, "job_subtype": self.job_subtype}
+        if self.name is None and self.owner is None:
+            return out
+        bound = _bind(fn, args, kwargs)
+        if self.name is not None:
+            try:
+                out["name"] = self.name.format_map(bound)
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+                out["name"] = self.name
+        if self.owner is not None and bound.get(self.owner) is not None:
+            out["owner_id"] = str(bound[self.owner])[:255]
+        return out
+
+
+def _bind(fn: Callable[..., Any] | None, args: Any, kwargs: Any) -> dict[str, Any]:
+    positional = tuple(args or ())
+    named: dict[str, Any] = dict(kwargs or {})
+    if fn is None:
+        return named
+    try:
+        bound = inspect.signature(fn).bind_partial(*positional, **named)
+    except (TypeError, ValueError):
+        return named
+    return dict(bound.arguments)
+
+
+def track(
+    job_type: str | None = None,
+    *,
+    job_subtype: str | None = None,
+    name: str | None = None,
+    owner: str | None = None,
+) -> Callable[[F], F]:
+    """Describe a task's jobs. Put it under ``@app.task``.
+
+    ``name`` is a ``str.format`` template filled from the task's arguments
+    (``"Import {filename}"``); ``owner`` names the argument holding the owner id.
+    """
+    spec = JobSpec(job_type=job_type, job_subtype=job_subtype, name=name, owner=owner)
+
+    def decorate(fn: F) -> F:
+        setattr(fn, _SPEC_ATTR, spec)
+        return fn
+
+    return decorate
+
+
+def job_spec(task: Any) -> JobSpec | None:
+    """The ``@track`` spec of a Celery task object, if it has one."""
+    run = getattr(task, "run", None)
+    spec = getattr(run, _SPEC_ATTR, None) or getattr(getattr(run, "__func__", None),
+                                                     _SPEC_ATTR, None)
+    return spec if isinstance(spec, JobSpec) else None
+
+
+class JobHandle:
+    """The running job, as seen from inside its task (see :func:`current_job`).
+
+    Every method is safe: a tracking problem is logged, never raised into the task.
+    With tracking switched off the handle still works and records nothing.
+    """
+
+    def __init__(self, job_id: str, attempt: int, tracker: Tracker | None,
+                 started_at: datetime | None = None) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+        self.started_at = started_at
+        self._tracker = tracker
+        self._lock = threading.Lock()
+        self._pending: JobUpdate | None = None
+        self._last_push = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.job_id
+
+    @property
+    def tracked(self) -> bool:
+        return self._tracker is not None
+
+    def progress(
+        self,
+        percent: float | None = None,
+        *,
+        current: int | None = None,
+        total: int | None = None,
+        stage: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Report progress: ``percent`` directly, or ``current`` of ``total``."""
+        tracker = self._tracker
+        if tracker is None:
+            return
+        try:
+            if percent is None and current is not None and total:
+                percent = 100.0 * current / total
+            if percent is not None:
+                percent = min(max(float(percent), 0.0), 100.0)
+            now = datetime.now(timezone.utc)
+            with self._lock:
+                pending = self._pending
+                if pending is None:
+                    pending = self._pending = JobUpdate(
+                        id=self.job_id, status=JobStatus.RUNNING,
+                        state_seq=state_seq(JobStatus.RUNNING, self.attempt),
+                        created_at=now, updated_at=now, retries=self.attempt,
+                    )
+                pending.updated_at = now
+                if percent is not None:
+                    pending.progress_percent = percent
+                if total is not None:
+                    pending.total_items = int(total)
+                if stage is not None:
+                    pending.progress_stage = clean_text(stage, _STAGE_CHARS)
+                if message is not None:
+                    pending.progress_message = clean_text(
+                        message, tracker.settings.max_message_chars)
+            if tracker.settings.write_mode == "sync":
+                clock = time.monotonic()
+                if clock - self._last_push >= tracker.settings.progress_interval_s:
+                    self._last_push = clock
+                    update = self.take_progress()
+                    if update is not None:
+                        tracker.writer.update(update)
+        except Exception:
+            log.exception("recording progress failed",
+                          extra={"job_id": self.job_id, "action": "progress"})
+
+    def take_progress(self) -> JobUpdate | None:
+        """Hand the latest unwritten progress to the writer (and forget it)."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+    def item(
+        self,
+        key: object,
+        status: str | ItemStatus = ItemStatus.SUCCESS,
+        *,
+        message: str | None = None,
+        error_code: str | None = None,
+        before: Any = None,
+        after: Any = None,
+    ) -> None:
+        """Record one item's outcome; the job's counters follow."""
+        tracker = self._tracker
+        if tracker is None:
+            return
+        try:
+            item_status = ItemStatus(status)
+        except ValueError:
+            log.error("item status %r is not one of success, error, skipped: recorded as "
+                      "error", status, extra={"job_id": self.job_id, "action": "item"})
+            item_status = ItemStatus.ERROR
+        try:
+            tracker.writer.item(ItemRow(
+                job_id=self.job_id,
+                key=clean_text(key if isinstance(key, str) else str(key), _KEY_CHARS),
+                status=item_status,
+                processed_at=datetime.now(timezone.utc),
+                message=tracker.text(message),
+                error_code=clean_text(error_code, 100) if error_code is not None else None,
+                before_state=tracker.json(before) if before is not None else None,
+                after_state=tracker.json(after) if after is not None else None,
+            ))
+        except Exception:
+            log.exception("recording an item failed",
+                          extra={"job_id": self.job_id, "action": "item"})
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.job_id} attempt={self.attempt} tracked={self.tracked}>"
+
+
+_current: contextvars.ContextVar[JobHandle | None] = contextvars.ContextVar(
+    "jobtrack_current_job", default=None
+)
+
+
+def set_current(handle: JobHandle | None) -> contextvars.Token[JobHandle | None]:
+    return _current.set(handle)
+
+
+def get_current() -> JobHandle | None:
+    return _current.get()
+
+
+def current_job() -> JobHandle:
+    """The job of the task running in this thread.
+
+    Inside a task that is not tracked (tracking off, or not decorated while only
+    decorated tasks are tracked) this returns a handle that records nothing, so task
+    code never has to check. Outside any task it raises :class:`NoCurrentJob`.
+    """
+    handle = _current.get()
+    if handle is not None:
+        return handle
+    from celery import current_task  # imported late: keeps models/store free of Celery
+
+    request = getattr(current_task, "request", None)
+    task_id = getattr(request, "id", None)
+    if task_id is None:
+        raise NoCurrentJob()
+    return JobHandle(task_id, getattr(request, "retries", 0) or 0, None)
+

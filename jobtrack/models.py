@@ -1,0 +1,275 @@
+"""Job states, the rules for moving between them, and the records read back.
+
+No I/O here. The ordering rules below are also what the store's SQL enforces, so a
+late or duplicated event can never move a job backwards, whichever process sends it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, ClassVar
+
+__all__ = [
+    "TERMINAL",
+    "TERMINAL_SEQ",
+    "Event",
+    "Item",
+    "ItemStatus",
+    "Job",
+    "JobStatus",
+    "JobUpdate",
+    "Stats",
+    "progress_applies",
+    "state_seq",
+    "takes",
+]
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# Rank of a status inside one attempt. ``lost`` sits below ``running`` so that a
+# redelivered attempt (same attempt number) takes the job back to running.
+_RANK = {
+    JobStatus.PENDING: 0,
+    JobStatus.LOST: 1,
+    JobStatus.RUNNING: 2,
+    JobStatus.RETRYING: 3,
+}
+_ATTEMPT_SPAN = 4
+#: Every terminal state carries this sequence number: nothing outranks it, so the first
+#: terminal state a job reaches is the one it keeps.
+TERMINAL_SEQ = 1 << 40
+
+
+def state_seq(status: JobStatus, attempt: int) -> int:
+    """Order key of a state: a transition is applied only if its key is greater.
+
+    Attempts are ordered by Celery's ``request.retries``, not by arrival: a retry is
+    republished before the old attempt's "retrying" event is written, so the next
+    attempt's "running" may arrive first and must not be undone by it.
+    """
+    if status in TERMINAL:
+        return TERMINAL_SEQ
+    return max(attempt, 0) * _ATTEMPT_SPAN + _RANK[status]
+
+
+class ItemStatus(str, enum.Enum):
+    """Outcome of one item of a job (a row of an import, a file of a batch)."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the ``jobs`` table."""
+
+    id: str
+    status: JobStatus
+    task_name: str | None = None
+    job_type: str | None = None
+    job_subtype: str | None = None
+    name: str | None = None
+    owner_id: str | None = None
+    queue: str | None = None
+    priority: int | None = None
+    eta: datetime | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    input_data: Any = None
+    output_data: Any = None
+    metadata: Any = None
+    total_items: int | None = None
+    processed_items: int = 0
+    failed_items: int = 0
+    skipped_items: int = 0
+    progress_percent: float | None = None
+    progress_stage: str | None = None
+    progress_message: str | None = None
+    retries: int = 0
+    max_retries: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    worker: str | None = None
+    pid: int | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: int | None = None
+    updated_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row of ``job_items``."""
+
+    job_id: str
+    key: str
+    status: ItemStatus
+    message: str | None = None
+    error_code: str | None = None
+    before_state: Any = None
+    after_state: Any = None
+    processed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of ``job_events``: a transition of one attempt."""
+
+    job_id: str
+    at: datetime
+    status: JobStatus
+    attempt: int
+    worker: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What ``job_stats()`` returns."""
+
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    total: int = 0
+    failure_rate: float | None = None
+    duration_ms_avg: float | None = None
+    duration_ms_max: int | None = None
+
+
+# How each column of ``jobs`` merges when two updates of one job meet, whether in the
+# writer's buffer (``JobUpdate.merge``) or in the store's upsert SQL. "takes" means the
+# newer update outranks the row: a higher ``state_seq``, or an equal non-terminal one.
+#: Set from the update that takes, when it has a value.
+ATTEMPT_COLUMNS = (
+    "worker", "pid", "started_at", "completed_at", "duration_ms", "output_data",
+    "error_type", "error_message", "traceback", "eta",
+)
+#: First value seen wins (``parent_id`` must: Celery rewrites it on retry).
+FILL_COLUMNS = (
+    "task_name", "job_type", "job_subtype", "name", "owner_id", "queue", "priority",
+    "parent_id", "root_id", "group_id", "input_data", "max_retries", "metadata",
+)
+#: Last value wins, except that a finished job ignores non-final updates.
+PROGRESS_COLUMNS = ("progress_percent", "progress_stage", "progress_message", "total_items")
+#: Largest wins.
+MAX_COLUMNS = ("retries", "heartbeat_at", "updated_at")
+#: Smallest wins.
+MIN_COLUMNS = ("created_at",)
+
+
+def takes(new_seq: int, current_seq: int) -> bool:
+    """Whether an update at ``new_seq`` sets status and attempt columns of a row."""
+    return new_seq > current_seq or (new_seq == current_seq and new_seq < TERMINAL_SEQ)
+
+
+def progress_applies(new_seq: int, current_seq: int) -> bool:
+    """A finished job keeps its progress unless the update itself is final."""
+    return not (current_seq >= TERMINAL_SEQ and new_seq < TERMINAL_SEQ)
+
+
+@dataclass
+class JobUpdate:
+    """What one or more transitions of one job change, ready to upsert as one row."""
+
+    id: str
+    status: JobStatus
+    state_seq: int
+    created_at: datetime
+    updated_at: datetime
+    retries: int = 0
+    worker: str | None = None
+    pid: int | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: int | None = None
+    output_data: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    eta: datetime | None = None
+    task_name: str | None = None
+    job_type: str | None = None
+    job_subtype: str | None = None
+    name: str | None = None
+    owner_id: str | None = None
+    queue: str | None = None
+    priority: int | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    input_data: Any = None
+    max_retries: int | None = None
+    metadata: Any = None
+    progress_percent: float | None = None
+    progress_stage: str | None = None
+    progress_message: str | None = None
+    total_items: int | None = None
+    heartbeat_at: datetime | None = None
+
+    COLUMNS: ClassVar[tuple[str, ...]]
+
+    def merge(self, newer: JobUpdate) -> None:
+        """Fold ``newer`` (a later update of the same job) into this one, in place."""
+        wins_ = takes(newer.state_seq, self.state_seq)
+        if progress_applies(newer.state_seq, self.state_seq):
+            for name in PROGRESS_COLUMNS:
+                value = getattr(newer, name)
+                if value is not None:
+                    setattr(self, name, value)
+        if wins_:
+            for name in ATTEMPT_COLUMNS:
+                value = getattr(newer, name)
+                if value is not None:
+                    setattr(self, name, value)
+            self.status = newer.status
+            self.state_seq = newer.state_seq
+        for name in FILL_COLUMNS:
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(newer, name))
+        for name in MAX_COLUMNS:
+            mine, theirs = getattr(self, name), getattr(newer, name)
+            if theirs is not None and (mine is None or theirs > mine):
+                setattr(self, name, theirs)
+        for name in MIN_COLUMNS:
+            mine, theirs = getattr(self, name), getattr(newer, name)
+            if theirs is not None and (mine is None or theirs < mine):
+                setattr(self, name, theirs)
+
+    def row(self) -> dict[str, Any]:
+        """The update as a ``jobs`` row (every column present, for executemany)."""
+        row = {name: getattr(self, name) for name in self.COLUMNS}
+        row["status"] = self.status.value
+        return row
+
+
+JobUpdate.COLUMNS = tuple(f.name for f in fields(JobUpdate))

@@ -1,0 +1,167 @@
+"""Turn arbitrary task values into bounded, JSON-safe, database-safe data.
+
+PostgreSQL refuses NUL in text and ``\\u0000`` in jsonb, and any driver refuses lone
+surrogates; task arguments may be megabytes, nest without end, or have a ``repr`` that
+raises. Everything stored passes through here first. The work done is bounded by the
+size limit, not by the size of the value: long strings are cut before they are copied,
+and a walk stops once its budget is spent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import reprlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["REDACTED", "clean_text", "describe_error", "jsonable", "safe_repr", "to_json"]
+
+REDACTED = "[redacted]"
+TRUNCATED = "…[truncated]"
+_MAX_DEPTH = 32
+_REPR = reprlib.Repr()
+_REPR.maxstring = 200
+_REPR.maxother = 200
+
+
+def clean_text(value: object, max_chars: int, *, keep: str = "start") -> str:
+    """A string any database accepts, at most ``max_chars`` long.
+
+    ``keep="end"`` keeps the end instead (a traceback's last lines hold the error).
+    """
+    text = value if isinstance(value, str) else safe_repr(value)
+    if len(text) > max_chars:
+        marker = TRUNCATED
+        if keep == "end":
+            text = marker + text[len(text) - max_chars + len(marker):]
+        else:
+            text = text[: max(max_chars - len(marker), 0)] + marker
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def safe_repr(value: object, max_chars: int = 400) -> str:
+    """``repr`` that never raises and never runs long."""
+    try:
+        text = _REPR.repr(value)
+    except Exception as exc:  # a user's __repr__ may raise anything
+        text = f"<{type(value).__qualname__} object (repr failed: {type(exc).__name__})>"
+    if len(text) > max_chars:
+        text = text[:max_chars] + TRUNCATED
+    return text
+
+
+def _is_secret(key: str, redact_keys: Iterable[str]) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in redact_keys)
+
+
+class _Walker:
+    def __init__(self, budget: int, redact_keys: tuple[str, ...]) -> None:
+        self.budget = budget
+        self.redact_keys = redact_keys
+        self.truncated = False
+
+    def text(self, value: str) -> str:
+        if self.budget <= 0:
+            self.truncated = True
+            return TRUNCATED
+        limit = max(self.budget, 16)
+        out = clean_text(value, limit)
+        self.budget -= len(out) + 2
+        if len(out) < len(value):
+            self.truncated = True
+        return out
+
+    def walk(self, value: Any, depth: int) -> Any:
+        if value is None or isinstance(value, bool):
+            self.budget -= 5
+            return value
+        if isinstance(value, int):
+            self.budget -= 20
+            # Outside double precision a JSON reader may mangle it: keep the digits.
+            return value if abs(value) < 2**53 else str(value)
+        if isinstance(value, float):
+            self.budget -= 24
+            return value if math.isfinite(value) else str(value)
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value[: max(self.budget, 16)])
+            try:
+                decoded = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                decoded = "base64:" + base64.b64encode(raw).decode("ascii")
+            if len(raw) < len(value):
+                self.truncated = True
+            return self.text(decoded)
+        if depth >= _MAX_DEPTH:
+            self.truncated = True
+            return self.text(safe_repr(value, 80))
+        if isinstance(value, Mapping):
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                if self.budget <= 0:
+                    self.truncated = True
+                    out[TRUNCATED] = f"{len(value) - len(out)} more keys"
+                    break
+                key = self.text(k if isinstance(k, str) else safe_repr(k, 80))
+                if _is_secret(key, self.redact_keys):
+                    out[key] = REDACTED
+                    self.budget -= len(REDACTED)
+                else:
+                    out[key] = self.walk(v, depth + 1)
+            return out
+        if isinstance(value, (list, tuple, set, frozenset)):
+            items: list[Any] = []
+            for v in value:
+                if self.budget <= 0:
+                    self.truncated = True
+                    items.append(f"{TRUNCATED} {len(value) - len(items)} more items")
+                    break
+                items.append(self.walk(v, depth + 1))
+            return items
+        return self.text(safe_repr(value))
+
+
+def jsonable(value: Any, max_bytes: int, redact_keys: tuple[str, ...] = ()) -> Any:
+    """A JSON-safe copy of ``value`` whose encoding stays near ``max_bytes``.
+
+    Mapping keys that look secret (see ``redact_keys``) have their values replaced.
+    Values JSON cannot hold become their ``repr``; bytes become text (or base64 when
+    not UTF-8). A value cut to fit is marked with "…[truncated]".
+    """
+    walker = _Walker(max_bytes, redact_keys)
+    return walker.walk(value, 0)
+
+
+def to_json(value: Any, max_bytes: int, redact_keys: tuple[str, ...] = ()) -> Any:
+    """:func:`jsonable`, then a final guarantee that the encoding fits ``max_bytes``."""
+    data = jsonable(value, max_bytes, redact_keys)
+    encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if len(encoded.encode("utf-8")) <= max_bytes:
+        return data
+    return {"_truncated": True, "preview": clean_text(encoded, max(max_bytes // 4, 64))}
+
+
+def describe_error(exc: BaseException | None) -> tuple[str | None, str | None]:
+    """The error's type name and message, never raising."""
+    if exc is None:
+        return None, None
+    name = type(exc).__qualname__
+    module = type(exc).__module__
+    if module not in ("builtins", "__main__"):
+        name = f"{module}.{name}"
+    try:
+        message = str(exc)
+    except Exception:
+        message = safe_repr(exc)
+    return name, message

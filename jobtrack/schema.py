@@ -1,0 +1,154 @@
+"""The tables, defined once. Dialect differences are settled here, not per query.
+
+``metadata`` is public: add it to your own Alembic ``target_metadata`` (or
+``include_object``) to join these tables from your models. PostgreSQL gets JSONB and
+``timestamptz``; SQLite gets JSON text and ISO timestamps read back as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = ["job_events", "job_items", "jobs", "metadata"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":  # stored as text: keep one fixed, sortable form
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc)
+
+
+#: JSON on SQLite, JSONB on PostgreSQL; Python None is SQL NULL, not JSON null.
+JSONDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+#: BIGSERIAL on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID_LENGTH = 255
+ITEM_KEY_LENGTH = 500
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True, comment="the Celery task id"),
+    Column("task_name", String(255)),
+    Column("job_type", String(100)),
+    Column("job_subtype", String(100)),
+    Column("name", Text),
+    Column("owner_id", String(255)),
+    Column("status", String(20), nullable=False),
+    Column("state_seq", BigInteger, nullable=False, server_default="0",
+           comment="order key of status: attempt and rank; terminal states outrank all"),
+    Column("queue", String(255)),
+    Column("priority", Integer),
+    Column("eta", UTCDateTime),
+    Column("parent_id", String(ID_LENGTH)),
+    Column("root_id", String(ID_LENGTH)),
+    Column("group_id", String(ID_LENGTH)),
+    Column("input_data", JSONDoc),
+    Column("output_data", JSONDoc),
+    Column("metadata", JSONDoc),
+    Column("total_items", Integer),
+    Column("processed_items", Integer, nullable=False, server_default="0"),
+    Column("failed_items", Integer, nullable=False, server_default="0"),
+    Column("skipped_items", Integer, nullable=False, server_default="0"),
+    Column("progress_percent", Float),
+    Column("progress_stage", String(255)),
+    Column("progress_message", Text),
+    Column("retries", Integer, nullable=False, server_default="0"),
+    Column("max_retries", Integer),
+    Column("error_type", String(255)),
+    Column("error_message", Text),
+    Column("traceback", Text),
+    Column("worker", String(255)),
+    Column("pid", Integer),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("duration_ms", BigInteger),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime),
+    Index(None, "status", "created_at"),
+    Index(None, "job_type", "created_at"),
+    Index(None, "owner_id", "created_at"),
+    Index(None, "created_at"),
+)
+
+job_items = Table(
+    "job_items",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("job_id", String(ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("key", String(ITEM_KEY_LENGTH), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("message", Text),
+    Column("error_code", String(100)),
+    Column("before_state", JSONDoc),
+    Column("after_state", JSONDoc),
+    Column("processed_at", UTCDateTime, nullable=False),
+    UniqueConstraint("job_id", "key"),
+    Index(None, "job_id", "status"),
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("job_id", String(ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("worker", String(255)),
+    Column("error_type", String(255)),
+    Column("error_message", Text),
+    Index(None, "job_id", "at"),
+)

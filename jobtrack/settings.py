@@ -1,0 +1,172 @@
+"""jobtrack's configuration: one frozen object, read in this module only.
+
+Each setting is looked up, first found wins: the keyword given to ``install()``, the
+Celery configuration key ``jobtrack_<name>``, the environment variable
+``JOBTRACK_<NAME>``, then the default below. One exception: ``JOBTRACK_ENABLED=0`` in the
+environment always switches tracking off, whatever the code says (an operator's kill
+switch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal, get_args
+
+from .errors import ConfigurationError
+
+__all__ = ["DEFAULT_REDACT_KEYS", "ENV_PREFIX", "Settings", "WriteMode"]
+
+ENV_PREFIX = "JOBTRACK_"
+WriteMode = Literal["buffered", "sync"]
+DEFAULT_REDACT_KEYS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "private_key",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob jobtrack has. Build it with :meth:`resolve`, or directly in tests."""
+
+    #: SQLAlchemy URL of the tracking database.
+    database_url: str = "sqlite:///jobtrack.db"
+    #: Track at all. ``JOBTRACK_ENABLED=0`` is the operator's kill switch.
+    enabled: bool = True
+    #: Track every task of the app (True) or only tasks decorated with ``@track``.
+    track_all: bool = True
+    #: Create or upgrade the tables (Alembic, to head) on first use.
+    create_tables: bool = True
+    #: ``buffered``: a background thread per process writes batches; ``sync``: every
+    #: transition is committed before the task goes on.
+    write_mode: WriteMode = "buffered"
+    #: How often the buffered writer flushes, in seconds.
+    flush_interval_s: float = 0.25
+    #: Flush early once this many jobs are waiting in the buffer.
+    flush_max_jobs: int = 500
+    #: Flush early once this many items are waiting in the buffer.
+    flush_max_items: int = 5000
+    #: Most jobs kept in memory while the database is unreachable; beyond it the
+    #: oldest progress-only updates are dropped first.
+    buffer_max_jobs: int = 100_000
+    #: In sync mode, write progress at most this often per job (the last value is
+    #: always written when the task ends).
+    progress_interval_s: float = 0.5
+    #: Largest JSON document stored for input, output, metadata and item states.
+    max_payload_bytes: int = 64 * 1024
+    #: Longest error message, progress message or item message, in characters.
+    max_message_chars: int = 4000
+    #: Longest traceback kept, in characters (the end is kept: it holds the error).
+    max_traceback_chars: int = 32_000
+    #: Argument names whose values are replaced by "[redacted]" in input_data (case
+    #: insensitive, matched as substrings: "db_password" is caught by "password").
+    redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
+    #: How often a running job's worker refreshes heartbeat_at, in seconds.
+    heartbeat_interval_s: float = 10.0
+    #: A running job whose heartbeat is older than this is marked lost by the reaper.
+    lost_after_s: float = 120.0
+    #: Seconds to wait for a database connection before giving up on a write.
+    connect_timeout_s: float = 5.0
+
+    @classmethod
+    def resolve(
+        cls,
+        conf: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        **given: Any,
+    ) -> Settings:
+        """Build settings from keywords, a Celery conf mapping and the environment."""
+        env = os.environ if env is None else env
+        conf = conf or {}
+        names = {f.name for f in fields(cls)}
+        unknown = set(given) - names
+        if unknown:
+            raise ConfigurationError(
+                ", ".join(sorted(unknown)), given[min(unknown)], "a known setting name"
+            )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in given and given[f.name] is not None:
+                raw: Any = given[f.name]
+            elif _conf_get(conf, "jobtrack_" + f.name) is not None:
+                raw = _conf_get(conf, "jobtrack_" + f.name)
+            elif ENV_PREFIX + f.name.upper() in env:
+                raw = env[ENV_PREFIX + f.name.upper()]
+            else:
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        kill = env.get(ENV_PREFIX + "ENABLED")
+        if kill is not None and not _coerce("enabled", "bool", kill):
+            values["enabled"] = False
+        settings = cls(**values)
+        settings._validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        new = dataclasses.replace(self, **changes)
+        new._validate()
+        return new
+
+    def _validate(self) -> None:
+        if self.write_mode not in get_args(WriteMode):
+            raise ConfigurationError("write_mode", self.write_mode, "'buffered' or 'sync'")
+        for name in ("flush_interval_s", "progress_interval_s", "heartbeat_interval_s",
+                     "lost_after_s", "connect_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(name, getattr(self, name), "a number above 0")
+        for name in ("flush_max_jobs", "flush_max_items", "buffer_max_jobs",
+                     "max_payload_bytes", "max_message_chars", "max_traceback_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(name, getattr(self, name), "a whole number above 0")
+        if not self.database_url:
+            raise ConfigurationError("database_url", self.database_url, "a database URL")
+
+    @staticmethod
+    def env_names() -> dict[str, str]:
+        """Each setting's environment variable, for help texts."""
+        return {f.name: ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+
+
+def _conf_get(conf: Mapping[str, Any], key: str) -> Any:
+    try:
+        return conf.get(key)
+    except Exception:  # a Celery Settings object may raise on odd keys
+        return None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _coerce(name: str, type_: Any, raw: Any) -> Any:
+    kind = str(type_)
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("tuple"):
+            if isinstance(raw, str):
+                return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+            return tuple(str(p).lower() for p in raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(name, raw, f"a value of type {kind}") from exc

@@ -1,0 +1,503 @@
+"""Every SQL statement jobtrack runs. One transaction per public method.
+
+Callers (the writer, the Celery wiring, the CLI, the dashboard) call methods here and
+never build queries. Driver errors become :class:`~jobtrack.errors.StoreError` at this
+boundary. The monotonic state rules of :mod:`jobtrack.models` are enforced in the SQL of
+the upsert itself, so concurrent writers in many processes cannot move a job backwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from .errors import JobNotFound, StoreError
+from .models import (
+    ATTEMPT_COLUMNS,
+    FILL_COLUMNS,
+    MAX_COLUMNS,
+    MIN_COLUMNS,
+    PROGRESS_COLUMNS,
+    TERMINAL_SEQ,
+    Event,
+    Item,
+    ItemStatus,
+    Job,
+    JobStatus,
+    JobUpdate,
+    Stats,
+)
+from .schema import job_events, job_items, jobs, metadata
+
+__all__ = ["Batch", "ItemRow", "Store", "normalize_url"]
+
+log = logging.getLogger("jobtrack.store")
+
+_SCHEMA_LOCK_ID = 0x6A6F6274  # PostgreSQL advisory lock key for schema upgrades
+
+
+def normalize_url(url: str) -> str:
+    """Pick psycopg 3 for a bare ``postgresql://`` URL (SQLAlchemy would pick psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One item to record: a row of ``job_items``."""
+
+    job_id: str
+    key: str
+    status: ItemStatus
+    processed_at: datetime
+    message: str | None = None
+    error_code: str | None = None
+    before_state: Any = None
+    after_state: Any = None
+
+
+@dataclass
+class Batch:
+    """What one flush writes, in one transaction."""
+
+    updates: list[JobUpdate] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    items: list[ItemRow] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.updates or self.events or self.items)
+
+
+class Store:
+    """The tracking database.
+
+    Give it a URL (it then owns and disposes its engine) or an engine of yours (it then
+    never disposes it). Engines are made lazily and replaced after ``fork()``, so no
+    connection is ever shared between processes.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        engine: Engine | None = None,
+        connect_timeout_s: float = 5.0,
+        create_tables: bool = True,
+    ) -> None:
+        if (url is None) == (engine is None):
+            raise ValueError("give a database URL or an engine, not both or neither")
+        self._url = normalize_url(url) if url is not None else None
+        self._engine = engine
+        self._owns_engine = engine is None
+        self._connect_timeout_s = connect_timeout_s
+        self._create_tables = create_tables
+        self._schema_ready = False
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    # -- connection handling -------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is not None and self._pid != os.getpid():
+            self._after_fork()
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = self._make_engine()
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _make_engine(self) -> Engine:
+        assert self._url is not None
+        url = make_url(self._url)
+        if url.get_backend_name() == "sqlite":
+            engine = create_engine(
+                url,
+                connect_args={"timeout": max(self._connect_timeout_s, 30.0),
+                              "check_same_thread": False},
+                poolclass=NullPool if url.database in (None, "", ":memory:") else None,
+            )
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+            return engine
+        connect_args: dict[str, Any] = {}
+        if url.get_backend_name() == "postgresql":
+            connect_args = {
+                "connect_timeout": max(int(self._connect_timeout_s), 1),
+                "application_name": "jobtrack",
+            }
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=2, max_overflow=4, connect_args=connect_args
+        )
+
+    def _after_fork(self) -> None:
+        """In a forked child: drop the parent's pool without touching its sockets."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        if self._engine is not None and self._owns_engine:
+            self._engine.dispose(close=False)
+
+    def reset_after_fork(self) -> None:
+        """Called by the Celery wiring in ``worker_process_init``."""
+        if self._pid != os.getpid():
+            self._after_fork()
+
+    def close(self) -> None:
+        """Dispose the engine if this store created it."""
+        if self._engine is not None and self._owns_engine:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextmanager
+    def _begin(self, action: str) -> Iterator[Connection]:
+        try:
+            if not self._schema_ready and self._create_tables:
+                self.ensure_schema()
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(action, _short(exc)) from exc
+
+    # -- schema ----------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create or upgrade the tables to the newest migration, once per process."""
+        if self._schema_ready:
+            return
+        from .migrate import upgrade_to_head  # Alembic is only imported when needed
+
+        try:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_ID)))
+                upgrade_to_head(conn)
+        except SQLAlchemyError as exc:
+            raise StoreError("schema upgrade", _short(exc)) from exc
+        self._schema_ready = True
+
+    # -- writes ----------------------------------------------------------------------
+
+    def write_batch(self, batch: Batch) -> None:
+        """Apply job updates, then items, then events, in one transaction.
+
+        Updates of one job must already be merged (one ``JobUpdate`` per id).
+        """
+        if not batch:
+            return
+        with self._begin("write batch") as conn:
+            if batch.updates:
+                conn.execute(self._upsert_jobs_stmt(conn), [u.row() for u in batch.updates])
+            if batch.items:
+                self._write_items(conn, batch.items)
+            if batch.events:
+                conn.execute(job_events.insert(), [_event_row(e) for e in batch.events])
+
+    def _upsert_jobs_stmt(self, conn: Connection) -> Any:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(jobs)
+        new, cur = stmt.excluded, jobs.c
+        takes = or_(
+            new.state_seq > cur.state_seq,
+            and_(new.state_seq == cur.state_seq, new.state_seq < TERMINAL_SEQ),
+        )
+        progress_ok = ~and_(cur.state_seq >= TERMINAL_SEQ, new.state_seq < TERMINAL_SEQ)
+        sets: dict[str, ColumnElement[Any]] = {
+            "status": case((takes, new.status), else_=cur.status),
+            "state_seq": case((takes, new.state_seq), else_=cur.state_seq),
+        }
+        for name in ATTEMPT_COLUMNS:
+            sets[name] = case((and_(takes, new[name].is_not(None)), new[name]), else_=cur[name])
+        for name in PROGRESS_COLUMNS:
+            sets[name] = case(
+                (and_(progress_ok, new[name].is_not(None)), new[name]), else_=cur[name]
+            )
+        for name in FILL_COLUMNS:
+            sets[name] = func.coalesce(cur[name], new[name])
+        for name in MAX_COLUMNS:
+            sets[name] = case(
+                (and_(new[name].is_not(None),
+                      or_(cur[name].is_(None), new[name] > cur[name])), new[name]),
+                else_=cur[name],
+            )
+        for name in MIN_COLUMNS:
+            sets[name] = case(
+                (and_(new[name].is_not(None),
+                      or_(cur[name].is_(None), new[name] < cur[name])), new[name]),
+                else_=cur[name],
+            )
+        return stmt.on_conflict_do_update(index_elements=[jobs.c.id], set_=sets)
+
+    def _write_items(self, conn: Connection, items: Sequence[ItemRow]) -> None:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        latest: dict[tuple[str, str], ItemRow] = {}
+        for item in items:  # a key recorded twice in one batch: the later one counts
+            latest[(item.job_id, item.key)] = item
+        stmt = insert(job_items)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[job_items.c.job_id, job_items.c.key],
+            set_={
+                name: stmt.excluded[name]
+                for name in ("status", "message", "error_code", "before_state",
+                             "after_state", "processed_at")
+            },
+        )
+        conn.execute(stmt, [_item_row(i) for i in latest.values()])
+        self._recount(conn, sorted({job_id for job_id, _ in latest}))
+
+    def _recount(self, conn: Connection, job_ids: Sequence[str]) -> None:
+        """Set each job's item counters from its items: idempotent under replays."""
+        def count(status: ItemStatus | None) -> Any:
+            where = job_items.c.job_id == jobs.c.id
+            if status is not None:
+                where = and_(where, job_items.c.status == status.value)
+            return select(func.count()).where(where).scalar_subquery()
+
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(job_ids))
+            .values(
+                processed_items=count(None),
+                failed_items=count(ItemStatus.ERROR),
+                skipped_items=count(ItemStatus.SKIPPED),
+            )
+        )
+
+    def upsert_job(self, update_: JobUpdate, *, overwrite: Sequence[str] = ()) -> None:
+        """Write one update now; columns in ``overwrite`` replace stored values.
+
+        Used by the helpers (``upsert_job`` …): what a caller passes explicitly wins
+        over what the Celery wiring filled in.
+        """
+        with self._begin("upsert job") as conn:
+            conn.execute(self._upsert_jobs_stmt(conn), [update_.row()])
+            values = {name: getattr(update_, name) for name in overwrite}
+            if values:
+                conn.execute(update(jobs).where(jobs.c.id == update_.id).values(**values))
+
+    def set_counts(
+        self,
+        job_id: str,
+        *,
+        processed: int | None = None,
+        failed: int | None = None,
+        skipped: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        """Set item counters directly (for jobs that count without recording items)."""
+        values = {
+            name: value
+            for name, value in (("processed_items", processed), ("failed_items", failed),
+                                ("skipped_items", skipped), ("total_items", total))
+            if value is not None
+        }
+        if not values:
+            return
+        with self._begin("set counts") as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+    def insert_event(self, event_: Event) -> None:
+        with self._begin("insert event") as conn:
+            conn.execute(job_events.insert(), [_event_row(event_)])
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        with self._begin("get job") as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job(row)
+
+    def find_job(self, job_id: str) -> Job | None:
+        try:
+            return self.get_job(job_id)
+        except JobNotFound:
+            return None
+
+    def list_jobs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        job_type: str | None = None,
+        owner_id: str | None = None,
+        task_name: str | None = None,
+        queue: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        search: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs, newest first, filtered; every filter is a bound parameter."""
+        query = select(jobs)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            query = query.where(jobs.c.status.in_([JobStatus(s).value for s in statuses]))
+        for column, value in ((jobs.c.job_type, job_type), (jobs.c.owner_id, owner_id),
+                              (jobs.c.task_name, task_name), (jobs.c.queue, queue)):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
+        if until is not None:
+            query = query.where(jobs.c.created_at < until)
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace(
+                "_", "\\_") + "%"
+            query = query.where(or_(
+                jobs.c.name.ilike(pattern, escape="\\"),
+                jobs.c.error_message.ilike(pattern, escape="\\"),
+                jobs.c.id == search,
+            ))
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+        query = query.limit(max(min(limit, 10_000), 1)).offset(max(offset, 0))
+        with self._begin("list jobs") as conn:
+            return [_job(r) for r in conn.execute(query).mappings()]
+
+    def list_items(
+        self, job_id: str, *, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Item]:
+        query = select(job_items).where(job_items.c.job_id == job_id)
+        if status is not None:
+            query = query.where(job_items.c.status == ItemStatus(status).value)
+        query = query.order_by(job_items.c.id).limit(max(limit, 1)).offset(max(offset, 0))
+        with self._begin("list items") as conn:
+            return [
+                Item(job_id=r.job_id, key=r.key, status=ItemStatus(r.status),
+                     message=r.message, error_code=r.error_code,
+                     before_state=r.before_state, after_state=r.after_state,
+                     processed_at=r.processed_at)
+                for r in conn.execute(query)
+            ]
+
+    def list_events(self, job_id: str) -> list[Event]:
+        query = (
+            select(job_events)
+            .where(job_events.c.job_id == job_id)
+            .order_by(job_events.c.at, job_events.c.id)
+        )
+        with self._begin("list events") as conn:
+            return [
+                Event(job_id=r.job_id, at=r.at, status=JobStatus(r.status),
+                      attempt=r.attempt, worker=r.worker, error_type=r.error_type,
+                      error_message=r.error_message)
+                for r in conn.execute(query)
+            ]
+
+    def stats(self, *, since: datetime | None = None) -> Stats:
+        """Counts by status and by type, failure rate and durations."""
+        where = [jobs.c.created_at >= since] if since is not None else []
+        by_status_q = select(jobs.c.status, func.count()).where(*where).group_by(jobs.c.status)
+        by_type_q = (
+            select(func.coalesce(jobs.c.job_type, literal("")), jobs.c.status, func.count())
+            .where(*where)
+            .group_by(func.coalesce(jobs.c.job_type, literal("")), jobs.c.status)
+        )
+        durations_q = select(func.avg(jobs.c.duration_ms), func.max(jobs.c.duration_ms)).where(
+            jobs.c.status == JobStatus.COMPLETED.value, *where
+        )
+        with self._begin("stats") as conn:
+            by_status = {s: int(n) for s, n in conn.execute(by_status_q)}
+            by_type: dict[str, dict[str, int]] = {}
+            for job_type, status, n in conn.execute(by_type_q):
+                by_type.setdefault(job_type or "(none)", {})[status] = int(n)
+            avg, max_ = conn.execute(durations_q).one()
+        finished = by_status.get("completed", 0) + by_status.get("failed", 0)
+        return Stats(
+            by_status=by_status,
+            by_type=by_type,
+            total=sum(by_status.values()),
+            failure_rate=(by_status.get("failed", 0) / finished) if finished else None,
+            duration_ms_avg=float(avg) if avg is not None else None,
+            duration_ms_max=int(max_) if max_ is not None else None,
+        )
+
+    def count_jobs(self) -> int:
+        with self._begin("count jobs") as conn:
+            return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
+
+    def delete_all(self) -> None:
+        """Empty the three tables (tests and the demo)."""
+        with self._begin("delete all") as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(delete(table))
+
+
+def _short(exc: SQLAlchemyError) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0][:500] if text.strip() else type(exc).__name__
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy issue BEGIN itself (see _sqlite_on_begin); WAL lets readers and
+    # one writer work at once across processes.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # Take the write lock at BEGIN, so a busy database waits (busy timeout) instead of
+    # failing half-way through a transaction with "database is locked".
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _event_row(e: Event) -> dict[str, Any]:
+    return {
+        "job_id": e.job_id, "at": e.at, "status": e.status.value, "attempt": e.attempt,
+        "worker": e.worker, "error_type": e.error_type, "error_message": e.error_message,
+    }
+
+
+def _item_row(i: ItemRow) -> dict[str, Any]:
+    return {
+        "job_id": i.job_id, "key": i.key, "status": i.status.value, "message": i.message,
+        "error_code": i.error_code, "before_state": i.before_state,
+        "after_state": i.after_state, "processed_at": i.processed_at,
+    }
+
+
+def _job(row: Any) -> Job:
+    values = dict(row)
+    values.pop("state_seq", None)
+    values["status"] = JobStatus(values["status"])
+    return Job(**values)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,191 @@
+"""A tracker: one process's settings, store and writer, and the helper operations.
+
+``install(app)`` makes one and registers it as this process's tracker; the module-level
+helpers (``upsert_job``, ``complete_job`` …) use that one. The helpers write
+synchronously: when ``upsert_job`` returns, the row is committed, so a web request can
+create the job, answer 202 with its id, and dispatch the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as traceback_mod
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import NotInstalled
+from .models import Event, Item, Job, JobStatus, JobUpdate, Stats, state_seq
+from .payload import clean_text, describe_error, to_json
+from .settings import Settings
+from .store import Store
+from .writer import Writer, make_writer
+
+__all__ = ["Tracker", "active_tracker", "active_tracker_or_none", "set_active_tracker"]
+
+log = logging.getLogger("jobtrack")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Tracker:
+    """What jobtrack needs in one process. Usually made by ``install(app)``."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(
+            settings.database_url,
+            connect_timeout_s=settings.connect_timeout_s,
+            create_tables=settings.create_tables,
+        )
+        self.writer: Writer = make_writer(self.store, settings)
+
+    # -- bounded, safe values -----------------------------------------------------
+
+    def json(self, value: Any) -> Any:
+        return to_json(value, self.settings.max_payload_bytes, self.settings.redact_keys)
+
+    def text(self, value: Any) -> str | None:
+        return None if value is None else clean_text(value, self.settings.max_message_chars)
+
+    def traceback_text(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        return clean_text(value, self.settings.max_traceback_chars, keep="end")
+
+    def error_fields(self, error: BaseException | str | None) -> tuple[str | None, str | None]:
+        if isinstance(error, str):
+            return "Error", self.text(error)
+        kind, message = describe_error(error)
+        return (clean_text(kind, 255) if kind else None), self.text(message)
+
+    # -- helpers: synchronous, for code outside (or inside) tasks ------------------
+
+    def upsert_job(
+        self,
+        job_id: str,
+        *,
+        job_type: str | None = None,
+        job_subtype: str | None = None,
+        name: str | None = None,
+        owner_id: str | None = None,
+        task_name: str | None = None,
+        queue: str | None = None,
+        input_data: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        total_items: int | None = None,
+    ) -> None:
+        """Create the job row (pending) or update its descriptive fields."""
+        if not self.settings.enabled:
+            return
+        now = utcnow()
+        given: dict[str, Any] = {
+            "job_type": job_type, "job_subtype": job_subtype,
+            "name": self.text(name), "owner_id": owner_id, "task_name": task_name,
+            "queue": queue,
+            "input_data": self.json(input_data) if input_data is not None else None,
+            "metadata": self.json(dict(metadata)) if metadata is not None else None,
+            "total_items": total_items,
+        }
+        update = JobUpdate(
+            id=job_id, status=JobStatus.PENDING,
+            state_seq=state_seq(JobStatus.PENDING, 0), created_at=now, updated_at=now,
+            **given,
+        )
+        self.store.upsert_job(update, overwrite=[k for k, v in given.items() if v is not None])
+
+    def complete_job(
+        self,
+        job_id: str,
+        output: Any = None,
+        *,
+        processed: int | None = None,
+        failed: int | None = None,
+        skipped: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        """Mark the job completed now (a finished job keeps its first final state)."""
+        if not self.settings.enabled:
+            return
+        now = utcnow()
+        update = JobUpdate(
+            id=job_id, status=JobStatus.COMPLETED,
+            state_seq=state_seq(JobStatus.COMPLETED, 0), created_at=now, updated_at=now,
+            completed_at=now, output_data=self.json(output) if output is not None else None,
+            progress_percent=100.0,
+        )
+        self.store.upsert_job(update)
+        self.store.set_counts(job_id, processed=processed, failed=failed, skipped=skipped,
+                              total=total)
+        self.store.insert_event(Event(job_id=job_id, at=now, status=JobStatus.COMPLETED,
+                                      attempt=0))
+
+    def fail_job(
+        self, job_id: str, error: BaseException | str, *, traceback: str | None = None
+    ) -> None:
+        """Mark the job failed now with the error's type and message."""
+        if not self.settings.enabled:
+            return
+        now = utcnow()
+        error_type, message = self.error_fields(error)
+        if traceback is None and isinstance(error, BaseException) and error.__traceback__:
+            traceback = "".join(traceback_mod.format_exception(error))
+        update = JobUpdate(
+            id=job_id, status=JobStatus.FAILED,
+            state_seq=state_seq(JobStatus.FAILED, 0), created_at=now, updated_at=now,
+            completed_at=now, error_type=error_type, error_message=message,
+            traceback=self.traceback_text(traceback),
+        )
+        self.store.upsert_job(update)
+        self.store.insert_event(Event(job_id=job_id, at=now, status=JobStatus.FAILED,
+                                      attempt=0, error_type=error_type,
+                                      error_message=message))
+
+    def get_job(self, job_id: str) -> Job:
+        return self.store.get_job(job_id)
+
+    def list_jobs(self, **filters: Any) -> list[Job]:
+        return self.store.list_jobs(**filters)
+
+    def list_items(self, job_id: str, **filters: Any) -> list[Item]:
+        return self.store.list_items(job_id, **filters)
+
+    def list_events(self, job_id: str) -> list[Event]:
+        return self.store.list_events(job_id)
+
+    def job_stats(self, *, since: datetime | None = None) -> Stats:
+        return self.store.stats(since=since)
+
+    def flush(self) -> bool:
+        """Write what this process has buffered now; False if the database refused."""
+        return self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+_active: Tracker | None = None
+
+
+def set_active_tracker(tracker: Tracker | None) -> None:
+    global _active
+    previous, _active = _active, tracker
+    if previous is not None and previous is not tracker:
+        try:
+            previous.close()
+        except Exception:
+            log.exception("closing the previous tracker failed",
+                          extra={"job_id": None, "action": "close"})
+
+
+def active_tracker() -> Tracker:
+    if _active is None:
+        raise NotInstalled()
+    return _active
+
+
+def active_tracker_or_none() -> Tracker | None:
+    return _active
+

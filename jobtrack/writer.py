@@ -1,0 +1,307 @@
+"""How writes reach the store.
+
+:class:`BufferedWriter` (the default) keeps transitions in memory per process, folds
+several transitions of one job into one row (:meth:`JobUpdate.merge`, the same rules as
+the store's SQL), and writes them in one transaction every ``flush_interval_s`` or as
+soon as ``flush_max_jobs`` / ``flush_max_items`` are waiting. A task never waits for the
+database: it only takes a short in-memory lock. If a write fails the batch is kept and
+tried again with backoff, merged under anything newer, so order is preserved.
+
+:class:`SyncWriter` commits every transition before the task goes on, for people who
+prefer that to throughput.
+
+Both are fork-safe: a forked child starts with an empty buffer, no thread, and a store
+whose pool holds none of the parent's connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Protocol
+
+from .errors import StoreError
+from .models import Event, JobStatus, JobUpdate, state_seq
+from .settings import Settings
+from .store import Batch, ItemRow, Store
+
+__all__ = ["BufferedWriter", "ProgressSource", "SyncWriter", "Writer", "make_writer"]
+
+log = logging.getLogger("jobtrack.writer")
+
+_MAX_BACKOFF_S = 5.0
+
+
+class ProgressSource(Protocol):
+    """A running job whose progress the writer collects at each flush."""
+
+    job_id: str
+    attempt: int
+
+    def take_progress(self) -> JobUpdate | None: ...
+
+
+class Writer(Protocol):
+    def update(self, update: JobUpdate, event: Event | None = None) -> None: ...
+    def item(self, item: ItemRow) -> None: ...
+    def watch(self, source: ProgressSource) -> None: ...
+    def unwatch(self, source: ProgressSource) -> None: ...
+    def flush(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SyncWriter:
+    """Commit each transition at once. A failure is logged, never raised."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def _write(self, batch: Batch, job_id: str) -> None:
+        try:
+            self.store.write_batch(batch)
+        except StoreError:
+            log.exception("tracking write failed", extra={"job_id": job_id,
+                                                          "action": "write"})
+
+    def update(self, update: JobUpdate, event: Event | None = None) -> None:
+        self._write(Batch([update], [event] if event else []), update.id)
+
+    def item(self, item: ItemRow) -> None:
+        self._write(Batch(items=[item]), item.job_id)
+
+    def watch(self, source: ProgressSource) -> None:
+        pass
+
+    def unwatch(self, source: ProgressSource) -> None:
+        pending = source.take_progress()
+        if pending is not None:
+            self.update(pending)
+
+    def flush(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class BufferedWriter:
+    """Buffer, coalesce and batch transitions; see the module docstring."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._init_process_state()
+        _live_writers.add(self)
+
+    def _init_process_state(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()          # guards the buffers below
+        self._flush_lock = threading.Lock()    # one flush at a time: keeps order
+        self._wake = threading.Event()
+        self._closed = False
+        self._updates: dict[str, JobUpdate] = {}
+        self._events: list[Event] = []
+        self._items: list[ItemRow] = []
+        self._watched: dict[str, ProgressSource] = {}
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._last_heartbeat = time.monotonic()
+        self._dropped_items = 0
+
+    def _after_fork_in_child(self) -> None:
+        self._init_process_state()
+
+    # -- what the wiring calls (hot path: memory only) ------------------------------
+
+    def update(self, update: JobUpdate, event: Event | None = None) -> None:
+        with self._lock:
+            current = self._updates.get(update.id)
+            if current is None:
+                self._updates[update.id] = update
+            else:
+                current.merge(update)
+            if event is not None:
+                self._events.append(event)
+            full = len(self._updates) >= self.settings.flush_max_jobs
+        self._ensure_thread()
+        if full:
+            self._wake.set()
+
+    def item(self, item: ItemRow) -> None:
+        with self._lock:
+            if len(self._items) >= self.settings.buffer_max_jobs * 10:
+                self._dropped_items += 1
+                return
+            self._items.append(item)
+            full = len(self._items) >= self.settings.flush_max_items
+        self._ensure_thread()
+        if full:
+            self._wake.set()
+
+    def watch(self, source: ProgressSource) -> None:
+        with self._lock:
+            self._watched[source.job_id] = source
+        self._ensure_thread()
+
+    def unwatch(self, source: ProgressSource) -> None:
+        with self._lock:
+            if self._watched.get(source.job_id) is source:
+                del self._watched[source.job_id]
+        pending = source.take_progress()
+        if pending is not None:
+            self.update(pending)
+
+    # -- flushing -----------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():  # forked without the at-fork hook (defensive)
+            self._after_fork_in_child()
+        thread = self._thread
+        if (thread is not None and thread.is_alive()) or self._closed:
+            return
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="jobtrack-writer", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            delay = self.settings.flush_interval_s
+            if self._failures:
+                delay = min(delay * (2 ** self._failures), _MAX_BACKOFF_S)
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._closed:
+                break
+            try:
+                self._collect_watched()
+                self.flush()
+            except Exception:  # the thread must survive anything a flush meets
+                log.exception("tracking writer loop error", extra={"action": "flush"})
+
+    def _collect_watched(self) -> None:
+        with self._lock:
+            sources = list(self._watched.values())
+        heartbeat = time.monotonic() - self._last_heartbeat >= self.settings.heartbeat_interval_s
+        if heartbeat:
+            self._last_heartbeat = time.monotonic()
+        now = _now()
+        for source in sources:
+            pending = source.take_progress()
+            if heartbeat:
+                beat = JobUpdate(
+                    id=source.job_id, status=JobStatus.RUNNING,
+                    state_seq=state_seq(JobStatus.RUNNING, source.attempt),
+                    created_at=now, updated_at=now, heartbeat_at=now,
+                    retries=source.attempt,
+                )
+                if pending is None:
+                    pending = beat
+                else:
+                    pending.merge(beat)
+            if pending is not None:
+                self.update(pending)
+
+    def _take_batch(self) -> Batch:
+        with self._lock:
+            batch = Batch(list(self._updates.values()), self._events, self._items)
+            self._updates, self._events, self._items = {}, [], []
+        return batch
+
+    def _give_back(self, batch: Batch) -> None:
+        """Put a failed batch back in front of what arrived since."""
+        with self._lock:
+            newer = self._updates
+            self._updates = {u.id: u for u in batch.updates}
+            for update in newer.values():
+                older = self._updates.get(update.id)
+                if older is None:
+                    self._updates[update.id] = update
+                else:
+                    older.merge(update)
+            self._events = batch.events + self._events
+            self._items = batch.items + self._items
+
+    def flush(self) -> bool:
+        """Write everything buffered now. Returns False if the database refused it
+        (the data stays buffered for the next try)."""
+        if self._pid != os.getpid():
+            self._after_fork_in_child()
+        with self._flush_lock:
+            batch = self._take_batch()
+            if not batch:
+                return True
+            try:
+                self.store.write_batch(batch)
+            except Exception as exc:
+                self._give_back(batch)
+                self._failures += 1
+                log.warning(
+                    "tracking write of %d jobs failed (try %d), kept for retry: %s",
+                    len(batch.updates), self._failures, exc,
+                    extra={"job_id": batch.updates[0].id if batch.updates else None,
+                           "action": "flush"},
+                )
+                return False
+            if self._failures:
+                log.info("tracking writes recovered after %d failed tries", self._failures,
+                         extra={"job_id": None, "action": "flush"})
+            self._failures = 0
+            return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._updates) + len(self._events) + len(self._items)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what is buffered (retrying until ``timeout_s``) and stop the thread."""
+        if self._pid != os.getpid():
+            return
+        self._collect_progress_now()
+        deadline = time.monotonic() + timeout_s
+        while not self.flush() and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+        self._closed = True
+        self._wake.set()
+        if self.pending():
+            log.error("tracking writer closed with %d unwritten records", self.pending(),
+                      extra={"job_id": None, "action": "close"})
+
+    def _collect_progress_now(self) -> None:
+        with self._lock:
+            sources = list(self._watched.values())
+        for source in sources:
+            pending = source.take_progress()
+            if pending is not None:
+                self.update(pending)
+
+
+_live_writers: weakref.WeakSet[BufferedWriter] = weakref.WeakSet()
+
+
+def _reset_writers_in_child() -> None:
+    for writer in list(_live_writers):
+        writer._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_writers_in_child)
+
+
+def make_writer(store: Store, settings: Settings) -> Writer:
+    factory: Callable[[Store, Settings], Writer] = (
+        SyncWriter if settings.write_mode == "sync" else BufferedWriter
+    )
+    return factory(store, settings)
