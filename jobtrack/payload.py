@@ -74,9 +74,11 @@ class _Walker:
         if self.budget <= 0:
             self.truncated = True
             return TRUNCATED
-        limit = max(self.budget, 16)
+        # One string gets at most half of what is left, so later values (the kwargs
+        # after a huge positional argument) still fit.
+        limit = max(self.budget // 2, 16)
         out = clean_text(value, limit)
-        self.budget -= len(out) + 2
+        self.budget -= (len(out) if out.isascii() else len(out.encode("utf-8"))) + 2
         if len(out) < len(value):
             self.truncated = True
         return out
@@ -139,7 +141,7 @@ def jsonable(value: Any, max_bytes: int, redact_keys: tuple[str, ...] = ()) -> A
     Values JSON cannot hold become their ``repr``; bytes become text (or base64 when
     not UTF-8). A value cut to fit is marked with "…[truncated]".
     """
-    walker = _Walker(max_bytes, redact_keys)
+    walker = _Walker(max_bytes * 9 // 10, redact_keys)  # headroom for JSON syntax
     return walker.walk(value, 0)
 
 

@@ -27,7 +27,6 @@ from sqlalchemy import (
     delete,
     event,
     func,
-    literal,
     or_,
     select,
     update,
@@ -421,9 +420,9 @@ class Store:
         where = [jobs.c.created_at >= since] if since is not None else []
         by_status_q = select(jobs.c.status, func.count()).where(*where).group_by(jobs.c.status)
         by_type_q = (
-            select(func.coalesce(jobs.c.job_type, literal("")), jobs.c.status, func.count())
+            select(jobs.c.job_type, jobs.c.status, func.count())
             .where(*where)
-            .group_by(func.coalesce(jobs.c.job_type, literal("")), jobs.c.status)
+            .group_by(jobs.c.job_type, jobs.c.status)
         )
         durations_q = select(func.avg(jobs.c.duration_ms), func.max(jobs.c.duration_ms)).where(
             jobs.c.status == JobStatus.COMPLETED.value, *where

@@ -1,0 +1,108 @@
+"""Shared fixtures: real PostgreSQL, SQLite and Redis; no mocks.
+
+A missing service fails the run in CI (CI=true) and skips outside it, with a message
+saying how to start it. PostgreSQL tests get a database of their own for the session,
+dropped at the end; every store is checked for leaked connections when it closes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from jobtrack.store import Store
+
+PG_ADMIN_URL = os.environ.get("JOBTRACK_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("JOBTRACK_TEST_REDIS", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(what: str, how: str) -> None:
+    message = f"{what} is not reachable; start it with: {how}"
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session."""
+    name = f"jobtrack_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError:
+        _unavailable("PostgreSQL at 127.0.0.1:5432", "./scripts/test (it starts it) or "
+                     "pg_ctlcluster <version> main start")
+        raise
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError:
+        _unavailable("Redis at 127.0.0.1:6379", "./scripts/test (it starts it) or "
+                     "redis-server --daemonize yes")
+    return REDIS_URL
+
+
+def pg_connections(url: str, application: str = "jobtrack") -> int:
+    dbname = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+            "AND application_name = %s AND pid <> pg_backend_pid()",
+            (dbname, application),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0,
+             interval_s: float = 0.05, message: str = "condition") -> Any:
+    """Poll until ``condition()`` is truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {message} (last: {last!r})")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """Each store test runs on both backends."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobtrack.db'}"
+        return
+    url = request.getfixturevalue("pg_url")
+    store = Store(url)
+    store.ensure_schema()
+    store.delete_all()
+    store.close()
+    yield url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    store = Store(db_url)
+    store.ensure_schema()
+    yield store
+    store.close()
+    if db_url.startswith("postgresql"):
+        wait_for(lambda: pg_connections(db_url) == 0, 5, message="store connections closed")

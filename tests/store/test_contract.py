@@ -1,0 +1,196 @@
+"""One contract for every store backend: SQLite and PostgreSQL run the same tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jobtrack.errors import JobNotFound, StoreError
+from jobtrack.models import Event, ItemStatus, JobStatus, JobUpdate, state_seq
+from jobtrack.store import Batch, ItemRow, Store
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def upd(job_id: str, status: JobStatus, attempt: int = 0, at: float = 0,
+        **kw: Any) -> JobUpdate:
+    moment = T0 + timedelta(seconds=at)
+    return JobUpdate(id=job_id, status=status, state_seq=state_seq(status, attempt),
+                     created_at=moment, updated_at=moment, **kw)
+
+
+def write(store: Store, *updates: JobUpdate) -> None:
+    for u in updates:
+        store.write_batch(Batch([u]))
+
+
+def test_roundtrip_keeps_types_and_utc(store: Store) -> None:
+    write(store, upd("a", JobStatus.RUNNING, at=1, worker="w1", pid=42, started_at=T0,
+                     input_data={"args": [1, "x"], "kwargs": {"k": None}}, priority=3))
+    job = store.get_job("a")
+    assert job.status is JobStatus.RUNNING and job.worker == "w1" and job.pid == 42
+    assert job.started_at == T0 and job.started_at.tzinfo is not None
+    assert job.input_data == {"args": [1, "x"], "kwargs": {"k": None}}
+    assert job.created_at == T0 + timedelta(seconds=1)
+
+
+def test_terminal_never_regresses(store: Store) -> None:
+    write(store,
+          upd("a", JobStatus.COMPLETED, at=5, output_data={"ok": 1}, completed_at=T0),
+          upd("a", JobStatus.RUNNING, at=6, worker="late", progress_percent=10.0),
+          upd("a", JobStatus.PENDING, at=0, queue="q"),
+          upd("a", JobStatus.FAILED, at=7, error_type="WorkerLostError"))
+    job = store.get_job("a")
+    assert job.status is JobStatus.COMPLETED
+    assert job.output_data == {"ok": 1} and job.error_type is None
+    assert job.worker is None and job.progress_percent is None
+    assert job.queue == "q"  # descriptive fields still fill in
+    assert job.created_at == T0  # the earliest creation time wins
+
+
+def test_retry_ordering_by_attempt_not_arrival(store: Store) -> None:
+    # The next attempt starts before the old attempt's "retrying" lands.
+    write(store, upd("r", JobStatus.RUNNING, 0, at=1, retries=0),
+          upd("r", JobStatus.RUNNING, 1, at=3, retries=1, worker="w2"),
+          upd("r", JobStatus.RETRYING, 0, at=2, retries=1, error_type="ValueError"))
+    job = store.get_job("r")
+    assert job.status is JobStatus.RUNNING and job.retries == 1 and job.worker == "w2"
+
+
+def test_lost_goes_back_to_running_on_redelivery(store: Store) -> None:
+    write(store, upd("l", JobStatus.RUNNING, 0), upd("l", JobStatus.LOST, 0),
+          upd("l", JobStatus.RUNNING, 0, at=9, worker="w2"))
+    assert store.get_job("l").status is JobStatus.RUNNING
+    assert store.get_job("l").worker == "w2"
+
+
+def test_first_parent_id_is_kept(store: Store) -> None:
+    write(store, upd("p", JobStatus.PENDING, parent_id="parent"),
+          upd("p", JobStatus.RUNNING, 1, parent_id="p"))
+    assert store.get_job("p").parent_id == "parent"
+
+
+def test_items_upsert_and_counters_follow(store: Store) -> None:
+    write(store, upd("i", JobStatus.RUNNING))
+    rows = [ItemRow("i", f"k{n}", ItemStatus.SUCCESS, T0) for n in range(5)]
+    rows += [ItemRow("i", "k1", ItemStatus.ERROR, T0, message="bad", error_code="E1"),
+             ItemRow("i", "k9", ItemStatus.SKIPPED, T0, after_state={"v": 1})]
+    store.write_batch(Batch(items=rows))
+    store.write_batch(Batch(items=rows))  # a replayed batch changes nothing
+    job = store.get_job("i")
+    assert (job.processed_items, job.failed_items, job.skipped_items) == (6, 1, 1)
+    errors = store.list_items("i", status="error")
+    assert [(e.key, e.message, e.error_code) for e in errors] == [("k1", "bad", "E1")]
+    assert store.list_items("i", status="skipped")[0].after_state == {"v": 1}
+
+
+def test_events_are_listed_in_order(store: Store) -> None:
+    write(store, upd("e", JobStatus.RUNNING))
+    store.write_batch(Batch(events=[
+        Event("e", T0 + timedelta(seconds=2), JobStatus.RETRYING, 0, error_type="X"),
+        Event("e", T0 + timedelta(seconds=1), JobStatus.RUNNING, 0, worker="w"),
+    ]))
+    assert [e.status for e in store.list_events("e")] == [JobStatus.RUNNING,
+                                                          JobStatus.RETRYING]
+
+
+def test_list_filters_search_and_stats(store: Store) -> None:
+    write(store,
+          upd("1", JobStatus.COMPLETED, at=1, job_type="import", owner_id="u1",
+              name="Import a.csv", duration_ms=100),
+          upd("2", JobStatus.FAILED, at=2, job_type="import", owner_id="u2",
+              name="Import b.csv", error_message="disk 100% full"),
+          upd("3", JobStatus.RUNNING, at=3, job_type="export", owner_id="u1"))
+    assert [j.id for j in store.list_jobs()] == ["3", "2", "1"]
+    assert [j.id for j in store.list_jobs(status="failed", job_type="import")] == ["2"]
+    assert [j.id for j in store.list_jobs(owner_id="u1", limit=1)] == ["3"]
+    assert [j.id for j in store.list_jobs(search="100%")] == ["2"]  # % is literal
+    assert [j.id for j in store.list_jobs(search="b.csv")] == ["2"]
+    assert [j.id for j in store.list_jobs(since=T0 + timedelta(seconds=2))] == ["3", "2"]
+    stats = store.stats()
+    assert stats.by_status == {"completed": 1, "failed": 1, "running": 1}
+    assert stats.by_type["import"] == {"completed": 1, "failed": 1}
+    assert stats.failure_rate == 0.5 and stats.duration_ms_max == 100
+    with pytest.raises(ValueError):
+        store.list_jobs(status="nonsense")
+
+
+def test_get_missing_job_raises_lookup_error(store: Store) -> None:
+    with pytest.raises(JobNotFound) as info:
+        store.get_job("nope")
+    assert isinstance(info.value, LookupError)
+
+
+def test_driver_errors_are_translated() -> None:
+    broken = Store("postgresql://root@127.0.0.1:1/none", connect_timeout_s=1)
+    with pytest.raises(StoreError) as info:
+        broken.get_job("x")
+    assert info.value.__cause__ is not None
+    broken.close()
+
+
+# -- batching changes no outcome --------------------------------------------------
+
+STATUSES = [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING, JobStatus.LOST,
+            JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+
+transition = st.builds(
+    lambda status, attempt, at, worker, pct, parent: upd(
+        "h", status, attempt, at=at, worker=worker, progress_percent=pct, parent_id=parent,
+        retries=attempt, heartbeat_at=T0 + timedelta(seconds=at)),
+    st.sampled_from(STATUSES), st.integers(0, 3), st.integers(0, 50),
+    st.sampled_from([None, "w1", "w2"]), st.one_of(st.none(), st.floats(0, 100)),
+    st.sampled_from([None, "pa", "pb"]),
+)
+
+COMPARED = ("status", "worker", "progress_percent", "parent_id", "retries", "created_at",
+            "heartbeat_at")
+
+
+def expected_status(updates: list[JobUpdate]) -> JobStatus:
+    """The state machine, written independently of the SQL: the first terminal state
+    reached wins; otherwise the highest (attempt, rank); equal keys keep the last."""
+    best = updates[0]
+    for u in updates[1:]:
+        if best.status.is_terminal:
+            continue
+        if u.state_seq >= best.state_seq:
+            best = u
+    return best.status
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(transition, min_size=1, max_size=8), st.integers(1, 8))
+def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate],
+                                   split: int) -> None:
+    store.delete_all()
+    for u in updates:  # one transaction each, in arrival order
+        store.write_batch(Batch([_copy(u, "h")]))
+    one_by_one = store.get_job("h")
+
+    # The writer's way: merge in memory, write in (here: two) batches.
+    first, rest = updates[:split], updates[split:]
+    for chunk, job_id in ((first, "b"), (rest, "b")):
+        if not chunk:
+            continue
+        merged = _copy(chunk[0], job_id)
+        for u in chunk[1:]:
+            merged.merge(_copy(u, job_id))
+        store.write_batch(Batch([merged]))
+    batched = store.get_job("b")
+
+    for name in COMPARED:
+        assert getattr(batched, name) == getattr(one_by_one, name), name
+    assert one_by_one.status is expected_status(updates)
+
+
+def _copy(u: JobUpdate, job_id: str) -> JobUpdate:
+    row = u.row()
+    row["id"] = job_id
+    row["status"] = u.status
+    return JobUpdate(**row)

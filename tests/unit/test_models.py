@@ -1,0 +1,56 @@
+"""The state order and the in-memory merge rules (the store's SQL has the same ones)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from jobtrack.models import TERMINAL, JobStatus, JobUpdate, state_seq
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def upd(status: JobStatus, attempt: int = 0, at: int = 0, **kw: object) -> JobUpdate:
+    moment = T0 + timedelta(seconds=at)
+    return JobUpdate(id="j", status=status, state_seq=state_seq(status, attempt),
+                     created_at=moment, updated_at=moment, **kw)  # type: ignore[arg-type]
+
+
+def test_terminal_states_outrank_everything() -> None:
+    for terminal in TERMINAL:
+        for other in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING,
+                      JobStatus.LOST):
+            assert state_seq(terminal, 0) > state_seq(other, 10_000)
+
+
+def test_next_attempt_outranks_previous_retry() -> None:
+    assert state_seq(JobStatus.RUNNING, 1) > state_seq(JobStatus.RETRYING, 0)
+    assert state_seq(JobStatus.RUNNING, 3) > state_seq(JobStatus.LOST, 3)
+    assert state_seq(JobStatus.LOST, 3) > state_seq(JobStatus.PENDING, 3)
+
+
+def test_late_running_does_not_undo_completed() -> None:
+    merged = upd(JobStatus.COMPLETED, output_data={"x": 1}, progress_percent=100.0)
+    merged.merge(upd(JobStatus.RUNNING, at=5, worker="late", progress_percent=40.0))
+    assert merged.status is JobStatus.COMPLETED
+    assert merged.worker is None and merged.progress_percent == 100.0
+
+
+def test_first_terminal_state_is_kept() -> None:
+    merged = upd(JobStatus.COMPLETED)
+    merged.merge(upd(JobStatus.FAILED, error_type="WorkerLostError"))
+    assert merged.status is JobStatus.COMPLETED and merged.error_type is None
+
+
+def test_first_parent_and_earliest_creation_are_kept() -> None:
+    merged = upd(JobStatus.RUNNING, at=10, parent_id="p1")
+    merged.merge(upd(JobStatus.PENDING, at=0, parent_id="self"))
+    assert merged.parent_id == "p1"
+    assert merged.created_at == T0
+    assert merged.status is JobStatus.RUNNING
+
+
+def test_retries_and_heartbeat_take_the_largest() -> None:
+    merged = upd(JobStatus.RUNNING, 2, retries=2, heartbeat_at=T0 + timedelta(seconds=9))
+    merged.merge(upd(JobStatus.RETRYING, 1, retries=1, heartbeat_at=T0))
+    assert merged.retries == 2 and merged.status is JobStatus.RUNNING
+    assert merged.heartbeat_at == T0 + timedelta(seconds=9)

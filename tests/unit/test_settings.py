@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from jobtrack.errors import ConfigurationError, JobtrackError
+from jobtrack.settings import Settings
+
+
+def test_argument_beats_celery_conf_beats_environment() -> None:
+    env = {"JOBTRACK_DATABASE_URL": "sqlite:///env.db", "JOBTRACK_FLUSH_INTERVAL_S": "2"}
+    conf = {"jobtrack_database_url": "sqlite:///conf.db"}
+    assert Settings.resolve(conf, env).database_url == "sqlite:///conf.db"
+    assert Settings.resolve({}, env).database_url == "sqlite:///env.db"
+    assert Settings.resolve(conf, env, database_url="sqlite:///arg.db").database_url == (
+        "sqlite:///arg.db")
+    assert Settings.resolve({}, env).flush_interval_s == 2.0
+    assert Settings.resolve({}, {}).database_url == "sqlite:///jobtrack.db"
+
+
+def test_environment_kill_switch_wins() -> None:
+    settings = Settings.resolve({"jobtrack_enabled": True}, {"JOBTRACK_ENABLED": "0"},
+                                enabled=True)
+    assert settings.enabled is False
+
+
+def test_lists_and_booleans_from_text() -> None:
+    s = Settings.resolve({}, {"JOBTRACK_REDACT_KEYS": "Pin, cvv", "JOBTRACK_TRACK_ALL": "no"})
+    assert s.redact_keys == ("pin", "cvv")
+    assert s.track_all is False
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"JOBTRACK_WRITE_MODE": "fast"}, "write_mode"),
+    ({"JOBTRACK_FLUSH_INTERVAL_S": "-1"}, "flush_interval_s"),
+    ({"JOBTRACK_FLUSH_MAX_JOBS": "many"}, "flush_max_jobs"),
+    ({"JOBTRACK_ENABLED": "maybe"}, "enabled"),
+])
+def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment) as info:
+        Settings.resolve({}, env)
+    assert isinstance(info.value, JobtrackError) and isinstance(info.value, ValueError)
+
+
+def test_unknown_keyword_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="flush_every"):
+        Settings.resolve({}, {}, flush_every=3)
