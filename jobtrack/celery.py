@@ -4,7 +4,7 @@ Which process sends which signal (see docs/design.md):
 
 * ``before_task_publish`` — the publisher: the pending row, with queue, eta and ids.
 * ``task_prerun`` / ``task_retry`` / ``task_success`` / ``task_failure`` /
-  ``task_postrun`` — the pool child running the task.
+  ``task_internal_error`` / ``task_postrun`` — the pool child running the task.
 * ``task_failure`` with ``WorkerLostError`` or a hard time limit, ``task_revoked``,
   ``task_rejected``, ``task_unknown`` — the worker's main process.
 
@@ -37,11 +37,24 @@ __all__ = ["install", "uninstall"]
 log = logging.getLogger("jobtrack.celery")
 
 _DISPATCH = "jobtrack"
-_SIGNALS = (
-    "before_task_publish", "task_prerun", "task_retry", "task_success", "task_failure",
-    "task_postrun", "task_revoked", "task_rejected", "task_unknown", "worker_process_init",
-    "worker_process_shutdown", "worker_shutdown",
-)
+#: Celery signal -> handler method of _Wiring.
+_HANDLERS = {
+    "before_task_publish": "on_publish",
+    "task_prerun": "on_prerun",
+    "task_retry": "on_retry",
+    "task_success": "on_success",
+    "task_failure": "on_failure",
+    # Errors outside the task body, and every error in eager mode with propagation
+    # (which sends no task_failure), arrive here.
+    "task_internal_error": "on_failure",
+    "task_postrun": "on_postrun",
+    "task_revoked": "on_revoked",
+    "task_rejected": "on_rejected",
+    "task_unknown": "on_unknown",
+    "worker_process_init": "on_process_init",
+    "worker_process_shutdown": "on_process_shutdown",
+    "worker_shutdown": "on_worker_shutdown",
+}
 
 
 def _now() -> datetime:
@@ -361,21 +374,13 @@ class _Wiring:
         self._guard("worker_shutdown", None, self.tracker.writer.close)
 
     def connect(self) -> None:
-        handlers = {
-            "before_task_publish": self.on_publish, "task_prerun": self.on_prerun,
-            "task_retry": self.on_retry, "task_success": self.on_success,
-            "task_failure": self.on_failure, "task_postrun": self.on_postrun,
-            "task_revoked": self.on_revoked, "task_rejected": self.on_rejected,
-            "task_unknown": self.on_unknown, "worker_process_init": self.on_process_init,
-            "worker_process_shutdown": self.on_process_shutdown,
-            "worker_shutdown": self.on_worker_shutdown,
-        }
-        for name, handler in handlers.items():
-            getattr(signals, name).connect(handler, weak=False, dispatch_uid=_DISPATCH)
+        for name, method in _HANDLERS.items():
+            getattr(signals, name).connect(getattr(self, method), weak=False,
+                                           dispatch_uid=_DISPATCH)
 
 
 def _disconnect() -> None:
-    for name in _SIGNALS:
+    for name in _HANDLERS:
         getattr(signals, name).disconnect(dispatch_uid=_DISPATCH)
 
 

@@ -1,0 +1,324 @@
+"""The ``jobtrack`` command. Reads go through the store; nothing here writes SQL.
+
+Every option can also be set from an environment variable ``JOBTRACK_<OPTION>``
+(``--database-url`` is ``JOBTRACK_DATABASE_URL``); ``--help`` shows each one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import JobNotFound, JobtrackError
+from .models import Job, JobStatus
+from .settings import Settings
+from .store import Store
+
+__all__ = ["main"]
+
+console = Console()
+STATUSES = [s.value for s in JobStatus]
+
+
+class Context:
+    def __init__(self, database_url: str | None, app: str | None) -> None:
+        self._database_url = database_url
+        self._app_path = app
+        self._store: Store | None = None
+
+    def celery_app(self) -> Any:
+        if not self._app_path:
+            raise click.UsageError("this command needs the Celery app: -A/--app module:app")
+        from celery.app.utils import find_app
+
+        try:
+            return find_app(self._app_path)
+        except Exception as exc:  # find_app raises many kinds for a bad path
+            raise click.UsageError(f"cannot load Celery app {self._app_path!r}: {exc}") from exc
+
+    def settings(self) -> Settings:
+        conf: Any = self.celery_app().conf if self._app_path else None
+        return Settings.resolve(conf, database_url=self._database_url)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            settings = self.settings()
+            self._store = Store(settings.database_url,
+                                connect_timeout_s=settings.connect_timeout_s,
+                                create_tables=False)
+        return self._store
+
+
+def _since(value: str | None) -> datetime | None:
+    """``30m``, ``2h``, ``7d`` ago, or an ISO timestamp."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) *
+                                                      units[value[-1]])
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: use 30m, 2h, 7d or an ISO timestamp") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, JobStatus):
+        return value.value
+    return str(value)
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, default=_json_default, indent=2, ensure_ascii=False))
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    seconds = int((datetime.now(timezone.utc) - moment).total_seconds())
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{max(seconds, 0)}s ago"
+
+
+@click.group(context_settings={"auto_envvar_prefix": "JOBTRACK", "show_default": True,
+                               "help_option_names": ["-h", "--help"]})
+@click.option("--database-url", envvar="JOBTRACK_DATABASE_URL", show_envvar=True,
+              help="Tracking database (default: the app's jobtrack_database_url, "
+                   "else sqlite:///jobtrack.db).")
+@click.option("-A", "--app", envvar="JOBTRACK_APP", show_envvar=True,
+              help="Celery app, as for celery -A (module or module:attribute).")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None, app: str | None) -> None:
+    """jobtrack: durable job records for Celery tasks."""
+    ctx.obj = Context(database_url, app)
+
+
+@main.group()
+def db() -> None:
+    """Schema management (Alembic)."""
+
+
+@db.command("upgrade")
+@click.option("--sql", is_flag=True, help="Print the SQL instead of running it.")
+@click.pass_obj
+def db_upgrade(obj: Context, sql: bool) -> None:
+    """Create or upgrade jobtrack's tables to the newest revision."""
+    from .migrate import head_revision
+
+    if sql:
+        from alembic import command
+
+        from .migrate import alembic_config
+
+        config = alembic_config(None)
+        config.attributes["offline_url"] = obj.settings().database_url
+        command.upgrade(config, "head", sql=True)
+        return
+    obj.store.ensure_schema()
+    console.print(f"jobtrack schema is at revision [green]{head_revision()}[/]")
+
+
+@db.command("current")
+@click.pass_obj
+def db_current(obj: Context) -> None:
+    """Show the revision the database is at."""
+    from .migrate import current_revision, head_revision
+
+    with obj.store.engine.connect() as conn:
+        current = current_revision(conn)
+    console.print(f"current: {current or '(none)'}   head: {head_revision()}")
+
+
+@db.command("check")
+@click.pass_obj
+def db_check(obj: Context) -> None:
+    """Exit 1 unless the database is at the newest revision."""
+    from .migrate import current_revision, head_revision
+
+    with obj.store.engine.connect() as conn:
+        current = current_revision(conn)
+    if current != head_revision():
+        console.print(f"[red]database at {current or '(none)'}, jobtrack needs "
+                      f"{head_revision()}[/]: run jobtrack db upgrade")
+        sys.exit(1)
+    console.print("[green]up to date[/]")
+
+
+@main.group()
+def jobs() -> None:
+    """List and inspect jobs."""
+
+
+@jobs.command("ls")
+@click.option("--status", type=click.Choice(STATUSES), multiple=True, help="Repeatable.")
+@click.option("--type", "job_type", help="job_type")
+@click.option("--task", "task_name", help="Celery task name")
+@click.option("--owner", "owner_id", help="owner_id")
+@click.option("--queue")
+@click.option("--since", help="30m, 2h, 7d or an ISO timestamp")
+@click.option("--until", help="30m, 2h, 7d or an ISO timestamp")
+@click.option("--search", help="Text in the name or error message, or an exact id.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50)
+@click.option("--offset", type=click.IntRange(0), default=0)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def jobs_ls(obj: Context, status: tuple[str, ...], job_type: str | None,
+            task_name: str | None, owner_id: str | None, queue: str | None,
+            since: str | None, until: str | None, search: str | None, limit: int,
+            offset: int, as_json: bool) -> None:
+    """Jobs, newest first."""
+    found = obj.store.list_jobs(
+        status=list(status) or None, job_type=job_type, task_name=task_name,
+        owner_id=owner_id, queue=queue, since=_since(since), until=_since(until),
+        search=search, limit=limit, offset=offset)
+    if as_json:
+        _dump([dataclasses.asdict(j) for j in found])
+        return
+    table = Table()
+    for column in ("id", "name / task", "status", "progress", "items", "created", "error"):
+        table.add_column(column, overflow="fold")
+    for job in found:
+        table.add_row(job.id, job.name or job.task_name or "", _styled(job),
+                      f"{job.progress_percent:.0f}%" if job.progress_percent is not None
+                      else "", _items(job), _ago(job.created_at),
+                      (job.error_type or "") + (f": {job.error_message[:60]}"
+                                                if job.error_message else ""))
+    console.print(table)
+
+
+def _styled(job: Job) -> str:
+    color = {"completed": "green", "failed": "red", "running": "cyan", "retrying": "yellow",
+             "lost": "red", "cancelled": "magenta"}.get(job.status.value, "white")
+    return f"[{color}]{job.status.value}[/]"
+
+
+def _items(job: Job) -> str:
+    if not job.processed_items and not job.total_items:
+        return ""
+    total = f"/{job.total_items}" if job.total_items else ""
+    return f"{job.processed_items}{total} ({job.failed_items} failed)"
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
+    """One job: its row, attempt trace, failing items and traceback."""
+    try:
+        job = obj.store.get_job(job_id)
+    except JobNotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    events = obj.store.list_events(job_id)
+    failing = obj.store.list_items(job_id, status="error", limit=10)
+    if as_json:
+        _dump({"job": dataclasses.asdict(job), "events": [dataclasses.asdict(e)
+                                                          for e in events],
+               "failing_items": [dataclasses.asdict(i) for i in failing]})
+        return
+    table = Table(show_header=False, title=f"job {job.id}")
+    for field in dataclasses.fields(job):
+        value = getattr(job, field.name)
+        if value is None or field.name == "traceback":
+            continue
+        table.add_row(field.name, _styled(job) if field.name == "status" else
+                      json.dumps(value, default=_json_default, ensure_ascii=False)
+                      if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
+    if events:
+        trace = Table(title="attempts and transitions")
+        for column in ("at", "status", "attempt", "worker", "error"):
+            trace.add_column(column)
+        for e in events:
+            trace.add_row(e.at.isoformat(timespec="milliseconds"), e.status.value,
+                          str(e.attempt), e.worker or "",
+                          f"{e.error_type or ''} {e.error_message or ''}".strip())
+        console.print(trace)
+    if failing:
+        items = Table(title="first failing items")
+        for column in ("key", "error_code", "message"):
+            items.add_column(column)
+        for i in failing:
+            items.add_row(i.key, i.error_code or "", i.message or "")
+        console.print(items)
+    if job.traceback:
+        console.rule("traceback")
+        console.print(job.traceback, markup=False, highlight=False)
+
+
+@jobs.command("items")
+@click.argument("job_id")
+@click.option("--status", type=click.Choice(["success", "error", "skipped"]))
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs_items(obj: Context, job_id: str, status: str | None, limit: int,
+               as_json: bool) -> None:
+    """A job's items."""
+    found = obj.store.list_items(job_id, status=status, limit=limit)
+    if as_json:
+        _dump([dataclasses.asdict(i) for i in found])
+        return
+    table = Table()
+    for column in ("key", "status", "error_code", "message"):
+        table.add_column(column)
+    for i in found:
+        table.add_row(i.key, i.status.value, i.error_code or "", i.message or "")
+    console.print(table)
+
+
+@main.command()
+@click.option("--since", default="24h", help="Window: 30m, 2h, 7d or an ISO timestamp.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def stats(obj: Context, since: str, as_json: bool) -> None:
+    """Counts by status and type, failure rate and durations."""
+    result = obj.store.stats(since=_since(since))
+    if as_json:
+        _dump(dataclasses.asdict(result))
+        return
+    table = Table(title=f"jobs since {since}")
+    table.add_column("type")
+    for status in STATUSES:
+        table.add_column(status)
+    for job_type, counts in sorted(result.by_type.items()):
+        table.add_row(job_type, *(str(counts.get(s, "")) for s in STATUSES))
+    console.print(table)
+    rate = f"{result.failure_rate:.1%}" if result.failure_rate is not None else "n/a"
+    avg = f"{result.duration_ms_avg:.0f} ms" if result.duration_ms_avg is not None else "n/a"
+    console.print(f"total {result.total}   failure rate {rate}   mean duration {avg}")
+
+
+@main.command()
+@click.option("--timeout", "timeout_s", type=float, default=120.0,
+              help="Give up after this many seconds.")
+def demo(timeout_s: float) -> None:
+    """Run the demo: a real worker, a realistic batch, the table live."""
+    from .demo import run
+
+    sys.exit(run(timeout_s=timeout_s))
+
+
+def run() -> None:  # pragma: no cover - console entry point wrapper
+    try:
+        main()
+    except JobtrackError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+if __name__ == "__main__":
+    run()

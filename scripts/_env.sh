@@ -1,0 +1,24 @@
+# Shared by scripts/demo, scripts/test and scripts/bench (sourced, not run).
+# Creates .venv on first use and installs the project with what the caller asks for;
+# re-installs only when pyproject.toml changes.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${JOBTRACK_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+
+ensure_venv() {  # $1: what to install, e.g. "." or ".[redis] --group dev"
+    local want="$1" stamp="$VENV/.jobtrack-installed" sig
+    sig="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16) $want"
+    if [ -x "$PY" ] && [ -f "$stamp" ] && grep -qxF -- "$sig" "$stamp"; then
+        return 0
+    fi
+    if [ ! -x "$PY" ]; then
+        echo "==> creating virtualenv $VENV"
+        python3 -m venv "$VENV"
+    fi
+    echo "==> installing jobtrack ($want)"
+    "$PY" -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
+    # shellcheck disable=SC2086
+    (cd "$ROOT" && "$PY" -m pip install --quiet --disable-pip-version-check -e $want)
+    echo "$sig" >> "$stamp"
+}

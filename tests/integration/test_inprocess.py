@@ -1,0 +1,179 @@
+"""Lifecycle with an in-process Celery worker (celery.contrib.testing) and eager mode."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+import jobtrack
+from jobtrack.models import JobStatus
+from jobtrack.store import Store
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.postgres
+
+
+def make_app(**conf: Any) -> Celery:
+    app = Celery(f"t{uuid.uuid4().hex[:6]}", broker="memory://", backend="cache+memory://")
+    app.conf.update(broker_connection_retry_on_startup=True, **conf)
+
+    @app.task(name=f"{app.main}.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name=f"{app.main}.report", bind=True)
+    @jobtrack.track(job_type="report", name="Report for {customer}", owner="customer")
+    def report(self: Any, customer: str) -> str:
+        job = jobtrack.current_job()
+        job.progress(50, stage="half")
+        job.item("only", status="skipped", message="nothing to do")
+        return customer
+
+    @app.task(name=f"{app.main}.fail")
+    def fail() -> None:
+        raise RuntimeError("it broke")
+
+    return app
+
+
+def task(app: Celery, name: str) -> Any:
+    return app.tasks[f"{app.main}.{name}"]
+
+
+@pytest.fixture
+def installed(pg_url: str) -> Iterator[Any]:
+    trackers: list[jobtrack.Tracker] = []
+
+    def install(app: Celery, **settings: Any) -> jobtrack.Tracker:
+        tracker = jobtrack.install(app, pg_url, **settings)
+        trackers.append(tracker)
+        return tracker
+
+    yield install
+    jobtrack.uninstall()
+    for tracker in trackers:
+        tracker.store.close()
+
+
+def finished(store: Store, job_id: str) -> Any:
+    jobtrack.flush()
+    job = store.find_job(job_id)
+    return job if job is not None and job.status.is_terminal else None
+
+
+def test_threads_pool_lifecycle(installed: Any) -> None:
+    app = make_app()
+    tracker = installed(app)
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        ok = task(app, "report").delay("acme")
+        bad = task(app, "fail").delay()
+        assert ok.get(timeout=20) == "acme"
+        job = wait_for(lambda: finished(tracker.store, ok.id), message="report done")
+        failed = wait_for(lambda: finished(tracker.store, bad.id), message="fail done")
+    assert job.status is JobStatus.COMPLETED and job.output_data == "acme"
+    assert (job.job_type, job.name, job.owner_id) == ("report", "Report for acme", "acme")
+    assert job.progress_stage == "half" and job.progress_percent == 100.0
+    assert job.skipped_items == 1 and job.processed_items == 1
+    assert failed.status is JobStatus.FAILED and failed.error_type == "RuntimeError"
+    assert "it broke" in (failed.traceback or "")
+    events = [e.status for e in tracker.store.list_events(ok.id)]
+    assert events == [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED]
+
+
+def test_eager_mode_success_and_propagated_failure(installed: Any) -> None:
+    app = make_app(task_always_eager=True, task_eager_propagates=True)
+    tracker = installed(app, write_mode="sync")
+    assert task(app, "add").delay(2, 3).get() == 5
+    with pytest.raises(RuntimeError):
+        task(app, "fail").delay()
+    jobs = {j.task_name: j for j in tracker.store.list_jobs()}
+    added = jobs[f"{app.main}.add"]
+    assert added.status is JobStatus.COMPLETED and added.output_data == 5
+    # postrun arrives with state=None here: never taken for success.
+    assert jobs[f"{app.main}.fail"].status is JobStatus.FAILED
+
+
+def test_kill_switch_records_nothing_and_tasks_still_work(
+        installed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBTRACK_ENABLED", "0")
+    app = make_app(task_always_eager=True)
+    tracker = installed(app)
+    before = tracker.store.count_jobs()
+    assert task(app, "report").delay("x").get() == "x"  # current_job() is a no-op here
+    jobtrack.upsert_job("kill-switch-job", name="ignored")
+    assert tracker.store.count_jobs() == before
+
+
+def test_only_decorated_tasks_when_track_all_is_off(installed: Any) -> None:
+    app = make_app(task_always_eager=True)
+    tracker = installed(app, track_all=False, write_mode="sync")
+    plain = task(app, "add").delay(1, 1)
+    decorated = task(app, "report").delay("beta")
+    assert tracker.store.find_job(plain.id) is None
+    assert tracker.store.get_job(decorated.id).status is JobStatus.COMPLETED
+
+
+def test_unreachable_database_never_breaks_the_task(
+        installed: Any, caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app(task_always_eager=True)
+    jobtrack.install(app, "postgresql://root@127.0.0.1:1/nowhere", write_mode="sync",
+                     connect_timeout_s=1)
+    with caplog.at_level(logging.ERROR, logger="jobtrack"):
+        assert task(app, "report").delay("gamma").get() == "gamma"
+    assert any("tracking write failed" in r.getMessage() for r in caplog.records)
+    assert any(getattr(r, "job_id", None) for r in caplog.records)
+
+
+def test_helpers_outside_and_inside_tasks(installed: Any) -> None:
+    app = make_app()
+    tracker = installed(app)
+    job_id = str(uuid.uuid4())
+    # A web request creates the row first, answers 202 with the id, then dispatches.
+    jobtrack.upsert_job(job_id, job_type="export", name="Export June", owner_id="u1")
+    assert jobtrack.get_job(job_id).status is JobStatus.PENDING
+    with start_worker(app, pool="solo", perform_ping_check=False):
+        task(app, "add").apply_async((1, 2), task_id=job_id).get(timeout=20)
+        job = wait_for(lambda: finished(tracker.store, job_id), message="export done")
+    assert (job.job_type, job.name, job.owner_id) == ("export", "Export June", "u1")
+    assert job.output_data == 3
+
+    other = str(uuid.uuid4())
+    jobtrack.upsert_job(other, job_type="sync")
+    jobtrack.complete_job(other, {"rows": 10}, processed=10, failed=0, total=10)
+    jobtrack.fail_job(other, ValueError("too late"))  # a finished job keeps its state
+    done = jobtrack.get_job(other)
+    assert done.status is JobStatus.COMPLETED and done.output_data == {"rows": 10}
+    assert (done.processed_items, done.total_items) == (10, 10)
+    third = str(uuid.uuid4())
+    jobtrack.fail_job(third, ValueError("bad file"))
+    assert jobtrack.get_job(third).error_type == "ValueError"
+    with pytest.raises(jobtrack.JobNotFound):
+        jobtrack.get_job(str(uuid.uuid4()))
+    with pytest.raises(jobtrack.NoCurrentJob):
+        jobtrack.current_job()
+
+
+@pytest.mark.parametrize("mode", ["sync", "buffered"])
+def test_sync_and_buffered_reach_the_same_rows(installed: Any, mode: str) -> None:
+    app = make_app()
+    tracker = installed(app, write_mode=mode)
+    ids = []
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        for n in range(10):
+            ids.append(task(app, "report").delay(f"c{n}").id)
+            ids.append(task(app, "fail").delay().id)
+        rows = wait_for(lambda: all(finished(tracker.store, i) for i in ids) and
+                        [tracker.store.get_job(i) for i in ids], message="all finished")
+    summary = [(r.status, r.name, r.skipped_items, r.progress_percent, r.error_type)
+               for r in rows]
+    assert summary == [
+        (JobStatus.COMPLETED, f"Report for c{n}", 1, 100.0, None) if k == 0 else
+        (JobStatus.FAILED, None, 0, None, "RuntimeError")
+        for n in range(10) for k in range(2)
+    ]
