@@ -59,6 +59,7 @@ __all__ = ["Batch", "ItemRow", "Store", "normalize_url"]
 log = logging.getLogger("jobtrack.store")
 
 _SCHEMA_LOCK_ID = 0x6A6F6274  # PostgreSQL advisory lock key for schema upgrades
+_UPSERT_CACHE: dict[str, Any] = {}
 
 
 def normalize_url(url: str) -> str:
@@ -224,7 +225,18 @@ class Store:
                 conn.execute(job_events.insert(), [_event_row(e) for e in batch.events])
 
     def _upsert_jobs_stmt(self, conn: Connection) -> Any:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        """The jobs upsert with the merge rules of :mod:`jobtrack.models` in SQL.
+
+        Built once per dialect: every flush runs it.
+        """
+        name = conn.dialect.name
+        if name not in _UPSERT_CACHE:
+            _UPSERT_CACHE[name] = self._build_upsert(name)
+        return _UPSERT_CACHE[name]
+
+    @staticmethod
+    def _build_upsert(dialect: str) -> Any:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         stmt = insert(jobs)
         new, cur = stmt.excluded, jobs.c
         takes = or_(

@@ -1,0 +1,275 @@
+"""jobtrack's benchmark; run it through ./scripts/bench (which sets up the virtualenv).
+
+Prints, from one invocation, ratios against a baseline measured in the same run:
+
+1. tasks/s of a real prefork worker (concurrency 2, Redis broker, PostgreSQL) for bare
+   Celery, Celery's database result backend, jobtrack in sync mode and jobtrack's
+   default, over interleaved rounds; the median ratio to bare for each.
+2. Publisher speed: tasks published per second with and without jobtrack installed.
+3. items/s for one job recording 100,000 items (until they are committed).
+4. The extra runtime of 10,000 progress() calls in a task doing real work.
+5. The dashboard-style list query ("newest 50 failed jobs of type X") on 1,000,000+
+   generated rows, with its EXPLAIN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from celery import Celery
+from sqlalchemy import text
+
+import jobtrack
+from jobtrack.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/0")
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://root@127.0.0.1:5432/postgres")
+DB_NAME = "jobtrack_bench"
+DB_URL = PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
+MODES = ["bare", "celery-db-backend", "jobtrack-sync", "jobtrack"]
+
+
+def say(*parts: Any) -> None:
+    print(*parts, flush=True)  # noqa: T201 - a benchmark reports on stdout
+
+
+def fresh_database() -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{DB_NAME}"')
+    store = Store(DB_URL)
+    store.ensure_schema()
+    store.close()
+
+
+def empty_tables() -> None:
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        conn.execute("TRUNCATE jobs, job_items, job_events")
+        conn.execute("DROP TABLE IF EXISTS celery_taskmeta, celery_tasksetmeta")
+        conn.execute("VACUUM ANALYZE")
+
+
+def publisher(mode: str) -> tuple[Celery, jobtrack.Tracker | None]:
+    app = Celery("bench-publisher", broker=BROKER)
+    app.conf.broker_connection_retry_on_startup = True
+    tracker = None
+    if mode.startswith("jobtrack"):
+        tracker = jobtrack.install(app, DB_URL)
+    return app, tracker
+
+
+def throughput(mode: str, total: int) -> float:
+    """Fill a queue, start a worker, time first to last task. Returns tasks/s."""
+    empty_tables()
+    r = redis.Redis.from_url(BROKER)
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    key = f"{queue}:count"
+    app, tracker = publisher(mode)
+    with app.producer_or_acquire() as producer:
+        for _ in range(total):
+            app.send_task("bench.noop", args=[key, total], queue=queue, producer=producer)
+    if tracker is not None:
+        tracker.flush()
+        jobtrack.uninstall()
+        tracker.store.close()
+    env = {**os.environ, "BENCH_MODE": mode, "BENCH_DB": DB_URL, "BENCH_BROKER": BROKER,
+           "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{ROOT}"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bench_app", "worker", "-P", "prefork",
+         "-c", "2", "-Q", queue, "-l", "WARNING", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "-n", f"{queue}@bench"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 600
+    try:
+        while r.get(key + ":last") is None:
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{mode} worker stopped early: "
+                                   f"{worker.stderr.read().decode()[-2000:] if worker.stderr else ''}")
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    first, last = float(r.get(key + ":first") or 0), float(r.get(key + ":last") or 0)
+    r.delete(key, key + ":first", key + ":last")
+    if mode.startswith("jobtrack"):  # every job row must be final after the warm shutdown
+        with psycopg.connect(DB_URL) as conn:
+            row = conn.execute("SELECT count(*) FILTER (WHERE status = 'completed'), "
+                               "count(*) FROM jobs").fetchone()
+        assert row is not None and row[0] == row[1] == total, f"{mode}: {row} of {total}"
+    return (total - 1) / (last - first)
+
+
+def publish_rate(total: int, rounds: int) -> None:
+    rates: dict[str, list[float]] = {"bare": [], "jobtrack": []}
+    for _ in range(rounds):
+        for mode in rates:
+            empty_tables()
+            app, tracker = publisher(mode)
+            queue = f"bench-pub-{uuid.uuid4().hex[:8]}"
+            with app.producer_or_acquire() as producer:
+                started = time.perf_counter()
+                for _ in range(total):
+                    app.send_task("bench.noop", args=["x", 0], queue=queue, producer=producer)
+                rates[mode].append(total / (time.perf_counter() - started))
+            if tracker is not None:
+                tracker.flush()
+                jobtrack.uninstall()
+                tracker.store.close()
+            redis.Redis.from_url(BROKER).delete(queue)
+    bare, tracked = statistics.median(rates["bare"]), statistics.median(rates["jobtrack"])
+    say(f"\npublishing {total} tasks: bare {bare:,.0f}/s, with jobtrack {tracked:,.0f}/s, "
+        f"ratio {tracked / bare:.2f}")
+
+
+def items_rate(count: int) -> None:
+    empty_tables()
+    app = Celery("bench-items", broker="memory://")
+    app.conf.task_always_eager = True
+    tracker = jobtrack.install(app, DB_URL)
+
+    @app.task(name="bench.items")
+    def many_items(n: int) -> None:
+        job = jobtrack.current_job()
+        for i in range(n):
+            job.item(f"item-{i}", status="error" if i % 50 == 0 else "success")
+
+    started = time.perf_counter()
+    result = many_items.delay(count)
+    while not tracker.flush():
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    job = tracker.store.get_job(result.id)
+    assert job.processed_items == count, job.processed_items
+    jobtrack.uninstall()
+    tracker.store.close()
+    say(f"\nitems: {count:,} recorded and committed in {elapsed:.2f}s = "
+        f"{count / elapsed:,.0f} items/s (failed_items={job.failed_items})")
+
+
+def progress_cost(calls: int, rounds: int) -> None:
+    empty_tables()
+    app = Celery("bench-progress", broker="memory://")
+    app.conf.task_always_eager = True
+    tracker = jobtrack.install(app, DB_URL)
+
+    def work() -> float:
+        return sum(i * 0.5 for i in range(400))  # a little real work per step
+
+    @app.task(name="bench.progress")
+    def loop(report: bool) -> float:
+        job = jobtrack.current_job()
+        total = 0.0
+        for i in range(calls):
+            total += work()
+            if report:
+                job.progress(current=i + 1, total=calls, stage="working")
+        return total
+
+    timings: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for report in (False, True):
+            started = time.perf_counter()
+            loop.delay(report)
+            timings[report].append(time.perf_counter() - started)
+    tracker.flush()
+    jobtrack.uninstall()
+    tracker.store.close()
+    base, with_progress = statistics.median(timings[False]), statistics.median(timings[True])
+    say(f"\nprogress: {calls:,} steps {base * 1000:.0f} ms without progress(), "
+        f"{with_progress * 1000:.0f} ms with; extra {100 * (with_progress / base - 1):.1f}%")
+
+
+def list_query(rows: int) -> None:
+    empty_tables()
+    types = ["import", "export", "report", "sync", "email"]
+    statuses = ["completed"] * 17 + ["failed", "running", "cancelled"]
+    started = time.perf_counter()
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO jobs (id, task_name, job_type, name, status, state_seq, owner_id,
+                              created_at, updated_at, processed_items, failed_items,
+                              skipped_items, retries, error_message)
+            SELECT 'gen-' || g, 'app.task_' || (g % 40), (%(types)s::text[])[1 + g % 5],
+                   'Job ' || g, (%(statuses)s::text[])[1 + (g * 7919) % 20], 0,
+                   'user-' || (g % 1000), now() - make_interval(secs => g), now(), 0, 0, 0,
+                   0, CASE WHEN (g * 7919) % 20 = 17 THEN 'error ' || g END
+            FROM generate_series(1, %(rows)s) AS g
+            """,
+            {"types": types, "statuses": statuses, "rows": rows},
+        )
+        conn.execute("VACUUM ANALYZE jobs")
+    say(f"\nlist query: generated {rows:,} rows in {time.perf_counter() - started:.1f}s")
+    store = Store(DB_URL)
+    timings = []
+    for _ in range(50):
+        t = time.perf_counter()
+        found = store.list_jobs(status="failed", job_type="import", limit=50)
+        timings.append(time.perf_counter() - t)
+    assert len(found) == 50 and all(j.status.value == "failed" for j in found)
+    with store.engine.connect() as conn:
+        plan = conn.execute(text(
+            "EXPLAIN ANALYZE SELECT * FROM jobs WHERE status = 'failed' AND "
+            "job_type = 'import' ORDER BY created_at DESC, id DESC LIMIT 50")).scalars().all()
+    store.close()
+    say(f"newest 50 failed jobs of type 'import': median {statistics.median(timings) * 1000:.2f}"
+        f" ms, max {max(timings) * 1000:.2f} ms over 50 runs (through Store.list_jobs)")
+    say("EXPLAIN ANALYZE:\n  " + "\n  ".join(plan))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=3000, help="tasks per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--progress-calls", type=int, default=10_000)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the list query")
+    parser.add_argument("--only", choices=["throughput", "publish", "items", "progress",
+                                           "query"], action="append")
+    args = parser.parse_args()
+    only = set(args.only or ["throughput", "publish", "items", "progress", "query"])
+    fresh_database()
+    say(f"jobtrack bench: {os.cpu_count()} cores, broker {BROKER}, database {DB_NAME}")
+
+    if "throughput" in only:
+        results: dict[str, list[float]] = {m: [] for m in MODES}
+        ratios: dict[str, list[float]] = {m: [] for m in MODES}
+        for n in range(args.rounds):
+            order = MODES[n % len(MODES):] + MODES[:n % len(MODES)]  # rotate the order
+            for mode in order:
+                results[mode].append(throughput(mode, args.tasks))
+                say(f"  round {n + 1} {mode:<18} {results[mode][-1]:8,.0f} tasks/s")
+            for mode in MODES:
+                ratios[mode].append(results[mode][-1] / results["bare"][-1])
+        say(f"\nthroughput, {args.tasks} no-op tasks x {args.rounds} rounds, prefork c=2:")
+        say(f"  {'mode':<18} {'median tasks/s':>15} {'median ratio to bare':>22}")
+        for mode in MODES:
+            say(f"  {mode:<18} {statistics.median(results[mode]):15,.0f} "
+                f"{statistics.median(ratios[mode]):22.2f}")
+    if "publish" in only:
+        publish_rate(args.tasks, args.rounds)
+    if "items" in only:
+        items_rate(args.items)
+    if "progress" in only:
+        progress_cost(args.progress_calls, max(args.rounds, 5))
+    if "query" in only:
+        list_query(args.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
