@@ -37,6 +37,9 @@ __all__ = ["install", "uninstall"]
 log = logging.getLogger("jobtrack.celery")
 
 _DISPATCH = "jobtrack"
+#: Message header a tracking publisher sets once it has recorded the input (a custom
+#: header: Celery hands it to the worker as an attribute of ``task.request``).
+_INPUT_HEADER = "jobtrack_input"
 #: Celery signal -> handler method of _Wiring.
 _HANDLERS = {
     "before_task_publish": "on_publish",
@@ -161,6 +164,8 @@ class _Wiring:
             max_retries=getattr(task, "max_retries", None),
             **described,
         )
+        # Tell the worker the input is recorded, so its prerun skips that work.
+        headers[_INPUT_HEADER] = 1
         if status is JobStatus.PENDING:
             self._emit(update, attempt=attempt)
         else:
@@ -192,8 +197,9 @@ class _Wiring:
             priority=delivery.get("priority"),
             parent_id=request.parent_id if attempt == 0 else None,
             root_id=request.root_id, group_id=request.group,
-            input_data=self._input(args, kwargs, getattr(request, "argsrepr", None),
-                                   getattr(request, "kwargsrepr", None)),
+            input_data=None if getattr(request, _INPUT_HEADER, None) else self._input(
+                args, kwargs, getattr(request, "argsrepr", None),
+                getattr(request, "kwargsrepr", None)),
             max_retries=task.max_retries,
             **described,
         )

@@ -7,6 +7,7 @@ late or duplicated event can never move a job backwards, whichever process sends
 from __future__ import annotations
 
 import enum
+import operator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar
@@ -179,7 +180,7 @@ FILL_COLUMNS = (
     "task_name", "job_type", "job_subtype", "name", "owner_id", "queue", "priority",
     "parent_id", "root_id", "group_id", "input_data", "max_retries", "metadata",
 )
-#: Last value wins, except that a finished job ignores non-final updates.
+#: Last value wins until the job is finished; then they never change.
 PROGRESS_COLUMNS = ("progress_percent", "progress_stage", "progress_message", "total_items")
 #: Largest wins.
 MAX_COLUMNS = ("retries", "heartbeat_at", "updated_at")
@@ -193,8 +194,14 @@ def takes(new_seq: int, current_seq: int) -> bool:
 
 
 def progress_applies(new_seq: int, current_seq: int) -> bool:
-    """A finished job keeps its progress unless the update itself is final."""
-    return not (current_seq >= TERMINAL_SEQ and new_seq < TERMINAL_SEQ)
+    """A finished job's progress never changes again.
+
+    (The final update's own values still land: it meets a row that is not yet final.)
+    This rule, unlike "unless the update is itself final", gives the same row whether
+    updates are applied one by one or merged first.
+    """
+    del new_seq
+    return current_seq < TERMINAL_SEQ
 
 
 @dataclass
@@ -265,11 +272,11 @@ class JobUpdate:
             if theirs is not None and (mine is None or theirs < mine):
                 setattr(self, name, theirs)
 
-    def row(self) -> dict[str, Any]:
-        """The update as a ``jobs`` row (every column present, for executemany)."""
-        row = {name: getattr(self, name) for name in self.COLUMNS}
-        row["status"] = self.status.value
-        return row
+    def values(self) -> tuple[Any, ...]:
+        """The update as a ``jobs`` row: values in :attr:`COLUMNS` order."""
+        values = _job_update_values(self)
+        return (values[0], self.status.value, *values[2:])
 
 
 JobUpdate.COLUMNS = tuple(f.name for f in fields(JobUpdate))
+_job_update_values = operator.attrgetter(*JobUpdate.COLUMNS)

@@ -66,9 +66,12 @@ def _is_secret(key: str, redact_keys: Iterable[str]) -> bool:
 
 class _Walker:
     def __init__(self, budget: int, redact_keys: tuple[str, ...]) -> None:
-        self.budget = budget
+        self.start = self.budget = budget
         self.redact_keys = redact_keys
         self.truncated = False
+
+    def spent(self) -> int:
+        return self.start - self.budget
 
     def text(self, value: str) -> str:
         if self.budget <= 0:
@@ -147,7 +150,13 @@ def jsonable(value: Any, max_bytes: int, redact_keys: tuple[str, ...] = ()) -> A
 
 def to_json(value: Any, max_bytes: int, redact_keys: tuple[str, ...] = ()) -> Any:
     """:func:`jsonable`, then a final guarantee that the encoding fits ``max_bytes``."""
-    data = jsonable(value, max_bytes, redact_keys)
+    walker = _Walker(max_bytes * 9 // 10, redact_keys)  # headroom for JSON syntax
+    data = walker.walk(value, 0)
+    # Skip encoding to measure when even the worst case fits: JSON escapes grow a
+    # character to at most 6 bytes, and punctuation adds less than half a byte per
+    # counted byte (every value is counted at 5 bytes or more).
+    if walker.spent() * 8 < max_bytes:
+        return data
     encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     if len(encoded.encode("utf-8")) <= max_bytes:
         return data

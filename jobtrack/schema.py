@@ -152,3 +152,17 @@ job_events = Table(
     Column("error_message", Text),
     Index(None, "job_id", "at"),
 )
+
+
+def staging_table(table: Table) -> Table:
+    """A PostgreSQL temporary twin of ``table`` for bulk loading (COPY, then one
+    ``INSERT … SELECT … ON CONFLICT``). Derived from ``table``, never defined twice; rows
+    vanish at commit. Not part of the schema users see or migrate."""
+    return Table(
+        f"jobtrack_stage_{table.name}",
+        MetaData(),
+        *(Column(c.name, c.type) for c in table.columns if not c.primary_key or
+          (c.name == "id" and table.name == "jobs")),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DELETE ROWS",
+    )

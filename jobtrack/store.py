@@ -8,6 +8,8 @@ the upsert itself, so concurrent writers in many processes cannot move a job bac
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import threading
@@ -18,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Connection,
     Engine,
@@ -52,14 +55,13 @@ from .models import (
     JobUpdate,
     Stats,
 )
-from .schema import job_events, job_items, jobs, metadata
+from .schema import job_events, job_items, jobs, metadata, staging_table
 
 __all__ = ["Batch", "ItemRow", "Store", "normalize_url"]
 
 log = logging.getLogger("jobtrack.store")
 
 _SCHEMA_LOCK_ID = 0x6A6F6274  # PostgreSQL advisory lock key for schema upgrades
-_UPSERT_CACHE: dict[str, Any] = {}
 
 
 def normalize_url(url: str) -> str:
@@ -212,80 +214,53 @@ class Store:
     def write_batch(self, batch: Batch) -> None:
         """Apply job updates, then items, then events, in one transaction.
 
-        Updates of one job must already be merged (one ``JobUpdate`` per id).
+        Updates of one job must already be merged (one ``JobUpdate`` per id). On
+        PostgreSQL rows are streamed with COPY (into a temporary staging table where they
+        must be merged with existing rows); elsewhere they go through executemany.
         """
         if not batch:
             return
         with self._begin("write batch") as conn:
             if batch.updates:
-                conn.execute(self._upsert_jobs_stmt(conn), [u.row() for u in batch.updates])
+                self._write_rows(conn, "jobs", [u.values() for u in batch.updates])
             if batch.items:
-                self._write_items(conn, batch.items)
+                latest: dict[tuple[str, str], ItemRow] = {}
+                for item in batch.items:  # a key recorded twice in a batch: the later counts
+                    latest[(item.job_id, item.key)] = item
+                self._write_rows(conn, "job_items", [_item_row(i) for i in latest.values()])
+                self._recount(conn, sorted({job_id for job_id, _ in latest}))
             if batch.events:
-                conn.execute(job_events.insert(), [_event_row(e) for e in batch.events])
-
-    def _upsert_jobs_stmt(self, conn: Connection) -> Any:
-        """The jobs upsert with the merge rules of :mod:`jobtrack.models` in SQL.
-
-        Built once per dialect: every flush runs it.
-        """
-        name = conn.dialect.name
-        if name not in _UPSERT_CACHE:
-            _UPSERT_CACHE[name] = self._build_upsert(name)
-        return _UPSERT_CACHE[name]
+                self._write_rows(conn, "job_events", [_event_row(e) for e in batch.events])
 
     @staticmethod
-    def _build_upsert(dialect: str) -> Any:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(jobs)
-        new, cur = stmt.excluded, jobs.c
-        takes = or_(
-            new.state_seq > cur.state_seq,
-            and_(new.state_seq == cur.state_seq, new.state_seq < TERMINAL_SEQ),
-        )
-        progress_ok = ~and_(cur.state_seq >= TERMINAL_SEQ, new.state_seq < TERMINAL_SEQ)
-        sets: dict[str, ColumnElement[Any]] = {
-            "status": case((takes, new.status), else_=cur.status),
-            "state_seq": case((takes, new.state_seq), else_=cur.state_seq),
-        }
-        for name in ATTEMPT_COLUMNS:
-            sets[name] = case((and_(takes, new[name].is_not(None)), new[name]), else_=cur[name])
-        for name in PROGRESS_COLUMNS:
-            sets[name] = case(
-                (and_(progress_ok, new[name].is_not(None)), new[name]), else_=cur[name]
-            )
-        for name in FILL_COLUMNS:
-            sets[name] = func.coalesce(cur[name], new[name])
-        for name in MAX_COLUMNS:
-            sets[name] = case(
-                (and_(new[name].is_not(None),
-                      or_(cur[name].is_(None), new[name] > cur[name])), new[name]),
-                else_=cur[name],
-            )
-        for name in MIN_COLUMNS:
-            sets[name] = case(
-                (and_(new[name].is_not(None),
-                      or_(cur[name].is_(None), new[name] < cur[name])), new[name]),
-                else_=cur[name],
-            )
-        return stmt.on_conflict_do_update(index_elements=[jobs.c.id], set_=sets)
-
-    def _write_items(self, conn: Connection, items: Sequence[ItemRow]) -> None:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        latest: dict[tuple[str, str], ItemRow] = {}
-        for item in items:  # a key recorded twice in one batch: the later one counts
-            latest[(item.job_id, item.key)] = item
-        stmt = insert(job_items)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[job_items.c.job_id, job_items.c.key],
-            set_={
-                name: stmt.excluded[name]
-                for name in ("status", "message", "error_code", "before_state",
-                             "after_state", "processed_at")
-            },
-        )
-        conn.execute(stmt, [_item_row(i) for i in latest.values()])
-        self._recount(conn, sorted({job_id for job_id, _ in latest}))
+    def _write_rows(conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Write rows (values in ``_WRITE_COLUMNS[table]`` order) to one table."""
+        columns = _WRITE_COLUMNS[table]
+        if conn.dialect.name != "postgresql":
+            conn.execute(_write_statement(conn.dialect.name, table, False),
+                         [dict(zip(columns, row, strict=True)) for row in rows])
+            return
+        json_at = [i for i, name in enumerate(columns) if name in _JSON_COLUMNS[table]]
+        staged = table != "job_events"  # events never conflict: COPY straight in
+        target = _STAGING[table] if staged else _TABLES[table]
+        if staged:
+            info = conn.connection.info
+            if target.name not in info:  # once per database session
+                target.create(conn, checkfirst=True)
+                info[target.name] = True
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(
+            f"COPY {target.name} ({', '.join(columns)}) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                if json_at:
+                    row = list(row)
+                    for i in json_at:
+                        row[i] = _json_text(row[i])
+                copy.write_row(row)
+        if staged:
+            conn.execute(_write_statement("postgresql", table, True))
 
     def _recount(self, conn: Connection, job_ids: Sequence[str]) -> None:
         """Set each job's item counters from its items: idempotent under replays."""
@@ -312,7 +287,7 @@ class Store:
         over what the Celery wiring filled in.
         """
         with self._begin("upsert job") as conn:
-            conn.execute(self._upsert_jobs_stmt(conn), [update_.row()])
+            self._write_rows(conn, "jobs", [update_.values()])
             values = {name: getattr(update_, name) for name in overwrite}
             if values:
                 conn.execute(update(jobs).where(jobs.c.id == update_.id).values(**values))
@@ -340,7 +315,7 @@ class Store:
 
     def insert_event(self, event_: Event) -> None:
         with self._begin("insert event") as conn:
-            conn.execute(job_events.insert(), [_event_row(event_)])
+            self._write_rows(conn, "job_events", [_event_row(event_)])
 
     # -- reads -----------------------------------------------------------------------
 
@@ -466,6 +441,84 @@ class Store:
                 conn.execute(delete(table))
 
 
+#: The columns each write statement sets, in order.
+_WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "jobs": JobUpdate.COLUMNS,
+    "job_items": ("job_id", "key", "status", "message", "error_code", "before_state",
+                  "after_state", "processed_at"),
+    "job_events": ("job_id", "at", "status", "attempt", "worker", "error_type",
+                   "error_message"),
+}
+_TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events}
+_STAGING = {"jobs": staging_table(jobs), "job_items": staging_table(job_items)}
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False,
+                                                 separators=(",", ":"))
+
+
+#: Columns holding JSON documents, per table (COPY sends them as JSON text).
+_JSON_COLUMNS = {name: frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+                 for name, table in _TABLES.items()}
+
+
+@functools.cache
+def _write_statement(dialect: str, table_name: str, staged: bool) -> Any:
+    """The insert/upsert for one table, built once: every flush runs it."""
+    table = _TABLES[table_name]
+    columns = _WRITE_COLUMNS[table_name]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    if staged:  # PostgreSQL: merge what COPY put in the staging table
+        stage = _STAGING[table_name]
+        stmt = insert(table).from_select(list(columns),
+                                         select(*[stage.c[name] for name in columns]))
+    if table_name == "jobs":
+        return stmt.on_conflict_do_update(index_elements=[jobs.c.id],
+                                          set_=_job_merge_rules(stmt))
+    if table_name == "job_items":
+        return stmt.on_conflict_do_update(
+            index_elements=[job_items.c.job_id, job_items.c.key],
+            set_={name: stmt.excluded[name] for name in columns[2:]},
+        )
+    return stmt
+
+
+def _job_merge_rules(stmt: Any) -> dict[str, ColumnElement[Any]]:
+    """The merge rules of :mod:`jobtrack.models`, as the SET of the jobs upsert."""
+    new, cur = stmt.excluded, jobs.c
+    takes = or_(
+        new.state_seq > cur.state_seq,
+        and_(new.state_seq == cur.state_seq, new.state_seq < TERMINAL_SEQ),
+    )
+    progress_ok = cur.state_seq < TERMINAL_SEQ
+    sets: dict[str, ColumnElement[Any]] = {
+        "status": case((takes, new.status), else_=cur.status),
+        "state_seq": case((takes, new.state_seq), else_=cur.state_seq),
+    }
+    for name in ATTEMPT_COLUMNS:
+        sets[name] = case((and_(takes, new[name].is_not(None)), new[name]), else_=cur[name])
+    for name in PROGRESS_COLUMNS:
+        sets[name] = case((and_(progress_ok, new[name].is_not(None)), new[name]),
+                          else_=cur[name])
+    for name in FILL_COLUMNS:
+        sets[name] = func.coalesce(cur[name], new[name])
+    for name in MAX_COLUMNS:
+        sets[name] = case(
+            (and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] > cur[name])),
+             new[name]),
+            else_=cur[name],
+        )
+    for name in MIN_COLUMNS:
+        sets[name] = case(
+            (and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] < cur[name])),
+             new[name]),
+            else_=cur[name],
+        )
+    return sets
+
+
 def _short(exc: SQLAlchemyError) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.strip().splitlines()[0][:500] if text.strip() else type(exc).__name__
@@ -488,19 +541,14 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _event_row(e: Event) -> dict[str, Any]:
-    return {
-        "job_id": e.job_id, "at": e.at, "status": e.status.value, "attempt": e.attempt,
-        "worker": e.worker, "error_type": e.error_type, "error_message": e.error_message,
-    }
+def _event_row(e: Event) -> tuple[Any, ...]:
+    return (e.job_id, e.at, e.status.value, e.attempt, e.worker, e.error_type,
+            e.error_message)
 
 
-def _item_row(i: ItemRow) -> dict[str, Any]:
-    return {
-        "job_id": i.job_id, "key": i.key, "status": i.status.value, "message": i.message,
-        "error_code": i.error_code, "before_state": i.before_state,
-        "after_state": i.after_state, "processed_at": i.processed_at,
-    }
+def _item_row(i: ItemRow) -> tuple[Any, ...]:
+    return (i.job_id, i.key, i.status.value, i.message, i.error_code, i.before_state,
+            i.after_state, i.processed_at)
 
 
 def _job(row: Any) -> Job:

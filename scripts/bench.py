@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -38,6 +39,7 @@ BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/0")
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://root@127.0.0.1:5432/postgres")
 DB_NAME = "jobtrack_bench"
 DB_URL = PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
+WORKER_CPU_US: dict[str, list[float]] = {}  # worker CPU (all its processes) per task
 MODES = ["bare", "celery-db-backend", "jobtrack-sync", "jobtrack"]
 
 
@@ -93,6 +95,7 @@ def throughput(mode: str, total: int) -> float:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 600
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         while r.get(key + ":last") is None:
             if worker.poll() is not None or time.monotonic() > deadline:
@@ -102,6 +105,9 @@ def throughput(mode: str, total: int) -> float:
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    WORKER_CPU_US.setdefault(mode, []).append(cpu_s / total * 1e6)
     first, last = float(r.get(key + ":first") or 0), float(r.get(key + ":last") or 0)
     r.delete(key, key + ":first", key + ":last")
     if mode.startswith("jobtrack"):  # every job row must be final after the warm shutdown
@@ -233,8 +239,10 @@ def list_query(rows: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=3000, help="tasks per round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--tasks", type=int, default=5000, help="tasks per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="throughput setups to compare (bare is always included)")
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--progress-calls", type=int, default=10_000)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the list query")
@@ -246,20 +254,23 @@ def main() -> int:
     say(f"jobtrack bench: {os.cpu_count()} cores, broker {BROKER}, database {DB_NAME}")
 
     if "throughput" in only:
-        results: dict[str, list[float]] = {m: [] for m in MODES}
-        ratios: dict[str, list[float]] = {m: [] for m in MODES}
+        modes = ["bare"] + [m for m in args.modes.split(",") if m in MODES and m != "bare"]
+        results: dict[str, list[float]] = {m: [] for m in modes}
+        ratios: dict[str, list[float]] = {m: [] for m in modes}
         for n in range(args.rounds):
-            order = MODES[n % len(MODES):] + MODES[:n % len(MODES)]  # rotate the order
+            order = modes[n % len(modes):] + modes[:n % len(modes)]  # rotate the order
             for mode in order:
                 results[mode].append(throughput(mode, args.tasks))
                 say(f"  round {n + 1} {mode:<18} {results[mode][-1]:8,.0f} tasks/s")
-            for mode in MODES:
+            for mode in modes:
                 ratios[mode].append(results[mode][-1] / results["bare"][-1])
         say(f"\nthroughput, {args.tasks} no-op tasks x {args.rounds} rounds, prefork c=2:")
-        say(f"  {'mode':<18} {'median tasks/s':>15} {'median ratio to bare':>22}")
-        for mode in MODES:
+        say(f"  {'mode':<18} {'median tasks/s':>15} {'median ratio to bare':>22} "
+            f"{'worker CPU/task':>16}")
+        for mode in modes:
             say(f"  {mode:<18} {statistics.median(results[mode]):15,.0f} "
-                f"{statistics.median(ratios[mode]):22.2f}")
+                f"{statistics.median(ratios[mode]):22.2f} "
+                f"{statistics.median(WORKER_CPU_US[mode]):13,.0f} us")
     if "publish" in only:
         publish_rate(args.tasks, args.rounds)
     if "items" in only:

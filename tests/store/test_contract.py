@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -10,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobtrack.errors import JobNotFound, StoreError
-from jobtrack.models import Event, ItemStatus, JobStatus, JobUpdate, state_seq
+from jobtrack.models import Event, ItemStatus, JobStatus, JobUpdate, state_seq, takes
 from jobtrack.store import Batch, ItemRow, Store
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -147,8 +149,7 @@ transition = st.builds(
     st.sampled_from([None, "pa", "pb"]),
 )
 
-COMPARED = ("status", "worker", "progress_percent", "parent_id", "retries", "created_at",
-            "heartbeat_at")
+COMPARED = ("status", "progress_percent", "parent_id", "retries", "created_at", "heartbeat_at")
 
 
 def expected_status(updates: list[JobUpdate]) -> JobStatus:
@@ -163,7 +164,7 @@ def expected_status(updates: list[JobUpdate]) -> JobStatus:
     return best.status
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=1000, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(transition, min_size=1, max_size=8), st.integers(1, 8))
 def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate],
@@ -187,10 +188,14 @@ def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate],
     for name in COMPARED:
         assert getattr(batched, name) == getattr(one_by_one, name), name
     assert one_by_one.status is expected_status(updates)
+    # Attempt columns (worker, pid, error …) are exact when a batch is in causal order
+    # and not older than the row it meets — what one process produces; docs/design.md
+    # explains the limit otherwise.
+    stored_seq = max(u.state_seq for u in first)
+    if not rest or (takes(rest[0].state_seq, stored_seq) and all(
+            a.state_seq <= b.state_seq for a, b in itertools.pairwise(rest))):
+        assert batched.worker == one_by_one.worker
 
 
 def _copy(u: JobUpdate, job_id: str) -> JobUpdate:
-    row = u.row()
-    row["id"] = job_id
-    row["status"] = u.status
-    return JobUpdate(**row)
+    return dataclasses.replace(u, id=job_id)

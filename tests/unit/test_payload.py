@@ -83,3 +83,10 @@ def test_a_huge_argument_leaves_room_for_the_rest() -> None:
     assert out["kwargs"] == {"password": REDACTED, "n": 1}
     assert out["args"][0].startswith("\ufffdyyy") and out["args"][0].endswith("[truncated]")
     assert encoded_size(out) <= 64 * 1024
+
+
+def test_escape_heavy_text_still_fits() -> None:
+    # Control characters become \u00XX (6 bytes each) in JSON: the bound must hold.
+    for size in (100, 1000, 7000, 20_000):
+        out = to_json({"k": "\x01" * size, "q": '"' * size}, 8 * 1024)
+        assert encoded_size(out) <= 8 * 1024, size
