@@ -32,7 +32,7 @@ from .settings import Settings
 from .store import Store
 from .tracker import Tracker, active_tracker_or_none, set_active_tracker
 
-__all__ = ["install", "uninstall"]
+__all__ = ["REAP_TASK", "install", "uninstall"]
 
 log = logging.getLogger("jobtrack.celery")
 
@@ -414,7 +414,23 @@ def install(
                  extra={"job_id": None, "action": "install"})
         return tracker
     _Wiring(app, tracker).connect()
+    _register_reaper(app)
     return tracker
+
+
+REAP_TASK = "jobtrack.reap"
+
+
+def _register_reaper(app: Celery) -> None:
+    """``jobtrack.reap``: add it to ``beat_schedule`` to mark lost jobs periodically."""
+    if REAP_TASK in app.tasks:
+        return
+
+    def reap(lost_after_s: float | None = None) -> int:
+        tracker = active_tracker_or_none()
+        return len(tracker.reap(lost_after_s=lost_after_s)) if tracker else 0
+
+    app.task(name=REAP_TASK, ignore_result=True)(reap)
 
 
 def uninstall() -> None:

@@ -304,6 +304,23 @@ def stats(obj: Context, since: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--lost-after", "lost_after_s", type=float,
+              help="Seconds without heartbeat (default: the lost_after_s setting).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def reap(obj: Context, lost_after_s: float | None, as_json: bool) -> None:
+    """Mark running jobs whose worker stopped beating as lost."""
+    from .tracker import reap as reap_lost
+
+    lost = reap_lost(obj.store, obj.settings().lost_after_s if lost_after_s is None
+                     else lost_after_s)
+    if as_json:
+        _dump(lost)
+        return
+    console.print(f"marked {len(lost)} job(s) lost" + (": " + ", ".join(lost) if lost else ""))
+
+
+@main.command()
 @click.option("--timeout", "timeout_s", type=float, default=120.0,
               help="Give up after this many seconds.")
 def demo(timeout_s: float) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,8 +112,13 @@ class JobHandle:
         self.attempt = attempt
         self.started_at = started_at
         self._tracker = tracker
-        self._lock = threading.Lock()
-        self._pending: JobUpdate | None = None
+        self._sync = tracker is not None and tracker.settings.write_mode == "sync"
+        self._max_message = tracker.settings.max_message_chars if tracker else 0
+        # The latest unwritten progress, one tuple: assigning it is atomic, so neither
+        # progress() nor the writer thread that collects it needs a lock.
+        self._latest: tuple[float | None, int | None, str | None, str | None] | None = None
+        self._stage_raw: str | None = None
+        self._stage: str | None = None
         self._last_push = 0.0
 
     @property
@@ -134,50 +138,52 @@ class JobHandle:
         stage: str | None = None,
         message: str | None = None,
     ) -> None:
-        """Report progress: ``percent`` directly, or ``current`` of ``total``."""
-        tracker = self._tracker
-        if tracker is None:
+        """Report progress: ``percent`` directly, or ``current`` of ``total``.
+
+        Only memory is touched; see the module docstring for when it is written.
+        """
+        if self._tracker is None:
             return
         try:
             if percent is None and current is not None and total:
                 percent = 100.0 * current / total
             if percent is not None:
                 percent = min(max(float(percent), 0.0), 100.0)
-            now = datetime.now(timezone.utc)
-            with self._lock:
-                pending = self._pending
-                if pending is None:
-                    pending = self._pending = JobUpdate(
-                        id=self.job_id, status=JobStatus.RUNNING,
-                        state_seq=state_seq(JobStatus.RUNNING, self.attempt),
-                        created_at=now, updated_at=now, retries=self.attempt,
-                    )
-                pending.updated_at = now
-                if percent is not None:
-                    pending.progress_percent = percent
-                if total is not None:
-                    pending.total_items = int(total)
-                if stage is not None:
-                    pending.progress_stage = clean_text(stage, _STAGE_CHARS)
-                if message is not None:
-                    pending.progress_message = clean_text(
-                        message, tracker.settings.max_message_chars)
-            if tracker.settings.write_mode == "sync":
+            if stage is not None and stage is not self._stage_raw:
+                self._stage_raw, self._stage = stage, clean_text(stage, _STAGE_CHARS)
+            latest = self._latest
+            self._latest = (
+                percent if percent is not None else latest[0] if latest else None,
+                int(total) if total is not None else latest[1] if latest else None,
+                self._stage if stage is not None else latest[2] if latest else None,
+                message if message is not None else latest[3] if latest else None,
+            )
+            if self._sync:
                 clock = time.monotonic()
-                if clock - self._last_push >= tracker.settings.progress_interval_s:
+                if clock - self._last_push >= self._tracker.settings.progress_interval_s:
                     self._last_push = clock
                     update = self.take_progress()
                     if update is not None:
-                        tracker.writer.update(update)
+                        self._tracker.writer.update(update)
         except Exception:
             log.exception("recording progress failed",
                           extra={"job_id": self.job_id, "action": "progress"})
 
     def take_progress(self) -> JobUpdate | None:
         """Hand the latest unwritten progress to the writer (and forget it)."""
-        with self._lock:
-            pending, self._pending = self._pending, None
-        return pending
+        latest, self._latest = self._latest, None
+        if latest is None:
+            return None
+        percent, total, stage, message = latest
+        now = datetime.now(timezone.utc)
+        return JobUpdate(
+            id=self.job_id, status=JobStatus.RUNNING,
+            state_seq=state_seq(JobStatus.RUNNING, self.attempt),
+            created_at=now, updated_at=now, retries=self.attempt,
+            progress_percent=percent, total_items=total, progress_stage=stage,
+            progress_message=None if message is None else clean_text(
+                message, self._max_message),
+        )
 
     def item(
         self,

@@ -54,6 +54,7 @@ from .models import (
     JobStatus,
     JobUpdate,
     Stats,
+    state_seq,
 )
 from .schema import job_events, job_items, jobs, metadata, staging_table
 
@@ -62,6 +63,9 @@ __all__ = ["Batch", "ItemRow", "Store", "normalize_url"]
 log = logging.getLogger("jobtrack.store")
 
 _SCHEMA_LOCK_ID = 0x6A6F6274  # PostgreSQL advisory lock key for schema upgrades
+_ATTEMPT_SPAN = state_seq(JobStatus.PENDING, 1)
+_RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
+_LOST_RANK = state_seq(JobStatus.LOST, 0)
 
 
 def normalize_url(url: str) -> str:
@@ -429,6 +433,45 @@ class Store:
             duration_ms_avg=float(avg) if avg is not None else None,
             duration_ms_max=int(max_) if max_ is not None else None,
         )
+
+    def mark_lost(self, *, heartbeat_before: datetime, reason: str,
+                  limit: int = 1000) -> list[str]:
+        """Mark running jobs whose last heartbeat is older than ``heartbeat_before`` as
+        lost, with an event each; returns their ids.
+
+        Only a row still at its running order key changes: a job that finished, or moved
+        to a later attempt, while this ran is left alone (the WHERE is re-checked on the
+        row's newest version). A lost job goes back to running if its task is redelivered.
+        """
+        now = utcnow()
+        running_seq = jobs.c.retries * _ATTEMPT_SPAN + _RUNNING_RANK
+        candidates = (
+            select(jobs.c.id)
+            .where(jobs.c.status == JobStatus.RUNNING.value,
+                   jobs.c.state_seq == running_seq,
+                   func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at,
+                                 jobs.c.updated_at) < heartbeat_before)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        with self._begin("mark lost") as conn:
+            marked = conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(candidates), jobs.c.status == JobStatus.RUNNING.value,
+                       jobs.c.state_seq == running_seq)
+                .values(status=JobStatus.LOST.value,
+                        state_seq=jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK,
+                        updated_at=now)
+                .returning(jobs.c.id, jobs.c.retries, jobs.c.worker)
+            ).all()
+            if marked:
+                self._write_rows(conn, "job_events", [
+                    _event_row(Event(job_id=row.id, at=now, status=JobStatus.LOST,
+                                     attempt=row.retries, worker=row.worker,
+                                     error_type="WorkerLost", error_message=reason))
+                    for row in marked
+                ])
+        return [row.id for row in marked]
 
     def count_jobs(self) -> int:
         with self._begin("count jobs") as conn:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import traceback as traceback_mod
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .errors import NotInstalled
@@ -21,7 +21,7 @@ from .settings import Settings
 from .store import Store
 from .writer import Writer, make_writer
 
-__all__ = ["Tracker", "active_tracker", "active_tracker_or_none", "set_active_tracker"]
+__all__ = ["Tracker", "active_tracker", "active_tracker_or_none", "reap", "set_active_tracker"]
 
 log = logging.getLogger("jobtrack")
 
@@ -143,6 +143,11 @@ class Tracker:
                                       attempt=0, error_type=error_type,
                                       error_message=message))
 
+    def reap(self, *, lost_after_s: float | None = None) -> list[str]:
+        """Mark running jobs whose worker stopped beating as lost; returns their ids."""
+        return reap(self.store, self.settings.lost_after_s if lost_after_s is None
+                    else lost_after_s)
+
     def get_job(self, job_id: str) -> Job:
         return self.store.get_job(job_id)
 
@@ -164,6 +169,16 @@ class Tracker:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def reap(store: Store, lost_after_s: float) -> list[str]:
+    """Mark jobs lost whose heartbeat is older than ``lost_after_s``; log each one."""
+    reason = f"no heartbeat from its worker for {lost_after_s:g} s"
+    lost = store.mark_lost(heartbeat_before=utcnow() - timedelta(seconds=lost_after_s),
+                           reason=reason)
+    for job_id in lost:
+        log.warning("job marked lost: %s", reason, extra={"job_id": job_id, "action": "reap"})
+    return lost
 
 
 _active: Tracker | None = None

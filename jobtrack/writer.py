@@ -59,41 +59,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class SyncWriter:
-    """Commit each transition at once. A failure is logged, never raised."""
-
-    def __init__(self, store: Store, settings: Settings) -> None:
-        self.store = store
-        self.settings = settings
-
-    def _write(self, batch: Batch, job_id: str) -> None:
-        try:
-            self.store.write_batch(batch)
-        except StoreError:
-            log.exception("tracking write failed", extra={"job_id": job_id,
-                                                          "action": "write"})
-
-    def update(self, update: JobUpdate, event: Event | None = None) -> None:
-        self._write(Batch([update], [event] if event else []), update.id)
-
-    def item(self, item: ItemRow) -> None:
-        self._write(Batch(items=[item]), item.job_id)
-
-    def watch(self, source: ProgressSource) -> None:
-        pass
-
-    def unwatch(self, source: ProgressSource) -> None:
-        pending = source.take_progress()
-        if pending is not None:
-            self.update(pending)
-
-    def flush(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
 class BufferedWriter:
     """Buffer, coalesce and batch transitions; see the module docstring."""
 
@@ -136,6 +101,11 @@ class BufferedWriter:
         self._ensure_thread()
         if full:
             self._wake.set()
+
+    def event(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+        self._ensure_thread()
 
     def item(self, item: ItemRow) -> None:
         with self._lock:
@@ -287,6 +257,60 @@ class BufferedWriter:
             pending = source.take_progress()
             if pending is not None:
                 self.update(pending)
+
+
+class SyncWriter:
+    """Commit each transition at once.
+
+    When a write fails (the database is unreachable), this writer switches to a
+    :class:`BufferedWriter` that keeps the data in order and retries in the background,
+    so tasks do not wait on a dead connection; it writes directly again once that
+    buffer has drained. A failure is logged, never raised.
+    """
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._fallback = BufferedWriter(store, settings)
+
+    def _write(self, batch: Batch, job_id: str) -> None:
+        if self._fallback.pending():
+            self._give_to_fallback(batch)
+            return
+        try:
+            self.store.write_batch(batch)
+        except StoreError:
+            log.warning("tracking write failed; kept and retried in the background",
+                        exc_info=True, extra={"job_id": job_id, "action": "write"})
+            self._give_to_fallback(batch)
+
+    def _give_to_fallback(self, batch: Batch) -> None:
+        for update in batch.updates:
+            self._fallback.update(update)
+        for event in batch.events:
+            self._fallback.event(event)
+        for item in batch.items:
+            self._fallback.item(item)
+
+    def update(self, update: JobUpdate, event: Event | None = None) -> None:
+        self._write(Batch([update], [event] if event else []), update.id)
+
+    def item(self, item: ItemRow) -> None:
+        self._write(Batch(items=[item]), item.job_id)
+
+    def watch(self, source: ProgressSource) -> None:
+        pass
+
+    def unwatch(self, source: ProgressSource) -> None:
+        pending = source.take_progress()
+        if pending is not None:
+            self.update(pending)
+
+    def flush(self) -> bool:
+        return self._fallback.flush()
+
+    def close(self) -> None:
+        self._fallback.close()
 
 
 _live_writers: weakref.WeakSet[BufferedWriter] = weakref.WeakSet()

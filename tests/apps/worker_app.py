@@ -23,6 +23,9 @@ app.conf.update(
     worker_lost_wait=float(os.environ.get("JT_WORKER_LOST_WAIT", "3")),
     worker_hijack_root_logger=False,
     result_expires=600,
+    # Redelivery of unacknowledged messages within seconds, for the crash tests.
+    broker_transport_options={"visibility_timeout": 4, "unacked_restore_interval": 1,
+                              "unacked_restore_throttle": 1},
 )
 jobtrack.install(app)
 
@@ -34,6 +37,12 @@ def noop(x: Any = None) -> Any:
 
 @app.task(name="wa.sleep")
 def sleep(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+@app.task(name="wa.sleep_late", acks_late=True, reject_on_worker_lost=True)
+def sleep_late(seconds: float) -> str:
     time.sleep(seconds)
     return "slept"
 

@@ -25,9 +25,10 @@ class Worker:
     """``celery worker`` in a subprocess, prefork pool, its log in a file."""
 
     def __init__(self, broker: str, db_url: str, log_path: Path, *, concurrency: int = 2,
-                 env: dict[str, str] | None = None, backend: str | None = None) -> None:
-        self.queue = f"jt-{uuid.uuid4().hex[:8]}"
-        self.name = f"{self.queue}@localhost"
+                 env: dict[str, str] | None = None, backend: str | None = None,
+                 queue: str | None = None) -> None:
+        self.queue = queue or f"jt-{uuid.uuid4().hex[:8]}"
+        self.name = f"{self.queue}-{uuid.uuid4().hex[:4]}@localhost"
         self.log_path = log_path
         self.env = {
             **os.environ,
@@ -45,6 +46,7 @@ class Worker:
              "-P", "prefork", "-c", str(self.concurrency), "-Q", self.queue, "-n", self.name,
              "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill_all() reaches the pool
         )
         log.close()
         wait_for(lambda: b" ready." in self.log_path.read_bytes() or self._died(), 60,
@@ -63,6 +65,12 @@ class Worker:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
                              capture_output=True, text=True, check=False).stdout
         return [int(p) for p in out.split()]
+
+    def kill_all(self) -> None:
+        """kill -9 the whole worker: main process and pool children, no signal sent."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
         """Warm shutdown by default; returns the exit code."""

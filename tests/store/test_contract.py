@@ -199,3 +199,22 @@ def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate],
 
 def _copy(u: JobUpdate, job_id: str) -> JobUpdate:
     return dataclasses.replace(u, id=job_id)
+
+
+def test_mark_lost_only_takes_silent_running_jobs(store: Store) -> None:
+    old, fresh = T0, T0 + timedelta(seconds=100)
+    write(store,
+          upd("silent", JobStatus.RUNNING, 1, heartbeat_at=old, retries=1, worker="w"),
+          upd("alive", JobStatus.RUNNING, heartbeat_at=fresh),
+          upd("done", JobStatus.COMPLETED, heartbeat_at=old),
+          upd("waiting", JobStatus.PENDING))
+    lost = store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50), reason="gone")
+    assert lost == ["silent"]
+    assert store.get_job("silent").status is JobStatus.LOST
+    assert [e.status for e in store.list_events("silent")] == [JobStatus.LOST]
+    assert store.list_events("silent")[0].error_message == "gone"
+    assert {j.id: j.status for j in store.list_jobs()}["done"] is JobStatus.COMPLETED
+    # Redelivery (same attempt) takes it back to running; a second reap finds nothing new.
+    write(store, upd("silent", JobStatus.RUNNING, 1, at=200, heartbeat_at=fresh, retries=1))
+    assert store.get_job("silent").status is JobStatus.RUNNING
+    assert store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50), reason="x") == []
