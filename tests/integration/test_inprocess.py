@@ -182,3 +182,29 @@ def test_sync_and_buffered_reach_the_same_rows(installed: Any, mode: str) -> Non
         (JobStatus.FAILED, None, 0, None, "RuntimeError")
         for n in range(10) for k in range(2)
     ]
+
+
+def test_argsrepr_is_honoured_and_huge_values_are_bounded(installed: Any) -> None:
+    app = make_app()
+
+    @app.task(name=f"{app.main}.huge", bind=True)
+    def huge(self: Any, secret: str) -> str:
+        job = jobtrack.current_job()
+        job.progress(10, stage="s" * 10_000, message="m\x00" * 1_000_000)
+        return "r" * (3 * 1024 * 1024)
+
+    tracker = installed(app)
+    with start_worker(app, pool="solo", perform_ping_check=False):
+        hidden = task(app, "add").apply_async((1, 2), argsrepr="(<hidden>)",
+                                               kwargsrepr="{}")
+        big = huge.delay("hunter2")
+        assert len(big.get(timeout=20)) == 3 * 1024 * 1024  # the task's result is whole
+        hidden.get(timeout=20)
+        wait_for(lambda: finished(tracker.store, big.id) and finished(tracker.store,
+                                                                      hidden.id))
+    assert tracker.store.get_job(hidden.id).input_data == {"argsrepr": "(<hidden>)",
+                                                           "kwargsrepr": "{}"}
+    job = tracker.store.get_job(big.id)
+    assert len(job.output_data) < 64 * 1024 and job.output_data.endswith("[truncated]")
+    assert len(job.progress_stage or "") <= 255
+    assert len(job.progress_message or "") <= 4000 and "\x00" not in job.progress_message
