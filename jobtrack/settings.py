@@ -55,9 +55,11 @@ class Settings:
     flush_max_jobs: int = 500
     #: Flush early once this many items are waiting in the buffer.
     flush_max_items: int = 5000
-    #: Most jobs kept in memory while the database is unreachable; beyond it the
-    #: oldest progress-only updates are dropped first.
+    #: Most jobs (and ten times as many items) kept in memory while the database is
+    #: unreachable; beyond it the buffer is moved to a spool file, replayed in order.
     buffer_max_jobs: int = 100_000
+    #: Folder for spool files ("" = jobtrack-spool in the system's temp directory).
+    spool_dir: str = ""
     #: In sync mode, write progress at most this often per job (the last value is
     #: always written when the task ends).
     progress_interval_s: float = 0.5

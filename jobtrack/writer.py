@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 import weakref
@@ -28,6 +29,7 @@ from typing import Protocol
 from .errors import StoreError
 from .models import Event, JobStatus, JobUpdate, state_seq
 from .settings import Settings
+from .spool import Spool
 from .store import Batch, ItemRow, Store
 
 __all__ = ["BufferedWriter", "ProgressSource", "SyncWriter", "Writer", "make_writer"]
@@ -35,6 +37,12 @@ __all__ = ["BufferedWriter", "ProgressSource", "SyncWriter", "Writer", "make_wri
 log = logging.getLogger("jobtrack.writer")
 
 _MAX_BACKOFF_S = 5.0
+_SPOOL_CHECK_S = 30.0
+
+
+def default_spool_dir() -> str:
+    """Where spool files go unless ``spool_dir`` is set: the system's temp directory."""
+    return os.path.join(tempfile.gettempdir(), "jobtrack-spool")
 
 
 class ProgressSource(Protocol):
@@ -65,6 +73,7 @@ class BufferedWriter:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self._spool = Spool(settings.spool_dir or default_spool_dir(), settings.database_url)
         self._init_process_state()
         _live_writers.add(self)
 
@@ -81,7 +90,7 @@ class BufferedWriter:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._last_heartbeat = time.monotonic()
-        self._dropped_items = 0
+        self._next_spool_check = 0.0
 
     def _after_fork_in_child(self) -> None:
         self._init_process_state()
@@ -109,9 +118,6 @@ class BufferedWriter:
 
     def item(self, item: ItemRow) -> None:
         with self._lock:
-            if len(self._items) >= self.settings.buffer_max_jobs * 10:
-                self._dropped_items += 1
-                return
             self._items.append(item)
             full = len(self._items) >= self.settings.flush_max_items
         self._ensure_thread()
@@ -207,10 +213,13 @@ class BufferedWriter:
 
     def flush(self) -> bool:
         """Write everything buffered now. Returns False if the database refused it
-        (the data stays buffered for the next try)."""
+        (the data stays buffered, or spooled past ``buffer_max_jobs``, for the next try)."""
         if self._pid != os.getpid():
             self._after_fork_in_child()
         with self._flush_lock:
+            if not self._replay_spool():
+                self._spill_if_over_bound()
+                return False
             batch = self._take_batch()
             if not batch:
                 return True
@@ -225,6 +234,7 @@ class BufferedWriter:
                     extra={"job_id": batch.updates[0].id if batch.updates else None,
                            "action": "flush"},
                 )
+                self._spill_if_over_bound()
                 return False
             if self._failures:
                 log.info("tracking writes recovered after %d failed tries", self._failures,
@@ -232,12 +242,61 @@ class BufferedWriter:
             self._failures = 0
             return True
 
+    def _replay_spool(self) -> bool:
+        """Write spooled batches, oldest first; False if the database refused one.
+
+        Looks at the spool directory only after a failure (this process may have
+        spooled) and every ``_SPOOL_CHECK_S`` (another process may have died with a
+        spool), so the normal path costs nothing.
+        """
+        now = time.monotonic()
+        if not self._failures and now < self._next_spool_check:
+            return True
+        self._next_spool_check = now + _SPOOL_CHECK_S
+        for path in self._spool.pending():
+            claimed = self._spool.claim(path)
+            if claimed is None:
+                continue
+            try:
+                self.store.write_batch(self._spool.read(claimed))
+            except Exception as exc:
+                self._spool.release(claimed)
+                self._failures += 1
+                log.warning("replaying spooled tracking data failed (try %d): %s",
+                            self._failures, exc, extra={"job_id": None, "action": "replay"})
+                return False
+            claimed.unlink()
+            log.info("replayed spooled tracking data from %s", path.name,
+                     extra={"job_id": None, "action": "replay"})
+        return True
+
+    def _spill_if_over_bound(self, *, force: bool = False) -> None:
+        """Move the buffer to a spool file when it is over the memory bound."""
+        with self._lock:
+            over = (len(self._updates) > self.settings.buffer_max_jobs
+                    or len(self._items) > self.settings.buffer_max_jobs * 10)
+        if not (over or force):
+            return
+        batch = self._take_batch()
+        if not batch:
+            return
+        try:
+            path = self._spool.write(batch)
+        except OSError:
+            self._give_back(batch)
+            log.exception("spooling tracking data failed; it stays in memory",
+                          extra={"job_id": None, "action": "spool"})
+            return
+        log.warning("database unreachable: %d job updates spooled to %s",
+                    len(batch.updates), path, extra={"job_id": None, "action": "spool"})
+
     def pending(self) -> int:
         with self._lock:
             return len(self._updates) + len(self._events) + len(self._items)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Flush what is buffered (retrying until ``timeout_s``) and stop the thread."""
+        """Flush what is buffered (retrying until ``timeout_s``), spool what still could
+        not be written, and stop the thread."""
         if self._pid != os.getpid():
             return
         self._collect_progress_now()
@@ -247,8 +306,7 @@ class BufferedWriter:
         self._closed = True
         self._wake.set()
         if self.pending():
-            log.error("tracking writer closed with %d unwritten records", self.pending(),
-                      extra={"job_id": None, "action": "close"})
+            self._spill_if_over_bound(force=True)
 
     def _collect_progress_now(self) -> None:
         with self._lock:
