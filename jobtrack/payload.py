@@ -16,7 +16,8 @@ import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "clean_text", "describe_error", "jsonable", "safe_repr", "to_json"]
+__all__ = ["REDACTED", "TRUNCATED", "clean_text", "describe_error", "jsonable", "safe_repr",
+           "to_json"]
 
 REDACTED = "[redacted]"
 TRUNCATED = "…[truncated]"

@@ -76,6 +76,9 @@ class Settings:
     heartbeat_interval_s: float = 10.0
     #: A running job whose heartbeat is older than this is marked lost by the reaper.
     lost_after_s: float = 120.0
+    #: The jobtrack.reap task re-publishes each lost job (same id, next retry) while its
+    #: retries stay within max_retries, when its recorded input is complete.
+    reap_republish: bool = False
     #: Seconds to wait for a database connection before giving up on a write.
     connect_timeout_s: float = 5.0
 

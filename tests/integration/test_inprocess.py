@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -12,8 +13,8 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 import jobtrack
-from jobtrack.models import JobStatus
-from jobtrack.store import Store
+from jobtrack.models import JobStatus, JobUpdate, state_seq
+from jobtrack.store import Batch, Store
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.postgres
@@ -208,3 +209,30 @@ def test_argsrepr_is_honoured_and_huge_values_are_bounded(installed: Any) -> Non
     assert len(job.output_data) < 64 * 1024 and job.output_data.endswith("[truncated]")
     assert len(job.progress_stage or "") <= 255
     assert len(job.progress_message or "") <= 4000 and "\x00" not in job.progress_message
+
+
+def test_reaper_republishes_lost_jobs_within_max_retries(installed: Any) -> None:
+    app = make_app()
+    tracker = installed(app, reap_republish=True, write_mode="sync")
+    old = datetime.now(timezone.utc) - timedelta(hours=1)
+
+    def lost_row(job_id: str, retries: int) -> None:
+        tracker.store.write_batch(Batch([JobUpdate(
+            id=job_id, status=JobStatus.RUNNING,
+            state_seq=state_seq(JobStatus.RUNNING, retries), created_at=old,
+            updated_at=old, heartbeat_at=old, retries=retries, max_retries=3,
+            task_name=f"{app.main}.add", queue="celery",
+            input_data={"args": [2, 3], "kwargs": {}})]))
+
+    again, exhausted = str(uuid.uuid4()), str(uuid.uuid4())
+    lost_row(again, 0)
+    lost_row(exhausted, 3)
+    with start_worker(app, pool="solo", perform_ping_check=False):
+        assert app.tasks["jobtrack.reap"].apply(kwargs={"lost_after_s": 60}).get() == 2
+        job = wait_for(lambda: finished(tracker.store, again), message="re-run done")
+    assert job.status is JobStatus.COMPLETED and job.output_data == 5 and job.retries == 1
+    trace = [(e.status.value, e.attempt) for e in tracker.store.list_events(again)]
+    assert trace == [("lost", 0), ("running", 1), ("completed", 1)]
+    failed = tracker.store.get_job(exhausted)
+    assert failed.status is JobStatus.FAILED and "max_retries=3" in (failed.error_message
+                                                                       or "")
