@@ -30,9 +30,9 @@ from .models import Event, JobStatus, JobUpdate, state_seq
 from .payload import REDACTED, TRUNCATED, clean_text
 from .settings import Settings
 from .store import Store
-from .tracker import Tracker, active_tracker_or_none, set_active_tracker
+from .tracker import Tracker, active_tracker_or_none, prune_by_retention, set_active_tracker
 
-__all__ = ["REAP_TASK", "install", "republish_lost", "uninstall"]
+__all__ = ["PRUNE_TASK", "REAP_TASK", "install", "republish_lost", "uninstall"]
 
 log = logging.getLogger("jobtrack.celery")
 
@@ -419,23 +419,37 @@ def install(
 
 
 REAP_TASK = "jobtrack.reap"
+PRUNE_TASK = "jobtrack.prune"
+
+
+def _reap_task(self: Any, lost_after_s: float | None = None) -> int:
+    tracker = active_tracker_or_none()
+    if tracker is None:
+        return 0
+    lost = tracker.reap(lost_after_s=lost_after_s)
+    if tracker.settings.reap_republish:
+        republish_lost(self.app, tracker, lost)
+    return len(lost)
+
+
+def _prune_task(self: Any) -> int:
+    tracker = active_tracker_or_none()
+    if tracker is None:
+        return 0
+    return sum(prune_by_retention(tracker.store, tracker.settings).values())
 
 
 def _register_reaper(app: Celery) -> None:
-    """``jobtrack.reap``: add it to ``beat_schedule`` to mark lost jobs periodically."""
-    if REAP_TASK in app.tasks:
-        return
+    """Tasks to add to ``beat_schedule``: ``jobtrack.reap`` marks lost jobs,
+    ``jobtrack.prune`` applies the retention settings.
 
-    def reap(lost_after_s: float | None = None) -> int:
-        tracker = active_tracker_or_none()
-        if tracker is None:
-            return 0
-        lost = tracker.reap(lost_after_s=lost_after_s)
-        if tracker.settings.reap_republish:
-            republish_lost(app, tracker, lost)
-        return len(lost)
-
-    app.task(name=REAP_TASK, ignore_result=True)(reap)
+    Module-level functions, bound to the running task: Celery resolves a task name to
+    the first callable registered under it in the process, so a closure over one app
+    would serve every app.
+    """
+    for name, fn in ((REAP_TASK, _reap_task), (PRUNE_TASK, _prune_task)):
+        if name not in app.tasks:
+            app.task(name=name, bind=True, ignore_result=True)(fn)
 
 
 def republish_lost(app: Celery, tracker: Tracker, job_ids: list[str]) -> list[str]:

@@ -136,21 +136,19 @@ def db_upgrade(obj: Context, sql: bool) -> None:
 @click.pass_obj
 def db_current(obj: Context) -> None:
     """Show the revision the database is at."""
-    from .migrate import current_revision, head_revision
+    from .migrate import head_revision
 
-    with obj.store.engine.connect() as conn:
-        current = current_revision(conn)
-    console.print(f"current: {current or '(none)'}   head: {head_revision()}")
+    console.print(f"current: {obj.store.schema_revision() or '(none)'}   "
+                  f"head: {head_revision()}")
 
 
 @db.command("check")
 @click.pass_obj
 def db_check(obj: Context) -> None:
     """Exit 1 unless the database is at the newest revision."""
-    from .migrate import current_revision, head_revision
+    from .migrate import head_revision
 
-    with obj.store.engine.connect() as conn:
-        current = current_revision(conn)
+    current = obj.store.schema_revision()
     if current != head_revision():
         console.print(f"[red]database at {current or '(none)'}, jobtrack needs "
                       f"{head_revision()}[/]: run jobtrack db upgrade")
@@ -301,6 +299,34 @@ def stats(obj: Context, since: str, as_json: bool) -> None:
     rate = f"{result.failure_rate:.1%}" if result.failure_rate is not None else "n/a"
     avg = f"{result.duration_ms_avg:.0f} ms" if result.duration_ms_avg is not None else "n/a"
     console.print(f"total {result.total}   failure rate {rate}   mean duration {avg}")
+
+
+@main.command()
+@click.option("--older-than", help="30d, 12h …; without it, the keep_*_days settings.")
+@click.option("--status", type=click.Choice(STATUSES), multiple=True,
+              help="Repeatable (default: completed, failed, cancelled, lost).")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=5000)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def prune(obj: Context, older_than: str | None, status: tuple[str, ...], batch_size: int,
+          as_json: bool) -> None:
+    """Delete finished jobs (with their items and events) in batches."""
+    from .tracker import prune_by_retention
+
+    if older_than is None:
+        if status:
+            raise click.UsageError("--status needs --older-than")
+        removed = prune_by_retention(obj.store, obj.settings())
+    else:
+        statuses = list(status) or ["completed", "failed", "cancelled", "lost"]
+        removed = {",".join(statuses): obj.store.prune(
+            finished_before=_since(older_than) or datetime.now(timezone.utc),
+            statuses=statuses, batch_size=batch_size)}
+    if as_json:
+        _dump(removed)
+        return
+    for statuses_, count in removed.items():
+        console.print(f"pruned {count} {statuses_} job(s)")
 
 
 @main.command()

@@ -79,6 +79,13 @@ class Settings:
     #: The jobtrack.reap task re-publishes each lost job (same id, next retry) while its
     #: retries stay within max_retries, when its recorded input is complete.
     reap_republish: bool = False
+    #: Days to keep completed jobs (0 = forever); used by jobtrack.prune and
+    #: ``jobtrack prune`` without --older-than.
+    keep_completed_days: float = 30.0
+    #: Days to keep failed jobs (0 = forever).
+    keep_failed_days: float = 90.0
+    #: Days to keep cancelled and lost jobs (0 = forever).
+    keep_cancelled_days: float = 30.0
     #: Seconds to wait for a database connection before giving up on a write.
     connect_timeout_s: float = 5.0
 

@@ -213,6 +213,16 @@ class Store:
             raise StoreError("schema upgrade", _short(exc)) from exc
         self._schema_ready = True
 
+    def schema_revision(self) -> str | None:
+        """The jobtrack migration the database is at (None: no tables yet)."""
+        from .migrate import current_revision
+
+        try:
+            with self.engine.connect() as conn:
+                return current_revision(conn)
+        except SQLAlchemyError as exc:
+            raise StoreError("schema revision", _short(exc)) from exc
+
     # -- writes ----------------------------------------------------------------------
 
     def write_batch(self, batch: Batch) -> None:
@@ -472,6 +482,31 @@ class Store:
                     for row in marked
                 ])
         return [row.id for row in marked]
+
+    def prune(self, *, finished_before: datetime, statuses: Sequence[str],
+              batch_size: int = 5000) -> int:
+        """Delete jobs in ``statuses`` that finished before ``finished_before``, with
+        their items and events, in batches of ``batch_size`` (one short transaction
+        each, so workers writing meanwhile are not held up). Returns how many went."""
+        wanted = [JobStatus(s).value for s in statuses]
+        if not wanted:
+            return 0
+        batch = (
+            select(jobs.c.id)
+            .where(jobs.c.status.in_(wanted),
+                   func.coalesce(jobs.c.completed_at, jobs.c.updated_at) < finished_before)
+            .limit(max(batch_size, 1))
+        )
+        total = 0
+        while True:
+            with self._begin("prune") as conn:
+                ids = list(conn.execute(batch).scalars())
+                if not ids:
+                    return total
+                for table in (job_items, job_events):  # also where cascades are off
+                    conn.execute(delete(table).where(table.c.job_id.in_(ids)))
+                total += conn.execute(delete(jobs).where(
+                    jobs.c.id.in_(ids), jobs.c.status.in_(wanted))).rowcount
 
     def count_jobs(self) -> int:
         with self._begin("count jobs") as conn:

@@ -21,7 +21,8 @@ from .settings import Settings
 from .store import Store
 from .writer import Writer, make_writer
 
-__all__ = ["Tracker", "active_tracker", "active_tracker_or_none", "reap", "set_active_tracker"]
+__all__ = ["Tracker", "active_tracker", "active_tracker_or_none", "prune_by_retention", "reap",
+           "set_active_tracker"]
 
 log = logging.getLogger("jobtrack")
 
@@ -169,6 +170,23 @@ class Tracker:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
+    """Apply the keep_*_days settings; returns how many jobs went, per status."""
+    now = utcnow()
+    removed: dict[str, int] = {}
+    for statuses, days in ((("completed",), settings.keep_completed_days),
+                           (("failed",), settings.keep_failed_days),
+                           (("cancelled", "lost"), settings.keep_cancelled_days)):
+        if days > 0:
+            count = store.prune(finished_before=now - timedelta(days=days),
+                                statuses=statuses)
+            removed[",".join(statuses)] = count
+            if count:
+                log.info("pruned %d %s jobs older than %g days", count, "/".join(statuses),
+                         days, extra={"job_id": None, "action": "prune"})
+    return removed
 
 
 def reap(store: Store, lost_after_s: float) -> list[str]:

@@ -77,3 +77,21 @@ def test_cli_errors_are_clear(demo_db: str) -> None:
                            "jobs", "ls", "--status", "weird"], capture_output=True,
                           text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2 and "weird" in done.stderr
+
+
+def test_db_commands_on_a_fresh_database(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'fresh.db'}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "jobtrack.cli", "--database-url", db,
+                               "db", *args], capture_output=True, text=True, cwd=ROOT,
+                              timeout=60)
+
+    assert "current: (none)" in run("current").stdout
+    assert run("check").returncode == 1
+    printed = run("upgrade", "--sql")
+    assert printed.returncode == 0 and "CREATE TABLE jobs" in printed.stdout
+    assert run("check").returncode == 1  # --sql only printed
+    assert run("upgrade").returncode == 0
+    assert run("check").returncode == 0
+    assert "current: 0001" in run("current").stdout

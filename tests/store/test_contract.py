@@ -218,3 +218,21 @@ def test_mark_lost_only_takes_silent_running_jobs(store: Store) -> None:
     write(store, upd("silent", JobStatus.RUNNING, 1, at=200, heartbeat_at=fresh, retries=1))
     assert store.get_job("silent").status is JobStatus.RUNNING
     assert store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50), reason="x") == []
+
+
+def test_prune_removes_old_finished_jobs_with_items_and_events(store: Store) -> None:
+    old, recent = T0, T0 + timedelta(days=60)
+    for n in range(7):
+        write(store, upd(f"old-{n}", JobStatus.COMPLETED, completed_at=old))
+    write(store, upd("old-failed", JobStatus.FAILED, completed_at=old),
+          upd("new", JobStatus.COMPLETED, at=1, completed_at=recent),
+          upd("running", JobStatus.RUNNING))
+    store.write_batch(Batch(
+        items=[ItemRow("old-0", "k", ItemStatus.SUCCESS, T0)],
+        events=[Event("old-0", T0, JobStatus.COMPLETED, 0)]))
+    removed = store.prune(finished_before=T0 + timedelta(days=30), statuses=["completed"],
+                          batch_size=3)
+    assert removed == 7
+    assert sorted(j.id for j in store.list_jobs()) == ["new", "old-failed", "running"]
+    assert store.list_items("old-0") == [] and store.list_events("old-0") == []
+    assert store.prune(finished_before=T0 + timedelta(days=30), statuses=[]) == 0
