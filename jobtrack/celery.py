@@ -27,7 +27,7 @@ from celery.utils.saferepr import saferepr
 
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
 from .models import Event, JobStatus, JobUpdate, state_seq
-from .payload import REDACTED, TRUNCATED, clean_text
+from .payload import clean_text
 from .settings import Settings
 from .store import Store
 from .tracker import Tracker, active_tracker_or_none, prune_by_retention, set_active_tracker
@@ -456,20 +456,20 @@ def republish_lost(app: Celery, tracker: Tracker, job_ids: list[str]) -> list[st
     """Publish lost jobs again under their own id, as their next retry; returns the ids
     published. A job past its ``max_retries`` ends failed; one whose recorded input is
     incomplete (redacted, cut, or replaced by argsrepr) is left lost, with a log line."""
+    from .control import replayable_input
+
     published = []
     for job_id in job_ids:
         job = tracker.store.get_job(job_id)
-        data = job.input_data
-        complete = (isinstance(data, dict) and set(data) == {"args", "kwargs"}
-                    and REDACTED not in str(data) and TRUNCATED not in str(data))
+        replay = replayable_input(job.input_data)
         if job.max_retries is not None and job.retries >= job.max_retries:
             tracker.fail_job(job_id, f"lost, and its retries are used up "
                                      f"(max_retries={job.max_retries})")
-        elif job.task_name is None or not complete or not isinstance(data, dict):
+        elif job.task_name is None or replay is None:
             log.warning("lost job not re-published: its recorded input is incomplete",
                         extra={"job_id": job_id, "action": "republish"})
         else:
-            app.send_task(job.task_name, args=data["args"], kwargs=data["kwargs"],
+            app.send_task(job.task_name, args=replay[0], kwargs=replay[1],
                           task_id=job.id, queue=job.queue, retries=job.retries + 1)
             published.append(job_id)
     return published

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,10 +21,12 @@ from .errors import JobNotFound, JobtrackError
 from .models import Job, JobStatus
 from .settings import Settings
 from .store import Store
+from .tracker import Tracker, active_tracker_or_none
 
 __all__ = ["main"]
 
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # one line per error, even when piped
 STATUSES = [s.value for s in JobStatus]
 
 
@@ -42,6 +45,14 @@ class Context:
             return find_app(self._app_path)
         except Exception as exc:  # find_app raises many kinds for a bad path
             raise click.UsageError(f"cannot load Celery app {self._app_path!r}: {exc}") from exc
+
+    def tracked_app(self) -> tuple[Any, Tracker]:
+        """The Celery app (-A) and the tracker its ``install()`` made."""
+        app = self.celery_app()
+        tracker = active_tracker_or_none()
+        if tracker is None:
+            raise click.UsageError(f"{self._app_path!r} does not call jobtrack.install(app)")
+        return app, tracker
 
     def settings(self) -> Settings:
         conf: Any = self.celery_app().conf if self._app_path else None
@@ -302,6 +313,50 @@ def stats(obj: Context, since: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.pass_obj
+def retry(obj: Context, job_ids: tuple[str, ...]) -> None:
+    """Publish failed, cancelled or lost jobs again with their original arguments
+    (needs -A). Each becomes a new job; its metadata names the old one."""
+    from .control import retry_job
+
+    app, tracker = obj.tracked_app()
+    ok = _for_each(job_ids, lambda job_id: f"new job {retry_job(app, tracker, job_id)}")
+    tracker.flush()
+    if not ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--terminate", is_flag=True, help="Also stop running jobs (SIGTERM).")
+@click.pass_obj
+def cancel(obj: Context, job_ids: tuple[str, ...], terminate: bool) -> None:
+    """Revoke jobs (needs -A); jobs not started yet are cancelled at once."""
+    from .control import cancel_job
+
+    app, tracker = obj.tracked_app()
+    if not _for_each(job_ids, lambda job_id: cancel_job(app, tracker, job_id,
+                                                        terminate=terminate)):
+        sys.exit(1)
+
+
+def _for_each(job_ids: tuple[str, ...], action: Callable[[str], str]) -> bool:
+    """Run ``action`` on each id, printing its outcome; False if any failed."""
+    outcomes = [_report(job_id, action) for job_id in job_ids]  # every id, no short cut
+    return all(outcomes)
+
+
+def _report(job_id: str, action: Callable[[str], str]) -> bool:
+    try:
+        console.print(f"{job_id}: {action(job_id)}")
+    except JobtrackError as exc:
+        errors.print(f"[red]{exc}[/]", highlight=False)
+        return False
+    return True
+
+
+@main.command()
 @click.option("--older-than", help="30d, 12h …; without it, the keep_*_days settings.")
 @click.option("--status", type=click.Choice(STATUSES), multiple=True,
               help="Repeatable (default: completed, failed, cancelled, lost).")
@@ -360,7 +415,7 @@ def run() -> None:  # pragma: no cover - console entry point wrapper
     try:
         main()
     except JobtrackError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        errors.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(1)
 
 if __name__ == "__main__":

@@ -144,6 +144,16 @@ class Tracker:
                                       attempt=0, error_type=error_type,
                                       error_message=message))
 
+    def cancel_now(self, job_id: str, reason: str) -> None:
+        """Mark a job cancelled now (a finished job keeps its state)."""
+        now = utcnow()
+        self.store.upsert_job(JobUpdate(
+            id=job_id, status=JobStatus.CANCELLED,
+            state_seq=state_seq(JobStatus.CANCELLED, 0), created_at=now, updated_at=now,
+            completed_at=now, error_type="Revoked", error_message=reason))
+        self.store.insert_event(Event(job_id=job_id, at=now, status=JobStatus.CANCELLED,
+                                      attempt=0, error_type="Revoked", error_message=reason))
+
     def reap(self, *, lost_after_s: float | None = None) -> list[str]:
         """Mark running jobs whose worker stopped beating as lost; returns their ids."""
         return reap(self.store, self.settings.lost_after_s if lost_after_s is None
