@@ -6,22 +6,26 @@ Every option can also be set from an environment variable ``JOBTRACK_<OPTION>``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from .errors import JobNotFound, JobtrackError
-from .models import Job, JobStatus
+from .models import JobStatus
 from .settings import Settings
 from .store import Store
 from .tracker import Tracker, active_tracker_or_none
+from .views import ago, items_text, progress_table, styled_status
 
 __all__ = ["main"]
 
@@ -93,16 +97,6 @@ def _json_default(value: Any) -> Any:
 
 def _dump(data: Any) -> None:
     click.echo(json.dumps(data, default=_json_default, indent=2, ensure_ascii=False))
-
-
-def _ago(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    seconds = int((datetime.now(timezone.utc) - moment).total_seconds())
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{max(seconds, 0)}s ago"
 
 
 @click.group(context_settings={"auto_envvar_prefix": "JOBTRACK", "show_default": True,
@@ -201,25 +195,12 @@ def jobs_ls(obj: Context, status: tuple[str, ...], job_type: str | None,
     for column in ("id", "name / task", "status", "progress", "items", "created", "error"):
         table.add_column(column, overflow="fold")
     for job in found:
-        table.add_row(job.id, job.name or job.task_name or "", _styled(job),
+        table.add_row(job.id, job.name or job.task_name or "", styled_status(job),
                       f"{job.progress_percent:.0f}%" if job.progress_percent is not None
-                      else "", _items(job), _ago(job.created_at),
+                      else "", items_text(job), ago(job.created_at),
                       (job.error_type or "") + (f": {job.error_message[:60]}"
                                                 if job.error_message else ""))
     console.print(table)
-
-
-def _styled(job: Job) -> str:
-    color = {"completed": "green", "failed": "red", "running": "cyan", "retrying": "yellow",
-             "lost": "red", "cancelled": "magenta"}.get(job.status.value, "white")
-    return f"[{color}]{job.status.value}[/]"
-
-
-def _items(job: Job) -> str:
-    if not job.processed_items and not job.total_items:
-        return ""
-    total = f"/{job.total_items}" if job.total_items else ""
-    return f"{job.processed_items}{total} ({job.failed_items} failed)"
 
 
 @jobs.command("show")
@@ -244,7 +225,7 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
         value = getattr(job, field.name)
         if value is None or field.name == "traceback":
             continue
-        table.add_row(field.name, _styled(job) if field.name == "status" else
+        table.add_row(field.name, styled_status(job) if field.name == "status" else
                       json.dumps(value, default=_json_default, ensure_ascii=False)
                       if isinstance(value, (dict, list)) else str(value))
     console.print(table)
@@ -310,6 +291,35 @@ def stats(obj: Context, since: str, as_json: bool) -> None:
     rate = f"{result.failure_rate:.1%}" if result.failure_rate is not None else "n/a"
     avg = f"{result.duration_ms_avg:.0f} ms" if result.duration_ms_avg is not None else "n/a"
     console.print(f"total {result.total}   failure rate {rate}   mean duration {avg}")
+
+
+@main.command()
+@click.option("--interval", type=click.FloatRange(0.1), default=1.0, help="Seconds.")
+@click.option("--type", "job_type", help="Only this job_type.")
+@click.option("--limit", type=click.IntRange(1, 500), default=30)
+@click.option("--once", is_flag=True, help="Print one view and exit (scripts, tests).")
+@click.pass_obj
+def watch(obj: Context, interval: float, job_type: str | None, limit: int,
+          once: bool) -> None:
+    """A live view of running jobs with progress bars (Ctrl-C to leave)."""
+    active = ["running", "retrying", "pending"]
+
+    def view() -> Table:
+        found = obj.store.list_jobs(status=active, job_type=job_type, limit=limit)
+        found.sort(key=lambda j: (active.index(j.status.value), j.started_at or j.created_at
+                                  or datetime.min.replace(tzinfo=timezone.utc)))
+        counts = obj.store.count_by_status(active)
+        title = "   ".join(f"{s}: {counts.get(s, 0)}" for s in active)
+        return progress_table(found, title)
+
+    if once:
+        console.print(view())
+        return
+    with contextlib.suppress(KeyboardInterrupt), Live(view(), console=console,
+                                                      refresh_per_second=4) as live:
+        while True:
+            time.sleep(interval)
+            live.update(view())
 
 
 @main.command()

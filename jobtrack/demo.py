@@ -21,7 +21,6 @@ from typing import Any
 from celery import Celery
 
 from . import current_job, install, track
-from .models import Job
 
 app = Celery("jobtrack_demo")
 try:
@@ -84,35 +83,6 @@ def monthly_report(month: str, api_token: str) -> None:
     raise KeyError(f"column 'revenue' missing for {month}")
 
 
-def _status_style(job: Job) -> str:
-    return {"completed": "green", "failed": "red", "running": "cyan", "retrying": "yellow",
-            "pending": "white", "cancelled": "magenta", "lost": "red"}.get(job.status.value,
-                                                                           "white")
-
-
-def _render(jobs: list[Job]) -> Any:
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-
-    table = Table(title="jobs (live from the table)", expand=True)
-    for column in ("name", "status", "progress", "items ok/err", "retries", "error"):
-        table.add_column(column)
-    for job in sorted(jobs, key=lambda j: (j.created_at or 0, j.id)):
-        percent = job.progress_percent or 0.0
-        bar = ProgressBar(total=100, completed=percent, width=24)
-        table.add_row(
-            job.name or job.task_name or job.id[:8],
-            f"[{_status_style(job)}]{job.status.value}[/]",
-            bar,
-            f"{job.processed_items - job.failed_items - job.skipped_items}/{job.failed_items}"
-            if job.processed_items else "",
-            str(job.retries) if job.retries else "",
-            (job.error_type or "") + (": " + job.error_message[:40] if job.error_message
-                                      else ""),
-        )
-    return table
-
-
 EXAMPLE_SQL = [
     ("What failed, and why?",
      "SELECT name, error_type, error_message FROM jobs WHERE status = 'failed'"),
@@ -134,6 +104,8 @@ def run(*, timeout_s: float = 120.0, keep: bool = False) -> int:
     from rich.live import Live
     from rich.table import Table
     from sqlalchemy import text
+
+    from .views import progress_table
 
     console = Console()
     options = app.conf.broker_transport_options or {}
@@ -168,7 +140,7 @@ def run(*, timeout_s: float = 120.0, keep: bool = False) -> int:
         with Live(console=console, refresh_per_second=8) as live:
             while True:
                 jobs = [j for j in (store.find_job(i) for i in ids) if j is not None]
-                live.update(_render(jobs))
+                live.update(progress_table(jobs, "jobs (live from the table)"))
                 if len(jobs) == len(ids) and all(j.status.is_terminal for j in jobs):
                     break
                 if worker.poll() is not None or time.monotonic() > deadline:

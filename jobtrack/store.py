@@ -508,6 +508,14 @@ class Store:
                 total += conn.execute(delete(jobs).where(
                     jobs.c.id.in_(ids), jobs.c.status.in_(wanted))).rowcount
 
+    def count_by_status(self, statuses: Sequence[str]) -> dict[str, int]:
+        """How many jobs are in each of ``statuses`` (served by the status index)."""
+        wanted = [JobStatus(s).value for s in statuses]
+        query = (select(jobs.c.status, func.count()).where(jobs.c.status.in_(wanted))
+                 .group_by(jobs.c.status))
+        with self._begin("count by status") as conn:
+            return {status: int(n) for status, n in conn.execute(query)}
+
     def count_jobs(self) -> int:
         with self._begin("count jobs") as conn:
             return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())

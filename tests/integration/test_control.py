@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 
 def cli(worker: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**worker.env, "PYTHONPATH": str(ROOT)}
+    env = {**worker.env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "jobtrack.cli", "-A", "tests.apps.worker_app",
                            *args], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
@@ -37,6 +37,10 @@ def test_retry_publishes_again_with_the_original_arguments(
 
     running = app.send_task("wa.sleep", args=[60], queue=worker.queue)
     job_when(store, running.id, status=JobStatus.RUNNING)
+    watched = cli(worker, "watch", "--once")
+    assert watched.returncode == 0, watched.stderr
+    row = next(line for line in watched.stdout.splitlines() if "wa.sleep" in line)
+    assert "running" in row and "ago" in row
     refused = cli(worker, "retry", running.id)
     assert refused.returncode == 1 and "only failed, cancelled and lost" in refused.stderr
     assert cli(worker, "cancel", "--terminate", running.id).returncode == 0
