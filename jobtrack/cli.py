@@ -412,6 +412,31 @@ def reap(obj: Context, lost_after_s: float | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=9808)
+@click.option("--host", default="127.0.0.1", help="Address to listen on.")
+@click.option("--window", "window_s", type=float, default=3600.0,
+              help="Seconds covered by the duration histogram and failure ratio.")
+@click.pass_obj
+def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
+    """Serve Prometheus metrics read from the tracking database at each scrape."""
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from .metrics import JobtrackCollector
+    except ImportError as exc:
+        raise click.UsageError("metrics need the extra: pip install 'jobtrack[prometheus]'"
+                               ) from exc
+    registry = CollectorRegistry()
+    registry.register(JobtrackCollector(obj.store, window_s=window_s,
+                                        stale_after_s=obj.settings().lost_after_s))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    console.print(f"serving metrics on http://{host}:{port}/metrics")
+    with contextlib.suppress(KeyboardInterrupt):
+        thread.join()
+    server.shutdown()
+
+
+@main.command()
 @click.option("--timeout", "timeout_s", type=float, default=120.0,
               help="Give up after this many seconds.")
 def demo(timeout_s: float) -> None:

@@ -58,7 +58,7 @@ from .models import (
 )
 from .schema import job_events, job_items, jobs, metadata, staging_table
 
-__all__ = ["Batch", "ItemRow", "Store", "normalize_url"]
+__all__ = ["Batch", "ItemRow", "MetricsSnapshot", "Store", "normalize_url"]
 
 log = logging.getLogger("jobtrack.store")
 
@@ -88,6 +88,21 @@ class ItemRow:
     error_code: str | None = None
     before_state: Any = None
     after_state: Any = None
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Aggregates for the Prometheus collector (see :mod:`jobtrack.metrics`)."""
+
+    by_status: dict[str, int]
+    #: (task_name, job_type, status, count) for finished jobs
+    finished: list[tuple[str | None, str | None, str, int]]
+    #: (task_name, count, sum in seconds, cumulative bucket counts) in the window
+    durations: list[tuple[str | None, int, float, list[int]]]
+    #: finished jobs by status in the window
+    window: dict[str, int]
+    stale_running: int
+    oldest_pending: datetime | None
 
 
 @dataclass
@@ -515,6 +530,48 @@ class Store:
                  .group_by(jobs.c.status))
         with self._begin("count by status") as conn:
             return {status: int(n) for status, n in conn.execute(query)}
+
+    def metrics_snapshot(self, *, since: datetime, stale_before: datetime,
+                         buckets_s: Sequence[float]) -> MetricsSnapshot:
+        """What the Prometheus collector reports, read in one transaction."""
+        ms = [b * 1000 for b in buckets_s]
+        finished = [s.value for s in (JobStatus.COMPLETED, JobStatus.FAILED,
+                                      JobStatus.CANCELLED)]
+        by_status = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+        by_task = (
+            select(jobs.c.task_name, jobs.c.job_type, jobs.c.status, func.count())
+            .where(jobs.c.status.in_(finished))
+            .group_by(jobs.c.task_name, jobs.c.job_type, jobs.c.status)
+        )
+        durations = (
+            select(jobs.c.task_name, func.count(), func.coalesce(func.sum(jobs.c.duration_ms), 0),
+                   *[func.sum(case((jobs.c.duration_ms <= b, 1), else_=0)) for b in ms])
+            .where(jobs.c.status == JobStatus.COMPLETED.value,
+                   jobs.c.duration_ms.is_not(None), jobs.c.completed_at >= since)
+            .group_by(jobs.c.task_name)
+        )
+        window = (
+            select(jobs.c.status, func.count())
+            .where(jobs.c.status.in_(finished), jobs.c.completed_at >= since)
+            .group_by(jobs.c.status)
+        )
+        stale = select(func.count()).where(
+            jobs.c.status == JobStatus.RUNNING.value,
+            func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at, jobs.c.updated_at)
+            < stale_before)
+        oldest_pending = select(func.min(jobs.c.created_at)).where(
+            jobs.c.status == JobStatus.PENDING.value)
+        with self._begin("metrics") as conn:
+            return MetricsSnapshot(
+                by_status={s: int(n) for s, n in conn.execute(by_status)},
+                finished=[(t, jt, s, int(n)) for t, jt, s, n in conn.execute(by_task)],
+                durations=[(row[0], int(row[1]), float(row[2]) / 1000,
+                            [int(v or 0) for v in row[3:]])
+                           for row in conn.execute(durations)],
+                window={s: int(n) for s, n in conn.execute(window)},
+                stale_running=int(conn.execute(stale).scalar_one()),
+                oldest_pending=conn.execute(oldest_pending).scalar_one(),
+            )
 
     def count_jobs(self) -> int:
         with self._begin("count jobs") as conn:

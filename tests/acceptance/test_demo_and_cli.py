@@ -95,3 +95,45 @@ def test_db_commands_on_a_fresh_database(tmp_path: Path) -> None:
     assert run("upgrade").returncode == 0
     assert run("check").returncode == 0
     assert "current: 0001" in run("current").stdout
+
+
+def test_metrics_endpoint(demo_db: str) -> None:
+    import socket
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import wait_for
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "jobtrack.cli", "--database-url",
+                               demo_db, "metrics", "--port", str(port)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def scrape() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                            timeout=2) as response:
+                    return str(response.read().decode())
+            except OSError:
+                return None
+
+        text = wait_for(scrape, 30, interval_s=0.2, message="the metrics server")
+    finally:
+        server.terminate()
+        server.wait(10)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("jobtrack_jobs", (("status", "completed"),))] == 3
+    assert samples[("jobtrack_jobs", (("status", "failed"),))] == 1
+    assert samples[("jobtrack_jobs_finished_total", (
+        ("job_type", "import"), ("status", "completed"),
+        ("task", "demo.import_products")))] == 2
+    assert samples[("jobtrack_job_duration_seconds_count",
+                    (("task", "demo.import_products"),))] == 2
+    assert samples[("jobtrack_job_duration_seconds_bucket",
+                    (("le", "0.1"), ("task", "demo.import_products")))] == 0
+    assert samples[("jobtrack_failure_ratio", ())] == 0.25
+    assert samples[("jobtrack_stuck_jobs", ())] == 0
