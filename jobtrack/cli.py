@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -30,6 +31,9 @@ from .views import ago, items_text, progress_table, styled_status
 __all__ = ["main"]
 
 console = Console()
+#: Every option shows its environment variable in --help (JOBTRACK_<COMMAND>_<OPTION>,
+#: derived by Click from auto_envvar_prefix).
+option = functools.partial(click.option, show_envvar=True)
 errors = Console(stderr=True, soft_wrap=True)  # one line per error, even when piped
 STATUSES = [s.value for s in JobStatus]
 
@@ -101,10 +105,10 @@ def _dump(data: Any) -> None:
 
 @click.group(context_settings={"auto_envvar_prefix": "JOBTRACK", "show_default": True,
                                "help_option_names": ["-h", "--help"]})
-@click.option("--database-url", envvar="JOBTRACK_DATABASE_URL", show_envvar=True,
+@option("--database-url", envvar="JOBTRACK_DATABASE_URL", show_envvar=True,
               help="Tracking database (default: the app's jobtrack_database_url, "
                    "else sqlite:///jobtrack.db).")
-@click.option("-A", "--app", envvar="JOBTRACK_APP", show_envvar=True,
+@option("-A", "--app", envvar="JOBTRACK_APP", show_envvar=True,
               help="Celery app, as for celery -A (module or module:attribute).")
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, app: str | None) -> None:
@@ -118,7 +122,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--sql", is_flag=True, help="Print the SQL instead of running it.")
+@option("--sql", is_flag=True, help="Print the SQL instead of running it.")
 @click.pass_obj
 def db_upgrade(obj: Context, sql: bool) -> None:
     """Create or upgrade jobtrack's tables to the newest revision."""
@@ -167,17 +171,17 @@ def jobs() -> None:
 
 
 @jobs.command("ls")
-@click.option("--status", type=click.Choice(STATUSES), multiple=True, help="Repeatable.")
-@click.option("--type", "job_type", help="job_type")
-@click.option("--task", "task_name", help="Celery task name")
-@click.option("--owner", "owner_id", help="owner_id")
-@click.option("--queue")
-@click.option("--since", help="30m, 2h, 7d or an ISO timestamp")
-@click.option("--until", help="30m, 2h, 7d or an ISO timestamp")
-@click.option("--search", help="Text in the name or error message, or an exact id.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50)
-@click.option("--offset", type=click.IntRange(0), default=0)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@option("--status", type=click.Choice(STATUSES), multiple=True, help="Repeatable.")
+@option("--type", "job_type", help="job_type")
+@option("--task", "task_name", help="Celery task name")
+@option("--owner", "owner_id", help="owner_id")
+@option("--queue")
+@option("--since", help="30m, 2h, 7d or an ISO timestamp")
+@option("--until", help="30m, 2h, 7d or an ISO timestamp")
+@option("--search", help="Text in the name or error message, or an exact id.")
+@option("--limit", type=click.IntRange(1, 10_000), default=50)
+@option("--offset", type=click.IntRange(0), default=0)
+@option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def jobs_ls(obj: Context, status: tuple[str, ...], job_type: str | None,
             task_name: str | None, owner_id: str | None, queue: str | None,
@@ -205,7 +209,7 @@ def jobs_ls(obj: Context, status: tuple[str, ...], job_type: str | None,
 
 @jobs.command("show")
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
+@option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
     """One job: its row, attempt trace, failing items and traceback."""
@@ -252,9 +256,9 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
 
 @jobs.command("items")
 @click.argument("job_id")
-@click.option("--status", type=click.Choice(["success", "error", "skipped"]))
-@click.option("--limit", type=click.IntRange(1, 100_000), default=100)
-@click.option("--json", "as_json", is_flag=True)
+@option("--status", type=click.Choice(["success", "error", "skipped"]))
+@option("--limit", type=click.IntRange(1, 100_000), default=100)
+@option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def jobs_items(obj: Context, job_id: str, status: str | None, limit: int,
                as_json: bool) -> None:
@@ -272,8 +276,8 @@ def jobs_items(obj: Context, job_id: str, status: str | None, limit: int,
 
 
 @main.command()
-@click.option("--since", default="24h", help="Window: 30m, 2h, 7d or an ISO timestamp.")
-@click.option("--json", "as_json", is_flag=True)
+@option("--since", default="24h", help="Window: 30m, 2h, 7d or an ISO timestamp.")
+@option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def stats(obj: Context, since: str, as_json: bool) -> None:
     """Counts by status and type, failure rate and durations."""
@@ -290,14 +294,18 @@ def stats(obj: Context, since: str, as_json: bool) -> None:
     console.print(table)
     rate = f"{result.failure_rate:.1%}" if result.failure_rate is not None else "n/a"
     avg = f"{result.duration_ms_avg:.0f} ms" if result.duration_ms_avg is not None else "n/a"
-    console.print(f"total {result.total}   failure rate {rate}   mean duration {avg}")
+    spread = "   ".join(f"p{p} {v} ms" for p, v in (
+        (50, result.duration_ms_p50), (95, result.duration_ms_p95),
+        (99, result.duration_ms_p99)) if v is not None)
+    console.print(f"total {result.total}   failure rate {rate}   mean duration {avg}   "
+                  f"{spread}")
 
 
 @main.command()
-@click.option("--interval", type=click.FloatRange(0.1), default=1.0, help="Seconds.")
-@click.option("--type", "job_type", help="Only this job_type.")
-@click.option("--limit", type=click.IntRange(1, 500), default=30)
-@click.option("--once", is_flag=True, help="Print one view and exit (scripts, tests).")
+@option("--interval", type=click.FloatRange(0.1), default=1.0, help="Seconds.")
+@option("--type", "job_type", help="Only this job_type.")
+@option("--limit", type=click.IntRange(1, 500), default=30)
+@option("--once", is_flag=True, help="Print one view and exit (scripts, tests).")
 @click.pass_obj
 def watch(obj: Context, interval: float, job_type: str | None, limit: int,
           once: bool) -> None:
@@ -339,7 +347,7 @@ def retry(obj: Context, job_ids: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("job_ids", nargs=-1, required=True)
-@click.option("--terminate", is_flag=True, help="Also stop running jobs (SIGTERM).")
+@option("--terminate", is_flag=True, help="Also stop running jobs (SIGTERM).")
 @click.pass_obj
 def cancel(obj: Context, job_ids: tuple[str, ...], terminate: bool) -> None:
     """Revoke jobs (needs -A); jobs not started yet are cancelled at once."""
@@ -367,11 +375,11 @@ def _report(job_id: str, action: Callable[[str], str]) -> bool:
 
 
 @main.command()
-@click.option("--older-than", help="30d, 12h …; without it, the keep_*_days settings.")
-@click.option("--status", type=click.Choice(STATUSES), multiple=True,
+@option("--older-than", help="30d, 12h …; without it, the keep_*_days settings.")
+@option("--status", type=click.Choice(STATUSES), multiple=True,
               help="Repeatable (default: completed, failed, cancelled, lost).")
-@click.option("--batch-size", type=click.IntRange(1, 100_000), default=5000)
-@click.option("--json", "as_json", is_flag=True)
+@option("--batch-size", type=click.IntRange(1, 100_000), default=5000)
+@option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def prune(obj: Context, older_than: str | None, status: tuple[str, ...], batch_size: int,
           as_json: bool) -> None:
@@ -395,9 +403,9 @@ def prune(obj: Context, older_than: str | None, status: tuple[str, ...], batch_s
 
 
 @main.command()
-@click.option("--lost-after", "lost_after_s", type=float,
+@option("--lost-after", "lost_after_s", type=float,
               help="Seconds without heartbeat (default: the lost_after_s setting).")
-@click.option("--json", "as_json", is_flag=True)
+@option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def reap(obj: Context, lost_after_s: float | None, as_json: bool) -> None:
     """Mark running jobs whose worker stopped beating as lost."""
@@ -412,9 +420,9 @@ def reap(obj: Context, lost_after_s: float | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--port", type=click.IntRange(1, 65535), default=9808)
-@click.option("--host", default="127.0.0.1", help="Address to listen on.")
-@click.option("--window", "window_s", type=float, default=3600.0,
+@option("--port", type=click.IntRange(1, 65535), default=9808)
+@option("--host", default="127.0.0.1", help="Address to listen on.")
+@option("--window", "window_s", type=float, default=3600.0,
               help="Seconds covered by the duration histogram and failure ratio.")
 @click.pass_obj
 def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
@@ -437,7 +445,7 @@ def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
 
 
 @main.command()
-@click.option("--timeout", "timeout_s", type=float, default=120.0,
+@option("--timeout", "timeout_s", type=float, default=120.0,
               help="Give up after this many seconds.")
 def demo(timeout_s: float) -> None:
     """Run the demo: a real worker, a realistic batch, the table live."""

@@ -165,6 +165,9 @@ class Stats:
     failure_rate: float | None = None
     duration_ms_avg: float | None = None
     duration_ms_max: int | None = None
+    duration_ms_p50: int | None = None
+    duration_ms_p95: int | None = None
+    duration_ms_p99: int | None = None
 
 
 # How each column of ``jobs`` merges when two updates of one job meet, whether in the

@@ -440,15 +440,23 @@ class Store:
             .where(*where)
             .group_by(jobs.c.job_type, jobs.c.status)
         )
-        durations_q = select(func.avg(jobs.c.duration_ms), func.max(jobs.c.duration_ms)).where(
-            jobs.c.status == JobStatus.COMPLETED.value, *where
-        )
+        timed = [jobs.c.status == JobStatus.COMPLETED.value, jobs.c.duration_ms.is_not(None),
+                 *where]
+        durations_q = select(func.avg(jobs.c.duration_ms), func.max(jobs.c.duration_ms),
+                             func.count()).where(*timed)
         with self._begin("stats") as conn:
             by_status = {s: int(n) for s, n in conn.execute(by_status_q)}
             by_type: dict[str, dict[str, int]] = {}
             for job_type, status, n in conn.execute(by_type_q):
                 by_type.setdefault(job_type or "(none)", {})[status] = int(n)
-            avg, max_ = conn.execute(durations_q).one()
+            avg, max_, timed_count = conn.execute(durations_q).one()
+            percentiles = {}
+            for p in (50, 95, 99):  # nearest rank, exact on every backend
+                rank = (p * int(timed_count) + 99) // 100 - 1
+                if rank >= 0:
+                    percentiles[p] = conn.execute(
+                        select(jobs.c.duration_ms).where(*timed)
+                        .order_by(jobs.c.duration_ms).limit(1).offset(rank)).scalar_one()
         finished = by_status.get("completed", 0) + by_status.get("failed", 0)
         return Stats(
             by_status=by_status,
@@ -457,6 +465,9 @@ class Store:
             failure_rate=(by_status.get("failed", 0) / finished) if finished else None,
             duration_ms_avg=float(avg) if avg is not None else None,
             duration_ms_max=int(max_) if max_ is not None else None,
+            duration_ms_p50=percentiles.get(50),
+            duration_ms_p95=percentiles.get(95),
+            duration_ms_p99=percentiles.get(99),
         )
 
     def mark_lost(self, *, heartbeat_before: datetime, reason: str,

@@ -29,9 +29,10 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{data / 'jobtrack.db'}"
 
 
-def cli(db: str, *args: str) -> Any:
+def cli(db: str, *args: str, env: dict[str, str] | None = None) -> Any:
     done = subprocess.run([sys.executable, "-m", "jobtrack.cli", "--database-url", db, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout) if "--json" in args else done.stdout
 
@@ -51,6 +52,9 @@ def test_demo_rows(demo_db: str) -> None:
 
 def test_cli_filters_show_items_stats(demo_db: str) -> None:
     failed = cli(demo_db, "jobs", "ls", "--status", "failed", "--json")
+    # Every option also comes from JOBTRACK_<COMMAND>_<OPTION>.
+    assert cli(demo_db, "jobs", "ls", "--json",
+               env={"JOBTRACK_JOBS_LS_STATUS": "failed"}) == failed
     assert [j["name"] for j in failed] == ["Monthly report 2026-10"]
     imports = cli(demo_db, "jobs", "ls", "--type", "import", "--search", "prices", "--json")
     assert [j["name"] for j in imports] == ["Import prices.csv"]
@@ -63,6 +67,7 @@ def test_cli_filters_show_items_stats(demo_db: str) -> None:
     assert len(errors) == products["failed_items"]
     stats = cli(demo_db, "stats", "--json")
     assert stats["by_status"] == {"completed": 3, "failed": 1}
+    assert stats["duration_ms_p50"] <= stats["duration_ms_p99"] == stats["duration_ms_max"]
     assert stats["failure_rate"] == 0.25
     text = cli(demo_db, "jobs", "show", failed[0]["id"])
     assert "traceback" in text and "KeyError" in text

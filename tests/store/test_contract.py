@@ -117,6 +117,11 @@ def test_list_filters_search_and_stats(store: Store) -> None:
     assert stats.by_status == {"completed": 1, "failed": 1, "running": 1}
     assert stats.by_type["import"] == {"completed": 1, "failed": 1}
     assert stats.failure_rate == 0.5 and stats.duration_ms_max == 100
+    for n in range(1, 101):
+        write(store, upd(f"d{n}", JobStatus.COMPLETED, at=10, duration_ms=n * 10))
+    spread = store.stats()
+    assert (spread.duration_ms_p50, spread.duration_ms_p95, spread.duration_ms_p99) == (
+        500, 950, 990)  # 101 timings: 100 and 10, 20 … 1000
     with pytest.raises(ValueError):
         store.list_jobs(status="nonsense")
 
