@@ -142,10 +142,6 @@ class Settings:
         if not self.database_url:
             raise ConfigurationError("database_url", self.database_url, "a database URL")
 
-    @staticmethod
-    def env_names() -> dict[str, str]:
-        """Each setting's environment variable, for help texts."""
-        return {f.name: ENV_PREFIX + f.name.upper() for f in fields(Settings)}
 
 
 def _conf_get(conf: Mapping[str, Any], key: str) -> Any:
