@@ -18,9 +18,8 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from .errors import NoCurrentJob
-from .models import ItemStatus, JobStatus, JobUpdate, state_seq
+from .models import Item, ItemStatus, JobStatus, JobUpdate, state_seq
 from .payload import clean_text
-from .store import ItemRow
 from .tracker import Tracker
 
 __all__ = ["JobHandle", "JobSpec", "current_job", "job_spec", "track"]
@@ -206,7 +205,7 @@ class JobHandle:
                       "error", status, extra={"job_id": self.job_id, "action": "item"})
             item_status = ItemStatus.ERROR
         try:
-            tracker.writer.item(ItemRow(
+            tracker.writer.item(Item(
                 job_id=self.job_id,
                 key=clean_text(key if isinstance(key, str) else str(key), _KEY_CHARS),
                 status=item_status,

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .models import Event, ItemStatus, JobStatus, JobUpdate
-from .store import Batch, ItemRow
+from .models import Event, Item, ItemStatus, JobStatus, JobUpdate
+from .store import Batch
 
 __all__ = ["Spool"]
 
@@ -100,7 +100,7 @@ class Spool:
             updates.append(JobUpdate(**raw))
         events = [Event(**{**raw, "status": JobStatus(raw["status"]),
                            "at": _time(raw["at"])}) for raw in data["events"]]
-        items = [ItemRow(**{**raw, "status": ItemStatus(raw["status"]),
+        items = [Item(**{**raw, "status": ItemStatus(raw["status"]),
                             "processed_at": _time(raw["processed_at"])})
                  for raw in data["items"]]
         return Batch(updates, events, items)

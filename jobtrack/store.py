@@ -58,7 +58,7 @@ from .models import (
 )
 from .schema import job_events, job_items, jobs, metadata, staging_table
 
-__all__ = ["Batch", "ItemRow", "MetricsSnapshot", "Store", "normalize_url"]
+__all__ = ["Batch", "MetricsSnapshot", "Store", "normalize_url"]
 
 log = logging.getLogger("jobtrack.store")
 
@@ -74,20 +74,6 @@ def normalize_url(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
-
-
-@dataclass(frozen=True)
-class ItemRow:
-    """One item to record: a row of ``job_items``."""
-
-    job_id: str
-    key: str
-    status: ItemStatus
-    processed_at: datetime
-    message: str | None = None
-    error_code: str | None = None
-    before_state: Any = None
-    after_state: Any = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +97,7 @@ class Batch:
 
     updates: list[JobUpdate] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    items: list[ItemRow] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.updates or self.events or self.items)
@@ -253,7 +239,7 @@ class Store:
             if batch.updates:
                 self._write_rows(conn, "jobs", [u.values() for u in batch.updates])
             if batch.items:
-                latest: dict[tuple[str, str], ItemRow] = {}
+                latest: dict[tuple[str, str], Item] = {}
                 for item in batch.items:  # a key recorded twice in a batch: the later counts
                     latest[(item.job_id, item.key)] = item
                 self._write_rows(conn, "job_items", [_item_row(i) for i in latest.values()])
@@ -700,7 +686,7 @@ def _event_row(e: Event) -> tuple[Any, ...]:
             e.error_message)
 
 
-def _item_row(i: ItemRow) -> tuple[Any, ...]:
+def _item_row(i: Item) -> tuple[Any, ...]:
     return (i.job_id, i.key, i.status.value, i.message, i.error_code, i.before_state,
             i.after_state, i.processed_at)
 

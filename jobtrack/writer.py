@@ -27,10 +27,10 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 from .errors import StoreError
-from .models import Event, JobStatus, JobUpdate, state_seq
+from .models import Event, Item, JobStatus, JobUpdate, state_seq
 from .settings import Settings
 from .spool import Spool
-from .store import Batch, ItemRow, Store
+from .store import Batch, Store
 
 __all__ = ["BufferedWriter", "ProgressSource", "SyncWriter", "Writer", "make_writer"]
 
@@ -56,7 +56,7 @@ class ProgressSource(Protocol):
 
 class Writer(Protocol):
     def update(self, update: JobUpdate, event: Event | None = None) -> None: ...
-    def item(self, item: ItemRow) -> None: ...
+    def item(self, item: Item) -> None: ...
     def watch(self, source: ProgressSource) -> None: ...
     def unwatch(self, source: ProgressSource) -> None: ...
     def flush(self) -> bool: ...
@@ -85,7 +85,7 @@ class BufferedWriter:
         self._closed = False
         self._updates: dict[str, JobUpdate] = {}
         self._events: list[Event] = []
-        self._items: list[ItemRow] = []
+        self._items: list[Item] = []
         self._watched: dict[str, ProgressSource] = {}
         self._thread: threading.Thread | None = None
         self._failures = 0
@@ -116,7 +116,7 @@ class BufferedWriter:
             self._events.append(event)
         self._ensure_thread()
 
-    def item(self, item: ItemRow) -> None:
+    def item(self, item: Item) -> None:
         with self._lock:
             self._items.append(item)
             full = len(self._items) >= self.settings.flush_max_items
@@ -353,7 +353,7 @@ class SyncWriter:
     def update(self, update: JobUpdate, event: Event | None = None) -> None:
         self._write(Batch([update], [event] if event else []), update.id)
 
-    def item(self, item: ItemRow) -> None:
+    def item(self, item: Item) -> None:
         self._write(Batch(items=[item]), item.job_id)
 
     def watch(self, source: ProgressSource) -> None:

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobtrack.errors import JobNotFound, StoreError
-from jobtrack.models import Event, ItemStatus, JobStatus, JobUpdate, state_seq, takes
-from jobtrack.store import Batch, ItemRow, Store
+from jobtrack.models import Event, Item, ItemStatus, JobStatus, JobUpdate, state_seq, takes
+from jobtrack.store import Batch, Store
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -78,9 +78,9 @@ def test_first_parent_id_is_kept(store: Store) -> None:
 
 def test_items_upsert_and_counters_follow(store: Store) -> None:
     write(store, upd("i", JobStatus.RUNNING))
-    rows = [ItemRow("i", f"k{n}", ItemStatus.SUCCESS, T0) for n in range(5)]
-    rows += [ItemRow("i", "k1", ItemStatus.ERROR, T0, message="bad", error_code="E1"),
-             ItemRow("i", "k9", ItemStatus.SKIPPED, T0, after_state={"v": 1})]
+    rows = [Item("i", f"k{n}", ItemStatus.SUCCESS, processed_at=T0) for n in range(5)]
+    rows += [Item("i", "k1", ItemStatus.ERROR, processed_at=T0, message="bad", error_code="E1"),
+             Item("i", "k9", ItemStatus.SKIPPED, processed_at=T0, after_state={"v": 1})]
     store.write_batch(Batch(items=rows))
     store.write_batch(Batch(items=rows))  # a replayed batch changes nothing
     job = store.get_job("i")
@@ -233,7 +233,7 @@ def test_prune_removes_old_finished_jobs_with_items_and_events(store: Store) -> 
           upd("new", JobStatus.COMPLETED, at=1, completed_at=recent),
           upd("running", JobStatus.RUNNING))
     store.write_batch(Batch(
-        items=[ItemRow("old-0", "k", ItemStatus.SUCCESS, T0)],
+        items=[Item("old-0", "k", ItemStatus.SUCCESS, processed_at=T0)],
         events=[Event("old-0", T0, JobStatus.COMPLETED, 0)]))
     removed = store.prune(finished_before=T0 + timedelta(days=30), statuses=["completed"],
                           batch_size=3)
