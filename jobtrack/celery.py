@@ -74,6 +74,16 @@ def _parse_eta(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def _progress_event_sender(task: Any) -> Any:
+    """Send a ``task-progress`` event (Flower shows the task as PROGRESS; the fields
+    reach ``jobtrack.flower.format_task``). Runs in the task's thread, throttled."""
+    def send(percent: float | None, stage: str | None, message: str | None) -> None:
+        task.send_event("task-progress", percent=percent, stage=stage,
+                        message=message[:200] if message else message)
+
+    return send
+
+
 class _Wiring:
     """The signal handlers of one installed tracker."""
 
@@ -205,6 +215,8 @@ class _Wiring:
         )
         self._emit(update, attempt=attempt)
         self.writer.watch(handle)
+        if self.settings.progress_events:
+            handle.on_progress = _progress_event_sender(task)
 
     def on_success(self, sender: Any = None, result: Any = None, runtime: Any = None,
                    **_: Any) -> None:

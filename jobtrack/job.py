@@ -119,6 +119,10 @@ class JobHandle:
         self._stage_raw: str | None = None
         self._stage: str | None = None
         self._last_push = 0.0
+        #: Called with (percent, stage, message) at most every progress_interval_s;
+        #: the Celery wiring uses it to send Flower a task-progress event.
+        self.on_progress: Callable[[float | None, str | None, str | None], None] | None = None
+        self._last_announce = 0.0
 
     @property
     def id(self) -> str:
@@ -157,16 +161,27 @@ class JobHandle:
                 self._stage if stage is not None else latest[2] if latest else None,
                 message if message is not None else latest[3] if latest else None,
             )
-            if self._sync:
-                clock = time.monotonic()
-                if clock - self._last_push >= self._tracker.settings.progress_interval_s:
-                    self._last_push = clock
-                    update = self.take_progress()
-                    if update is not None:
-                        self._tracker.writer.update(update)
+            if self._sync or self.on_progress is not None:
+                self._throttled(self._latest)
         except Exception:
             log.exception("recording progress failed",
                           extra={"job_id": self.job_id, "action": "progress"})
+
+    def _throttled(self, latest: tuple[float | None, int | None, str | None, str | None]
+                   ) -> None:
+        """Sync-mode writes and progress announcements, each at most every
+        ``progress_interval_s``."""
+        assert self._tracker is not None
+        clock = time.monotonic()
+        interval = self._tracker.settings.progress_interval_s
+        if self.on_progress is not None and clock - self._last_announce >= interval:
+            self._last_announce = clock
+            self.on_progress(latest[0], latest[2], latest[3])
+        if self._sync and clock - self._last_push >= interval:
+            self._last_push = clock
+            update = self.take_progress()
+            if update is not None:
+                self._tracker.writer.update(update)
 
     def take_progress(self) -> JobUpdate | None:
         """Hand the latest unwritten progress to the writer (and forget it)."""

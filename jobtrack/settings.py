@@ -63,6 +63,9 @@ class Settings:
     #: In sync mode, write progress at most this often per job (the last value is
     #: always written when the task ends).
     progress_interval_s: float = 0.5
+    #: Send a ``task-progress`` Celery event with each job's progress (at most every
+    #: progress_interval_s), so Flower shows running jobs as PROGRESS.
+    progress_events: bool = True
     #: Largest JSON document stored for input, output, metadata and item states.
     max_payload_bytes: int = 64 * 1024
     #: Longest error message, progress message or item message, in characters.

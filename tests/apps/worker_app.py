@@ -47,6 +47,16 @@ def sleep_late(seconds: float) -> str:
     return "slept"
 
 
+@app.task(name="wa.progress_slowly")
+def progress_slowly(steps: int, delay_s: float) -> int:
+    job = jobtrack.current_job()
+    for n in range(steps):
+        job.progress(current=n + 1, total=steps, stage="crunching",
+                     message=f"step {n + 1} of {steps}")
+        time.sleep(delay_s)
+    return steps
+
+
 @app.task(name="wa.flaky", bind=True, max_retries=5)
 def flaky(self: Any, fail_times: int) -> str:
     if self.request.retries < fail_times:
