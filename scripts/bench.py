@@ -10,6 +10,7 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
 4. The extra runtime of 10,000 progress() calls in a task doing real work.
 5. The dashboard-style list query ("newest 50 failed jobs of type X") on 1,000,000+
    generated rows, with its EXPLAIN.
+6. Pruning 1,000,000 old jobs (each with an event and an item) in batches.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +242,41 @@ def list_query(rows: int) -> None:
     say("EXPLAIN ANALYZE:\n  " + "\n  ".join(plan))
 
 
+def prune_rate(rows: int) -> None:
+    """Prune ``rows`` old jobs, each with an event and an item, in batches of 5,000."""
+    empty_tables()
+    started = time.perf_counter()
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO jobs (id, task_name, status, state_seq, created_at, updated_at,
+                              completed_at, processed_items, failed_items, skipped_items,
+                              retries)
+            SELECT 'old-' || g, 'app.task', 'completed', 1099511627776,
+                   now() - interval '100 days', now() - interval '100 days',
+                   now() - interval '100 days', 1, 0, 0, 0
+            FROM generate_series(1, %(rows)s) AS g
+            """, {"rows": rows})
+        conn.execute("INSERT INTO job_events (job_id, at, status, attempt) "
+                     "SELECT id, created_at, 'completed', 0 FROM jobs")
+        conn.execute("INSERT INTO job_items (job_id, key, status, processed_at) "
+                     "SELECT id, 'k', 'success', created_at FROM jobs")
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+    say(f"\nprune: generated {rows:,} old jobs with an event and an item each in "
+        f"{time.perf_counter() - started:.1f}s")
+    store = Store(DB_URL)
+    started = time.perf_counter()
+    removed = store.prune(finished_before=datetime.now(timezone.utc) - timedelta(days=30),
+                          statuses=["completed"], batch_size=5000)
+    elapsed = time.perf_counter() - started
+    left = store.count_jobs()
+    store.close()
+    assert removed == rows and left == 0, (removed, left)
+    say(f"pruned {removed:,} jobs (and their {removed:,} events and items) in batches of "
+        f"5,000 in {elapsed:.1f}s = {removed / elapsed:,.0f} jobs/s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,9 +288,9 @@ def main() -> int:
     parser.add_argument("--progress-calls", type=int, default=10_000)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the list query")
     parser.add_argument("--only", choices=["throughput", "publish", "items", "progress",
-                                           "query"], action="append")
+                                           "query", "prune"], action="append")
     args = parser.parse_args()
-    only = set(args.only or ["throughput", "publish", "items", "progress", "query"])
+    only = set(args.only or ["throughput", "publish", "items", "progress", "query", "prune"])
     fresh_database()
     say(f"jobtrack bench: {os.cpu_count()} cores, broker {BROKER}, database {DB_NAME}")
 
@@ -283,6 +320,8 @@ def main() -> int:
         progress_cost(args.progress_calls, max(args.rounds, 5))
     if "query" in only:
         list_query(args.rows)
+    if "prune" in only:
+        prune_rate(args.rows)
     return 0
 
 
