@@ -62,6 +62,11 @@ class Context:
             raise click.UsageError(f"{self._app_path!r} does not call jobtrack.install(app)")
         return app, tracker
 
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def settings(self) -> Settings:
         conf: Any = self.celery_app().conf if self._app_path else None
         return Settings.resolve(conf, database_url=self._database_url)
@@ -114,6 +119,7 @@ def _dump(data: Any) -> None:
 def main(ctx: click.Context, database_url: str | None, app: str | None) -> None:
     """jobtrack: durable job records for Celery tasks."""
     ctx.obj = Context(database_url, app)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @main.group()
