@@ -438,7 +438,7 @@ def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
 
         from .metrics import JobtrackCollector
     except ImportError as exc:
-        raise click.UsageError("metrics need the extra: pip install 'jobtrack[prometheus]'"
+        raise click.UsageError("metrics need the prometheus extra (prometheus-client)"
                                ) from exc
     registry = CollectorRegistry()
     registry.register(JobtrackCollector(obj.store, window_s=window_s,

@@ -2,7 +2,7 @@
 
 Reading from the table, not from process memory, means one exporter covers any number of
 workers and hosts, and a restart loses nothing. Needs the ``prometheus`` extra
-(``pip install jobtrack[prometheus]``). Served by ``jobtrack metrics --port``.
+(``pip install '.[prometheus]'``). Served by ``jobtrack metrics --port``.
 """
 
 from __future__ import annotations
