@@ -62,6 +62,9 @@ class Context:
             raise click.UsageError(f"{self._app_path!r} does not call jobtrack.install(app)")
         return app, tracker
 
+    def has_app(self) -> bool:
+        return bool(self._app_path)
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -448,6 +451,34 @@ def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         thread.join()
     server.shutdown()
+
+
+@main.command()
+@option("--port", type=click.IntRange(1, 65535), default=8808)
+@option("--host", default="127.0.0.1",
+        help="Address to listen on; off loopback, set JOBTRACK_WEB_TOKENS.")
+@click.pass_obj
+def web(obj: Context, port: int, host: str) -> None:
+    """Serve the JSON API (retry and cancel need -A)."""
+    try:
+        import uvicorn
+
+        from .web import create_api
+    except ImportError as exc:
+        raise click.UsageError("the API needs the web extra (fastapi, uvicorn)") from exc
+    control = None
+    if obj.has_app():
+        from .control import cancel_job, retry_job
+
+        app, tracker = obj.tracked_app()
+
+        def control(action: str, job_id: str, terminate: bool) -> str:
+            if action == "retry":
+                return retry_job(app, tracker, job_id)
+            return cancel_job(app, tracker, job_id, terminate=terminate)
+
+    uvicorn.run(create_api(obj.store, obj.settings(), control=control), host=host,
+                port=port, log_level="warning")
 
 
 @main.command()

@@ -89,6 +89,11 @@ class Settings:
     keep_failed_days: float = 90.0
     #: Days to keep cancelled and lost jobs (0 = forever).
     keep_cancelled_days: float = 30.0
+    #: API tokens, comma-separated ``token=role`` or ``token=role:owner_id`` (role
+    #: ``viewer`` or ``operator``). Without any, only loopback clients are served.
+    web_tokens: str = ""
+    #: Requests per minute per token (or per client address without one).
+    web_rate_limit_per_min: int = 600
     #: Seconds to wait for a database connection before giving up on a write.
     connect_timeout_s: float = 5.0
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -360,9 +362,18 @@ class Store:
         search: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Job]:
-        """Jobs, newest first, filtered; every filter is a bound parameter."""
+        """Jobs, newest first, filtered; every filter is a bound parameter.
+
+        ``before`` is a keyset cursor, the (created_at, id) of the last job of the
+        previous page: stable paging while new jobs arrive.
+        """
         query = select(jobs)
+        if before is not None:
+            moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
+            query = query.where(tuple_(jobs.c.created_at, jobs.c.id)
+                                < tuple_(moment, bindparam("before_id", before[1])))
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             query = query.where(jobs.c.status.in_([JobStatus(s).value for s in statuses]))

@@ -1,0 +1,197 @@
+"""The JSON API over real rows a worker produced (PostgreSQL): filters, cursor paging,
+owner-scoped tokens (404 across owners), 401/403/422/429/503, retry through the app."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from fastapi.testclient import TestClient
+
+import jobtrack
+from jobtrack.control import cancel_job, retry_job
+from jobtrack.settings import Settings
+from jobtrack.store import Store
+from jobtrack.web import create_api
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.postgres
+
+TOKENS = "view-t=viewer,op-t=operator,u1-t=viewer:u1"
+
+
+@pytest.fixture(scope="module")
+def world(pg_url: str) -> Iterator[dict[str, Any]]:
+    app = Celery(f"api{uuid.uuid4().hex[:6]}", broker="memory://", backend="cache+memory://")
+    app.conf.broker_connection_retry_on_startup = True
+
+    @app.task(name=f"{app.main}.export", bind=True)
+    @jobtrack.track(job_type="export", name="Export <{month}>", owner="user")
+    def export(self: Any, month: str, user: str) -> str:
+        jobtrack.current_job().item(f"{month}-row", status="error", message="<b>bad</b>")
+        return month
+
+    @app.task(name=f"{app.main}.explode")
+    @jobtrack.track(job_type="export", owner="user")
+    def explode(user: str) -> None:
+        raise ValueError("disk full")
+
+    tracker = jobtrack.install(app, pg_url)
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        ids = {"u1": [export.delay(f"2026-0{n}", user="u1").id for n in range(1, 6)],
+               "u2": [export.delay("2026-09", user="u2").id],
+               "failed": [explode.delay(user="u2").id]}
+        every = [i for group in ids.values() for i in group]
+        wait_for(lambda: jobtrack.flush() and all(
+            (j := tracker.store.find_job(i)) is not None and j.status.is_terminal
+            for i in every), message="all finished")
+    yield {"app": app, "tracker": tracker, "ids": ids}
+    jobtrack.uninstall()
+    tracker.store.close()
+
+
+@pytest.fixture
+def client(world: dict[str, Any]) -> TestClient:
+    tracker, app = world["tracker"], world["app"]
+
+    def control(action: str, job_id: str, terminate: bool) -> str:
+        if action == "retry":
+            return retry_job(app, tracker, job_id)
+        return cancel_job(app, tracker, job_id, terminate=terminate)
+
+    settings = Settings(database_url="unused", web_tokens=TOKENS)
+    return TestClient(create_api(tracker.store, settings, control=control))
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_tokens_are_required(client: TestClient) -> None:
+    assert client.get("/api/jobs").status_code == 401
+    assert client.get("/api/jobs", headers=auth("nope")).status_code == 401
+    assert client.get("/api/openapi.json").status_code == 200
+
+
+def test_filters_and_cursor_paging(client: TestClient, world: dict[str, Any]) -> None:
+    ids = world["ids"]
+    failed = client.get("/api/jobs", params={"status": "failed", "job_type": "export"},
+                        headers=auth("view-t")).json()["jobs"]
+    assert [j["id"] for j in failed] == ids["failed"]
+    assert failed[0]["error_message"] == "disk full"
+    seen, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"owner_id": "u1", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/api/jobs", params=params, headers=auth("view-t")).json()
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids["u1"]) and len(seen) == len(set(seen)) == 5
+    found = client.get("/api/jobs", params={"search": "2026-09"}, headers=auth("view-t"))
+    assert [j["id"] for j in found.json()["jobs"]] == ids["u2"]
+
+
+def test_owner_bound_token_sees_only_its_own(client: TestClient,
+                                             world: dict[str, Any]) -> None:
+    ids = world["ids"]
+    mine = client.get("/api/jobs", headers=auth("u1-t")).json()["jobs"]
+    assert {j["owner_id"] for j in mine} == {"u1"}
+    assert client.get(f"/api/jobs/{ids['u1'][0]}", headers=auth("u1-t")).status_code == 200
+    other = client.get(f"/api/jobs/{ids['u2'][0]}", headers=auth("u1-t"))
+    missing = client.get("/api/jobs/does-not-exist", headers=auth("u1-t"))
+    assert other.status_code == missing.status_code == 404
+    assert other.json()["detail"].replace(ids["u2"][0], "X") == (
+        missing.json()["detail"].replace("does-not-exist", "X"))
+    assert client.get(f"/api/jobs/{ids['u2'][0]}/items", headers=auth("u1-t")).status_code \
+        == 404
+    assert client.get("/api/jobs", params={"owner_id": "u2"},
+                      headers=auth("u1-t")).json()["jobs"] == []
+    assert client.get("/api/stats", headers=auth("u1-t")).status_code == 403
+
+
+def test_job_detail_items_and_stats(client: TestClient, world: dict[str, Any]) -> None:
+    job_id = world["ids"]["u1"][0]
+    detail = client.get(f"/api/jobs/{job_id}", headers=auth("view-t")).json()
+    assert detail["job"]["name"] == "Export <2026-01>"  # JSON carries it as text
+    assert [e["status"] for e in detail["events"]] == ["pending", "running", "completed"]
+    items = client.get(f"/api/jobs/{job_id}/items", params={"status": "error"},
+                       headers=auth("view-t")).json()["items"]
+    assert items[0]["message"] == "<b>bad</b>"
+    stats = client.get("/api/stats", headers=auth("view-t")).json()
+    assert stats["by_type"]["export"]["failed"] >= 1
+
+
+def test_retry_needs_the_operator_role(client: TestClient, world: dict[str, Any]) -> None:
+    failed = world["ids"]["failed"][0]
+    assert client.post(f"/api/jobs/{failed}/retry", headers=auth("view-t")).status_code == 403
+    done = client.post(f"/api/jobs/{failed}/retry", headers=auth("op-t"))
+    assert done.status_code == 200
+    new_id = done.json()["result"]
+    world["tracker"].flush()
+    assert world["tracker"].store.get_job(new_id).metadata == {"retry_of": failed}
+    completed = world["ids"]["u1"][0]
+    refused = client.post(f"/api/jobs/{completed}/retry", headers=auth("op-t"))
+    assert refused.status_code == 409 and "only failed" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize(("url", "params"), [
+    ("/api/jobs", {"status": "exploded"}),
+    ("/api/jobs", {"limit": 0}),
+    ("/api/jobs", {"limit": 100000}),
+    ("/api/jobs", {"since": "yesterday"}),
+    ("/api/jobs", {"cursor": "%%%not-a-cursor"}),
+    ("/api/jobs/has space", {}),
+    ("/api/jobs/x/items", {"status": "meh"}),
+])
+def test_bad_input_is_a_clear_422(client: TestClient, url: str, params: Any) -> None:
+    answer = client.get(url, params=params, headers=auth("view-t"))
+    assert answer.status_code == 422 and answer.json()["detail"]
+
+
+def test_rate_limit_and_unavailable_database(world: dict[str, Any]) -> None:
+    limited = TestClient(create_api(world["tracker"].store, Settings(
+        database_url="unused", web_tokens=TOKENS, web_rate_limit_per_min=3)))
+    codes = [limited.get("/api/jobs", headers=auth("view-t")).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    dead = Store("postgresql://root@127.0.0.1:1/none", connect_timeout_s=1)
+    down = TestClient(create_api(dead, Settings(database_url="unused", web_tokens=TOKENS)))
+    assert down.get("/api/jobs", headers=auth("view-t")).status_code == 503
+    dead.close()
+
+
+def test_jobtrack_web_serves_loopback_without_tokens(pg_url: str, world: dict[str, Any]) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "JOBTRACK_WEB_TOKENS"}
+    server = subprocess.Popen([sys.executable, "-m", "jobtrack.cli", "--database-url", pg_url,
+                               "web", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def answer() -> Any:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/jobs?limit=1",
+                                        timeout=2) as response:
+                return response.status, response.read()
+        except OSError:
+            return None
+
+    try:
+        status, body = wait_for(answer, 30, interval_s=0.2, message="jobtrack web answering")
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert status == 200 and b'"jobs"' in body
