@@ -466,17 +466,9 @@ def web(obj: Context, port: int, host: str) -> None:
         from .web import create_api
     except ImportError as exc:
         raise click.UsageError("the API needs the web extra (fastapi, uvicorn)") from exc
-    control = None
-    if obj.has_app():
-        from .control import cancel_job, retry_job
+    from .control import controller
 
-        app, tracker = obj.tracked_app()
-
-        def control(action: str, job_id: str, terminate: bool) -> str:
-            if action == "retry":
-                return retry_job(app, tracker, job_id)
-            return cancel_job(app, tracker, job_id, terminate=terminate)
-
+    control = controller(*obj.tracked_app()) if obj.has_app() else None
     uvicorn.run(create_api(obj.store, obj.settings(), control=control), host=host,
                 port=port, log_level="warning")
 

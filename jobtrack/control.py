@@ -7,6 +7,7 @@ tracker's store; publishing and revoking go through the app, as Celery's own too
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from .errors import JobtrackError
@@ -14,7 +15,7 @@ from .models import JobStatus
 from .payload import REDACTED, TRUNCATED
 from .tracker import Tracker
 
-__all__ = ["CannotRetry", "cancel_job", "retry_job"]
+__all__ = ["CannotRetry", "cancel_job", "controller", "retry_job"]
 
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST})
 
@@ -76,3 +77,13 @@ def cancel_job(app: Any, tracker: Tracker, job_id: str, *, terminate: bool = Fal
         return "cancelled"
     return "terminating" if terminate else (
         "revoked; it is running and will finish (use --terminate to stop it)")
+
+
+def controller(app: Any, tracker: Tracker) -> Callable[[str, str, bool], str]:
+    """``control(action, job_id, terminate)`` for the API: "retry" or "cancel"."""
+    def control(action: str, job_id: str, terminate: bool) -> str:
+        if action == "retry":
+            return retry_job(app, tracker, job_id)
+        return cancel_job(app, tracker, job_id, terminate=terminate)
+
+    return control

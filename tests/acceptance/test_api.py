@@ -13,7 +13,7 @@ from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
 import jobtrack
-from jobtrack.control import cancel_job, retry_job
+from jobtrack.control import controller
 from jobtrack.settings import Settings
 from jobtrack.store import Store
 from jobtrack.web import create_api
@@ -56,15 +56,10 @@ def world(pg_url: str) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def client(world: dict[str, Any]) -> TestClient:
-    tracker, app = world["tracker"], world["app"]
-
-    def control(action: str, job_id: str, terminate: bool) -> str:
-        if action == "retry":
-            return retry_job(app, tracker, job_id)
-        return cancel_job(app, tracker, job_id, terminate=terminate)
-
+    tracker = world["tracker"]
     settings = Settings(database_url="unused", web_tokens=TOKENS)
-    return TestClient(create_api(tracker.store, settings, control=control))
+    return TestClient(create_api(tracker.store, settings,
+                                 control=controller(world["app"], tracker)))
 
 
 def auth(token: str) -> dict[str, str]:
