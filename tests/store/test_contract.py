@@ -169,7 +169,7 @@ def expected_status(updates: list[JobUpdate]) -> JobStatus:
     return best.status
 
 
-@settings(max_examples=1000, deadline=None,
+@settings(max_examples=1000, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(transition, min_size=1, max_size=8), st.integers(1, 8))
 def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate],
