@@ -26,7 +26,7 @@ from celery import Celery, signals
 from celery.utils.saferepr import saferepr
 
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
-from .models import Event, JobStatus, JobUpdate, state_seq
+from .models import Event, JobStatus, JobUpdate
 from .payload import clean_text
 from .settings import Settings
 from .store import Store
@@ -54,7 +54,6 @@ _HANDLERS = {
     "task_revoked": "on_revoked",
     "task_rejected": "on_rejected",
     "task_unknown": "on_unknown",
-    "worker_process_init": "on_process_init",
     "worker_process_shutdown": "on_process_shutdown",
     "worker_shutdown": "on_worker_shutdown",
 }
@@ -118,13 +117,8 @@ class _Wiring:
     def _argsrepr_max(self) -> int:
         return int(getattr(self.app.amqp, "argsrepr_maxsize", 1024))
 
-    def _emit(self, update: JobUpdate, event_error: tuple[str | None, str | None] = (None, None),
-              *, attempt: int = 0) -> None:
-        event = Event(
-            job_id=update.id, at=update.updated_at, status=update.status, attempt=attempt,
-            worker=update.worker, error_type=event_error[0], error_message=event_error[1],
-        )
-        self.writer.update(update, event)
+    def _emit(self, update: JobUpdate, *, attempt: int = 0) -> None:
+        self.writer.update(update, Event.of(update, attempt))
 
     def _guard(self, action: str, job_id: Any, fn: Any, *args: Any) -> None:
         try:
@@ -161,18 +155,15 @@ class _Wiring:
         now = _now()
         task = self.app.tasks.get(task_name)
         described = spec.describe(getattr(task, "run", None), args, kwargs) if spec else {}
-        update = JobUpdate(
-            id=headers["id"], status=status, state_seq=state_seq(status, attempt),
-            created_at=now, updated_at=now, retries=retries,
-            task_name=task_name, queue=clean_text(queue, 255) if queue else None,
-            priority=(properties or {}).get("priority"),
-            eta=_parse_eta(headers.get("eta")),
+        update = JobUpdate.transition(
+            headers["id"], status, attempt, at=now, retries=retries, task_name=task_name,
+            queue=clean_text(queue, 255) if queue else None,
+            priority=(properties or {}).get("priority"), eta=_parse_eta(headers.get("eta")),
             parent_id=headers.get("parent_id"), root_id=headers.get("root_id"),
             group_id=headers.get("group"),
             input_data=self._input(args, kwargs, headers.get("argsrepr"),
                                    headers.get("kwargsrepr")),
-            max_retries=getattr(task, "max_retries", None),
-            **described,
+            max_retries=getattr(task, "max_retries", None), **described,
         )
         # Tell the worker the input is recorded, so its prerun skips that work.
         headers[_INPUT_HEADER] = 1
@@ -198,20 +189,18 @@ class _Wiring:
             return
         delivery = request.delivery_info or {}
         described = spec.describe(task.run, args, kwargs) if spec else {}
-        update = JobUpdate(
-            id=task_id, status=JobStatus.RUNNING,
-            state_seq=state_seq(JobStatus.RUNNING, attempt),
-            created_at=now, updated_at=now, started_at=now, heartbeat_at=now,
-            retries=attempt, worker=request.hostname, pid=os.getpid(),
-            task_name=task.name, queue=delivery.get("routing_key"),
-            priority=delivery.get("priority"),
-            parent_id=request.parent_id if attempt == 0 else None,
-            root_id=request.root_id, group_id=request.group,
-            input_data=None if getattr(request, _INPUT_HEADER, None) else self._input(
-                args, kwargs, getattr(request, "argsrepr", None),
-                getattr(request, "kwargsrepr", None)),
-            max_retries=task.max_retries,
-            **described,
+        # The publisher recorded the input and said so in a header: skip that work here.
+        recorded_input = None if getattr(request, _INPUT_HEADER, None) else self._input(
+            args, kwargs, getattr(request, "argsrepr", None),
+            getattr(request, "kwargsrepr", None))
+        update = JobUpdate.transition(
+            task_id, JobStatus.RUNNING, attempt, at=now, started_at=now, heartbeat_at=now,
+            retries=attempt, worker=request.hostname, pid=os.getpid(), task_name=task.name,
+            queue=delivery.get("routing_key"), priority=delivery.get("priority"),
+            parent_id=request.parent_id if attempt == 0 else None, root_id=request.root_id,
+            group_id=request.group,
+            input_data=recorded_input,
+            max_retries=task.max_retries, **described,
         )
         self._emit(update, attempt=attempt)
         self.writer.watch(handle)
@@ -231,10 +220,8 @@ class _Wiring:
         self.writer.unwatch(handle)
         now = _now()
         attempt = int(task.request.retries or 0)
-        update = JobUpdate(
-            id=job_id, status=JobStatus.COMPLETED,
-            state_seq=state_seq(JobStatus.COMPLETED, attempt),
-            created_at=now, updated_at=now, completed_at=now, retries=attempt,
+        update = JobUpdate.transition(
+            job_id, JobStatus.COMPLETED, attempt, at=now, completed_at=now, retries=attempt,
             duration_ms=int(runtime * 1000) if isinstance(runtime, (int, float)) else None,
             output_data=self.tracker.json(result), progress_percent=100.0,
             worker=task.request.hostname,
@@ -257,16 +244,14 @@ class _Wiring:
         error = self.tracker.error_fields(exc if isinstance(exc, BaseException) else str(exc))
         when = getattr(reason, "when", None)
         now = _now()
-        update = JobUpdate(
-            id=request.id, status=JobStatus.RETRYING,
-            state_seq=state_seq(JobStatus.RETRYING, attempt),
-            created_at=now, updated_at=now, retries=attempt + 1,
+        update = JobUpdate.transition(
+            request.id, JobStatus.RETRYING, attempt, at=now, retries=attempt + 1,
             error_type=error[0], error_message=error[1],
             traceback=self.tracker.traceback_text(getattr(einfo, "traceback", None)),
             eta=when if isinstance(when, datetime) else None,
             worker=getattr(request, "hostname", None),
         )
-        self._emit(update, error, attempt=attempt)
+        self._emit(update, attempt=attempt)
 
     def on_failure(self, sender: Any = None, task_id: Any = None, exception: Any = None,
                    einfo: Any = None, **_: Any) -> None:
@@ -291,16 +276,14 @@ class _Wiring:
                 duration_ms = int((_now() - handle.started_at).total_seconds() * 1000)
         error = self.tracker.error_fields(exception)
         now = _now()
-        update = JobUpdate(
-            id=task_id, status=JobStatus.FAILED,
-            state_seq=state_seq(JobStatus.FAILED, attempt),
-            created_at=now, updated_at=now, completed_at=now, retries=attempt,
+        update = JobUpdate.transition(
+            task_id, JobStatus.FAILED, attempt, at=now, completed_at=now, retries=attempt,
             error_type=error[0], error_message=error[1], duration_ms=duration_ms,
             traceback=self.tracker.traceback_text(getattr(einfo, "traceback", None)),
             worker=getattr(request, "hostname", None) if own else None,
             task_name=getattr(task, "name", None),
         )
-        self._emit(update, error, attempt=attempt)
+        self._emit(update, attempt=attempt)
 
     def on_postrun(self, sender: Any = None, task_id: Any = None, task: Any = None,
                    state: Any = None, **_: Any) -> None:
@@ -314,10 +297,8 @@ class _Wiring:
         self.writer.unwatch(handle)
         if state == "IGNORED":  # Ignore raised (also by task.replace()): it ended here
             now = _now()
-            update = JobUpdate(
-                id=task_id, status=JobStatus.COMPLETED,
-                state_seq=state_seq(JobStatus.COMPLETED, handle.attempt),
-                created_at=now, updated_at=now, completed_at=now,
+            update = JobUpdate.transition(
+                task_id, JobStatus.COMPLETED, handle.attempt, at=now, completed_at=now,
                 progress_message="ignored (the task raised Ignore or was replaced)",
             )
             self._emit(update, attempt=handle.attempt)
@@ -344,15 +325,12 @@ class _Wiring:
             error = ("Revoked", "revoked")
         now = _now()
         attempt = int(getattr(request, "retries", 0) or 0)
-        update = JobUpdate(
-            id=job_id, status=JobStatus.CANCELLED,
-            state_seq=state_seq(JobStatus.CANCELLED, attempt),
-            created_at=now, updated_at=now, completed_at=now, retries=attempt,
-            error_type=error[0], error_message=error[1],
-            task_name=getattr(task, "name", None),
+        update = JobUpdate.transition(
+            job_id, JobStatus.CANCELLED, attempt, at=now, completed_at=now, retries=attempt,
+            error_type=error[0], error_message=error[1], task_name=getattr(task, "name", None),
             worker=getattr(request, "hostname", None),
         )
-        self._emit(update, error, attempt=attempt)
+        self._emit(update, attempt=attempt)
 
     def on_rejected(self, sender: Any = None, message: Any = None, exc: Any = None,
                     **_: Any) -> None:
@@ -371,19 +349,13 @@ class _Wiring:
             return
         now = _now()
         text = self.tracker.text(message)
-        update = JobUpdate(
-            id=job_id, status=JobStatus.FAILED,
-            state_seq=state_seq(JobStatus.FAILED, 0),
-            created_at=now, updated_at=now, completed_at=now,
-            error_type=kind, error_message=text,
-            task_name=str(task_name) if task_name else None,
+        update = JobUpdate.transition(
+            job_id, JobStatus.FAILED, 0, at=now, completed_at=now, error_type=kind,
+            error_message=text, task_name=str(task_name) if task_name else None,
         )
-        self._emit(update, (kind, text))
+        self._emit(update)
 
     # -- process lifecycle ------------------------------------------------------------
-
-    def on_process_init(self, **_: Any) -> None:
-        self._guard("process_init", None, self.tracker.store.reset_after_fork)
 
     def on_process_shutdown(self, **_: Any) -> None:
         self._guard("process_shutdown", None, self.tracker.writer.close)

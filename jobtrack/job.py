@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from .errors import NoCurrentJob
-from .models import Item, ItemStatus, JobStatus, JobUpdate, state_seq
+from .models import Item, ItemStatus, JobStatus, JobUpdate
 from .payload import clean_text
 from .tracker import Tracker
 
@@ -190,13 +190,10 @@ class JobHandle:
             return None
         percent, total, stage, message = latest
         now = datetime.now(timezone.utc)
-        return JobUpdate(
-            id=self.job_id, status=JobStatus.RUNNING,
-            state_seq=state_seq(JobStatus.RUNNING, self.attempt),
-            created_at=now, updated_at=now, retries=self.attempt,
+        return JobUpdate.transition(
+            self.job_id, JobStatus.RUNNING, self.attempt, at=now, retries=self.attempt,
             progress_percent=percent, total_items=total, progress_stage=stage,
-            progress_message=None if message is None else clean_text(
-                message, self._max_message),
+            progress_message=None if message is None else clean_text( message, self._max_message),
         )
 
     def item(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import operator
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 __all__ = [
@@ -154,6 +154,13 @@ class Event:
     error_type: str | None = None
     error_message: str | None = None
 
+    @classmethod
+    def of(cls, update: JobUpdate, attempt: int = 0) -> Event:
+        """The trace entry of a transition: its time, status, worker and error."""
+        return cls(job_id=update.id, at=update.updated_at, status=update.status,
+                   attempt=attempt, worker=update.worker, error_type=update.error_type,
+                   error_message=update.error_message)
+
 
 @dataclass(frozen=True)
 class Stats:
@@ -247,6 +254,15 @@ class JobUpdate:
     heartbeat_at: datetime | None = None
 
     COLUMNS: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def transition(cls, job_id: str, status: JobStatus, attempt: int = 0, *,
+                   at: datetime | None = None, **fields: Any) -> JobUpdate:
+        """``job_id`` entering ``status`` in ``attempt`` (Celery's ``request.retries``),
+        at ``at`` (now by default): the order key and the times are derived here, once."""
+        moment = at or datetime.now(timezone.utc)
+        return cls(id=job_id, status=status, state_seq=state_seq(status, attempt),
+                   created_at=moment, updated_at=moment, **fields)
 
     def merge(self, newer: JobUpdate) -> None:
         """Fold ``newer`` (a later update of the same job) into this one, in place."""

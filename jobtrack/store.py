@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -130,14 +131,12 @@ class Store:
         self._create_tables = create_tables
         self._schema_ready = False
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        _live_stores.add(self)
 
     # -- connection handling -------------------------------------------------------
 
     @property
     def engine(self) -> Engine:
-        if self._engine is not None and self._pid != os.getpid():
-            self._after_fork()
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
@@ -172,16 +171,11 @@ class Store:
         )
 
     def _after_fork(self) -> None:
-        """In a forked child: drop the parent's pool without touching its sockets."""
-        self._pid = os.getpid()
+        """In a forked child (prefork pool, gunicorn …): drop the parent's pool without
+        touching its sockets; the child connects anew on first use."""
         self._lock = threading.Lock()
         if self._engine is not None and self._owns_engine:
             self._engine.dispose(close=False)
-
-    def reset_after_fork(self) -> None:
-        """Called by the Celery wiring in ``worker_process_init``."""
-        if self._pid != os.getpid():
-            self._after_fork()
 
     def close(self) -> None:
         """Dispose the engine if this store created it."""
@@ -329,10 +323,6 @@ class Store:
             return
         with self._begin("set counts") as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-
-    def insert_event(self, event_: Event) -> None:
-        with self._begin("insert event") as conn:
-            self._write_rows(conn, "job_events", [_event_row(event_)])
 
     # -- reads -----------------------------------------------------------------------
 
@@ -668,6 +658,17 @@ def _job_merge_rules(stmt: Any) -> dict[str, ColumnElement[Any]]:
             else_=cur[name],
         )
     return sets
+
+
+_live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _reset_stores_in_child() -> None:
+    for store in list(_live_stores):
+        store._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_stores_in_child)
 
 
 def _short(exc: SQLAlchemyError) -> str:

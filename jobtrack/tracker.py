@@ -15,10 +15,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .errors import NotInstalled
-from .models import Event, Item, Job, JobStatus, JobUpdate, Stats, state_seq
+from .models import Event, Job, JobStatus, JobUpdate, Stats
 from .payload import clean_text, describe_error, to_json
 from .settings import Settings
-from .store import Store
+from .store import Batch, Store
 from .writer import Writer, make_writer
 
 __all__ = ["Tracker", "active_tracker", "active_tracker_or_none", "prune_by_retention", "reap",
@@ -81,7 +81,6 @@ class Tracker:
         """Create the job row (pending) or update its descriptive fields."""
         if not self.settings.enabled:
             return
-        now = utcnow()
         given: dict[str, Any] = {
             "job_type": job_type, "job_subtype": job_subtype,
             "name": self.text(name), "owner_id": owner_id, "task_name": task_name,
@@ -90,11 +89,7 @@ class Tracker:
             "metadata": self.json(dict(metadata)) if metadata is not None else None,
             "total_items": total_items,
         }
-        update = JobUpdate(
-            id=job_id, status=JobStatus.PENDING,
-            state_seq=state_seq(JobStatus.PENDING, 0), created_at=now, updated_at=now,
-            **given,
-        )
+        update = JobUpdate.transition(job_id, JobStatus.PENDING, **given)
         self.store.upsert_job(update, overwrite=[k for k, v in given.items() if v is not None])
 
     def complete_job(
@@ -111,17 +106,13 @@ class Tracker:
         if not self.settings.enabled:
             return
         now = utcnow()
-        update = JobUpdate(
-            id=job_id, status=JobStatus.COMPLETED,
-            state_seq=state_seq(JobStatus.COMPLETED, 0), created_at=now, updated_at=now,
-            completed_at=now, output_data=self.json(output) if output is not None else None,
-            progress_percent=100.0,
+        update = JobUpdate.transition(
+            job_id, JobStatus.COMPLETED, 0, at=now, completed_at=now,
+            output_data=self.json(output) if output is not None else None, progress_percent=100.0,
         )
-        self.store.upsert_job(update)
+        self.store.write_batch(Batch([update], [Event.of(update)]))
         self.store.set_counts(job_id, processed=processed, failed=failed, skipped=skipped,
                               total=total)
-        self.store.insert_event(Event(job_id=job_id, at=now, status=JobStatus.COMPLETED,
-                                      attempt=0))
 
     def fail_job(
         self, job_id: str, error: BaseException | str, *, traceback: str | None = None
@@ -133,26 +124,20 @@ class Tracker:
         error_type, message = self.error_fields(error)
         if traceback is None and isinstance(error, BaseException) and error.__traceback__:
             traceback = "".join(traceback_mod.format_exception(error))
-        update = JobUpdate(
-            id=job_id, status=JobStatus.FAILED,
-            state_seq=state_seq(JobStatus.FAILED, 0), created_at=now, updated_at=now,
-            completed_at=now, error_type=error_type, error_message=message,
-            traceback=self.traceback_text(traceback),
+        update = JobUpdate.transition(
+            job_id, JobStatus.FAILED, 0, at=now, completed_at=now, error_type=error_type,
+            error_message=message, traceback=self.traceback_text(traceback),
         )
-        self.store.upsert_job(update)
-        self.store.insert_event(Event(job_id=job_id, at=now, status=JobStatus.FAILED,
-                                      attempt=0, error_type=error_type,
-                                      error_message=message))
+        self.store.write_batch(Batch([update], [Event.of(update)]))
 
     def cancel_now(self, job_id: str, reason: str) -> None:
         """Mark a job cancelled now (a finished job keeps its state)."""
         now = utcnow()
-        self.store.upsert_job(JobUpdate(
-            id=job_id, status=JobStatus.CANCELLED,
-            state_seq=state_seq(JobStatus.CANCELLED, 0), created_at=now, updated_at=now,
-            completed_at=now, error_type="Revoked", error_message=reason))
-        self.store.insert_event(Event(job_id=job_id, at=now, status=JobStatus.CANCELLED,
-                                      attempt=0, error_type="Revoked", error_message=reason))
+        update = JobUpdate.transition(
+            job_id, JobStatus.CANCELLED, at=now, completed_at=now, error_type="Revoked",
+            error_message=reason,
+        )
+        self.store.write_batch(Batch([update], [Event.of(update)]))
 
     def reap(self, *, lost_after_s: float | None = None) -> list[str]:
         """Mark running jobs whose worker stopped beating as lost; returns their ids."""
@@ -164,12 +149,6 @@ class Tracker:
 
     def list_jobs(self, **filters: Any) -> list[Job]:
         return self.store.list_jobs(**filters)
-
-    def list_items(self, job_id: str, **filters: Any) -> list[Item]:
-        return self.store.list_items(job_id, **filters)
-
-    def list_events(self, job_id: str) -> list[Event]:
-        return self.store.list_events(job_id)
 
     def job_stats(self, *, since: datetime | None = None) -> Stats:
         return self.store.stats(since=since)

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 from .errors import StoreError
-from .models import Event, Item, JobStatus, JobUpdate, state_seq
+from .models import Event, Item, JobStatus, JobUpdate
 from .settings import Settings
 from .spool import Spool
 from .store import Batch, Store
@@ -78,7 +78,6 @@ class BufferedWriter:
         _live_writers.add(self)
 
     def _init_process_state(self) -> None:
-        self._pid = os.getpid()
         self._lock = threading.Lock()          # guards the buffers below
         self._flush_lock = threading.Lock()    # one flush at a time: keeps order
         self._wake = threading.Event()
@@ -140,8 +139,6 @@ class BufferedWriter:
     # -- flushing -----------------------------------------------------------------
 
     def _ensure_thread(self) -> None:
-        if self._pid != os.getpid():  # forked without the at-fork hook (defensive)
-            self._after_fork_in_child()
         thread = self._thread
         if (thread is not None and thread.is_alive()) or self._closed:
             return
@@ -163,25 +160,25 @@ class BufferedWriter:
             if self._closed:
                 break
             try:
-                self._collect_watched()
+                now = time.monotonic()
+                beat = now - self._last_heartbeat >= self.settings.heartbeat_interval_s
+                if beat:
+                    self._last_heartbeat = now
+                self._collect_watched(heartbeat=beat)
                 self.flush()
             except Exception:  # the thread must survive anything a flush meets
                 log.exception("tracking writer loop error", extra={"action": "flush"})
 
-    def _collect_watched(self) -> None:
+    def _collect_watched(self, *, heartbeat: bool) -> None:
+        """Take the running jobs' latest progress (and a heartbeat) into the buffer."""
         with self._lock:
             sources = list(self._watched.values())
-        heartbeat = time.monotonic() - self._last_heartbeat >= self.settings.heartbeat_interval_s
-        if heartbeat:
-            self._last_heartbeat = time.monotonic()
         now = _now()
         for source in sources:
             pending = source.take_progress()
             if heartbeat:
-                beat = JobUpdate(
-                    id=source.job_id, status=JobStatus.RUNNING,
-                    state_seq=state_seq(JobStatus.RUNNING, source.attempt),
-                    created_at=now, updated_at=now, heartbeat_at=now,
+                beat = JobUpdate.transition(
+                    source.job_id, JobStatus.RUNNING, source.attempt, at=now, heartbeat_at=now,
                     retries=source.attempt,
                 )
                 if pending is None:
@@ -214,8 +211,6 @@ class BufferedWriter:
     def flush(self) -> bool:
         """Write everything buffered now. Returns False if the database refused it
         (the data stays buffered, or spooled past ``buffer_max_jobs``, for the next try)."""
-        if self._pid != os.getpid():
-            self._after_fork_in_child()
         with self._flush_lock:
             if not self._replay_spool():
                 self._spill_if_over_bound()
@@ -297,9 +292,7 @@ class BufferedWriter:
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what is buffered (retrying until ``timeout_s``), spool what still could
         not be written, and stop the thread."""
-        if self._pid != os.getpid():
-            return
-        self._collect_progress_now()
+        self._collect_watched(heartbeat=False)
         deadline = time.monotonic() + timeout_s
         while not self.flush() and time.monotonic() < deadline:
             time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
@@ -307,14 +300,6 @@ class BufferedWriter:
         self._wake.set()
         if self.pending():
             self._spill_if_over_bound(force=True)
-
-    def _collect_progress_now(self) -> None:
-        with self._lock:
-            sources = list(self._watched.values())
-        for source in sources:
-            pending = source.take_progress()
-            if pending is not None:
-                self.update(pending)
 
 
 class SyncWriter:
