@@ -91,11 +91,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'jobtrack.db'}"
         return
     url = request.getfixturevalue("pg_url")
+    _empty(url)
+    yield url
+    _empty(url)  # the session's database is shared: leave nothing behind
+
+
+def _empty(url: str) -> None:
     store = Store(url)
     store.ensure_schema()
     store.delete_all()
     store.close()
-    yield url
 
 
 @pytest.fixture

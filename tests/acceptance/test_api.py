@@ -21,7 +21,9 @@ from tests.conftest import wait_for
 
 pytestmark = pytest.mark.postgres
 
-TOKENS = "view-t=viewer,op-t=operator,u1-t=viewer:u1"
+RUN = uuid.uuid4().hex[:8]  # owner ids of this run only: the database is shared
+U1, U2 = f"u1-{RUN}", f"u2-{RUN}"
+TOKENS = f"view-t=viewer,op-t=operator,u1-t=viewer:{U1}"
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +44,9 @@ def world(pg_url: str) -> Iterator[dict[str, Any]]:
 
     tracker = jobtrack.install(app, pg_url)
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
-        ids = {"u1": [export.delay(f"2026-0{n}", user="u1").id for n in range(1, 6)],
-               "u2": [export.delay("2026-09", user="u2").id],
-               "failed": [explode.delay(user="u2").id]}
+        ids = {"u1": [export.delay(f"2026-0{n}", user=U1).id for n in range(1, 6)],
+               "u2": [export.delay("2026-09", user=U2).id],
+               "failed": [explode.delay(user=U2).id]}
         every = [i for group in ids.values() for i in group]
         wait_for(lambda: jobtrack.flush() and all(
             (j := tracker.store.find_job(i)) is not None and j.status.is_terminal
@@ -74,13 +76,14 @@ def test_tokens_are_required(client: TestClient) -> None:
 
 def test_filters_and_cursor_paging(client: TestClient, world: dict[str, Any]) -> None:
     ids = world["ids"]
-    failed = client.get("/api/jobs", params={"status": "failed", "job_type": "export"},
+    failed = client.get("/api/jobs", params={"status": "failed", "job_type": "export",
+                                             "owner_id": U2},
                         headers=auth("view-t")).json()["jobs"]
     assert [j["id"] for j in failed] == ids["failed"]
     assert failed[0]["error_message"] == "disk full"
     seen, cursor = [], None
     while True:
-        params: dict[str, Any] = {"owner_id": "u1", "limit": 2}
+        params: dict[str, Any] = {"owner_id": U1, "limit": 2}
         if cursor:
             params["cursor"] = cursor
         page = client.get("/api/jobs", params=params, headers=auth("view-t")).json()
@@ -89,7 +92,8 @@ def test_filters_and_cursor_paging(client: TestClient, world: dict[str, Any]) ->
         if cursor is None:
             break
     assert sorted(seen) == sorted(ids["u1"]) and len(seen) == len(set(seen)) == 5
-    found = client.get("/api/jobs", params={"search": "2026-09"}, headers=auth("view-t"))
+    found = client.get("/api/jobs", params={"search": "2026-09", "owner_id": U2},
+                       headers=auth("view-t"))
     assert [j["id"] for j in found.json()["jobs"]] == ids["u2"]
 
 
@@ -97,7 +101,7 @@ def test_owner_bound_token_sees_only_its_own(client: TestClient,
                                              world: dict[str, Any]) -> None:
     ids = world["ids"]
     mine = client.get("/api/jobs", headers=auth("u1-t")).json()["jobs"]
-    assert {j["owner_id"] for j in mine} == {"u1"}
+    assert {j["owner_id"] for j in mine} == {U1}
     assert client.get(f"/api/jobs/{ids['u1'][0]}", headers=auth("u1-t")).status_code == 200
     other = client.get(f"/api/jobs/{ids['u2'][0]}", headers=auth("u1-t"))
     missing = client.get("/api/jobs/does-not-exist", headers=auth("u1-t"))
@@ -106,7 +110,7 @@ def test_owner_bound_token_sees_only_its_own(client: TestClient,
         missing.json()["detail"].replace("does-not-exist", "X"))
     assert client.get(f"/api/jobs/{ids['u2'][0]}/items", headers=auth("u1-t")).status_code \
         == 404
-    assert client.get("/api/jobs", params={"owner_id": "u2"},
+    assert client.get("/api/jobs", params={"owner_id": U2},
                       headers=auth("u1-t")).json()["jobs"] == []
     assert client.get("/api/stats", headers=auth("u1-t")).status_code == 403
 
