@@ -459,18 +459,26 @@ def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
         help="Address to listen on; off loopback, set JOBTRACK_WEB_TOKENS.")
 @click.pass_obj
 def web(obj: Context, port: int, host: str) -> None:
-    """Serve the JSON API (retry and cancel need -A)."""
+    """Serve the dashboard, the JSON API and /metrics (Retry and Cancel need -A)."""
     try:
         import uvicorn
 
-        from .web import create_api
+        from .web import create_app
     except ImportError as exc:
-        raise click.UsageError("the API needs the web extra (fastapi, uvicorn)") from exc
+        raise click.UsageError("the dashboard needs the web extra (fastapi, uvicorn, "
+                               "jinja2)") from exc
     from .control import controller
 
+    settings = obj.settings()
     control = controller(*obj.tracked_app()) if obj.has_app() else None
-    uvicorn.run(create_api(obj.store, obj.settings(), control=control), host=host,
-                port=port, log_level="warning")
+    if not settings.web_tokens and host not in ("127.0.0.1", "localhost", "::1"):
+        errors.print("[yellow]warning:[/] no JOBTRACK_WEB_TOKENS: only loopback clients "
+                     "will be served", highlight=False)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"dashboard on http://{shown}:{port}/  (API: /api/docs, live stream: "
+                  "/api/stream, metrics: /metrics)", highlight=False)
+    uvicorn.run(create_app(obj.store, settings, control=control), host=host, port=port,
+                log_level="warning")
 
 
 @main.command()

@@ -94,6 +94,12 @@ class Settings:
     web_tokens: str = ""
     #: Requests per minute per token (or per client address without one).
     web_rate_limit_per_min: int = 600
+    #: Flower's address (e.g. ``http://localhost:5555``); job pages then link to the
+    #: task's page there. Empty: no link.
+    web_flower_url: str = ""
+    #: Where the database has no LISTEN/NOTIFY (SQLite), the dashboard's live stream
+    #: looks for changed jobs this often, in seconds.
+    web_poll_interval_s: float = 1.0
     #: Seconds to wait for a database connection before giving up on a write.
     connect_timeout_s: float = 5.0
 
@@ -140,7 +146,7 @@ class Settings:
         if self.write_mode not in get_args(WriteMode):
             raise ConfigurationError("write_mode", self.write_mode, "'buffered' or 'sync'")
         for name in ("flush_interval_s", "progress_interval_s", "heartbeat_interval_s",
-                     "lost_after_s", "connect_timeout_s"):
+                     "lost_after_s", "connect_timeout_s", "web_poll_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")
         for name in ("flush_max_jobs", "flush_max_items", "buffer_max_jobs",

@@ -61,7 +61,8 @@ from .models import (
 )
 from .schema import job_events, job_items, jobs, metadata, staging_table
 
-__all__ = ["Batch", "MetricsSnapshot", "Store", "normalize_url"]
+__all__ = ["CHANGES_CHANNEL", "Batch", "ChangeListener", "MetricsSnapshot", "Store",
+           "normalize_url"]
 
 log = logging.getLogger("jobtrack.store")
 
@@ -69,6 +70,11 @@ _SCHEMA_LOCK_ID = 0x6A6F6274  # PostgreSQL advisory lock key for schema upgrades
 _ATTEMPT_SPAN = state_seq(JobStatus.PENDING, 1)
 _RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
 _LOST_RANK = state_seq(JobStatus.LOST, 0)
+
+#: The PostgreSQL channel every write notifies with the ids of the jobs it changed
+#: (a JSON array; ``*`` when they do not fit in one notification).
+CHANGES_CHANNEL = "jobtrack_changes"
+_NOTIFY_MAX_BYTES = 7000  # PostgreSQL's payload limit is 8000 bytes
 
 
 def normalize_url(url: str) -> str:
@@ -242,6 +248,8 @@ class Store:
                 self._recount(conn, sorted({job_id for job_id, _ in latest}))
             if batch.events:
                 self._write_rows(conn, "job_events", [_event_row(e) for e in batch.events])
+            _notify(conn, [u.id for u in batch.updates] + [i.job_id for i in batch.items]
+                    + [e.job_id for e in batch.events])
 
     @staticmethod
     def _write_rows(conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -302,6 +310,7 @@ class Store:
             values = {name: getattr(update_, name) for name in overwrite}
             if values:
                 conn.execute(update(jobs).where(jobs.c.id == update_.id).values(**values))
+            _notify(conn, [update_.id])
 
     def set_counts(
         self,
@@ -323,6 +332,7 @@ class Store:
             return
         with self._begin("set counts") as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            _notify(conn, [job_id])
 
     # -- reads -----------------------------------------------------------------------
 
@@ -353,6 +363,7 @@ class Store:
         limit: int = 50,
         offset: int = 0,
         before: tuple[datetime, str] | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[Job]:
         """Jobs, newest first, filtered; every filter is a bound parameter.
 
@@ -360,6 +371,8 @@ class Store:
         previous page: stable paging while new jobs arrive.
         """
         query = select(jobs)
+        if ids is not None:
+            query = query.where(jobs.c.id.in_(list(ids)))
         if before is not None:
             moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
             query = query.where(tuple_(jobs.c.created_at, jobs.c.id)
@@ -494,6 +507,7 @@ class Store:
                                      error_type="WorkerLost", error_message=reason))
                     for row in marked
                 ])
+                _notify(conn, [row.id for row in marked])
         return [row.id for row in marked]
 
     def prune(self, *, finished_before: datetime, statuses: Sequence[str],
@@ -521,11 +535,14 @@ class Store:
                 total += conn.execute(delete(jobs).where(
                     jobs.c.id.in_(ids), jobs.c.status.in_(wanted))).rowcount
 
-    def count_by_status(self, statuses: Sequence[str]) -> dict[str, int]:
-        """How many jobs are in each of ``statuses`` (served by the status index)."""
+    def count_by_status(self, statuses: Sequence[str], *,
+                        owner_id: str | None = None) -> dict[str, int]:
+        """How many jobs (of ``owner_id``, if given) are in each of ``statuses``."""
         wanted = [JobStatus(s).value for s in statuses]
-        query = (select(jobs.c.status, func.count()).where(jobs.c.status.in_(wanted))
-                 .group_by(jobs.c.status))
+        query = select(jobs.c.status, func.count()).where(jobs.c.status.in_(wanted))
+        if owner_id is not None:
+            query = query.where(jobs.c.owner_id == owner_id)
+        query = query.group_by(jobs.c.status)
         with self._begin("count by status") as conn:
             return {status: int(n) for status, n in conn.execute(query)}
 
@@ -570,6 +587,40 @@ class Store:
                 stale_running=int(conn.execute(stale).scalar_one()),
                 oldest_pending=conn.execute(oldest_pending).scalar_one(),
             )
+
+    # -- change feed -----------------------------------------------------------------
+
+    def recent_changes(self, *, since: datetime,
+                       limit: int = 1000) -> list[tuple[str, tuple[Any, ...]]]:
+        """``(id, version)`` of jobs updated at or after ``since``, newest first; the
+        version changes whenever a row's state, progress or counters do (for polling
+        where LISTEN/NOTIFY is not available)."""
+        query = (
+            select(jobs.c.id, jobs.c.updated_at, jobs.c.state_seq, jobs.c.processed_items,
+                   jobs.c.progress_percent, jobs.c.progress_stage, jobs.c.heartbeat_at)
+            .where(jobs.c.updated_at >= since)
+            .order_by(jobs.c.updated_at.desc())
+            .limit(max(limit, 1))
+        )
+        with self._begin("recent changes") as conn:
+            return [(row[0], tuple(row[1:])) for row in conn.execute(query)]
+
+    def listen_changes(self) -> ChangeListener | None:
+        """A connection of its own that waits for :data:`CHANGES_CHANNEL` notifications,
+        or None where the database has no LISTEN (SQLite) or the driver is not psycopg."""
+        if self.dialect != "postgresql" or self.engine.driver != "psycopg":
+            return None
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql")
+        try:
+            conn = psycopg.connect(url.render_as_string(hide_password=False),
+                                   autocommit=True, application_name="jobtrack-listen",
+                                   connect_timeout=max(int(self._connect_timeout_s), 1))
+            conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+        except psycopg.Error as exc:
+            raise StoreError("listen for changes", str(exc).strip()[:500]) from exc
+        return ChangeListener(conn)
 
     def count_jobs(self) -> int:
         with self._begin("count jobs") as conn:
@@ -658,6 +709,43 @@ def _job_merge_rules(stmt: Any) -> dict[str, ColumnElement[Any]]:
             else_=cur[name],
         )
     return sets
+
+
+class ChangeListener:
+    """Waits for job changes on a LISTEN connection (see :meth:`Store.listen_changes`)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def wait(self, timeout_s: float) -> set[str] | None:
+        """Ids of jobs changed since the last call, waiting up to ``timeout_s`` for the
+        first; None when a notification could not name them all (look for yourself)."""
+        import psycopg
+
+        ids: set[str] = set()
+        try:
+            for wait_s, stop_after in ((timeout_s, 1), (0.02, None)):  # then drain
+                for note in self._conn.notifies(timeout=wait_s, stop_after=stop_after):
+                    if note.payload == "*":
+                        return None
+                    ids.update(json.loads(note.payload))
+        except psycopg.Error as exc:
+            raise StoreError("listen for changes", str(exc).strip()[:500]) from exc
+        return ids
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _notify(conn: Connection, job_ids: Sequence[str]) -> None:
+    """Tell LISTENers (the dashboard's live stream) which jobs this transaction changed;
+    delivered at commit, and only if it commits."""
+    if conn.dialect.name != "postgresql" or not job_ids:
+        return
+    payload = json.dumps(sorted(set(job_ids)), separators=(",", ":"))
+    if len(payload.encode()) > _NOTIFY_MAX_BYTES:
+        payload = "*"
+    conn.execute(select(func.pg_notify(CHANGES_CHANNEL, payload)))
 
 
 _live_stores: weakref.WeakSet[Store] = weakref.WeakSet()

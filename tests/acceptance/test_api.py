@@ -16,7 +16,7 @@ import jobtrack
 from jobtrack.control import controller
 from jobtrack.settings import Settings
 from jobtrack.store import Store
-from jobtrack.web import create_api
+from jobtrack.web import create_app
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.postgres
@@ -60,7 +60,7 @@ def world(pg_url: str) -> Iterator[dict[str, Any]]:
 def client(world: dict[str, Any]) -> TestClient:
     tracker = world["tracker"]
     settings = Settings(database_url="unused", web_tokens=TOKENS)
-    return TestClient(create_api(tracker.store, settings,
+    return TestClient(create_app(tracker.store, settings,
                                  control=controller(world["app"], tracker)))
 
 
@@ -155,12 +155,12 @@ def test_bad_input_is_a_clear_422(client: TestClient, url: str, params: Any) -> 
 
 
 def test_rate_limit_and_unavailable_database(world: dict[str, Any]) -> None:
-    limited = TestClient(create_api(world["tracker"].store, Settings(
+    limited = TestClient(create_app(world["tracker"].store, Settings(
         database_url="unused", web_tokens=TOKENS, web_rate_limit_per_min=3)))
     codes = [limited.get("/api/jobs", headers=auth("view-t")).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     dead = Store("postgresql://root@127.0.0.1:1/none", connect_timeout_s=1)
-    down = TestClient(create_api(dead, Settings(database_url="unused", web_tokens=TOKENS)))
+    down = TestClient(create_app(dead, Settings(database_url="unused", web_tokens=TOKENS)))
     assert down.get("/api/jobs", headers=auth("view-t")).status_code == 503
     dead.close()
 

@@ -1,0 +1,135 @@
+"""The web app: JSON API, live stream, dashboard and ``/metrics`` in one ASGI app.
+
+Serve it with ``jobtrack web`` (uvicorn), or mount it into your own ASGI app::
+
+    from jobtrack.web import create_app
+    app.mount("/jobs", create_app(store, settings))
+
+Every link it renders is relative to where it is mounted (the ASGI ``root_path``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import StoreError
+from ..settings import Settings
+from ..store import Store
+from .api import Control, add_api_routes
+from .auth import Auth
+from .pages import NeedLogin, add_pages
+from .stream import ChangeFeed
+
+__all__ = ["create_app"]
+
+#: Sent with every response: no inline script or style can run, nothing is framed.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def create_app(store: Store, settings: Settings, *, control: Control | None = None) -> FastAPI:
+    """The whole web app over ``store``. ``control`` (see
+    :func:`jobtrack.control.controller`) performs retry and cancel through a Celery app;
+    without it those answer 501."""
+    auth = Auth(settings)
+    feed = ChangeFeed(store, poll_interval_s=settings.web_poll_interval_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        feed.close()
+
+    app = FastAPI(title="jobtrack", version="1", docs_url="/api/docs",
+                  openapi_url="/api/openapi.json", lifespan=lifespan)
+    app.state.feed = feed
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
+              name="static")
+    add_api_routes(app, store, auth, feed, control)
+    render = add_pages(app, store, auth, settings, control)
+    _add_metrics(app, store, auth, settings)
+
+    def is_api(request: Request) -> bool:
+        return request.url.path.startswith((request.scope.get("root_path") or "") + "/api/")
+
+    @app.middleware("http")
+    async def security_headers(request: Request,
+                               call_next: Callable[[Request], Awaitable[Response]]
+                               ) -> Response:
+        response = await call_next(request)
+        if not request.url.path.endswith("/api/docs"):  # Swagger UI runs inline script
+            response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.exception_handler(StoreError)
+    async def store_unavailable(request: Request, exc: StoreError) -> Response:
+        if is_api(request):
+            return JSONResponse({"detail": "the tracking database is unavailable"}, 503)
+        return render(request, "error.html", {
+            "code": 503, "message": "The tracking database is unavailable."}, 503)
+
+    @app.exception_handler(NeedLogin)
+    async def need_login(request: Request, exc: NeedLogin) -> Response:
+        base = request.scope.get("root_path") or ""
+        return Response(status_code=303, headers={"Location": f"{base}/login"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_api(request) or not _wants_html(request):
+            return await http_exception_handler(request, exc)
+        return render(request, "error.html", {"code": exc.status_code,
+                                              "message": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_input(request: Request, exc: RequestValidationError) -> Response:
+        if is_api(request) or not _wants_html(request):
+            return await request_validation_exception_handler(request, exc)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}"
+            for e in exc.errors())
+        return render(request, "error.html", {"code": 400,
+                                              "message": f"Bad request: {problems}"}, 400)
+
+    return app
+
+
+def _wants_html(request: Request) -> bool:
+    return "application/json" not in request.headers.get("accept", "")
+
+
+def _add_metrics(app: FastAPI, store: Store, auth: Auth, settings: Settings) -> None:
+    """``GET /metrics``: the Prometheus metrics of :mod:`jobtrack.metrics` (needs the
+    prometheus extra; a token bound to an owner may not read them)."""
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        who = auth.require(request)
+        if who.owner_id is not None:
+            raise HTTPException(403, "metrics cover every owner; this token is bound to one")
+        try:
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+            from prometheus_client.registry import CollectorRegistry
+
+            from ..metrics import JobtrackCollector
+        except ImportError as exc:
+            raise HTTPException(501, "metrics need the prometheus extra") from exc
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(JobtrackCollector(store, stale_after_s=settings.lost_after_s))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,267 @@
+"""The dashboard: server-rendered pages (Jinja2, autoescaped) over the store.
+
+Pages are whole documents; with ``?partial=1`` they answer only the part that changes,
+which the page's small script fetches again whenever the live stream reports a change
+(and every 30 seconds, to keep "2 minutes ago" honest). Rendering stays in one place,
+on the server, where every user-supplied string is escaped.
+
+(No ``from __future__ import annotations``: FastAPI reads these annotations at run time.)
+"""
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from ..models import Job, JobStatus
+from ..settings import Settings
+from ..store import Store
+from .api import (
+    ID_PATTERN,
+    Control,
+    StatusFilter,
+    act,
+    decode_cursor,
+    encode_cursor,
+    visible_job,
+)
+from .auth import CSRF_FIELD, Auth, Principal
+
+__all__ = ["TABS", "add_pages", "templates"]
+
+#: The list page's tabs: the statuses each shows.
+TABS: dict[str, tuple[str, ...]] = {
+    "running": ("running", "retrying"),
+    "queued": ("pending",),
+    "completed": ("completed",),
+    "failed": ("failed", "lost"),
+    "cancelled": ("cancelled",),
+    "all": tuple(s.value for s in JobStatus),
+}
+PAGE_SIZE = 50
+ITEMS_PAGE_SIZE = 100
+FILTERS = ("job_type", "task_name", "queue", "owner_id", "search")
+
+
+class NeedLogin(Exception):
+    """Raised by a page when the visitor is not signed in (answered by a redirect)."""
+
+
+def templates() -> Jinja2Templates:
+    found = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
+    env = found.env
+    env.filters.update(ago=ago, when=when, duration=duration, pretty=pretty,
+                       percent=percent, segment=lambda v: quote(str(v), safe=""))
+    env.globals.update(qs=qs)
+    return found
+
+
+# -- formatting (Jinja filters) ---------------------------------------------------------
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """"2 minutes ago" (or "in 5 seconds" for clocks ahead of ours)."""
+    if moment is None:
+        return ""
+    seconds = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
+    future, seconds = seconds < 0, abs(seconds)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            text = f"{n} {unit}{'s' if n != 1 else ''}"
+            break
+    else:
+        n = int(seconds)
+        text = "just now" if n < 2 else f"{n} seconds"
+        if n < 2:
+            return text
+    return f"in {text}" if future else f"{text} ago"
+
+
+def when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 120:
+        return f"{minutes} min {secs} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def percent(job: Job) -> float | None:
+    """The progress to draw: the reported percentage, else processed/total items."""
+    if job.status is JobStatus.COMPLETED:
+        return 100.0
+    if job.progress_percent is not None and math.isfinite(job.progress_percent):
+        return max(0.0, min(100.0, job.progress_percent))
+    if job.total_items:
+        return max(0.0, min(100.0, 100.0 * job.processed_items / job.total_items))
+    return None
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def qs(params: Mapping[str, Any], **changes: Any) -> str:
+    """A query string from ``params`` with ``changes``, leaving out empty values."""
+    merged = {**params, **changes}
+    return urlencode({k: v for k, v in merged.items() if v not in (None, "")})
+
+
+# -- routes -----------------------------------------------------------------------------
+
+#: ``render(request, template, context, status_code=200)``: a page, with the context
+#: every template gets (base path, CSRF token, signed-in principal, Flower address).
+Render = Callable[..., HTMLResponse]
+
+
+def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
+              control: Control | None) -> Render:
+    """Add the dashboard's routes to ``app``; returns its page renderer."""
+    views = templates()
+    flower_url = settings.web_flower_url.rstrip("/")
+    JobId = Annotated[str, Path(pattern=ID_PATTERN)]
+
+    def visitor(request: Request, csrf_token: str | None = None) -> Principal:
+        if auth.identify(request) is None and not auth.open_on_loopback:
+            raise NeedLogin()
+        return auth.require(request, csrf_token=csrf_token)
+
+    def render(request: Request, name: str, context: dict[str, Any],
+               status_code: int = 200) -> HTMLResponse:
+        base = request.scope.get("root_path") or ""
+        context.update(request=request, base=base, csrf=auth.csrf_token(request),
+                       csrf_field=CSRF_FIELD, flower_url=flower_url,
+                       login_needed=not auth.open_on_loopback)
+        response = views.TemplateResponse(request, name, context, status_code=status_code)
+        auth.set_cookies(request, response)
+        return response
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def jobs_page(
+        request: Request,
+        tab: Annotated[str, Query(pattern="^(" + "|".join(TABS) + ")$")] = "running",
+        status: StatusFilter | None = None,
+        job_type: Annotated[str | None, Query(max_length=100)] = None,
+        task_name: Annotated[str | None, Query(max_length=255)] = None,
+        queue: Annotated[str | None, Query(max_length=255)] = None,
+        owner_id: Annotated[str | None, Query(max_length=255)] = None,
+        search: Annotated[str | None, Query(max_length=200)] = None,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+        partial: bool = False,
+    ) -> Response:
+        who = visitor(request)
+        filters = {"job_type": job_type, "task_name": task_name, "queue": queue,
+                   "owner_id": owner_id, "search": search}
+        if who.owner_id is not None:
+            filters["owner_id"] = None
+            owner_id = who.owner_id
+        statuses = [status.value] if status else list(TABS[tab])
+        found = store.list_jobs(
+            status=statuses, job_type=job_type or None, task_name=task_name or None,
+            queue=queue or None, owner_id=owner_id or None, search=search or None,
+            limit=PAGE_SIZE + 1, before=decode_cursor(cursor) if cursor else None)
+        counts = store.count_by_status([s.value for s in JobStatus],
+                                       owner_id=who.owner_id)
+        tab_counts = {name: sum(counts.get(s, 0) for s in wanted)
+                      for name, wanted in TABS.items()}
+        page = found[:PAGE_SIZE]
+        context = {
+            "who": who, "tab": tab, "tabs": tab_counts, "jobs": page,
+            "filters": filters, "params": {"tab": tab, **filters},
+            "next_cursor": encode_cursor(page[-1]) if len(found) > PAGE_SIZE else None,
+            "first_page": cursor is None,
+            "now": datetime.now(timezone.utc),
+        }
+        return render(request, "_jobs.html" if partial else "jobs.html", context)
+
+    @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
+    def job_page(
+        request: Request, job_id: JobId,
+        item_status: Annotated[str | None, Query(pattern="^(success|error|skipped)$")]
+        = None,
+        item_offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+        partial: bool = False,
+    ) -> Response:
+        who = visitor(request)
+        job = visible_job(store, job_id, who)
+        items = store.list_items(job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1,
+                                 offset=item_offset)
+        context = {
+            "who": who, "job": job, "events": store.list_events(job_id),
+            "items": items[:ITEMS_PAGE_SIZE], "more_items": len(items) > ITEMS_PAGE_SIZE,
+            "item_status": item_status, "item_offset": item_offset,
+            "item_page": ITEMS_PAGE_SIZE, "now": datetime.now(timezone.utc),
+            "retry_of": (job.metadata or {}).get("retry_of")
+            if isinstance(job.metadata, dict) else None,
+        }
+        return render(request, "_job.html" if partial else "job.html", context)
+
+    async def form_of(request: Request) -> FormData:
+        try:
+            return await request.form()
+        except Exception as exc:  # malformed body: a client error, not ours
+            raise HTTPException(400, "the form could not be read") from exc
+
+    @app.post("/jobs/{job_id}/retry", include_in_schema=False)
+    async def retry_form(request: Request, job_id: JobId) -> Response:
+        form = await form_of(request)
+        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        new_id = await run_in_threadpool(act, store, control, "retry", job_id, who)
+        base = request.scope.get("root_path") or ""
+        return RedirectResponse(f"{base}/jobs/{quote(new_id, safe='')}", 303)
+
+    @app.post("/jobs/{job_id}/cancel", include_in_schema=False)
+    async def cancel_form(request: Request, job_id: JobId) -> Response:
+        form = await form_of(request)
+        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        terminate = form.get("terminate") == "1"
+        await run_in_threadpool(act, store, control, "cancel", job_id, who, terminate)
+        base = request.scope.get("root_path") or ""
+        return RedirectResponse(f"{base}/jobs/{quote(job_id, safe='')}", 303)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(request: Request) -> Response:
+        return render(request, "login.html", {"error": None})
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = await form_of(request)
+        auth.check_form(request, str(form.get(CSRF_FIELD) or ""))
+        session = auth.login(str(form.get("token") or ""))
+        if session is None:
+            return render(request, "login.html", {"error": "That token is not valid."}, 401)
+        base = request.scope.get("root_path") or ""
+        response = RedirectResponse(f"{base}/", 303)
+        auth.set_cookies(request, response, session=session)
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        form = await form_of(request)
+        auth.check_form(request, str(form.get(CSRF_FIELD) or ""))
+        base = request.scope.get("root_path") or ""
+        response = RedirectResponse(f"{base}/login", 303)
+        auth.set_cookies(request, response, clear_session=True)
+        return response
+
+    return render
+
+
