@@ -370,32 +370,13 @@ class Store:
         ``before`` is a keyset cursor, the (created_at, id) of the last job of the
         previous page: stable paging while new jobs arrive.
         """
-        query = select(jobs)
-        if ids is not None:
-            query = query.where(jobs.c.id.in_(list(ids)))
+        query = _filtered(select(jobs), status=status, job_type=job_type,
+                          owner_id=owner_id, task_name=task_name, queue=queue,
+                          since=since, until=until, search=search, ids=ids)
         if before is not None:
             moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
             query = query.where(tuple_(jobs.c.created_at, jobs.c.id)
                                 < tuple_(moment, bindparam("before_id", before[1])))
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            query = query.where(jobs.c.status.in_([JobStatus(s).value for s in statuses]))
-        for column, value in ((jobs.c.job_type, job_type), (jobs.c.owner_id, owner_id),
-                              (jobs.c.task_name, task_name), (jobs.c.queue, queue)):
-            if value is not None:
-                query = query.where(column == value)
-        if since is not None:
-            query = query.where(jobs.c.created_at >= since)
-        if until is not None:
-            query = query.where(jobs.c.created_at < until)
-        if search:
-            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace(
-                "_", "\\_") + "%"
-            query = query.where(or_(
-                jobs.c.name.ilike(pattern, escape="\\"),
-                jobs.c.error_message.ilike(pattern, escape="\\"),
-                jobs.c.id == search,
-            ))
         query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
         query = query.limit(max(min(limit, 10_000), 1)).offset(max(offset, 0))
         with self._begin("list jobs") as conn:
@@ -535,13 +516,10 @@ class Store:
                 total += conn.execute(delete(jobs).where(
                     jobs.c.id.in_(ids), jobs.c.status.in_(wanted))).rowcount
 
-    def count_by_status(self, statuses: Sequence[str], *,
-                        owner_id: str | None = None) -> dict[str, int]:
-        """How many jobs (of ``owner_id``, if given) are in each of ``statuses``."""
-        wanted = [JobStatus(s).value for s in statuses]
-        query = select(jobs.c.status, func.count()).where(jobs.c.status.in_(wanted))
-        if owner_id is not None:
-            query = query.where(jobs.c.owner_id == owner_id)
+    def count_by_status(self, statuses: Sequence[str], **filters: Any) -> dict[str, int]:
+        """How many jobs are in each of ``statuses``, with the filters of
+        :meth:`list_jobs` (``job_type``, ``owner_id``, ``search`` …)."""
+        query = _filtered(select(jobs.c.status, func.count()), status=statuses, **filters)
         query = query.group_by(jobs.c.status)
         with self._begin("count by status") as conn:
             return {status: int(n) for status, n in conn.execute(query)}
@@ -631,6 +609,44 @@ class Store:
         with self._begin("delete all") as conn:
             for table in reversed(metadata.sorted_tables):
                 conn.execute(delete(table))
+
+
+def _filtered(
+    query: Any,
+    *,
+    status: str | Sequence[str] | None = None,
+    job_type: str | None = None,
+    owner_id: str | None = None,
+    task_name: str | None = None,
+    queue: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    search: str | None = None,
+    ids: Sequence[str] | None = None,
+) -> Any:
+    """``query`` narrowed by the job filters; every value a bound parameter."""
+    if ids is not None:
+        query = query.where(jobs.c.id.in_(list(ids)))
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        query = query.where(jobs.c.status.in_([JobStatus(s).value for s in statuses]))
+    for column, value in ((jobs.c.job_type, job_type), (jobs.c.owner_id, owner_id),
+                          (jobs.c.task_name, task_name), (jobs.c.queue, queue)):
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(jobs.c.created_at >= since)
+    if until is not None:
+        query = query.where(jobs.c.created_at < until)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace(
+            "_", "\\_") + "%"
+        query = query.where(or_(
+            jobs.c.name.ilike(pattern, escape="\\"),
+            jobs.c.error_message.ilike(pattern, escape="\\"),
+            jobs.c.id == search,
+        ))
+    return query
 
 
 #: The columns each write statement sets, in order.

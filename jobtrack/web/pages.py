@@ -169,17 +169,14 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
     ) -> Response:
         who = visitor(request)
         filters = {"job_type": job_type, "task_name": task_name, "queue": queue,
-                   "owner_id": owner_id, "search": search}
+                   "owner_id": owner_id, "search": search}  # as given: form and links
+        scope: dict[str, Any] = {name: value or None for name, value in filters.items()}
         if who.owner_id is not None:
-            filters["owner_id"] = None
-            owner_id = who.owner_id
-        statuses = [status.value] if status else list(TABS[tab])
+            filters["owner_id"], scope["owner_id"] = None, who.owner_id
         found = store.list_jobs(
-            status=statuses, job_type=job_type or None, task_name=task_name or None,
-            queue=queue or None, owner_id=owner_id or None, search=search or None,
+            status=[status.value] if status else list(TABS[tab]), **scope,
             limit=PAGE_SIZE + 1, before=decode_cursor(cursor) if cursor else None)
-        counts = store.count_by_status([s.value for s in JobStatus],
-                                       owner_id=who.owner_id)
+        counts = store.count_by_status([s.value for s in JobStatus], **scope)
         tab_counts = {name: sum(counts.get(s, 0) for s in wanted)
                       for name, wanted in TABS.items()}
         page = found[:PAGE_SIZE]

@@ -67,7 +67,7 @@ def test_job_page_shows_trace_items_input_and_output(
     page = client(w, web_flower_url="http://flower.example:5555/").get(
         f"/jobs/{ids['report']}").text
     trace = page[page.index("<h2>Trace</h2>"):page.index("<h2>Items</h2>")]
-    assert [m for m in re.findall(r'class="badge (\w+)"', trace)] == [
+    assert re.findall(r'class="badge (\w+)"', trace) == [
         "pending", "running", "completed"]
     assert f'href="http://flower.example:5555/task/{ids["report"]}"' in page
     assert "<h2>Input</h2>" in page and "<h2>Output</h2>" in page

@@ -241,3 +241,34 @@ def test_prune_removes_old_finished_jobs_with_items_and_events(store: Store) -> 
     assert sorted(j.id for j in store.list_jobs()) == ["new", "old-failed", "running"]
     assert store.list_items("old-0") == [] and store.list_events("old-0") == []
     assert store.prune(finished_before=T0 + timedelta(days=30), statuses=[]) == 0
+
+
+def test_changes_are_announced_or_found_by_polling(store: Store) -> None:
+    """PostgreSQL notifies listeners of the ids each committed write changed (a rolled
+    back one announces nothing); every backend finds recent changes by polling."""
+    listener = store.listen_changes()
+    assert (listener is None) == (store.dialect != "postgresql")
+    write(store, upd("a", JobStatus.RUNNING, at=1))
+    store.write_batch(Batch([upd("b", JobStatus.PENDING), upd("c,d", JobStatus.PENDING)],
+                            items=[Item(job_id="a", key="k", status=ItemStatus.SUCCESS,
+                                        processed_at=T0)]))
+    with pytest.raises(StoreError):  # an item of a job that is not there: rolled back
+        store.write_batch(Batch([], items=[Item(job_id="ghost", key="k",
+                                                status=ItemStatus.SUCCESS,
+                                                processed_at=T0)]))
+    store.set_counts("b", total=5)
+    if listener is not None:
+        seen: set[str] = set()
+        for _ in range(50):  # a bounded wait for the three notifications
+            got = listener.wait(0.1)
+            assert got is not None
+            seen |= got
+            if seen >= {"a", "b", "c,d"}:
+                break
+        assert seen == {"a", "b", "c,d"}
+        listener.close()
+    versions = dict(store.recent_changes(since=T0))
+    assert set(versions) == {"a", "b", "c,d"}
+    write(store, upd("a", JobStatus.COMPLETED, at=2))
+    assert dict(store.recent_changes(since=T0))["a"] != versions["a"]
+    assert store.recent_changes(since=T0 + timedelta(seconds=3)) == []

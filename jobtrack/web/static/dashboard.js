@@ -1,8 +1,9 @@
 // jobtrack dashboard: live updates without a page reload.
-// A section marked data-live names a stream (Server-Sent Events) and a fragment URL;
-// whenever the stream reports a change (and every 30 s, so "2 minutes ago" stays true)
-// the fragment is fetched again and replaces the section's content. The server renders
-// every fragment; this script inserts nothing of its own.
+// The element marked data-live names a stream (Server-Sent Events) and a fragment URL.
+// Whenever the stream reports a change (and every 30 s, so "2 minutes ago" stays true)
+// the fragment is fetched again, and each of its [data-part] elements replaces the
+// page's element of the same data-part. The server renders every fragment; this script
+// inserts nothing of its own.
 (function () {
   "use strict";
   var section = document.querySelector("[data-live]");
@@ -20,7 +21,15 @@
     busy = true;
     fetch(section.getAttribute("data-fragment"), {credentials: "same-origin"})
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
-      .then(function (html) { section.innerHTML = html; })
+      .then(function (html) {
+        var fresh = document.createElement("template");
+        fresh.innerHTML = html;
+        fresh.content.querySelectorAll("[data-part]").forEach(function (part) {
+          var name = part.getAttribute("data-part");
+          var old = section.querySelector('[data-part="' + name + '"]');
+          if (old) { old.replaceWith(part); }
+        });
+      })
       .catch(function () { /* the next change or tick tries again */ })
       .then(function () {
         busy = false;

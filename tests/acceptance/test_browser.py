@@ -1,0 +1,168 @@
+"""The dashboard in a real headless Chromium (Debian's package, driven by Playwright; no
+browser download), served by uvicorn over PostgreSQL, with a real worker in this process.
+
+Screenshots go to ``artifacts/screenshots/`` (or ``$JOBTRACK_ARTIFACTS/screenshots``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.acceptance.webkit import XSS_ERROR, XSS_NAME, World, serve, tracked_worker
+from tests.conftest import _unavailable, wait_for
+
+pytestmark = pytest.mark.postgres
+
+CHROMIUM = os.environ.get("JOBTRACK_TEST_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(os.environ.get("JOBTRACK_ARTIFACTS", "artifacts")) / "screenshots"
+USER = f"b-{uuid.uuid4().hex[:8]}"
+#: As root, in a closed network: no sandbox, no GPU, no calls home.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--disable-default-apps"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
+        _unavailable(f"Chromium at {CHROMIUM}", "apt-get install chromium "
+                     "(./scripts/test does it), or set JOBTRACK_TEST_CHROMIUM")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=20_000)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def site(pg_url: str) -> Iterator[tuple[World, str]]:
+    with tracked_worker(pg_url) as world, serve(world.web()) as base:
+        yield world, base
+
+
+@pytest.fixture
+def page(chromium: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = chromium.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"),
+                                      dialog.dismiss()))
+    yield page
+    context.close()
+    assert problems == [], problems
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_running_jobs_progress_bar_moves_live(site: tuple[World, str], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    job_id = world.tasks["stepper"].delay("orders.csv", 4, user=USER).id
+    wait_for(lambda: job_id in world.gates, message="the job started")
+    gate = world.gates[job_id]
+    page.goto(f"{base}/?tab=running")
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    row = page.locator(f'tr[data-job-id="{job_id}"]')
+    bar = row.locator("progress")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(bar).to_have_attribute("value", "25")
+    expect(row).to_contain_text("1/4 items")
+    expect(row).to_contain_text("step 1 of 4")
+    expect(row).to_contain_text("started")
+    shot(page, "running-25")
+    gate.set()
+    expect(bar).to_have_attribute("value", "50")
+    expect(row).to_contain_text("2/4 items")
+    gate.set()
+    expect(bar).to_have_attribute("value", "75")
+    shot(page, "running-75")
+    assert page.evaluate("window.__sameDocument") is True
+
+    row.locator("a").first.click()
+    expect(page.locator("#job-progress")).to_have_attribute("value", "75")
+    page.evaluate("window.__sameDocument = true")
+    gate.set()
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator(".trace")).to_contain_text("completed")
+    assert page.evaluate("window.__sameDocument") is True
+    shot(page, "job-completed")
+
+
+def test_failed_job_shows_its_error_and_retry_runs_it(site: tuple[World, str],
+                                                      page: Any) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    failed = world.tasks["flaky"].delay("acme", user=USER).id
+    world.finished(failed)
+    page.goto(f"{base}/?tab=failed&owner_id={USER}")
+    row = page.locator(f'tr[data-job-id="{failed}"]')
+    expect(row).to_contain_text("ConnectionError: upstream timed out for acme")
+    shot(page, "failed-list")
+    row.get_by_role("button", name="Retry").click()
+    expect(page).not_to_have_url(f"{base}/?tab=failed&owner_id={USER}")
+    new_id = page.url.rsplit("/", 1)[1]
+    assert new_id != failed
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator("dl.fields")).to_contain_text(failed)  # "Retry of"
+    expect(page.locator("pre.json").last).to_contain_text("retry_of")
+    shot(page, "retried-completed")
+    assert world.tracker.store.get_job(new_id).output_data == "synced"
+    assert world.calls["acme"] == 2
+
+
+def test_hostile_strings_stay_text(site: tuple[World, str], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    report = world.tasks["report"].delay(XSS_NAME, user=USER).id
+    explode = world.tasks["explode"].delay(user=USER).id
+    world.finished(report, explode)
+    page.goto(f"{base}/?tab=all&owner_id={USER}")
+    expect(page.locator(f'tr[data-job-id="{report}"] td.name a')).to_have_text(
+        f"Report {XSS_NAME}")
+    page.goto(f"{base}/jobs/{explode}")
+    expect(page.locator("#job-error")).to_contain_text(XSS_ERROR)
+    page.goto(f"{base}/jobs/{report}")
+    expect(page.locator("table.items")).to_contain_text('"><svg onload=')
+    shot(page, "escaped")
+    assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def test_sign_in_with_a_token_then_live_updates(chromium: Any, site: tuple[World, str]
+                                                ) -> None:
+    from playwright.sync_api import expect
+
+    world, _ = site
+    with serve(world.web(web_tokens=f"ops-token=operator,{USER}-t=viewer:{USER}")) as base:
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(f"{base}/")
+        expect(page).to_have_url(f"{base}/login")
+        page.fill("input[name=token]", "wrong")
+        page.click("button[type=submit]")
+        expect(page.locator("p.error")).to_have_text("That token is not valid.")
+        page.fill("input[name=token]", f"{USER}-t")
+        page.click("button[type=submit]")
+        expect(page.locator("#live")).to_have_text("live")  # the stream takes the cookie
+        job_id = world.tasks["report"].delay("after sign-in", user=USER).id
+        page.click('a[data-tab="all"]')
+        expect(page.locator(f'tr[data-job-id="{job_id}"] .badge')).to_have_text("completed")
+        expect(page.locator(".who")).to_contain_text(f"owner {USER}")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page).to_have_url(f"{base}/login")
+        context.close()
