@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     or_,
     select,
@@ -624,7 +625,12 @@ def _filtered(
     search: str | None = None,
     ids: Sequence[str] | None = None,
 ) -> Any:
-    """``query`` narrowed by the job filters; every value a bound parameter."""
+    """``query`` narrowed by the job filters; every value a bound parameter. A value
+    holding a NUL character matches nothing (PostgreSQL text cannot hold one; writes
+    strip them), on every backend alike."""
+    given = [job_type, owner_id, task_name, queue, search, *(ids or ())]
+    if any(isinstance(v, str) and "\x00" in v for v in given):
+        return query.where(false())
     if ids is not None:
         query = query.where(jobs.c.id.in_(list(ids)))
     if status is not None:

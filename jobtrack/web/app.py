@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import (
     http_exception_handler,
     request_validation_exception_handler,
@@ -58,7 +58,8 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
         feed.close()
 
     app = FastAPI(title="jobtrack", version="1", docs_url="/api/docs",
-                  openapi_url="/api/openapi.json", lifespan=lifespan)
+                  openapi_url="/api/openapi.json", lifespan=lifespan,
+                  dependencies=[Depends(_no_nul_characters)])
     app.state.feed = feed
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="static")
@@ -108,6 +109,14 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
                                               "message": f"Bad request: {problems}"}, 400)
 
     return app
+
+
+def _no_nul_characters(request: Request) -> None:
+    """No stored value holds a NUL character, and PostgreSQL refuses them in queries:
+    a query parameter carrying one is a client error, said plainly."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value:
+            raise HTTPException(422, f"query parameter {name!r} contains a NUL character")
 
 
 def _wants_html(request: Request) -> bool:
