@@ -1,7 +1,7 @@
-# Image for docker-compose.yml: jobtrack with the Redis and Flower extras.
+# Image for docker-compose.yml: jobtrack with the Redis, Flower, web and Prometheus extras.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md celeryconfig.py flowerconfig.py ./
 COPY jobtrack ./jobtrack
-RUN pip install --no-cache-dir ".[redis,flower]"
+RUN pip install --no-cache-dir ".[redis,flower,web,prometheus]"
 ENV PYTHONUNBUFFERED=1

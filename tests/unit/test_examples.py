@@ -16,3 +16,22 @@ def test_quickstart_example(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == (
         "completed Import products.csv 100% 3 items, 1 failed")
+
+
+def test_mount_dashboard_example(tmp_path: Path) -> None:
+    """The mounting example serves its own route and the dashboard under its prefix."""
+    script = (
+        "from fastapi.testclient import TestClient\n"
+        "import mount_dashboard as m\n"
+        "m.tracker.upsert_job('job-1', name='Nightly export', task_name='t')\n"
+        "with TestClient(m.app, base_url='http://localhost') as c:\n"
+        "    page = c.get('/ops/jobs/', params={'tab': 'all'})\n"
+        "    print(c.get('/').json()['dashboard'], page.status_code,\n"
+        "          'Nightly export' in page.text, 'href=\"/ops/jobs/jobs/job-1\"' in page.text)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env={"JOBTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}",
+                           "PYTHONPATH": str(EXAMPLES), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["/ops/jobs/", "200", "True", "True"]
