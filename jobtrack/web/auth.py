@@ -35,7 +35,7 @@ from ..settings import Settings
 
 __all__ = ["Auth", "Principal", "Role", "parse_tokens"]
 
-LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1", "testclient"})
+LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 SESSION_COOKIE = "jobtrack_session"
 CSRF_COOKIE = "jobtrack_csrf"

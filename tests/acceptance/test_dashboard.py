@@ -21,6 +21,7 @@ RUN = uuid.uuid4().hex[:8]
 U1, U2 = f"d1-{RUN}", f"d2-{RUN}"
 TOKENS = f"view-t=viewer,op-t=operator,d1-t=viewer:{U1}"
 BROWSER = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+LOCAL = ("127.0.0.1", 50000)  # the test client's address
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def world(pg_url: str) -> Iterator[tuple[World, dict[str, str]]]:
 
 
 def client(w: World, **settings: Any) -> TestClient:
-    return TestClient(w.web(**settings), base_url="http://localhost")
+    return TestClient(w.web(**settings), base_url="http://localhost", client=LOCAL)
 
 
 def csrf_of(page: str) -> str:
@@ -139,8 +140,10 @@ def test_sign_in_with_a_token_and_owner_scope(world: tuple[World, dict[str, str]
 def test_loopback_mode_refuses_foreign_host_names(world: tuple[World, dict[str, str]]
                                                   ) -> None:
     w, _ = world
-    rebound = TestClient(w.web(), base_url="http://attacker.example")
+    rebound = TestClient(w.web(), base_url="http://attacker.example", client=LOCAL)
     assert rebound.get("/api/jobs").status_code == 401
+    remote = TestClient(w.web(), base_url="http://localhost", client=("203.0.113.9", 4000))
+    assert remote.get("/api/jobs").status_code == 401
     assert client(w).get("/api/jobs").status_code == 200
 
 
@@ -153,7 +156,7 @@ def test_mounted_in_another_app(world: tuple[World, dict[str, str]]) -> None:
     def home() -> dict[str, str]:
         return {"app": "theirs"}
 
-    c = TestClient(host, base_url="http://localhost")
+    c = TestClient(host, base_url="http://localhost", client=LOCAL)
     page = c.get("/ops/jobs/", params={"tab": "all", "owner_id": U1}).text
     assert f'href="/ops/jobs/jobs/{ids["report"]}"' in page
     assert 'src="/ops/jobs/static/dashboard.js"' in page

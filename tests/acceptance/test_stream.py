@@ -4,6 +4,7 @@ An owner-bound token's stream never carries another owner's jobs."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -49,6 +50,13 @@ def test_stream_delivers_a_workers_changes(world: World, db_url: str) -> None:
             e["id"] == job_id and e["status"] == "completed" for e in evs))
         mine = [e for e in events if e["id"] == job_id]
         assert mine[-1]["name"] == "Report live" and mine[-1]["processed_items"] == 2
+        written = f"latency-{uuid.uuid4().hex[:8]}"
+        started = time.monotonic()
+        world.tracker.upsert_job(written, name="latency probe")  # committed on return
+        read_events(lines, lambda evs: any(e["id"] == written for e in evs))
+        backend = db_url.split(":", 1)[0]
+        print(f"\nFIGURE stream, commit -> event ({backend}): "
+              f"{(time.monotonic() - started) * 1000:.0f} ms (poll interval 200 ms)")
     if db_url.startswith("postgresql"):  # the LISTEN connection went with the app
         wait_for(lambda: pg_connections(db_url, "jobtrack-listen") == 0, 10,
                  message="the listener closed")

@@ -24,7 +24,7 @@ def test_mount_dashboard_example(tmp_path: Path) -> None:
         "from fastapi.testclient import TestClient\n"
         "import mount_dashboard as m\n"
         "m.tracker.upsert_job('job-1', name='Nightly export', task_name='t')\n"
-        "with TestClient(m.app, base_url='http://localhost') as c:\n"
+        "with TestClient(m.app, base_url='http://localhost', client=('127.0.0.1', 1)) as c:\n"
         "    page = c.get('/ops/jobs/', params={'tab': 'all'})\n"
         "    print(c.get('/').json()['dashboard'], page.status_code,\n"
         "          'Nightly export' in page.text, 'href=\"/ops/jobs/jobs/job-1\"' in page.text)\n"

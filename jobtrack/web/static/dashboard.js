@@ -36,8 +36,8 @@
         if (again) { again = false; soon(); }
       });
   }
-  function soon() {  // at most one fetch per 300 ms, however fast changes come
-    if (pending === null) { pending = window.setTimeout(refresh, 300); }
+  function soon() {  // at most one fetch per 500 ms, however fast changes come
+    if (pending === null) { pending = window.setTimeout(refresh, 500); }
   }
   function setLive(text, on) {
     if (!badge) { return; }
