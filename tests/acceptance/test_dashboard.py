@@ -106,6 +106,23 @@ def test_retry_needs_a_csrf_token_from_the_same_site(
     assert via_api.status_code == 200 and via_api.json()["result"].startswith("already")
 
 
+def test_cancel_a_queued_job_from_its_page(world: tuple[World, dict[str, str]]) -> None:
+    w, _ = world
+    queued = w.tasks["report"].apply_async(("queued", U1), queue=f"nobody-{RUN}").id
+    w.tracker.flush()
+    c = client(w)
+    page = c.get(f"/jobs/{queued}").text
+    assert f'action="/jobs/{queued}/cancel"' in page and 'class="retry"' not in page
+    assert 'name="terminate"' not in page  # nothing runs yet: a revoke is enough
+    done = c.post(f"/jobs/{queued}/cancel", headers=BROWSER,
+                  data={"csrf_token": csrf_of(page)}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/jobs/{queued}"
+    w.finished(queued)
+    assert w.tracker.store.get_job(queued).status.value == "cancelled"
+    after = c.get(f"/jobs/{queued}").text
+    assert "/cancel" not in after and f'action="/jobs/{queued}/retry"' in after
+
+
 def test_sign_in_with_a_token_and_owner_scope(world: tuple[World, dict[str, str]]) -> None:
     w, ids = world
     c = client(w, web_tokens=TOKENS)
