@@ -464,6 +464,7 @@ def web(obj: Context, port: int, host: str) -> None:
         import uvicorn
 
         from .web import create_app
+        from .web.auth import LOOPBACK_HOSTS
     except ImportError as exc:
         raise click.UsageError("the dashboard needs the web extra (fastapi, uvicorn, "
                                "jinja2)") from exc
@@ -471,7 +472,7 @@ def web(obj: Context, port: int, host: str) -> None:
 
     settings = obj.settings()
     control = controller(*obj.tracked_app()) if obj.has_app() else None
-    if not settings.web_tokens and host not in ("127.0.0.1", "localhost", "::1"):
+    if not settings.web_tokens and host not in LOOPBACK_HOSTS:
         errors.print("[yellow]warning:[/] no JOBTRACK_WEB_TOKENS: only loopback clients "
                      "will be served", highlight=False)
     shown = f"[{host}]" if ":" in host else host

@@ -517,13 +517,31 @@ class Store:
                 total += conn.execute(delete(jobs).where(
                     jobs.c.id.in_(ids), jobs.c.status.in_(wanted))).rowcount
 
-    def count_by_status(self, statuses: Sequence[str], **filters: Any) -> dict[str, int]:
+    def count_by_status(self, statuses: Sequence[str], *, cap: int | None = None,
+                        **filters: Any) -> dict[str, int]:
         """How many jobs are in each of ``statuses``, with the filters of
-        :meth:`list_jobs` (``job_type``, ``owner_id``, ``search`` …)."""
-        query = _filtered(select(jobs.c.status, func.count()), status=statuses, **filters)
-        query = query.group_by(jobs.c.status)
+        :meth:`list_jobs` (``job_type``, ``owner_id``, ``search`` …).
+
+        With ``cap``, each status is counted only up to ``cap + 1`` (a value above
+        ``cap`` means "more than ``cap``"): the scan of the ``(status, created_at)``
+        index then stops after ``cap + 1`` matching rows instead of reading them all.
+        """
+        if cap is None:
+            query = _filtered(select(jobs.c.status, func.count()), status=statuses,
+                              **filters).group_by(jobs.c.status)
+            with self._begin("count by status") as conn:
+                return {status: int(n) for status, n in conn.execute(query)}
+        wanted = [JobStatus(s).value for s in statuses]
+        if not wanted:
+            return {}
+        capped = select(*(
+            select(func.count()).select_from(
+                _filtered(select(jobs.c.status), status=[status], **filters)
+                .limit(max(cap, 0) + 1).subquery())
+            .scalar_subquery() for status in wanted))
         with self._begin("count by status") as conn:
-            return {status: int(n) for status, n in conn.execute(query)}
+            row = conn.execute(capped).one()
+        return {status: int(n) for status, n in zip(wanted, row, strict=True) if n}
 
     def metrics_snapshot(self, *, since: datetime, stale_before: datetime,
                          buckets_s: Sequence[float]) -> MetricsSnapshot:

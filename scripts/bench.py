@@ -35,6 +35,7 @@ from sqlalchemy import text
 
 import jobtrack
 from jobtrack.store import Store
+from jobtrack.web.pages import COUNT_CAP
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/0")
@@ -232,6 +233,17 @@ def list_query(rows: int) -> None:
         found = store.list_jobs(status="failed", job_type="import", limit=50)
         timings.append(time.perf_counter() - t)
     assert len(found) == 50 and all(j.status.value == "failed" for j in found)
+    # The dashboard's tab counts (every page load and live refresh): exact, and capped
+    # as the dashboard asks for them.
+    counts: dict[str, list[float]] = {"exact": [], "capped": []}
+    every = [s.value for s in jobtrack.JobStatus]
+    for _ in range(10):
+        for kind, cap in (("exact", None), ("capped", COUNT_CAP)):
+            t = time.perf_counter()
+            by_status = store.count_by_status(every, cap=cap)
+            counts[kind].append(time.perf_counter() - t)
+            assert sum(by_status.values()) == rows if cap is None else all(
+                0 < n <= cap + 1 for n in by_status.values())
     with store.engine.connect() as conn:
         plan = conn.execute(text(
             "EXPLAIN ANALYZE SELECT * FROM jobs WHERE status = 'failed' AND "
@@ -239,6 +251,9 @@ def list_query(rows: int) -> None:
     store.close()
     say(f"newest 50 failed jobs of type 'import': median {statistics.median(timings) * 1000:.2f}"
         f" ms, max {max(timings) * 1000:.2f} ms over 50 runs (through Store.list_jobs)")
+    exact, capped = (statistics.median(counts[k]) * 1000 for k in ("exact", "capped"))
+    say(f"jobs per status: exact {exact:.1f} ms, capped at {COUNT_CAP:,} as the dashboard's "
+        f"tabs count them {capped:.1f} ms (ratio {capped / exact:.2f}; medians of 10)")
     say("EXPLAIN ANALYZE:\n  " + "\n  ".join(plan))
 
 

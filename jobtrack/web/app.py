@@ -29,7 +29,7 @@ from ..settings import Settings
 from ..store import Store
 from .api import Control, add_api_routes
 from .auth import Auth
-from .pages import NeedLogin, add_pages
+from .pages import NeedLogin, add_pages, redirect
 from .stream import ChangeFeed
 
 __all__ = ["create_app"]
@@ -88,8 +88,7 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
 
     @app.exception_handler(NeedLogin)
     async def need_login(request: Request, exc: NeedLogin) -> Response:
-        base = request.scope.get("root_path") or ""
-        return Response(status_code=303, headers={"Location": f"{base}/login"})
+        return redirect(request, "/login")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -126,19 +125,22 @@ def _wants_html(request: Request) -> bool:
 def _add_metrics(app: FastAPI, store: Store, auth: Auth, settings: Settings) -> None:
     """``GET /metrics``: the Prometheus metrics of :mod:`jobtrack.metrics` (needs the
     prometheus extra; a token bound to an owner may not read them)."""
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client.registry import CollectorRegistry
+
+        from ..metrics import JobtrackCollector
+    except ImportError:
+        registry = None
+    else:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(JobtrackCollector(store, stale_after_s=settings.lost_after_s))
 
     @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
     def metrics(request: Request) -> Response:
         who = auth.require(request)
         if who.owner_id is not None:
             raise HTTPException(403, "metrics cover every owner; this token is bound to one")
-        try:
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-            from prometheus_client.registry import CollectorRegistry
-
-            from ..metrics import JobtrackCollector
-        except ImportError as exc:
-            raise HTTPException(501, "metrics need the prometheus extra") from exc
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(JobtrackCollector(store, stale_after_s=settings.lost_after_s))
+        if registry is None:
+            raise HTTPException(501, "metrics need the prometheus extra")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

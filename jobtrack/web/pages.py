@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from ..control import RETRYABLE
 from ..models import Job, JobStatus
 from ..settings import Settings
 from ..store import Store
@@ -36,7 +37,7 @@ from .api import (
 )
 from .auth import CSRF_FIELD, Auth, Principal
 
-__all__ = ["TABS", "add_pages", "templates"]
+__all__ = ["COUNT_CAP", "TABS", "add_pages", "redirect", "templates"]
 
 #: The list page's tabs: the statuses each shows.
 TABS: dict[str, tuple[str, ...]] = {
@@ -47,7 +48,15 @@ TABS: dict[str, tuple[str, ...]] = {
     "cancelled": ("cancelled",),
     "all": tuple(s.value for s in JobStatus),
 }
+#: Statuses the templates test: a job that can still be cancelled (and has progress to
+#: draw), one that has started, and one whose error is its current state.
+ACTIVE = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING})
+STARTED = frozenset({JobStatus.RUNNING, JobStatus.RETRYING})
+ERRORED = frozenset({JobStatus.FAILED, JobStatus.LOST, JobStatus.RETRYING})
 PAGE_SIZE = 50
+#: Tabs count each status up to this many jobs, then show "10,000+": the count stops
+#: early in the status index instead of reading every row on each live refresh.
+COUNT_CAP = 10_000
 ITEMS_PAGE_SIZE = 100
 FILTERS = ("job_type", "task_name", "queue", "owner_id", "search")
 
@@ -56,16 +65,25 @@ class NeedLogin(Exception):
     """Raised by a page when the visitor is not signed in (answered by a redirect)."""
 
 
+def redirect(request: Request, path: str) -> RedirectResponse:
+    """A 303 to ``path`` under where the app is mounted."""
+    return RedirectResponse((request.scope.get("root_path") or "") + path, 303)
+
+
 def templates() -> Jinja2Templates:
     found = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
     env = found.env
     env.filters.update(ago=ago, when=when, duration=duration, pretty=pretty,
                        percent=percent, segment=lambda v: quote(str(v), safe=""))
-    env.globals.update(qs=qs)
+    env.globals.update(qs=qs, ACTIVE=ACTIVE, STARTED=STARTED, ERRORED=ERRORED,
+                       RETRYABLE=RETRYABLE)
     return found
 
 
 # -- formatting (Jinja filters) ---------------------------------------------------------
+
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
     """"2 minutes ago" (or "in 5 seconds" for clocks ahead of ours)."""
@@ -73,16 +91,11 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
         return ""
     seconds = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
     future, seconds = seconds < 0, abs(seconds)
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            n = int(seconds // size)
-            text = f"{n} {unit}{'s' if n != 1 else ''}"
-            break
-    else:
-        n = int(seconds)
-        text = "just now" if n < 2 else f"{n} seconds"
-        if n < 2:
-            return text
+    if seconds < 2:
+        return "just now"
+    unit, size = next((u, n) for u, n in _UNITS if seconds >= n)
+    n = int(seconds // size)
+    text = f"{n} {unit}{'s' if n != 1 else ''}"
     return f"in {text}" if future else f"{text} ago"
 
 
@@ -119,6 +132,13 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
 
 
+def _tab_count(counts: Mapping[str, int], statuses: tuple[str, ...]) -> str:
+    """A tab's count as shown: "1,234", or "10,000+" past :data:`COUNT_CAP`."""
+    each = [counts.get(s, 0) for s in statuses]
+    total = sum(min(n, COUNT_CAP) for n in each)
+    return f"{total:,}{'+' if any(n > COUNT_CAP for n in each) else ''}"
+
+
 def qs(params: Mapping[str, Any], **changes: Any) -> str:
     """A query string from ``params`` with ``changes``, leaving out empty values."""
     merged = {**params, **changes}
@@ -140,9 +160,12 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
     JobId = Annotated[str, Path(pattern=ID_PATTERN)]
 
     def visitor(request: Request, csrf_token: str | None = None) -> Principal:
-        if auth.identify(request) is None and not auth.open_on_loopback:
-            raise NeedLogin()
-        return auth.require(request, csrf_token=csrf_token)
+        try:
+            return auth.require(request, csrf_token=csrf_token)
+        except HTTPException as exc:
+            if exc.status_code == 401 and not auth.open_on_loopback:
+                raise NeedLogin() from exc  # signing in helps: offer the form
+            raise
 
     def render(request: Request, name: str, context: dict[str, Any],
                status_code: int = 200) -> HTMLResponse:
@@ -176,9 +199,9 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
         found = store.list_jobs(
             status=[status.value] if status else list(TABS[tab]), **scope,
             limit=PAGE_SIZE + 1, before=decode_cursor(cursor) if cursor else None)
-        counts = store.count_by_status([s.value for s in JobStatus], **scope)
-        tab_counts = {name: sum(counts.get(s, 0) for s in wanted)
-                      for name, wanted in TABS.items()}
+        counts = store.count_by_status([s.value for s in JobStatus], cap=COUNT_CAP,
+                                       **scope)
+        tab_counts = {name: _tab_count(counts, wanted) for name, wanted in TABS.items()}
         page = found[:PAGE_SIZE]
         context = {
             "who": who, "tab": tab, "tabs": tab_counts, "jobs": page,
@@ -206,7 +229,7 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
             "items": items[:ITEMS_PAGE_SIZE], "more_items": len(items) > ITEMS_PAGE_SIZE,
             "item_status": item_status, "item_offset": item_offset,
             "item_page": ITEMS_PAGE_SIZE, "now": datetime.now(timezone.utc),
-            "retry_of": (job.metadata or {}).get("retry_of")
+            "retry_of": job.metadata.get("retry_of")
             if isinstance(job.metadata, dict) else None,
         }
         return render(request, "_job.html" if partial else "job.html", context)
@@ -222,8 +245,7 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
         form = await form_of(request)
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
         new_id = await run_in_threadpool(act, store, control, "retry", job_id, who)
-        base = request.scope.get("root_path") or ""
-        return RedirectResponse(f"{base}/jobs/{quote(new_id, safe='')}", 303)
+        return redirect(request, f"/jobs/{quote(new_id, safe='')}")
 
     @app.post("/jobs/{job_id}/cancel", include_in_schema=False)
     async def cancel_form(request: Request, job_id: JobId) -> Response:
@@ -231,8 +253,7 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
         terminate = form.get("terminate") == "1"
         await run_in_threadpool(act, store, control, "cancel", job_id, who, terminate)
-        base = request.scope.get("root_path") or ""
-        return RedirectResponse(f"{base}/jobs/{quote(job_id, safe='')}", 303)
+        return redirect(request, f"/jobs/{quote(job_id, safe='')}")
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(request: Request) -> Response:
@@ -245,8 +266,7 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
         session = auth.login(str(form.get("token") or ""))
         if session is None:
             return render(request, "login.html", {"error": "That token is not valid."}, 401)
-        base = request.scope.get("root_path") or ""
-        response = RedirectResponse(f"{base}/", 303)
+        response = redirect(request, "/")
         auth.set_cookies(request, response, session=session)
         return response
 
@@ -254,8 +274,7 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
     async def logout(request: Request) -> Response:
         form = await form_of(request)
         auth.check_form(request, str(form.get(CSRF_FIELD) or ""))
-        base = request.scope.get("root_path") or ""
-        response = RedirectResponse(f"{base}/login", 303)
+        response = redirect(request, "/login")
         auth.set_cookies(request, response, clear_session=True)
         return response
 

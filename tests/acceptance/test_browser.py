@@ -158,10 +158,13 @@ def test_sign_in_with_a_token_then_live_updates(chromium: Any, site: tuple[World
         expect(page.locator("p.error")).to_have_text("That token is not valid.")
         page.fill("input[name=token]", f"{USER}-t")
         page.click("button[type=submit]")
-        expect(page.locator("#live")).to_have_text("live")  # the stream takes the cookie
-        job_id = world.tasks["report"].delay("after sign-in", user=USER).id
+        expect(page).to_have_url(f"{base}/")
         page.click('a[data-tab="all"]')
+        expect(page.locator("#live")).to_have_text("live")  # the stream takes the cookie
+        page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+        job_id = world.tasks["report"].delay("after sign-in", user=USER).id
         expect(page.locator(f'tr[data-job-id="{job_id}"] .badge')).to_have_text("completed")
+        assert page.evaluate("window.__sameDocument") is True  # it arrived live
         expect(page.locator(".who")).to_contain_text(f"owner {USER}")
         page.get_by_role("button", name="Sign out").click()
         expect(page).to_have_url(f"{base}/login")

@@ -126,6 +126,24 @@ def test_list_filters_search_and_stats(store: Store) -> None:
         store.list_jobs(status="nonsense")
 
 
+def test_counts_by_status_exact_filtered_and_capped(store: Store) -> None:
+    store.write_batch(Batch(
+        [upd(f"c{n}", JobStatus.COMPLETED, at=n, owner_id=f"u{n % 2}") for n in range(7)]
+        + [upd("f", JobStatus.FAILED, owner_id="u1"), upd("r", JobStatus.RUNNING)]))
+    every = [s.value for s in JobStatus]
+    assert store.count_by_status(every) == {"completed": 7, "failed": 1, "running": 1}
+    assert store.count_by_status(every, owner_id="u1") == {"completed": 3, "failed": 1}
+    assert store.count_by_status(["completed", "pending"], owner_id="u1") == {
+        "completed": 3}
+    # Capped: exact up to the cap, cap + 1 for "more", with the filters still applied.
+    assert store.count_by_status(every, cap=3) == {"completed": 4, "failed": 1,
+                                                    "running": 1}
+    assert store.count_by_status(every, cap=3, owner_id="u1") == {"completed": 3,
+                                                                  "failed": 1}
+    assert store.count_by_status(["completed"], cap=10, search="nothing") == {}
+    assert store.count_by_status([], cap=3) == {}
+
+
 def test_get_missing_job_raises_lookup_error(store: Store) -> None:
     with pytest.raises(JobNotFound) as info:
         store.get_job("nope")
