@@ -24,15 +24,17 @@ from typing import Any
 
 from celery import Celery, signals
 from celery.utils.saferepr import saferepr
+from celery.worker import state as worker_state
 
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
+from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
 from .models import Event, JobStatus, JobUpdate
 from .payload import clean_text
 from .settings import Settings
 from .store import Store
-from .tracker import Tracker, active_tracker_or_none, prune_by_retention, set_active_tracker
+from .tracker import Tracker, active_tracker_or_none, set_active_tracker
 
-__all__ = ["PRUNE_TASK", "REAP_TASK", "install", "republish_lost", "uninstall"]
+__all__ = ["PRUNE_TASK", "REAP_TASK", "install", "uninstall"]
 
 log = logging.getLogger("jobtrack.celery")
 
@@ -54,6 +56,9 @@ _HANDLERS = {
     "task_revoked": "on_revoked",
     "task_rejected": "on_rejected",
     "task_unknown": "on_unknown",
+    "task_received": "on_received",
+    "worker_init": "on_worker_init",
+    "worker_ready": "on_worker_ready",
     "worker_process_shutdown": "on_process_shutdown",
     "worker_shutdown": "on_worker_shutdown",
 }
@@ -71,6 +76,11 @@ def _parse_eta(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _parent(parent_id: Any, job_id: str) -> Any:
+    """Celery gives a retried or replaced task its own id as parent: that is no parent."""
+    return None if parent_id == job_id else parent_id
 
 
 def _progress_event_sender(task: Any) -> Any:
@@ -91,6 +101,7 @@ class _Wiring:
         self.tracker = tracker
         self.settings = tracker.settings
         self.writer = tracker.writer
+        self.upkeep = WorkerUpkeep(app, tracker)
         self._specs: dict[str, JobSpec | None] = {}
 
     # -- shared bits --------------------------------------------------------------
@@ -141,6 +152,12 @@ class _Wiring:
         if not headers or "id" not in headers:
             return  # task protocol 1 or a foreign message: nothing to key a row on
         task_name = headers.get("task") or name
+        if headers.get("replaced_task_nesting"):
+            # task.replace() publishes from inside the task it replaces: that job now
+            # follows its replacement (whose last task runs under the job's own id).
+            running = get_current()
+            if running is not None and running.replaced_by is None:
+                running.replaced_by = str(task_name)
         tracked, spec = self._spec(task_name)
         if not tracked:
             return
@@ -159,8 +176,8 @@ class _Wiring:
             headers["id"], status, attempt, at=now, retries=retries, task_name=task_name,
             queue=clean_text(queue, 255) if queue else None,
             priority=(properties or {}).get("priority"), eta=_parse_eta(headers.get("eta")),
-            parent_id=headers.get("parent_id"), root_id=headers.get("root_id"),
-            group_id=headers.get("group"),
+            parent_id=_parent(headers.get("parent_id"), headers["id"]),
+            root_id=headers.get("root_id"), group_id=headers.get("group"),
             input_data=self._input(args, kwargs, headers.get("argsrepr"),
                                    headers.get("kwargsrepr")),
             max_retries=getattr(task, "max_retries", None), **described,
@@ -182,6 +199,8 @@ class _Wiring:
         request = task.request
         attempt = int(request.retries or 0)
         tracked, spec = self._spec(task.name, task)
+        # A replacement runs under the job's id: it is that job's outcome, tracked or not.
+        tracked = tracked or bool(getattr(request, "replaced_task_nesting", 0))
         now = _now()
         handle = JobHandle(task_id, attempt, self.tracker if tracked else None, started_at=now)
         set_current(handle)
@@ -197,7 +216,8 @@ class _Wiring:
             task_id, JobStatus.RUNNING, attempt, at=now, started_at=now, heartbeat_at=now,
             retries=attempt, worker=request.hostname, pid=os.getpid(), task_name=task.name,
             queue=delivery.get("routing_key"), priority=delivery.get("priority"),
-            parent_id=request.parent_id if attempt == 0 else None, root_id=request.root_id,
+            parent_id=_parent(request.parent_id, task_id) if attempt == 0 else None,
+            root_id=request.root_id,
             group_id=request.group,
             input_data=recorded_input,
             max_retries=task.max_retries, **described,
@@ -220,12 +240,21 @@ class _Wiring:
         self.writer.unwatch(handle)
         now = _now()
         attempt = int(task.request.retries or 0)
-        update = JobUpdate.transition(
-            job_id, JobStatus.COMPLETED, attempt, at=now, completed_at=now, retries=attempt,
-            duration_ms=int(runtime * 1000) if isinstance(runtime, (int, float)) else None,
-            output_data=self.tracker.json(result), progress_percent=100.0,
-            worker=task.request.hostname,
-        )
+        duration_ms = int(runtime * 1000) if isinstance(runtime, (int, float)) else None
+        if handle.declared_error is not None:  # fail_job() inside, then it returned
+            error_type, message, traceback = handle.declared_error
+            update = JobUpdate.transition(
+                job_id, JobStatus.FAILED, attempt, at=now, completed_at=now, retries=attempt,
+                duration_ms=duration_ms, output_data=self.tracker.json(result),
+                error_type=error_type, error_message=message, traceback=traceback,
+                worker=task.request.hostname)
+        else:
+            update = JobUpdate.transition(
+                job_id, JobStatus.COMPLETED, attempt, at=now, completed_at=now,
+                retries=attempt, duration_ms=duration_ms,
+                output_data=self.tracker.json(result), progress_percent=100.0,
+                worker=task.request.hostname,
+            )
         self._emit(update, attempt=attempt)
 
     def on_retry(self, sender: Any = None, request: Any = None, reason: Any = None,
@@ -295,11 +324,16 @@ class _Wiring:
         if handle is None or not handle.tracked:
             return
         self.writer.unwatch(handle)
-        if state == "IGNORED":  # Ignore raised (also by task.replace()): it ended here
+        if state == "IGNORED" and handle.replaced_by is not None:
+            # Replaced: the replacement's outcome, under this id, decides the job.
+            self.writer.update(JobUpdate.transition(
+                task_id, JobStatus.RUNNING, handle.attempt, at=_now(), retries=handle.attempt,
+                progress_message=f"replaced by {handle.replaced_by}; waiting for its outcome"))
+        elif state == "IGNORED":  # Ignore raised: it ended here
             now = _now()
             update = JobUpdate.transition(
                 task_id, JobStatus.COMPLETED, handle.attempt, at=now, completed_at=now,
-                progress_message="ignored (the task raised Ignore or was replaced)",
+                progress_message="ignored (the task raised Ignore)",
             )
             self._emit(update, attempt=handle.attempt)
         # state None (hard time limit, terminate, eager propagation) is never success:
@@ -355,12 +389,29 @@ class _Wiring:
         )
         self._emit(update)
 
+    def on_received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+        job_id = getattr(request, "id", None)
+        if job_id is not None and self.upkeep.cancel_requested(job_id):
+            # Cancelled while this worker was not listening (revocations live in worker
+            # memory): revoke it here, so Celery skips it and reports it revoked.
+            self._guard("received", job_id, worker_state.revoked.add, job_id)
+            log.info("skipping a job whose cancel was requested",
+                     extra={"job_id": job_id, "action": "received"})
+
     # -- process lifecycle ------------------------------------------------------------
+
+    def on_worker_init(self, **_: Any) -> None:
+        # Before the pool forks and before any task is received.
+        self._guard("worker_init", None, self.upkeep.load_cancels)
+
+    def on_worker_ready(self, **_: Any) -> None:
+        self._guard("worker_ready", None, self.upkeep.start)
 
     def on_process_shutdown(self, **_: Any) -> None:
         self._guard("process_shutdown", None, self.tracker.writer.close)
 
     def on_worker_shutdown(self, **_: Any) -> None:
+        self.upkeep.stop()
         self._guard("worker_shutdown", None, self.tracker.writer.close)
 
     def connect(self) -> None:
@@ -410,7 +461,8 @@ def _reap_task(self: Any, lost_after_s: float | None = None) -> int:
     tracker = active_tracker_or_none()
     if tracker is None:
         return 0
-    lost = tracker.reap(lost_after_s=lost_after_s)
+    lost = reap(tracker.store, tracker.settings.lost_after_s if lost_after_s is None
+                else lost_after_s)
     if tracker.settings.reap_republish:
         republish_lost(self.app, tracker, lost)
     return len(lost)
@@ -434,29 +486,6 @@ def _register_reaper(app: Celery) -> None:
     for name, fn in ((REAP_TASK, _reap_task), (PRUNE_TASK, _prune_task)):
         if name not in app.tasks:
             app.task(name=name, bind=True, ignore_result=True)(fn)
-
-
-def republish_lost(app: Celery, tracker: Tracker, job_ids: list[str]) -> list[str]:
-    """Publish lost jobs again under their own id, as their next retry; returns the ids
-    published. A job past its ``max_retries`` ends failed; one whose recorded input is
-    incomplete (redacted, cut, or replaced by argsrepr) is left lost, with a log line."""
-    from .control import replayable_input
-
-    published = []
-    for job_id in job_ids:
-        job = tracker.store.get_job(job_id)
-        replay = replayable_input(job.input_data)
-        if job.max_retries is not None and job.retries >= job.max_retries:
-            tracker.fail_job(job_id, f"lost, and its retries are used up "
-                                     f"(max_retries={job.max_retries})")
-        elif job.task_name is None or replay is None:
-            log.warning("lost job not re-published: its recorded input is incomplete",
-                        extra={"job_id": job_id, "action": "republish"})
-        else:
-            app.send_task(job.task_name, args=replay[0], kwargs=replay[1],
-                          task_id=job.id, queue=job.queue, retries=job.retries + 1)
-            published.append(job_id)
-    return published
 
 
 def uninstall() -> None:

@@ -393,7 +393,7 @@ def _report(job_id: str, action: Callable[[str], str]) -> bool:
 def prune(obj: Context, older_than: str | None, status: tuple[str, ...], batch_size: int,
           as_json: bool) -> None:
     """Delete finished jobs (with their items and events) in batches."""
-    from .tracker import prune_by_retention
+    from .maintenance import prune_by_retention
 
     if older_than is None:
         if status:
@@ -418,7 +418,7 @@ def prune(obj: Context, older_than: str | None, status: tuple[str, ...], batch_s
 @click.pass_obj
 def reap(obj: Context, lost_after_s: float | None, as_json: bool) -> None:
     """Mark running jobs whose worker stopped beating as lost."""
-    from .tracker import reap as reap_lost
+    from .maintenance import reap as reap_lost
 
     lost = reap_lost(obj.store, obj.settings().lost_after_s if lost_after_s is None
                      else lost_after_s)

@@ -11,13 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import JobtrackError
-from .models import JobStatus
+from .models import RETRYABLE, JobStatus
 from .payload import REDACTED, TRUNCATED
 from .tracker import Tracker
 
-__all__ = ["CannotRetry", "cancel_job", "controller", "retry_job"]
-
-RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST})
+__all__ = ["CannotRetry", "cancel_job", "controller", "replayable_input", "retry_job"]
 
 
 class CannotRetry(JobtrackError, ValueError):
@@ -64,16 +62,19 @@ def retry_job(app: Any, tracker: Tracker, job_id: str) -> str:
 def cancel_job(app: Any, tracker: Tracker, job_id: str, *, terminate: bool = False) -> str:
     """Revoke a job; returns what happened, in words.
 
-    A job not started yet is marked cancelled now (a worker that meets it skips it and
-    reports the same). A running job stops only with ``terminate`` (SIGTERM to its pool
-    process); its worker then reports it cancelled.
+    The request is kept in the row (``cancel_requested_at``) as well as broadcast to the
+    workers online now, so a worker that starts later still skips the job. A job not
+    started yet is marked cancelled now (a worker that meets it skips it and reports the
+    same; if one runs it anyway, its real outcome replaces the cancel). A running job
+    stops only with ``terminate`` (SIGTERM to its pool process); its worker then reports
+    it cancelled.
     """
     job = tracker.store.get_job(job_id)
     if job.status.is_terminal:
         return f"already {job.status.value}"
+    status = tracker.store.request_cancel(job_id, "revoked before it ran")
     app.control.revoke(job_id, terminate=terminate)
-    if job.status in (JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST):
-        tracker.cancel_now(job_id, "revoked before it ran")
+    if status is JobStatus.CANCELLED:
         return "cancelled"
     return "terminating" if terminate else (
         "revoked; it is running and will finish (use --terminate to stop it)")

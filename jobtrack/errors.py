@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "DataRefused",
     "JobNotFound",
     "JobtrackError",
     "NoCurrentJob",
@@ -58,3 +59,8 @@ class StoreError(JobtrackError):
     def __init__(self, action: str, detail: str) -> None:
         self.action = action
         super().__init__(f"tracking database failed during {action}: {detail}")
+
+
+class DataRefused(StoreError):
+    """The database refused the data itself (a value, a missing row it refers to), not
+    because it could not be reached: trying the same rows again would fail again."""

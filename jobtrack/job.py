@@ -1,14 +1,13 @@
 """The task author's side: ``@track``, ``current_job()``, progress and items.
 
 ``progress()`` and ``item()`` only touch memory. Progress is coalesced per job: the
-writer picks up the latest value at each flush (buffered mode) or at most every
-``progress_interval_s`` (sync mode), and the last value is always written when the task
-ends, so calling ``progress()`` in a tight loop costs almost nothing.
+writer's thread (in both write modes) picks up the latest value at each flush, with a
+heartbeat every ``heartbeat_interval_s``, and the last value is always written when the
+task ends, so calling ``progress()`` in a tight loop costs almost nothing.
 """
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import logging
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from . import context as _context
 from .errors import NoCurrentJob
 from .models import Item, ItemStatus, JobStatus, JobUpdate
 from .payload import clean_text
@@ -111,14 +111,17 @@ class JobHandle:
         self.attempt = attempt
         self.started_at = started_at
         self._tracker = tracker
-        self._sync = tracker is not None and tracker.settings.write_mode == "sync"
+        #: See :class:`jobtrack.context.RunningJob`.
+        self.declared_error: tuple[str | None, str | None, str | None] | None = None
+        #: The task replaced itself (``task.replace()``): the name of the task whose
+        #: outcome the job now waits for.
+        self.replaced_by: str | None = None
         self._max_message = tracker.settings.max_message_chars if tracker else 0
         # The latest unwritten progress, one tuple: assigning it is atomic, so neither
         # progress() nor the writer thread that collects it needs a lock.
         self._latest: tuple[float | None, int | None, str | None, str | None] | None = None
         self._stage_raw: str | None = None
         self._stage: str | None = None
-        self._last_push = 0.0
         #: Called with (percent, stage, message) at most every progress_interval_s;
         #: the Celery wiring uses it to send Flower a task-progress event.
         self.on_progress: Callable[[float | None, str | None, str | None], None] | None = None
@@ -161,27 +164,20 @@ class JobHandle:
                 self._stage if stage is not None else latest[2] if latest else None,
                 message if message is not None else latest[3] if latest else None,
             )
-            if self._sync or self.on_progress is not None:
-                self._throttled(self._latest)
+            if self.on_progress is not None:
+                self._announce(self._latest)
         except Exception:
             log.exception("recording progress failed",
                           extra={"job_id": self.job_id, "action": "progress"})
 
-    def _throttled(self, latest: tuple[float | None, int | None, str | None, str | None]
-                   ) -> None:
-        """Sync-mode writes and progress announcements, each at most every
-        ``progress_interval_s``."""
-        assert self._tracker is not None
+    def _announce(self, latest: tuple[float | None, int | None, str | None, str | None]
+                  ) -> None:
+        """Progress announcements (Flower), at most every ``progress_interval_s``."""
+        assert self._tracker is not None and self.on_progress is not None
         clock = time.monotonic()
-        interval = self._tracker.settings.progress_interval_s
-        if self.on_progress is not None and clock - self._last_announce >= interval:
+        if clock - self._last_announce >= self._tracker.settings.progress_interval_s:
             self._last_announce = clock
             self.on_progress(latest[0], latest[2], latest[3])
-        if self._sync and clock - self._last_push >= interval:
-            self._last_push = clock
-            update = self.take_progress()
-            if update is not None:
-                self._tracker.writer.update(update)
 
     def take_progress(self) -> JobUpdate | None:
         """Hand the latest unwritten progress to the writer (and forget it)."""
@@ -235,17 +231,13 @@ class JobHandle:
         return f"<JobHandle {self.job_id} attempt={self.attempt} tracked={self.tracked}>"
 
 
-_current: contextvars.ContextVar[JobHandle | None] = contextvars.ContextVar(
-    "jobtrack_current_job", default=None
-)
-
-
-def set_current(handle: JobHandle | None) -> contextvars.Token[JobHandle | None]:
-    return _current.set(handle)
+def set_current(handle: JobHandle | None) -> None:
+    _context.set_current(handle)
 
 
 def get_current() -> JobHandle | None:
-    return _current.get()
+    handle = _context.get_current()
+    return handle if isinstance(handle, JobHandle) else None
 
 
 def current_job() -> JobHandle:
@@ -255,7 +247,7 @@ def current_job() -> JobHandle:
     decorated tasks are tracked) this returns a handle that records nothing, so task
     code never has to check. Outside any task it raises :class:`NoCurrentJob`.
     """
-    handle = _current.get()
+    handle = get_current()
     if handle is not None:
         return handle
     from celery import current_task  # imported late: keeps models/store free of Celery

@@ -13,8 +13,14 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 __all__ = [
+    "ACTIVE",
+    "CANCEL_REQUESTED_SEQ",
+    "ERRORED",
+    "RETRYABLE",
+    "STARTED",
     "TERMINAL",
     "TERMINAL_SEQ",
+    "Batch",
     "Event",
     "Item",
     "ItemStatus",
@@ -48,6 +54,14 @@ class JobStatus(str, enum.Enum):
 
 
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+#: Not finished yet: can still be cancelled (and has progress to draw).
+ACTIVE = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING})
+#: An attempt has started.
+STARTED = frozenset({JobStatus.RUNNING, JobStatus.RETRYING})
+#: The row's error fields describe its current state.
+ERRORED = frozenset({JobStatus.FAILED, JobStatus.LOST, JobStatus.RETRYING})
+#: An operator may publish these again.
+RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST})
 
 # Rank of a status inside one attempt. ``lost`` sits below ``running`` so that a
 # redelivered attempt (same attempt number) takes the job back to running.
@@ -61,6 +75,11 @@ _ATTEMPT_SPAN = 4
 #: Every terminal state carries this sequence number: nothing outranks it, so the first
 #: terminal state a job reaches is the one it keeps.
 TERMINAL_SEQ = 1 << 40
+#: A job cancelled on request before any worker ran it: shown as ``cancelled``, and above
+#: every attempt (a late "pending" or "running" cannot undo it), but below a worker's real
+#: outcome: if the task runs anyway, its completion or failure replaces the cancel, and
+#: ``cancel_requested_at`` stays to say a cancel was asked for.
+CANCEL_REQUESTED_SEQ = TERMINAL_SEQ - 1
 
 
 def state_seq(status: JobStatus, attempt: int) -> int:
@@ -126,6 +145,7 @@ class Job:
     duration_ms: int | None = None
     updated_at: datetime | None = None
     heartbeat_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +182,31 @@ class Event:
                    error_message=update.error_message)
 
 
+@dataclass
+class Batch:
+    """What one flush writes, in one transaction."""
+
+    updates: list[JobUpdate] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.updates or self.events or self.items)
+
+    def job_ids(self) -> list[str]:
+        """The jobs this batch touches, each once, in first-seen order."""
+        ids = [u.id for u in self.updates] + [e.job_id for e in self.events] + [
+            i.job_id for i in self.items]
+        return list(dict.fromkeys(ids))
+
+    @classmethod
+    def join(cls, batches: list[Batch]) -> Batch:
+        """One batch of several (of different jobs, or in order)."""
+        return cls([u for b in batches for u in b.updates],
+                   [e for b in batches for e in b.events],
+                   [i for b in batches for i in b.items])
+
+
 @dataclass(frozen=True)
 class Stats:
     """What ``job_stats()`` returns."""
@@ -185,10 +230,14 @@ ATTEMPT_COLUMNS = (
     "worker", "pid", "started_at", "completed_at", "duration_ms", "output_data",
     "error_type", "error_message", "traceback", "eta",
 )
+#: Of the attempt columns, those an update that replaces a requested cancel sets even
+#: when it has no value (the run's outcome, not the cancel's reason, is what they show).
+ERROR_COLUMNS = ("error_type", "error_message", "traceback")
 #: First value seen wins (``parent_id`` must: Celery rewrites it on retry).
 FILL_COLUMNS = (
     "task_name", "job_type", "job_subtype", "name", "owner_id", "queue", "priority",
     "parent_id", "root_id", "group_id", "input_data", "max_retries", "metadata",
+    "cancel_requested_at",
 )
 #: Last value wins until the job is finished; then they never change.
 PROGRESS_COLUMNS = ("progress_percent", "progress_stage", "progress_message", "total_items")
@@ -252,6 +301,7 @@ class JobUpdate:
     progress_message: str | None = None
     total_items: int | None = None
     heartbeat_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
 
     COLUMNS: ClassVar[tuple[str, ...]]
 
@@ -273,9 +323,10 @@ class JobUpdate:
                 if value is not None:
                     setattr(self, name, value)
         if wins_:
+            replaces_cancel = self.state_seq == CANCEL_REQUESTED_SEQ
             for name in ATTEMPT_COLUMNS:
                 value = getattr(newer, name)
-                if value is not None:
+                if value is not None or (replaces_cancel and name in ERROR_COLUMNS):
                     setattr(self, name, value)
             self.status = newer.status
             self.state_seq = newer.state_seq

@@ -10,14 +10,16 @@ and a walk stops once its budget is spent.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
+import operator
 import reprlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "TRUNCATED", "clean_text", "describe_error", "jsonable", "safe_repr",
-           "to_json"]
+__all__ = ["REDACTED", "TRUNCATED", "Cleaner", "clean_text", "describe_error", "jsonable",
+           "safe_repr", "to_json"]
 
 REDACTED = "[redacted]"
 TRUNCATED = "…[truncated]"
@@ -177,3 +179,155 @@ def describe_error(exc: BaseException | None) -> tuple[str | None, str | None]:
     except Exception:
         message = safe_repr(exc)
     return name, message
+
+
+# -- whole records ----------------------------------------------------------------------
+
+_INT32 = 2**31 - 1
+_INT64 = 2**63 - 1
+
+
+class Cleaner:
+    """Makes every text and number of a job update, item or event one the database takes.
+
+    This is the one place user-reachable values are bounded before they are buffered:
+    ids, names, owners, stages, messages, item keys, error fields. Each text field is cut
+    to its column's size (or the message / traceback / name limits), NUL characters and
+    lone surrogates are replaced, integers are held to their column's range and
+    non-finite floats dropped. JSON documents are made safe where they are built
+    (:func:`to_json`); :meth:`deep` cleans them again for a row the database refused.
+
+    The common case (short ASCII text) costs a length check and a scan per field.
+    """
+
+    def __init__(self, texts: dict[type, tuple[tuple[str, int, str], ...]],
+                 ints: dict[type, tuple[tuple[str, int], ...]],
+                 floats: dict[type, tuple[str, ...]],
+                 jsons: dict[type, tuple[str, ...]],
+                 max_payload_bytes: int, redact_keys: tuple[str, ...]) -> None:
+        self._texts = texts
+        self._ints = ints
+        self._floats = floats
+        self._jsons = jsons
+        self._max_payload_bytes = max_payload_bytes
+        self._redact_keys = redact_keys
+        self._getters = {
+            kind: (texts[kind], _getter(n for n, _, _ in texts[kind]),
+                   ints[kind], _getter(n for n, _ in ints[kind]))
+            for kind in texts}
+
+    @classmethod
+    def for_limits(cls, *, message_chars: int, traceback_chars: int, name_chars: int,
+                   max_payload_bytes: int, redact_keys: tuple[str, ...] = ()) -> Cleaner:
+        """Limits from the table definitions (``String(n)``) and the given settings."""
+        from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text
+
+        from .models import Event, Item, JobUpdate
+        from .schema import job_events, job_items, jobs
+
+        special = {"name": (name_chars, "start"), "traceback": (traceback_chars, "end")}
+        texts: dict[type, tuple[tuple[str, int, str], ...]] = {}
+        ints: dict[type, tuple[tuple[str, int], ...]] = {}
+        floats: dict[type, tuple[str, ...]] = {}
+        jsons: dict[type, tuple[str, ...]] = {}
+        for record, table in ((JobUpdate, jobs), (Item, job_items), (Event, job_events)):
+            names = set(record.__dataclass_fields__)
+            t: list[tuple[str, int, str]] = []
+            i: list[tuple[str, int]] = []
+            fl: list[str] = []
+            js: list[str] = []
+            for column in table.columns:
+                name = column.name
+                if name not in names or name in ("status", "state_seq"):
+                    continue
+                kind = column.type
+                if isinstance(kind, String) and not isinstance(kind, Text) and kind.length:
+                    t.append((name, kind.length, "start"))
+                elif isinstance(kind, (Text, String)):
+                    limit, keep = special.get(name, (message_chars, "start"))
+                    t.append((name, limit, keep))
+                elif isinstance(kind, BigInteger):
+                    i.append((name, _INT64))
+                elif isinstance(kind, Integer):
+                    i.append((name, _INT32))
+                elif isinstance(kind, Float):
+                    fl.append(name)
+                elif isinstance(kind, JSON):
+                    js.append(name)
+            texts[record], ints[record] = tuple(t), tuple(i)
+            floats[record], jsons[record] = tuple(fl), tuple(js)
+        return cls(texts, ints, floats, jsons, max_payload_bytes, redact_keys)
+
+    def __call__(self, record: Any) -> Any:
+        """``record`` with every text and number safe; the same object when it was
+        already safe (a mutable record is changed in place)."""
+        kind = type(record)
+        texts, get_texts, ints, get_ints = self._getters[kind]
+        changes: dict[str, Any] = {}
+        for (name, limit, keep), value in zip(texts, get_texts(record), strict=True):
+            if value is not None and (type(value) is not str or len(value) > limit
+                                      or "\x00" in value
+                                      or (not value.isascii() and not _encodable(value))):
+                changes[name] = clean_text(value, limit, keep=keep)
+        for (name, bound), value in zip(ints, get_ints(record), strict=True):
+            if value is not None and (type(value) is not int or not -bound <= value <= bound):
+                changes[name] = _bounded_int(value, bound)
+        for name in self._floats[kind]:
+            value = getattr(record, name)
+            if value is not None and (type(value) is not float or not math.isfinite(value)):
+                changes[name] = _finite(value)
+        return self._apply(record, changes) if changes else record
+
+    def deep(self, record: Any) -> Any:
+        """:meth:`__call__`, and every JSON document rebuilt through :func:`to_json`: the
+        form a refused row is tried again in."""
+        record = self(record)
+        changes = {name: to_json(getattr(record, name), self._max_payload_bytes,
+                                 self._redact_keys)
+                   for name in self._jsons[type(record)] if getattr(record, name) is not None}
+        return self._apply(record, changes)
+
+    @staticmethod
+    def _apply(record: Any, changes: dict[str, Any]) -> Any:
+        if not changes:
+            return record
+        if type(record).__dataclass_params__.frozen:
+            return dataclasses.replace(record, **changes)
+        for name, value in changes.items():
+            setattr(record, name, value)
+        return record
+
+
+def _getter(names: Iterable[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """Read several attributes at once, always as a tuple."""
+    wanted = tuple(names)
+    if not wanted:
+        return lambda _record: ()
+    get = operator.attrgetter(*wanted)
+    if len(wanted) == 1:
+        return lambda record: (get(record),)
+    return get
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bounded_int(value: Any, bound: int) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return max(-bound, min(bound, number))
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None

@@ -26,10 +26,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["job_events", "job_items", "jobs", "metadata"]
+__all__ = ["job_events", "job_items", "jobs", "leases", "metadata"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -72,6 +73,10 @@ metadata = MetaData(
 )
 
 ID_LENGTH = 255
+#: Open cancel requests: asked for, and no worker has finished the job (terminal order
+#: keys start at 2**40, see ``models.TERMINAL_SEQ``). A literal, so the planner can use
+#: the partial index below.
+_OPEN_CANCEL = "cancel_requested_at IS NOT NULL AND state_seq < 1099511627776"
 ITEM_KEY_LENGTH = 500
 
 jobs = Table(
@@ -115,10 +120,16 @@ jobs = Table(
     Column("duration_ms", BigInteger),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime),
+    Column("cancel_requested_at", UTCDateTime,
+           comment="when an operator asked to cancel; stays set if the task ran anyway"),
     Index(None, "status", "created_at"),
     Index(None, "job_type", "created_at"),
     Index(None, "owner_id", "created_at"),
     Index(None, "created_at"),
+    # Workers read the open cancel requests at start and every few seconds: a partial
+    # index keeps that read as small as the set it returns.
+    Index("ix_jobs_cancel_requested", "cancel_requested_at",
+          postgresql_where=text(_OPEN_CANCEL), sqlite_where=text(_OPEN_CANCEL)),
 )
 
 job_items = Table(
@@ -151,6 +162,16 @@ job_events = Table(
     Column("error_type", String(255)),
     Column("error_message", Text),
     Index(None, "job_id", "at"),
+)
+
+
+leases = Table(
+    "jobtrack_leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    comment="who does a periodic chore (the in-worker reaper) until when",
 )
 
 

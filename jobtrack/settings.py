@@ -60,8 +60,9 @@ class Settings:
     buffer_max_jobs: int = 100_000
     #: Folder for spool files ("" = jobtrack-spool in the system's temp directory).
     spool_dir: str = ""
-    #: In sync mode, write progress at most this often per job (the last value is
-    #: always written when the task ends).
+    #: Send Flower's progress event at most this often per job, in seconds. (Progress
+    #: itself is written at each flush, in both write modes, and always when the task
+    #: ends.)
     progress_interval_s: float = 0.5
     #: Send a ``task-progress`` Celery event with each job's progress (at most every
     #: progress_interval_s), so Flower shows running jobs as PROGRESS.
@@ -72,6 +73,9 @@ class Settings:
     max_message_chars: int = 4000
     #: Longest traceback kept, in characters (the end is kept: it holds the error).
     max_traceback_chars: int = 32_000
+    #: Longest job name kept, in characters (a name template filled from a huge
+    #: argument is cut here).
+    max_name_chars: int = 500
     #: Argument names whose values are replaced by "[redacted]" in input_data (case
     #: insensitive, matched as substrings: "db_password" is caught by "password").
     redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
@@ -79,8 +83,14 @@ class Settings:
     heartbeat_interval_s: float = 10.0
     #: A running job whose heartbeat is older than this is marked lost by the reaper.
     lost_after_s: float = 120.0
-    #: The jobtrack.reap task re-publishes each lost job (same id, next retry) while its
-    #: retries stay within max_retries, when its recorded input is complete.
+    #: Workers detect lost jobs themselves: each worker's main process tries every
+    #: reap_interval_s, and one worker per database (a lease row) does the work.
+    reap_in_workers: bool = True
+    #: How often workers look for lost jobs (and the jobtrack.reap task's usual period).
+    reap_interval_s: float = 30.0
+    #: The reaper (in workers, or the jobtrack.reap task) re-publishes each lost job
+    #: (same id, next retry) while its retries stay within max_retries, when its
+    #: recorded input is complete.
     reap_republish: bool = False
     #: Days to keep completed jobs (0 = forever); used by jobtrack.prune and
     #: ``jobtrack prune`` without --older-than.
@@ -102,6 +112,9 @@ class Settings:
     web_poll_interval_s: float = 1.0
     #: Seconds to wait for a database connection before giving up on a write.
     connect_timeout_s: float = 5.0
+    #: At process exit (and a worker's shutdown), seconds to keep trying to write what
+    #: is buffered before spooling it; no try at all during a known outage.
+    exit_flush_timeout_s: float = 2.0
 
     @classmethod
     def resolve(
@@ -146,11 +159,16 @@ class Settings:
         if self.write_mode not in get_args(WriteMode):
             raise ConfigurationError("write_mode", self.write_mode, "'buffered' or 'sync'")
         for name in ("flush_interval_s", "progress_interval_s", "heartbeat_interval_s",
-                     "lost_after_s", "connect_timeout_s", "web_poll_interval_s"):
+                     "lost_after_s", "connect_timeout_s", "web_poll_interval_s",
+                     "reap_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")
+        if self.exit_flush_timeout_s < 0:
+            raise ConfigurationError("exit_flush_timeout_s", self.exit_flush_timeout_s,
+                                     "a number of seconds, 0 or more")
         for name in ("flush_max_jobs", "flush_max_items", "buffer_max_jobs",
-                     "max_payload_bytes", "max_message_chars", "max_traceback_chars"):
+                     "max_payload_bytes", "max_message_chars", "max_traceback_chars",
+                     "max_name_chars"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(name, getattr(self, name), "a whole number above 0")
         if not self.database_url:

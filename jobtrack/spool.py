@@ -5,6 +5,11 @@ memory; past ``buffer_max_jobs`` (or at shutdown) it writes them here instead, o
 per batch, and replays the files oldest first once the database answers, before anything
 newer. Any process writing to the same database replays files left by a process that
 died. A file is claimed by renaming it, so two processes never replay the same one.
+
+Rows the database refuses for their data (after they were cleaned once more) go to the
+``dead`` folder beside the spool files, with the reason; so does a spool file that cannot
+be read. ``jobtrack spool`` lists them, replays them (after the cause is fixed) or
+discards them. Nothing there blocks the rows behind it.
 """
 
 from __future__ import annotations
@@ -16,14 +21,14 @@ import json
 import logging
 import os
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .models import Event, Item, ItemStatus, JobStatus, JobUpdate
-from .store import Batch
+from .models import Batch, Event, Item, ItemStatus, JobStatus, JobUpdate
+from .payload import safe_repr
 
-__all__ = ["Spool"]
+__all__ = ["DeadLetter", "Spool"]
 
 log = logging.getLogger("jobtrack.spool")
 
@@ -36,7 +41,30 @@ def _default(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, (JobStatus, ItemStatus)):
         return value.value
-    raise TypeError(type(value).__name__)
+    return safe_repr(value)  # a spool file must always be writable
+
+
+def _encode(batch: Batch, **extra: Any) -> str:
+    """JSON text of a batch. ASCII-escaped: a lone surrogate survives the round trip."""
+    data = {
+        **extra,
+        "updates": [dataclasses.asdict(u) for u in batch.updates],
+        "events": [dataclasses.asdict(e) for e in batch.events],
+        "items": [dataclasses.asdict(i) for i in batch.items],
+    }
+    return json.dumps(data, default=_default, ensure_ascii=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A batch the database refused (or a spool file that could not be read)."""
+
+    path: Path
+    reason: str
+    jobs: int
+    items: int
+    events: int
+    at: datetime
 
 
 def _time(value: str | None) -> datetime | None:
@@ -50,20 +78,71 @@ class Spool:
         self.directory = Path(directory)
         self.key = hashlib.sha256(database_url.encode()).hexdigest()[:16]
 
-    def write(self, batch: Batch) -> Path:
-        """Write ``batch`` to a new file (atomically); returns its path."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{self.key}-{time.time_ns():020d}-{os.getpid()}.jsonl"
-        data = {
-            "updates": [dataclasses.asdict(u) for u in batch.updates],
-            "events": [dataclasses.asdict(e) for e in batch.events],
-            "items": [dataclasses.asdict(i) for i in batch.items],
-        }
-        tmp = self.directory / f".{name}.tmp"
-        tmp.write_text(json.dumps(data, default=_default, ensure_ascii=False))
-        path = self.directory / name
+    @property
+    def dead_directory(self) -> Path:
+        return self.directory / "dead"
+
+    def _name(self) -> str:
+        return f"{self.key}-{time.time_ns():020d}-{os.getpid()}.jsonl"
+
+    @staticmethod
+    def _write_atomically(path: Path, text: str) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="ascii")
         tmp.rename(path)
         return path
+
+    def write(self, batch: Batch) -> Path:
+        """Write ``batch`` to a new file (atomically); returns its path."""
+        return self._write_atomically(self.directory / self._name(), _encode(batch))
+
+    def put_back(self, claimed: Path, left: Batch, *, whole: bool) -> None:
+        """A claimed file whose replay stopped part-way: what is ``left`` goes back under
+        the file's own name (so it keeps its place in the order)."""
+        if whole:
+            self.release(claimed)
+            return
+        original = claimed.with_name(claimed.name[1:].rsplit(".claimed-", 1)[0])
+        self._write_atomically(original, _encode(left))
+        claimed.unlink()
+
+    def dead_letter(self, batch: Batch, reason: str) -> Path:
+        """Keep a refused batch, with the reason, in the dead-letter folder."""
+        return self._write_atomically(self.dead_directory / self._name(),
+                                      _encode(batch, reason=reason))
+
+    def bury(self, claimed: Path, reason: str) -> Path:
+        """Move a spool file that cannot be read to the dead-letter folder as it is."""
+        target = self.dead_directory / (self._name() + ".raw")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        claimed.rename(target)
+        target.with_suffix(".reason").write_text(reason)
+        return target
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter of this database, oldest first."""
+        found: list[DeadLetter] = []
+        if not self.dead_directory.is_dir():
+            return found
+        for path in sorted(self.dead_directory.glob(f"{self.key}-*.jsonl*")):
+            if path.suffix == ".reason":
+                continue
+            at = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+            try:
+                data = json.loads(path.read_text())
+                found.append(DeadLetter(path, str(data.get("reason", "")),
+                                        len(data["updates"]), len(data["items"]),
+                                        len(data["events"]), at))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                reason_file = path.with_suffix(".reason")
+                reason = reason_file.read_text() if reason_file.exists() else "unreadable"
+                found.append(DeadLetter(path, reason, 0, 0, 0, at))
+        return found
+
+    def discard(self, letter: DeadLetter) -> None:
+        letter.path.unlink(missing_ok=True)
+        letter.path.with_suffix(".reason").unlink(missing_ok=True)
 
     def pending(self) -> list[Path]:
         """Unclaimed files for this database that this process may replay, oldest
@@ -91,7 +170,7 @@ class Spool:
 
     @staticmethod
     def read(path: Path) -> Batch:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         updates = []
         for raw in data["updates"]:
             raw["status"] = JobStatus(raw["status"])

@@ -8,6 +8,7 @@ the upsert itself, so concurrent writers in many processes cannot move a job bac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -16,8 +17,8 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +34,7 @@ from sqlalchemy import (
     event,
     false,
     func,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -40,17 +42,26 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.pool import NullPool
 
-from .errors import JobNotFound, StoreError
+from .errors import DataRefused, JobNotFound, StoreError
 from .models import (
     ATTEMPT_COLUMNS,
+    CANCEL_REQUESTED_SEQ,
+    ERROR_COLUMNS,
     FILL_COLUMNS,
     MAX_COLUMNS,
     MIN_COLUMNS,
     PROGRESS_COLUMNS,
     TERMINAL_SEQ,
+    Batch,
     Event,
     Item,
     ItemStatus,
@@ -60,7 +71,7 @@ from .models import (
     Stats,
     state_seq,
 )
-from .schema import job_events, job_items, jobs, metadata, staging_table
+from .schema import job_events, job_items, jobs, leases, metadata, staging_table
 
 __all__ = ["CHANGES_CHANNEL", "Batch", "ChangeListener", "MetricsSnapshot", "Store",
            "normalize_url"]
@@ -71,6 +82,8 @@ _SCHEMA_LOCK_ID = 0x6A6F6274  # PostgreSQL advisory lock key for schema upgrades
 _ATTEMPT_SPAN = state_seq(JobStatus.PENDING, 1)
 _RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
 _LOST_RANK = state_seq(JobStatus.LOST, 0)
+#: No worker is running these: a cancel request ends them at once.
+_UNRUN = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST})
 
 #: The PostgreSQL channel every write notifies with the ids of the jobs it changed
 #: (a JSON array; ``*`` when they do not fit in one notification).
@@ -99,18 +112,6 @@ class MetricsSnapshot:
     window: dict[str, int]
     stale_running: int
     oldest_pending: datetime | None
-
-
-@dataclass
-class Batch:
-    """What one flush writes, in one transaction."""
-
-    updates: list[JobUpdate] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    items: list[Item] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.updates or self.events or self.items)
 
 
 class Store:
@@ -191,14 +192,27 @@ class Store:
             self._engine = None
 
     @contextmanager
-    def _begin(self, action: str) -> Iterator[Connection]:
+    def _begin(self, action: str, *, writes_data: bool = False) -> Iterator[Connection]:
+        """One transaction; every driver error leaves as a :class:`StoreError`
+        (:class:`DataRefused` when the database refused the data itself). With
+        ``writes_data``, a value the driver cannot even send counts as refused data."""
+        refusable: tuple[type[BaseException], ...] = (
+            _PYTHON_DATA_ERRORS if writes_data else ())
         try:
             if not self._schema_ready and self._create_tables:
                 self.ensure_schema()
             with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(action, _short(exc)) from exc
+                try:
+                    yield conn
+                except BaseException:
+                    _forget_staging(conn)  # created in this transaction: rolled back
+                    raise
+        except StoreError:
+            raise
+        except _TRANSLATED as exc:
+            raise _translate(action, exc) from exc
+        except refusable as exc:
+            raise DataRefused(action, f"{type(exc).__name__}: {exc}"[:500]) from exc
 
     # -- schema ----------------------------------------------------------------------
 
@@ -238,7 +252,7 @@ class Store:
         """
         if not batch:
             return
-        with self._begin("write batch") as conn:
+        with self._begin("write batch", writes_data=True) as conn:
             if batch.updates:
                 self._write_rows(conn, "jobs", [u.values() for u in batch.updates])
             if batch.items:
@@ -265,7 +279,7 @@ class Store:
         target = _STAGING[table] if staged else _TABLES[table]
         if staged:
             info = conn.connection.info
-            if target.name not in info:  # once per database session
+            if target.name not in info:  # once per database session (forgotten on error)
                 target.create(conn, checkfirst=True)
                 info[target.name] = True
         driver = conn.connection.driver_connection
@@ -306,7 +320,7 @@ class Store:
         Used by the helpers (``upsert_job`` …): what a caller passes explicitly wins
         over what the Celery wiring filled in.
         """
-        with self._begin("upsert job") as conn:
+        with self._begin("upsert job", writes_data=True) as conn:
             self._write_rows(conn, "jobs", [update_.values()])
             values = {name: getattr(update_, name) for name in overwrite}
             if values:
@@ -452,10 +466,10 @@ class Store:
             duration_ms_p99=percentiles.get(99),
         )
 
-    def mark_lost(self, *, heartbeat_before: datetime, reason: str,
-                  limit: int = 1000) -> list[str]:
+    def mark_lost(self, *, heartbeat_before: datetime, limit: int = 1000) -> list[str]:
         """Mark running jobs whose last heartbeat is older than ``heartbeat_before`` as
-        lost, with an event each; returns their ids.
+        lost, with an event each; returns their ids. The row's error fields say which
+        worker went silent and since when.
 
         Only a row still at its running order key changes: a job that finished, or moved
         to a later attempt, while this ran is left alone (the WHERE is re-checked on the
@@ -463,34 +477,94 @@ class Store:
         """
         now = utcnow()
         running_seq = jobs.c.retries * _ATTEMPT_SPAN + _RUNNING_RANK
+        last_beat = func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at, jobs.c.updated_at)
+        still_running = and_(jobs.c.status == JobStatus.RUNNING.value,
+                             jobs.c.state_seq == running_seq)
         candidates = (
-            select(jobs.c.id)
-            .where(jobs.c.status == JobStatus.RUNNING.value,
-                   jobs.c.state_seq == running_seq,
-                   func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at,
-                                 jobs.c.updated_at) < heartbeat_before)
+            select(jobs.c.id, jobs.c.worker, jobs.c.heartbeat_at, jobs.c.started_at,
+                   jobs.c.updated_at)
+            .where(still_running, last_beat < heartbeat_before)
             .limit(limit)
-            .scalar_subquery()
         )
+        marked: list[str] = []
         with self._begin("mark lost") as conn:
-            marked = conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(candidates), jobs.c.status == JobStatus.RUNNING.value,
-                       jobs.c.state_seq == running_seq)
-                .values(status=JobStatus.LOST.value,
-                        state_seq=jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK,
+            events = []
+            for row in conn.execute(candidates).all():
+                since = row.heartbeat_at or row.started_at or row.updated_at
+                reason = (f"lost: no heartbeat from worker {row.worker or '(unknown)'} "
+                          f"since {since.isoformat(timespec='seconds')}")
+                found = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == row.id, still_running)
+                    .values(status=JobStatus.LOST.value,
+                            state_seq=jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK,
+                            updated_at=now, error_type="WorkerLost", error_message=reason)
+                    .returning(jobs.c.retries)
+                ).first()
+                if found is None:
+                    continue
+                marked.append(row.id)
+                events.append(_event_row(Event(
+                    job_id=row.id, at=now, status=JobStatus.LOST, attempt=found.retries,
+                    worker=row.worker, error_type="WorkerLost", error_message=reason)))
+            if events:
+                self._write_rows(conn, "job_events", events)
+                _notify(conn, marked)
+        return marked
+
+    def request_cancel(self, job_id: str, reason: str) -> JobStatus:
+        """Record that an operator asked to cancel ``job_id`` (``cancel_requested_at``;
+        workers read open requests when they start, so a restart does not forget it).
+        A job no worker is running (pending, retrying, lost) is marked cancelled now, at
+        an order key a worker's real outcome still outranks (if the task runs anyway,
+        the row says so). Returns the job's status afterwards."""
+        now = utcnow()
+        with self._begin("request cancel") as conn:
+            row = conn.execute(
+                update(jobs).where(jobs.c.id == job_id)
+                .values(cancel_requested_at=func.coalesce(jobs.c.cancel_requested_at, now),
                         updated_at=now)
-                .returning(jobs.c.id, jobs.c.retries, jobs.c.worker)
-            ).all()
-            if marked:
-                self._write_rows(conn, "job_events", [
-                    _event_row(Event(job_id=row.id, at=now, status=JobStatus.LOST,
-                                     attempt=row.retries, worker=row.worker,
-                                     error_type="WorkerLost", error_message=reason))
-                    for row in marked
-                ])
-                _notify(conn, [row.id for row in marked])
-        return [row.id for row in marked]
+                .returning(jobs.c.status, jobs.c.state_seq, jobs.c.retries)).first()
+            if row is None:
+                raise JobNotFound(job_id)
+            status = JobStatus(row.status)
+            if status in _UNRUN and row.state_seq < CANCEL_REQUESTED_SEQ:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.state_seq < CANCEL_REQUESTED_SEQ)
+                    .values(status=JobStatus.CANCELLED.value, state_seq=CANCEL_REQUESTED_SEQ,
+                            completed_at=now, error_type="Revoked", error_message=reason))
+                self._write_rows(conn, "job_events", [_event_row(Event(
+                    job_id=job_id, at=now, status=JobStatus.CANCELLED, attempt=row.retries,
+                    error_type="Revoked", error_message=reason))])
+                status = JobStatus.CANCELLED
+            _notify(conn, [job_id])
+        return status
+
+    def open_cancel_requests(self, limit: int = 100_000) -> set[str]:
+        """Ids of jobs whose cancel was requested and that no worker has finished."""
+        query = (select(jobs.c.id)
+                 .where(jobs.c.cancel_requested_at.is_not(None),
+                        jobs.c.state_seq < literal_column(str(TERMINAL_SEQ)))
+                 .limit(limit))
+        with self._begin("open cancel requests") as conn:
+            return set(conn.execute(query).scalars())
+
+    def try_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take (or keep) the lease ``name`` for ``ttl_s`` seconds; False while another
+        holder's lease runs. One row per lease, on every backend: whoever takes it does
+        the chore, the others skip it until it expires."""
+        now = utcnow()
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert(leases).values(name=name, holder=holder,
+                                     expires_at=now + timedelta(seconds=ttl_s))
+        take = stmt.on_conflict_do_update(
+            index_elements=[leases.c.name],
+            set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
+            where=or_(leases.c.expires_at < now, leases.c.holder == holder),
+        ).returning(leases.c.name)
+        with self._begin("take lease") as conn:
+            return conn.execute(take).first() is not None
 
     def prune(self, *, finished_before: datetime, statuses: Sequence[str],
               batch_size: int = 5000) -> int:
@@ -729,8 +803,12 @@ def _job_merge_rules(stmt: Any) -> dict[str, ColumnElement[Any]]:
         "status": case((takes, new.status), else_=cur.status),
         "state_seq": case((takes, new.state_seq), else_=cur.state_seq),
     }
+    replaces_cancel = cur.state_seq == CANCEL_REQUESTED_SEQ
     for name in ATTEMPT_COLUMNS:
-        sets[name] = case((and_(takes, new[name].is_not(None)), new[name]), else_=cur[name])
+        given = new[name].is_not(None)
+        if name in ERROR_COLUMNS:
+            given = or_(given, replaces_cancel)
+        sets[name] = case((and_(takes, given), new[name]), else_=cur[name])
     for name in PROGRESS_COLUMNS:
         sets[name] = case((and_(progress_ok, new[name].is_not(None)), new[name]),
                           else_=cur[name])
@@ -799,9 +877,42 @@ def _reset_stores_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_stores_in_child)
 
 
-def _short(exc: SQLAlchemyError) -> str:
+def _short(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.strip().splitlines()[0][:500] if text.strip() else type(exc).__name__
+
+
+try:  # psycopg's own errors reach us from the COPY path, outside SQLAlchemy
+    import psycopg as _psycopg
+
+    _DRIVER_ERRORS: tuple[type[Exception], ...] = (_psycopg.Error,)
+    _DRIVER_DATA_ERRORS: tuple[type[Exception], ...] = (_psycopg.DataError,
+                                                        _psycopg.IntegrityError)
+except ImportError:  # pragma: no cover - psycopg is a dependency
+    _DRIVER_ERRORS = _DRIVER_DATA_ERRORS = ()
+#: Raised by a driver (or SQLAlchemy's bind processing) for a value it cannot send.
+_PYTHON_DATA_ERRORS = (UnicodeError, ValueError, TypeError, OverflowError)
+_TRANSLATED: tuple[type[Exception], ...] = (SQLAlchemyError, *_DRIVER_ERRORS)
+
+
+def _translate(action: str, exc: BaseException) -> StoreError:
+    """The :class:`StoreError` for a driver error: :class:`DataRefused` when the
+    database (or the driver) refused the data itself, whatever the backend."""
+    cause = getattr(exc, "orig", None) or exc
+    refused = isinstance(exc, (DataError, IntegrityError)) or isinstance(
+        cause, _DRIVER_DATA_ERRORS) or (
+        isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+        and isinstance(cause, _PYTHON_DATA_ERRORS))
+    return (DataRefused if refused else StoreError)(action, _short(exc))
+
+
+def _forget_staging(conn: Connection) -> None:
+    """After a failed transaction the staging tables it may have created are gone:
+    forget that this connection has them."""
+    with contextlib.suppress(Exception):
+        if not conn.invalidated:
+            for table in _STAGING.values():
+                conn.connection.info.pop(table.name, None)
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

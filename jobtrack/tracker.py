@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 import traceback as traceback_mod
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
+from .context import get_current
 from .errors import NotInstalled
-from .models import Event, Job, JobStatus, JobUpdate, Stats
+from .models import Batch, Event, Job, JobStatus, JobUpdate, Stats
 from .payload import clean_text, describe_error, to_json
 from .settings import Settings
-from .store import Batch, Store
+from .store import Store
 from .writer import Writer, make_writer
 
-__all__ = ["Tracker", "active_tracker", "active_tracker_or_none", "prune_by_retention", "reap",
-           "set_active_tracker"]
+__all__ = ["Tracker", "active_tracker", "active_tracker_or_none", "set_active_tracker"]
 
 log = logging.getLogger("jobtrack")
 
@@ -89,7 +89,7 @@ class Tracker:
             "metadata": self.json(dict(metadata)) if metadata is not None else None,
             "total_items": total_items,
         }
-        update = JobUpdate.transition(job_id, JobStatus.PENDING, **given)
+        update = self.writer.clean(JobUpdate.transition(job_id, JobStatus.PENDING, **given))
         self.store.upsert_job(update, overwrite=[k for k, v in given.items() if v is not None])
 
     def complete_job(
@@ -106,10 +106,10 @@ class Tracker:
         if not self.settings.enabled:
             return
         now = utcnow()
-        update = JobUpdate.transition(
+        update = self.writer.clean(JobUpdate.transition(
             job_id, JobStatus.COMPLETED, 0, at=now, completed_at=now,
             output_data=self.json(output) if output is not None else None, progress_percent=100.0,
-        )
+        ))
         self.store.write_batch(Batch([update], [Event.of(update)]))
         self.store.set_counts(job_id, processed=processed, failed=failed, skipped=skipped,
                               total=total)
@@ -117,32 +117,33 @@ class Tracker:
     def fail_job(
         self, job_id: str, error: BaseException | str, *, traceback: str | None = None
     ) -> None:
-        """Mark the job failed now with the error's type and message."""
+        """Mark the job failed now with the error's type and message.
+
+        Called from inside the job's own running task, it records the attempt's error
+        and lets the task's real outcome decide: ``raise self.retry(exc=exc)`` afterwards
+        retries (and a later success completes the job); a task that returns normally
+        afterwards ends failed with this error; one that raises ends failed with what it
+        raised. Anywhere else it is final at once.
+        """
         if not self.settings.enabled:
             return
         now = utcnow()
         error_type, message = self.error_fields(error)
         if traceback is None and isinstance(error, BaseException) and error.__traceback__:
             traceback = "".join(traceback_mod.format_exception(error))
-        update = JobUpdate.transition(
+        traceback = self.traceback_text(traceback)
+        running = get_current()
+        if running is not None and running.job_id == job_id and running.tracked:
+            running.declared_error = (error_type, message, traceback)
+            self.writer.update(JobUpdate.transition(
+                job_id, JobStatus.RUNNING, running.attempt, at=now, retries=running.attempt,
+                error_type=error_type, error_message=message, traceback=traceback))
+            return
+        update = self.writer.clean(JobUpdate.transition(
             job_id, JobStatus.FAILED, 0, at=now, completed_at=now, error_type=error_type,
-            error_message=message, traceback=self.traceback_text(traceback),
-        )
+            error_message=message, traceback=traceback,
+        ))
         self.store.write_batch(Batch([update], [Event.of(update)]))
-
-    def cancel_now(self, job_id: str, reason: str) -> None:
-        """Mark a job cancelled now (a finished job keeps its state)."""
-        now = utcnow()
-        update = JobUpdate.transition(
-            job_id, JobStatus.CANCELLED, at=now, completed_at=now, error_type="Revoked",
-            error_message=reason,
-        )
-        self.store.write_batch(Batch([update], [Event.of(update)]))
-
-    def reap(self, *, lost_after_s: float | None = None) -> list[str]:
-        """Mark running jobs whose worker stopped beating as lost; returns their ids."""
-        return reap(self.store, self.settings.lost_after_s if lost_after_s is None
-                    else lost_after_s)
 
     def get_job(self, job_id: str) -> Job:
         return self.store.get_job(job_id)
@@ -159,33 +160,6 @@ class Tracker:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
-    """Apply the keep_*_days settings; returns how many jobs went, per status."""
-    now = utcnow()
-    removed: dict[str, int] = {}
-    for statuses, days in ((("completed",), settings.keep_completed_days),
-                           (("failed",), settings.keep_failed_days),
-                           (("cancelled", "lost"), settings.keep_cancelled_days)):
-        if days > 0:
-            count = store.prune(finished_before=now - timedelta(days=days),
-                                statuses=statuses)
-            removed[",".join(statuses)] = count
-            if count:
-                log.info("pruned %d %s jobs older than %g days", count, "/".join(statuses),
-                         days, extra={"job_id": None, "action": "prune"})
-    return removed
-
-
-def reap(store: Store, lost_after_s: float) -> list[str]:
-    """Mark jobs lost whose heartbeat is older than ``lost_after_s``; log each one."""
-    reason = f"no heartbeat from its worker for {lost_after_s:g} s"
-    lost = store.mark_lost(heartbeat_before=utcnow() - timedelta(seconds=lost_after_s),
-                           reason=reason)
-    for job_id in lost:
-        log.warning("job marked lost: %s", reason, extra={"job_id": job_id, "action": "reap"})
-    return lost
 
 
 _active: Tracker | None = None

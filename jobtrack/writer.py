@@ -5,10 +5,13 @@ several transitions of one job into one row (:meth:`JobUpdate.merge`, the same r
 the store's SQL), and writes them in one transaction every ``flush_interval_s`` or as
 soon as ``flush_max_jobs`` / ``flush_max_items`` are waiting. A task never waits for the
 database: it only takes a short in-memory lock. If a write fails the batch is kept and
-tried again with backoff, merged under anything newer, so order is preserved.
+tried again with backoff, merged under anything newer, so order is preserved. Every
+value is cleaned and bounded on the way in (:class:`~jobtrack.payload.Cleaner`), and a
+row the database still refuses is isolated and set aside, never left to block the rest.
 
 :class:`SyncWriter` commits every transition before the task goes on, for people who
-prefer that to throughput.
+prefer that to throughput; the same buffered writer underneath is its heartbeat and
+progress pump.
 
 Both are fork-safe: a forked child starts with an empty buffer, no thread, and a store
 whose pool holds none of the parent's connections.
@@ -23,16 +26,19 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 
-from .errors import StoreError
+from .errors import DataRefused
 from .models import Event, Item, JobStatus, JobUpdate
+from .payload import Cleaner
 from .settings import Settings
 from .spool import Spool
 from .store import Batch, Store
 
-__all__ = ["BufferedWriter", "ProgressSource", "SyncWriter", "Writer", "make_writer"]
+__all__ = ["BufferedWriter", "ProgressSource", "SyncWriter", "Writer", "cleaner_for",
+           "make_writer"]
 
 log = logging.getLogger("jobtrack.writer")
 
@@ -55,12 +61,23 @@ class ProgressSource(Protocol):
 
 
 class Writer(Protocol):
+    clean: Cleaner
+
     def update(self, update: JobUpdate, event: Event | None = None) -> None: ...
     def item(self, item: Item) -> None: ...
     def watch(self, source: ProgressSource) -> None: ...
     def unwatch(self, source: ProgressSource) -> None: ...
     def flush(self) -> bool: ...
-    def close(self) -> None: ...
+    def close(self, timeout_s: float | None = None) -> None: ...
+
+
+def cleaner_for(settings: Settings) -> Cleaner:
+    """The :class:`~jobtrack.payload.Cleaner` with the limits of ``settings``."""
+    return Cleaner.for_limits(message_chars=settings.max_message_chars,
+                              traceback_chars=settings.max_traceback_chars,
+                              name_chars=settings.max_name_chars,
+                              max_payload_bytes=settings.max_payload_bytes,
+                              redact_keys=settings.redact_keys)
 
 
 def _now() -> datetime:
@@ -70,16 +87,18 @@ def _now() -> datetime:
 class BufferedWriter:
     """Buffer, coalesce and batch transitions; see the module docstring."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, cleaner: Cleaner | None = None
+                 ) -> None:
         self.store = store
         self.settings = settings
+        self.clean = cleaner or cleaner_for(settings)
         self._spool = Spool(settings.spool_dir or default_spool_dir(), settings.database_url)
         self._init_process_state()
         _live_writers.add(self)
 
     def _init_process_state(self) -> None:
         self._lock = threading.Lock()          # guards the buffers below
-        self._flush_lock = threading.Lock()    # one flush at a time: keeps order
+        self._flush_lock = threading.RLock()   # one flush at a time: keeps order
         self._wake = threading.Event()
         self._closed = False
         self._updates: dict[str, JobUpdate] = {}
@@ -88,15 +107,24 @@ class BufferedWriter:
         self._watched: dict[str, ProgressSource] = {}
         self._thread: threading.Thread | None = None
         self._failures = 0
+        self._outage: _Outage | None = None
         self._last_heartbeat = time.monotonic()
         self._next_spool_check = 0.0
 
     def _after_fork_in_child(self) -> None:
         self._init_process_state()
 
+    @property
+    def in_outage(self) -> bool:
+        """True while the database is known to be unreachable (writes are kept)."""
+        return self._outage is not None
+
     # -- what the wiring calls (hot path: memory only) ------------------------------
 
     def update(self, update: JobUpdate, event: Event | None = None) -> None:
+        update = self.clean(update)
+        if event is not None:
+            event = self.clean(event)
         with self._lock:
             current = self._updates.get(update.id)
             if current is None:
@@ -111,11 +139,13 @@ class BufferedWriter:
             self._wake.set()
 
     def event(self, event: Event) -> None:
+        event = self.clean(event)
         with self._lock:
             self._events.append(event)
         self._ensure_thread()
 
     def item(self, item: Item) -> None:
+        item = self.clean(item)
         with self._lock:
             self._items.append(item)
             full = len(self._items) >= self.settings.flush_max_items
@@ -167,7 +197,8 @@ class BufferedWriter:
                 self._collect_watched(heartbeat=beat)
                 self.flush()
             except Exception:  # the thread must survive anything a flush meets
-                log.exception("tracking writer loop error", extra={"action": "flush"})
+                log.exception("tracking writer loop error", extra={"job_id": None,
+                                                                   "action": "flush"})
 
     def _collect_watched(self, *, heartbeat: bool) -> None:
         """Take the running jobs' latest progress (and a heartbeat) into the buffer."""
@@ -209,8 +240,10 @@ class BufferedWriter:
             self._items = batch.items + self._items
 
     def flush(self) -> bool:
-        """Write everything buffered now. Returns False if the database refused it
-        (the data stays buffered, or spooled past ``buffer_max_jobs``, for the next try)."""
+        """Write everything buffered now. Returns False if the database could not be
+        reached (the data stays buffered, or spooled past ``buffer_max_jobs``, for the
+        next try). Rows the database refuses for their data never block the others:
+        see :meth:`_settle`."""
         with self._flush_lock:
             if not self._replay_spool():
                 self._spill_if_over_bound()
@@ -218,31 +251,103 @@ class BufferedWriter:
             batch = self._take_batch()
             if not batch:
                 return True
-            try:
-                self.store.write_batch(batch)
-            except Exception as exc:
-                self._give_back(batch)
-                self._failures += 1
-                log.warning(
-                    "tracking write of %d jobs failed (try %d), kept for retry: %s",
-                    len(batch.updates), self._failures, exc,
-                    extra={"job_id": batch.updates[0].id if batch.updates else None,
-                           "action": "flush"},
-                )
+            left, error = self._settle(batch)
+            if error is not None:
+                self._give_back(left)
+                self._failed(error, left)
                 self._spill_if_over_bound()
                 return False
-            if self._failures:
-                log.info("tracking writes recovered after %d failed tries", self._failures,
-                         extra={"job_id": None, "action": "flush"})
-            self._failures = 0
+            self._recovered()
             return True
 
+    def _settle(self, batch: Batch) -> tuple[Batch, Exception | None]:
+        """Write ``batch``; returns what is left unwritten because the database could not
+        be reached, and that error (an empty batch and None when all is settled).
+
+        When the database refuses the batch for its data (not for being unreachable),
+        the batch is halved by job until the refused jobs stand alone; each of those is
+        tried once more in a deeper-cleaned form, then moved to the dead-letter folder
+        (``jobtrack spool`` lists, replays or discards them). Every other row is written.
+        """
+        try:
+            self.store.write_batch(batch)
+        except DataRefused:
+            pass
+        except Exception as exc:
+            return batch, exc
+        else:
+            return Batch(), None
+        groups = _by_job(batch)
+        if len(groups) == 1:
+            return self._settle_one(groups[0])
+        half = len(groups) // 2
+        for n, part in enumerate((groups[:half], groups[half:])):
+            left, error = self._settle(Batch.join(part))
+            if error is not None:
+                rest = [left] + (groups[half:] if n == 0 else [])
+                return Batch.join(rest), error
+        return Batch(), None
+
+    def _settle_one(self, batch: Batch) -> tuple[Batch, Exception | None]:
+        """One job's rows, refused: try them deep-cleaned, the row and its trace apart
+        from its items; dead-letter what is still refused."""
+        deep = self.clean.deep
+        parts = [Batch([deep(u) for u in batch.updates], [deep(e) for e in batch.events]),
+                 Batch(items=[deep(i) for i in batch.items])]
+        for part in parts:
+            if not part:
+                continue
+            try:
+                self.store.write_batch(part)
+            except DataRefused as exc:
+                self._dead_letter(part, exc)
+            except Exception as exc:
+                return part, exc
+        return Batch(), None
+
+    def _dead_letter(self, batch: Batch, exc: DataRefused) -> None:
+        job_id = batch.job_ids()[0] if batch.job_ids() else None
+        try:
+            path = self._spool.dead_letter(batch, str(exc))
+        except OSError:
+            log.exception("the database refused a job's tracking data and the dead-letter "
+                          "file could not be written; dropped: %s", exc,
+                          extra={"job_id": job_id, "action": "dead_letter"})
+            return
+        log.error("the database refused a job's tracking data (%s); kept in %s "
+                  "(see: jobtrack spool)", exc, path,
+                  extra={"job_id": job_id, "action": "dead_letter"})
+
+    def _failed(self, error: Exception, batch: Batch) -> None:
+        """Count a failed try; log once when an outage starts."""
+        self._failures += 1
+        if self._outage is None:
+            self._outage = _Outage(time.monotonic())
+            log.warning(
+                "tracking database unreachable (%s): writes are kept in memory (spooled "
+                "past %d jobs) and retried; tasks are not affected", error,
+                self.settings.buffer_max_jobs,
+                extra={"job_id": batch.updates[0].id if batch.updates else None,
+                       "action": "flush"})
+
+    def _recovered(self) -> None:
+        """Reset the failure count; log the end of an outage once, with a summary."""
+        outage, self._outage = self._outage, None
+        if outage is not None:
+            log.info("tracking database reachable again after %.1f s: %d failed tries, "
+                     "%d spool files written", time.monotonic() - outage.since,
+                     self._failures, outage.spooled,
+                     extra={"job_id": None, "action": "flush"})
+        self._failures = 0
+
     def _replay_spool(self) -> bool:
-        """Write spooled batches, oldest first; False if the database refused one.
+        """Write spooled batches, oldest first; False if the database was unreachable.
 
         Looks at the spool directory only after a failure (this process may have
         spooled) and every ``_SPOOL_CHECK_S`` (another process may have died with a
-        spool), so the normal path costs nothing.
+        spool), so the normal path costs nothing. A file the database refuses for its
+        data is settled like a batch (its refused jobs go to the dead-letter folder); an
+        unreadable file goes there whole: neither blocks the files behind it.
         """
         now = time.monotonic()
         if not self._failures and now < self._next_spool_check:
@@ -252,13 +357,20 @@ class BufferedWriter:
             claimed = self._spool.claim(path)
             if claimed is None:
                 continue
-            try:
-                self.store.write_batch(self._spool.read(claimed))
-            except Exception as exc:
-                self._spool.release(claimed)
-                self._failures += 1
-                log.warning("replaying spooled tracking data failed (try %d): %s",
-                            self._failures, exc, extra={"job_id": None, "action": "replay"})
+            try:  # cleaned again: the file may come from before values were cleaned
+                batch = self._spool.read(claimed)
+                batch = Batch([self.clean(u) for u in batch.updates],
+                              [self.clean(e) for e in batch.events],
+                              [self.clean(i) for i in batch.items])
+            except Exception as exc:  # corrupt or from an incompatible version
+                self._spool.bury(claimed, f"unreadable: {exc}")
+                log.error("spool file %s is unreadable (%s); moved to the dead-letter "
+                          "folder", path.name, exc, extra={"job_id": None, "action": "replay"})
+                continue
+            left, error = self._settle(batch)
+            if error is not None:
+                self._spool.put_back(claimed, left, whole=left is batch)
+                self._failed(error, left)
                 return False
             claimed.unlink()
             log.info("replayed spooled tracking data from %s", path.name,
@@ -282,78 +394,93 @@ class BufferedWriter:
             log.exception("spooling tracking data failed; it stays in memory",
                           extra={"job_id": None, "action": "spool"})
             return
-        log.warning("database unreachable: %d job updates spooled to %s",
+        if self._outage is not None:
+            self._outage.spooled += 1
+            if self._outage.spooled > 1:
+                return  # the outage's end says how many
+        log.warning("tracking database unreachable: %d job updates spooled to %s",
                     len(batch.updates), path, extra={"job_id": None, "action": "spool"})
 
     def pending(self) -> int:
         with self._lock:
             return len(self._updates) + len(self._events) + len(self._items)
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Flush what is buffered (retrying until ``timeout_s``), spool what still could
-        not be written, and stop the thread."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush what is buffered, spool what could not be written, stop the thread.
+
+        Tries for ``exit_flush_timeout_s`` (or ``timeout_s``) at most, and not at all
+        while the database is already known to be unreachable: a process that exits
+        during an outage spools at once and goes (another process replays the file).
+        """
+        limit = self.settings.exit_flush_timeout_s if timeout_s is None else timeout_s
         self._collect_watched(heartbeat=False)
-        deadline = time.monotonic() + timeout_s
-        while not self.flush() and time.monotonic() < deadline:
-            time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+        deadline = time.monotonic() + limit
+        while self._outage is None and not self.flush() and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
         self._closed = True
         self._wake.set()
         if self.pending():
             self._spill_if_over_bound(force=True)
 
 
-class SyncWriter:
-    """Commit each transition at once.
+@dataclass
+class _Outage:
+    since: float
+    spooled: int = 0
 
-    When a write fails (the database is unreachable), this writer switches to a
-    :class:`BufferedWriter` that keeps the data in order and retries in the background,
-    so tasks do not wait on a dead connection; it writes directly again once that
-    buffer has drained. A failure is logged, never raised.
+
+def _by_job(batch: Batch) -> list[Batch]:
+    """``batch`` split into one batch per job (its update, events and items)."""
+    groups: dict[str, Batch] = {}
+    for update in batch.updates:
+        groups.setdefault(update.id, Batch()).updates.append(update)
+    for event in batch.events:
+        groups.setdefault(event.job_id, Batch()).events.append(event)
+    for item in batch.items:
+        groups.setdefault(item.job_id, Batch()).items.append(item)
+    return list(groups.values())
+
+
+class SyncWriter:
+    """Commit each transition before the task goes on.
+
+    A :class:`BufferedWriter` underneath does the writing: each transition is added and
+    flushed at once (after anything still buffered, so order holds), and its thread
+    is the heartbeat and progress pump, as in buffered mode. While the database is
+    unreachable transitions stay buffered and are retried in the background, so tasks
+    do not wait on a dead connection. A failure is logged, never raised.
     """
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, cleaner: Cleaner | None = None
+                 ) -> None:
         self.store = store
         self.settings = settings
-        self._fallback = BufferedWriter(store, settings)
-
-    def _write(self, batch: Batch, job_id: str) -> None:
-        if self._fallback.pending():
-            self._give_to_fallback(batch)
-            return
-        try:
-            self.store.write_batch(batch)
-        except StoreError:
-            log.warning("tracking write failed; kept and retried in the background",
-                        exc_info=True, extra={"job_id": job_id, "action": "write"})
-            self._give_to_fallback(batch)
-
-    def _give_to_fallback(self, batch: Batch) -> None:
-        for update in batch.updates:
-            self._fallback.update(update)
-        for event in batch.events:
-            self._fallback.event(event)
-        for item in batch.items:
-            self._fallback.item(item)
+        self._buffer = BufferedWriter(store, settings, cleaner)
+        self.clean = self._buffer.clean
 
     def update(self, update: JobUpdate, event: Event | None = None) -> None:
-        self._write(Batch([update], [event] if event else []), update.id)
+        self._buffer.update(update, event)
+        self._write_now()
 
     def item(self, item: Item) -> None:
-        self._write(Batch(items=[item]), item.job_id)
+        self._buffer.item(item)
+        self._write_now()
+
+    def _write_now(self) -> None:
+        if not self._buffer.in_outage:
+            self._buffer.flush()
 
     def watch(self, source: ProgressSource) -> None:
-        pass
+        self._buffer.watch(source)
 
     def unwatch(self, source: ProgressSource) -> None:
-        pending = source.take_progress()
-        if pending is not None:
-            self.update(pending)
+        self._buffer.unwatch(source)
 
     def flush(self) -> bool:
-        return self._fallback.flush()
+        return self._buffer.flush()
 
-    def close(self) -> None:
-        self._fallback.close()
+    def close(self, timeout_s: float | None = None) -> None:
+        self._buffer.close(timeout_s)
 
 
 _live_writers: weakref.WeakSet[BufferedWriter] = weakref.WeakSet()
@@ -367,8 +494,8 @@ def _reset_writers_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_writers_in_child)
 
 
-def make_writer(store: Store, settings: Settings) -> Writer:
-    factory: Callable[[Store, Settings], Writer] = (
+def make_writer(store: Store, settings: Settings, cleaner: Cleaner | None = None) -> Writer:
+    factory: Callable[[Store, Settings, Cleaner | None], Writer] = (
         SyncWriter if settings.write_mode == "sync" else BufferedWriter
     )
-    return factory(store, settings)
+    return factory(store, settings, cleaner)

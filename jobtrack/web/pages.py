@@ -22,8 +22,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from ..control import RETRYABLE
-from ..models import Job, JobStatus
+from ..models import ACTIVE, ERRORED, RETRYABLE, STARTED, Job, JobStatus
 from ..settings import Settings
 from ..store import Store
 from .api import (
@@ -48,11 +47,6 @@ TABS: dict[str, tuple[str, ...]] = {
     "cancelled": ("cancelled",),
     "all": tuple(s.value for s in JobStatus),
 }
-#: Statuses the templates test: a job that can still be cancelled (and has progress to
-#: draw), one that has started, and one whose error is its current state.
-ACTIVE = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING})
-STARTED = frozenset({JobStatus.RUNNING, JobStatus.RETRYING})
-ERRORED = frozenset({JobStatus.FAILED, JobStatus.LOST, JobStatus.RETRYING})
 PAGE_SIZE = 50
 #: Tabs count each status up to this many jobs, then show "10,000+": the count stops
 #: early in the status index instead of reading every row on each live refresh.

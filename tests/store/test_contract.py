@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobtrack.errors import JobNotFound, StoreError
+from jobtrack.errors import DataRefused, JobNotFound, StoreError
 from jobtrack.models import Event, Item, ItemStatus, JobStatus, JobUpdate, state_seq, takes
 from jobtrack.store import Batch, Store
 
@@ -231,16 +231,20 @@ def test_mark_lost_only_takes_silent_running_jobs(store: Store) -> None:
           upd("alive", JobStatus.RUNNING, heartbeat_at=fresh),
           upd("done", JobStatus.COMPLETED, heartbeat_at=old),
           upd("waiting", JobStatus.PENDING))
-    lost = store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50), reason="gone")
+    lost = store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50))
     assert lost == ["silent"]
-    assert store.get_job("silent").status is JobStatus.LOST
+    job = store.get_job("silent")
+    assert job.status is JobStatus.LOST and job.error_type == "WorkerLost"
+    # The list row says what happened, not "queued 2 minutes ago" with no error.
+    assert job.error_message == (
+        "lost: no heartbeat from worker w since 2026-01-01T00:00:00+00:00")
     assert [e.status for e in store.list_events("silent")] == [JobStatus.LOST]
-    assert store.list_events("silent")[0].error_message == "gone"
+    assert store.list_events("silent")[0].error_message == job.error_message
     assert {j.id: j.status for j in store.list_jobs()}["done"] is JobStatus.COMPLETED
     # Redelivery (same attempt) takes it back to running; a second reap finds nothing new.
     write(store, upd("silent", JobStatus.RUNNING, 1, at=200, heartbeat_at=fresh, retries=1))
     assert store.get_job("silent").status is JobStatus.RUNNING
-    assert store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50), reason="x") == []
+    assert store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50)) == []
 
 
 def test_prune_removes_old_finished_jobs_with_items_and_events(store: Store) -> None:
@@ -290,3 +294,72 @@ def test_changes_are_announced_or_found_by_polling(store: Store) -> None:
     write(store, upd("a", JobStatus.COMPLETED, at=2))
     assert dict(store.recent_changes(since=T0))["a"] != versions["a"]
     assert store.recent_changes(since=T0 + timedelta(seconds=3)) == []
+
+
+def test_cancel_request_is_kept_and_a_real_outcome_outranks_it(store: Store) -> None:
+    write(store, upd("q", JobStatus.PENDING), upd("r", JobStatus.RUNNING, at=1),
+          upd("d", JobStatus.COMPLETED, at=1))
+    assert store.request_cancel("q", "revoked before it ran") is JobStatus.CANCELLED
+    assert store.request_cancel("r", "asked") is JobStatus.RUNNING
+    with pytest.raises(JobNotFound):
+        store.request_cancel("nobody", "x")
+    assert store.open_cancel_requests() == {"q", "r"}
+    queued = store.get_job("q")
+    assert queued.cancel_requested_at is not None and queued.error_type == "Revoked"
+    # A late "running" of the cancelled job cannot undo the cancel ...
+    write(store, upd("q", JobStatus.RUNNING, at=5, worker="w"))
+    assert store.get_job("q").status is JobStatus.CANCELLED
+    # ... but if the task ran anyway, its real outcome replaces it, and the row keeps
+    # the request's time (the cancel's reason is not left as the completed job's error).
+    write(store, upd("q", JobStatus.COMPLETED, at=6, output_data={"ran": True}))
+    job = store.get_job("q")
+    assert job.status is JobStatus.COMPLETED and job.output_data == {"ran": True}
+    assert job.cancel_requested_at == queued.cancel_requested_at
+    assert job.error_type is None and job.error_message is None
+    # A worker's own revoke report is final as usual; finished jobs leave the open set.
+    write(store, upd("r", JobStatus.CANCELLED, at=7, error_type="Revoked"))
+    assert store.open_cancel_requests() == set()
+    # Cancelling a finished job changes nothing but the request time.
+    assert store.request_cancel("d", "late") is JobStatus.COMPLETED
+
+
+def test_lease_has_one_holder_until_it_expires(store: Store) -> None:
+    assert store.try_lease("reap", "a", 60)
+    assert store.try_lease("reap", "a", 60)  # the holder renews
+    assert not store.try_lease("reap", "b", 60)
+    assert store.try_lease("other", "b", 60)
+    assert store.try_lease("gone", "a", -1)  # already expired
+    assert store.try_lease("gone", "b", 60)
+
+
+def test_refused_data_is_told_apart_from_an_unreachable_database(store: Store) -> None:
+    """An item of a job that is not there is refused data (DataRefused); after any
+    failed transaction the next write works (no state survives the rollback)."""
+    for _ in range(2):
+        with pytest.raises(DataRefused):
+            store.write_batch(Batch([upd("ok", JobStatus.PENDING)], items=[
+                Item("ghost", "k", ItemStatus.SUCCESS, processed_at=T0)]))
+        write(store, upd("after", JobStatus.RUNNING, at=1))
+        assert store.get_job("after").status is JobStatus.RUNNING
+    assert store.find_job("ok") is None  # the refused batch was rolled back whole
+    unreachable = Store("postgresql://nobody@127.0.0.1:9/none", connect_timeout_s=1,
+                        create_tables=False)
+    with pytest.raises(StoreError) as caught:
+        unreachable.write_batch(Batch([upd("x", JobStatus.PENDING)]))
+    assert not isinstance(caught.value, DataRefused)
+    unreachable.close()
+
+
+@pytest.mark.parametrize("value", ["nul\x00inside", "lone \ud800 surrogate", "x" * 300])
+def test_uncleaned_text_is_refused_data_on_postgresql(store: Store, value: str) -> None:
+    """What the writer's cleaner guards against: a value the database (or the driver)
+    cannot take fails the batch as refused data, never as an outage, on the COPY path
+    too; the connection is fine for the next write."""
+    bad = upd("bad", JobStatus.PENDING, owner_id=value)
+    if store.dialect == "postgresql" or "\ud800" in value:
+        with pytest.raises(DataRefused):
+            store.write_batch(Batch([bad]))
+    else:
+        store.write_batch(Batch([bad]))  # SQLite stores NUL and long text as given
+    write(store, upd("next", JobStatus.PENDING))
+    assert store.get_job("next").status is JobStatus.PENDING

@@ -1,0 +1,39 @@
+"""The job running in this thread (or asyncio task): one context variable.
+
+Kept apart so the tracker's helpers and the task author's side (:mod:`jobtrack.job`)
+both read it without importing each other.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Protocol
+
+__all__ = ["RunningJob", "get_current", "set_current"]
+
+
+class RunningJob(Protocol):
+    """What the helpers need to know of the job whose task is running here."""
+
+    job_id: str
+    attempt: int
+    #: Set by ``fail_job()`` called from inside the job's own task: (type, message,
+    #: traceback). The task's real outcome still decides (a retry retries); a task that
+    #: returns normally afterwards ends failed with this error.
+    declared_error: tuple[str | None, str | None, str | None] | None
+
+    @property
+    def tracked(self) -> bool: ...
+
+
+_current: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
+    "jobtrack_current_job", default=None
+)
+
+
+def set_current(handle: RunningJob | None) -> contextvars.Token[RunningJob | None]:
+    return _current.set(handle)
+
+
+def get_current() -> RunningJob | None:
+    return _current.get()

@@ -1,0 +1,159 @@
+"""Upkeep: lost jobs, retention, and what a worker's main process does in the background.
+
+* :func:`reap` marks running jobs whose worker stopped beating as lost;
+  :func:`republish_lost` publishes them again when the settings ask for it.
+* :func:`prune_by_retention` applies the ``keep_*_days`` settings.
+* :class:`WorkerUpkeep` runs in each worker's main process: it keeps the set of open
+  cancel requests (read when the worker starts, refreshed every heartbeat interval), so
+  a restarted worker does not run a job cancelled while it was away, and it reaps lost
+  jobs every ``reap_interval_s``, one worker per database at a time (a lease row).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .control import replayable_input
+from .errors import StoreError
+from .settings import Settings
+from .store import Store
+from .tracker import Tracker
+
+__all__ = ["REAP_LEASE", "WorkerUpkeep", "prune_by_retention", "reap", "republish_lost"]
+
+log = logging.getLogger("jobtrack.maintenance")
+
+#: The lease row whose holder reaps for every worker of a database.
+REAP_LEASE = "reap"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def reap(store: Store, lost_after_s: float) -> list[str]:
+    """Mark jobs lost whose heartbeat is older than ``lost_after_s``; log each one."""
+    lost = store.mark_lost(heartbeat_before=utcnow() - timedelta(seconds=lost_after_s))
+    for job_id in lost:
+        log.warning("job marked lost: no heartbeat from its worker for %g s", lost_after_s,
+                    extra={"job_id": job_id, "action": "reap"})
+    return lost
+
+
+def republish_lost(app: Any, tracker: Tracker, job_ids: list[str]) -> list[str]:
+    """Publish lost jobs again under their own id, as their next retry; returns the ids
+    published. A job past its ``max_retries`` ends failed; one whose recorded input is
+    incomplete (redacted, cut, or replaced by argsrepr) is left lost, with a log line."""
+    published = []
+    for job_id in job_ids:
+        job = tracker.store.get_job(job_id)
+        replay = replayable_input(job.input_data)
+        if job.max_retries is not None and job.retries >= job.max_retries:
+            tracker.fail_job(job_id, f"lost, and its retries are used up "
+                                     f"(max_retries={job.max_retries})")
+        elif job.task_name is None or replay is None:
+            log.warning("lost job not re-published: its recorded input is incomplete",
+                        extra={"job_id": job_id, "action": "republish"})
+        else:
+            app.send_task(job.task_name, args=replay[0], kwargs=replay[1],
+                          task_id=job.id, queue=job.queue, retries=job.retries + 1)
+            published.append(job_id)
+    return published
+
+
+def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
+    """Apply the keep_*_days settings; returns how many jobs went, per status."""
+    now = utcnow()
+    removed: dict[str, int] = {}
+    for statuses, days in ((("completed",), settings.keep_completed_days),
+                           (("failed",), settings.keep_failed_days),
+                           (("cancelled", "lost"), settings.keep_cancelled_days)):
+        if days > 0:
+            count = store.prune(finished_before=now - timedelta(days=days),
+                                statuses=statuses)
+            removed[",".join(statuses)] = count
+            if count:
+                log.info("pruned %d %s jobs older than %g days", count, "/".join(statuses),
+                         days, extra={"job_id": None, "action": "prune"})
+    return removed
+
+
+class WorkerUpkeep:
+    """A worker main process's background chores (see the module docstring).
+
+    :meth:`load_cancels` runs once before the worker takes tasks (bounded by the
+    connection timeout); :meth:`start` starts the thread once the worker is ready.
+    :meth:`cancel_requested` is a set lookup, cheap enough for the consumer loop.
+    """
+
+    def __init__(self, app: Any, tracker: Tracker) -> None:
+        self.app = app
+        self.tracker = tracker
+        self.settings = tracker.settings
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self._cancels: frozenset[str] = frozenset()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_reap = 0.0
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return job_id in self._cancels
+
+    def load_cancels(self) -> bool:
+        """Read the open cancel requests; False (logged) if the database did not answer."""
+        try:
+            self._cancels = frozenset(self.tracker.store.open_cancel_requests())
+        except StoreError as exc:
+            log.warning("could not read open cancel requests: %s", exc,
+                        extra={"job_id": None, "action": "cancel_requests"})
+            return False
+        return True
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="jobtrack-upkeep",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        period = min(self.settings.heartbeat_interval_s, self.settings.reap_interval_s)
+        while not self._stop.wait(period):
+            self._round()
+
+    def _round(self) -> None:
+        try:
+            self.step()
+        except Exception:  # the thread must outlive anything one round meets
+            log.exception("worker upkeep round failed",
+                          extra={"job_id": None, "action": "upkeep"})
+
+    def step(self, now: float | None = None) -> list[str]:
+        """One round: refresh the cancel requests; reap when due and holding the lease.
+        Returns the ids marked lost."""
+        self.load_cancels()
+        clock = time.monotonic() if now is None else now
+        if not self.settings.reap_in_workers or clock < self._next_reap:
+            return []
+        self._next_reap = clock + self.settings.reap_interval_s
+        store = self.tracker.store
+        try:
+            if not store.try_lease(REAP_LEASE, self.holder, self.settings.reap_interval_s):
+                return []
+            lost = reap(store, self.settings.lost_after_s)
+            if lost and self.settings.reap_republish:
+                republish_lost(self.app, self.tracker, lost)
+        except StoreError as exc:
+            log.warning("reaping lost jobs failed: %s", exc,
+                        extra={"job_id": None, "action": "reap"})
+            return []
+        return lost
