@@ -176,7 +176,8 @@ class _Wiring:
             headers["id"], status, attempt, at=now, retries=retries, task_name=task_name,
             queue=clean_text(queue, 255) if queue else None,
             priority=(properties or {}).get("priority"), eta=_parse_eta(headers.get("eta")),
-            parent_id=_parent(headers.get("parent_id"), headers["id"]),
+            parent_id=None if headers.get("replaced_task_nesting") else _parent(
+                headers.get("parent_id"), headers["id"]),
             root_id=headers.get("root_id"), group_id=headers.get("group"),
             input_data=self._input(args, kwargs, headers.get("argsrepr"),
                                    headers.get("kwargsrepr")),
@@ -199,8 +200,10 @@ class _Wiring:
         request = task.request
         attempt = int(request.retries or 0)
         tracked, spec = self._spec(task.name, task)
-        # A replacement runs under the job's id: it is that job's outcome, tracked or not.
-        tracked = tracked or bool(getattr(request, "replaced_task_nesting", 0))
+        # A replacement runs under the job's id: it is that job's outcome, tracked or not
+        # (and its parent is the replaced task's chain, not the job's parent).
+        replacement = bool(getattr(request, "replaced_task_nesting", 0))
+        tracked = tracked or replacement
         now = _now()
         handle = JobHandle(task_id, attempt, self.tracker if tracked else None, started_at=now)
         set_current(handle)
@@ -216,7 +219,8 @@ class _Wiring:
             task_id, JobStatus.RUNNING, attempt, at=now, started_at=now, heartbeat_at=now,
             retries=attempt, worker=request.hostname, pid=os.getpid(), task_name=task.name,
             queue=delivery.get("routing_key"), priority=delivery.get("priority"),
-            parent_id=_parent(request.parent_id, task_id) if attempt == 0 else None,
+            parent_id=_parent(request.parent_id, task_id)
+            if attempt == 0 and not replacement else None,
             root_id=request.root_id,
             group_id=request.group,
             input_data=recorded_input,

@@ -14,17 +14,19 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from .errors import JobNotFound, JobtrackError
 from .models import JobStatus
 from .settings import Settings
-from .store import Store
+from .store import Store, describe_url
 from .tracker import Tracker, active_tracker_or_none
 from .views import ago, items_text, progress_table, styled_status
 
@@ -39,20 +41,21 @@ STATUSES = [s.value for s in JobStatus]
 
 
 class Context:
-    def __init__(self, database_url: str | None, app: str | None) -> None:
+    def __init__(self, database_url: str | None, app: str | None,
+                 url_from_command_line: bool = False) -> None:
         self._database_url = database_url
+        self._url_from_command_line = url_from_command_line
         self._app_path = app
+        self._app: Any = None
         self._store: Store | None = None
+        self._settings: tuple[Settings, str] | None = None
 
     def celery_app(self) -> Any:
         if not self._app_path:
             raise click.UsageError("this command needs the Celery app: -A/--app module:app")
-        from celery.app.utils import find_app
-
-        try:
-            return find_app(self._app_path)
-        except Exception as exc:  # find_app raises many kinds for a bad path
-            raise click.UsageError(f"cannot load Celery app {self._app_path!r}: {exc}") from exc
+        if self._app is None:
+            self._app = _load_app(self._app_path)
+        return self._app
 
     def tracked_app(self) -> tuple[Any, Tracker]:
         """The Celery app (-A) and the tracker its ``install()`` made."""
@@ -71,17 +74,82 @@ class Context:
             self._store = None
 
     def settings(self) -> Settings:
-        conf: Any = self.celery_app().conf if self._app_path else None
-        return Settings.resolve(conf, database_url=self._database_url)
+        return self._resolved()[0]
 
-    @property
-    def store(self) -> Store:
+    def _resolved(self) -> tuple[Settings, str]:
+        """The settings and where the database URL came from. With -A the app's own
+        ``install()`` decides (the database its workers write to), unless
+        ``--database-url`` is given on the command line."""
+        if self._settings is None:
+            self._settings = self._resolve()
+        return self._settings
+
+    def _resolve(self) -> tuple[Settings, str]:
+        if self._url_from_command_line:
+            conf = self.celery_app().conf if self._app_path else None
+            return Settings.resolve(conf, database_url=self._database_url), "--database-url"
+        if self._app_path:
+            app = self.celery_app()
+            tracker = active_tracker_or_none()
+            if tracker is not None:
+                return tracker.settings, f"the install() of {self._app_path}"
+            settings = Settings.resolve(app.conf, database_url=self._database_url)
+            return settings, (f"{self._app_path}'s configuration"
+                              if self._database_url is None else "JOBTRACK_DATABASE_URL")
+        settings = Settings.resolve(None, database_url=self._database_url)
+        return settings, ("JOBTRACK_DATABASE_URL" if self._database_url is not None
+                          else "the default")
+
+    def open_store(self, *, create: bool = False) -> Store:
+        """The tracking database, said on stderr (unless the output is JSON). A default
+        SQLite file that does not exist is not created, except by ``create``."""
         if self._store is None:
-            settings = self.settings()
+            settings, source = self._resolved()
+            if source == "the default" and not create and _missing_sqlite(settings.database_url):
+                raise click.UsageError(
+                    f"no jobtrack database here ({settings.database_url} does not exist): "
+                    "name one with --database-url, JOBTRACK_DATABASE_URL or -A app")
+            ctx = click.get_current_context(silent=True)
+            if not (ctx is not None and ctx.params.get("as_json")):
+                errors.print(f"[dim]database: {describe_url(settings.database_url)} "
+                             f"(from {source})[/]", highlight=False)
             self._store = Store(settings.database_url,
                                 connect_timeout_s=settings.connect_timeout_s,
                                 create_tables=False)
         return self._store
+
+    @property
+    def store(self) -> Store:
+        return self.open_store()
+
+
+def _load_app(path: str) -> Any:
+    """``celery -A``'s lookup, with a plain message for each way it can go wrong."""
+    import importlib
+
+    from celery.app.utils import find_app
+
+    module, _, attribute = path.partition(":")
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise click.UsageError(f"cannot load Celery app {path!r}: no module "
+                               f"named {module!r} ({exc})") from exc
+    except Exception as exc:
+        raise click.UsageError(f"cannot load Celery app {path!r}: importing {module!r} "
+                               f"failed: {type(exc).__name__}: {exc}") from exc
+    try:
+        return find_app(path)
+    except Exception as exc:  # find_app raises many kinds for a bad path
+        detail = (f"module {module!r} has no attribute {attribute!r}"
+                  if attribute else str(exc))
+        raise click.UsageError(f"cannot load Celery app {path!r}: {detail}") from exc
+
+
+def _missing_sqlite(url: str) -> bool:
+    parsed = make_url(url)
+    return (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).exists())
 
 
 def _since(value: str | None) -> datetime | None:
@@ -114,14 +182,16 @@ def _dump(data: Any) -> None:
 @click.group(context_settings={"auto_envvar_prefix": "JOBTRACK", "show_default": True,
                                "help_option_names": ["-h", "--help"]})
 @option("--database-url", envvar="JOBTRACK_DATABASE_URL", show_envvar=True,
-              help="Tracking database (default: the app's jobtrack_database_url, "
-                   "else sqlite:///jobtrack.db).")
+              help="Tracking database (default: with -A, the one the app's "
+                   "jobtrack.install() uses; else sqlite:///jobtrack.db).")
 @option("-A", "--app", envvar="JOBTRACK_APP", show_envvar=True,
               help="Celery app, as for celery -A (module or module:attribute).")
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, app: str | None) -> None:
     """jobtrack: durable job records for Celery tasks."""
-    ctx.obj = Context(database_url, app)
+    from_command_line = (ctx.get_parameter_source("database_url")
+                         is click.core.ParameterSource.COMMANDLINE)
+    ctx.obj = Context(database_url, app, from_command_line)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -146,7 +216,7 @@ def db_upgrade(obj: Context, sql: bool) -> None:
         config.attributes["offline_url"] = obj.settings().database_url
         command.upgrade(config, "head", sql=True)
         return
-    obj.store.ensure_schema()
+    obj.open_store(create=True).ensure_schema()
     console.print(f"jobtrack schema is at revision [green]{head_revision()}[/]")
 
 
@@ -273,6 +343,8 @@ def jobs_items(obj: Context, job_id: str, status: str | None, limit: int,
                as_json: bool) -> None:
     """A job's items."""
     found = obj.store.list_items(job_id, status=status, limit=limit)
+    if not found and obj.store.find_job(job_id) is None:
+        raise click.ClickException(str(JobNotFound(job_id)))
     if as_json:
         _dump([dataclasses.asdict(i) for i in found])
         return

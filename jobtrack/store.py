@@ -74,7 +74,7 @@ from .models import (
 from .schema import job_events, job_items, jobs, leases, metadata, staging_table
 
 __all__ = ["CHANGES_CHANNEL", "Batch", "ChangeListener", "MetricsSnapshot", "Store",
-           "normalize_url"]
+           "describe_url", "normalize_url"]
 
 log = logging.getLogger("jobtrack.store")
 
@@ -89,6 +89,14 @@ _UNRUN = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST})
 #: (a JSON array; ``*`` when they do not fit in one notification).
 CHANGES_CHANNEL = "jobtrack_changes"
 _NOTIFY_MAX_BYTES = 7000  # PostgreSQL's payload limit is 8000 bytes
+
+
+def describe_url(url: str) -> str:
+    """A database URL as it may be shown (to a log, a footer): no password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(an unreadable database URL)"
 
 
 def normalize_url(url: str) -> str:

@@ -151,6 +151,9 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
     """Add the dashboard's routes to ``app``; returns its page renderer."""
     views = templates()
     flower_url = settings.web_flower_url.rstrip("/")
+    # Which database this dashboard reads (backend and name only: no host or password).
+    url = store.engine.url
+    database = f"{url.get_backend_name()} · {url.database or '(default)'}"
     JobId = Annotated[str, Path(pattern=ID_PATTERN)]
 
     def visitor(request: Request, csrf_token: str | None = None) -> Principal:
@@ -165,7 +168,7 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
                status_code: int = 200) -> HTMLResponse:
         base = request.scope.get("root_path") or ""
         context.update(request=request, base=base, csrf=auth.csrf_token(request),
-                       csrf_field=CSRF_FIELD, flower_url=flower_url,
+                       csrf_field=CSRF_FIELD, flower_url=flower_url, database=database,
                        login_needed=not auth.open_on_loopback)
         response = views.TemplateResponse(request, name, context, status_code=status_code)
         auth.set_cookies(request, response)

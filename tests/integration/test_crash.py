@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from jobtrack.maintenance import reap
 from jobtrack.models import JobStatus
-from jobtrack.tracker import reap
 from tests.conftest import wait_for
 from tests.integration.conftest import job_when
 

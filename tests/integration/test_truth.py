@@ -1,0 +1,152 @@
+"""The record must tell the truth (in-process Celery workers, PostgreSQL).
+
+* ``task.replace()``: the job follows its replacement to its real outcome and output;
+* ``fail_job()`` inside the job's own task, then a retry: the retry decides;
+* a retried or replaced task is not its own parent;
+* heartbeats reach the table during one long blocking call, in both write modes, so
+  the reaper leaves a live job alone.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+import jobtrack
+from jobtrack.maintenance import reap
+from jobtrack.models import JobStatus
+from jobtrack.store import Store
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.postgres
+
+
+def make_app() -> Celery:
+    app = Celery(f"t{uuid.uuid4().hex[:6]}", broker="memory://", backend="cache+memory://")
+    app.conf.update(broker_connection_retry_on_startup=True)
+    name = app.main
+
+    @app.task(name=f"{name}.double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    @app.task(name=f"{name}.broken")
+    def broken(x: int) -> int:
+        raise LookupError(f"no {x}")
+
+    @app.task(name=f"{name}.replaced", bind=True)
+    def replaced(self: Any, x: int, fail: bool = False) -> Any:
+        return self.replace((broken if fail else double).s(x))
+
+    @app.task(name=f"{name}.chained", bind=True)
+    def chained(self: Any, x: int) -> Any:
+        return self.replace(double.s(x) | double.s())
+
+    @app.task(name=f"{name}.helper_then_retry", bind=True, max_retries=3)
+    def helper_then_retry(self: Any) -> str:
+        if self.request.retries == 0:
+            exc = ConnectionError("upstream down")
+            jobtrack.fail_job(self.request.id, exc)  # the hand-written helper pattern
+            raise self.retry(exc=exc, countdown=0.05)
+        return "second time lucky"
+
+    @app.task(name=f"{name}.helper_then_return", bind=True)
+    def helper_then_return(self: Any) -> None:
+        jobtrack.fail_job(self.request.id, "the file was empty")
+
+    @app.task(name=f"{name}.block")
+    def block(seconds: float) -> str:
+        time.sleep(seconds)  # one long blocking call: no progress, no item
+        return "done"
+
+    return app
+
+
+@pytest.fixture
+def tracked(pg_url: str) -> Iterator[Any]:
+    made: list[jobtrack.Tracker] = []
+
+    def install(app: Celery, **settings: Any) -> jobtrack.Tracker:
+        tracker = jobtrack.install(app, pg_url, reap_in_workers=False, **settings)
+        made.append(tracker)
+        return tracker
+
+    yield install
+    jobtrack.uninstall()
+    for tracker in made:
+        tracker.store.close()
+
+
+def final(store: Store, job_id: str) -> Any:
+    jobtrack.flush()
+    job = store.find_job(job_id)
+    return job if job is not None and job.status.is_terminal else None
+
+
+def run(app: Celery, store: Store, name: str, *args: Any) -> Any:
+    result = app.tasks[f"{app.main}.{name}"].delay(*args)
+    return wait_for(lambda: final(store, result.id), 30, message=f"{name} finished")
+
+
+def test_replace_follows_the_replacement_to_its_outcome(tracked: Any) -> None:
+    app = make_app()
+    store = tracked(app).store
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        ok = run(app, store, "replaced", 21)
+        bad = run(app, store, "replaced", 5, True)
+        chain = run(app, store, "chained", 3)
+    assert ok.status is JobStatus.COMPLETED and ok.output_data == 42
+    assert ok.task_name == f"{app.main}.replaced"  # the job keeps what it was
+    assert bad.status is JobStatus.FAILED and bad.error_type == "LookupError"
+    assert bad.error_message == "no 5"
+    # A chain's last task runs under the job's id: the job ends with the chain's result.
+    assert chain.status is JobStatus.COMPLETED and chain.output_data == 12
+    for job in (ok, bad, chain):
+        assert job.parent_id is None  # not its own parent
+        trace = [e.status for e in store.list_events(job.id)]
+        assert trace.count(JobStatus.COMPLETED) + trace.count(JobStatus.FAILED) == 1
+
+
+def test_fail_job_inside_the_task_lets_the_retry_decide(tracked: Any) -> None:
+    app = make_app()
+    store = tracked(app).store
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        retried = run(app, store, "helper_then_retry")
+        returned = run(app, store, "helper_then_return")
+    assert retried.status is JobStatus.COMPLETED and retried.retries == 1
+    assert retried.output_data == "second time lucky"
+    assert retried.parent_id is None  # Celery names the task its own parent on retry
+    trace = [(e.status.value, e.attempt) for e in store.list_events(retried.id)]
+    assert trace == [("pending", 0), ("running", 0), ("retrying", 0), ("running", 1),
+                     ("completed", 1)]
+    # fail_job() and then a normal return: the author said it failed.
+    assert returned.status is JobStatus.FAILED
+    assert returned.error_message == "the file was empty"
+
+
+@pytest.mark.parametrize("mode", ["buffered", "sync"])
+def test_heartbeats_during_one_long_blocking_call(tracked: Any, mode: str) -> None:
+    """A task inside one blocking call still beats, in either write mode, so the reaper
+    (lost after 1.5 s here) never takes the live 4 s task for lost."""
+    app = make_app()
+    store = tracked(app, write_mode=mode, heartbeat_interval_s=0.3).store
+    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
+        result = app.tasks[f"{app.main}.block"].delay(4)
+        job = wait_for(lambda: (j := store.find_job(result.id)) and j.status is
+                       JobStatus.RUNNING and j, 10, message="running")
+        beats = set()
+        while not result.ready():
+            assert reap(store, 1.5) == []
+            beat = store.get_job(result.id).heartbeat_at
+            if beat is not None:
+                beats.add(beat)
+            time.sleep(0.2)
+        done = wait_for(lambda: final(store, result.id), 10, message="done")
+    assert done.status is JobStatus.COMPLETED and job.started_at is not None
+    assert len(beats) >= 5  # the heartbeat moved all along, not only at the start
