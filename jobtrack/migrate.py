@@ -6,6 +6,10 @@ never collides with an application's Alembic history in the same database.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -29,9 +33,24 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic logs its context at INFO each time one is made; every worker process
+    checks the schema once, and those lines say nothing to the user."""
+    logger = logging.getLogger("alembic.runtime.migration")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def current_revision(connection: Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    with _quiet_alembic():
+        context = MigrationContext.configure(connection,
+                                             opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
 
 
 def upgrade_to_head(connection: Connection, *, sql: bool = False) -> None:

@@ -20,6 +20,8 @@ from .errors import ConfigurationError
 __all__ = ["DEFAULT_REDACT_KEYS", "ENV_PREFIX", "Settings", "WriteMode"]
 
 ENV_PREFIX = "JOBTRACK_"
+#: URL schemes of the databases jobtrack supports.
+SUPPORTED_DATABASES = frozenset({"postgresql", "postgres", "sqlite"})
 WriteMode = Literal["buffered", "sync"]
 DEFAULT_REDACT_KEYS = (
     "password",
@@ -173,6 +175,11 @@ class Settings:
                 raise ConfigurationError(name, getattr(self, name), "a whole number above 0")
         if not self.database_url:
             raise ConfigurationError("database_url", self.database_url, "a database URL")
+        scheme = self.database_url.partition(":")[0].partition("+")[0].lower()
+        if scheme not in SUPPORTED_DATABASES:
+            raise ConfigurationError(
+                "database_url", f"{scheme}://…",
+                "a postgresql:// or sqlite:/// URL (jobtrack supports PostgreSQL and SQLite)")
 
 
 

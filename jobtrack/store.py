@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -911,7 +912,15 @@ def _translate(action: str, exc: BaseException) -> StoreError:
         cause, _DRIVER_DATA_ERRORS) or (
         isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
         and isinstance(cause, _PYTHON_DATA_ERRORS))
-    return (DataRefused if refused else StoreError)(action, _short(exc))
+    detail = _short(exc)
+    if _MISSING_TABLE.search(detail):
+        detail += " (jobtrack's tables are missing: run jobtrack db upgrade)"
+    return (DataRefused if refused else StoreError)(action, detail)
+
+
+#: How PostgreSQL and SQLite say a table is not there.
+_MISSING_TABLE = re.compile(r'relation "(jobs|job_items|job_events|jobtrack_\w+)" does not '
+                            r"exist|no such table: (jobs|job_items|job_events|jobtrack_\w+)")
 
 
 def _forget_staging(conn: Connection) -> None:

@@ -79,3 +79,52 @@ def test_outage_loses_nothing(proxy: CuttableProxy, pg_url: str, redis_url: str,
         tracker.store.close()
         direct.close()
         app.close()
+
+
+def test_a_script_exits_at_once_during_an_outage(redis_url: str, tmp_path: Any) -> None:
+    """A script that published a few tasks while the tracking database is down logs the
+    outage once, spools what it holds at exit and goes, instead of retrying at exit."""
+    import socket
+    import subprocess
+    import sys
+    import textwrap
+    import uuid
+
+    import redis
+
+    from jobtrack.spool import Spool
+    from tests.integration.conftest import ROOT
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://root@127.0.0.1:{port}/gone"
+    queue = f"jt-exit-{uuid.uuid4().hex[:8]}"
+    script = textwrap.dedent(f"""
+        import logging, sys, time
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(levelname)s %(name)s %(message)s")
+        from celery import Celery
+        import jobtrack
+        app = Celery("exiting", broker={redis_url!r})
+        app.conf.broker_connection_retry_on_startup = True
+        jobtrack.install(app, {url!r}, spool_dir={str(tmp_path)!r}, connect_timeout_s=2,
+                         flush_interval_s=0.05)
+        for n in range(5):
+            app.send_task("nobody.listens", args=[n], queue={queue!r})
+        time.sleep(1)  # the writer meets the outage and keeps retrying in the background
+    """)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    took = time.monotonic() - started
+    redis.Redis.from_url(redis_url).delete(queue)
+    assert done.returncode == 0, done.stderr
+    ours = [line for line in done.stderr.splitlines() if " jobtrack" in line]
+    warnings = [line for line in ours if line.startswith(("WARNING", "ERROR"))]
+    assert len(warnings) == 2, ours  # the outage once, the spool at exit once
+    assert "unreachable" in warnings[0] and "spooled" in warnings[1]
+    (spooled,) = Spool(tmp_path, url).pending()
+    assert len(Spool.read(spooled).updates) == 5
+    print(f"\nFIGURE exit during an outage: {took:.1f} s for the whole script (1 s of it "
+          f"asleep), {len(warnings)} warnings")

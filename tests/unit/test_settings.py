@@ -34,6 +34,8 @@ def test_lists_and_booleans_from_text() -> None:
     ({"JOBTRACK_FLUSH_INTERVAL_S": "-1"}, "flush_interval_s"),
     ({"JOBTRACK_FLUSH_MAX_JOBS": "many"}, "flush_max_jobs"),
     ({"JOBTRACK_ENABLED": "maybe"}, "enabled"),
+    ({"JOBTRACK_DATABASE_URL": "mysql://u:pw@h/db"}, "supports PostgreSQL and SQLite"),
+    ({"JOBTRACK_EXIT_FLUSH_TIMEOUT_S": "-1"}, "exit_flush_timeout_s"),
 ])
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigurationError, match=fragment) as info:
@@ -44,3 +46,9 @@ def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None
 def test_unknown_keyword_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="flush_every"):
         Settings.resolve({}, {}, flush_every=3)
+
+
+def test_an_unsupported_database_is_one_line_without_the_password() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings.resolve({}, {}, database_url="mysql+pymysql://user:hunter2@db/jobs")
+    assert "hunter2" not in str(info.value) and "\n" not in str(info.value)
