@@ -17,6 +17,8 @@ eager propagation) is never taken for success.
 from __future__ import annotations
 
 import atexit
+import inspect
+import itertools
 import logging
 import os
 from datetime import datetime, timezone
@@ -29,7 +31,7 @@ from celery.worker import state as worker_state
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
 from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
 from .models import Event, JobStatus, JobUpdate
-from .payload import clean_text
+from .payload import REDACTED, clean_text, is_secret
 from .settings import Settings
 from .store import Store
 from .tracker import Tracker, active_tracker_or_none, set_active_tracker
@@ -78,6 +80,9 @@ def _parse_eta(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def _parent(parent_id: Any, job_id: str) -> Any:
     """Celery gives a retried or replaced task its own id as parent: that is no parent."""
     return None if parent_id == job_id else parent_id
@@ -103,6 +108,7 @@ class _Wiring:
         self.writer = tracker.writer
         self.upkeep = WorkerUpkeep(app, tracker)
         self._specs: dict[str, JobSpec | None] = {}
+        self._names: dict[Any, tuple[str, ...] | None] = {}
 
     # -- shared bits --------------------------------------------------------------
 
@@ -117,13 +123,43 @@ class _Wiring:
         spec = self._specs[task_name]
         return (spec is not None or self.settings.track_all), spec
 
-    def _input(self, args: Any, kwargs: Any, argsrepr: Any, kwargsrepr: Any) -> Any:
-        """Arguments as JSON; the caller's own argsrepr/kwargsrepr when they hid them."""
+    def _input(self, args: Any, kwargs: Any, argsrepr: Any, kwargsrepr: Any,
+               fn: Any) -> Any:
+        """Arguments as JSON; the caller's own argsrepr/kwargsrepr when they hid them.
+
+        Positional arguments are matched to the parameter names of ``fn`` (the task's
+        ``run``) so a secret passed by position is redacted like one passed by name.
+        Without ``fn`` (a publisher that does not have the task) positional arguments
+        cannot be matched: None, and the worker records the input instead.
+        """
         if argsrepr is not None and argsrepr != saferepr(args, self._argsrepr_max()):
             return self.tracker.json({"argsrepr": argsrepr, "kwargsrepr": kwargsrepr})
         if kwargsrepr is not None and kwargsrepr != saferepr(kwargs, self._argsrepr_max()):
             return self.tracker.json({"argsrepr": argsrepr, "kwargsrepr": kwargsrepr})
-        return self.tracker.json({"args": list(args or ()), "kwargs": dict(kwargs or {})})
+        positional = list(args or ())
+        if positional:
+            names = self._positional_names(fn)
+            if names is None:
+                return None
+            keys = self.settings.redact_keys
+            positional = [REDACTED if n < len(names) and is_secret(names[n], keys) else value
+                          for n, value in enumerate(positional)]
+        return self.tracker.json({"args": positional, "kwargs": dict(kwargs or {})})
+
+    def _positional_names(self, fn: Any) -> tuple[str, ...] | None:
+        """The names positional arguments bind to, in order (cached per function)."""
+        if fn is None:
+            return None
+        key = getattr(fn, "__func__", fn)
+        if key not in self._names:
+            try:
+                parameters = inspect.signature(fn).parameters.values()
+            except (TypeError, ValueError):
+                self._names[key] = None
+            else:
+                self._names[key] = tuple(p.name for p in itertools.takewhile(
+                    lambda p: p.kind in _POSITIONAL, parameters))
+        return self._names[key]
 
     def _argsrepr_max(self) -> int:
         return int(getattr(self.app.amqp, "argsrepr_maxsize", 1024))
@@ -180,11 +216,12 @@ class _Wiring:
                 headers.get("parent_id"), headers["id"]),
             root_id=headers.get("root_id"), group_id=headers.get("group"),
             input_data=self._input(args, kwargs, headers.get("argsrepr"),
-                                   headers.get("kwargsrepr")),
+                                   headers.get("kwargsrepr"), getattr(task, "run", None)),
             max_retries=getattr(task, "max_retries", None), **described,
         )
         # Tell the worker the input is recorded, so its prerun skips that work.
-        headers[_INPUT_HEADER] = 1
+        if update.input_data is not None:
+            headers[_INPUT_HEADER] = 1
         if status is JobStatus.PENDING:
             self._emit(update, attempt=attempt)
         else:
@@ -214,7 +251,7 @@ class _Wiring:
         # The publisher recorded the input and said so in a header: skip that work here.
         recorded_input = None if getattr(request, _INPUT_HEADER, None) else self._input(
             args, kwargs, getattr(request, "argsrepr", None),
-            getattr(request, "kwargsrepr", None))
+            getattr(request, "kwargsrepr", None), task.run)
         update = JobUpdate.transition(
             task_id, JobStatus.RUNNING, attempt, at=now, started_at=now, heartbeat_at=now,
             retries=attempt, worker=request.hostname, pid=os.getpid(), task_name=task.name,

@@ -14,12 +14,13 @@ import dataclasses
 import json
 import math
 import operator
+import re
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "TRUNCATED", "Cleaner", "clean_text", "describe_error", "jsonable",
-           "safe_repr", "to_json"]
+__all__ = ["REDACTED", "TRUNCATED", "Cleaner", "clean_text", "describe_error", "is_secret",
+           "jsonable", "mask_url_passwords", "safe_repr", "to_json"]
 
 REDACTED = "[redacted]"
 TRUNCATED = "…[truncated]"
@@ -62,9 +63,21 @@ def safe_repr(value: object, max_chars: int = 400) -> str:
     return text
 
 
-def _is_secret(key: str, redact_keys: Iterable[str]) -> bool:
+def is_secret(key: str, redact_keys: Iterable[str]) -> bool:
+    """Whether a parameter or mapping key names a secret (see ``redact_keys``)."""
     lowered = key.lower()
     return any(word in lowered for word in redact_keys)
+
+
+#: ``scheme://user:password@host``: the password part of a URL or DSN.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)[^@/?#\s]+@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``postgresql://u:secret@h/db`` becomes ``postgresql://u:[redacted]@h/db``."""
+    if "://" not in text or "@" not in text:
+        return text
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}@", text)
 
 
 class _Walker:
@@ -83,7 +96,7 @@ class _Walker:
         # One string gets at most half of what is left, so later values (the kwargs
         # after a huge positional argument) still fit.
         limit = max(self.budget // 2, 16)
-        out = clean_text(value, limit)
+        out = mask_url_passwords(clean_text(value, limit))
         self.budget -= (len(out) if out.isascii() else len(out.encode("utf-8"))) + 2
         if len(out) < len(value):
             self.truncated = True
@@ -122,7 +135,7 @@ class _Walker:
                     out[TRUNCATED] = f"{len(value) - len(out)} more keys"
                     break
                 key = self.text(k if isinstance(k, str) else safe_repr(k, 80))
-                if _is_secret(key, self.redact_keys):
+                if is_secret(key, self.redact_keys):
                     out[key] = REDACTED
                     self.budget -= len(REDACTED)
                 else:

@@ -60,6 +60,10 @@ def make_app() -> Celery:
     def helper_then_return(self: Any) -> None:
         jobtrack.fail_job(self.request.id, "the file was empty")
 
+    @app.task(name=f"{name}.login")
+    def login(site: str, user: str, password: str, dsn: str = "") -> str:
+        return f"{user}@{site}"
+
     @app.task(name=f"{name}.block")
     def block(seconds: float) -> str:
         time.sleep(seconds)  # one long blocking call: no progress, no item
@@ -150,3 +154,21 @@ def test_heartbeats_during_one_long_blocking_call(tracked: Any, mode: str) -> No
         done = wait_for(lambda: final(store, result.id), 10, message="done")
     assert done.status is JobStatus.COMPLETED and job.started_at is not None
     assert len(beats) >= 5  # the heartbeat moved all along, not only at the start
+
+
+def test_secrets_passed_by_position_or_inside_urls_are_redacted(tracked: Any) -> None:
+    app = make_app()
+    store = tracked(app).store
+    stranger = Celery("stranger", broker="memory://")  # publishes by name only
+    stranger.conf.broker_connection_retry_on_startup = True
+    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
+        known = run(app, store, "login", "acme", "admin", "hunter2",
+                    "postgresql://admin:s3cret@db.internal/acme")
+        by_name = stranger.send_task(f"{app.main}.login", args=["acme", "root", "toor"])
+        unknown = wait_for(lambda: final(store, by_name.id), 30, message="by name")
+    assert known.input_data == {"args": ["acme", "admin", "[redacted]",
+                                         "postgresql://admin:[redacted]@db.internal/acme"],
+                                "kwargs": {}}
+    # Published by name from another app: the positions still match the task's names.
+    assert unknown.input_data == {"args": ["acme", "root", "[redacted]"], "kwargs": {}}
+    assert "hunter2" not in str(store.list_jobs()) and "s3cret" not in str(store.list_jobs())
