@@ -104,8 +104,20 @@ class Settings:
     #: API tokens, comma-separated ``token=role`` or ``token=role:owner_id`` (role
     #: ``viewer`` or ``operator``). Without any, only loopback clients are served.
     web_tokens: str = ""
-    #: Requests per minute per token (or per client address without one).
+    #: Requests per minute per principal (a token, its sessions with it), or per
+    #: client address before sign-in, on every route.
     web_rate_limit_per_min: int = 600
+    #: Failed authentications (wrong token, session or sign-in) per minute per client
+    #: address; past it the address gets 429 everywhere until the minute is over.
+    web_auth_failures_per_min: int = 20
+    #: Key that signs dashboard sessions. Set it to keep sessions across restarts and
+    #: server processes; change it to end every session. Empty: a random key per process.
+    web_secret: str = ""
+    #: How long a dashboard session lasts after sign-in, in seconds.
+    web_session_max_age_s: float = 12 * 3600.0
+    #: Open live streams (GET /api/stream) per principal and per client address; past
+    #: it, 429.
+    web_max_streams: int = 8
     #: Flower's address (e.g. ``http://localhost:5555``); job pages then link to the
     #: task's page there. Empty: no link.
     web_flower_url: str = ""
@@ -162,7 +174,7 @@ class Settings:
             raise ConfigurationError("write_mode", self.write_mode, "'buffered' or 'sync'")
         for name in ("flush_interval_s", "progress_interval_s", "heartbeat_interval_s",
                      "lost_after_s", "connect_timeout_s", "web_poll_interval_s",
-                     "reap_interval_s"):
+                     "reap_interval_s", "web_session_max_age_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")
         if self.exit_flush_timeout_s < 0:
@@ -170,7 +182,8 @@ class Settings:
                                      "a number of seconds, 0 or more")
         for name in ("flush_max_jobs", "flush_max_items", "buffer_max_jobs",
                      "max_payload_bytes", "max_message_chars", "max_traceback_chars",
-                     "max_name_chars"):
+                     "max_name_chars", "web_rate_limit_per_min",
+                     "web_auth_failures_per_min", "web_max_streams"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(name, getattr(self, name), "a whole number above 0")
         if not self.database_url:

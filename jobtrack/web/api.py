@@ -18,7 +18,7 @@ import base64
 import binascii
 import dataclasses
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any
 
@@ -72,6 +72,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise HTTPException(422, "cursor is not one this API returned") from exc
 
 
+def utc(value: datetime | None, name: str) -> datetime | None:
+    """A query's date in UTC; a date with no UTC equivalent (year 1 at +14:00, year
+    9999 at -14:00) is bad input, 422, not a database error."""
+    if value is None:
+        return None
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(
+            timezone.utc)
+    except (OverflowError, ValueError) as exc:
+        raise HTTPException(422, f"{name}: {value.isoformat()} is out of range in UTC"
+                            ) from exc
+
+
 def visible_job(store: Store, job_id: str, who: Principal) -> Job:
     """The job, if it exists and the caller may see it; else 404 (the same answer)."""
     job = store.find_job(job_id)
@@ -123,7 +136,8 @@ def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
             owner_id = who.owner_id
         found = store.list_jobs(
             status=[s.value for s in status] if status else None, job_type=job_type,
-            owner_id=owner_id, task_name=task_name, queue=queue, since=since, until=until,
+            owner_id=owner_id, task_name=task_name, queue=queue, since=utc(since, "since"),
+            until=utc(until, "until"),
             search=search, limit=limit + 1,
             before=decode_cursor(cursor) if cursor else None)
         page, more = found[:limit], len(found) > limit
@@ -156,7 +170,7 @@ def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
         if who.owner_id is not None:
             raise HTTPException(403, "statistics cover every owner; this token is bound "
                                      "to one")
-        return dataclasses.asdict(store.stats(since=since))
+        return dataclasses.asdict(store.stats(since=utc(since, "since")))
 
     @api.post("/api/jobs/{job_id}/retry")
     def retry(job_id: JobId, who: Who) -> dict[str, Any]:

@@ -57,7 +57,9 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
         yield
         feed.close()
 
-    app = FastAPI(title="jobtrack", version="1", docs_url="/api/docs",
+    # The API docs are rendered here from the schema (no script from elsewhere, the
+    # same headers as every page); only the schema itself is served as JSON.
+    app = FastAPI(title="jobtrack", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json", lifespan=lifespan,
                   dependencies=[Depends(_no_nul_characters)])
     app.state.feed = feed
@@ -71,12 +73,18 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
         return request.url.path.startswith((request.scope.get("root_path") or "") + "/api/")
 
     @app.middleware("http")
-    async def security_headers(request: Request,
-                               call_next: Callable[[Request], Awaitable[Response]]
-                               ) -> Response:
-        response = await call_next(request)
-        if not request.url.path.endswith("/api/docs"):  # Swagger UI runs inline script
-            response.headers.update(SECURITY_HEADERS)
+    async def edge(request: Request,
+                   call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Every request: the rate limits of :meth:`Auth.gate` (static files and the
+        schema included), then the security headers on whatever is answered."""
+        try:
+            auth.gate(request)
+        except HTTPException as exc:
+            response: Response = JSONResponse({"detail": exc.detail}, exc.status_code,
+                                              headers=exc.headers)
+        else:
+            response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
         return response
 
     @app.exception_handler(StoreError)

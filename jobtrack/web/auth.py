@@ -4,21 +4,31 @@
   also retries and cancels) and optionally an owner id. A token bound to an owner sees
   only that owner's jobs.
 * **Dashboard sessions:** the login form takes a token and sets an HttpOnly,
-  SameSite=Strict cookie holding a keyed digest of it (not the token itself). Digests are
-  derived from the configured tokens, so sessions survive restarts, work across server
-  processes, and end when their token is removed.
+  SameSite=Strict cookie holding a signed session (the token's fingerprint, when it was
+  issued, a random id; never the token): new at each sign-in, valid for
+  ``web_session_max_age_s``, ended by signing out, by removing its token, or for all at
+  once by changing ``web_secret``. With ``web_secret`` set, sessions survive restarts and
+  work across server processes; without it each process makes a secret of its own.
+* **Failed authentication** (a wrong bearer token, session or sign-in) is counted per
+  client address; past ``web_auth_failures_per_min`` the address gets 429 on every
+  route until the minute is over.
+* **Rate limit:** one budget per principal (a token's bearer and session use together),
+  or per client address before sign-in, over every route, static files included.
 * **No tokens configured:** only loopback clients are served, as operators, and only
   under a loopback host name (``localhost``, ``127.0.0.1``, ``[::1]``), which stops a
   DNS-rebinding page from reaching the server through the visitor's browser.
 * **CSRF:** a request that changes state and is authenticated by something the browser
   sends on its own (the session cookie, or being on loopback) must not come from another
-  site (``Sec-Fetch-Site``/``Origin``) and, from a browser, must carry the token of the
-  ``jobtrack_csrf`` cookie in a form field or the ``X-CSRF-Token`` header (double
-  submit). Bearer-token requests are exempt: browsers never attach those by themselves.
+  site (``Sec-Fetch-Site``/``Origin``) and, from a browser, must carry its CSRF token in a
+  form field or the ``X-CSRF-Token`` header: for a session, a token derived from that
+  session (so it changes at every sign-in); before sign-in and on loopback, the one of
+  the ``jobtrack_csrf`` cookie (double submit). Bearer-token requests are exempt:
+  browsers never attach those by themselves.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -33,7 +43,7 @@ from starlette.responses import Response
 from ..errors import ConfigurationError
 from ..settings import Settings
 
-__all__ = ["Auth", "Principal", "Role", "parse_tokens"]
+__all__ = ["MIN_TOKEN_CHARS", "Auth", "Identity", "Principal", "Role", "parse_tokens"]
 
 LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -62,21 +72,37 @@ class Principal:
         return self.role is Role.OPERATOR
 
 
+#: Shortest token accepted: a guessable token is no authentication.
+MIN_TOKEN_CHARS = 16
+
+
 def parse_tokens(text: str) -> dict[str, Principal]:
     """``token=role`` or ``token=role:owner_id``, comma-separated."""
     tokens: dict[str, Principal] = {}
     for n, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
         token, _, grant = part.partition("=")
-        role, _, owner = grant.partition(":")
+        role, bound, owner = grant.partition(":")
+        where = f"entry {n + 1}"
         if not token or role not in (r.value for r in Role):
-            raise ConfigurationError("web_tokens", f"entry {n + 1}",
-                                     "token=viewer|operator[:owner_id]")
-        tokens[token] = Principal(f"token {n + 1}", Role(role), owner or None)
+            raise ConfigurationError("web_tokens", where, "token=viewer|operator[:owner_id]")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigurationError("web_tokens", where,
+                                     f"a token of at least {MIN_TOKEN_CHARS} characters")
+        if bound and not owner.strip():
+            raise ConfigurationError("web_tokens", where,
+                                     "an owner id after 'role:' (or no ':' for all owners)")
+        if token in tokens:
+            raise ConfigurationError("web_tokens", where, "each token listed once")
+        tokens[token] = Principal(f"token {n + 1}", Role(role), owner.strip() or None)
     return tokens
 
 
-def _session_digest(token: str) -> str:
-    return hmac.new(token.encode(), b"jobtrack dashboard session", hashlib.sha256).hexdigest()
+def _fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 class _RateLimiter:
@@ -87,7 +113,7 @@ class _RateLimiter:
         self._lock = threading.Lock()
         self._windows: dict[str, tuple[int, int]] = {}
 
-    def allow(self, key: str) -> bool:
+    def _count(self, key: str, add: int) -> int:
         minute = int(time.monotonic() // 60)
         with self._lock:
             if len(self._windows) > 10_000:  # forget old windows of one-off clients
@@ -95,8 +121,26 @@ class _RateLimiter:
             window, count = self._windows.get(key, (minute, 0))
             if window != minute:
                 window, count = minute, 0
-            self._windows[key] = (window, count + 1)
-            return count + 1 <= self.per_minute
+            self._windows[key] = (window, count + add)
+            return count + add
+
+    def allow(self, key: str) -> bool:
+        return self._count(key, 1) <= self.per_minute
+
+    def spent(self, key: str) -> bool:
+        """True once ``key`` used its budget this minute (counts nothing)."""
+        return self._count(key, 0) >= self.per_minute
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Who a request comes from, as far as its credentials say."""
+
+    principal: Principal
+    #: The browser could have sent the credential on its own (cookie, loopback).
+    ambient: bool
+    #: The session's id, for a dashboard session.
+    session: str | None = None
 
 
 class Auth:
@@ -104,39 +148,104 @@ class Auth:
 
     def __init__(self, settings: Settings) -> None:
         self.tokens = parse_tokens(settings.web_tokens)
-        self._sessions = {_session_digest(t): p for t, p in self.tokens.items()}
+        self._by_fingerprint = {_fingerprint(t): p for t, p in self.tokens.items()}
+        self._secret = (settings.web_secret.encode() if settings.web_secret
+                        else secrets.token_bytes(32))
+        self._max_age_s = settings.web_session_max_age_s
         self._limiter = _RateLimiter(settings.web_rate_limit_per_min)
+        self._failures = _RateLimiter(settings.web_auth_failures_per_min)
+        self._ended: dict[str, float] = {}  # signed-out session ids, until they expire
+        self._lock = threading.Lock()
 
     @property
     def open_on_loopback(self) -> bool:
         """True when no tokens are configured (loopback clients need no login)."""
         return not self.tokens
 
-    def login(self, token: str) -> str | None:
-        """The session cookie value for a configured token, else None."""
-        return _session_digest(token) if token in self.tokens else None
+    # -- sessions ------------------------------------------------------------------
 
-    def identify(self, request: Request) -> tuple[Principal, str, bool] | None:
-        """``(principal, rate-limit key, ambient)``, or None when not authenticated.
-        ``ambient`` is True when the browser could have sent the credential by itself."""
+    def _sign(self, text: str) -> str:
+        return _b64(hmac.new(self._secret, text.encode(), hashlib.sha256).digest())
+
+    def login(self, token: str) -> str | None:
+        """A new session cookie value for a configured token, else None."""
+        if token not in self.tokens:
+            return None
+        body = f"{_fingerprint(token)}.{int(time.time())}.{_b64(secrets.token_bytes(12))}"
+        return f"{body}.{self._sign(body)}"
+
+    def _session(self, value: str) -> tuple[Principal, str] | None:
+        """The principal and id of a valid, unexpired, not signed-out session."""
+        if not value.isascii() or value.count(".") != 3:
+            return None
+        fingerprint, issued, session_id, mac = value.split(".")
+        body = f"{fingerprint}.{issued}.{session_id}"
+        if not mac or not hmac.compare_digest(mac, self._sign(body)):
+            return None
+        who = self._by_fingerprint.get(fingerprint)
+        if who is None or not issued.isdigit():
+            return None  # its token was removed
+        if time.time() - int(issued) > self._max_age_s or session_id in self._ended:
+            return None
+        return who, session_id
+
+    def logout(self, request: Request) -> None:
+        """End the request's session, whatever cookie copies of it remain."""
+        found = self._session(request.cookies.get(SESSION_COOKIE, ""))
+        if found is not None:
+            with self._lock:
+                now = time.time()
+                self._ended = {k: v for k, v in self._ended.items() if v > now}
+                self._ended[found[1]] = now + self._max_age_s
+
+    # -- identifying and limiting -----------------------------------------------------
+
+    def identify(self, request: Request) -> Identity | None:
+        """Who the request's credentials name, or None when it has no valid one."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token:
             who = self.tokens.get(token)
-            return (who, token, False) if who else None
+            return Identity(who, ambient=False) if who else None
         session = request.cookies.get(SESSION_COOKIE, "")
-        if session and session in self._sessions:
-            return self._sessions[session], session, True
-        client = request.client.host if request.client else ""
+        if session:
+            found = self._session(session)
+            if found is not None:
+                return Identity(found[0], ambient=True, session=found[1])
+        client = _client(request)
         if not self.tokens and client in LOOPBACK_CLIENTS:
             if (request.url.hostname or "").lower().strip("[]") in LOOPBACK_HOSTS:
-                return Principal("loopback", Role.OPERATOR), client, True
+                return Identity(Principal("loopback", Role.OPERATOR), ambient=True)
         return None
 
-    def require(self, request: Request, *, csrf_token: str | None = None) -> Principal:
-        """The caller, after authentication, the rate limit and, for a request that
-        changes state on an ambient credential, the cross-site checks. The CSRF token is
-        ``csrf_token`` (a form field) or else the ``X-CSRF-Token`` header."""
+    def gate(self, request: Request) -> None:
+        """Every request, every route (static files too): refuse a client address past
+        its failed-authentication budget, count a failed credential, and spend one
+        request of the caller's budget (its principal's, else its address's). Raises
+        ``HTTPException(429)``; the identity is kept for :meth:`require`."""
+        client = _client(request)
+        if self._failures.spent(client):
+            raise HTTPException(429, "too many failed sign-ins or tokens from this address; "
+                                     "try again in a minute", headers={"Retry-After": "60"})
         found = self.identify(request)
+        if found is None and _presents_credentials(request):
+            self.failed(client)
+        request.state.identity = found
+        key = f"principal {found.principal.name}" if found else f"client {client}"
+        if not self._limiter.allow(key):
+            raise HTTPException(429, "rate limit exceeded; try again in a minute",
+                                headers={"Retry-After": "60"})
+
+    def failed(self, client: str) -> None:
+        """Count one failed authentication from ``client``."""
+        self._failures.allow(client)
+
+    def require(self, request: Request, *, csrf_token: str | None = None) -> Principal:
+        """The caller, after authentication and, for a request that changes state on an
+        ambient credential, the cross-site checks. The CSRF token is ``csrf_token`` (a
+        form field) or else the ``X-CSRF-Token`` header."""
+        found: Identity | None = getattr(request.state, "identity", None)
+        if found is None and not hasattr(request.state, "identity"):
+            found = self.identify(request)  # not through the app's gate (tests)
         if found is None:
             if self.tokens:
                 raise HTTPException(401, "a valid bearer token is required",
@@ -144,19 +253,15 @@ class Auth:
             raise HTTPException(401, "no API tokens are configured: only loopback clients "
                                      "are served, under a loopback host name (set "
                                      "JOBTRACK_WEB_TOKENS to serve others)")
-        who, key, ambient = found
-        if not self._limiter.allow(key):
-            raise HTTPException(429, "rate limit exceeded; try again in a minute",
-                                headers={"Retry-After": "60"})
-        if ambient and request.method not in SAFE_METHODS:
+        if found.ambient and request.method not in SAFE_METHODS:
             self._refuse_cross_site(request)
             given = csrf_token if csrf_token is not None else request.headers.get(CSRF_HEADER)
             if given is not None or _from_browser(request):
                 self._check_csrf(request, given)
-        return who
+        return found.principal
 
     def check_form(self, request: Request, csrf_token: str) -> None:
-        """The cross-site checks for a form posted before sign-in (login, logout)."""
+        """The cross-site checks for a form posted around sign-in (login, logout)."""
         self._refuse_cross_site(request)
         self._check_csrf(request, csrf_token)
 
@@ -169,25 +274,28 @@ class Auth:
         if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
             raise HTTPException(403, "cross-origin request refused")
 
-    @staticmethod
-    def _check_csrf(request: Request, given: str | None) -> None:
-        """Compare a submitted CSRF token with the cookie's (double submit)."""
-        expected = request.cookies.get(CSRF_COOKIE, "")
-        if not expected or not given or not hmac.compare_digest(expected, given):
+    def _check_csrf(self, request: Request, given: str | None) -> None:
+        """Compare a submitted CSRF token with the session's (or the cookie's)."""
+        expected = self.csrf_token(request, create=False)
+        if not expected or not given or not given.isascii() or not expected.isascii() \
+                or not hmac.compare_digest(expected, given):
             raise HTTPException(403, "missing or wrong CSRF token; reload the page and "
                                      "try again")
 
-    @staticmethod
-    def csrf_token(request: Request) -> str:
-        """The browser's CSRF token (made on its first page view)."""
+    def csrf_token(self, request: Request, *, create: bool = True) -> str:
+        """The CSRF token forms must carry: derived from the session when signed in
+        (it changes at every sign-in), else the ``jobtrack_csrf`` cookie's (made on the
+        first page view)."""
+        session = self._session(request.cookies.get(SESSION_COOKIE, ""))
+        if session is not None:
+            return self._sign(f"csrf.{session[1]}")
         token = request.cookies.get(CSRF_COOKIE) or getattr(request.state, "csrf", None)
-        if not token:
+        if not token and create:
             token = secrets.token_urlsafe(32)
             request.state.csrf = token
-        return str(token)
+        return str(token or "")
 
-    @staticmethod
-    def set_cookies(request: Request, response: Response, *,
+    def set_cookies(self, request: Request, response: Response, *,
                     session: str | None = None, clear_session: bool = False) -> None:
         """Attach the CSRF cookie (if new) and set or clear the session cookie."""
         path = (request.scope.get("root_path") or "") + "/"
@@ -198,9 +306,18 @@ class Auth:
                                 samesite="strict", secure=secure)
         if session is not None:
             response.set_cookie(SESSION_COOKIE, session, path=path, httponly=True,
-                                samesite="strict", secure=secure)
+                                samesite="strict", secure=secure,
+                                max_age=int(self._max_age_s))
         if clear_session:
             response.delete_cookie(SESSION_COOKIE, path=path)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _presents_credentials(request: Request) -> bool:
+    return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE))
 
 
 def _from_browser(request: Request) -> bool:

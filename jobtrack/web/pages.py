@@ -67,6 +67,7 @@ def redirect(request: Request, path: str) -> RedirectResponse:
 def templates() -> Jinja2Templates:
     found = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
     env = found.env
+    env.finalize = _no_bidi_controls
     env.filters.update(ago=ago, when=when, duration=duration, pretty=pretty,
                        percent=percent, segment=lambda v: quote(str(v), safe=""))
     env.globals.update(qs=qs, ACTIVE=ACTIVE, STARTED=STARTED, ERRORED=ERRORED,
@@ -75,6 +76,16 @@ def templates() -> Jinja2Templates:
 
 
 # -- formatting (Jinja filters) ---------------------------------------------------------
+
+#: Characters that reorder the text around them (overrides, embeddings, isolates):
+#: with them a name can make ``exe.txt`` display as ``txt.exe``.
+_BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e"
+                                       "\u2066\u2067\u2068\u2069"))
+
+
+def _no_bidi_controls(value: Any) -> Any:
+    """Every value a template prints, with bidirectional controls removed."""
+    return value.translate(_BIDI_CONTROLS) if isinstance(value, str) else value
 
 _UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
@@ -262,6 +273,7 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
         auth.check_form(request, str(form.get(CSRF_FIELD) or ""))
         session = auth.login(str(form.get("token") or ""))
         if session is None:
+            auth.failed(request.client.host if request.client else "")
             return render(request, "login.html", {"error": "That token is not valid."}, 401)
         response = redirect(request, "/")
         auth.set_cookies(request, response, session=session)
@@ -271,9 +283,16 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
     async def logout(request: Request) -> Response:
         form = await form_of(request)
         auth.check_form(request, str(form.get(CSRF_FIELD) or ""))
+        auth.logout(request)
         response = redirect(request, "/login")
         auth.set_cookies(request, response, clear_session=True)
         return response
+
+    @app.get("/api/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_docs(request: Request) -> Response:
+        """The API reference, rendered from the OpenAPI schema, for signed-in callers."""
+        who = visitor(request)
+        return render(request, "api_docs.html", {"who": who, "api": app.openapi()})
 
     return render
 

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.postgres
 
 RUN = uuid.uuid4().hex[:8]  # owner ids of this run only: the database is shared
 U1, U2 = f"u1-{RUN}", f"u2-{RUN}"
-TOKENS = f"view-t=viewer,op-t=operator,u1-t=viewer:{U1}"
+VIEW, OP, OWNED = "viewer-token-0001", "operator-token-01", "owner-u1-token-01"
+TOKENS = f"{VIEW}=viewer,{OP}=operator,{OWNED}=viewer:{U1}"
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_filters_and_cursor_paging(client: TestClient, world: dict[str, Any]) ->
     ids = world["ids"]
     failed = client.get("/api/jobs", params={"status": "failed", "job_type": "export",
                                              "owner_id": U2},
-                        headers=auth("view-t")).json()["jobs"]
+                        headers=auth(VIEW)).json()["jobs"]
     assert [j["id"] for j in failed] == ids["failed"]
     assert failed[0]["error_message"] == "disk full"
     seen, cursor = [], None
@@ -86,57 +87,57 @@ def test_filters_and_cursor_paging(client: TestClient, world: dict[str, Any]) ->
         params: dict[str, Any] = {"owner_id": U1, "limit": 2}
         if cursor:
             params["cursor"] = cursor
-        page = client.get("/api/jobs", params=params, headers=auth("view-t")).json()
+        page = client.get("/api/jobs", params=params, headers=auth(VIEW)).json()
         seen += [j["id"] for j in page["jobs"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert sorted(seen) == sorted(ids["u1"]) and len(seen) == len(set(seen)) == 5
     found = client.get("/api/jobs", params={"search": "2026-09", "owner_id": U2},
-                       headers=auth("view-t"))
+                       headers=auth(VIEW))
     assert [j["id"] for j in found.json()["jobs"]] == ids["u2"]
 
 
 def test_owner_bound_token_sees_only_its_own(client: TestClient,
                                              world: dict[str, Any]) -> None:
     ids = world["ids"]
-    mine = client.get("/api/jobs", headers=auth("u1-t")).json()["jobs"]
+    mine = client.get("/api/jobs", headers=auth(OWNED)).json()["jobs"]
     assert {j["owner_id"] for j in mine} == {U1}
-    assert client.get(f"/api/jobs/{ids['u1'][0]}", headers=auth("u1-t")).status_code == 200
-    other = client.get(f"/api/jobs/{ids['u2'][0]}", headers=auth("u1-t"))
-    missing = client.get("/api/jobs/does-not-exist", headers=auth("u1-t"))
+    assert client.get(f"/api/jobs/{ids['u1'][0]}", headers=auth(OWNED)).status_code == 200
+    other = client.get(f"/api/jobs/{ids['u2'][0]}", headers=auth(OWNED))
+    missing = client.get("/api/jobs/does-not-exist", headers=auth(OWNED))
     assert other.status_code == missing.status_code == 404
     assert other.json()["detail"].replace(ids["u2"][0], "X") == (
         missing.json()["detail"].replace("does-not-exist", "X"))
-    assert client.get(f"/api/jobs/{ids['u2'][0]}/items", headers=auth("u1-t")).status_code \
+    assert client.get(f"/api/jobs/{ids['u2'][0]}/items", headers=auth(OWNED)).status_code \
         == 404
     assert client.get("/api/jobs", params={"owner_id": U2},
-                      headers=auth("u1-t")).json()["jobs"] == []
-    assert client.get("/api/stats", headers=auth("u1-t")).status_code == 403
+                      headers=auth(OWNED)).json()["jobs"] == []
+    assert client.get("/api/stats", headers=auth(OWNED)).status_code == 403
 
 
 def test_job_detail_items_and_stats(client: TestClient, world: dict[str, Any]) -> None:
     job_id = world["ids"]["u1"][0]
-    detail = client.get(f"/api/jobs/{job_id}", headers=auth("view-t")).json()
+    detail = client.get(f"/api/jobs/{job_id}", headers=auth(VIEW)).json()
     assert detail["job"]["name"] == "Export <2026-01>"  # JSON carries it as text
     assert [e["status"] for e in detail["events"]] == ["pending", "running", "completed"]
     items = client.get(f"/api/jobs/{job_id}/items", params={"status": "error"},
-                       headers=auth("view-t")).json()["items"]
+                       headers=auth(VIEW)).json()["items"]
     assert items[0]["message"] == "<b>bad</b>"
-    stats = client.get("/api/stats", headers=auth("view-t")).json()
+    stats = client.get("/api/stats", headers=auth(VIEW)).json()
     assert stats["by_type"]["export"]["failed"] >= 1
 
 
 def test_retry_needs_the_operator_role(client: TestClient, world: dict[str, Any]) -> None:
     failed = world["ids"]["failed"][0]
-    assert client.post(f"/api/jobs/{failed}/retry", headers=auth("view-t")).status_code == 403
-    done = client.post(f"/api/jobs/{failed}/retry", headers=auth("op-t"))
+    assert client.post(f"/api/jobs/{failed}/retry", headers=auth(VIEW)).status_code == 403
+    done = client.post(f"/api/jobs/{failed}/retry", headers=auth(OP))
     assert done.status_code == 200
     new_id = done.json()["result"]
     world["tracker"].flush()
     assert world["tracker"].store.get_job(new_id).metadata == {"retry_of": failed}
     completed = world["ids"]["u1"][0]
-    refused = client.post(f"/api/jobs/{completed}/retry", headers=auth("op-t"))
+    refused = client.post(f"/api/jobs/{completed}/retry", headers=auth(OP))
     assert refused.status_code == 409 and "only failed" in refused.json()["detail"]
 
 
@@ -150,18 +151,18 @@ def test_retry_needs_the_operator_role(client: TestClient, world: dict[str, Any]
     ("/api/jobs/x/items", {"status": "meh"}),
 ])
 def test_bad_input_is_a_clear_422(client: TestClient, url: str, params: Any) -> None:
-    answer = client.get(url, params=params, headers=auth("view-t"))
+    answer = client.get(url, params=params, headers=auth(VIEW))
     assert answer.status_code == 422 and answer.json()["detail"]
 
 
 def test_rate_limit_and_unavailable_database(world: dict[str, Any]) -> None:
     limited = TestClient(create_app(world["tracker"].store, Settings(
         database_url="unused", web_tokens=TOKENS, web_rate_limit_per_min=3)))
-    codes = [limited.get("/api/jobs", headers=auth("view-t")).status_code for _ in range(4)]
+    codes = [limited.get("/api/jobs", headers=auth(VIEW)).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     dead = Store("postgresql://root@127.0.0.1:1/none", connect_timeout_s=1)
     down = TestClient(create_app(dead, Settings(database_url="unused", web_tokens=TOKENS)))
-    assert down.get("/api/jobs", headers=auth("view-t")).status_code == 503
+    assert down.get("/api/jobs", headers=auth(VIEW)).status_code == 503
     dead.close()
 
 

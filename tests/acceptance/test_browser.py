@@ -148,7 +148,8 @@ def test_sign_in_with_a_token_then_live_updates(chromium: Any, site: tuple[World
     from playwright.sync_api import expect
 
     world, _ = site
-    with serve(world.web(web_tokens=f"ops-token=operator,{USER}-t=viewer:{USER}")) as base:
+    tokens = f"ops-token-0123456=operator,{USER}-token-0123456=viewer:{USER}"
+    with serve(world.web(web_tokens=tokens)) as base:
         context = chromium.new_context()
         page = context.new_page()
         page.goto(f"{base}/")
@@ -156,7 +157,7 @@ def test_sign_in_with_a_token_then_live_updates(chromium: Any, site: tuple[World
         page.fill("input[name=token]", "wrong")
         page.click("button[type=submit]")
         expect(page.locator("p.error")).to_have_text("That token is not valid.")
-        page.fill("input[name=token]", f"{USER}-t")
+        page.fill("input[name=token]", f"{USER}-token-0123456")
         page.click("button[type=submit]")
         expect(page).to_have_url(f"{base}/")
         page.click('a[data-tab="all"]')

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.postgres
 
 RUN = uuid.uuid4().hex[:8]
 U1, U2 = f"d1-{RUN}", f"d2-{RUN}"
-TOKENS = f"view-t=viewer,op-t=operator,d1-t=viewer:{U1}"
+OWNED = "owner-d1-token-01"
+TOKENS = f"viewer-token-0001=viewer,operator-token-01=operator,{OWNED}=viewer:{U1}"
 BROWSER = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
 LOCAL = ("127.0.0.1", 50000)  # the test client's address
 
@@ -132,12 +133,12 @@ def test_sign_in_with_a_token_and_owner_scope(world: tuple[World, dict[str, str]
     bad = c.post("/login", headers=BROWSER, data={"csrf_token": csrf_of(login),
                                                   "token": "nope"})
     assert bad.status_code == 401 and "not valid" in bad.text
-    assert c.post("/login", headers=BROWSER, data={"token": "d1-t"}).status_code == 403
+    assert c.post("/login", headers=BROWSER, data={"token": OWNED}).status_code == 403
     ok = c.post("/login", headers=BROWSER, data={"csrf_token": csrf_of(login),
-                                                 "token": "d1-t"}, follow_redirects=False)
+                                                 "token": OWNED}, follow_redirects=False)
     assert ok.status_code == 303
     cookie = ok.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "d1-t" not in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and OWNED not in cookie
     listing = c.get("/", params={"tab": "all"}).text
     assert ids["report"] in listing and ids["other"] not in listing
     assert c.get(f"/jobs/{ids['other']}").status_code == 404

@@ -23,7 +23,7 @@ from jobtrack.web import create_app
 
 pytestmark = pytest.mark.postgres
 
-TOKENS = "fuzz-op=operator,fuzz-owner=viewer:someone"
+TOKENS = "fuzz-operator-token=operator,fuzz-owner-token-01=viewer:someone"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 
 
-@pytest.mark.parametrize("token", ["fuzz-op", "fuzz-owner"])
+@pytest.mark.parametrize("token", ["fuzz-operator-token", "fuzz-owner-token-01"])
 def test_api_never_answers_5xx(api_schema: Any, token: str) -> None:
     """Every operation, with an operator token and with an owner-bound viewer's."""
     operations = [result.ok() for result in api_schema.get_all_operations()]

@@ -63,11 +63,11 @@ def test_stream_delivers_a_workers_changes(world: World, db_url: str) -> None:
 
 
 def test_stream_of_one_job_and_of_one_owner(world: World) -> None:
-    app = world.web(web_poll_interval_s=0.2, web_tokens=f"mine=viewer:{MINE}")
+    app = world.web(web_poll_interval_s=0.2, web_tokens=f"mine-token-0123456=viewer:{MINE}")
     tasks = world.tasks
     with serve(app) as base:
         assert httpx.get(f"{base}/api/stream", timeout=5).status_code == 401
-        with stream(base, "mine") as response:
+        with stream(base, "mine-token-0123456") as response:
             lines = response.iter_lines()
             connected(lines)
             theirs = tasks["report"].delay("theirs", user=THEIRS).id
@@ -80,7 +80,7 @@ def test_stream_of_one_job_and_of_one_owner(world: World) -> None:
 
         single = tasks["stepper"].delay("one", 2, user=MINE).id
         wait_for(lambda: single in world.gates, message="the stepper started")
-        with stream(base, "mine", job_id=single) as response:
+        with stream(base, "mine-token-0123456", job_id=single) as response:
             lines = response.iter_lines()
             connected(lines)
             other = tasks["report"].delay("noise", user=MINE).id

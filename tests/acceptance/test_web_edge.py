@@ -1,0 +1,178 @@
+"""The web edge, tried as an attacker would (the real app over its ASGI interface, a real
+SQLite database): failed authentication is limited per client address, one rate budget
+per principal on every route, sessions that are new at each sign-in, end at sign-out
+and expire, CSRF tokens bound to the session, API docs with no script from elsewhere,
+boundary dates as bad input, and text that cannot reorder itself on screen."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from jobtrack.errors import ConfigurationError
+from jobtrack.settings import Settings
+from jobtrack.store import Store
+from jobtrack.tracker import Tracker
+from jobtrack.web import auth as auth_module
+from jobtrack.web import create_app
+from jobtrack.web.auth import parse_tokens
+
+OPERATOR, VIEWER = "operator-token-0001", "viewer-token-00001"
+TOKENS = f"{OPERATOR}=operator,{VIEWER}=viewer:acme"
+BROWSER = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+
+
+@pytest.fixture
+def store(tmp_path: Any) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path / 'edge.db'}"
+    tracker = Tracker(Settings(database_url=url, write_mode="sync"))
+    tracker.upsert_job("spoofed", name="invoice\u202efdp.exe", owner_id="acme",
+                       job_type="report")
+    yield tracker.store
+    tracker.close()
+    tracker.store.close()
+
+
+def app_client(store: Store, address: str = "10.1.2.3", **settings: Any) -> TestClient:
+    """A client of a new app (a server process of its own)."""
+    values = {"database_url": "unused", "web_tokens": TOKENS, **settings}
+    return client_of(create_app(store, Settings(**values)), address)
+
+
+def client_of(app: Any, address: str = "10.1.2.3") -> TestClient:
+    """Another client (a browser of its own) of the same app."""
+    return TestClient(app, base_url="http://localhost", client=(address, 50000))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, "the page carries no CSRF field"
+    return found.group(1)
+
+
+def sign_in(c: TestClient, token: str) -> str:
+    login = c.get("/login").text
+    done = c.post("/login", headers=BROWSER, data={"csrf_token": csrf_of(login),
+                                                   "token": token}, follow_redirects=False)
+    assert done.status_code == 303, done.text
+    return str(done.cookies["jobtrack_session"])
+
+
+@pytest.mark.parametrize(("tokens", "says"), [
+    ("short=viewer", "at least 16 characters"),
+    (f"{VIEWER}=viewer:", "an owner id"),
+    (f"{VIEWER}=viewer,{VIEWER}=operator", "listed once"),
+])
+def test_weak_or_ambiguous_tokens_are_refused_at_start(tokens: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        parse_tokens(tokens)
+
+
+def test_failed_authentication_is_limited_per_address(store: Store) -> None:
+    c = app_client(store, web_auth_failures_per_min=5)
+    codes = [c.get("/api/jobs", headers=bearer(f"wrong-token-{n:05d}")).status_code
+             for n in range(8)]
+    assert codes == [401] * 5 + [429] * 3
+    # Past the budget even the right token from that address waits for the minute ...
+    assert c.get("/api/jobs", headers=bearer(OPERATOR)).status_code == 429
+    # ... and other addresses are not affected.
+    assert app_client(store).get("/api/jobs", headers=bearer(OPERATOR)).status_code == 200
+    # Wrong sign-ins count too, and the form itself is refused past the budget.
+    form = app_client(store, address="10.9.9.9", web_auth_failures_per_min=3)
+    login = form.get("/login").text
+    answers = [form.post("/login", headers=BROWSER,
+                         data={"csrf_token": csrf_of(login), "token": f"guess-{n}"}
+                         ).status_code for n in range(5)]
+    assert answers == [401, 401, 401, 429, 429]
+
+
+def test_one_budget_per_principal_over_every_route(store: Store) -> None:
+    c = app_client(store, web_rate_limit_per_min=6)
+    sign_in(c, VIEWER)  # sign-in page and form: two requests of the address's budget
+    for _ in range(2):
+        assert c.get("/api/jobs", headers=bearer(VIEWER)).status_code == 200
+    for _ in range(2):
+        assert c.get("/static/dashboard.css").status_code == 200  # counted, by session
+    assert c.get("/api/openapi.json", headers=bearer(VIEWER)).status_code == 200
+    assert c.get("/api/jobs").status_code == 200  # the session: same principal
+    assert c.get("/api/jobs", headers=bearer(VIEWER)).status_code == 429
+    assert c.get("/static/dashboard.css").status_code == 429
+
+
+def test_sessions_are_new_at_sign_in_end_at_sign_out_and_expire(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = app_client(store, web_session_max_age_s=3600)
+    before = csrf_of(c.get("/login").text)
+    first = sign_in(c, OPERATOR)
+    page = c.get("/").text
+    assert csrf_of(page) != before  # the CSRF token is the session's, new at sign-in
+    second = sign_in(c, OPERATOR)
+    assert second != first
+    # A form with the token of before sign-in is refused.
+    stale = c.post("/jobs/spoofed/cancel", headers=BROWSER, data={"csrf_token": before})
+    assert stale.status_code == 403
+    # Signing out ends the session, even for a copy of its cookie kept elsewhere.
+    copy = client_of(c.app)
+    copy.cookies.set("jobtrack_session", second)
+    assert copy.get("/api/jobs").status_code == 200
+    out = c.post("/logout", headers=BROWSER, data={"csrf_token": csrf_of(c.get("/").text)},
+                 follow_redirects=False)
+    assert out.status_code == 303
+    assert copy.get("/api/jobs").status_code == 401
+    # A session expires: the clock moves past web_session_max_age_s.
+    third = sign_in(c, VIEWER)
+    real = time.time
+    monkeypatch.setattr(auth_module.time, "time", lambda: real() + 3601)
+    later = client_of(c.app)
+    later.cookies.set("jobtrack_session", third)
+    assert later.get("/api/jobs").status_code == 401
+
+
+def test_a_shared_secret_keeps_sessions_across_processes(store: Store) -> None:
+    one = app_client(store, web_secret="s" * 32)
+    cookie = sign_in(one, VIEWER)
+    other = app_client(store, web_secret="s" * 32)  # another server process
+    other.cookies.set("jobtrack_session", cookie)
+    assert other.get("/api/jobs").status_code == 200
+    stranger = app_client(store, web_secret="t" * 32)
+    stranger.cookies.set("jobtrack_session", cookie)
+    assert stranger.get("/api/jobs").status_code == 401
+
+
+def test_api_docs_need_sign_in_and_load_nothing_from_elsewhere(store: Store) -> None:
+    c = app_client(store)
+    assert c.get("/api/docs", follow_redirects=False).status_code == 303  # to /login
+    docs = c.get("/api/docs", headers=bearer(VIEWER))
+    assert docs.status_code == 200 and "GET /api/jobs" in docs.text
+    assert "default-src 'self'" in docs.headers["content-security-policy"]
+    assert docs.headers["x-frame-options"] == "DENY"
+    assert '<script src="http' not in docs.text and "cdn" not in docs.text.lower()
+    assert c.get("/anything/api/docs", headers=bearer(VIEWER)).status_code == 404
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00",
+                                    "9999-12-31T23:59:59-14:00"])
+def test_boundary_dates_are_bad_input(store: Store, moment: str) -> None:
+    c = app_client(store)
+    for name in ("since", "until"):
+        answer = c.get("/api/jobs", params={name: moment}, headers=bearer(OPERATOR))
+        assert answer.status_code == 422 and name in answer.text
+    assert c.get("/api/stats", params={"since": moment},
+                 headers=bearer(OPERATOR)).status_code == 422
+
+
+def test_text_cannot_reorder_itself_on_screen(store: Store) -> None:
+    c = app_client(store)
+    sign_in(c, OPERATOR)
+    for page in (c.get("/", params={"tab": "all"}).text, c.get("/jobs/spoofed").text):
+        assert "\u202e" not in page
+        assert "invoicefdp.exe" in page  # shown as stored, in its own order
