@@ -17,16 +17,18 @@ annotations at run time, including aliases local to ``add_api_routes``.)
 import base64
 import binascii
 import dataclasses
+import threading
+import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
-from ..errors import JobNotFound, JobtrackError, StoreError
+from ..errors import JobNotFound, JobtrackError
 from ..models import Job
 from ..store import Store
 from .auth import Auth, Principal
@@ -72,6 +74,45 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise HTTPException(422, "cursor is not one this API returned") from exc
 
 
+class StreamSlots:
+    """Open streams counted per principal and per client address."""
+
+    def __init__(self, max_per_key: int) -> None:
+        self.limit = max_per_key
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, principal: str, client: str) -> Callable[[], None] | None:
+        """A slot for a new stream (its release, safe to call more than once), or None
+        when the principal or the address has all its streams open."""
+        keys = (f"principal {principal}", f"client {client}")
+        with self._lock:
+            if any(self._open[key] >= self.limit for key in keys):
+                return None
+            self._open.update(keys)
+        released = threading.Event()
+
+        def release() -> None:
+            if released.is_set():
+                return
+            released.set()
+            with self._lock:
+                self._open.subtract(keys)
+                for key in keys:
+                    if self._open[key] <= 0:
+                        del self._open[key]
+
+        return release
+
+    def open(self) -> int:
+        with self._lock:
+            return sum(n for key, n in self._open.items() if key.startswith("principal "))
+
+
+def _oldest_first(job: Job) -> Any:
+    return job.updated_at or job.created_at or datetime.min.replace(tzinfo=timezone.utc)
+
+
 def utc(value: datetime | None, name: str) -> datetime | None:
     """A query's date in UTC; a date with no UTC equivalent (year 1 at +14:00, year
     9999 at -14:00) is bad input, 422, not a database error."""
@@ -110,9 +151,11 @@ def act(store: Store, control: Control | None, action: str, job_id: str, who: Pr
 
 
 def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
-                   control: Control | None) -> None:
+                   control: Control | None, max_streams: int = 8) -> None:
     """The ``/api`` routes, on ``api``."""
     Who = Annotated[Principal, Depends(auth.require)]
+    streams = StreamSlots(max_per_key=max_streams)
+    api.state.streams = streams
     JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the Celery task id")]
 
     @api.get("/api/jobs")
@@ -189,30 +232,35 @@ def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
               "description": "``job`` events, each the changed job's row as JSON"}})
     async def stream(
         who: Who,
+        request: Request,
         job_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     ) -> StreamingResponse:
         """Server-Sent Events: one ``job`` event each time a job (the one ``job_id``
         names, or any the caller may see) changes."""
-        async def events() -> AsyncIterator[str]:
-            async for ids in feed.changes():
-                if ids is None:
-                    yield ": keep-alive\n\n"
-                    continue
-                if not ids:  # the feed is watching
-                    yield "retry: 2000\n: connected\n\n"
-                    continue
-                wanted = sorted(ids & {job_id} if job_id else ids)
-                if not wanted:
-                    continue
-                try:
-                    changed = await run_in_threadpool(
-                        store.list_jobs, ids=wanted, owner_id=who.owner_id,
-                        limit=len(wanted))
-                except StoreError:
-                    yield ": the tracking database is unavailable\n\n"
-                    continue
-                for job in reversed(changed):  # oldest first
-                    yield job_event(job)
+        client = request.client.host if request.client else ""
+        slot = streams.take(who.name, client)
+        if slot is None:
+            raise HTTPException(429, f"at most {streams.limit} open streams per token and "
+                                     "per client address; close one first",
+                                headers={"Retry-After": "10"})
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers={
+        async def events() -> AsyncIterator[str]:
+            try:
+                async for rows in feed.changes():
+                    if rows is None:
+                        yield ": keep-alive\n\n"
+                        continue
+                    if not rows:  # the feed is watching
+                        yield "retry: 2000\n: connected\n\n"
+                        continue
+                    for job in sorted(rows.values(), key=_oldest_first):
+                        if (job_id is None or job.id == job_id) and (
+                                who.owner_id is None or job.owner_id == who.owner_id):
+                            yield job_event(job)
+            finally:
+                slot()
+
+        body = events()
+        weakref.finalize(body, slot)  # also when the body is never started
+        return StreamingResponse(body, media_type="text/event-stream", headers={
             "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

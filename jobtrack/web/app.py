@@ -65,7 +65,7 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
     app.state.feed = feed
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="static")
-    add_api_routes(app, store, auth, feed, control)
+    add_api_routes(app, store, auth, feed, control, settings.web_max_streams)
     render = add_pages(app, store, auth, settings, control)
     _add_metrics(app, store, auth, settings)
 

@@ -11,8 +11,10 @@ One thread per app learns which jobs changed and hands their ids to every open s
   an outage) shows on the next page load rather than live.
 
 If the LISTEN connection drops, the thread polls until it is back, then scans once
-for what it missed. Each stream then reads the changed rows it may see (an owner-bound
-token sees its owner's only) and sends one ``job`` event per row.
+for what it missed. The thread reads each round's changed rows once and hands the rows
+to every open stream; each stream keeps those it may see (an owner-bound token sees its
+owner's only) and sends one ``job`` event per row. A stream holds no thread and no
+connection of its own, so any number of them cost the database nothing more.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import StoreError
-from ..models import Job
+from ..models import Job, JobStatus
 from ..store import ChangeListener, Store
 
 __all__ = ["LOOKBACK_S", "ChangeFeed", "job_event"]
@@ -39,7 +42,9 @@ log = logging.getLogger("jobtrack.web")
 LOOKBACK_S = 60.0
 #: Seconds between keep-alive comments on an idle stream (proxies close silent ones).
 KEEPALIVE_S = 15.0
-_CLOSED = frozenset({"\x00closed"})
+_CLOSED: dict[str, Job] = {"\x00closed": Job(id="\x00closed", status=JobStatus.PENDING)}
+#: Most job ids read in one query (an IN list).
+_READ_CHUNK = 500
 
 #: The fields a ``job`` event carries: enough to redraw a row or a job page's header.
 EVENT_FIELDS = ("id", "name", "task_name", "job_type", "owner_id", "status",
@@ -65,7 +70,7 @@ def _json_default(value: Any) -> Any:
 @dataclasses.dataclass(eq=False)
 class _Subscriber:
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[frozenset[str]]
+    queue: asyncio.Queue[dict[str, Job]]
 
 
 class ChangeFeed:
@@ -84,9 +89,9 @@ class ChangeFeed:
 
     # -- subscribers (event loop side) ------------------------------------------------
 
-    async def changes(self) -> AsyncIterator[frozenset[str] | None]:
-        """An empty set once the feed is watching, then sets of changed job ids as they
-        come, and None after each quiet ``KEEPALIVE_S``."""
+    async def changes(self) -> AsyncIterator[dict[str, Job] | None]:
+        """An empty dict once the feed is watching, then the changed jobs' rows (by id)
+        as they come, and None after each quiet ``KEEPALIVE_S``."""
         sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
             self._subscribers.add(sub)
@@ -95,39 +100,63 @@ class ChangeFeed:
                                                 name="jobtrack-feed")
                 self._thread.start()
         try:
-            await asyncio.to_thread(self._ready.wait, 10.0)
-            yield frozenset()
+            deadline = time.monotonic() + 10.0
+            while not self._ready.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # no thread held while waiting
+            yield {}
             while not self._stop.is_set():
                 try:
-                    ids = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
+                    rows = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                except (TimeoutError, asyncio.TimeoutError):
                     yield None
                     continue
-                while not sub.queue.empty():  # a slow reader gets one union, not a backlog
-                    ids = ids | sub.queue.get_nowait()
-                if _CLOSED <= ids:
+                while not sub.queue.empty():  # a slow reader gets the latest, no backlog
+                    rows = {**rows, **sub.queue.get_nowait()}
+                if _CLOSED.keys() <= rows.keys():
                     return
-                yield ids
+                yield rows
         finally:
             with self._lock:
                 self._subscribers.discard(sub)
 
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
     def close(self) -> None:
         """Stop the thread and end every open stream."""
         self._stop.set()
-        self._publish(_CLOSED)
+        self._hand_out(_CLOSED)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     # -- the feed thread --------------------------------------------------------------
 
     def _publish(self, ids: Iterable[str]) -> None:
-        changed = frozenset(ids)
+        """Read the changed rows once, and hand them to every stream."""
+        wanted = sorted(set(ids))
+        with self._lock:
+            if not self._subscribers:
+                return
+        rows: dict[str, Job] = {}
+        try:
+            for start in range(0, len(wanted), _READ_CHUNK):
+                chunk = wanted[start:start + _READ_CHUNK]
+                rows.update((job.id, job) for job in self.store.list_jobs(ids=chunk,
+                                                                          limit=len(chunk)))
+        except StoreError as exc:
+            log.warning("live feed: %s", exc, extra={"action": "feed", "job_id": None})
+            return
+        if rows:
+            self._hand_out(rows)
+
+    def _hand_out(self, rows: dict[str, Job]) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
         for sub in subscribers:
             with contextlib.suppress(RuntimeError):  # its loop has closed
-                sub.loop.call_soon_threadsafe(sub.queue.put_nowait, changed)
+                sub.loop.call_soon_threadsafe(sub.queue.put_nowait, rows)
 
     def _run(self) -> None:
         listener: ChangeListener | None = None

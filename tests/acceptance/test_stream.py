@@ -89,3 +89,41 @@ def test_stream_of_one_job_and_of_one_owner(world: World) -> None:
             events = read_events(lines, lambda evs: evs[-1]["status"] == "completed")
         assert {e["id"] for e in events} == {single}
         assert events[-1]["processed_items"] == 2
+
+
+def test_streams_are_capped_and_leave_nothing_behind(world: World) -> None:
+    """Open streams are capped per token and per client address (429 past it); every
+    stream of a round reads the changed rows once through the feed; closing them gives
+    back their slots, and no thread stays behind."""
+    import contextlib
+    import threading
+
+    app = world.web(web_poll_interval_s=0.2, web_max_streams=10,
+                    web_tokens=f"mine-token-0123456=viewer:{MINE},all-token-012345678=viewer")
+    with serve(app) as base:
+        with stream(base, "mine-token-0123456") as warm:  # the feed's own thread starts
+            connected(warm.iter_lines())
+        wait_for(lambda: app.state.streams.open() == 0, 10, message="warm-up released")
+        threads = threading.active_count()
+        with contextlib.ExitStack() as stack:
+            opened = [stack.enter_context(stream(base, "mine-token-0123456"))
+                      for _ in range(10)]
+            readers = [response.iter_lines() for response in opened]
+            for lines in readers:
+                connected(lines)
+            with stream(base, "mine-token-0123456") as refused:
+                assert refused.status_code == 429
+            with stream(base, "all-token-012345678") as same_address:
+                assert same_address.status_code == 429  # the address's streams are full
+            job_id = world.tasks["report"].delay("fan-out", user=MINE).id
+            for lines in readers:  # one change, read once, reaches every stream
+                read_events(lines, lambda evs: any(e["id"] == job_id and e["status"] ==
+                                                   "completed" for e in evs))
+        wait_for(lambda: app.state.streams.open() == 0 and app.state.feed.subscribers == 0,
+                 10, message="every stream's slot given back")
+        with stream(base, "all-token-012345678") as again:
+            assert again.status_code == 200
+        # A stream holds no thread: at most the server's own pools (AnyIO's worker for
+        # the sync auth check, asyncio's executor) may have grown by one each.
+        wait_for(lambda: threading.active_count() <= threads + 2, 10,
+                 message=f"threads back to {threads}")
