@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -158,13 +158,13 @@ def _since(value: str | None) -> datetime | None:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) *
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) *
                                                       units[value[-1]])
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         raise click.BadParameter(f"{value!r}: use 30m, 2h, 7d or an ISO timestamp") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _json_default(value: Any) -> Any:
@@ -396,7 +396,7 @@ def watch(obj: Context, interval: float, job_type: str | None, limit: int,
     def view() -> Table:
         found = obj.store.list_jobs(status=active, job_type=job_type, limit=limit)
         found.sort(key=lambda j: (active.index(j.status.value), j.started_at or j.created_at
-                                  or datetime.min.replace(tzinfo=timezone.utc)))
+                                  or datetime.min.replace(tzinfo=UTC)))
         counts = obj.store.count_by_status(active)
         title = "   ".join(f"{s}: {counts.get(s, 0)}" for s in active)
         return progress_table(found, title)
@@ -474,7 +474,7 @@ def prune(obj: Context, older_than: str | None, status: tuple[str, ...], batch_s
     else:
         statuses = list(status) or ["completed", "failed", "cancelled", "lost"]
         removed = {",".join(statuses): obj.store.prune(
-            finished_before=_since(older_than) or datetime.now(timezone.utc),
+            finished_before=_since(older_than) or datetime.now(UTC),
             statuses=statuses, batch_size=batch_size)}
     if as_json:
         _dump(removed)

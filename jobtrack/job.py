@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from . import context as _context
@@ -185,7 +185,7 @@ class JobHandle:
         if latest is None:
             return None
         percent, total, stage, message = latest
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         return JobUpdate.transition(
             self.job_id, JobStatus.RUNNING, self.attempt, at=now, retries=self.attempt,
             progress_percent=percent, total_items=total, progress_stage=stage,
@@ -217,7 +217,7 @@ class JobHandle:
                 job_id=self.job_id,
                 key=clean_text(key if isinstance(key, str) else str(key), _KEY_CHARS),
                 status=item_status,
-                processed_at=datetime.now(timezone.utc),
+                processed_at=datetime.now(UTC),
                 message=tracker.text(message),
                 error_code=clean_text(error_code, 100) if error_code is not None else None,
                 before_state=tracker.json(before) if before is not None else None,

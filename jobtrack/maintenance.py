@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .control import replayable_input
@@ -34,7 +34,7 @@ REAP_LEASE = "reap"
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def reap(store: Store, lost_after_s: float) -> list[str]:

@@ -8,7 +8,7 @@ workers and hosts, and a restart loses nothing. Needs the ``prometheus`` extra
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -41,7 +41,7 @@ class JobtrackCollector(Collector):
         self.stale_after_s = stale_after_s
 
     def collect(self) -> Iterator[Metric]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         snap = self.store.metrics_snapshot(
             since=now - timedelta(seconds=self.window_s),
             stale_before=now - timedelta(seconds=self.stale_after_s),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import operator
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """Where a job is in its life."""
 
     PENDING = "pending"
@@ -44,9 +44,6 @@ class JobStatus(str, enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def is_terminal(self) -> bool:
@@ -94,15 +91,12 @@ def state_seq(status: JobStatus, attempt: int) -> int:
     return max(attempt, 0) * _ATTEMPT_SPAN + _RANK[status]
 
 
-class ItemStatus(str, enum.Enum):
+class ItemStatus(enum.StrEnum):
     """Outcome of one item of a job (a row of an import, a file of a batch)."""
 
     SUCCESS = "success"
     ERROR = "error"
     SKIPPED = "skipped"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -310,7 +304,7 @@ class JobUpdate:
                    at: datetime | None = None, **fields: Any) -> JobUpdate:
         """``job_id`` entering ``status`` in ``attempt`` (Celery's ``request.retries``),
         at ``at`` (now by default): the order key and the times are derived here, once."""
-        moment = at or datetime.now(timezone.utc)
+        moment = at or datetime.now(UTC)
         return cls(id=job_id, status=status, state_seq=state_seq(status, attempt),
                    created_at=moment, updated_at=moment, **fields)
 

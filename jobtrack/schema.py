@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -43,8 +43,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        value = value.astimezone(timezone.utc)
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
         if dialect.name == "sqlite":  # stored as text: keep one fixed, sortable form
             return value.replace(tzinfo=None)
         return value
@@ -54,8 +54,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
         if moment.tzinfo is None:
-            return moment.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc)
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
 
 
 #: JSON on SQLite, JSONB on PostgreSQL; Python None is SQL NULL, not JSON null.

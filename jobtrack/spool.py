@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ class Spool:
         for path in sorted(self.dead_directory.glob(f"{self.key}-*.jsonl*")):
             if path.suffix == ".reason":
                 continue
-            at = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+            at = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
             try:
                 data = json.loads(path.read_text())
                 found.append(DeadLetter(path, str(data.get("reason", "")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import traceback as traceback_mod
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .context import get_current
@@ -28,7 +28,7 @@ log = logging.getLogger("jobtrack")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Tracker:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -15,7 +15,7 @@ __all__ = ["ago", "items_text", "progress_table", "styled_status"]
 def ago(moment: datetime | None) -> str:
     if moment is None:
         return ""
-    seconds = int((datetime.now(timezone.utc) - moment).total_seconds())
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
     for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
         if seconds >= size:
             return f"{seconds // size}{unit} ago"

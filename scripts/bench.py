@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -282,7 +282,7 @@ def prune_rate(rows: int) -> None:
         f"{time.perf_counter() - started:.1f}s")
     store = Store(DB_URL)
     started = time.perf_counter()
-    removed = store.prune(finished_before=datetime.now(timezone.utc) - timedelta(days=30),
+    removed = store.prune(finished_before=datetime.now(UTC) - timedelta(days=30),
                           statuses=["completed"], batch_size=5000)
     elapsed = time.perf_counter() - started
     left = store.count_jobs()

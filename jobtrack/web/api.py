@@ -21,8 +21,8 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
@@ -44,7 +44,7 @@ Control = Callable[[str, str, bool], str]
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,255}$"
 
 
-class StatusFilter(str, Enum):
+class StatusFilter(StrEnum):
     pending = "pending"
     running = "running"
     retrying = "retrying"
@@ -54,7 +54,7 @@ class StatusFilter(str, Enum):
     lost = "lost"
 
 
-class ItemStatusFilter(str, Enum):
+class ItemStatusFilter(StrEnum):
     success = "success"
     error = "error"
     skipped = "skipped"
@@ -110,7 +110,7 @@ class StreamSlots:
 
 
 def _oldest_first(job: Job) -> Any:
-    return job.updated_at or job.created_at or datetime.min.replace(tzinfo=timezone.utc)
+    return job.updated_at or job.created_at or datetime.min.replace(tzinfo=UTC)
 
 
 def utc(value: datetime | None, name: str) -> datetime | None:
@@ -119,8 +119,8 @@ def utc(value: datetime | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(
-            timezone.utc)
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(
+            UTC)
     except (OverflowError, ValueError) as exc:
         raise HTTPException(422, f"{name}: {value.isoformat()} is out of range in UTC"
                             ) from exc

@@ -35,7 +35,7 @@ import hmac
 import secrets
 import threading
 import time
-from enum import Enum
+from enum import StrEnum
 
 from fastapi import HTTPException, Request
 from starlette.responses import Response
@@ -54,7 +54,7 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     VIEWER = "viewer"
     OPERATOR = "operator"
 

@@ -11,7 +11,7 @@ on the server, where every user-supplied string is escaped.
 import json
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -94,7 +94,7 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
     """"2 minutes ago" (or "in 5 seconds" for clocks ahead of ours)."""
     if moment is None:
         return ""
-    seconds = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
     future, seconds = seconds < 0, abs(seconds)
     if seconds < 2:
         return "just now"
@@ -216,7 +216,7 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
             "filters": filters, "params": {"tab": tab, **filters},
             "next_cursor": encode_cursor(page[-1]) if len(found) > PAGE_SIZE else None,
             "first_page": cursor is None,
-            "now": datetime.now(timezone.utc),
+            "now": datetime.now(UTC),
         }
         return render(request, "_jobs.html" if partial else "jobs.html", context)
 
@@ -236,7 +236,7 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
             "who": who, "job": job, "events": store.list_events(job_id),
             "items": items[:ITEMS_PAGE_SIZE], "more_items": len(items) > ITEMS_PAGE_SIZE,
             "item_status": item_status, "item_offset": item_offset,
-            "item_page": ITEMS_PAGE_SIZE, "now": datetime.now(timezone.utc),
+            "item_page": ITEMS_PAGE_SIZE, "now": datetime.now(UTC),
             "retry_of": job.metadata.get("retry_of")
             if isinstance(job.metadata, dict) else None,
         }

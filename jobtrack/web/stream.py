@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import StoreError
@@ -107,7 +107,7 @@ class ChangeFeed:
             while not self._stop.is_set():
                 try:
                     rows = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except (TimeoutError, asyncio.TimeoutError):
+                except TimeoutError:
                     yield None
                     continue
                 while not sub.queue.empty():  # a slow reader gets the latest, no backlog
@@ -199,7 +199,7 @@ class ChangeFeed:
 
     def _scan(self, *, publish: bool) -> None:
         """Poll: ids whose version changed within the lookback window."""
-        since = datetime.now(timezone.utc) - timedelta(seconds=LOOKBACK_S)
+        since = datetime.now(UTC) - timedelta(seconds=LOOKBACK_S)
         try:
             rows = self.store.recent_changes(since=since)
         except StoreError as exc:

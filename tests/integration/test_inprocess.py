@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -214,7 +214,7 @@ def test_argsrepr_is_honoured_and_huge_values_are_bounded(installed: Any) -> Non
 def test_reaper_republishes_lost_jobs_within_max_retries(installed: Any) -> None:
     app = make_app()
     tracker = installed(app, reap_republish=True, write_mode="sync")
-    old = datetime.now(timezone.utc) - timedelta(hours=1)
+    old = datetime.now(UTC) - timedelta(hours=1)
 
     def lost_row(job_id: str, retries: int) -> None:
         tracker.store.write_batch(Batch([JobUpdate(

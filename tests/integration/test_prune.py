@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from celery import Celery
@@ -47,7 +47,7 @@ def test_prune_while_a_worker_writes(pg_url: str) -> None:
         with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
             results = [work.delay(n) for n in range(100)]
             removed = store.prune(
-                finished_before=datetime.now(timezone.utc) - timedelta(days=30),
+                finished_before=datetime.now(UTC) - timedelta(days=30),
                 statuses=["completed"], batch_size=1000)
             results += [work.delay(n) for n in range(100, 200)]
             assert [r.get(timeout=30) for r in results] == list(range(200))

@@ -5,7 +5,7 @@ what it holds, and the next writer replays it. Real PostgreSQL behind a cuttable
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,7 @@ def direct(pg_url: str) -> Iterator[Store]:
 
 
 def transition(job_id: str, status: JobStatus, percent: float | None = None) -> JobUpdate:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return JobUpdate(id=job_id, status=status, state_seq=state_seq(status, 0),
                      created_at=now, updated_at=now, progress_percent=percent)
 
@@ -54,7 +54,7 @@ def test_spill_past_the_bound_and_replay_in_order(proxy: CuttableProxy, pg_url: 
     ids = [f"spill-{n}-{tmp_path.name}" for n in range(12)]
     for job_id in ids:
         writer.update(transition(job_id, JobStatus.RUNNING, 10.0),
-                      Event(job_id, datetime.now(timezone.utc), JobStatus.RUNNING, 0))
+                      Event(job_id, datetime.now(UTC), JobStatus.RUNNING, 0))
     assert writer.flush() is False
     spooled = list(tmp_path.glob("*.jsonl"))
     assert len(spooled) == 1 and writer.pending() == 0  # memory freed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from jobtrack.errors import DataRefused, JobNotFound, StoreError
 from jobtrack.models import Event, Item, ItemStatus, JobStatus, JobUpdate, state_seq, takes
 from jobtrack.store import Batch, Store
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def upd(job_id: str, status: JobStatus, attempt: int = 0, at: float = 0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from jobtrack.spool import Spool
 from jobtrack.store import Store
 from jobtrack.writer import BufferedWriter, SyncWriter
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 #: Text a task's arguments can carry into names, owners, stages, messages and keys.
 hostile_text = st.one_of(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from jobtrack.models import TERMINAL, JobStatus, JobUpdate, state_seq
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def upd(status: JobStatus, attempt: int = 0, at: int = 0, **kw: object) -> JobUpdate:
