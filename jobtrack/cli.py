@@ -28,7 +28,7 @@ from .models import JobStatus
 from .settings import Settings
 from .store import Store, describe_url
 from .tracker import Tracker, active_tracker_or_none
-from .views import ago, items_text, progress_table, styled_status
+from .views import job_list_table, progress_table, styled_status
 
 __all__ = ["main"]
 
@@ -274,16 +274,7 @@ def jobs_ls(obj: Context, status: tuple[str, ...], job_type: str | None,
     if as_json:
         _dump([dataclasses.asdict(j) for j in found])
         return
-    table = Table()
-    for column in ("id", "name / task", "status", "progress", "items", "created", "error"):
-        table.add_column(column, overflow="fold")
-    for job in found:
-        table.add_row(job.id, job.name or job.task_name or "", styled_status(job),
-                      f"{job.progress_percent:.0f}%" if job.progress_percent is not None
-                      else "", items_text(job), ago(job.created_at),
-                      (job.error_type or "") + (f": {job.error_message[:60]}"
-                                                if job.error_message else ""))
-    console.print(table)
+    console.print(job_list_table(found, console.width))
 
 
 @jobs.command("show")
