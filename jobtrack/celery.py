@@ -30,7 +30,7 @@ from celery.worker import state as worker_state
 
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
 from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
-from .models import Event, JobStatus, JobUpdate
+from .models import JobStatus, JobUpdate
 from .payload import REDACTED, clean_text, is_secret
 from .settings import Settings
 from .store import Store
@@ -109,6 +109,7 @@ class _Wiring:
         self.upkeep = WorkerUpkeep(app, tracker)
         self._specs: dict[str, JobSpec | None] = {}
         self._names: dict[Any, tuple[str, ...] | None] = {}
+        self._argsrepr_max = int(getattr(app.amqp, "argsrepr_maxsize", 1024))
 
     # -- shared bits --------------------------------------------------------------
 
@@ -132,9 +133,7 @@ class _Wiring:
         Without ``fn`` (a publisher that does not have the task) positional arguments
         cannot be matched: None, and the worker records the input instead.
         """
-        if argsrepr is not None and argsrepr != saferepr(args, self._argsrepr_max()):
-            return self.tracker.json({"argsrepr": argsrepr, "kwargsrepr": kwargsrepr})
-        if kwargsrepr is not None and kwargsrepr != saferepr(kwargs, self._argsrepr_max()):
+        if self._hidden(argsrepr, args) or self._hidden(kwargsrepr, kwargs):
             return self.tracker.json({"argsrepr": argsrepr, "kwargsrepr": kwargsrepr})
         positional = list(args or ())
         if positional:
@@ -161,11 +160,26 @@ class _Wiring:
                     lambda p: p.kind in _POSITIONAL, parameters))
         return self._names[key]
 
-    def _argsrepr_max(self) -> int:
-        return int(getattr(self.app.amqp, "argsrepr_maxsize", 1024))
+    def _hidden(self, shown: Any, value: Any) -> bool:
+        """Whether the caller gave Celery its own argsrepr/kwargsrepr (to hide the
+        arguments) rather than the one Celery makes, ``saferepr(value)``.
+
+        Celery's repr of short plain arguments equals ``repr()``, which is far cheaper
+        than ``saferepr``: that is tried first (publishing pays for this on every task).
+        """
+        if shown is None:
+            return False
+        limit = self._argsrepr_max
+        if len(shown) < limit // 2:
+            try:
+                if repr(value) == shown:
+                    return False
+            except Exception:  # a user's __repr__ may raise anything
+                pass
+        return bool(shown != saferepr(value, limit))
 
     def _emit(self, update: JobUpdate, *, attempt: int = 0) -> None:
-        self.writer.update(update, Event.of(update, attempt))
+        self.writer.update(update, trace=attempt)
 
     def _guard(self, action: str, job_id: Any, fn: Any, *args: Any) -> None:
         try:

@@ -63,7 +63,8 @@ class ProgressSource(Protocol):
 class Writer(Protocol):
     clean: Cleaner
 
-    def update(self, update: JobUpdate, event: Event | None = None) -> None: ...
+    def update(self, update: JobUpdate, event: Event | None = None, *,
+               trace: int | None = None) -> None: ...
     def item(self, item: Item) -> None: ...
     def watch(self, source: ProgressSource) -> None: ...
     def unwatch(self, source: ProgressSource) -> None: ...
@@ -121,10 +122,15 @@ class BufferedWriter:
 
     # -- what the wiring calls (hot path: memory only) ------------------------------
 
-    def update(self, update: JobUpdate, event: Event | None = None) -> None:
+    def update(self, update: JobUpdate, event: Event | None = None, *,
+               trace: int | None = None) -> None:
+        """Buffer a transition; with ``trace`` (the attempt), also its trace entry,
+        made from the cleaned update (so it needs no cleaning of its own)."""
         update = self.clean(update)
         if event is not None:
             event = self.clean(event)
+        elif trace is not None:
+            event = Event.of(update, trace)
         with self._lock:
             current = self._updates.get(update.id)
             if current is None:
@@ -458,8 +464,9 @@ class SyncWriter:
         self._buffer = BufferedWriter(store, settings, cleaner)
         self.clean = self._buffer.clean
 
-    def update(self, update: JobUpdate, event: Event | None = None) -> None:
-        self._buffer.update(update, event)
+    def update(self, update: JobUpdate, event: Event | None = None, *,
+               trace: int | None = None) -> None:
+        self._buffer.update(update, event, trace=trace)
         self._write_now()
 
     def item(self, item: Item) -> None:

@@ -125,25 +125,40 @@ def throughput(mode: str, total: int) -> float:
 
 
 def publish_rate(total: int, rounds: int) -> None:
+    """Wall-clock publishing rate (median of interleaved rounds), and the publisher
+    process's CPU per task: all its threads, the writer's final flush included. The CPU
+    figure does not move with what else the machine runs (here, on two cores, Redis and
+    PostgreSQL share them with the publisher)."""
     rates: dict[str, list[float]] = {"bare": [], "jobtrack": []}
+    cpu_us: dict[str, list[float]] = {"bare": [], "jobtrack": []}
     for _ in range(rounds):
         for mode in rates:
             empty_tables()
             app, tracker = publisher(mode)
             queue = f"bench-pub-{uuid.uuid4().hex[:8]}"
             with app.producer_or_acquire() as producer:
-                started = time.perf_counter()
+                for _ in range(50):  # connections and caches warm before the clock
+                    app.send_task("bench.noop", args=["x", 0], queue=queue, producer=producer)
+                if tracker is not None:
+                    tracker.flush()
+                cpu, started = time.process_time(), time.perf_counter()
                 for _ in range(total):
                     app.send_task("bench.noop", args=["x", 0], queue=queue, producer=producer)
                 rates[mode].append(total / (time.perf_counter() - started))
             if tracker is not None:
                 tracker.flush()
+            cpu_us[mode].append((time.process_time() - cpu) / total * 1e6)
+            if tracker is not None:
                 jobtrack.uninstall()
                 tracker.store.close()
             redis.Redis.from_url(BROKER).delete(queue)
     bare, tracked = statistics.median(rates["bare"]), statistics.median(rates["jobtrack"])
-    say(f"\npublishing {total} tasks: bare {bare:,.0f}/s, with jobtrack {tracked:,.0f}/s, "
-        f"ratio {tracked / bare:.2f}")
+    bare_cpu, tracked_cpu = (statistics.median(cpu_us["bare"]),
+                             statistics.median(cpu_us["jobtrack"]))
+    say(f"\npublishing {total} tasks ({rounds} rounds): bare {bare:,.0f}/s, with jobtrack "
+        f"{tracked:,.0f}/s, ratio {tracked / bare:.2f}; publisher CPU per task: bare "
+        f"{bare_cpu:.0f} us, with jobtrack {tracked_cpu:.0f} us (writer included), "
+        f"ratio {bare_cpu / tracked_cpu:.2f}")
 
 
 def items_rate(count: int) -> None:
@@ -190,18 +205,33 @@ def progress_cost(calls: int, rounds: int) -> None:
                 job.progress(current=i + 1, total=calls, stage="working")
         return total
 
+    @app.task(name="bench.tight")
+    def tight(n: int) -> float:
+        """progress() alone in a tight loop, against the same loop without it."""
+        job = jobtrack.current_job()
+        started = time.perf_counter()
+        for _ in range(n):
+            pass
+        empty = time.perf_counter() - started
+        started = time.perf_counter()
+        for i in range(n):
+            job.progress(current=i + 1, total=n, stage="working")
+        return (time.perf_counter() - started - empty) / n
+
     timings: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(rounds):
         for report in (False, True):
             started = time.perf_counter()
             loop.delay(report)
             timings[report].append(time.perf_counter() - started)
+    per_call = statistics.median(tight.delay(100_000).get() for _ in range(rounds))
     tracker.flush()
     jobtrack.uninstall()
     tracker.store.close()
     base, with_progress = statistics.median(timings[False]), statistics.median(timings[True])
     say(f"\nprogress: {calls:,} steps {base * 1000:.0f} ms without progress(), "
-        f"{with_progress * 1000:.0f} ms with; extra {100 * (with_progress / base - 1):.1f}%")
+        f"{with_progress * 1000:.0f} ms with; extra {100 * (with_progress / base - 1):.1f}%; "
+        f"in a tight loop {per_call * 1e6:.2f} us per progress() call")
 
 
 def list_query(rows: int) -> None:
