@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from .errors import JobNotFound, JobtrackError
 from .models import JobStatus
 from .settings import Settings
+from .spool import DeadLetter, Spool
 from .store import Store, describe_url
 from .tracker import Tracker, active_tracker_or_none
 from .views import job_list_table, progress_table, styled_status
@@ -444,6 +445,106 @@ def _report(job_id: str, action: Callable[[str], str]) -> bool:
         errors.print(f"[red]{exc}[/]", highlight=False)
         return False
     return True
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def spool(ctx: click.Context) -> None:
+    """Spooled and dead-lettered tracking data (see docs/reliability.md).
+
+    Without a subcommand: list both. Dead letters are rows the database refused even
+    after cleaning; ``replay`` tries them again (after you fixed the cause), ``discard``
+    deletes them."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(spool_ls)
+
+
+def _spool(obj: Context) -> Spool:
+    from .writer import default_spool_dir
+
+    settings = obj.settings()
+    return Spool(settings.spool_dir or default_spool_dir(), settings.database_url)
+
+
+@spool.command("ls")
+@option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def spool_ls(obj: Context, as_json: bool) -> None:
+    """Spool files waiting for replay, and dead letters."""
+    found = _spool(obj)
+    pending, dead = found.pending(), found.dead_letters()
+    if as_json:
+        _dump({"spooled": [str(p) for p in pending],
+               "dead_letters": [dataclasses.asdict(d) for d in dead]})
+        return
+    console.print(f"{len(pending)} spool file(s) waiting in {found.directory} (replayed "
+                  "by any tracking process of this database)", highlight=False)
+    table = Table(title=f"{len(dead)} dead letter(s)")
+    for column in ("file", "at", "jobs", "items", "events", "reason"):
+        table.add_column(column, overflow="fold")
+    for letter in dead:
+        table.add_row(letter.path.name, letter.at.isoformat(timespec="seconds"),
+                      str(letter.jobs), str(letter.items), str(letter.events), letter.reason)
+    console.print(table)
+
+
+def _letters(obj: Context, names: tuple[str, ...], every: bool) -> list[DeadLetter]:
+    letters = _spool(obj).dead_letters()
+    if every:
+        return letters
+    if not names:
+        raise click.UsageError("name dead letters (their file names) or give --all")
+    chosen = [d for d in letters if d.path.name in names]
+    missing = set(names) - {d.path.name for d in chosen}
+    if missing:
+        raise click.ClickException(f"no dead letter named {', '.join(sorted(missing))}")
+    return chosen
+
+
+@spool.command("replay")
+@click.argument("names", nargs=-1)
+@option("--all", "every", is_flag=True, help="Every dead letter of this database.")
+@click.pass_obj
+def spool_replay(obj: Context, names: tuple[str, ...], every: bool) -> None:
+    """Write dead letters to the database again (cleaned once more); each one written is
+    removed, each one still refused is kept and said why."""
+    from .errors import DataRefused
+    from .models import Batch
+    from .writer import cleaner_for
+
+    store, clean = obj.store, cleaner_for(obj.settings())
+    found, refused = _spool(obj), 0
+    for letter in _letters(obj, names, every):
+        try:
+            raw = Spool.read(letter.path)
+        except Exception as exc:  # an unreadable file stays for a person to look at
+            errors.print(f"[red]{letter.path.name}: unreadable ({exc})[/]", highlight=False)
+            refused += 1
+            continue
+        batch = Batch([clean.deep(u) for u in raw.updates], [clean.deep(e) for e in raw.events],
+                      [clean.deep(i) for i in raw.items])
+        try:
+            store.write_batch(batch)
+        except DataRefused as exc:
+            errors.print(f"[red]{letter.path.name}: still refused: {exc}[/]", highlight=False)
+            refused += 1
+            continue
+        found.discard(letter)
+        console.print(f"{letter.path.name}: written")
+    if refused:
+        sys.exit(1)
+
+
+@spool.command("discard")
+@click.argument("names", nargs=-1)
+@option("--all", "every", is_flag=True, help="Every dead letter of this database.")
+@click.pass_obj
+def spool_discard(obj: Context, names: tuple[str, ...], every: bool) -> None:
+    """Delete dead letters."""
+    found = _spool(obj)
+    for letter in _letters(obj, names, every):
+        found.discard(letter)
+        console.print(f"{letter.path.name}: discarded")
 
 
 @main.command()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,40 @@ def test_missing_tables_say_how_to_create_them(tmp_path: Path) -> None:
     done = jobtrack_cli(tmp_path, "--database-url", f"sqlite:///{empty}", "jobs", "ls")
     assert done.returncode == 1 and "run jobtrack db upgrade" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 2  # the database line, the error
+
+
+def test_spool_lists_replays_and_discards_dead_letters(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from click.testing import CliRunner
+
+    from jobtrack.cli import main
+    from jobtrack.models import Batch, Item, ItemStatus, JobStatus, JobUpdate
+    from jobtrack.spool import Spool
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    store = Store(url)
+    store.ensure_schema()
+    now = datetime.now(UTC)
+    spool = Spool(tmp_path / "spool", url)
+    # Items of jobs that had no row when they were written: refused, set aside.
+    fixable = spool.dead_letter(Batch(items=[Item("later", "k1", ItemStatus.SUCCESS,
+                                                  processed_at=now)]), "FOREIGN KEY")
+    spool.dead_letter(Batch(items=[Item("never", "k2", ItemStatus.ERROR, processed_at=now)]),
+                      "FOREIGN KEY")
+    store.write_batch(Batch([JobUpdate.transition("later", JobStatus.RUNNING)]))  # fixed
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(main, ["--database-url", url, "spool", *args],
+                                  env={"JOBTRACK_SPOOL_DIR": str(tmp_path / "spool")})
+
+    listed = cli("ls", "--json")
+    assert listed.exit_code == 0 and '"items": 1' in listed.output
+    replayed = cli("replay", "--all")
+    assert replayed.exit_code == 1  # one is still refused, and says so
+    assert f"{fixable.name}: written" in replayed.output and "still refused" in replayed.output
+    assert [i.key for i in store.list_items("later")] == ["k1"]
+    assert len(spool.dead_letters()) == 1
+    assert cli("discard", "--all").exit_code == 0
+    assert spool.dead_letters() == []
+    store.close()
