@@ -1,7 +1,9 @@
 """Shared fixtures: real PostgreSQL, SQLite and Redis; no mocks.
 
 A missing service fails the run in CI (CI=true) and skips outside it, with a message
-saying how to start it. PostgreSQL tests get a database of their own for the session,
+saying how to start it. Every service address comes from the environment
+(JOBTRACK_TEST_PG, JOBTRACK_TEST_REDIS, JOBTRACK_TEST_REDIS_BACKEND), and every test
+spools into a folder of its own. PostgreSQL tests get a database of their own for the session,
 dropped at the end; every store is checked for leaked connections when it closes.
 """
 
@@ -11,16 +13,22 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 
 from jobtrack.store import Store
 
 PG_ADMIN_URL = os.environ.get("JOBTRACK_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("JOBTRACK_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: Result backend for the tests that need one: the broker's server, the next database.
+REDIS_BACKEND_URL = os.environ.get(
+    "JOBTRACK_TEST_REDIS_BACKEND",
+    f"{REDIS_URL.rsplit('/', 1)[0]}/{int(REDIS_URL.rsplit('/', 1)[1] or 0) + 1}")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -82,6 +90,27 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0,
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {message} (last: {last!r})")
+
+
+@pytest.fixture(autouse=True)
+def own_spool(tmp_path_factory: pytest.TempPathFactory,
+              monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test spools into a folder of its own (worker subprocesses inherit it), never
+    into the system's temp directory."""
+    folder = tmp_path_factory.mktemp("spool")
+    monkeypatch.setenv("JOBTRACK_SPOOL_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def redis_backend_url(redis_url: str) -> str:
+    return REDIS_BACKEND_URL
+
+
+def pg_address(url: str) -> tuple[str, int]:
+    """The host and port of a PostgreSQL URL (for a proxy in front of it)."""
+    parsed = make_url(url)
+    return parsed.host or "127.0.0.1", parsed.port or 5432
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -86,9 +86,10 @@ class Worker:
 
 
 @pytest.fixture
-def publisher(redis_url: str, pg_url: str) -> Iterator[tuple[Celery, Store]]:
+def publisher(redis_url: str, redis_backend_url: str,
+              pg_url: str) -> Iterator[tuple[Celery, Store]]:
     """A producer app with jobtrack installed (pending rows come from here)."""
-    app = Celery("publisher", broker=redis_url, backend=redis_url.rsplit("/", 1)[0] + "/1")
+    app = Celery("publisher", broker=redis_url, backend=redis_backend_url)
     app.conf.broker_connection_retry_on_startup = True
     tracker = jobtrack.install(app, pg_url)
     yield app, tracker.store

@@ -14,7 +14,7 @@ from celery import Celery
 import jobtrack
 from jobtrack.models import JobStatus
 from jobtrack.store import Store
-from tests.conftest import wait_for
+from tests.conftest import pg_address, wait_for
 from tests.proxy import CuttableProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -24,23 +24,23 @@ OUTAGE_S = 30.0
 
 
 @pytest.fixture
-def proxy() -> Iterator[CuttableProxy]:
-    with CuttableProxy("127.0.0.1", 5432) as p:
+def proxy(pg_url: str) -> Iterator[CuttableProxy]:
+    with CuttableProxy(*pg_address(pg_url)) as p:
         yield p
 
 
 def test_outage_loses_nothing(proxy: CuttableProxy, pg_url: str, redis_url: str,
-                              start_worker: Any) -> None:
+                              redis_backend_url: str, start_worker: Any) -> None:
     via_proxy = proxy.url(pg_url)
     app = Celery("outage-publisher", broker=redis_url,
-                 backend=redis_url.rsplit("/", 1)[0] + "/1")
+                 backend=redis_backend_url)
     app.conf.broker_connection_retry_on_startup = True
     tracker = jobtrack.install(app, via_proxy, connect_timeout_s=2)
     direct = Store(pg_url)
     try:
         worker = start_worker(env={"JOBTRACK_DATABASE_URL": via_proxy,
                                    "JOBTRACK_CONNECT_TIMEOUT_S": "2"},
-                              backend=redis_url.rsplit("/", 1)[0] + "/1")
+                              backend=redis_backend_url)
         warm = app.send_task("wa.noop", args=["warm-up"], queue=worker.queue)
         assert warm.get(timeout=30) == "warm-up"
 

@@ -124,12 +124,13 @@ def test_bad_inputs_are_stored_safely(publisher: Any, start_worker: Any) -> None
     assert "Opaque" in job.output_data  # a repr that raises becomes a description
 
 
-def test_warm_shutdown_loses_nothing_buffered(publisher: Any, start_worker: Any) -> None:
+def test_warm_shutdown_loses_nothing_buffered(publisher: Any, start_worker: Any,
+                                              redis_backend_url: str) -> None:
     app, store = publisher
     # A flush interval far longer than the test: only the shutdown flush can write.
     worker = start_worker(env={"JOBTRACK_FLUSH_INTERVAL_S": "600",
                                "JOBTRACK_FLUSH_MAX_JOBS": "100000"},
-                          backend="redis://127.0.0.1:6379/1")
+                          backend=redis_backend_url)
     results = [app.send_task("wa.noop", args=[n], queue=worker.queue) for n in range(40)]
     assert [r.get(timeout=30) for r in results] == list(range(40))
     assert worker.stop(signal.SIGTERM) == 0

@@ -14,6 +14,7 @@ from jobtrack.models import Event, JobStatus, JobUpdate, state_seq
 from jobtrack.settings import Settings
 from jobtrack.store import Store
 from jobtrack.writer import BufferedWriter
+from tests.conftest import pg_address
 from tests.proxy import CuttableProxy
 
 pytestmark = pytest.mark.postgres
@@ -24,7 +25,7 @@ def proxy(pg_url: str) -> Iterator[CuttableProxy]:
     schema = Store(pg_url)
     schema.ensure_schema()
     schema.close()
-    with CuttableProxy("127.0.0.1", 5432) as p:
+    with CuttableProxy(*pg_address(pg_url)) as p:
         yield p
 
 
