@@ -26,7 +26,7 @@ from .errors import (
     StoreError,
 )
 from .job import JobHandle, current_job, track
-from .models import Event, Item, ItemStatus, Job, JobStatus, Stats
+from .models import Event, Item, ItemStatus, Job, JobFilter, JobStatus, Stats
 from .schema import metadata
 from .settings import Settings
 from .tracker import Tracker, active_tracker
@@ -37,6 +37,7 @@ __all__ = [
     "Item",
     "ItemStatus",
     "Job",
+    "JobFilter",
     "JobHandle",
     "JobNotFound",
     "JobStatus",
@@ -88,10 +89,10 @@ def get_job(job_id: str) -> Job:
     return active_tracker().get_job(job_id)
 
 
-def list_jobs(**filters: Any) -> list[Job]:
-    """Jobs newest first. Filters: status, job_type, owner_id, task_name, queue, since,
-    until, search, limit, offset."""
-    return active_tracker().list_jobs(**filters)
+def list_jobs(where: JobFilter | None = None, **filters: Any) -> list[Job]:
+    """Jobs newest first: a :class:`JobFilter`, or its fields as keywords (status,
+    job_type, owner_id, task_name, queue, since, until, search, ids); limit, offset."""
+    return active_tracker().list_jobs(where, **filters)
 
 
 def job_stats(*, since: datetime | None = None) -> Stats:

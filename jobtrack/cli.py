@@ -24,7 +24,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from .errors import JobNotFound, JobtrackError
-from .models import JobStatus
+from .models import JobFilter, JobStatus
 from .settings import Settings
 from .spool import DeadLetter, Spool
 from .store import Store, describe_url
@@ -268,10 +268,10 @@ def jobs_ls(obj: Context, status: tuple[str, ...], job_type: str | None,
             since: str | None, until: str | None, search: str | None, limit: int,
             offset: int, as_json: bool) -> None:
     """Jobs, newest first."""
-    found = obj.store.list_jobs(
-        status=list(status) or None, job_type=job_type, task_name=task_name,
-        owner_id=owner_id, queue=queue, since=_since(since), until=_since(until),
-        search=search, limit=limit, offset=offset)
+    where = JobFilter.of(status=list(status) or None, job_type=job_type,
+                         task_name=task_name, owner_id=owner_id, queue=queue,
+                         since=_since(since), until=_since(until), search=search)
+    found = obj.store.list_jobs(where, limit=limit, offset=offset)
     if as_json:
         _dump([dataclasses.asdict(j) for j in found])
         return
@@ -386,10 +386,11 @@ def watch(obj: Context, interval: float, job_type: str | None, limit: int,
     active = ["running", "retrying", "pending"]
 
     def view() -> Table:
-        found = obj.store.list_jobs(status=active, job_type=job_type, limit=limit)
+        found = obj.store.list_jobs(JobFilter.of(status=active, job_type=job_type),
+                                    limit=limit)
         found.sort(key=lambda j: (active.index(j.status.value), j.started_at or j.created_at
                                   or datetime.min.replace(tzinfo=UTC)))
-        counts = obj.store.count_by_status(active)
+        counts = obj.store.count_by_status(active, where=JobFilter.of(job_type=job_type))
         title = "   ".join(f"{s}: {counts.get(s, 0)}" for s in active)
         return progress_table(found, title)
 

@@ -6,8 +6,10 @@ late or duplicated event can never move a job backwards, whichever process sends
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -25,6 +27,7 @@ __all__ = [
     "Item",
     "ItemStatus",
     "Job",
+    "JobFilter",
     "JobStatus",
     "JobUpdate",
     "Stats",
@@ -174,6 +177,40 @@ class Event:
         return cls(job_id=update.id, at=update.updated_at, status=update.status,
                    attempt=attempt, worker=update.worker, error_type=update.error_type,
                    error_message=update.error_message)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a list, a count or a stream covers: each field narrows, None is any.
+
+    The one spelling of the job filters; the store, the CLI, the API and the dashboard
+    all build one of these. ``search`` matches the name or error text (case-insensitive)
+    or an exact id; ``since``/``until`` bound ``created_at``.
+    """
+
+    status: tuple[JobStatus, ...] | None = None
+    job_type: str | None = None
+    owner_id: str | None = None
+    task_name: str | None = None
+    queue: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    search: str | None = None
+    ids: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, *, status: str | Sequence[str] | None = None,
+           ids: Sequence[str] | None = None, **fields: Any) -> JobFilter:
+        """A filter from plain values: ``status`` one name or several (an unknown one
+        raises ``ValueError``), empty strings as None."""
+        statuses = None if status is None else tuple(
+            JobStatus(s) for s in ([status] if isinstance(status, str) else status))
+        given = {name: value or None for name, value in fields.items()}
+        return cls(status=statuses, ids=None if ids is None else tuple(ids), **given)
+
+    def where(self, **changes: Any) -> JobFilter:
+        """This filter with some fields changed."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass

@@ -67,6 +67,7 @@ from .models import (
     Item,
     ItemStatus,
     Job,
+    JobFilter,
     JobStatus,
     JobUpdate,
     Stats,
@@ -375,28 +376,18 @@ class Store:
 
     def list_jobs(
         self,
+        where: JobFilter | None = None,
         *,
-        status: str | Sequence[str] | None = None,
-        job_type: str | None = None,
-        owner_id: str | None = None,
-        task_name: str | None = None,
-        queue: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        search: str | None = None,
         limit: int = 50,
         offset: int = 0,
         before: tuple[datetime, str] | None = None,
-        ids: Sequence[str] | None = None,
     ) -> list[Job]:
-        """Jobs, newest first, filtered; every filter is a bound parameter.
+        """Jobs ``where`` matches, newest first; every value a bound parameter.
 
         ``before`` is a keyset cursor, the (created_at, id) of the last job of the
         previous page: stable paging while new jobs arrive.
         """
-        query = _filtered(select(jobs), status=status, job_type=job_type,
-                          owner_id=owner_id, task_name=task_name, queue=queue,
-                          since=since, until=until, search=search, ids=ids)
+        query = _filtered(select(jobs), where or JobFilter())
         if before is not None:
             moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
             query = query.where(tuple_(jobs.c.created_at, jobs.c.id)
@@ -601,30 +592,31 @@ class Store:
                     jobs.c.id.in_(ids), jobs.c.status.in_(wanted))).rowcount
 
     def count_by_status(self, statuses: Sequence[str], *, cap: int | None = None,
-                        **filters: Any) -> dict[str, int]:
-        """How many jobs are in each of ``statuses``, with the filters of
-        :meth:`list_jobs` (``job_type``, ``owner_id``, ``search`` …).
+                        where: JobFilter | None = None) -> dict[str, int]:
+        """How many jobs ``where`` matches are in each of ``statuses`` (its own status
+        field is replaced by them).
 
         With ``cap``, each status is counted only up to ``cap + 1`` (a value above
         ``cap`` means "more than ``cap``"): the scan of the ``(status, created_at)``
         index then stops after ``cap + 1`` matching rows instead of reading them all.
         """
-        if cap is None:
-            query = _filtered(select(jobs.c.status, func.count()), status=statuses,
-                              **filters).group_by(jobs.c.status)
-            with self._begin("count by status") as conn:
-                return {status: int(n) for status, n in conn.execute(query)}
-        wanted = [JobStatus(s).value for s in statuses]
+        base = where or JobFilter()
+        wanted = tuple(JobStatus(s) for s in statuses)
         if not wanted:
             return {}
+        if cap is None:
+            query = _filtered(select(jobs.c.status, func.count()),
+                              base.where(status=wanted)).group_by(jobs.c.status)
+            with self._begin("count by status") as conn:
+                return {status: int(n) for status, n in conn.execute(query)}
         capped = select(*(
             select(func.count()).select_from(
-                _filtered(select(jobs.c.status), status=[status], **filters)
+                _filtered(select(jobs.c.status), base.where(status=(status,)))
                 .limit(max(cap, 0) + 1).subquery())
             .scalar_subquery() for status in wanted))
         with self._begin("count by status") as conn:
             row = conn.execute(capped).one()
-        return {status: int(n) for status, n in zip(wanted, row, strict=True) if n}
+        return {status.value: int(n) for status, n in zip(wanted, row, strict=True) if n}
 
     def metrics_snapshot(self, *, since: datetime, stale_before: datetime,
                          buckets_s: Sequence[float]) -> MetricsSnapshot:
@@ -713,45 +705,33 @@ class Store:
                 conn.execute(delete(table))
 
 
-def _filtered(
-    query: Any,
-    *,
-    status: str | Sequence[str] | None = None,
-    job_type: str | None = None,
-    owner_id: str | None = None,
-    task_name: str | None = None,
-    queue: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    search: str | None = None,
-    ids: Sequence[str] | None = None,
-) -> Any:
-    """``query`` narrowed by the job filters; every value a bound parameter. A value
-    holding a NUL character matches nothing (PostgreSQL text cannot hold one; writes
-    strip them), on every backend alike."""
-    given = [job_type, owner_id, task_name, queue, search, *(ids or ())]
+def _filtered(query: Any, where: JobFilter) -> Any:
+    """``query`` narrowed by ``where``; every value a bound parameter. A value holding a
+    NUL character matches nothing (PostgreSQL text cannot hold one; writes strip them),
+    on every backend alike."""
+    given = [where.job_type, where.owner_id, where.task_name, where.queue, where.search,
+             *(where.ids or ())]
     if any(isinstance(v, str) and "\x00" in v for v in given):
         return query.where(false())
-    if ids is not None:
-        query = query.where(jobs.c.id.in_(list(ids)))
-    if status is not None:
-        statuses = [status] if isinstance(status, str) else list(status)
-        query = query.where(jobs.c.status.in_([JobStatus(s).value for s in statuses]))
-    for column, value in ((jobs.c.job_type, job_type), (jobs.c.owner_id, owner_id),
-                          (jobs.c.task_name, task_name), (jobs.c.queue, queue)):
+    if where.ids is not None:
+        query = query.where(jobs.c.id.in_(list(where.ids)))
+    if where.status is not None:
+        query = query.where(jobs.c.status.in_([s.value for s in where.status]))
+    for column, value in ((jobs.c.job_type, where.job_type), (jobs.c.owner_id, where.owner_id),
+                          (jobs.c.task_name, where.task_name), (jobs.c.queue, where.queue)):
         if value is not None:
             query = query.where(column == value)
-    if since is not None:
-        query = query.where(jobs.c.created_at >= since)
-    if until is not None:
-        query = query.where(jobs.c.created_at < until)
-    if search:
-        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace(
+    if where.since is not None:
+        query = query.where(jobs.c.created_at >= where.since)
+    if where.until is not None:
+        query = query.where(jobs.c.created_at < where.until)
+    if where.search:
+        pattern = "%" + where.search.replace("\\", "\\\\").replace("%", "\\%").replace(
             "_", "\\_") + "%"
         query = query.where(or_(
             jobs.c.name.ilike(pattern, escape="\\"),
             jobs.c.error_message.ilike(pattern, escape="\\"),
-            jobs.c.id == search,
+            jobs.c.id == where.search,
         ))
     return query
 

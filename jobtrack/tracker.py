@@ -16,7 +16,7 @@ from typing import Any
 
 from .context import get_current
 from .errors import NotInstalled
-from .models import Batch, Event, Job, JobStatus, JobUpdate, Stats
+from .models import Batch, Event, Job, JobFilter, JobStatus, JobUpdate, Stats
 from .payload import clean_text, describe_error, to_json
 from .settings import Settings
 from .store import Store
@@ -148,8 +148,12 @@ class Tracker:
     def get_job(self, job_id: str) -> Job:
         return self.store.get_job(job_id)
 
-    def list_jobs(self, **filters: Any) -> list[Job]:
-        return self.store.list_jobs(**filters)
+    def list_jobs(self, where: JobFilter | None = None, *, limit: int = 50, offset: int = 0,
+                  **filters: Any) -> list[Job]:
+        """Jobs newest first: ``where``, or the keywords of :meth:`JobFilter.of`."""
+        if filters:
+            where = JobFilter.of(**filters)
+        return self.store.list_jobs(where, limit=limit, offset=offset)
 
     def job_stats(self, *, since: datetime | None = None) -> Stats:
         return self.store.stats(since=since)

@@ -34,6 +34,7 @@ from celery import Celery
 from sqlalchemy import text
 
 import jobtrack
+from jobtrack.models import JobFilter
 from jobtrack.store import Store
 from jobtrack.web.pages import COUNT_CAP
 
@@ -260,7 +261,7 @@ def list_query(rows: int) -> None:
     timings = []
     for _ in range(50):
         t = time.perf_counter()
-        found = store.list_jobs(status="failed", job_type="import", limit=50)
+        found = store.list_jobs(JobFilter.of(status="failed", job_type="import"), limit=50)
         timings.append(time.perf_counter() - t)
     assert len(found) == 50 and all(j.status.value == "failed" for j in found)
     # The dashboard's tab counts (every page load and live refresh): exact, and capped

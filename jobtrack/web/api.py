@@ -29,7 +29,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import JobNotFound, JobtrackError
-from ..models import Job
+from ..models import Job, JobFilter
 from ..store import Store
 from .auth import Auth, Principal
 from .stream import ChangeFeed, job_event
@@ -177,12 +177,12 @@ def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
             if owner_id not in (None, who.owner_id):
                 return {"jobs": [], "next_cursor": None}
             owner_id = who.owner_id
-        found = store.list_jobs(
+        where = JobFilter.of(
             status=[s.value for s in status] if status else None, job_type=job_type,
             owner_id=owner_id, task_name=task_name, queue=queue, since=utc(since, "since"),
-            until=utc(until, "until"),
-            search=search, limit=limit + 1,
-            before=decode_cursor(cursor) if cursor else None)
+            until=utc(until, "until"), search=search)
+        found = store.list_jobs(where, limit=limit + 1,
+                                before=decode_cursor(cursor) if cursor else None)
         page, more = found[:limit], len(found) > limit
         return {"jobs": [dataclasses.asdict(j) for j in page],
                 "next_cursor": encode_cursor(page[-1]) if more else None}

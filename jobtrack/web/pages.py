@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from ..models import ACTIVE, ERRORED, RETRYABLE, STARTED, Job, JobStatus
+from ..models import ACTIVE, ERRORED, RETRYABLE, STARTED, Job, JobFilter, JobStatus
 from ..settings import Settings
 from ..store import Store
 from .api import (
@@ -201,14 +201,15 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
         who = visitor(request)
         filters = {"job_type": job_type, "task_name": task_name, "queue": queue,
                    "owner_id": owner_id, "search": search}  # as given: form and links
-        scope: dict[str, Any] = {name: value or None for name, value in filters.items()}
+        scope = JobFilter.of(**filters)
         if who.owner_id is not None:
-            filters["owner_id"], scope["owner_id"] = None, who.owner_id
+            filters["owner_id"], scope = None, scope.where(owner_id=who.owner_id)
         found = store.list_jobs(
-            status=[status.value] if status else list(TABS[tab]), **scope,
+            scope.where(status=tuple(JobStatus(s) for s in (
+                [status.value] if status else TABS[tab]))),
             limit=PAGE_SIZE + 1, before=decode_cursor(cursor) if cursor else None)
         counts = store.count_by_status([s.value for s in JobStatus], cap=COUNT_CAP,
-                                       **scope)
+                                       where=scope)
         tab_counts = {name: _tab_count(counts, wanted) for name, wanted in TABS.items()}
         page = found[:PAGE_SIZE]
         context = {

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import StoreError
-from ..models import Job, JobStatus
+from ..models import Job, JobFilter, JobStatus
 from ..store import ChangeListener, Store
 
 __all__ = ["LOOKBACK_S", "ChangeFeed", "job_event"]
@@ -143,8 +143,8 @@ class ChangeFeed:
         try:
             for start in range(0, len(wanted), _READ_CHUNK):
                 chunk = wanted[start:start + _READ_CHUNK]
-                rows.update((job.id, job) for job in self.store.list_jobs(ids=chunk,
-                                                                          limit=len(chunk)))
+                rows.update((job.id, job) for job in self.store.list_jobs(
+                    JobFilter(ids=tuple(chunk)), limit=len(chunk)))
         except StoreError as exc:
             log.warning("live feed: %s", exc, extra={"action": "feed", "job_id": None})
             return

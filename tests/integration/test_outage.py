@@ -12,7 +12,7 @@ import pytest
 from celery import Celery
 
 import jobtrack
-from jobtrack.models import JobStatus
+from jobtrack.models import JobFilter, JobStatus
 from jobtrack.store import Store
 from tests.conftest import pg_address, wait_for
 from tests.proxy import CuttableProxy
@@ -61,7 +61,7 @@ def test_outage_loses_nothing(proxy: CuttableProxy, pg_url: str, redis_url: str,
         ids = {r.id for r in results}
 
         def all_final() -> bool:
-            done = direct.list_jobs(status="completed", limit=TASKS + 10)
+            done = direct.list_jobs(JobFilter.of(status="completed"), limit=TASKS + 10)
             return ids <= {j.id for j in done}
 
         restored_at = time.monotonic()

@@ -12,7 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobtrack.errors import DataRefused, JobNotFound, StoreError
-from jobtrack.models import Event, Item, ItemStatus, JobStatus, JobUpdate, state_seq, takes
+from jobtrack.models import (
+    Event,
+    Item,
+    ItemStatus,
+    JobFilter,
+    JobStatus,
+    JobUpdate,
+    state_seq,
+    takes,
+)
 from jobtrack.store import Batch, Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,12 +116,15 @@ def test_list_filters_search_and_stats(store: Store) -> None:
           upd("2", JobStatus.FAILED, at=2, job_type="import", owner_id="u2",
               name="Import b.csv", error_message="disk 100% full"),
           upd("3", JobStatus.RUNNING, at=3, job_type="export", owner_id="u1"))
-    assert [j.id for j in store.list_jobs()] == ["3", "2", "1"]
-    assert [j.id for j in store.list_jobs(status="failed", job_type="import")] == ["2"]
-    assert [j.id for j in store.list_jobs(owner_id="u1", limit=1)] == ["3"]
-    assert [j.id for j in store.list_jobs(search="100%")] == ["2"]  # % is literal
-    assert [j.id for j in store.list_jobs(search="b.csv")] == ["2"]
-    assert [j.id for j in store.list_jobs(since=T0 + timedelta(seconds=2))] == ["3", "2"]
+    def ids(limit: int = 50, **where: Any) -> list[str]:
+        return [j.id for j in store.list_jobs(JobFilter.of(**where), limit=limit)]
+
+    assert ids() == ["3", "2", "1"]
+    assert ids(status="failed", job_type="import") == ["2"]
+    assert ids(owner_id="u1", limit=1) == ["3"]
+    assert ids(search="100%") == ["2"]  # % is literal
+    assert ids(search="b.csv") == ["2"]
+    assert ids(since=T0 + timedelta(seconds=2)) == ["3", "2"]
     stats = store.stats()
     assert stats.by_status == {"completed": 1, "failed": 1, "running": 1}
     assert stats.by_type["import"] == {"completed": 1, "failed": 1}
@@ -123,7 +135,7 @@ def test_list_filters_search_and_stats(store: Store) -> None:
     assert (spread.duration_ms_p50, spread.duration_ms_p95, spread.duration_ms_p99) == (
         500, 950, 990)  # 101 timings: 100 and 10, 20 … 1000
     with pytest.raises(ValueError):
-        store.list_jobs(status="nonsense")
+        JobFilter.of(status="nonsense")
 
 
 def test_counts_by_status_exact_filtered_and_capped(store: Store) -> None:
@@ -132,15 +144,16 @@ def test_counts_by_status_exact_filtered_and_capped(store: Store) -> None:
         + [upd("f", JobStatus.FAILED, owner_id="u1"), upd("r", JobStatus.RUNNING)]))
     every = [s.value for s in JobStatus]
     assert store.count_by_status(every) == {"completed": 7, "failed": 1, "running": 1}
-    assert store.count_by_status(every, owner_id="u1") == {"completed": 3, "failed": 1}
-    assert store.count_by_status(["completed", "pending"], owner_id="u1") == {
-        "completed": 3}
+    u1 = JobFilter.of(owner_id="u1")
+    assert store.count_by_status(every, where=u1) == {"completed": 3, "failed": 1}
+    assert store.count_by_status(["completed", "pending"], where=u1) == {"completed": 3}
     # Capped: exact up to the cap, cap + 1 for "more", with the filters still applied.
     assert store.count_by_status(every, cap=3) == {"completed": 4, "failed": 1,
                                                     "running": 1}
-    assert store.count_by_status(every, cap=3, owner_id="u1") == {"completed": 3,
+    assert store.count_by_status(every, cap=3, where=u1) == {"completed": 3,
                                                                   "failed": 1}
-    assert store.count_by_status(["completed"], cap=10, search="nothing") == {}
+    nothing = JobFilter.of(search="nothing")
+    assert store.count_by_status(["completed"], cap=10, where=nothing) == {}
     assert store.count_by_status([], cap=3) == {}
 
 
