@@ -29,7 +29,14 @@ from .settings import Settings
 from .spool import DeadLetter, Spool
 from .store import Store, describe_url
 from .tracker import Tracker, active_tracker_or_none
-from .views import job_list_table, progress_table, styled_status
+from .views import (
+    dead_letters_table,
+    items_table,
+    job_detail,
+    job_list_table,
+    progress_table,
+    stats_view,
+)
 
 __all__ = ["main"]
 
@@ -295,31 +302,8 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
                                                           for e in events],
                "failing_items": [dataclasses.asdict(i) for i in failing]})
         return
-    table = Table(show_header=False, title=f"job {job.id}")
-    for field in dataclasses.fields(job):
-        value = getattr(job, field.name)
-        if value is None or field.name == "traceback":
-            continue
-        table.add_row(field.name, styled_status(job) if field.name == "status" else
-                      json.dumps(value, default=_json_default, ensure_ascii=False)
-                      if isinstance(value, (dict, list)) else str(value))
-    console.print(table)
-    if events:
-        trace = Table(title="attempts and transitions")
-        for column in ("at", "status", "attempt", "worker", "error"):
-            trace.add_column(column)
-        for e in events:
-            trace.add_row(e.at.isoformat(timespec="milliseconds"), e.status.value,
-                          str(e.attempt), e.worker or "",
-                          f"{e.error_type or ''} {e.error_message or ''}".strip())
-        console.print(trace)
-    if failing:
-        items = Table(title="first failing items")
-        for column in ("key", "error_code", "message"):
-            items.add_column(column)
-        for i in failing:
-            items.add_row(i.key, i.error_code or "", i.message or "")
-        console.print(items)
+    for part in job_detail(job, events, failing):
+        console.print(part)
     if job.traceback:
         console.rule("traceback")
         console.print(job.traceback, markup=False, highlight=False)
@@ -340,12 +324,7 @@ def jobs_items(obj: Context, job_id: str, status: str | None, limit: int,
     if as_json:
         _dump([dataclasses.asdict(i) for i in found])
         return
-    table = Table()
-    for column in ("key", "status", "error_code", "message"):
-        table.add_column(column)
-    for i in found:
-        table.add_row(i.key, i.status.value, i.error_code or "", i.message or "")
-    console.print(table)
+    console.print(items_table(found))
 
 
 @main.command()
@@ -358,20 +337,8 @@ def stats(obj: Context, since: str, as_json: bool) -> None:
     if as_json:
         _dump(dataclasses.asdict(result))
         return
-    table = Table(title=f"jobs since {since}")
-    table.add_column("type")
-    for status in STATUSES:
-        table.add_column(status)
-    for job_type, counts in sorted(result.by_type.items()):
-        table.add_row(job_type, *(str(counts.get(s, "")) for s in STATUSES))
-    console.print(table)
-    rate = f"{result.failure_rate:.1%}" if result.failure_rate is not None else "n/a"
-    avg = f"{result.duration_ms_avg:.0f} ms" if result.duration_ms_avg is not None else "n/a"
-    spread = "   ".join(f"p{p} {v} ms" for p, v in (
-        (50, result.duration_ms_p50), (95, result.duration_ms_p95),
-        (99, result.duration_ms_p99)) if v is not None)
-    console.print(f"total {result.total}   failure rate {rate}   mean duration {avg}   "
-                  f"{spread}")
+    for part in stats_view(result, since):
+        console.print(part)
 
 
 @main.command()
@@ -480,13 +447,7 @@ def spool_ls(obj: Context, as_json: bool) -> None:
         return
     console.print(f"{len(pending)} spool file(s) waiting in {found.directory} (replayed "
                   "by any tracking process of this database)", highlight=False)
-    table = Table(title=f"{len(dead)} dead letter(s)")
-    for column in ("file", "at", "jobs", "items", "events", "reason"):
-        table.add_column(column, overflow="fold")
-    for letter in dead:
-        table.add_row(letter.path.name, letter.at.isoformat(timespec="seconds"),
-                      str(letter.jobs), str(letter.items), str(letter.events), letter.reason)
-    console.print(table)
+    console.print(dead_letters_table(dead))
 
 
 def _letters(obj: Context, names: tuple[str, ...], every: bool) -> list[DeadLetter]:

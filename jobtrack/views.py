@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import UTC, datetime
 
 from rich import box
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from .models import Job, JobStatus
+from .models import Event, Item, Job, JobStatus, Stats
+from .spool import DeadLetter
 
-__all__ = ["ago", "error_text", "items_text", "job_list_table", "progress_table",
-           "styled_status"]
+__all__ = ["ago", "dead_letters_table", "error_text", "items_table", "items_text", "job_detail",
+           "job_list_table", "progress_table", "stats_view", "styled_status"]
 
 
 def ago(moment: datetime | None) -> str:
@@ -97,3 +100,72 @@ def items_text(job: Job) -> str:
         return ""
     total = f"/{job.total_items}" if job.total_items else ""
     return f"{job.processed_items}{total} ({job.failed_items} failed)"
+
+
+def job_detail(job: Job, events: list[Event], failing: list[Item]) -> list[Table]:
+    """``jobs show``: the row, the trace, the first failing items."""
+    table = Table(show_header=False, title=f"job {job.id}")
+    for field in dataclasses.fields(job):
+        value = getattr(job, field.name)
+        if value is None or field.name == "traceback":
+            continue
+        table.add_row(field.name, styled_status(job) if field.name == "status" else
+                      json.dumps(value, default=str, ensure_ascii=False)
+                      if isinstance(value, (dict, list)) else str(value))
+    parts = [table]
+    if events:
+        trace = Table(title="attempts and transitions (attempt 0 is the first run)")
+        for column in ("at", "status", "attempt", "worker", "error"):
+            trace.add_column(column)
+        for e in events:
+            trace.add_row(e.at.isoformat(timespec="milliseconds"), e.status.value,
+                          str(e.attempt), e.worker or "",
+                          f"{e.error_type or ''} {e.error_message or ''}".strip())
+        parts.append(trace)
+    if failing:
+        items = Table(title="first failing items")
+        for column in ("key", "error_code", "message"):
+            items.add_column(column)
+        for i in failing:
+            items.add_row(i.key, i.error_code or "", i.message or "")
+        parts.append(items)
+    return parts
+
+
+def items_table(items: list[Item]) -> Table:
+    """``jobs items``."""
+    table = Table()
+    for column in ("key", "status", "error_code", "message"):
+        table.add_column(column)
+    for i in items:
+        table.add_row(i.key, i.status.value, i.error_code or "", i.message or "")
+    return table
+
+
+def stats_view(result: Stats, since: str) -> list[Table | str]:
+    """``stats``: counts by type and status, then one line of rates and durations."""
+    statuses = [s.value for s in JobStatus]
+    table = Table(title=f"jobs since {since}")
+    table.add_column("type")
+    for status in statuses:
+        table.add_column(status)
+    for job_type, counts in sorted(result.by_type.items()):
+        table.add_row(job_type, *(str(counts.get(s, "")) for s in statuses))
+    rate = f"{result.failure_rate:.1%}" if result.failure_rate is not None else "n/a"
+    avg = f"{result.duration_ms_avg:.0f} ms" if result.duration_ms_avg is not None else "n/a"
+    spread = "   ".join(f"p{p} {v} ms" for p, v in (
+        (50, result.duration_ms_p50), (95, result.duration_ms_p95),
+        (99, result.duration_ms_p99)) if v is not None)
+    return [table, f"total {result.total}   failure rate {rate}   mean duration {avg}   "
+                   f"{spread}"]
+
+
+def dead_letters_table(dead: list[DeadLetter]) -> Table:
+    """``spool ls``: each dead letter, its size and the database's reason."""
+    table = Table(title=f"{len(dead)} dead letter(s)")
+    for column in ("file", "at", "jobs", "items", "events", "reason"):
+        table.add_column(column, overflow="fold")
+    for letter in dead:
+        table.add_row(letter.path.name, letter.at.isoformat(timespec="seconds"),
+                      str(letter.jobs), str(letter.items), str(letter.events), letter.reason)
+    return table
