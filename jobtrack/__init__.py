@@ -1,14 +1,14 @@
 """jobtrack: a durable, queryable job record for every Celery task.
 
-    import jobtrack
-    jobtrack.install(app)
+import jobtrack
+jobtrack.install(app)
 
-    @app.task(bind=True)
-    @jobtrack.track(job_type="import", name="Import {filename}", owner="user_id")
-    def import_csv(self, filename, user_id):
-        job = jobtrack.current_job()
-        job.progress(current=40, total=100, stage="parsing")
-        job.item("sku-17", status="success")
+@app.task(bind=True)
+@jobtrack.track(job_type="import", name="Import {filename}", owner="user_id")
+def import_csv(self, filename, user_id):
+    job = jobtrack.current_job()
+    job.progress(current=40, total=100, stage="parsing")
+    job.item("sku-17", status="success")
 """
 
 from __future__ import annotations

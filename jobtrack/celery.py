@@ -91,9 +91,14 @@ def _parent(parent_id: Any, job_id: str) -> Any:
 def _progress_event_sender(task: Any) -> Any:
     """Send a ``task-progress`` event (Flower shows the task as PROGRESS; the fields
     reach ``jobtrack.flower.format_task``). Runs in the task's thread, throttled."""
+
     def send(percent: float | None, stage: str | None, message: str | None) -> None:
-        task.send_event("task-progress", percent=percent, stage=stage,
-                        message=message[:200] if message else message)
+        task.send_event(
+            "task-progress",
+            percent=percent,
+            stage=stage,
+            message=message[:200] if message else message,
+        )
 
     return send
 
@@ -124,8 +129,7 @@ class _Wiring:
         spec = self._specs[task_name]
         return (spec is not None or self.settings.track_all), spec
 
-    def _input(self, args: Any, kwargs: Any, argsrepr: Any, kwargsrepr: Any,
-               fn: Any) -> Any:
+    def _input(self, args: Any, kwargs: Any, argsrepr: Any, kwargsrepr: Any, fn: Any) -> Any:
         """Arguments as JSON; the caller's own argsrepr/kwargsrepr when they hid them.
 
         Positional arguments are matched to the parameter names of ``fn`` (the task's
@@ -141,8 +145,10 @@ class _Wiring:
             if names is None:
                 return None
             keys = self.settings.redact_keys
-            positional = [REDACTED if n < len(names) and is_secret(names[n], keys) else value
-                          for n, value in enumerate(positional)]
+            positional = [
+                REDACTED if n < len(names) and is_secret(names[n], keys) else value
+                for n, value in enumerate(positional)
+            ]
         return self.tracker.json({"args": positional, "kwargs": dict(kwargs or {})})
 
     def _positional_names(self, fn: Any) -> tuple[str, ...] | None:
@@ -156,8 +162,9 @@ class _Wiring:
             except (TypeError, ValueError):
                 self._names[key] = None
             else:
-                self._names[key] = tuple(p.name for p in itertools.takewhile(
-                    lambda p: p.kind in _POSITIONAL, parameters))
+                self._names[key] = tuple(
+                    p.name for p in itertools.takewhile(lambda p: p.kind in _POSITIONAL, parameters)
+                )
         return self._names[key]
 
     def _hidden(self, shown: Any, value: Any) -> bool:
@@ -185,20 +192,41 @@ class _Wiring:
         try:
             fn(*args)
         except Exception:
-            log.exception("jobtrack %s handler failed; the task is not affected", action,
-                          extra={"job_id": job_id, "action": action})
+            log.exception(
+                "jobtrack %s handler failed; the task is not affected",
+                action,
+                extra={"job_id": job_id, "action": action},
+            )
 
     # -- publisher ----------------------------------------------------------------
 
-    def on_publish(self, sender: Any = None, body: Any = None, exchange: Any = None,
-                   routing_key: Any = None, headers: Any = None, properties: Any = None,
-                   declare: Any = None, **_: Any) -> None:
+    def on_publish(
+        self,
+        sender: Any = None,
+        body: Any = None,
+        exchange: Any = None,
+        routing_key: Any = None,
+        headers: Any = None,
+        properties: Any = None,
+        declare: Any = None,
+        **_: Any,
+    ) -> None:
         job_id = (headers or {}).get("id")
-        self._guard("publish", job_id, self._publish, sender, body, routing_key, headers,
-                    properties, declare)
+        self._guard(
+            "publish",
+            job_id,
+            self._publish,
+            sender,
+            body,
+            routing_key,
+            headers,
+            properties,
+            declare,
+        )
 
-    def _publish(self, name: Any, body: Any, routing_key: Any, headers: Any,
-                 properties: Any, declare: Any) -> None:
+    def _publish(
+        self, name: Any, body: Any, routing_key: Any, headers: Any, properties: Any, declare: Any
+    ) -> None:
         if not headers or "id" not in headers:
             return  # task protocol 1 or a foreign message: nothing to key a row on
         task_name = headers.get("task") or name
@@ -211,8 +239,9 @@ class _Wiring:
         tracked, spec = self._spec(task_name)
         if not tracked:
             return
-        args, kwargs = (body[0], body[1]) if isinstance(body, (tuple, list)) and len(
-            body) >= 2 else ((), {})
+        args, kwargs = (
+            (body[0], body[1]) if isinstance(body, (tuple, list)) and len(body) >= 2 else ((), {})
+        )
         retries = int(headers.get("retries") or 0)
         queue = routing_key or (declare[0].name if declare else None)
         if retries:  # a retry republished: the old attempt is retrying until it starts
@@ -223,15 +252,29 @@ class _Wiring:
         task = self.app.tasks.get(task_name)
         described = spec.describe(getattr(task, "run", None), args, kwargs) if spec else {}
         update = JobUpdate.transition(
-            headers["id"], status, attempt, at=now, retries=retries, task_name=task_name,
+            headers["id"],
+            status,
+            attempt,
+            at=now,
+            retries=retries,
+            task_name=task_name,
             queue=clean_text(queue, 255) if queue else None,
-            priority=(properties or {}).get("priority"), eta=_parse_eta(headers.get("eta")),
-            parent_id=None if headers.get("replaced_task_nesting") else _parent(
-                headers.get("parent_id"), headers["id"]),
-            root_id=headers.get("root_id"), group_id=headers.get("group"),
-            input_data=self._input(args, kwargs, headers.get("argsrepr"),
-                                   headers.get("kwargsrepr"), getattr(task, "run", None)),
-            max_retries=getattr(task, "max_retries", None), **described,
+            priority=(properties or {}).get("priority"),
+            eta=_parse_eta(headers.get("eta")),
+            parent_id=None
+            if headers.get("replaced_task_nesting")
+            else _parent(headers.get("parent_id"), headers["id"]),
+            root_id=headers.get("root_id"),
+            group_id=headers.get("group"),
+            input_data=self._input(
+                args,
+                kwargs,
+                headers.get("argsrepr"),
+                headers.get("kwargsrepr"),
+                getattr(task, "run", None),
+            ),
+            max_retries=getattr(task, "max_retries", None),
+            **described,
         )
         # Tell the worker the input is recorded, so its prerun skips that work.
         if update.input_data is not None:
@@ -243,8 +286,15 @@ class _Wiring:
 
     # -- pool child -----------------------------------------------------------------
 
-    def on_prerun(self, sender: Any = None, task_id: Any = None, task: Any = None,
-                  args: Any = None, kwargs: Any = None, **_: Any) -> None:
+    def on_prerun(
+        self,
+        sender: Any = None,
+        task_id: Any = None,
+        task: Any = None,
+        args: Any = None,
+        kwargs: Any = None,
+        **_: Any,
+    ) -> None:
         self._guard("prerun", task_id, self._prerun, task_id, task or sender, args, kwargs)
 
     def _prerun(self, task_id: str, task: Any, args: Any, kwargs: Any) -> None:
@@ -263,27 +313,47 @@ class _Wiring:
         delivery = request.delivery_info or {}
         described = spec.describe(task.run, args, kwargs) if spec else {}
         # The publisher recorded the input and said so in a header: skip that work here.
-        recorded_input = None if getattr(request, _INPUT_HEADER, None) else self._input(
-            args, kwargs, getattr(request, "argsrepr", None),
-            getattr(request, "kwargsrepr", None), task.run)
+        recorded_input = (
+            None
+            if getattr(request, _INPUT_HEADER, None)
+            else self._input(
+                args,
+                kwargs,
+                getattr(request, "argsrepr", None),
+                getattr(request, "kwargsrepr", None),
+                task.run,
+            )
+        )
         update = JobUpdate.transition(
-            task_id, JobStatus.RUNNING, attempt, at=now, started_at=now, heartbeat_at=now,
-            retries=attempt, worker=request.hostname, pid=os.getpid(), task_name=task.name,
-            queue=delivery.get("routing_key"), priority=delivery.get("priority"),
+            task_id,
+            JobStatus.RUNNING,
+            attempt,
+            at=now,
+            started_at=now,
+            heartbeat_at=now,
+            retries=attempt,
+            worker=request.hostname,
+            pid=os.getpid(),
+            task_name=task.name,
+            queue=delivery.get("routing_key"),
+            priority=delivery.get("priority"),
             parent_id=_parent(request.parent_id, task_id)
-            if attempt == 0 and not replacement else None,
+            if attempt == 0 and not replacement
+            else None,
             root_id=request.root_id,
             group_id=request.group,
             input_data=recorded_input,
-            max_retries=task.max_retries, **described,
+            max_retries=task.max_retries,
+            **described,
         )
         self._emit(update, attempt=attempt)
         self.writer.watch(handle)
         if self.settings.progress_events:
             handle.on_progress = _progress_event_sender(task)
 
-    def on_success(self, sender: Any = None, result: Any = None, runtime: Any = None,
-                   **_: Any) -> None:
+    def on_success(
+        self, sender: Any = None, result: Any = None, runtime: Any = None, **_: Any
+    ) -> None:
         request = getattr(sender, "request", None)
         job_id = getattr(request, "id", None)
         self._guard("success", job_id, self._success, sender, job_id, result, runtime)
@@ -299,21 +369,42 @@ class _Wiring:
         if handle.declared_error is not None:  # fail_job() inside, then it returned
             error_type, message, traceback = handle.declared_error
             update = JobUpdate.transition(
-                job_id, JobStatus.FAILED, attempt, at=now, completed_at=now, retries=attempt,
-                duration_ms=duration_ms, output_data=self.tracker.json(result),
-                error_type=error_type, error_message=message, traceback=traceback,
-                worker=task.request.hostname)
+                job_id,
+                JobStatus.FAILED,
+                attempt,
+                at=now,
+                completed_at=now,
+                retries=attempt,
+                duration_ms=duration_ms,
+                output_data=self.tracker.json(result),
+                error_type=error_type,
+                error_message=message,
+                traceback=traceback,
+                worker=task.request.hostname,
+            )
         else:
             update = JobUpdate.transition(
-                job_id, JobStatus.COMPLETED, attempt, at=now, completed_at=now,
-                retries=attempt, duration_ms=duration_ms,
-                output_data=self.tracker.json(result), progress_percent=100.0,
+                job_id,
+                JobStatus.COMPLETED,
+                attempt,
+                at=now,
+                completed_at=now,
+                retries=attempt,
+                duration_ms=duration_ms,
+                output_data=self.tracker.json(result),
+                progress_percent=100.0,
                 worker=task.request.hostname,
             )
         self._emit(update, attempt=attempt)
 
-    def on_retry(self, sender: Any = None, request: Any = None, reason: Any = None,
-                 einfo: Any = None, **_: Any) -> None:
+    def on_retry(
+        self,
+        sender: Any = None,
+        request: Any = None,
+        reason: Any = None,
+        einfo: Any = None,
+        **_: Any,
+    ) -> None:
         job_id = getattr(request, "id", None)
         self._guard("retry", job_id, self._retry, request, reason, einfo)
 
@@ -329,16 +420,27 @@ class _Wiring:
         when = getattr(reason, "when", None)
         now = _now()
         update = JobUpdate.transition(
-            request.id, JobStatus.RETRYING, attempt, at=now, retries=attempt + 1,
-            error_type=error[0], error_message=error[1],
+            request.id,
+            JobStatus.RETRYING,
+            attempt,
+            at=now,
+            retries=attempt + 1,
+            error_type=error[0],
+            error_message=error[1],
             traceback=self.tracker.traceback_text(getattr(einfo, "traceback", None)),
             eta=when if isinstance(when, datetime) else None,
             worker=getattr(request, "hostname", None),
         )
         self._emit(update, attempt=attempt)
 
-    def on_failure(self, sender: Any = None, task_id: Any = None, exception: Any = None,
-                   einfo: Any = None, **_: Any) -> None:
+    def on_failure(
+        self,
+        sender: Any = None,
+        task_id: Any = None,
+        exception: Any = None,
+        einfo: Any = None,
+        **_: Any,
+    ) -> None:
         self._guard("failure", task_id, self._failure, sender, task_id, exception, einfo)
 
     def _failure(self, task: Any, task_id: str | None, exception: Any, einfo: Any) -> None:
@@ -361,16 +463,24 @@ class _Wiring:
         error = self.tracker.error_fields(exception)
         now = _now()
         update = JobUpdate.transition(
-            task_id, JobStatus.FAILED, attempt, at=now, completed_at=now, retries=attempt,
-            error_type=error[0], error_message=error[1], duration_ms=duration_ms,
+            task_id,
+            JobStatus.FAILED,
+            attempt,
+            at=now,
+            completed_at=now,
+            retries=attempt,
+            error_type=error[0],
+            error_message=error[1],
+            duration_ms=duration_ms,
             traceback=self.tracker.traceback_text(getattr(einfo, "traceback", None)),
             worker=getattr(request, "hostname", None) if own else None,
             task_name=getattr(task, "name", None),
         )
         self._emit(update, attempt=attempt)
 
-    def on_postrun(self, sender: Any = None, task_id: Any = None, task: Any = None,
-                   state: Any = None, **_: Any) -> None:
+    def on_postrun(
+        self, sender: Any = None, task_id: Any = None, task: Any = None, state: Any = None, **_: Any
+    ) -> None:
         self._guard("postrun", task_id, self._postrun, task_id, task or sender, state)
 
     def _postrun(self, task_id: str, task: Any, state: Any) -> None:
@@ -381,13 +491,24 @@ class _Wiring:
         self.writer.unwatch(handle)
         if state == "IGNORED" and handle.replaced_by is not None:
             # Replaced: the replacement's outcome, under this id, decides the job.
-            self.writer.update(JobUpdate.transition(
-                task_id, JobStatus.RUNNING, handle.attempt, at=_now(), retries=handle.attempt,
-                progress_message=f"replaced by {handle.replaced_by}; waiting for its outcome"))
+            self.writer.update(
+                JobUpdate.transition(
+                    task_id,
+                    JobStatus.RUNNING,
+                    handle.attempt,
+                    at=_now(),
+                    retries=handle.attempt,
+                    progress_message=f"replaced by {handle.replaced_by}; waiting for its outcome",
+                )
+            )
         elif state == "IGNORED":  # Ignore raised: it ended here
             now = _now()
             update = JobUpdate.transition(
-                task_id, JobStatus.COMPLETED, handle.attempt, at=now, completed_at=now,
+                task_id,
+                JobStatus.COMPLETED,
+                handle.attempt,
+                at=now,
+                completed_at=now,
                 progress_message="ignored (the task raised Ignore)",
             )
             self._emit(update, attempt=handle.attempt)
@@ -396,14 +517,29 @@ class _Wiring:
 
     # -- worker main process ----------------------------------------------------------
 
-    def on_revoked(self, sender: Any = None, request: Any = None, terminated: Any = None,
-                   signum: Any = None, expired: Any = None, **_: Any) -> None:
+    def on_revoked(
+        self,
+        sender: Any = None,
+        request: Any = None,
+        terminated: Any = None,
+        signum: Any = None,
+        expired: Any = None,
+        **_: Any,
+    ) -> None:
         job_id = getattr(request, "id", None)
-        self._guard("revoked", job_id, self._revoked, sender, job_id, request, terminated,
-                    signum, expired)
+        self._guard(
+            "revoked", job_id, self._revoked, sender, job_id, request, terminated, signum, expired
+        )
 
-    def _revoked(self, task: Any, job_id: str | None, request: Any, terminated: Any,
-                 signum: Any, expired: Any) -> None:
+    def _revoked(
+        self,
+        task: Any,
+        job_id: str | None,
+        request: Any,
+        terminated: Any,
+        signum: Any,
+        expired: Any,
+    ) -> None:
         if job_id is None:
             return
         if expired:
@@ -415,23 +551,52 @@ class _Wiring:
         now = _now()
         attempt = int(getattr(request, "retries", 0) or 0)
         update = JobUpdate.transition(
-            job_id, JobStatus.CANCELLED, attempt, at=now, completed_at=now, retries=attempt,
-            error_type=error[0], error_message=error[1], task_name=getattr(task, "name", None),
+            job_id,
+            JobStatus.CANCELLED,
+            attempt,
+            at=now,
+            completed_at=now,
+            retries=attempt,
+            error_type=error[0],
+            error_message=error[1],
+            task_name=getattr(task, "name", None),
             worker=getattr(request, "hostname", None),
         )
         self._emit(update, attempt=attempt)
 
-    def on_rejected(self, sender: Any = None, message: Any = None, exc: Any = None,
-                    **_: Any) -> None:
+    def on_rejected(
+        self, sender: Any = None, message: Any = None, exc: Any = None, **_: Any
+    ) -> None:
         headers = getattr(message, "headers", None) or {}
         job_id = headers.get("id")
-        self._guard("rejected", job_id, self._ended_unrun, job_id, headers.get("task"),
-                    "Rejected", f"message rejected by the worker: {exc!r}")
+        self._guard(
+            "rejected",
+            job_id,
+            self._ended_unrun,
+            job_id,
+            headers.get("task"),
+            "Rejected",
+            f"message rejected by the worker: {exc!r}",
+        )
 
-    def on_unknown(self, sender: Any = None, name: Any = None, id: Any = None,
-                   message: Any = None, exc: Any = None, **_: Any) -> None:
-        self._guard("unknown", id, self._ended_unrun, id, name, "NotRegistered",
-                    f"no task named {name!r} is registered on the worker")
+    def on_unknown(
+        self,
+        sender: Any = None,
+        name: Any = None,
+        id: Any = None,
+        message: Any = None,
+        exc: Any = None,
+        **_: Any,
+    ) -> None:
+        self._guard(
+            "unknown",
+            id,
+            self._ended_unrun,
+            id,
+            name,
+            "NotRegistered",
+            f"no task named {name!r} is registered on the worker",
+        )
 
     def _ended_unrun(self, job_id: str | None, task_name: Any, kind: str, message: str) -> None:
         if not job_id:
@@ -439,8 +604,14 @@ class _Wiring:
         now = _now()
         text = self.tracker.text(message)
         update = JobUpdate.transition(
-            job_id, JobStatus.FAILED, 0, at=now, completed_at=now, error_type=kind,
-            error_message=text, task_name=str(task_name) if task_name else None,
+            job_id,
+            JobStatus.FAILED,
+            0,
+            at=now,
+            completed_at=now,
+            error_type=kind,
+            error_message=text,
+            task_name=str(task_name) if task_name else None,
         )
         self._emit(update)
 
@@ -450,8 +621,10 @@ class _Wiring:
             # Cancelled while this worker was not listening (revocations live in worker
             # memory): revoke it here, so Celery skips it and reports it revoked.
             self._guard("received", job_id, worker_state.revoked.add, job_id)
-            log.info("skipping a job whose cancel was requested",
-                     extra={"job_id": job_id, "action": "received"})
+            log.info(
+                "skipping a job whose cancel was requested",
+                extra={"job_id": job_id, "action": "received"},
+            )
 
     # -- process lifecycle ------------------------------------------------------------
 
@@ -471,8 +644,9 @@ class _Wiring:
 
     def connect(self) -> None:
         for name, method in _HANDLERS.items():
-            getattr(signals, name).connect(getattr(self, method), weak=False,
-                                           dispatch_uid=_DISPATCH)
+            getattr(signals, name).connect(
+                getattr(self, method), weak=False, dispatch_uid=_DISPATCH
+            )
 
 
 def _disconnect() -> None:
@@ -500,8 +674,10 @@ def install(
     _disconnect()
     set_active_tracker(tracker)
     if not resolved.enabled:
-        log.info("jobtrack is switched off (JOBTRACK_ENABLED=0 or enabled=False)",
-                 extra={"job_id": None, "action": "install"})
+        log.info(
+            "jobtrack is switched off (JOBTRACK_ENABLED=0 or enabled=False)",
+            extra={"job_id": None, "action": "install"},
+        )
         return tracker
     _Wiring(app, tracker).connect()
     _register_reaper(app)
@@ -516,8 +692,9 @@ def _reap_task(self: Any, lost_after_s: float | None = None) -> int:
     tracker = active_tracker_or_none()
     if tracker is None:
         return 0
-    lost = reap(tracker.store, tracker.settings.lost_after_s if lost_after_s is None
-                else lost_after_s)
+    lost = reap(
+        tracker.store, tracker.settings.lost_after_s if lost_after_s is None else lost_after_s
+    )
     if tracker.settings.reap_republish:
         republish_lost(self.app, tracker, lost)
     return len(lost)
@@ -556,5 +733,4 @@ def _flush_at_exit() -> None:
         try:
             tracker.writer.close()
         except Exception:
-            log.exception("final tracking flush failed", extra={"job_id": None,
-                                                                 "action": "exit"})
+            log.exception("final tracking flush failed", extra={"job_id": None, "action": "exit"})

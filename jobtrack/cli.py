@@ -49,8 +49,9 @@ STATUSES = [s.value for s in JobStatus]
 
 
 class Context:
-    def __init__(self, database_url: str | None, app: str | None,
-                 url_from_command_line: bool = False) -> None:
+    def __init__(
+        self, database_url: str | None, app: str | None, url_from_command_line: bool = False
+    ) -> None:
         self._database_url = database_url
         self._url_from_command_line = url_from_command_line
         self._app_path = app
@@ -102,11 +103,15 @@ class Context:
             if tracker is not None:
                 return tracker.settings, f"the install() of {self._app_path}"
             settings = Settings.resolve(app.conf, database_url=self._database_url)
-            return settings, (f"{self._app_path}'s configuration"
-                              if self._database_url is None else "JOBTRACK_DATABASE_URL")
+            return settings, (
+                f"{self._app_path}'s configuration"
+                if self._database_url is None
+                else "JOBTRACK_DATABASE_URL"
+            )
         settings = Settings.resolve(None, database_url=self._database_url)
-        return settings, ("JOBTRACK_DATABASE_URL" if self._database_url is not None
-                          else "the default")
+        return settings, (
+            "JOBTRACK_DATABASE_URL" if self._database_url is not None else "the default"
+        )
 
     def open_store(self, *, create: bool = False) -> Store:
         """The tracking database, said on stderr (unless the output is JSON). A default
@@ -116,14 +121,19 @@ class Context:
             if source == "the default" and not create and _missing_sqlite(settings.database_url):
                 raise click.UsageError(
                     f"no jobtrack database here ({settings.database_url} does not exist): "
-                    "name one with --database-url, JOBTRACK_DATABASE_URL or -A app")
+                    "name one with --database-url, JOBTRACK_DATABASE_URL or -A app"
+                )
             ctx = click.get_current_context(silent=True)
             if not (ctx is not None and ctx.params.get("as_json")):
-                errors.print(f"[dim]database: {describe_url(settings.database_url)} "
-                             f"(from {source})[/]", highlight=False)
-            self._store = Store(settings.database_url,
-                                connect_timeout_s=settings.connect_timeout_s,
-                                create_tables=False)
+                errors.print(
+                    f"[dim]database: {describe_url(settings.database_url)} (from {source})[/]",
+                    highlight=False,
+                )
+            self._store = Store(
+                settings.database_url,
+                connect_timeout_s=settings.connect_timeout_s,
+                create_tables=False,
+            )
         return self._store
 
     @property
@@ -141,23 +151,28 @@ def _load_app(path: str) -> Any:
     try:
         importlib.import_module(module)
     except ImportError as exc:
-        raise click.UsageError(f"cannot load Celery app {path!r}: no module "
-                               f"named {module!r} ({exc})") from exc
+        raise click.UsageError(
+            f"cannot load Celery app {path!r}: no module named {module!r} ({exc})"
+        ) from exc
     except Exception as exc:
-        raise click.UsageError(f"cannot load Celery app {path!r}: importing {module!r} "
-                               f"failed: {type(exc).__name__}: {exc}") from exc
+        raise click.UsageError(
+            f"cannot load Celery app {path!r}: importing {module!r} "
+            f"failed: {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         return find_app(path)
     except Exception as exc:  # find_app raises many kinds for a bad path
-        detail = (f"module {module!r} has no attribute {attribute!r}"
-                  if attribute else str(exc))
+        detail = f"module {module!r} has no attribute {attribute!r}" if attribute else str(exc)
         raise click.UsageError(f"cannot load Celery app {path!r}: {detail}") from exc
 
 
 def _missing_sqlite(url: str) -> bool:
     parsed = make_url(url)
-    return (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-            and not Path(parsed.database).exists())
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+        and not Path(parsed.database).exists()
+    )
 
 
 def _since(value: str | None) -> datetime | None:
@@ -166,8 +181,7 @@ def _since(value: str | None) -> datetime | None:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) *
-                                                      units[value[-1]])
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -187,18 +201,33 @@ def _dump(data: Any) -> None:
     click.echo(json.dumps(data, default=_json_default, indent=2, ensure_ascii=False))
 
 
-@click.group(context_settings={"auto_envvar_prefix": "JOBTRACK", "show_default": True,
-                               "help_option_names": ["-h", "--help"]})
-@option("--database-url", envvar="JOBTRACK_DATABASE_URL", show_envvar=True,
-              help="Tracking database (default: with -A, the one the app's "
-                   "jobtrack.install() uses; else sqlite:///jobtrack.db).")
-@option("-A", "--app", envvar="JOBTRACK_APP", show_envvar=True,
-              help="Celery app, as for celery -A (module or module:attribute).")
+@click.group(
+    context_settings={
+        "auto_envvar_prefix": "JOBTRACK",
+        "show_default": True,
+        "help_option_names": ["-h", "--help"],
+    }
+)
+@option(
+    "--database-url",
+    envvar="JOBTRACK_DATABASE_URL",
+    show_envvar=True,
+    help="Tracking database (default: with -A, the one the app's "
+    "jobtrack.install() uses; else sqlite:///jobtrack.db).",
+)
+@option(
+    "-A",
+    "--app",
+    envvar="JOBTRACK_APP",
+    show_envvar=True,
+    help="Celery app, as for celery -A (module or module:attribute).",
+)
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, app: str | None) -> None:
     """jobtrack: durable job records for Celery tasks."""
-    from_command_line = (ctx.get_parameter_source("database_url")
-                         is click.core.ParameterSource.COMMANDLINE)
+    from_command_line = (
+        ctx.get_parameter_source("database_url") is click.core.ParameterSource.COMMANDLINE
+    )
     ctx.obj = Context(database_url, app, from_command_line)
     ctx.call_on_close(ctx.obj.close)
 
@@ -234,8 +263,7 @@ def db_current(obj: Context) -> None:
     """Show the revision the database is at."""
     from .migrate import head_revision
 
-    console.print(f"current: {obj.store.schema_revision() or '(none)'}   "
-                  f"head: {head_revision()}")
+    console.print(f"current: {obj.store.schema_revision() or '(none)'}   head: {head_revision()}")
 
 
 @db.command("check")
@@ -246,8 +274,10 @@ def db_check(obj: Context) -> None:
 
     current = obj.store.schema_revision()
     if current != head_revision():
-        console.print(f"[red]database at {current or '(none)'}, jobtrack needs "
-                      f"{head_revision()}[/]: run jobtrack db upgrade")
+        console.print(
+            f"[red]database at {current or '(none)'}, jobtrack needs "
+            f"{head_revision()}[/]: run jobtrack db upgrade"
+        )
         sys.exit(1)
     console.print("[green]up to date[/]")
 
@@ -270,14 +300,31 @@ def jobs() -> None:
 @option("--offset", type=click.IntRange(0), default=0)
 @option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def jobs_ls(obj: Context, status: tuple[str, ...], job_type: str | None,
-            task_name: str | None, owner_id: str | None, queue: str | None,
-            since: str | None, until: str | None, search: str | None, limit: int,
-            offset: int, as_json: bool) -> None:
+def jobs_ls(
+    obj: Context,
+    status: tuple[str, ...],
+    job_type: str | None,
+    task_name: str | None,
+    owner_id: str | None,
+    queue: str | None,
+    since: str | None,
+    until: str | None,
+    search: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
     """Jobs, newest first."""
-    where = JobFilter.of(status=list(status) or None, job_type=job_type,
-                         task_name=task_name, owner_id=owner_id, queue=queue,
-                         since=_since(since), until=_since(until), search=search)
+    where = JobFilter.of(
+        status=list(status) or None,
+        job_type=job_type,
+        task_name=task_name,
+        owner_id=owner_id,
+        queue=queue,
+        since=_since(since),
+        until=_since(until),
+        search=search,
+    )
     found = obj.store.list_jobs(where, limit=limit, offset=offset)
     if as_json:
         _dump([dataclasses.asdict(j) for j in found])
@@ -298,9 +345,13 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
     events = obj.store.list_events(job_id)
     failing = obj.store.list_items(job_id, status="error", limit=10)
     if as_json:
-        _dump({"job": dataclasses.asdict(job), "events": [dataclasses.asdict(e)
-                                                          for e in events],
-               "failing_items": [dataclasses.asdict(i) for i in failing]})
+        _dump(
+            {
+                "job": dataclasses.asdict(job),
+                "events": [dataclasses.asdict(e) for e in events],
+                "failing_items": [dataclasses.asdict(i) for i in failing],
+            }
+        )
         return
     for part in job_detail(job, events, failing):
         console.print(part)
@@ -315,8 +366,7 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
 @option("--limit", type=click.IntRange(1, 100_000), default=100)
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def jobs_items(obj: Context, job_id: str, status: str | None, limit: int,
-               as_json: bool) -> None:
+def jobs_items(obj: Context, job_id: str, status: str | None, limit: int, as_json: bool) -> None:
     """A job's items."""
     found = obj.store.list_items(job_id, status=status, limit=limit)
     if not found and obj.store.find_job(job_id) is None:
@@ -347,16 +397,18 @@ def stats(obj: Context, since: str, as_json: bool) -> None:
 @option("--limit", type=click.IntRange(1, 500), default=30)
 @option("--once", is_flag=True, help="Print one view and exit (scripts, tests).")
 @click.pass_obj
-def watch(obj: Context, interval: float, job_type: str | None, limit: int,
-          once: bool) -> None:
+def watch(obj: Context, interval: float, job_type: str | None, limit: int, once: bool) -> None:
     """A live view of running jobs with progress bars (Ctrl-C to leave)."""
     active = ["running", "retrying", "pending"]
 
     def view() -> Table:
-        found = obj.store.list_jobs(JobFilter.of(status=active, job_type=job_type),
-                                    limit=limit)
-        found.sort(key=lambda j: (active.index(j.status.value), j.started_at or j.created_at
-                                  or datetime.min.replace(tzinfo=UTC)))
+        found = obj.store.list_jobs(JobFilter.of(status=active, job_type=job_type), limit=limit)
+        found.sort(
+            key=lambda j: (
+                active.index(j.status.value),
+                j.started_at or j.created_at or datetime.min.replace(tzinfo=UTC),
+            )
+        )
         counts = obj.store.count_by_status(active, where=JobFilter.of(job_type=job_type))
         title = "   ".join(f"{s}: {counts.get(s, 0)}" for s in active)
         return progress_table(found, title)
@@ -364,8 +416,10 @@ def watch(obj: Context, interval: float, job_type: str | None, limit: int,
     if once:
         console.print(view())
         return
-    with contextlib.suppress(KeyboardInterrupt), Live(view(), console=console,
-                                                      refresh_per_second=4) as live:
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        Live(view(), console=console, refresh_per_second=4) as live,
+    ):
         while True:
             time.sleep(interval)
             live.update(view())
@@ -395,8 +449,7 @@ def cancel(obj: Context, job_ids: tuple[str, ...], terminate: bool) -> None:
     from .control import cancel_job
 
     app, tracker = obj.tracked_app()
-    if not _for_each(job_ids, lambda job_id: cancel_job(app, tracker, job_id,
-                                                        terminate=terminate)):
+    if not _for_each(job_ids, lambda job_id: cancel_job(app, tracker, job_id, terminate=terminate)):
         sys.exit(1)
 
 
@@ -442,11 +495,18 @@ def spool_ls(obj: Context, as_json: bool) -> None:
     found = _spool(obj)
     pending, dead = found.pending(), found.dead_letters()
     if as_json:
-        _dump({"spooled": [str(p) for p in pending],
-               "dead_letters": [dataclasses.asdict(d) for d in dead]})
+        _dump(
+            {
+                "spooled": [str(p) for p in pending],
+                "dead_letters": [dataclasses.asdict(d) for d in dead],
+            }
+        )
         return
-    console.print(f"{len(pending)} spool file(s) waiting in {found.directory} (replayed "
-                  "by any tracking process of this database)", highlight=False)
+    console.print(
+        f"{len(pending)} spool file(s) waiting in {found.directory} (replayed "
+        "by any tracking process of this database)",
+        highlight=False,
+    )
     console.print(dead_letters_table(dead))
 
 
@@ -483,8 +543,11 @@ def spool_replay(obj: Context, names: tuple[str, ...], every: bool) -> None:
             errors.print(f"[red]{letter.path.name}: unreadable ({exc})[/]", highlight=False)
             refused += 1
             continue
-        batch = Batch([clean.deep(u) for u in raw.updates], [clean.deep(e) for e in raw.events],
-                      [clean.deep(i) for i in raw.items])
+        batch = Batch(
+            [clean.deep(u) for u in raw.updates],
+            [clean.deep(e) for e in raw.events],
+            [clean.deep(i) for i in raw.items],
+        )
         try:
             store.write_batch(batch)
         except DataRefused as exc:
@@ -511,13 +574,18 @@ def spool_discard(obj: Context, names: tuple[str, ...], every: bool) -> None:
 
 @main.command()
 @option("--older-than", help="30d, 12h …; without it, the keep_*_days settings.")
-@option("--status", type=click.Choice(STATUSES), multiple=True,
-              help="Repeatable (default: completed, failed, cancelled, lost).")
+@option(
+    "--status",
+    type=click.Choice(STATUSES),
+    multiple=True,
+    help="Repeatable (default: completed, failed, cancelled, lost).",
+)
 @option("--batch-size", type=click.IntRange(1, 100_000), default=5000)
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def prune(obj: Context, older_than: str | None, status: tuple[str, ...], batch_size: int,
-          as_json: bool) -> None:
+def prune(
+    obj: Context, older_than: str | None, status: tuple[str, ...], batch_size: int, as_json: bool
+) -> None:
     """Delete finished jobs (with their items and events) in batches."""
     from .maintenance import prune_by_retention
 
@@ -527,9 +595,13 @@ def prune(obj: Context, older_than: str | None, status: tuple[str, ...], batch_s
         removed = prune_by_retention(obj.store, obj.settings())
     else:
         statuses = list(status) or ["completed", "failed", "cancelled", "lost"]
-        removed = {",".join(statuses): obj.store.prune(
-            finished_before=_since(older_than) or datetime.now(UTC),
-            statuses=statuses, batch_size=batch_size)}
+        removed = {
+            ",".join(statuses): obj.store.prune(
+                finished_before=_since(older_than) or datetime.now(UTC),
+                statuses=statuses,
+                batch_size=batch_size,
+            )
+        }
     if as_json:
         _dump(removed)
         return
@@ -538,16 +610,21 @@ def prune(obj: Context, older_than: str | None, status: tuple[str, ...], batch_s
 
 
 @main.command()
-@option("--lost-after", "lost_after_s", type=float,
-              help="Seconds without heartbeat (default: the lost_after_s setting).")
+@option(
+    "--lost-after",
+    "lost_after_s",
+    type=float,
+    help="Seconds without heartbeat (default: the lost_after_s setting).",
+)
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def reap(obj: Context, lost_after_s: float | None, as_json: bool) -> None:
     """Mark running jobs whose worker stopped beating as lost."""
     from .maintenance import reap as reap_lost
 
-    lost = reap_lost(obj.store, obj.settings().lost_after_s if lost_after_s is None
-                     else lost_after_s)
+    lost = reap_lost(
+        obj.store, obj.settings().lost_after_s if lost_after_s is None else lost_after_s
+    )
     if as_json:
         _dump(lost)
         return
@@ -557,8 +634,13 @@ def reap(obj: Context, lost_after_s: float | None, as_json: bool) -> None:
 @main.command()
 @option("--port", type=click.IntRange(1, 65535), default=9808)
 @option("--host", default="127.0.0.1", help="Address to listen on.")
-@option("--window", "window_s", type=float, default=3600.0,
-              help="Seconds covered by the duration histogram and failure ratio.")
+@option(
+    "--window",
+    "window_s",
+    type=float,
+    default=3600.0,
+    help="Seconds covered by the duration histogram and failure ratio.",
+)
 @click.pass_obj
 def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
     """Serve Prometheus metrics read from the tracking database at each scrape."""
@@ -567,11 +649,11 @@ def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
 
         from .metrics import JobtrackCollector
     except ImportError as exc:
-        raise click.UsageError("metrics need the prometheus extra (prometheus-client)"
-                               ) from exc
+        raise click.UsageError("metrics need the prometheus extra (prometheus-client)") from exc
     registry = CollectorRegistry()
-    registry.register(JobtrackCollector(obj.store, window_s=window_s,
-                                        stale_after_s=obj.settings().lost_after_s))
+    registry.register(
+        JobtrackCollector(obj.store, window_s=window_s, stale_after_s=obj.settings().lost_after_s)
+    )
     server, thread = start_http_server(port, addr=host, registry=registry)
     console.print(f"serving metrics on http://{host}:{port}/metrics")
     with contextlib.suppress(KeyboardInterrupt):
@@ -581,8 +663,11 @@ def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
 
 @main.command()
 @option("--port", type=click.IntRange(1, 65535), default=8808)
-@option("--host", default="127.0.0.1",
-        help="Address to listen on; off loopback, set JOBTRACK_WEB_TOKENS.")
+@option(
+    "--host",
+    default="127.0.0.1",
+    help="Address to listen on; off loopback, set JOBTRACK_WEB_TOKENS.",
+)
 @click.pass_obj
 def web(obj: Context, port: int, host: str) -> None:
     """Serve the dashboard, the JSON API and /metrics (Retry and Cancel need -A)."""
@@ -592,25 +677,33 @@ def web(obj: Context, port: int, host: str) -> None:
         from .web import create_app
         from .web.auth import LOOPBACK_HOSTS
     except ImportError as exc:
-        raise click.UsageError("the dashboard needs the web extra (fastapi, uvicorn, "
-                               "jinja2)") from exc
+        raise click.UsageError(
+            "the dashboard needs the web extra (fastapi, uvicorn, jinja2)"
+        ) from exc
     from .control import controller
 
     settings = obj.settings()
     control = controller(*obj.tracked_app()) if obj.has_app() else None
     if not settings.web_tokens and host not in LOOPBACK_HOSTS:
-        errors.print("[yellow]warning:[/] no JOBTRACK_WEB_TOKENS: only loopback clients "
-                     "will be served", highlight=False)
+        errors.print(
+            "[yellow]warning:[/] no JOBTRACK_WEB_TOKENS: only loopback clients will be served",
+            highlight=False,
+        )
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"dashboard on http://{shown}:{port}/  (API: /api/docs, live stream: "
-                  "/api/stream, metrics: /metrics)", highlight=False)
-    uvicorn.run(create_app(obj.store, settings, control=control), host=host, port=port,
-                log_level="warning")
+    console.print(
+        f"dashboard on http://{shown}:{port}/  (API: /api/docs, live stream: "
+        "/api/stream, metrics: /metrics)",
+        highlight=False,
+    )
+    uvicorn.run(
+        create_app(obj.store, settings, control=control), host=host, port=port, log_level="warning"
+    )
 
 
 @main.command()
-@option("--timeout", "timeout_s", type=float, default=120.0,
-              help="Give up after this many seconds.")
+@option(
+    "--timeout", "timeout_s", type=float, default=120.0, help="Give up after this many seconds."
+)
 def demo(timeout_s: float) -> None:
     """Run the demo: a real worker, a realistic batch, the table live."""
     from .demo import run
@@ -624,6 +717,7 @@ def run() -> None:  # pragma: no cover - console entry point wrapper
     except JobtrackError as exc:
         errors.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(1)
+
 
 if __name__ == "__main__":
     run()

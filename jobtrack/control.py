@@ -44,18 +44,24 @@ def retry_job(app: Any, tracker: Tracker, job_id: str) -> str:
     The old job's row and trace stay as they are."""
     job = tracker.store.get_job(job_id)
     if job.status not in RETRYABLE:
-        raise CannotRetry(job_id, f"it is {job.status.value}; only failed, cancelled "
-                                  "and lost jobs can be retried")
+        raise CannotRetry(
+            job_id, f"it is {job.status.value}; only failed, cancelled and lost jobs can be retried"
+        )
     replay = replayable_input(job.input_data)
     if job.task_name is None or replay is None:
-        raise CannotRetry(job_id, "its arguments were not stored whole (redacted, cut, "
-                                  "or hidden by argsrepr)")
+        raise CannotRetry(
+            job_id, "its arguments were not stored whole (redacted, cut, or hidden by argsrepr)"
+        )
     new_id = str(uuid.uuid4())
-    tracker.upsert_job(new_id, task_name=job.task_name, job_type=job.job_type,
-                       name=job.name, owner_id=job.owner_id,
-                       metadata={"retry_of": job_id})
-    app.send_task(job.task_name, args=replay[0], kwargs=replay[1], task_id=new_id,
-                  queue=job.queue)
+    tracker.upsert_job(
+        new_id,
+        task_name=job.task_name,
+        job_type=job.job_type,
+        name=job.name,
+        owner_id=job.owner_id,
+        metadata={"retry_of": job_id},
+    )
+    app.send_task(job.task_name, args=replay[0], kwargs=replay[1], task_id=new_id, queue=job.queue)
     return new_id
 
 
@@ -76,12 +82,16 @@ def cancel_job(app: Any, tracker: Tracker, job_id: str, *, terminate: bool = Fal
     app.control.revoke(job_id, terminate=terminate)
     if status is JobStatus.CANCELLED:
         return "cancelled"
-    return "terminating" if terminate else (
-        "revoked; it is running and will finish (use --terminate to stop it)")
+    return (
+        "terminating"
+        if terminate
+        else ("revoked; it is running and will finish (use --terminate to stop it)")
+    )
 
 
 def controller(app: Any, tracker: Tracker) -> Callable[[str, str, bool], str]:
     """``control(action, job_id, terminate)`` for the API: "retry" or "cancel"."""
+
     def control(action: str, job_id: str, terminate: bool) -> str:
         if action == "retry":
             return retry_job(app, tracker, job_id)

@@ -53,14 +53,13 @@ def import_products(self: Any, filename: str, user_id: str, rows: int) -> dict[s
         sku = f"sku-{n:04d}"
         if rng.random() < 0.06:
             failed += 1
-            job.item(sku, status="error", message="price is not a number",
-                     error_code="BAD_PRICE")
+            job.item(sku, status="error", message="price is not a number", error_code="BAD_PRICE")
         else:
             created += 1
-            job.item(sku, status="success", after={"sku": sku, "price": round(rng.random()
-                                                                             * 100, 2)})
-        job.progress(current=n + 1, total=rows, stage="importing",
-                     message=f"row {n + 1} of {rows}")
+            job.item(
+                sku, status="success", after={"sku": sku, "price": round(rng.random() * 100, 2)}
+            )
+        job.progress(current=n + 1, total=rows, stage="importing", message=f"row {n + 1} of {rows}")
         time.sleep(0.02)
     return {"created": created, "failed": failed}
 
@@ -84,17 +83,25 @@ def monthly_report(month: str, api_token: str) -> None:
 
 
 EXAMPLE_SQL = [
-    ("What failed, and why?",
-     "SELECT name, error_type, error_message FROM jobs WHERE status = 'failed'"),
-    ("How long did imports take, and how many rows failed?",
-     "SELECT name, duration_ms, processed_items, failed_items FROM jobs "
-     "WHERE job_type = 'import' ORDER BY created_at DESC"),
-    ("Which rows of an import failed?",
-     "SELECT i.key, i.error_code, i.message FROM job_items i JOIN jobs j ON j.id = i.job_id "
-     "WHERE j.job_type = 'import' AND i.status = 'error' ORDER BY i.key LIMIT 5"),
-    ("The trace of a retried job:",
-     "SELECT e.status, e.attempt, e.error_message FROM job_events e JOIN jobs j "
-     "ON j.id = e.job_id WHERE j.job_type = 'sync' ORDER BY e.at, e.id"),
+    (
+        "What failed, and why?",
+        "SELECT name, error_type, error_message FROM jobs WHERE status = 'failed'",
+    ),
+    (
+        "How long did imports take, and how many rows failed?",
+        "SELECT name, duration_ms, processed_items, failed_items FROM jobs "
+        "WHERE job_type = 'import' ORDER BY created_at DESC",
+    ),
+    (
+        "Which rows of an import failed?",
+        "SELECT i.key, i.error_code, i.message FROM job_items i JOIN jobs j ON j.id = i.job_id "
+        "WHERE j.job_type = 'import' AND i.status = 'error' ORDER BY i.key LIMIT 5",
+    ),
+    (
+        "The trace of a retried job:",
+        "SELECT e.status, e.attempt, e.error_message FROM job_events e JOIN jobs j "
+        "ON j.id = e.job_id WHERE j.job_type = 'sync' ORDER BY e.at, e.id",
+    ),
 ]
 
 
@@ -118,15 +125,33 @@ def run(*, timeout_s: float = 120.0, keep: bool = False) -> int:
     store = tracker.store
     store.ensure_schema()
     url = tracker.settings.database_url
-    console.print(f"[bold]jobtrack demo[/]: tracking database [cyan]{url}[/], "
-                  f"broker [cyan]{app.conf.broker_url}[/]")
+    console.print(
+        f"[bold]jobtrack demo[/]: tracking database [cyan]{url}[/], "
+        f"broker [cyan]{app.conf.broker_url}[/]"
+    )
 
     log_path = data_dir / "worker.log"
     with log_path.open("wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "jobtrack.demo", "worker", "-P", "prefork",
-             "-c", "2", "-l", "INFO", "--without-gossip", "--without-mingle"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "jobtrack.demo",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                "2",
+                "-l",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
         )
     try:
         ids = [
@@ -162,8 +187,9 @@ def run(*, timeout_s: float = 120.0, keep: bool = False) -> int:
     for column in columns:
         table.add_column(column)
     for job in sorted((store.get_job(i) for i in ids), key=lambda j: j.created_at or 0):
-        table.add_row(*(str(getattr(job, c) if getattr(job, c) is not None else "")
-                        for c in columns))
+        table.add_row(
+            *(str(getattr(job, c) if getattr(job, c) is not None else "") for c in columns)
+        )
     console.print(table)
     console.rule("Query it with SQL")
     with store.engine.connect() as conn:
@@ -171,8 +197,12 @@ def run(*, timeout_s: float = 120.0, keep: bool = False) -> int:
             console.print(f"\n[bold]{title}[/]")
             console.print(f"[cyan]{sql};[/]", soft_wrap=True)
             for row in conn.execute(text(sql)):
-                console.print("  " + " | ".join("" if v is None else str(v) for v in row),
-                              soft_wrap=True, markup=False, highlight=False)
+                console.print(
+                    "  " + " | ".join("" if v is None else str(v) for v in row),
+                    soft_wrap=True,
+                    markup=False,
+                    highlight=False,
+                )
     console.print(f"\nThe database is [cyan]{url}[/]; open it with sqlite3 and try your own.")
     return 0
 

@@ -37,6 +37,5 @@ def format_task(task: Any) -> Any:
         return task
     job = tracker.store.find_job(uuid)
     if job is not None and not job.status.is_terminal and job.progress_percent is not None:
-        task.result = progress_text(job.progress_percent, job.progress_stage,
-                                    job.progress_message)
+        task.result = progress_text(job.progress_percent, job.progress_stage, job.progress_message)
     return task

@@ -93,8 +93,9 @@ def track(
 def job_spec(task: Any) -> JobSpec | None:
     """The ``@track`` spec of a Celery task object, if it has one."""
     run = getattr(task, "run", None)
-    spec = getattr(run, _SPEC_ATTR, None) or getattr(getattr(run, "__func__", None),
-                                                     _SPEC_ATTR, None)
+    spec = getattr(run, _SPEC_ATTR, None) or getattr(
+        getattr(run, "__func__", None), _SPEC_ATTR, None
+    )
     return spec if isinstance(spec, JobSpec) else None
 
 
@@ -105,8 +106,9 @@ class JobHandle:
     With tracking switched off the handle still works and records nothing.
     """
 
-    def __init__(self, job_id: str, attempt: int, tracker: Tracker | None,
-                 started_at: datetime | None = None) -> None:
+    def __init__(
+        self, job_id: str, attempt: int, tracker: Tracker | None, started_at: datetime | None = None
+    ) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self.started_at = started_at
@@ -167,11 +169,11 @@ class JobHandle:
             if self.on_progress is not None:
                 self._announce(self._latest)
         except Exception:
-            log.exception("recording progress failed",
-                          extra={"job_id": self.job_id, "action": "progress"})
+            log.exception(
+                "recording progress failed", extra={"job_id": self.job_id, "action": "progress"}
+            )
 
-    def _announce(self, latest: tuple[float | None, int | None, str | None, str | None]
-                  ) -> None:
+    def _announce(self, latest: tuple[float | None, int | None, str | None, str | None]) -> None:
         """Progress announcements (Flower), at most every ``progress_interval_s``."""
         assert self._tracker is not None and self.on_progress is not None
         clock = time.monotonic()
@@ -187,9 +189,15 @@ class JobHandle:
         percent, total, stage, message = latest
         now = datetime.now(UTC)
         return JobUpdate.transition(
-            self.job_id, JobStatus.RUNNING, self.attempt, at=now, retries=self.attempt,
-            progress_percent=percent, total_items=total, progress_stage=stage,
-            progress_message=None if message is None else clean_text( message, self._max_message),
+            self.job_id,
+            JobStatus.RUNNING,
+            self.attempt,
+            at=now,
+            retries=self.attempt,
+            progress_percent=percent,
+            total_items=total,
+            progress_stage=stage,
+            progress_message=None if message is None else clean_text(message, self._max_message),
         )
 
     def item(
@@ -209,23 +217,29 @@ class JobHandle:
         try:
             item_status = ItemStatus(status)
         except ValueError:
-            log.error("item status %r is not one of success, error, skipped: recorded as "
-                      "error", status, extra={"job_id": self.job_id, "action": "item"})
+            log.error(
+                "item status %r is not one of success, error, skipped: recorded as error",
+                status,
+                extra={"job_id": self.job_id, "action": "item"},
+            )
             item_status = ItemStatus.ERROR
         try:
-            tracker.writer.item(Item(
-                job_id=self.job_id,
-                key=clean_text(key if isinstance(key, str) else str(key), _KEY_CHARS),
-                status=item_status,
-                processed_at=datetime.now(UTC),
-                message=tracker.text(message),
-                error_code=clean_text(error_code, 100) if error_code is not None else None,
-                before_state=tracker.json(before) if before is not None else None,
-                after_state=tracker.json(after) if after is not None else None,
-            ))
+            tracker.writer.item(
+                Item(
+                    job_id=self.job_id,
+                    key=clean_text(key if isinstance(key, str) else str(key), _KEY_CHARS),
+                    status=item_status,
+                    processed_at=datetime.now(UTC),
+                    message=tracker.text(message),
+                    error_code=clean_text(error_code, 100) if error_code is not None else None,
+                    before_state=tracker.json(before) if before is not None else None,
+                    after_state=tracker.json(after) if after is not None else None,
+                )
+            )
         except Exception:
-            log.exception("recording an item failed",
-                          extra={"job_id": self.job_id, "action": "item"})
+            log.exception(
+                "recording an item failed", extra={"job_id": self.job_id, "action": "item"}
+            )
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.job_id} attempt={self.attempt} tracked={self.tracked}>"
@@ -257,4 +271,3 @@ def current_job() -> JobHandle:
     if task_id is None:
         raise NoCurrentJob()
     return JobHandle(task_id, getattr(request, "retries", 0) or 0, None)
-

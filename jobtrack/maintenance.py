@@ -41,8 +41,11 @@ def reap(store: Store, lost_after_s: float) -> list[str]:
     """Mark jobs lost whose heartbeat is older than ``lost_after_s``; log each one."""
     lost = store.mark_lost(heartbeat_before=utcnow() - timedelta(seconds=lost_after_s))
     for job_id in lost:
-        log.warning("job marked lost: no heartbeat from its worker for %g s", lost_after_s,
-                    extra={"job_id": job_id, "action": "reap"})
+        log.warning(
+            "job marked lost: no heartbeat from its worker for %g s",
+            lost_after_s,
+            extra={"job_id": job_id, "action": "reap"},
+        )
     return lost
 
 
@@ -55,14 +58,23 @@ def republish_lost(app: Any, tracker: Tracker, job_ids: list[str]) -> list[str]:
         job = tracker.store.get_job(job_id)
         replay = replayable_input(job.input_data)
         if job.max_retries is not None and job.retries >= job.max_retries:
-            tracker.fail_job(job_id, f"lost, and its retries are used up "
-                                     f"(max_retries={job.max_retries})")
+            tracker.fail_job(
+                job_id, f"lost, and its retries are used up (max_retries={job.max_retries})"
+            )
         elif job.task_name is None or replay is None:
-            log.warning("lost job not re-published: its recorded input is incomplete",
-                        extra={"job_id": job_id, "action": "republish"})
+            log.warning(
+                "lost job not re-published: its recorded input is incomplete",
+                extra={"job_id": job_id, "action": "republish"},
+            )
         else:
-            app.send_task(job.task_name, args=replay[0], kwargs=replay[1],
-                          task_id=job.id, queue=job.queue, retries=job.retries + 1)
+            app.send_task(
+                job.task_name,
+                args=replay[0],
+                kwargs=replay[1],
+                task_id=job.id,
+                queue=job.queue,
+                retries=job.retries + 1,
+            )
             published.append(job_id)
     return published
 
@@ -71,16 +83,22 @@ def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
     """Apply the keep_*_days settings; returns how many jobs went, per status."""
     now = utcnow()
     removed: dict[str, int] = {}
-    for statuses, days in ((("completed",), settings.keep_completed_days),
-                           (("failed",), settings.keep_failed_days),
-                           (("cancelled", "lost"), settings.keep_cancelled_days)):
+    for statuses, days in (
+        (("completed",), settings.keep_completed_days),
+        (("failed",), settings.keep_failed_days),
+        (("cancelled", "lost"), settings.keep_cancelled_days),
+    ):
         if days > 0:
-            count = store.prune(finished_before=now - timedelta(days=days),
-                                statuses=statuses)
+            count = store.prune(finished_before=now - timedelta(days=days), statuses=statuses)
             removed[",".join(statuses)] = count
             if count:
-                log.info("pruned %d %s jobs older than %g days", count, "/".join(statuses),
-                         days, extra={"job_id": None, "action": "prune"})
+                log.info(
+                    "pruned %d %s jobs older than %g days",
+                    count,
+                    "/".join(statuses),
+                    days,
+                    extra={"job_id": None, "action": "prune"},
+                )
     return removed
 
 
@@ -110,16 +128,18 @@ class WorkerUpkeep:
         try:
             self._cancels = frozenset(self.tracker.store.open_cancel_requests())
         except StoreError as exc:
-            log.warning("could not read open cancel requests: %s", exc,
-                        extra={"job_id": None, "action": "cancel_requests"})
+            log.warning(
+                "could not read open cancel requests: %s",
+                exc,
+                extra={"job_id": None, "action": "cancel_requests"},
+            )
             return False
         return True
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="jobtrack-upkeep",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, name="jobtrack-upkeep", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -134,8 +154,7 @@ class WorkerUpkeep:
         try:
             self.step()
         except Exception:  # the thread must outlive anything one round meets
-            log.exception("worker upkeep round failed",
-                          extra={"job_id": None, "action": "upkeep"})
+            log.exception("worker upkeep round failed", extra={"job_id": None, "action": "upkeep"})
 
     def step(self, now: float | None = None) -> list[str]:
         """One round: refresh the cancel requests; reap when due and holding the lease.
@@ -153,7 +172,8 @@ class WorkerUpkeep:
             if lost and self.settings.reap_republish:
                 republish_lost(self.app, self.tracker, lost)
         except StoreError as exc:
-            log.warning("reaping lost jobs failed: %s", exc,
-                        extra={"job_id": None, "action": "reap"})
+            log.warning(
+                "reaping lost jobs failed: %s", exc, extra={"job_id": None, "action": "reap"}
+            )
             return []
         return lost

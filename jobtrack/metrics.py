@@ -34,8 +34,9 @@ class JobtrackCollector(Collector):
     ``stale_after_s`` is the heartbeat age past which a running job counts as stuck.
     """
 
-    def __init__(self, store: Store, *, window_s: float = 3600.0,
-                 stale_after_s: float = 120.0) -> None:
+    def __init__(
+        self, store: Store, *, window_s: float = 3600.0, stale_after_s: float = 120.0
+    ) -> None:
         self.store = store
         self.window_s = window_s
         self.stale_after_s = stale_after_s
@@ -47,15 +48,19 @@ class JobtrackCollector(Collector):
             stale_before=now - timedelta(seconds=self.stale_after_s),
             buckets_s=DURATION_BUCKETS_S,
         )
-        jobs = GaugeMetricFamily("jobtrack_jobs", "Jobs in the table, by status.",
-                                 labels=["status"])
+        jobs = GaugeMetricFamily(
+            "jobtrack_jobs", "Jobs in the table, by status.", labels=["status"]
+        )
         for status in JobStatus:
             jobs.add_metric([status.value], snap.by_status.get(status.value, 0))
         yield jobs
 
         finished = CounterMetricFamily(
-            "jobtrack_jobs_finished", "Finished jobs kept in the table, by task, type and "
-            "status (falls when old rows are pruned).", labels=["task", "job_type", "status"])
+            "jobtrack_jobs_finished",
+            "Finished jobs kept in the table, by task, type and "
+            "status (falls when old rows are pruned).",
+            labels=["task", "job_type", "status"],
+        )
         for task, job_type, finished_as, count in snap.finished:
             finished.add_metric([task or "", job_type or "", finished_as], count)
         yield finished
@@ -63,10 +68,10 @@ class JobtrackCollector(Collector):
         durations = HistogramMetricFamily(
             "jobtrack_job_duration_seconds",
             f"Run time of jobs completed in the last {self.window_s:g} s, by task.",
-            labels=["task"])
+            labels=["task"],
+        )
         for task, count, total_s, cumulative in snap.durations:
-            buckets = [(f"{b:g}", n) for b, n in zip(DURATION_BUCKETS_S, cumulative,
-                                                      strict=True)]
+            buckets = [(f"{b:g}", n) for b, n in zip(DURATION_BUCKETS_S, cumulative, strict=True)]
             buckets.append(("+Inf", count))
             durations.add_metric([task or ""], buckets, total_s)
         yield durations
@@ -74,14 +79,19 @@ class JobtrackCollector(Collector):
         done = sum(snap.window.get(s, 0) for s in ("completed", "failed"))
         ratio = GaugeMetricFamily(
             "jobtrack_failure_ratio",
-            f"Failed / (completed + failed) over the last {self.window_s:g} s (0 when none).")
+            f"Failed / (completed + failed) over the last {self.window_s:g} s (0 when none).",
+        )
         ratio.add_metric([], snap.window.get("failed", 0) / done if done else 0.0)
         yield ratio
 
         yield GaugeMetricFamily(
             "jobtrack_stuck_jobs",
             f"Running jobs without a heartbeat for more than {self.stale_after_s:g} s.",
-            value=snap.stale_running)
+            value=snap.stale_running,
+        )
         age = (now - snap.oldest_pending).total_seconds() if snap.oldest_pending else 0.0
-        yield GaugeMetricFamily("jobtrack_oldest_pending_seconds",
-                                "Age of the oldest pending job (0 when none).", value=age)
+        yield GaugeMetricFamily(
+            "jobtrack_oldest_pending_seconds",
+            "Age of the oldest pending job (0 when none).",
+            value=age,
+        )

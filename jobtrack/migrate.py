@@ -16,8 +16,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
-__all__ = ["VERSION_TABLE", "alembic_config", "current_revision", "head_revision",
-           "upgrade_to_head"]
+__all__ = [
+    "VERSION_TABLE",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "upgrade_to_head",
+]
 
 VERSION_TABLE = "jobtrack_alembic_version"
 
@@ -48,8 +53,7 @@ def _quiet_alembic() -> Iterator[None]:
 
 def current_revision(connection: Connection) -> str | None:
     with _quiet_alembic():
-        context = MigrationContext.configure(connection,
-                                             opts={"version_table": VERSION_TABLE})
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
 
 

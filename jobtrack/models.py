@@ -174,9 +174,15 @@ class Event:
     @classmethod
     def of(cls, update: JobUpdate, attempt: int = 0) -> Event:
         """The trace entry of a transition: its time, status, worker and error."""
-        return cls(job_id=update.id, at=update.updated_at, status=update.status,
-                   attempt=attempt, worker=update.worker, error_type=update.error_type,
-                   error_message=update.error_message)
+        return cls(
+            job_id=update.id,
+            at=update.updated_at,
+            status=update.status,
+            attempt=attempt,
+            worker=update.worker,
+            error_type=update.error_type,
+            error_message=update.error_message,
+        )
 
 
 @dataclass(frozen=True)
@@ -199,12 +205,20 @@ class JobFilter:
     ids: tuple[str, ...] | None = None
 
     @classmethod
-    def of(cls, *, status: str | Sequence[str] | None = None,
-           ids: Sequence[str] | None = None, **fields: Any) -> JobFilter:
+    def of(
+        cls,
+        *,
+        status: str | Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+        **fields: Any,
+    ) -> JobFilter:
         """A filter from plain values: ``status`` one name or several (an unknown one
         raises ``ValueError``), empty strings as None."""
-        statuses = None if status is None else tuple(
-            JobStatus(s) for s in ([status] if isinstance(status, str) else status))
+        statuses = (
+            None
+            if status is None
+            else tuple(JobStatus(s) for s in ([status] if isinstance(status, str) else status))
+        )
         given = {name: value or None for name, value in fields.items()}
         return cls(status=statuses, ids=None if ids is None else tuple(ids), **given)
 
@@ -226,16 +240,21 @@ class Batch:
 
     def job_ids(self) -> list[str]:
         """The jobs this batch touches, each once, in first-seen order."""
-        ids = [u.id for u in self.updates] + [e.job_id for e in self.events] + [
-            i.job_id for i in self.items]
+        ids = (
+            [u.id for u in self.updates]
+            + [e.job_id for e in self.events]
+            + [i.job_id for i in self.items]
+        )
         return list(dict.fromkeys(ids))
 
     @classmethod
     def join(cls, batches: list[Batch]) -> Batch:
         """One batch of several (of different jobs, or in order)."""
-        return cls([u for b in batches for u in b.updates],
-                   [e for b in batches for e in b.events],
-                   [i for b in batches for i in b.items])
+        return cls(
+            [u for b in batches for u in b.updates],
+            [e for b in batches for e in b.events],
+            [i for b in batches for i in b.items],
+        )
 
 
 @dataclass(frozen=True)
@@ -258,16 +277,35 @@ class Stats:
 # newer update outranks the row: a higher ``state_seq``, or an equal non-terminal one.
 #: Set from the update that takes, when it has a value.
 ATTEMPT_COLUMNS = (
-    "worker", "pid", "started_at", "completed_at", "duration_ms", "output_data",
-    "error_type", "error_message", "traceback", "eta",
+    "worker",
+    "pid",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "output_data",
+    "error_type",
+    "error_message",
+    "traceback",
+    "eta",
 )
 #: Of the attempt columns, those an update that replaces a requested cancel sets even
 #: when it has no value (the run's outcome, not the cancel's reason, is what they show).
 ERROR_COLUMNS = ("error_type", "error_message", "traceback")
 #: First value seen wins (``parent_id`` must: Celery rewrites it on retry).
 FILL_COLUMNS = (
-    "task_name", "job_type", "job_subtype", "name", "owner_id", "queue", "priority",
-    "parent_id", "root_id", "group_id", "input_data", "max_retries", "metadata",
+    "task_name",
+    "job_type",
+    "job_subtype",
+    "name",
+    "owner_id",
+    "queue",
+    "priority",
+    "parent_id",
+    "root_id",
+    "group_id",
+    "input_data",
+    "max_retries",
+    "metadata",
     "cancel_requested_at",
 )
 #: Last value wins until the job is finished; then they never change.
@@ -337,13 +375,26 @@ class JobUpdate:
     COLUMNS: ClassVar[tuple[str, ...]]
 
     @classmethod
-    def transition(cls, job_id: str, status: JobStatus, attempt: int = 0, *,
-                   at: datetime | None = None, **fields: Any) -> JobUpdate:
+    def transition(
+        cls,
+        job_id: str,
+        status: JobStatus,
+        attempt: int = 0,
+        *,
+        at: datetime | None = None,
+        **fields: Any,
+    ) -> JobUpdate:
         """``job_id`` entering ``status`` in ``attempt`` (Celery's ``request.retries``),
         at ``at`` (now by default): the order key and the times are derived here, once."""
         moment = at or datetime.now(UTC)
-        return cls(id=job_id, status=status, state_seq=state_seq(status, attempt),
-                   created_at=moment, updated_at=moment, **fields)
+        return cls(
+            id=job_id,
+            status=status,
+            state_seq=state_seq(status, attempt),
+            created_at=moment,
+            updated_at=moment,
+            **fields,
+        )
 
     def merge(self, newer: JobUpdate) -> None:
         """Fold ``newer`` (a later update of the same job) into this one, in place."""

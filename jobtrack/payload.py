@@ -19,8 +19,18 @@ import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "TRUNCATED", "Cleaner", "clean_text", "describe_error", "is_secret",
-           "jsonable", "mask_url_passwords", "safe_repr", "to_json"]
+__all__ = [
+    "REDACTED",
+    "TRUNCATED",
+    "Cleaner",
+    "clean_text",
+    "describe_error",
+    "is_secret",
+    "jsonable",
+    "mask_url_passwords",
+    "safe_repr",
+    "to_json",
+]
 
 REDACTED = "[redacted]"
 TRUNCATED = "…[truncated]"
@@ -39,7 +49,7 @@ def clean_text(value: object, max_chars: int, *, keep: str = "start") -> str:
     if len(text) > max_chars:
         marker = TRUNCATED
         if keep == "end":
-            text = marker + text[len(text) - max_chars + len(marker):]
+            text = marker + text[len(text) - max_chars + len(marker) :]
         else:
             text = text[: max(max_chars - len(marker), 0)] + marker
     if "\x00" in text:
@@ -213,11 +223,15 @@ class Cleaner:
     The common case (short ASCII text) costs a length check and a scan per field.
     """
 
-    def __init__(self, texts: dict[type, tuple[tuple[str, int, str], ...]],
-                 ints: dict[type, tuple[tuple[str, int], ...]],
-                 floats: dict[type, tuple[str, ...]],
-                 jsons: dict[type, tuple[str, ...]],
-                 max_payload_bytes: int, redact_keys: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        texts: dict[type, tuple[tuple[str, int, str], ...]],
+        ints: dict[type, tuple[tuple[str, int], ...]],
+        floats: dict[type, tuple[str, ...]],
+        jsons: dict[type, tuple[str, ...]],
+        max_payload_bytes: int,
+        redact_keys: tuple[str, ...],
+    ) -> None:
         self._texts = texts
         self._ints = ints
         self._floats = floats
@@ -225,13 +239,25 @@ class Cleaner:
         self._max_payload_bytes = max_payload_bytes
         self._redact_keys = redact_keys
         self._getters = {
-            kind: (texts[kind], _getter(n for n, _, _ in texts[kind]),
-                   ints[kind], _getter(n for n, _ in ints[kind]))
-            for kind in texts}
+            kind: (
+                texts[kind],
+                _getter(n for n, _, _ in texts[kind]),
+                ints[kind],
+                _getter(n for n, _ in ints[kind]),
+            )
+            for kind in texts
+        }
 
     @classmethod
-    def for_limits(cls, *, message_chars: int, traceback_chars: int, name_chars: int,
-                   max_payload_bytes: int, redact_keys: tuple[str, ...] = ()) -> Cleaner:
+    def for_limits(
+        cls,
+        *,
+        message_chars: int,
+        traceback_chars: int,
+        name_chars: int,
+        max_payload_bytes: int,
+        redact_keys: tuple[str, ...] = (),
+    ) -> Cleaner:
         """Limits from the table definitions (``String(n)``) and the given settings."""
         from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text
 
@@ -278,9 +304,12 @@ class Cleaner:
         texts, get_texts, ints, get_ints = self._getters[kind]
         changes: dict[str, Any] = {}
         for (name, limit, keep), value in zip(texts, get_texts(record), strict=True):
-            if value is not None and (type(value) is not str or len(value) > limit
-                                      or "\x00" in value
-                                      or (not value.isascii() and not _encodable(value))):
+            if value is not None and (
+                type(value) is not str
+                or len(value) > limit
+                or "\x00" in value
+                or (not value.isascii() and not _encodable(value))
+            ):
                 changes[name] = clean_text(value, limit, keep=keep)
         for (name, bound), value in zip(ints, get_ints(record), strict=True):
             if value is not None and (type(value) is not int or not -bound <= value <= bound):
@@ -295,9 +324,11 @@ class Cleaner:
         """:meth:`__call__`, and every JSON document rebuilt through :func:`to_json`: the
         form a refused row is tried again in."""
         record = self(record)
-        changes = {name: to_json(getattr(record, name), self._max_payload_bytes,
-                                 self._redact_keys)
-                   for name in self._jsons[type(record)] if getattr(record, name) is not None}
+        changes = {
+            name: to_json(getattr(record, name), self._max_payload_bytes, self._redact_keys)
+            for name in self._jsons[type(record)]
+            if getattr(record, name) is not None
+        }
         return self._apply(record, changes)
 
     @staticmethod

@@ -89,8 +89,13 @@ jobs = Table(
     Column("name", Text),
     Column("owner_id", String(255)),
     Column("status", String(20), nullable=False),
-    Column("state_seq", BigInteger, nullable=False, server_default="0",
-           comment="order key of status: attempt and rank; terminal states outrank all"),
+    Column(
+        "state_seq",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="order key of status: attempt and rank; terminal states outrank all",
+    ),
     Column("queue", String(255)),
     Column("priority", Integer),
     Column("eta", UTCDateTime),
@@ -120,24 +125,30 @@ jobs = Table(
     Column("duration_ms", BigInteger),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime),
-    Column("cancel_requested_at", UTCDateTime,
-           comment="when an operator asked to cancel; stays set if the task ran anyway"),
+    Column(
+        "cancel_requested_at",
+        UTCDateTime,
+        comment="when an operator asked to cancel; stays set if the task ran anyway",
+    ),
     Index(None, "status", "created_at"),
     Index(None, "job_type", "created_at"),
     Index(None, "owner_id", "created_at"),
     Index(None, "created_at"),
     # Workers read the open cancel requests at start and every few seconds: a partial
     # index keeps that read as small as the set it returns.
-    Index("ix_jobs_cancel_requested", "cancel_requested_at",
-          postgresql_where=text(_OPEN_CANCEL), sqlite_where=text(_OPEN_CANCEL)),
+    Index(
+        "ix_jobs_cancel_requested",
+        "cancel_requested_at",
+        postgresql_where=text(_OPEN_CANCEL),
+        sqlite_where=text(_OPEN_CANCEL),
+    ),
 )
 
 job_items = Table(
     "job_items",
     metadata,
     Column("id", RowId, primary_key=True, autoincrement=True),
-    Column("job_id", String(ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE"),
-           nullable=False),
+    Column("job_id", String(ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("key", String(ITEM_KEY_LENGTH), nullable=False),
     Column("status", String(20), nullable=False),
     Column("message", Text),
@@ -153,8 +164,7 @@ job_events = Table(
     "job_events",
     metadata,
     Column("id", RowId, primary_key=True, autoincrement=True),
-    Column("job_id", String(ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE"),
-           nullable=False),
+    Column("job_id", String(ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("status", String(20), nullable=False),
     Column("attempt", Integer, nullable=False, server_default="0"),
@@ -182,8 +192,11 @@ def staging_table(table: Table) -> Table:
     return Table(
         f"jobtrack_stage_{table.name}",
         MetaData(),
-        *(Column(c.name, c.type) for c in table.columns if not c.primary_key or
-          (c.name == "id" and table.name == "jobs")),
+        *(
+            Column(c.name, c.type)
+            for c in table.columns
+            if not c.primary_key or (c.name == "id" and table.name == "jobs")
+        ),
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DELETE ROWS",
     )

@@ -172,18 +172,34 @@ class Settings:
     def _validate(self) -> None:
         if self.write_mode not in get_args(WriteMode):
             raise ConfigurationError("write_mode", self.write_mode, "'buffered' or 'sync'")
-        for name in ("flush_interval_s", "progress_interval_s", "heartbeat_interval_s",
-                     "lost_after_s", "connect_timeout_s", "web_poll_interval_s",
-                     "reap_interval_s", "web_session_max_age_s"):
+        for name in (
+            "flush_interval_s",
+            "progress_interval_s",
+            "heartbeat_interval_s",
+            "lost_after_s",
+            "connect_timeout_s",
+            "web_poll_interval_s",
+            "reap_interval_s",
+            "web_session_max_age_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")
         if self.exit_flush_timeout_s < 0:
-            raise ConfigurationError("exit_flush_timeout_s", self.exit_flush_timeout_s,
-                                     "a number of seconds, 0 or more")
-        for name in ("flush_max_jobs", "flush_max_items", "buffer_max_jobs",
-                     "max_payload_bytes", "max_message_chars", "max_traceback_chars",
-                     "max_name_chars", "web_rate_limit_per_min",
-                     "web_auth_failures_per_min", "web_max_streams"):
+            raise ConfigurationError(
+                "exit_flush_timeout_s", self.exit_flush_timeout_s, "a number of seconds, 0 or more"
+            )
+        for name in (
+            "flush_max_jobs",
+            "flush_max_items",
+            "buffer_max_jobs",
+            "max_payload_bytes",
+            "max_message_chars",
+            "max_traceback_chars",
+            "max_name_chars",
+            "web_rate_limit_per_min",
+            "web_auth_failures_per_min",
+            "web_max_streams",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigurationError(name, getattr(self, name), "a whole number above 0")
         if not self.database_url:
@@ -191,9 +207,10 @@ class Settings:
         scheme = self.database_url.partition(":")[0].partition("+")[0].lower()
         if scheme not in SUPPORTED_DATABASES:
             raise ConfigurationError(
-                "database_url", f"{scheme}://…",
-                "a postgresql:// or sqlite:/// URL (jobtrack supports PostgreSQL and SQLite)")
-
+                "database_url",
+                f"{scheme}://…",
+                "a postgresql:// or sqlite:/// URL (jobtrack supports PostgreSQL and SQLite)",
+            )
 
 
 def _conf_get(conf: Mapping[str, Any], key: str) -> Any:

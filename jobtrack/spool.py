@@ -32,8 +32,9 @@ __all__ = ["DeadLetter", "Spool"]
 
 log = logging.getLogger("jobtrack.spool")
 
-_UPDATE_TIMES = frozenset(f.name for f in dataclasses.fields(JobUpdate)
-                          if "datetime" in str(f.type))
+_UPDATE_TIMES = frozenset(
+    f.name for f in dataclasses.fields(JobUpdate) if "datetime" in str(f.type)
+)
 
 
 def _default(value: Any) -> Any:
@@ -109,8 +110,9 @@ class Spool:
 
     def dead_letter(self, batch: Batch, reason: str) -> Path:
         """Keep a refused batch, with the reason, in the dead-letter folder."""
-        return self._write_atomically(self.dead_directory / self._name(),
-                                      _encode(batch, reason=reason))
+        return self._write_atomically(
+            self.dead_directory / self._name(), _encode(batch, reason=reason)
+        )
 
     def bury(self, claimed: Path, reason: str) -> Path:
         """Move a spool file that cannot be read to the dead-letter folder as it is."""
@@ -131,9 +133,16 @@ class Spool:
             at = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
             try:
                 data = json.loads(path.read_text())
-                found.append(DeadLetter(path, str(data.get("reason", "")),
-                                        len(data["updates"]), len(data["items"]),
-                                        len(data["events"]), at))
+                found.append(
+                    DeadLetter(
+                        path,
+                        str(data.get("reason", "")),
+                        len(data["updates"]),
+                        len(data["items"]),
+                        len(data["events"]),
+                        at,
+                    )
+                )
             except (ValueError, KeyError, TypeError, AttributeError):
                 reason_file = path.with_suffix(".reason")
                 reason = reason_file.read_text() if reason_file.exists() else "unreadable"
@@ -150,8 +159,7 @@ class Spool:
         own files before its newer data, so nobody else may reorder them)."""
         if not self.directory.is_dir():
             return []
-        return sorted(p for p in self.directory.glob(f"{self.key}-*.jsonl")
-                      if _replayable_by_me(p))
+        return sorted(p for p in self.directory.glob(f"{self.key}-*.jsonl") if _replayable_by_me(p))
 
     def claim(self, path: Path) -> Path | None:
         """Take a file for replay; None if another process took it first."""
@@ -177,11 +185,20 @@ class Spool:
             for name in _UPDATE_TIMES:
                 raw[name] = _time(raw[name])
             updates.append(JobUpdate(**raw))
-        events = [Event(**{**raw, "status": JobStatus(raw["status"]),
-                           "at": _time(raw["at"])}) for raw in data["events"]]
-        items = [Item(**{**raw, "status": ItemStatus(raw["status"]),
-                            "processed_at": _time(raw["processed_at"])})
-                 for raw in data["items"]]
+        events = [
+            Event(**{**raw, "status": JobStatus(raw["status"]), "at": _time(raw["at"])})
+            for raw in data["events"]
+        ]
+        items = [
+            Item(
+                **{
+                    **raw,
+                    "status": ItemStatus(raw["status"]),
+                    "processed_at": _time(raw["processed_at"]),
+                }
+            )
+            for raw in data["items"]
+        ]
         return Batch(updates, events, items)
 
 

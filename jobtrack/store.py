@@ -75,8 +75,15 @@ from .models import (
 )
 from .schema import job_events, job_items, jobs, leases, metadata, staging_table
 
-__all__ = ["CHANGES_CHANNEL", "Batch", "ChangeListener", "MetricsSnapshot", "Store",
-           "describe_url", "normalize_url"]
+__all__ = [
+    "CHANGES_CHANNEL",
+    "Batch",
+    "ChangeListener",
+    "MetricsSnapshot",
+    "Store",
+    "describe_url",
+    "normalize_url",
+]
 
 log = logging.getLogger("jobtrack.store")
 
@@ -171,8 +178,10 @@ class Store:
         if url.get_backend_name() == "sqlite":
             engine = create_engine(
                 url,
-                connect_args={"timeout": max(self._connect_timeout_s, 30.0),
-                              "check_same_thread": False},
+                connect_args={
+                    "timeout": max(self._connect_timeout_s, 30.0),
+                    "check_same_thread": False,
+                },
                 poolclass=NullPool if url.database in (None, "", ":memory:") else None,
             )
             event.listen(engine, "connect", _sqlite_on_connect)
@@ -206,8 +215,7 @@ class Store:
         """One transaction; every driver error leaves as a :class:`StoreError`
         (:class:`DataRefused` when the database refused the data itself). With
         ``writes_data``, a value the driver cannot even send counts as refused data."""
-        refusable: tuple[type[BaseException], ...] = (
-            _PYTHON_DATA_ERRORS if writes_data else ())
+        refusable: tuple[type[BaseException], ...] = _PYTHON_DATA_ERRORS if writes_data else ()
         try:
             if not self._schema_ready and self._create_tables:
                 self.ensure_schema()
@@ -273,16 +281,22 @@ class Store:
                 self._recount(conn, sorted({job_id for job_id, _ in latest}))
             if batch.events:
                 self._write_rows(conn, "job_events", [_event_row(e) for e in batch.events])
-            _notify(conn, [u.id for u in batch.updates] + [i.job_id for i in batch.items]
-                    + [e.job_id for e in batch.events])
+            _notify(
+                conn,
+                [u.id for u in batch.updates]
+                + [i.job_id for i in batch.items]
+                + [e.job_id for e in batch.events],
+            )
 
     @staticmethod
     def _write_rows(conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
         """Write rows (values in ``_WRITE_COLUMNS[table]`` order) to one table."""
         columns = _WRITE_COLUMNS[table]
         if conn.dialect.name != "postgresql":
-            conn.execute(_write_statement(conn.dialect.name, table, False),
-                         [dict(zip(columns, row, strict=True)) for row in rows])
+            conn.execute(
+                _write_statement(conn.dialect.name, table, False),
+                [dict(zip(columns, row, strict=True)) for row in rows],
+            )
             return
         json_at = [i for i, name in enumerate(columns) if name in _JSON_COLUMNS[table]]
         staged = table != "job_events"  # events never conflict: COPY straight in
@@ -294,9 +308,10 @@ class Store:
                 info[target.name] = True
         driver = conn.connection.driver_connection
         assert driver is not None
-        with driver.cursor() as cursor, cursor.copy(
-            f"COPY {target.name} ({', '.join(columns)}) FROM STDIN"
-        ) as copy:
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {target.name} ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
             for row in rows:
                 if json_at:
                     row = list(row)
@@ -308,6 +323,7 @@ class Store:
 
     def _recount(self, conn: Connection, job_ids: Sequence[str]) -> None:
         """Set each job's item counters from its items: idempotent under replays."""
+
         def count(status: ItemStatus | None) -> Any:
             where = job_items.c.job_id == jobs.c.id
             if status is not None:
@@ -349,8 +365,12 @@ class Store:
         """Set item counters directly (for jobs that count without recording items)."""
         values = {
             name: value
-            for name, value in (("processed_items", processed), ("failed_items", failed),
-                                ("skipped_items", skipped), ("total_items", total))
+            for name, value in (
+                ("processed_items", processed),
+                ("failed_items", failed),
+                ("skipped_items", skipped),
+                ("total_items", total),
+            )
             if value is not None
         }
         if not values:
@@ -390,8 +410,10 @@ class Store:
         query = _filtered(select(jobs), where or JobFilter())
         if before is not None:
             moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
-            query = query.where(tuple_(jobs.c.created_at, jobs.c.id)
-                                < tuple_(moment, bindparam("before_id", before[1])))
+            query = query.where(
+                tuple_(jobs.c.created_at, jobs.c.id)
+                < tuple_(moment, bindparam("before_id", before[1]))
+            )
         query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
         query = query.limit(max(min(limit, 10_000), 1)).offset(max(offset, 0))
         with self._begin("list jobs") as conn:
@@ -406,10 +428,16 @@ class Store:
         query = query.order_by(job_items.c.id).limit(max(limit, 1)).offset(max(offset, 0))
         with self._begin("list items") as conn:
             return [
-                Item(job_id=r.job_id, key=r.key, status=ItemStatus(r.status),
-                     message=r.message, error_code=r.error_code,
-                     before_state=r.before_state, after_state=r.after_state,
-                     processed_at=r.processed_at)
+                Item(
+                    job_id=r.job_id,
+                    key=r.key,
+                    status=ItemStatus(r.status),
+                    message=r.message,
+                    error_code=r.error_code,
+                    before_state=r.before_state,
+                    after_state=r.after_state,
+                    processed_at=r.processed_at,
+                )
                 for r in conn.execute(query)
             ]
 
@@ -421,9 +449,15 @@ class Store:
         )
         with self._begin("list events") as conn:
             return [
-                Event(job_id=r.job_id, at=r.at, status=JobStatus(r.status),
-                      attempt=r.attempt, worker=r.worker, error_type=r.error_type,
-                      error_message=r.error_message)
+                Event(
+                    job_id=r.job_id,
+                    at=r.at,
+                    status=JobStatus(r.status),
+                    attempt=r.attempt,
+                    worker=r.worker,
+                    error_type=r.error_type,
+                    error_message=r.error_message,
+                )
                 for r in conn.execute(query)
             ]
 
@@ -436,10 +470,14 @@ class Store:
             .where(*where)
             .group_by(jobs.c.job_type, jobs.c.status)
         )
-        timed = [jobs.c.status == JobStatus.COMPLETED.value, jobs.c.duration_ms.is_not(None),
-                 *where]
-        durations_q = select(func.avg(jobs.c.duration_ms), func.max(jobs.c.duration_ms),
-                             func.count()).where(*timed)
+        timed = [
+            jobs.c.status == JobStatus.COMPLETED.value,
+            jobs.c.duration_ms.is_not(None),
+            *where,
+        ]
+        durations_q = select(
+            func.avg(jobs.c.duration_ms), func.max(jobs.c.duration_ms), func.count()
+        ).where(*timed)
         with self._begin("stats") as conn:
             by_status = {s: int(n) for s, n in conn.execute(by_status_q)}
             by_type: dict[str, dict[str, int]] = {}
@@ -451,8 +489,12 @@ class Store:
                 rank = (p * int(timed_count) + 99) // 100 - 1
                 if rank >= 0:
                     percentiles[p] = conn.execute(
-                        select(jobs.c.duration_ms).where(*timed)
-                        .order_by(jobs.c.duration_ms).limit(1).offset(rank)).scalar_one()
+                        select(jobs.c.duration_ms)
+                        .where(*timed)
+                        .order_by(jobs.c.duration_ms)
+                        .limit(1)
+                        .offset(rank)
+                    ).scalar_one()
         finished = by_status.get("completed", 0) + by_status.get("failed", 0)
         return Stats(
             by_status=by_status,
@@ -478,11 +520,13 @@ class Store:
         now = utcnow()
         running_seq = jobs.c.retries * _ATTEMPT_SPAN + _RUNNING_RANK
         last_beat = func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at, jobs.c.updated_at)
-        still_running = and_(jobs.c.status == JobStatus.RUNNING.value,
-                             jobs.c.state_seq == running_seq)
+        still_running = and_(
+            jobs.c.status == JobStatus.RUNNING.value, jobs.c.state_seq == running_seq
+        )
         candidates = (
-            select(jobs.c.id, jobs.c.worker, jobs.c.heartbeat_at, jobs.c.started_at,
-                   jobs.c.updated_at)
+            select(
+                jobs.c.id, jobs.c.worker, jobs.c.heartbeat_at, jobs.c.started_at, jobs.c.updated_at
+            )
             .where(still_running, last_beat < heartbeat_before)
             .limit(limit)
         )
@@ -491,22 +535,38 @@ class Store:
             events = []
             for row in conn.execute(candidates).all():
                 since = row.heartbeat_at or row.started_at or row.updated_at
-                reason = (f"lost: no heartbeat from worker {row.worker or '(unknown)'} "
-                          f"since {since.isoformat(timespec='seconds')}")
+                reason = (
+                    f"lost: no heartbeat from worker {row.worker or '(unknown)'} "
+                    f"since {since.isoformat(timespec='seconds')}"
+                )
                 found = conn.execute(
                     update(jobs)
                     .where(jobs.c.id == row.id, still_running)
-                    .values(status=JobStatus.LOST.value,
-                            state_seq=jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK,
-                            updated_at=now, error_type="WorkerLost", error_message=reason)
+                    .values(
+                        status=JobStatus.LOST.value,
+                        state_seq=jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK,
+                        updated_at=now,
+                        error_type="WorkerLost",
+                        error_message=reason,
+                    )
                     .returning(jobs.c.retries)
                 ).first()
                 if found is None:
                     continue
                 marked.append(row.id)
-                events.append(_event_row(Event(
-                    job_id=row.id, at=now, status=JobStatus.LOST, attempt=found.retries,
-                    worker=row.worker, error_type="WorkerLost", error_message=reason)))
+                events.append(
+                    _event_row(
+                        Event(
+                            job_id=row.id,
+                            at=now,
+                            status=JobStatus.LOST,
+                            attempt=found.retries,
+                            worker=row.worker,
+                            error_type="WorkerLost",
+                            error_message=reason,
+                        )
+                    )
+                )
             if events:
                 self._write_rows(conn, "job_events", events)
                 _notify(conn, marked)
@@ -521,10 +581,14 @@ class Store:
         now = utcnow()
         with self._begin("request cancel") as conn:
             row = conn.execute(
-                update(jobs).where(jobs.c.id == job_id)
-                .values(cancel_requested_at=func.coalesce(jobs.c.cancel_requested_at, now),
-                        updated_at=now)
-                .returning(jobs.c.status, jobs.c.state_seq, jobs.c.retries)).first()
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(
+                    cancel_requested_at=func.coalesce(jobs.c.cancel_requested_at, now),
+                    updated_at=now,
+                )
+                .returning(jobs.c.status, jobs.c.state_seq, jobs.c.retries)
+            ).first()
             if row is None:
                 raise JobNotFound(job_id)
             status = JobStatus(row.status)
@@ -532,21 +596,44 @@ class Store:
                 conn.execute(
                     update(jobs)
                     .where(jobs.c.id == job_id, jobs.c.state_seq < CANCEL_REQUESTED_SEQ)
-                    .values(status=JobStatus.CANCELLED.value, state_seq=CANCEL_REQUESTED_SEQ,
-                            completed_at=now, error_type="Revoked", error_message=reason))
-                self._write_rows(conn, "job_events", [_event_row(Event(
-                    job_id=job_id, at=now, status=JobStatus.CANCELLED, attempt=row.retries,
-                    error_type="Revoked", error_message=reason))])
+                    .values(
+                        status=JobStatus.CANCELLED.value,
+                        state_seq=CANCEL_REQUESTED_SEQ,
+                        completed_at=now,
+                        error_type="Revoked",
+                        error_message=reason,
+                    )
+                )
+                self._write_rows(
+                    conn,
+                    "job_events",
+                    [
+                        _event_row(
+                            Event(
+                                job_id=job_id,
+                                at=now,
+                                status=JobStatus.CANCELLED,
+                                attempt=row.retries,
+                                error_type="Revoked",
+                                error_message=reason,
+                            )
+                        )
+                    ],
+                )
                 status = JobStatus.CANCELLED
             _notify(conn, [job_id])
         return status
 
     def open_cancel_requests(self, limit: int = 100_000) -> set[str]:
         """Ids of jobs whose cancel was requested and that no worker has finished."""
-        query = (select(jobs.c.id)
-                 .where(jobs.c.cancel_requested_at.is_not(None),
-                        jobs.c.state_seq < literal_column(str(TERMINAL_SEQ)))
-                 .limit(limit))
+        query = (
+            select(jobs.c.id)
+            .where(
+                jobs.c.cancel_requested_at.is_not(None),
+                jobs.c.state_seq < literal_column(str(TERMINAL_SEQ)),
+            )
+            .limit(limit)
+        )
         with self._begin("open cancel requests") as conn:
             return set(conn.execute(query).scalars())
 
@@ -556,8 +643,9 @@ class Store:
         the chore, the others skip it until it expires."""
         now = utcnow()
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(leases).values(name=name, holder=holder,
-                                     expires_at=now + timedelta(seconds=ttl_s))
+        stmt = insert(leases).values(
+            name=name, holder=holder, expires_at=now + timedelta(seconds=ttl_s)
+        )
         take = stmt.on_conflict_do_update(
             index_elements=[leases.c.name],
             set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
@@ -566,8 +654,9 @@ class Store:
         with self._begin("take lease") as conn:
             return conn.execute(take).first() is not None
 
-    def prune(self, *, finished_before: datetime, statuses: Sequence[str],
-              batch_size: int = 5000) -> int:
+    def prune(
+        self, *, finished_before: datetime, statuses: Sequence[str], batch_size: int = 5000
+    ) -> int:
         """Delete jobs in ``statuses`` that finished before ``finished_before``, with
         their items and events, in batches of ``batch_size`` (one short transaction
         each, so workers writing meanwhile are not held up). Returns how many went."""
@@ -576,8 +665,10 @@ class Store:
             return 0
         batch = (
             select(jobs.c.id)
-            .where(jobs.c.status.in_(wanted),
-                   func.coalesce(jobs.c.completed_at, jobs.c.updated_at) < finished_before)
+            .where(
+                jobs.c.status.in_(wanted),
+                func.coalesce(jobs.c.completed_at, jobs.c.updated_at) < finished_before,
+            )
             .limit(max(batch_size, 1))
         )
         total = 0
@@ -588,11 +679,13 @@ class Store:
                     return total
                 for table in (job_items, job_events):  # also where cascades are off
                     conn.execute(delete(table).where(table.c.job_id.in_(ids)))
-                total += conn.execute(delete(jobs).where(
-                    jobs.c.id.in_(ids), jobs.c.status.in_(wanted))).rowcount
+                total += conn.execute(
+                    delete(jobs).where(jobs.c.id.in_(ids), jobs.c.status.in_(wanted))
+                ).rowcount
 
-    def count_by_status(self, statuses: Sequence[str], *, cap: int | None = None,
-                        where: JobFilter | None = None) -> dict[str, int]:
+    def count_by_status(
+        self, statuses: Sequence[str], *, cap: int | None = None, where: JobFilter | None = None
+    ) -> dict[str, int]:
         """How many jobs ``where`` matches are in each of ``statuses`` (its own status
         field is replaced by them).
 
@@ -605,25 +698,33 @@ class Store:
         if not wanted:
             return {}
         if cap is None:
-            query = _filtered(select(jobs.c.status, func.count()),
-                              base.where(status=wanted)).group_by(jobs.c.status)
+            query = _filtered(
+                select(jobs.c.status, func.count()), base.where(status=wanted)
+            ).group_by(jobs.c.status)
             with self._begin("count by status") as conn:
                 return {status: int(n) for status, n in conn.execute(query)}
-        capped = select(*(
-            select(func.count()).select_from(
-                _filtered(select(jobs.c.status), base.where(status=(status,)))
-                .limit(max(cap, 0) + 1).subquery())
-            .scalar_subquery() for status in wanted))
+        capped = select(
+            *(
+                select(func.count())
+                .select_from(
+                    _filtered(select(jobs.c.status), base.where(status=(status,)))
+                    .limit(max(cap, 0) + 1)
+                    .subquery()
+                )
+                .scalar_subquery()
+                for status in wanted
+            )
+        )
         with self._begin("count by status") as conn:
             row = conn.execute(capped).one()
         return {status.value: int(n) for status, n in zip(wanted, row, strict=True) if n}
 
-    def metrics_snapshot(self, *, since: datetime, stale_before: datetime,
-                         buckets_s: Sequence[float]) -> MetricsSnapshot:
+    def metrics_snapshot(
+        self, *, since: datetime, stale_before: datetime, buckets_s: Sequence[float]
+    ) -> MetricsSnapshot:
         """What the Prometheus collector reports, read in one transaction."""
         ms = [b * 1000 for b in buckets_s]
-        finished = [s.value for s in (JobStatus.COMPLETED, JobStatus.FAILED,
-                                      JobStatus.CANCELLED)]
+        finished = [s.value for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)]
         by_status = select(jobs.c.status, func.count()).group_by(jobs.c.status)
         by_task = (
             select(jobs.c.task_name, jobs.c.job_type, jobs.c.status, func.count())
@@ -631,10 +732,17 @@ class Store:
             .group_by(jobs.c.task_name, jobs.c.job_type, jobs.c.status)
         )
         durations = (
-            select(jobs.c.task_name, func.count(), func.coalesce(func.sum(jobs.c.duration_ms), 0),
-                   *[func.sum(case((jobs.c.duration_ms <= b, 1), else_=0)) for b in ms])
-            .where(jobs.c.status == JobStatus.COMPLETED.value,
-                   jobs.c.duration_ms.is_not(None), jobs.c.completed_at >= since)
+            select(
+                jobs.c.task_name,
+                func.count(),
+                func.coalesce(func.sum(jobs.c.duration_ms), 0),
+                *[func.sum(case((jobs.c.duration_ms <= b, 1), else_=0)) for b in ms],
+            )
+            .where(
+                jobs.c.status == JobStatus.COMPLETED.value,
+                jobs.c.duration_ms.is_not(None),
+                jobs.c.completed_at >= since,
+            )
             .group_by(jobs.c.task_name)
         )
         window = (
@@ -644,17 +752,19 @@ class Store:
         )
         stale = select(func.count()).where(
             jobs.c.status == JobStatus.RUNNING.value,
-            func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at, jobs.c.updated_at)
-            < stale_before)
+            func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at, jobs.c.updated_at) < stale_before,
+        )
         oldest_pending = select(func.min(jobs.c.created_at)).where(
-            jobs.c.status == JobStatus.PENDING.value)
+            jobs.c.status == JobStatus.PENDING.value
+        )
         with self._begin("metrics") as conn:
             return MetricsSnapshot(
                 by_status={s: int(n) for s, n in conn.execute(by_status)},
                 finished=[(t, jt, s, int(n)) for t, jt, s, n in conn.execute(by_task)],
-                durations=[(row[0], int(row[1]), float(row[2]) / 1000,
-                            [int(v or 0) for v in row[3:]])
-                           for row in conn.execute(durations)],
+                durations=[
+                    (row[0], int(row[1]), float(row[2]) / 1000, [int(v or 0) for v in row[3:]])
+                    for row in conn.execute(durations)
+                ],
                 window={s: int(n) for s, n in conn.execute(window)},
                 stale_running=int(conn.execute(stale).scalar_one()),
                 oldest_pending=conn.execute(oldest_pending).scalar_one(),
@@ -662,14 +772,22 @@ class Store:
 
     # -- change feed -----------------------------------------------------------------
 
-    def recent_changes(self, *, since: datetime,
-                       limit: int = 1000) -> list[tuple[str, tuple[Any, ...]]]:
+    def recent_changes(
+        self, *, since: datetime, limit: int = 1000
+    ) -> list[tuple[str, tuple[Any, ...]]]:
         """``(id, version)`` of jobs updated at or after ``since``, newest first; the
         version changes whenever a row's state, progress or counters do (for polling
         where LISTEN/NOTIFY is not available)."""
         query = (
-            select(jobs.c.id, jobs.c.updated_at, jobs.c.state_seq, jobs.c.processed_items,
-                   jobs.c.progress_percent, jobs.c.progress_stage, jobs.c.heartbeat_at)
+            select(
+                jobs.c.id,
+                jobs.c.updated_at,
+                jobs.c.state_seq,
+                jobs.c.processed_items,
+                jobs.c.progress_percent,
+                jobs.c.progress_stage,
+                jobs.c.heartbeat_at,
+            )
             .where(jobs.c.updated_at >= since)
             .order_by(jobs.c.updated_at.desc())
             .limit(max(limit, 1))
@@ -686,9 +804,12 @@ class Store:
 
         url = self.engine.url.set(drivername="postgresql")
         try:
-            conn = psycopg.connect(url.render_as_string(hide_password=False),
-                                   autocommit=True, application_name="jobtrack-listen",
-                                   connect_timeout=max(int(self._connect_timeout_s), 1))
+            conn = psycopg.connect(
+                url.render_as_string(hide_password=False),
+                autocommit=True,
+                application_name="jobtrack-listen",
+                connect_timeout=max(int(self._connect_timeout_s), 1),
+            )
             conn.execute(f"LISTEN {CHANGES_CHANNEL}")
         except psycopg.Error as exc:
             raise StoreError("listen for changes", str(exc).strip()[:500]) from exc
@@ -709,16 +830,26 @@ def _filtered(query: Any, where: JobFilter) -> Any:
     """``query`` narrowed by ``where``; every value a bound parameter. A value holding a
     NUL character matches nothing (PostgreSQL text cannot hold one; writes strip them),
     on every backend alike."""
-    given = [where.job_type, where.owner_id, where.task_name, where.queue, where.search,
-             *(where.ids or ())]
+    given = [
+        where.job_type,
+        where.owner_id,
+        where.task_name,
+        where.queue,
+        where.search,
+        *(where.ids or ()),
+    ]
     if any(isinstance(v, str) and "\x00" in v for v in given):
         return query.where(false())
     if where.ids is not None:
         query = query.where(jobs.c.id.in_(list(where.ids)))
     if where.status is not None:
         query = query.where(jobs.c.status.in_([s.value for s in where.status]))
-    for column, value in ((jobs.c.job_type, where.job_type), (jobs.c.owner_id, where.owner_id),
-                          (jobs.c.task_name, where.task_name), (jobs.c.queue, where.queue)):
+    for column, value in (
+        (jobs.c.job_type, where.job_type),
+        (jobs.c.owner_id, where.owner_id),
+        (jobs.c.task_name, where.task_name),
+        (jobs.c.queue, where.queue),
+    ):
         if value is not None:
             query = query.where(column == value)
     if where.since is not None:
@@ -726,36 +857,47 @@ def _filtered(query: Any, where: JobFilter) -> Any:
     if where.until is not None:
         query = query.where(jobs.c.created_at < where.until)
     if where.search:
-        pattern = "%" + where.search.replace("\\", "\\\\").replace("%", "\\%").replace(
-            "_", "\\_") + "%"
-        query = query.where(or_(
-            jobs.c.name.ilike(pattern, escape="\\"),
-            jobs.c.error_message.ilike(pattern, escape="\\"),
-            jobs.c.id == where.search,
-        ))
+        pattern = (
+            "%" + where.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        query = query.where(
+            or_(
+                jobs.c.name.ilike(pattern, escape="\\"),
+                jobs.c.error_message.ilike(pattern, escape="\\"),
+                jobs.c.id == where.search,
+            )
+        )
     return query
 
 
 #: The columns each write statement sets, in order.
 _WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
     "jobs": JobUpdate.COLUMNS,
-    "job_items": ("job_id", "key", "status", "message", "error_code", "before_state",
-                  "after_state", "processed_at"),
-    "job_events": ("job_id", "at", "status", "attempt", "worker", "error_type",
-                   "error_message"),
+    "job_items": (
+        "job_id",
+        "key",
+        "status",
+        "message",
+        "error_code",
+        "before_state",
+        "after_state",
+        "processed_at",
+    ),
+    "job_events": ("job_id", "at", "status", "attempt", "worker", "error_type", "error_message"),
 }
 _TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events}
 _STAGING = {"jobs": staging_table(jobs), "job_items": staging_table(job_items)}
 
 
 def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False,
-                                                 separators=(",", ":"))
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 #: Columns holding JSON documents, per table (COPY sends them as JSON text).
-_JSON_COLUMNS = {name: frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
-                 for name, table in _TABLES.items()}
+_JSON_COLUMNS = {
+    name: frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+    for name, table in _TABLES.items()
+}
 
 
 @functools.cache
@@ -767,11 +909,11 @@ def _write_statement(dialect: str, table_name: str, staged: bool) -> Any:
     stmt = insert(table)
     if staged:  # PostgreSQL: merge what COPY put in the staging table
         stage = _STAGING[table_name]
-        stmt = insert(table).from_select(list(columns),
-                                         select(*[stage.c[name] for name in columns]))
+        stmt = insert(table).from_select(
+            list(columns), select(*[stage.c[name] for name in columns])
+        )
     if table_name == "jobs":
-        return stmt.on_conflict_do_update(index_elements=[jobs.c.id],
-                                          set_=_job_merge_rules(stmt))
+        return stmt.on_conflict_do_update(index_elements=[jobs.c.id], set_=_job_merge_rules(stmt))
     if table_name == "job_items":
         return stmt.on_conflict_do_update(
             index_elements=[job_items.c.job_id, job_items.c.key],
@@ -799,20 +941,23 @@ def _job_merge_rules(stmt: Any) -> dict[str, ColumnElement[Any]]:
             given = or_(given, replaces_cancel)
         sets[name] = case((and_(takes, given), new[name]), else_=cur[name])
     for name in PROGRESS_COLUMNS:
-        sets[name] = case((and_(progress_ok, new[name].is_not(None)), new[name]),
-                          else_=cur[name])
+        sets[name] = case((and_(progress_ok, new[name].is_not(None)), new[name]), else_=cur[name])
     for name in FILL_COLUMNS:
         sets[name] = func.coalesce(cur[name], new[name])
     for name in MAX_COLUMNS:
         sets[name] = case(
-            (and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] > cur[name])),
-             new[name]),
+            (
+                and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] > cur[name])),
+                new[name],
+            ),
             else_=cur[name],
         )
     for name in MIN_COLUMNS:
         sets[name] = case(
-            (and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] < cur[name])),
-             new[name]),
+            (
+                and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] < cur[name])),
+                new[name],
+            ),
             else_=cur[name],
         )
     return sets
@@ -875,8 +1020,7 @@ try:  # psycopg's own errors reach us from the COPY path, outside SQLAlchemy
     import psycopg as _psycopg
 
     _DRIVER_ERRORS: tuple[type[Exception], ...] = (_psycopg.Error,)
-    _DRIVER_DATA_ERRORS: tuple[type[Exception], ...] = (_psycopg.DataError,
-                                                        _psycopg.IntegrityError)
+    _DRIVER_DATA_ERRORS: tuple[type[Exception], ...] = (_psycopg.DataError, _psycopg.IntegrityError)
 except ImportError:  # pragma: no cover - psycopg is a dependency
     _DRIVER_ERRORS = _DRIVER_DATA_ERRORS = ()
 #: Raised by a driver (or SQLAlchemy's bind processing) for a value it cannot send.
@@ -888,10 +1032,15 @@ def _translate(action: str, exc: BaseException) -> StoreError:
     """The :class:`StoreError` for a driver error: :class:`DataRefused` when the
     database (or the driver) refused the data itself, whatever the backend."""
     cause = getattr(exc, "orig", None) or exc
-    refused = isinstance(exc, (DataError, IntegrityError)) or isinstance(
-        cause, _DRIVER_DATA_ERRORS) or (
-        isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
-        and isinstance(cause, _PYTHON_DATA_ERRORS))
+    refused = (
+        isinstance(exc, (DataError, IntegrityError))
+        or isinstance(cause, _DRIVER_DATA_ERRORS)
+        or (
+            isinstance(exc, StatementError)
+            and not isinstance(exc, DBAPIError)
+            and isinstance(cause, _PYTHON_DATA_ERRORS)
+        )
+    )
     detail = _short(exc)
     if _MISSING_TABLE.search(detail):
         detail += " (jobtrack's tables are missing: run jobtrack db upgrade)"
@@ -899,8 +1048,10 @@ def _translate(action: str, exc: BaseException) -> StoreError:
 
 
 #: How PostgreSQL and SQLite say a table is not there.
-_MISSING_TABLE = re.compile(r'relation "(jobs|job_items|job_events|jobtrack_\w+)" does not '
-                            r"exist|no such table: (jobs|job_items|job_events|jobtrack_\w+)")
+_MISSING_TABLE = re.compile(
+    r'relation "(jobs|job_items|job_events|jobtrack_\w+)" does not '
+    r"exist|no such table: (jobs|job_items|job_events|jobtrack_\w+)"
+)
 
 
 def _forget_staging(conn: Connection) -> None:
@@ -930,13 +1081,20 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 
 def _event_row(e: Event) -> tuple[Any, ...]:
-    return (e.job_id, e.at, e.status.value, e.attempt, e.worker, e.error_type,
-            e.error_message)
+    return (e.job_id, e.at, e.status.value, e.attempt, e.worker, e.error_type, e.error_message)
 
 
 def _item_row(i: Item) -> tuple[Any, ...]:
-    return (i.job_id, i.key, i.status.value, i.message, i.error_code, i.before_state,
-            i.after_state, i.processed_at)
+    return (
+        i.job_id,
+        i.key,
+        i.status.value,
+        i.message,
+        i.error_code,
+        i.before_state,
+        i.after_state,
+        i.processed_at,
+    )
 
 
 def _job(row: Any) -> Job:

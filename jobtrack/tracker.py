@@ -82,8 +82,11 @@ class Tracker:
         if not self.settings.enabled:
             return
         given: dict[str, Any] = {
-            "job_type": job_type, "job_subtype": job_subtype,
-            "name": self.text(name), "owner_id": owner_id, "task_name": task_name,
+            "job_type": job_type,
+            "job_subtype": job_subtype,
+            "name": self.text(name),
+            "owner_id": owner_id,
+            "task_name": task_name,
             "queue": queue,
             "input_data": self.json(input_data) if input_data is not None else None,
             "metadata": self.json(dict(metadata)) if metadata is not None else None,
@@ -106,13 +109,21 @@ class Tracker:
         if not self.settings.enabled:
             return
         now = utcnow()
-        update = self.writer.clean(JobUpdate.transition(
-            job_id, JobStatus.COMPLETED, 0, at=now, completed_at=now,
-            output_data=self.json(output) if output is not None else None, progress_percent=100.0,
-        ))
+        update = self.writer.clean(
+            JobUpdate.transition(
+                job_id,
+                JobStatus.COMPLETED,
+                0,
+                at=now,
+                completed_at=now,
+                output_data=self.json(output) if output is not None else None,
+                progress_percent=100.0,
+            )
+        )
         self.store.write_batch(Batch([update], [Event.of(update)]))
-        self.store.set_counts(job_id, processed=processed, failed=failed, skipped=skipped,
-                              total=total)
+        self.store.set_counts(
+            job_id, processed=processed, failed=failed, skipped=skipped, total=total
+        )
 
     def fail_job(
         self, job_id: str, error: BaseException | str, *, traceback: str | None = None
@@ -135,21 +146,39 @@ class Tracker:
         running = get_current()
         if running is not None and running.job_id == job_id and running.tracked:
             running.declared_error = (error_type, message, traceback)
-            self.writer.update(JobUpdate.transition(
-                job_id, JobStatus.RUNNING, running.attempt, at=now, retries=running.attempt,
-                error_type=error_type, error_message=message, traceback=traceback))
+            self.writer.update(
+                JobUpdate.transition(
+                    job_id,
+                    JobStatus.RUNNING,
+                    running.attempt,
+                    at=now,
+                    retries=running.attempt,
+                    error_type=error_type,
+                    error_message=message,
+                    traceback=traceback,
+                )
+            )
             return
-        update = self.writer.clean(JobUpdate.transition(
-            job_id, JobStatus.FAILED, 0, at=now, completed_at=now, error_type=error_type,
-            error_message=message, traceback=traceback,
-        ))
+        update = self.writer.clean(
+            JobUpdate.transition(
+                job_id,
+                JobStatus.FAILED,
+                0,
+                at=now,
+                completed_at=now,
+                error_type=error_type,
+                error_message=message,
+                traceback=traceback,
+            )
+        )
         self.store.write_batch(Batch([update], [Event.of(update)]))
 
     def get_job(self, job_id: str) -> Job:
         return self.store.get_job(job_id)
 
-    def list_jobs(self, where: JobFilter | None = None, *, limit: int = 50, offset: int = 0,
-                  **filters: Any) -> list[Job]:
+    def list_jobs(
+        self, where: JobFilter | None = None, *, limit: int = 50, offset: int = 0, **filters: Any
+    ) -> list[Job]:
         """Jobs newest first: ``where``, or the keywords of :meth:`JobFilter.of`."""
         if filters:
             where = JobFilter.of(**filters)
@@ -176,8 +205,9 @@ def set_active_tracker(tracker: Tracker | None) -> None:
         try:
             previous.close()
         except Exception:
-            log.exception("closing the previous tracker failed",
-                          extra={"job_id": None, "action": "close"})
+            log.exception(
+                "closing the previous tracker failed", extra={"job_id": None, "action": "close"}
+            )
 
 
 def active_tracker() -> Tracker:
@@ -188,4 +218,3 @@ def active_tracker() -> Tracker:
 
 def active_tracker_or_none() -> Tracker | None:
     return _active
-

@@ -13,8 +13,18 @@ from rich.table import Table
 from .models import Event, Item, Job, JobStatus, Stats
 from .spool import DeadLetter
 
-__all__ = ["ago", "dead_letters_table", "error_text", "items_table", "items_text", "job_detail",
-           "job_list_table", "progress_table", "stats_view", "styled_status"]
+__all__ = [
+    "ago",
+    "dead_letters_table",
+    "error_text",
+    "items_table",
+    "items_text",
+    "job_detail",
+    "job_list_table",
+    "progress_table",
+    "stats_view",
+    "styled_status",
+]
 
 
 def ago(moment: datetime | None) -> str:
@@ -28,8 +38,14 @@ def ago(moment: datetime | None) -> str:
 
 
 def styled_status(job: Job) -> str:
-    color = {"completed": "green", "failed": "red", "running": "cyan", "retrying": "yellow",
-             "lost": "red", "cancelled": "magenta"}.get(job.status.value, "white")
+    color = {
+        "completed": "green",
+        "failed": "red",
+        "running": "cyan",
+        "retrying": "yellow",
+        "lost": "red",
+        "cancelled": "magenta",
+    }.get(job.status.value, "white")
     return f"[{color}]{job.status.value}[/]"
 
 
@@ -38,8 +54,9 @@ def error_text(job: Job, max_chars: int = 60) -> str:
     to finish well (a completed job that retried keeps why it retried)."""
     if not job.error_type and not job.error_message:
         return ""
-    text = (job.error_type or "Error") + (f": {job.error_message[:max_chars]}"
-                                          if job.error_message else "")
+    text = (job.error_type or "Error") + (
+        f": {job.error_message[:max_chars]}" if job.error_message else ""
+    )
     return f"earlier attempt: {text}" if job.status is JobStatus.COMPLETED else text
 
 
@@ -53,8 +70,7 @@ def job_list_table(jobs: list[Job], width: int = 120) -> Table:
     room = max(width - fixed, 20)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("id", no_wrap=True, min_width=id_width)
-    table.add_column("name / task", overflow="ellipsis", no_wrap=True,
-                     max_width=room * 3 // 5)
+    table.add_column("name / task", overflow="ellipsis", no_wrap=True, max_width=room * 3 // 5)
     table.add_column("status", no_wrap=True, min_width=9)
     if wide:
         table.add_column("progress", no_wrap=True, justify="right", min_width=8)
@@ -62,10 +78,18 @@ def job_list_table(jobs: list[Job], width: int = 120) -> Table:
         table.add_column("created", no_wrap=True, min_width=8)
     table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=room * 2 // 5)
     for job in jobs:
-        extra = (f"{job.progress_percent:.0f}%" if job.progress_percent is not None else "",
-                 items_text(job), ago(job.created_at)) if wide else ()
-        table.add_row(job.id, job.name or job.task_name or "", styled_status(job), *extra,
-                      error_text(job))
+        extra = (
+            (
+                f"{job.progress_percent:.0f}%" if job.progress_percent is not None else "",
+                items_text(job),
+                ago(job.created_at),
+            )
+            if wide
+            else ()
+        )
+        table.add_row(
+            job.id, job.name or job.task_name or "", styled_status(job), *extra, error_text(job)
+        )
     return table
 
 
@@ -94,7 +118,7 @@ def progress_table(jobs: list[Job], title: str) -> Table:
 
 
 def items_text(job: Job) -> str:
-    """"12/25 (1 failed)"; nothing for a finished job that recorded no items (its
+    """ "12/25 (1 failed)"; nothing for a finished job that recorded no items (its
     total came from ``progress(current, total)`` alone)."""
     if not job.processed_items and (not job.total_items or job.status.is_terminal):
         return ""
@@ -109,18 +133,27 @@ def job_detail(job: Job, events: list[Event], failing: list[Item]) -> list[Table
         value = getattr(job, field.name)
         if value is None or field.name == "traceback":
             continue
-        table.add_row(field.name, styled_status(job) if field.name == "status" else
-                      json.dumps(value, default=str, ensure_ascii=False)
-                      if isinstance(value, (dict, list)) else str(value))
+        table.add_row(
+            field.name,
+            styled_status(job)
+            if field.name == "status"
+            else json.dumps(value, default=str, ensure_ascii=False)
+            if isinstance(value, (dict, list))
+            else str(value),
+        )
     parts = [table]
     if events:
         trace = Table(title="attempts and transitions (attempt 0 is the first run)")
         for column in ("at", "status", "attempt", "worker", "error"):
             trace.add_column(column)
         for e in events:
-            trace.add_row(e.at.isoformat(timespec="milliseconds"), e.status.value,
-                          str(e.attempt), e.worker or "",
-                          f"{e.error_type or ''} {e.error_message or ''}".strip())
+            trace.add_row(
+                e.at.isoformat(timespec="milliseconds"),
+                e.status.value,
+                str(e.attempt),
+                e.worker or "",
+                f"{e.error_type or ''} {e.error_message or ''}".strip(),
+            )
         parts.append(trace)
     if failing:
         items = Table(title="first failing items")
@@ -153,11 +186,16 @@ def stats_view(result: Stats, since: str) -> list[Table | str]:
         table.add_row(job_type, *(str(counts.get(s, "")) for s in statuses))
     rate = f"{result.failure_rate:.1%}" if result.failure_rate is not None else "n/a"
     avg = f"{result.duration_ms_avg:.0f} ms" if result.duration_ms_avg is not None else "n/a"
-    spread = "   ".join(f"p{p} {v} ms" for p, v in (
-        (50, result.duration_ms_p50), (95, result.duration_ms_p95),
-        (99, result.duration_ms_p99)) if v is not None)
-    return [table, f"total {result.total}   failure rate {rate}   mean duration {avg}   "
-                   f"{spread}"]
+    spread = "   ".join(
+        f"p{p} {v} ms"
+        for p, v in (
+            (50, result.duration_ms_p50),
+            (95, result.duration_ms_p95),
+            (99, result.duration_ms_p99),
+        )
+        if v is not None
+    )
+    return [table, f"total {result.total}   failure rate {rate}   mean duration {avg}   {spread}"]
 
 
 def dead_letters_table(dead: list[DeadLetter]) -> Table:
@@ -166,6 +204,12 @@ def dead_letters_table(dead: list[DeadLetter]) -> Table:
     for column in ("file", "at", "jobs", "items", "events", "reason"):
         table.add_column(column, overflow="fold")
     for letter in dead:
-        table.add_row(letter.path.name, letter.at.isoformat(timespec="seconds"),
-                      str(letter.jobs), str(letter.items), str(letter.events), letter.reason)
+        table.add_row(
+            letter.path.name,
+            letter.at.isoformat(timespec="seconds"),
+            str(letter.jobs),
+            str(letter.items),
+            str(letter.events),
+            letter.reason,
+        )
     return table

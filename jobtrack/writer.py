@@ -37,8 +37,7 @@ from .settings import Settings
 from .spool import Spool
 from .store import Batch, Store
 
-__all__ = ["BufferedWriter", "ProgressSource", "SyncWriter", "Writer", "cleaner_for",
-           "make_writer"]
+__all__ = ["BufferedWriter", "ProgressSource", "SyncWriter", "Writer", "cleaner_for", "make_writer"]
 
 log = logging.getLogger("jobtrack.writer")
 
@@ -63,8 +62,9 @@ class ProgressSource(Protocol):
 class Writer(Protocol):
     clean: Cleaner
 
-    def update(self, update: JobUpdate, event: Event | None = None, *,
-               trace: int | None = None) -> None: ...
+    def update(
+        self, update: JobUpdate, event: Event | None = None, *, trace: int | None = None
+    ) -> None: ...
     def item(self, item: Item) -> None: ...
     def watch(self, source: ProgressSource) -> None: ...
     def unwatch(self, source: ProgressSource) -> None: ...
@@ -74,11 +74,13 @@ class Writer(Protocol):
 
 def cleaner_for(settings: Settings) -> Cleaner:
     """The :class:`~jobtrack.payload.Cleaner` with the limits of ``settings``."""
-    return Cleaner.for_limits(message_chars=settings.max_message_chars,
-                              traceback_chars=settings.max_traceback_chars,
-                              name_chars=settings.max_name_chars,
-                              max_payload_bytes=settings.max_payload_bytes,
-                              redact_keys=settings.redact_keys)
+    return Cleaner.for_limits(
+        message_chars=settings.max_message_chars,
+        traceback_chars=settings.max_traceback_chars,
+        name_chars=settings.max_name_chars,
+        max_payload_bytes=settings.max_payload_bytes,
+        redact_keys=settings.redact_keys,
+    )
 
 
 def _now() -> datetime:
@@ -88,8 +90,7 @@ def _now() -> datetime:
 class BufferedWriter:
     """Buffer, coalesce and batch transitions; see the module docstring."""
 
-    def __init__(self, store: Store, settings: Settings, cleaner: Cleaner | None = None
-                 ) -> None:
+    def __init__(self, store: Store, settings: Settings, cleaner: Cleaner | None = None) -> None:
         self.store = store
         self.settings = settings
         self.clean = cleaner or cleaner_for(settings)
@@ -98,8 +99,8 @@ class BufferedWriter:
         _live_writers.add(self)
 
     def _init_process_state(self) -> None:
-        self._lock = threading.Lock()          # guards the buffers below
-        self._flush_lock = threading.RLock()   # one flush at a time: keeps order
+        self._lock = threading.Lock()  # guards the buffers below
+        self._flush_lock = threading.RLock()  # one flush at a time: keeps order
         self._wake = threading.Event()
         self._closed = False
         self._updates: dict[str, JobUpdate] = {}
@@ -122,8 +123,9 @@ class BufferedWriter:
 
     # -- what the wiring calls (hot path: memory only) ------------------------------
 
-    def update(self, update: JobUpdate, event: Event | None = None, *,
-               trace: int | None = None) -> None:
+    def update(
+        self, update: JobUpdate, event: Event | None = None, *, trace: int | None = None
+    ) -> None:
         """Buffer a transition; with ``trace`` (the attempt), also its trace entry,
         made from the cleaned update (so it needs no cleaning of its own)."""
         update = self.clean(update)
@@ -181,16 +183,14 @@ class BufferedWriter:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
-            self._thread = threading.Thread(
-                target=self._run, name="jobtrack-writer", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name="jobtrack-writer", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
         while not self._closed:
             delay = self.settings.flush_interval_s
             if self._failures:
-                delay = min(delay * (2 ** self._failures), _MAX_BACKOFF_S)
+                delay = min(delay * (2**self._failures), _MAX_BACKOFF_S)
             self._wake.wait(delay)
             self._wake.clear()
             if self._closed:
@@ -203,8 +203,9 @@ class BufferedWriter:
                 self._collect_watched(heartbeat=beat)
                 self.flush()
             except Exception:  # the thread must survive anything a flush meets
-                log.exception("tracking writer loop error", extra={"job_id": None,
-                                                                   "action": "flush"})
+                log.exception(
+                    "tracking writer loop error", extra={"job_id": None, "action": "flush"}
+                )
 
     def _collect_watched(self, *, heartbeat: bool) -> None:
         """Take the running jobs' latest progress (and a heartbeat) into the buffer."""
@@ -215,7 +216,11 @@ class BufferedWriter:
             pending = source.take_progress()
             if heartbeat:
                 beat = JobUpdate.transition(
-                    source.job_id, JobStatus.RUNNING, source.attempt, at=now, heartbeat_at=now,
+                    source.job_id,
+                    JobStatus.RUNNING,
+                    source.attempt,
+                    at=now,
+                    heartbeat_at=now,
                     retries=source.attempt,
                 )
                 if pending is None:
@@ -298,8 +303,10 @@ class BufferedWriter:
         """One job's rows, refused: try them deep-cleaned, the row and its trace apart
         from its items; dead-letter what is still refused."""
         deep = self.clean.deep
-        parts = [Batch([deep(u) for u in batch.updates], [deep(e) for e in batch.events]),
-                 Batch(items=[deep(i) for i in batch.items])]
+        parts = [
+            Batch([deep(u) for u in batch.updates], [deep(e) for e in batch.events]),
+            Batch(items=[deep(i) for i in batch.items]),
+        ]
         for part in parts:
             if not part:
                 continue
@@ -316,13 +323,19 @@ class BufferedWriter:
         try:
             path = self._spool.dead_letter(batch, str(exc))
         except OSError:
-            log.exception("the database refused a job's tracking data and the dead-letter "
-                          "file could not be written; dropped: %s", exc,
-                          extra={"job_id": job_id, "action": "dead_letter"})
+            log.exception(
+                "the database refused a job's tracking data and the dead-letter "
+                "file could not be written; dropped: %s",
+                exc,
+                extra={"job_id": job_id, "action": "dead_letter"},
+            )
             return
-        log.error("the database refused a job's tracking data (%s); kept in %s "
-                  "(see: jobtrack spool)", exc, path,
-                  extra={"job_id": job_id, "action": "dead_letter"})
+        log.error(
+            "the database refused a job's tracking data (%s); kept in %s (see: jobtrack spool)",
+            exc,
+            path,
+            extra={"job_id": job_id, "action": "dead_letter"},
+        )
 
     def _failed(self, error: Exception, batch: Batch) -> None:
         """Count a failed try; log once when an outage starts."""
@@ -331,19 +344,24 @@ class BufferedWriter:
             self._outage = _Outage(time.monotonic())
             log.warning(
                 "tracking database unreachable (%s): writes are kept in memory (spooled "
-                "past %d jobs) and retried; tasks are not affected", error,
+                "past %d jobs) and retried; tasks are not affected",
+                error,
                 self.settings.buffer_max_jobs,
-                extra={"job_id": batch.updates[0].id if batch.updates else None,
-                       "action": "flush"})
+                extra={"job_id": batch.updates[0].id if batch.updates else None, "action": "flush"},
+            )
 
     def _recovered(self) -> None:
         """Reset the failure count; log the end of an outage once, with a summary."""
         outage, self._outage = self._outage, None
         if outage is not None:
-            log.info("tracking database reachable again after %.1f s: %d failed tries, "
-                     "%d spool files written", time.monotonic() - outage.since,
-                     self._failures, outage.spooled,
-                     extra={"job_id": None, "action": "flush"})
+            log.info(
+                "tracking database reachable again after %.1f s: %d failed tries, "
+                "%d spool files written",
+                time.monotonic() - outage.since,
+                self._failures,
+                outage.spooled,
+                extra={"job_id": None, "action": "flush"},
+            )
         self._failures = 0
 
     def _replay_spool(self) -> bool:
@@ -365,13 +383,19 @@ class BufferedWriter:
                 continue
             try:  # cleaned again: the file may come from before values were cleaned
                 batch = self._spool.read(claimed)
-                batch = Batch([self.clean(u) for u in batch.updates],
-                              [self.clean(e) for e in batch.events],
-                              [self.clean(i) for i in batch.items])
+                batch = Batch(
+                    [self.clean(u) for u in batch.updates],
+                    [self.clean(e) for e in batch.events],
+                    [self.clean(i) for i in batch.items],
+                )
             except Exception as exc:  # corrupt or from an incompatible version
                 self._spool.bury(claimed, f"unreadable: {exc}")
-                log.error("spool file %s is unreadable (%s); moved to the dead-letter "
-                          "folder", path.name, exc, extra={"job_id": None, "action": "replay"})
+                log.error(
+                    "spool file %s is unreadable (%s); moved to the dead-letter folder",
+                    path.name,
+                    exc,
+                    extra={"job_id": None, "action": "replay"},
+                )
                 continue
             left, error = self._settle(batch)
             if error is not None:
@@ -379,15 +403,20 @@ class BufferedWriter:
                 self._failed(error, left)
                 return False
             claimed.unlink()
-            log.info("replayed spooled tracking data from %s", path.name,
-                     extra={"job_id": None, "action": "replay"})
+            log.info(
+                "replayed spooled tracking data from %s",
+                path.name,
+                extra={"job_id": None, "action": "replay"},
+            )
         return True
 
     def _spill_if_over_bound(self, *, force: bool = False) -> None:
         """Move the buffer to a spool file when it is over the memory bound."""
         with self._lock:
-            over = (len(self._updates) > self.settings.buffer_max_jobs
-                    or len(self._items) > self.settings.buffer_max_jobs * 10)
+            over = (
+                len(self._updates) > self.settings.buffer_max_jobs
+                or len(self._items) > self.settings.buffer_max_jobs * 10
+            )
         if not (over or force):
             return
         batch = self._take_batch()
@@ -397,15 +426,21 @@ class BufferedWriter:
             path = self._spool.write(batch)
         except OSError:
             self._give_back(batch)
-            log.exception("spooling tracking data failed; it stays in memory",
-                          extra={"job_id": None, "action": "spool"})
+            log.exception(
+                "spooling tracking data failed; it stays in memory",
+                extra={"job_id": None, "action": "spool"},
+            )
             return
         if self._outage is not None:
             self._outage.spooled += 1
             if self._outage.spooled > 1:
                 return  # the outage's end says how many
-        log.warning("tracking database unreachable: %d job updates spooled to %s",
-                    len(batch.updates), path, extra={"job_id": None, "action": "spool"})
+        log.warning(
+            "tracking database unreachable: %d job updates spooled to %s",
+            len(batch.updates),
+            path,
+            extra={"job_id": None, "action": "spool"},
+        )
 
     def pending(self) -> int:
         with self._lock:
@@ -457,15 +492,15 @@ class SyncWriter:
     do not wait on a dead connection. A failure is logged, never raised.
     """
 
-    def __init__(self, store: Store, settings: Settings, cleaner: Cleaner | None = None
-                 ) -> None:
+    def __init__(self, store: Store, settings: Settings, cleaner: Cleaner | None = None) -> None:
         self.store = store
         self.settings = settings
         self._buffer = BufferedWriter(store, settings, cleaner)
         self.clean = self._buffer.clean
 
-    def update(self, update: JobUpdate, event: Event | None = None, *,
-               trace: int | None = None) -> None:
+    def update(
+        self, update: JobUpdate, event: Event | None = None, *, trace: int | None = None
+    ) -> None:
         self._buffer.update(update, event, trace=trace)
         self._write_now()
 

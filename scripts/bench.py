@@ -93,13 +93,38 @@ def throughput(mode: str, total: int) -> float:
         tracker.flush()
         jobtrack.uninstall()
         tracker.store.close()
-    env = {**os.environ, "BENCH_MODE": mode, "BENCH_DB": DB_URL, "BENCH_BROKER": BROKER,
-           "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{ROOT}"}
+    env = {
+        **os.environ,
+        "BENCH_MODE": mode,
+        "BENCH_DB": DB_URL,
+        "BENCH_BROKER": BROKER,
+        "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{ROOT}",
+    }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "bench_app", "worker", "-P", "prefork",
-         "-c", "2", "-Q", queue, "-l", "WARNING", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-n", f"{queue}@bench"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench_app",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "-Q",
+            queue,
+            "-l",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{queue}@bench",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 600
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -119,8 +144,9 @@ def throughput(mode: str, total: int) -> float:
     r.delete(key, key + ":first", key + ":last")
     if mode.startswith("jobtrack"):  # every job row must be final after the warm shutdown
         with psycopg.connect(DB_URL) as conn:
-            row = conn.execute("SELECT count(*) FILTER (WHERE status = 'completed'), "
-                               "count(*) FROM jobs").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM jobs"
+            ).fetchone()
         assert row is not None and row[0] == row[1] == total, f"{mode}: {row} of {total}"
     return (total - 1) / (last - first)
 
@@ -154,12 +180,16 @@ def publish_rate(total: int, rounds: int) -> None:
                 tracker.store.close()
             redis.Redis.from_url(BROKER).delete(queue)
     bare, tracked = statistics.median(rates["bare"]), statistics.median(rates["jobtrack"])
-    bare_cpu, tracked_cpu = (statistics.median(cpu_us["bare"]),
-                             statistics.median(cpu_us["jobtrack"]))
-    say(f"\npublishing {total} tasks ({rounds} rounds): bare {bare:,.0f}/s, with jobtrack "
+    bare_cpu, tracked_cpu = (
+        statistics.median(cpu_us["bare"]),
+        statistics.median(cpu_us["jobtrack"]),
+    )
+    say(
+        f"\npublishing {total} tasks ({rounds} rounds): bare {bare:,.0f}/s, with jobtrack "
         f"{tracked:,.0f}/s, ratio {tracked / bare:.2f}; publisher CPU per task: bare "
         f"{bare_cpu:.0f} us, with jobtrack {tracked_cpu:.0f} us (writer included), "
-        f"ratio {bare_cpu / tracked_cpu:.2f}")
+        f"ratio {bare_cpu / tracked_cpu:.2f}"
+    )
 
 
 def items_rate(count: int) -> None:
@@ -183,8 +213,10 @@ def items_rate(count: int) -> None:
     assert job.processed_items == count, job.processed_items
     jobtrack.uninstall()
     tracker.store.close()
-    say(f"\nitems: {count:,} recorded and committed in {elapsed:.2f}s = "
-        f"{count / elapsed:,.0f} items/s (failed_items={job.failed_items})")
+    say(
+        f"\nitems: {count:,} recorded and committed in {elapsed:.2f}s = "
+        f"{count / elapsed:,.0f} items/s (failed_items={job.failed_items})"
+    )
 
 
 def progress_cost(calls: int, rounds: int) -> None:
@@ -230,9 +262,11 @@ def progress_cost(calls: int, rounds: int) -> None:
     jobtrack.uninstall()
     tracker.store.close()
     base, with_progress = statistics.median(timings[False]), statistics.median(timings[True])
-    say(f"\nprogress: {calls:,} steps {base * 1000:.0f} ms without progress(), "
+    say(
+        f"\nprogress: {calls:,} steps {base * 1000:.0f} ms without progress(), "
         f"{with_progress * 1000:.0f} ms with; extra {100 * (with_progress / base - 1):.1f}%; "
-        f"in a tight loop {per_call * 1e6:.2f} us per progress() call")
+        f"in a tight loop {per_call * 1e6:.2f} us per progress() call"
+    )
 
 
 def list_query(rows: int) -> None:
@@ -273,33 +307,52 @@ def list_query(rows: int) -> None:
             t = time.perf_counter()
             by_status = store.count_by_status(every, cap=cap)
             counts[kind].append(time.perf_counter() - t)
-            assert sum(by_status.values()) == rows if cap is None else all(
-                0 < n <= cap + 1 for n in by_status.values())
+            assert (
+                sum(by_status.values()) == rows
+                if cap is None
+                else all(0 < n <= cap + 1 for n in by_status.values())
+            )
     # What one worker's upkeep round costs on this table (about 50,000 running rows, none
     # silent): taking the lease, looking for lost jobs, reading open cancel requests.
     upkeep: dict[str, list[float]] = {"lease": [], "reap": [], "cancels": []}
     silent_before = datetime.now(UTC) - timedelta(seconds=120)
     for n in range(20):
-        for kind, call in (("lease", lambda n=n: store.try_lease("bench", f"w{n}", 0.0)),
-                           ("reap", lambda: store.mark_lost(heartbeat_before=silent_before)),
-                           ("cancels", store.open_cancel_requests)):
+        for kind, call in (
+            ("lease", lambda n=n: store.try_lease("bench", f"w{n}", 0.0)),
+            ("reap", lambda: store.mark_lost(heartbeat_before=silent_before)),
+            ("cancels", store.open_cancel_requests),
+        ):
             t = time.perf_counter()
             call()
             upkeep[kind].append(time.perf_counter() - t)
     with store.engine.connect() as conn:
-        plan = conn.execute(text(
-            "EXPLAIN ANALYZE SELECT * FROM jobs WHERE status = 'failed' AND "
-            "job_type = 'import' ORDER BY created_at DESC, id DESC LIMIT 50")).scalars().all()
+        plan = (
+            conn.execute(
+                text(
+                    "EXPLAIN ANALYZE SELECT * FROM jobs WHERE status = 'failed' AND "
+                    "job_type = 'import' ORDER BY created_at DESC, id DESC LIMIT 50"
+                )
+            )
+            .scalars()
+            .all()
+        )
     store.close()
-    say(f"newest 50 failed jobs of type 'import': median {statistics.median(timings) * 1000:.2f}"
-        f" ms, max {max(timings) * 1000:.2f} ms over 50 runs (through Store.list_jobs)")
+    say(
+        f"newest 50 failed jobs of type 'import': median {statistics.median(timings) * 1000:.2f}"
+        f" ms, max {max(timings) * 1000:.2f} ms over 50 runs (through Store.list_jobs)"
+    )
     exact, capped = (statistics.median(counts[k]) * 1000 for k in ("exact", "capped"))
-    say(f"jobs per status: exact {exact:.1f} ms, capped at {COUNT_CAP:,} as the dashboard's "
-        f"tabs count them {capped:.1f} ms (ratio {capped / exact:.2f}; medians of 10)")
-    lease, reaping, cancels = (statistics.median(upkeep[k]) * 1000
-                               for k in ("lease", "reap", "cancels"))
-    say(f"a worker's upkeep round: lease {lease:.2f} ms, looking for lost jobs "
-        f"{reaping:.1f} ms, open cancel requests {cancels:.2f} ms (medians of 20)")
+    say(
+        f"jobs per status: exact {exact:.1f} ms, capped at {COUNT_CAP:,} as the dashboard's "
+        f"tabs count them {capped:.1f} ms (ratio {capped / exact:.2f}; medians of 10)"
+    )
+    lease, reaping, cancels = (
+        statistics.median(upkeep[k]) * 1000 for k in ("lease", "reap", "cancels")
+    )
+    say(
+        f"a worker's upkeep round: lease {lease:.2f} ms, looking for lost jobs "
+        f"{reaping:.1f} ms, open cancel requests {cancels:.2f} ms (medians of 20)"
+    )
     say("EXPLAIN ANALYZE:\n  " + "\n  ".join(plan))
 
 
@@ -317,39 +370,59 @@ def prune_rate(rows: int) -> None:
                    now() - interval '100 days', now() - interval '100 days',
                    now() - interval '100 days', 1, 0, 0, 0
             FROM generate_series(1, %(rows)s) AS g
-            """, {"rows": rows})
-        conn.execute("INSERT INTO job_events (job_id, at, status, attempt) "
-                     "SELECT id, created_at, 'completed', 0 FROM jobs")
-        conn.execute("INSERT INTO job_items (job_id, key, status, processed_at) "
-                     "SELECT id, 'k', 'success', created_at FROM jobs")
+            """,
+            {"rows": rows},
+        )
+        conn.execute(
+            "INSERT INTO job_events (job_id, at, status, attempt) "
+            "SELECT id, created_at, 'completed', 0 FROM jobs"
+        )
+        conn.execute(
+            "INSERT INTO job_items (job_id, key, status, processed_at) "
+            "SELECT id, 'k', 'success', created_at FROM jobs"
+        )
         conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")
-    say(f"\nprune: generated {rows:,} old jobs with an event and an item each in "
-        f"{time.perf_counter() - started:.1f}s")
+    say(
+        f"\nprune: generated {rows:,} old jobs with an event and an item each in "
+        f"{time.perf_counter() - started:.1f}s"
+    )
     store = Store(DB_URL)
     started = time.perf_counter()
-    removed = store.prune(finished_before=datetime.now(UTC) - timedelta(days=30),
-                          statuses=["completed"], batch_size=5000)
+    removed = store.prune(
+        finished_before=datetime.now(UTC) - timedelta(days=30),
+        statuses=["completed"],
+        batch_size=5000,
+    )
     elapsed = time.perf_counter() - started
     left = store.count_jobs()
     store.close()
     assert removed == rows and left == 0, (removed, left)
-    say(f"pruned {removed:,} jobs (and their {removed:,} events and items) in batches of "
-        f"5,000 in {elapsed:.1f}s = {removed / elapsed:,.0f} jobs/s")
+    say(
+        f"pruned {removed:,} jobs (and their {removed:,} events and items) in batches of "
+        f"5,000 in {elapsed:.1f}s = {removed / elapsed:,.0f} jobs/s"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--modes", default=",".join(MODES),
-                        help="throughput setups to compare (bare is always included)")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="throughput setups to compare (bare is always included)",
+    )
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--progress-calls", type=int, default=10_000)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the list query")
-    parser.add_argument("--only", choices=["throughput", "publish", "items", "progress",
-                                           "query", "prune"], action="append")
+    parser.add_argument(
+        "--only",
+        choices=["throughput", "publish", "items", "progress", "query", "prune"],
+        action="append",
+    )
     args = parser.parse_args()
     only = set(args.only or ["throughput", "publish", "items", "progress", "query", "prune"])
     fresh_database()
@@ -360,19 +433,23 @@ def main() -> int:
         results: dict[str, list[float]] = {m: [] for m in modes}
         ratios: dict[str, list[float]] = {m: [] for m in modes}
         for n in range(args.rounds):
-            order = modes[n % len(modes):] + modes[:n % len(modes)]  # rotate the order
+            order = modes[n % len(modes) :] + modes[: n % len(modes)]  # rotate the order
             for mode in order:
                 results[mode].append(throughput(mode, args.tasks))
                 say(f"  round {n + 1} {mode:<18} {results[mode][-1]:8,.0f} tasks/s")
             for mode in modes:
                 ratios[mode].append(results[mode][-1] / results["bare"][-1])
         say(f"\nthroughput, {args.tasks} no-op tasks x {args.rounds} rounds, prefork c=2:")
-        say(f"  {'mode':<18} {'median tasks/s':>15} {'median ratio to bare':>22} "
-            f"{'worker CPU/task':>16}")
+        say(
+            f"  {'mode':<18} {'median tasks/s':>15} {'median ratio to bare':>22} "
+            f"{'worker CPU/task':>16}"
+        )
         for mode in modes:
-            say(f"  {mode:<18} {statistics.median(results[mode]):15,.0f} "
+            say(
+                f"  {mode:<18} {statistics.median(results[mode]):15,.0f} "
                 f"{statistics.median(ratios[mode]):22.2f} "
-                f"{statistics.median(WORKER_CPU_US[mode]):13,.0f} us")
+                f"{statistics.median(WORKER_CPU_US[mode]):13,.0f} us"
+            )
     if "publish" in only:
         publish_rate(args.tasks, args.rounds)
     if "items" in only:

@@ -25,7 +25,8 @@ app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logg
 if MODE == "celery-db-backend":
     app.conf.update(
         result_backend="db+" + DB_URL.replace("postgresql://", "postgresql+psycopg://"),
-        result_extended=True, task_track_started=True,
+        result_extended=True,
+        task_track_started=True,
     )
 elif MODE in ("jobtrack", "jobtrack-sync"):
     jobtrack.install(app, DB_URL, write_mode="sync" if MODE == "jobtrack-sync" else "buffered")

@@ -28,7 +28,8 @@ REDIS_URL = os.environ.get("JOBTRACK_TEST_REDIS", "redis://127.0.0.1:6379/0")
 #: Result backend for the tests that need one: the broker's server, the next database.
 REDIS_BACKEND_URL = os.environ.get(
     "JOBTRACK_TEST_REDIS_BACKEND",
-    f"{REDIS_URL.rsplit('/', 1)[0]}/{int(REDIS_URL.rsplit('/', 1)[1] or 0) + 1}")
+    f"{REDIS_URL.rsplit('/', 1)[0]}/{int(REDIS_URL.rsplit('/', 1)[1] or 0) + 1}",
+)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -46,8 +47,10 @@ def pg_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError:
-        _unavailable("PostgreSQL at 127.0.0.1:5432", "./scripts/test (it starts it) or "
-                     "pg_ctlcluster <version> main start")
+        _unavailable(
+            "PostgreSQL at 127.0.0.1:5432",
+            "./scripts/test (it starts it) or pg_ctlcluster <version> main start",
+        )
         raise
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -62,8 +65,10 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
     except redis.RedisError:
-        _unavailable("Redis at 127.0.0.1:6379", "./scripts/test (it starts it) or "
-                     "redis-server --daemonize yes")
+        _unavailable(
+            "Redis at 127.0.0.1:6379",
+            "./scripts/test (it starts it) or redis-server --daemonize yes",
+        )
     return REDIS_URL
 
 
@@ -79,8 +84,12 @@ def pg_connections(url: str, application: str = "jobtrack") -> int:
     return int(row[0])
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0,
-             interval_s: float = 0.05, message: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    timeout_s: float = 20.0,
+    interval_s: float = 0.05,
+    message: str = "condition",
+) -> Any:
     """Poll until ``condition()`` is truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -93,8 +102,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0,
 
 
 @pytest.fixture(autouse=True)
-def own_spool(tmp_path_factory: pytest.TempPathFactory,
-              monkeypatch: pytest.MonkeyPatch) -> Path:
+def own_spool(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test spools into a folder of its own (worker subprocesses inherit it), never
     into the system's temp directory."""
     folder = tmp_path_factory.mktemp("spool")

@@ -18,8 +18,7 @@ jobtrack.install(app, database, write_mode="sync")
 
 
 @app.task(bind=True)
-@jobtrack.track(job_type="import", job_subtype="csv", name="Import {filename}",
-                owner="user_id")
+@jobtrack.track(job_type="import", job_subtype="csv", name="Import {filename}", owner="user_id")
 def import_csv(self, filename, user_id, rows):
     job = jobtrack.current_job()
     for n, row in enumerate(rows, 1):
@@ -38,7 +37,11 @@ rows = [{"sku": "a", "price": 1.5}, {"sku": "b", "price": None}, {"sku": "c", "p
 import_csv.apply_async(("products.csv", "u1", rows), task_id=job_id)
 
 job = jobtrack.get_job(job_id)
-print(job.status, job.name, f"{job.progress_percent:.0f}%",
-      f"{job.processed_items} items, {job.failed_items} failed")
+print(
+    job.status,
+    job.name,
+    f"{job.progress_percent:.0f}%",
+    f"{job.processed_items} items, {job.failed_items} failed",
+)
 for failed in jobtrack.list_jobs(status="failed", limit=5):
     print("failed:", failed.name, failed.error_message)

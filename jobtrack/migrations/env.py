@@ -14,11 +14,19 @@ from jobtrack.schema import metadata
 connection = context.config.attributes.get("connection")
 
 if connection is None:
-    context.configure(url=context.config.attributes["offline_url"], literal_binds=True,
-                      target_metadata=metadata, version_table=VERSION_TABLE)
+    context.configure(
+        url=context.config.attributes["offline_url"],
+        literal_binds=True,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+    )
 else:
-    context.configure(connection=connection, target_metadata=metadata,
-                      version_table=VERSION_TABLE, compare_type=True,
-                      render_as_batch=connection.dialect.name == "sqlite")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        compare_type=True,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
 with context.begin_transaction():
     context.run_migrations()

@@ -13,7 +13,6 @@ Who may call what is settled in :mod:`jobtrack.web.auth`. Here:
 annotations at run time, including aliases local to ``add_api_routes``.)
 """
 
-
 import base64
 import binascii
 import dataclasses
@@ -34,8 +33,14 @@ from ..store import Store
 from .auth import Auth, Principal
 from .stream import ChangeFeed, job_event
 
-__all__ = ["ID_PATTERN", "Control", "add_api_routes", "decode_cursor", "encode_cursor",
-           "visible_job"]
+__all__ = [
+    "ID_PATTERN",
+    "Control",
+    "add_api_routes",
+    "decode_cursor",
+    "encode_cursor",
+    "visible_job",
+]
 
 #: ``control(action, job_id, terminate)``: "retry" returns the new job's id, "cancel"
 #: what happened (see :func:`jobtrack.control.controller`).
@@ -119,11 +124,9 @@ def utc(value: datetime | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(
-            UTC)
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     except (OverflowError, ValueError) as exc:
-        raise HTTPException(422, f"{name}: {value.isoformat()} is out of range in UTC"
-                            ) from exc
+        raise HTTPException(422, f"{name}: {value.isoformat()} is out of range in UTC") from exc
 
 
 def visible_job(store: Store, job_id: str, who: Principal) -> Job:
@@ -134,8 +137,14 @@ def visible_job(store: Store, job_id: str, who: Principal) -> Job:
     return job
 
 
-def act(store: Store, control: Control | None, action: str, job_id: str, who: Principal,
-        terminate: bool = False) -> str:
+def act(
+    store: Store,
+    control: Control | None,
+    action: str,
+    job_id: str,
+    who: Principal,
+    terminate: bool = False,
+) -> str:
     """Retry or cancel on behalf of ``who``; HTTP errors for what is refused."""
     if not who.may_act:
         raise HTTPException(403, f"{action} needs the operator role")
@@ -150,8 +159,14 @@ def act(store: Store, control: Control | None, action: str, job_id: str, who: Pr
         raise HTTPException(409, str(exc)) from exc
 
 
-def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
-                   control: Control | None, max_streams: int = 8) -> None:
+def add_api_routes(
+    api: FastAPI,
+    store: Store,
+    auth: Auth,
+    feed: ChangeFeed,
+    control: Control | None,
+    max_streams: int = 8,
+) -> None:
     """The ``/api`` routes, on ``api``."""
     Who = Annotated[Principal, Depends(auth.require)]
     streams = StreamSlots(max_per_key=max_streams)
@@ -178,41 +193,53 @@ def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
                 return {"jobs": [], "next_cursor": None}
             owner_id = who.owner_id
         where = JobFilter.of(
-            status=[s.value for s in status] if status else None, job_type=job_type,
-            owner_id=owner_id, task_name=task_name, queue=queue, since=utc(since, "since"),
-            until=utc(until, "until"), search=search)
-        found = store.list_jobs(where, limit=limit + 1,
-                                before=decode_cursor(cursor) if cursor else None)
+            status=[s.value for s in status] if status else None,
+            job_type=job_type,
+            owner_id=owner_id,
+            task_name=task_name,
+            queue=queue,
+            since=utc(since, "since"),
+            until=utc(until, "until"),
+            search=search,
+        )
+        found = store.list_jobs(
+            where, limit=limit + 1, before=decode_cursor(cursor) if cursor else None
+        )
         page, more = found[:limit], len(found) > limit
-        return {"jobs": [dataclasses.asdict(j) for j in page],
-                "next_cursor": encode_cursor(page[-1]) if more else None}
+        return {
+            "jobs": [dataclasses.asdict(j) for j in page],
+            "next_cursor": encode_cursor(page[-1]) if more else None,
+        }
 
     @api.get("/api/jobs/{job_id}")
     def get_job(job_id: JobId, who: Who) -> dict[str, Any]:
         """The job's row and its attempt/transition trace."""
         job = visible_job(store, job_id, who)
-        return {"job": dataclasses.asdict(job),
-                "events": [dataclasses.asdict(e) for e in store.list_events(job_id)]}
+        return {
+            "job": dataclasses.asdict(job),
+            "events": [dataclasses.asdict(e) for e in store.list_events(job_id)],
+        }
 
     @api.get("/api/jobs/{job_id}/items")
     def get_items(
-        job_id: JobId, who: Who,
+        job_id: JobId,
+        who: Who,
         status: ItemStatusFilter | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> dict[str, Any]:
         """The job's recorded items, in the order they were recorded."""
         visible_job(store, job_id, who)
-        items = store.list_items(job_id, status=status.value if status else None,
-                                 limit=limit, offset=offset)
+        items = store.list_items(
+            job_id, status=status.value if status else None, limit=limit, offset=offset
+        )
         return {"items": [dataclasses.asdict(i) for i in items]}
 
     @api.get("/api/stats")
     def stats(who: Who, since: datetime | None = None) -> dict[str, Any]:
         """Counts and durations by status and type (not for owner-bound tokens)."""
         if who.owner_id is not None:
-            raise HTTPException(403, "statistics cover every owner; this token is bound "
-                                     "to one")
+            raise HTTPException(403, "statistics cover every owner; this token is bound to one")
         return dataclasses.asdict(store.stats(since=utc(since, "since")))
 
     @api.post("/api/jobs/{job_id}/retry")
@@ -224,12 +251,18 @@ def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
     @api.post("/api/jobs/{job_id}/cancel")
     def cancel(job_id: JobId, who: Who, terminate: bool = False) -> dict[str, Any]:
         """Revoke a job (``terminate`` also stops a running one)."""
-        return {"job_id": job_id,
-                "result": act(store, control, "cancel", job_id, who, terminate)}
+        return {"job_id": job_id, "result": act(store, control, "cancel", job_id, who, terminate)}
 
-    @api.get("/api/stream", response_class=StreamingResponse, responses={
-        200: {"content": {"text/event-stream": {}},
-              "description": "``job`` events, each the changed job's row as JSON"}})
+    @api.get(
+        "/api/stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "``job`` events, each the changed job's row as JSON",
+            }
+        },
+    )
     async def stream(
         who: Who,
         request: Request,
@@ -240,9 +273,12 @@ def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
         client = request.client.host if request.client else ""
         slot = streams.take(who.name, client)
         if slot is None:
-            raise HTTPException(429, f"at most {streams.limit} open streams per token and "
-                                     "per client address; close one first",
-                                headers={"Retry-After": "10"})
+            raise HTTPException(
+                429,
+                f"at most {streams.limit} open streams per token and "
+                "per client address; close one first",
+                headers={"Retry-After": "10"},
+            )
 
         async def events() -> AsyncIterator[str]:
             try:
@@ -255,12 +291,16 @@ def add_api_routes(api: FastAPI, store: Store, auth: Auth, feed: ChangeFeed,
                         continue
                     for job in sorted(rows.values(), key=_oldest_first):
                         if (job_id is None or job.id == job_id) and (
-                                who.owner_id is None or job.owner_id == who.owner_id):
+                            who.owner_id is None or job.owner_id == who.owner_id
+                        ):
                             yield job_event(job)
             finally:
                 slot()
 
         body = events()
         weakref.finalize(body, slot)  # also when the body is never started
-        return StreamingResponse(body, media_type="text/event-stream", headers={
-            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            body,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

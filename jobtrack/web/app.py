@@ -38,7 +38,8 @@ __all__ = ["create_app"]
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
@@ -59,12 +60,17 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
 
     # The API docs are rendered here from the schema (no script from elsewhere, the
     # same headers as every page); only the schema itself is served as JSON.
-    app = FastAPI(title="jobtrack", version="1", docs_url=None, redoc_url=None,
-                  openapi_url="/api/openapi.json", lifespan=lifespan,
-                  dependencies=[Depends(_no_nul_characters)])
+    app = FastAPI(
+        title="jobtrack",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+        dependencies=[Depends(_no_nul_characters)],
+    )
     app.state.feed = feed
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
-              name="static")
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     add_api_routes(app, store, auth, feed, control, settings.web_max_streams)
     render = add_pages(app, store, auth, settings, control)
     _add_metrics(app, store, auth, settings)
@@ -73,15 +79,17 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
         return request.url.path.startswith((request.scope.get("root_path") or "") + "/api/")
 
     @app.middleware("http")
-    async def edge(request: Request,
-                   call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def edge(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         """Every request: the rate limits of :meth:`Auth.gate` (static files and the
         schema included), then the security headers on whatever is answered."""
         try:
             auth.gate(request)
         except HTTPException as exc:
-            response: Response = JSONResponse({"detail": exc.detail}, exc.status_code,
-                                              headers=exc.headers)
+            response: Response = JSONResponse(
+                {"detail": exc.detail}, exc.status_code, headers=exc.headers
+            )
         else:
             response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
@@ -91,8 +99,12 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
     async def store_unavailable(request: Request, exc: StoreError) -> Response:
         if is_api(request):
             return JSONResponse({"detail": "the tracking database is unavailable"}, 503)
-        return render(request, "error.html", {
-            "code": 503, "message": "The tracking database is unavailable."}, 503)
+        return render(
+            request,
+            "error.html",
+            {"code": 503, "message": "The tracking database is unavailable."},
+            503,
+        )
 
     @app.exception_handler(NeedLogin)
     async def need_login(request: Request, exc: NeedLogin) -> Response:
@@ -102,8 +114,12 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if is_api(request) or not _wants_html(request):
             return await http_exception_handler(request, exc)
-        return render(request, "error.html", {"code": exc.status_code,
-                                              "message": str(exc.detail)}, exc.status_code)
+        return render(
+            request,
+            "error.html",
+            {"code": exc.status_code, "message": str(exc.detail)},
+            exc.status_code,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_input(request: Request, exc: RequestValidationError) -> Response:
@@ -111,9 +127,11 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
             return await request_validation_exception_handler(request, exc)
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}"
-            for e in exc.errors())
-        return render(request, "error.html", {"code": 400,
-                                              "message": f"Bad request: {problems}"}, 400)
+            for e in exc.errors()
+        )
+        return render(
+            request, "error.html", {"code": 400, "message": f"Bad request: {problems}"}, 400
+        )
 
     return app
 

@@ -86,11 +86,13 @@ def parse_tokens(text: str) -> dict[str, Principal]:
         if not token or role not in (r.value for r in Role):
             raise ConfigurationError("web_tokens", where, "token=viewer|operator[:owner_id]")
         if len(token) < MIN_TOKEN_CHARS:
-            raise ConfigurationError("web_tokens", where,
-                                     f"a token of at least {MIN_TOKEN_CHARS} characters")
+            raise ConfigurationError(
+                "web_tokens", where, f"a token of at least {MIN_TOKEN_CHARS} characters"
+            )
         if bound and not owner.strip():
-            raise ConfigurationError("web_tokens", where,
-                                     "an owner id after 'role:' (or no ':' for all owners)")
+            raise ConfigurationError(
+                "web_tokens", where, "an owner id after 'role:' (or no ':' for all owners)"
+            )
         if token in tokens:
             raise ConfigurationError("web_tokens", where, "each token listed once")
         tokens[token] = Principal(f"token {n + 1}", Role(role), owner.strip() or None)
@@ -149,8 +151,9 @@ class Auth:
     def __init__(self, settings: Settings) -> None:
         self.tokens = parse_tokens(settings.web_tokens)
         self._by_fingerprint = {_fingerprint(t): p for t, p in self.tokens.items()}
-        self._secret = (settings.web_secret.encode() if settings.web_secret
-                        else secrets.token_bytes(32))
+        self._secret = (
+            settings.web_secret.encode() if settings.web_secret else secrets.token_bytes(32)
+        )
         self._max_age_s = settings.web_session_max_age_s
         self._limiter = _RateLimiter(settings.web_rate_limit_per_min)
         self._failures = _RateLimiter(settings.web_auth_failures_per_min)
@@ -224,16 +227,20 @@ class Auth:
         ``HTTPException(429)``; the identity is kept for :meth:`require`."""
         client = _client(request)
         if self._failures.spent(client):
-            raise HTTPException(429, "too many failed sign-ins or tokens from this address; "
-                                     "try again in a minute", headers={"Retry-After": "60"})
+            raise HTTPException(
+                429,
+                "too many failed sign-ins or tokens from this address; try again in a minute",
+                headers={"Retry-After": "60"},
+            )
         found = self.identify(request)
         if found is None and _presents_credentials(request):
             self.failed(client)
         request.state.identity = found
         key = f"principal {found.principal.name}" if found else f"client {client}"
         if not self._limiter.allow(key):
-            raise HTTPException(429, "rate limit exceeded; try again in a minute",
-                                headers={"Retry-After": "60"})
+            raise HTTPException(
+                429, "rate limit exceeded; try again in a minute", headers={"Retry-After": "60"}
+            )
 
     def failed(self, client: str) -> None:
         """Count one failed authentication from ``client``."""
@@ -248,11 +255,15 @@ class Auth:
             found = self.identify(request)  # not through the app's gate (tests)
         if found is None:
             if self.tokens:
-                raise HTTPException(401, "a valid bearer token is required",
-                                    headers={"WWW-Authenticate": "Bearer"})
-            raise HTTPException(401, "no API tokens are configured: only loopback clients "
-                                     "are served, under a loopback host name (set "
-                                     "JOBTRACK_WEB_TOKENS to serve others)")
+                raise HTTPException(
+                    401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+                )
+            raise HTTPException(
+                401,
+                "no API tokens are configured: only loopback clients "
+                "are served, under a loopback host name (set "
+                "JOBTRACK_WEB_TOKENS to serve others)",
+            )
         if found.ambient and request.method not in SAFE_METHODS:
             self._refuse_cross_site(request)
             given = csrf_token if csrf_token is not None else request.headers.get(CSRF_HEADER)
@@ -277,10 +288,14 @@ class Auth:
     def _check_csrf(self, request: Request, given: str | None) -> None:
         """Compare a submitted CSRF token with the session's (or the cookie's)."""
         expected = self.csrf_token(request, create=False)
-        if not expected or not given or not given.isascii() or not expected.isascii() \
-                or not hmac.compare_digest(expected, given):
-            raise HTTPException(403, "missing or wrong CSRF token; reload the page and "
-                                     "try again")
+        if (
+            not expected
+            or not given
+            or not given.isascii()
+            or not expected.isascii()
+            or not hmac.compare_digest(expected, given)
+        ):
+            raise HTTPException(403, "missing or wrong CSRF token; reload the page and try again")
 
     def csrf_token(self, request: Request, *, create: bool = True) -> str:
         """The CSRF token forms must carry: derived from the session when signed in
@@ -295,19 +310,32 @@ class Auth:
             request.state.csrf = token
         return str(token or "")
 
-    def set_cookies(self, request: Request, response: Response, *,
-                    session: str | None = None, clear_session: bool = False) -> None:
+    def set_cookies(
+        self,
+        request: Request,
+        response: Response,
+        *,
+        session: str | None = None,
+        clear_session: bool = False,
+    ) -> None:
         """Attach the CSRF cookie (if new) and set or clear the session cookie."""
         path = (request.scope.get("root_path") or "") + "/"
         secure = request.url.scheme == "https"
         new_csrf = getattr(request.state, "csrf", None)
         if new_csrf and not request.cookies.get(CSRF_COOKIE):
-            response.set_cookie(CSRF_COOKIE, new_csrf, path=path, httponly=True,
-                                samesite="strict", secure=secure)
+            response.set_cookie(
+                CSRF_COOKIE, new_csrf, path=path, httponly=True, samesite="strict", secure=secure
+            )
         if session is not None:
-            response.set_cookie(SESSION_COOKIE, session, path=path, httponly=True,
-                                samesite="strict", secure=secure,
-                                max_age=int(self._max_age_s))
+            response.set_cookie(
+                SESSION_COOKIE,
+                session,
+                path=path,
+                httponly=True,
+                samesite="strict",
+                secure=secure,
+                max_age=int(self._max_age_s),
+            )
         if clear_session:
             response.delete_cookie(SESSION_COOKIE, path=path)
 

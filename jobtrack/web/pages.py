@@ -68,10 +68,15 @@ def templates() -> Jinja2Templates:
     found = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
     env = found.env
     env.finalize = _no_bidi_controls
-    env.filters.update(ago=ago, when=when, duration=duration, pretty=pretty,
-                       percent=percent, segment=lambda v: quote(str(v), safe=""))
-    env.globals.update(qs=qs, ACTIVE=ACTIVE, STARTED=STARTED, ERRORED=ERRORED,
-                       RETRYABLE=RETRYABLE)
+    env.filters.update(
+        ago=ago,
+        when=when,
+        duration=duration,
+        pretty=pretty,
+        percent=percent,
+        segment=lambda v: quote(str(v), safe=""),
+    )
+    env.globals.update(qs=qs, ACTIVE=ACTIVE, STARTED=STARTED, ERRORED=ERRORED, RETRYABLE=RETRYABLE)
     return found
 
 
@@ -79,19 +84,19 @@ def templates() -> Jinja2Templates:
 
 #: Characters that reorder the text around them (overrides, embeddings, isolates):
 #: with them a name can make ``exe.txt`` display as ``txt.exe``.
-_BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e"
-                                       "\u2066\u2067\u2068\u2069"))
+_BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 
 
 def _no_bidi_controls(value: Any) -> Any:
     """Every value a template prints, with bidirectional controls removed."""
     return value.translate(_BIDI_CONTROLS) if isinstance(value, str) else value
 
+
 _UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
-    """"2 minutes ago" (or "in 5 seconds" for clocks ahead of ours)."""
+    """ "2 minutes ago" (or "in 5 seconds" for clocks ahead of ours)."""
     if moment is None:
         return ""
     seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
@@ -157,8 +162,9 @@ def qs(params: Mapping[str, Any], **changes: Any) -> str:
 Render = Callable[..., HTMLResponse]
 
 
-def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
-              control: Control | None) -> Render:
+def add_pages(
+    app: FastAPI, store: Store, auth: Auth, settings: Settings, control: Control | None
+) -> Render:
     """Add the dashboard's routes to ``app``; returns its page renderer."""
     views = templates()
     flower_url = settings.web_flower_url.rstrip("/")
@@ -175,12 +181,19 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
                 raise NeedLogin() from exc  # signing in helps: offer the form
             raise
 
-    def render(request: Request, name: str, context: dict[str, Any],
-               status_code: int = 200) -> HTMLResponse:
+    def render(
+        request: Request, name: str, context: dict[str, Any], status_code: int = 200
+    ) -> HTMLResponse:
         base = request.scope.get("root_path") or ""
-        context.update(request=request, base=base, csrf=auth.csrf_token(request),
-                       csrf_field=CSRF_FIELD, flower_url=flower_url, database=database,
-                       login_needed=not auth.open_on_loopback)
+        context.update(
+            request=request,
+            base=base,
+            csrf=auth.csrf_token(request),
+            csrf_field=CSRF_FIELD,
+            flower_url=flower_url,
+            database=database,
+            login_needed=not auth.open_on_loopback,
+        )
         response = views.TemplateResponse(request, name, context, status_code=status_code)
         auth.set_cookies(request, response)
         return response
@@ -199,22 +212,33 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
         partial: bool = False,
     ) -> Response:
         who = visitor(request)
-        filters = {"job_type": job_type, "task_name": task_name, "queue": queue,
-                   "owner_id": owner_id, "search": search}  # as given: form and links
+        filters = {
+            "job_type": job_type,
+            "task_name": task_name,
+            "queue": queue,
+            "owner_id": owner_id,
+            "search": search,
+        }  # as given: form and links
         scope = JobFilter.of(**filters)
         if who.owner_id is not None:
             filters["owner_id"], scope = None, scope.where(owner_id=who.owner_id)
         found = store.list_jobs(
-            scope.where(status=tuple(JobStatus(s) for s in (
-                [status.value] if status else TABS[tab]))),
-            limit=PAGE_SIZE + 1, before=decode_cursor(cursor) if cursor else None)
-        counts = store.count_by_status([s.value for s in JobStatus], cap=COUNT_CAP,
-                                       where=scope)
+            scope.where(
+                status=tuple(JobStatus(s) for s in ([status.value] if status else TABS[tab]))
+            ),
+            limit=PAGE_SIZE + 1,
+            before=decode_cursor(cursor) if cursor else None,
+        )
+        counts = store.count_by_status([s.value for s in JobStatus], cap=COUNT_CAP, where=scope)
         tab_counts = {name: _tab_count(counts, wanted) for name, wanted in TABS.items()}
         page = found[:PAGE_SIZE]
         context = {
-            "who": who, "tab": tab, "tabs": tab_counts, "jobs": page,
-            "filters": filters, "params": {"tab": tab, **filters},
+            "who": who,
+            "tab": tab,
+            "tabs": tab_counts,
+            "jobs": page,
+            "filters": filters,
+            "params": {"tab": tab, **filters},
             "next_cursor": encode_cursor(page[-1]) if len(found) > PAGE_SIZE else None,
             "first_page": cursor is None,
             "now": datetime.now(UTC),
@@ -223,23 +247,28 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
     def job_page(
-        request: Request, job_id: JobId,
-        item_status: Annotated[str | None, Query(pattern="^(success|error|skipped)$")]
-        = None,
+        request: Request,
+        job_id: JobId,
+        item_status: Annotated[str | None, Query(pattern="^(success|error|skipped)$")] = None,
         item_offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         partial: bool = False,
     ) -> Response:
         who = visitor(request)
         job = visible_job(store, job_id, who)
-        items = store.list_items(job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1,
-                                 offset=item_offset)
+        items = store.list_items(
+            job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1, offset=item_offset
+        )
         context = {
-            "who": who, "job": job, "events": store.list_events(job_id),
-            "items": items[:ITEMS_PAGE_SIZE], "more_items": len(items) > ITEMS_PAGE_SIZE,
-            "item_status": item_status, "item_offset": item_offset,
-            "item_page": ITEMS_PAGE_SIZE, "now": datetime.now(UTC),
-            "retry_of": job.metadata.get("retry_of")
-            if isinstance(job.metadata, dict) else None,
+            "who": who,
+            "job": job,
+            "events": store.list_events(job_id),
+            "items": items[:ITEMS_PAGE_SIZE],
+            "more_items": len(items) > ITEMS_PAGE_SIZE,
+            "item_status": item_status,
+            "item_offset": item_offset,
+            "item_page": ITEMS_PAGE_SIZE,
+            "now": datetime.now(UTC),
+            "retry_of": job.metadata.get("retry_of") if isinstance(job.metadata, dict) else None,
         }
         return render(request, "_job.html" if partial else "job.html", context)
 
@@ -296,5 +325,3 @@ def add_pages(app: FastAPI, store: Store, auth: Auth, settings: Settings,
         return render(request, "api_docs.html", {"who": who, "api": app.openapi()})
 
     return render
-
-

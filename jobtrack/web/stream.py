@@ -47,11 +47,29 @@ _CLOSED: dict[str, Job] = {"\x00closed": Job(id="\x00closed", status=JobStatus.P
 _READ_CHUNK = 500
 
 #: The fields a ``job`` event carries: enough to redraw a row or a job page's header.
-EVENT_FIELDS = ("id", "name", "task_name", "job_type", "owner_id", "status",
-                "progress_percent", "progress_stage", "progress_message", "total_items",
-                "processed_items", "failed_items", "skipped_items", "retries",
-                "error_type", "error_message", "created_at", "started_at",
-                "completed_at", "duration_ms", "updated_at")
+EVENT_FIELDS = (
+    "id",
+    "name",
+    "task_name",
+    "job_type",
+    "owner_id",
+    "status",
+    "progress_percent",
+    "progress_stage",
+    "progress_message",
+    "total_items",
+    "processed_items",
+    "failed_items",
+    "skipped_items",
+    "retries",
+    "error_type",
+    "error_message",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "updated_at",
+)
 
 
 def job_event(job: Job) -> str:
@@ -96,8 +114,7 @@ class ChangeFeed:
         with self._lock:
             self._subscribers.add(sub)
             if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="jobtrack-feed")
+                self._thread = threading.Thread(target=self._run, daemon=True, name="jobtrack-feed")
                 self._thread.start()
         try:
             deadline = time.monotonic() + 10.0
@@ -142,9 +159,11 @@ class ChangeFeed:
         rows: dict[str, Job] = {}
         try:
             for start in range(0, len(wanted), _READ_CHUNK):
-                chunk = wanted[start:start + _READ_CHUNK]
-                rows.update((job.id, job) for job in self.store.list_jobs(
-                    JobFilter(ids=tuple(chunk)), limit=len(chunk)))
+                chunk = wanted[start : start + _READ_CHUNK]
+                rows.update(
+                    (job.id, job)
+                    for job in self.store.list_jobs(JobFilter(ids=tuple(chunk)), limit=len(chunk))
+                )
         except StoreError as exc:
             log.warning("live feed: %s", exc, extra={"action": "feed", "job_id": None})
             return
@@ -206,8 +225,9 @@ class ChangeFeed:
             log.warning("live feed: %s", exc, extra={"action": "feed", "job_id": None})
             return
         seen = dict(rows)
-        changed = [job_id for job_id, version in seen.items()
-                   if self._versions.get(job_id) != version]
+        changed = [
+            job_id for job_id, version in seen.items() if self._versions.get(job_id) != version
+        ]
         self._versions = seen
         if publish and changed:
             self._publish(changed)

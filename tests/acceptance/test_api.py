@@ -45,13 +45,22 @@ def world(pg_url: str) -> Iterator[dict[str, Any]]:
 
     tracker = jobtrack.install(app, pg_url)
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
-        ids = {"u1": [export.delay(f"2026-0{n}", user=U1).id for n in range(1, 6)],
-               "u2": [export.delay("2026-09", user=U2).id],
-               "failed": [explode.delay(user=U2).id]}
+        ids = {
+            "u1": [export.delay(f"2026-0{n}", user=U1).id for n in range(1, 6)],
+            "u2": [export.delay("2026-09", user=U2).id],
+            "failed": [explode.delay(user=U2).id],
+        }
         every = [i for group in ids.values() for i in group]
-        wait_for(lambda: jobtrack.flush() and all(
-            (j := tracker.store.find_job(i)) is not None and j.status.is_terminal
-            for i in every), message="all finished")
+        wait_for(
+            lambda: (
+                jobtrack.flush()
+                and all(
+                    (j := tracker.store.find_job(i)) is not None and j.status.is_terminal
+                    for i in every
+                )
+            ),
+            message="all finished",
+        )
     yield {"app": app, "tracker": tracker, "ids": ids}
     jobtrack.uninstall()
     tracker.store.close()
@@ -61,8 +70,9 @@ def world(pg_url: str) -> Iterator[dict[str, Any]]:
 def client(world: dict[str, Any]) -> TestClient:
     tracker = world["tracker"]
     settings = Settings(database_url="unused", web_tokens=TOKENS)
-    return TestClient(create_app(tracker.store, settings,
-                                 control=controller(world["app"], tracker)))
+    return TestClient(
+        create_app(tracker.store, settings, control=controller(world["app"], tracker))
+    )
 
 
 def auth(token: str) -> dict[str, str]:
@@ -77,9 +87,11 @@ def test_tokens_are_required(client: TestClient) -> None:
 
 def test_filters_and_cursor_paging(client: TestClient, world: dict[str, Any]) -> None:
     ids = world["ids"]
-    failed = client.get("/api/jobs", params={"status": "failed", "job_type": "export",
-                                             "owner_id": U2},
-                        headers=auth(VIEW)).json()["jobs"]
+    failed = client.get(
+        "/api/jobs",
+        params={"status": "failed", "job_type": "export", "owner_id": U2},
+        headers=auth(VIEW),
+    ).json()["jobs"]
     assert [j["id"] for j in failed] == ids["failed"]
     assert failed[0]["error_message"] == "disk full"
     seen, cursor = [], None
@@ -93,13 +105,13 @@ def test_filters_and_cursor_paging(client: TestClient, world: dict[str, Any]) ->
         if cursor is None:
             break
     assert sorted(seen) == sorted(ids["u1"]) and len(seen) == len(set(seen)) == 5
-    found = client.get("/api/jobs", params={"search": "2026-09", "owner_id": U2},
-                       headers=auth(VIEW))
+    found = client.get(
+        "/api/jobs", params={"search": "2026-09", "owner_id": U2}, headers=auth(VIEW)
+    )
     assert [j["id"] for j in found.json()["jobs"]] == ids["u2"]
 
 
-def test_owner_bound_token_sees_only_its_own(client: TestClient,
-                                             world: dict[str, Any]) -> None:
+def test_owner_bound_token_sees_only_its_own(client: TestClient, world: dict[str, Any]) -> None:
     ids = world["ids"]
     mine = client.get("/api/jobs", headers=auth(OWNED)).json()["jobs"]
     assert {j["owner_id"] for j in mine} == {U1}
@@ -108,11 +120,12 @@ def test_owner_bound_token_sees_only_its_own(client: TestClient,
     missing = client.get("/api/jobs/does-not-exist", headers=auth(OWNED))
     assert other.status_code == missing.status_code == 404
     assert other.json()["detail"].replace(ids["u2"][0], "X") == (
-        missing.json()["detail"].replace("does-not-exist", "X"))
-    assert client.get(f"/api/jobs/{ids['u2'][0]}/items", headers=auth(OWNED)).status_code \
-        == 404
-    assert client.get("/api/jobs", params={"owner_id": U2},
-                      headers=auth(OWNED)).json()["jobs"] == []
+        missing.json()["detail"].replace("does-not-exist", "X")
+    )
+    assert client.get(f"/api/jobs/{ids['u2'][0]}/items", headers=auth(OWNED)).status_code == 404
+    assert (
+        client.get("/api/jobs", params={"owner_id": U2}, headers=auth(OWNED)).json()["jobs"] == []
+    )
     assert client.get("/api/stats", headers=auth(OWNED)).status_code == 403
 
 
@@ -121,8 +134,9 @@ def test_job_detail_items_and_stats(client: TestClient, world: dict[str, Any]) -
     detail = client.get(f"/api/jobs/{job_id}", headers=auth(VIEW)).json()
     assert detail["job"]["name"] == "Export <2026-01>"  # JSON carries it as text
     assert [e["status"] for e in detail["events"]] == ["pending", "running", "completed"]
-    items = client.get(f"/api/jobs/{job_id}/items", params={"status": "error"},
-                       headers=auth(VIEW)).json()["items"]
+    items = client.get(
+        f"/api/jobs/{job_id}/items", params={"status": "error"}, headers=auth(VIEW)
+    ).json()["items"]
     assert items[0]["message"] == "<b>bad</b>"
     stats = client.get("/api/stats", headers=auth(VIEW)).json()
     assert stats["by_type"]["export"]["failed"] >= 1
@@ -141,23 +155,30 @@ def test_retry_needs_the_operator_role(client: TestClient, world: dict[str, Any]
     assert refused.status_code == 409 and "only failed" in refused.json()["detail"]
 
 
-@pytest.mark.parametrize(("url", "params"), [
-    ("/api/jobs", {"status": "exploded"}),
-    ("/api/jobs", {"limit": 0}),
-    ("/api/jobs", {"limit": 100000}),
-    ("/api/jobs", {"since": "yesterday"}),
-    ("/api/jobs", {"cursor": "%%%not-a-cursor"}),
-    ("/api/jobs/has space", {}),
-    ("/api/jobs/x/items", {"status": "meh"}),
-])
+@pytest.mark.parametrize(
+    ("url", "params"),
+    [
+        ("/api/jobs", {"status": "exploded"}),
+        ("/api/jobs", {"limit": 0}),
+        ("/api/jobs", {"limit": 100000}),
+        ("/api/jobs", {"since": "yesterday"}),
+        ("/api/jobs", {"cursor": "%%%not-a-cursor"}),
+        ("/api/jobs/has space", {}),
+        ("/api/jobs/x/items", {"status": "meh"}),
+    ],
+)
 def test_bad_input_is_a_clear_422(client: TestClient, url: str, params: Any) -> None:
     answer = client.get(url, params=params, headers=auth(VIEW))
     assert answer.status_code == 422 and answer.json()["detail"]
 
 
 def test_rate_limit_and_unavailable_database(world: dict[str, Any]) -> None:
-    limited = TestClient(create_app(world["tracker"].store, Settings(
-        database_url="unused", web_tokens=TOKENS, web_rate_limit_per_min=3)))
+    limited = TestClient(
+        create_app(
+            world["tracker"].store,
+            Settings(database_url="unused", web_tokens=TOKENS, web_rate_limit_per_min=3),
+        )
+    )
     codes = [limited.get("/api/jobs", headers=auth(VIEW)).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     dead = Store("postgresql://root@127.0.0.1:1/none", connect_timeout_s=1)
@@ -177,14 +198,27 @@ def test_jobtrack_web_serves_loopback_without_tokens(pg_url: str, world: dict[st
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "JOBTRACK_WEB_TOKENS"}
-    server = subprocess.Popen([sys.executable, "-m", "jobtrack.cli", "--database-url", pg_url,
-                               "web", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobtrack.cli",
+            "--database-url",
+            pg_url,
+            "web",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     def answer() -> Any:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/jobs?limit=1",
-                                        timeout=2) as response:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/api/jobs?limit=1", timeout=2
+            ) as response:
                 return response.status, response.read()
         except OSError:
             return None

@@ -24,16 +24,26 @@ CHROMIUM = os.environ.get("JOBTRACK_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("JOBTRACK_ARTIFACTS", "artifacts")) / "screenshots"
 USER = f"b-{uuid.uuid4().hex[:8]}"
 #: As root, in a closed network: no sandbox, no GPU, no calls home.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--disable-default-apps"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+]
 
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
-        _unavailable(f"Chromium at {CHROMIUM}", "apt-get install chromium "
-                     "(./scripts/test does it), or set JOBTRACK_TEST_CHROMIUM")
+        _unavailable(
+            f"Chromium at {CHROMIUM}",
+            "apt-get install chromium (./scripts/test does it), or set JOBTRACK_TEST_CHROMIUM",
+        )
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=20_000)
@@ -55,8 +65,9 @@ def page(chromium: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"),
-                                      dialog.dismiss()))
+    page.on(
+        "dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss())
+    )
     yield page
     context.close()
     assert problems == [], problems
@@ -102,8 +113,7 @@ def test_running_jobs_progress_bar_moves_live(site: tuple[World, str], page: Any
     shot(page, "job-completed")
 
 
-def test_failed_job_shows_its_error_and_retry_runs_it(site: tuple[World, str],
-                                                      page: Any) -> None:
+def test_failed_job_shows_its_error_and_retry_runs_it(site: tuple[World, str], page: Any) -> None:
     from playwright.sync_api import expect
 
     world, base = site
@@ -133,8 +143,7 @@ def test_hostile_strings_stay_text(site: tuple[World, str], page: Any) -> None:
     explode = world.tasks["explode"].delay(user=USER).id
     world.finished(report, explode)
     page.goto(f"{base}/?tab=all&owner_id={USER}")
-    expect(page.locator(f'tr[data-job-id="{report}"] td.name a')).to_have_text(
-        f"Report {XSS_NAME}")
+    expect(page.locator(f'tr[data-job-id="{report}"] td.name a')).to_have_text(f"Report {XSS_NAME}")
     page.goto(f"{base}/jobs/{explode}")
     expect(page.locator("#job-error")).to_contain_text(XSS_ERROR)
     page.goto(f"{base}/jobs/{report}")
@@ -143,8 +152,7 @@ def test_hostile_strings_stay_text(site: tuple[World, str], page: Any) -> None:
     assert page.evaluate("typeof window.__xss") == "undefined"
 
 
-def test_sign_in_with_a_token_then_live_updates(chromium: Any, site: tuple[World, str]
-                                                ) -> None:
+def test_sign_in_with_a_token_then_live_updates(chromium: Any, site: tuple[World, str]) -> None:
     from playwright.sync_api import expect
 
     world, _ = site

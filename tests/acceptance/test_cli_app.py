@@ -22,26 +22,36 @@ def project(tmp_path: Path) -> Path:
     """A project folder: proj.py installs jobtrack on its own database, which holds one
     job; the folder has no jobtrack.db."""
     url = f"sqlite:///{tmp_path / 'proj-jobs.db'}"
-    (tmp_path / "proj.py").write_text(textwrap.dedent(f"""
+    (tmp_path / "proj.py").write_text(
+        textwrap.dedent(f"""
         from celery import Celery
         import jobtrack
 
         app = Celery("proj", broker="memory://")
         jobtrack.install(app, {url!r})
-    """))
+    """)
+    )
     store = Store(url)
     store.ensure_schema()
     from jobtrack.models import Batch, JobStatus, JobUpdate
-    store.write_batch(Batch([JobUpdate.transition("job-in-proj", JobStatus.PENDING,
-                                                  name="the app's job")]))
+
+    store.write_batch(
+        Batch([JobUpdate.transition("job-in-proj", JobStatus.PENDING, name="the app's job")])
+    )
     store.close()
     return tmp_path
 
 
 def jobtrack_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{cwd}:{ROOT}"}
-    return subprocess.run([sys.executable, "-m", "jobtrack.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "jobtrack.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_app_option_reads_the_database_install_names(project: Path) -> None:
@@ -55,8 +65,9 @@ def test_app_option_reads_the_database_install_names(project: Path) -> None:
     # --database-url on the command line still wins.
     other = project / "other.db"
     Store(f"sqlite:///{other}").ensure_schema()
-    found = jobtrack_cli(project, "--database-url", f"sqlite:///{other}", "-A", "proj",
-                         "jobs", "ls", "--json")
+    found = jobtrack_cli(
+        project, "--database-url", f"sqlite:///{other}", "-A", "proj", "jobs", "ls", "--json"
+    )
     assert found.returncode == 0 and found.stdout.strip() == "[]"
 
 
@@ -100,15 +111,20 @@ def test_spool_lists_replays_and_discards_dead_letters(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     spool = Spool(tmp_path / "spool", url)
     # Items of jobs that had no row when they were written: refused, set aside.
-    fixable = spool.dead_letter(Batch(items=[Item("later", "k1", ItemStatus.SUCCESS,
-                                                  processed_at=now)]), "FOREIGN KEY")
-    spool.dead_letter(Batch(items=[Item("never", "k2", ItemStatus.ERROR, processed_at=now)]),
-                      "FOREIGN KEY")
+    fixable = spool.dead_letter(
+        Batch(items=[Item("later", "k1", ItemStatus.SUCCESS, processed_at=now)]), "FOREIGN KEY"
+    )
+    spool.dead_letter(
+        Batch(items=[Item("never", "k2", ItemStatus.ERROR, processed_at=now)]), "FOREIGN KEY"
+    )
     store.write_batch(Batch([JobUpdate.transition("later", JobStatus.RUNNING)]))  # fixed
 
     def cli(*args: str) -> Any:
-        return CliRunner().invoke(main, ["--database-url", url, "spool", *args],
-                                  env={"JOBTRACK_SPOOL_DIR": str(tmp_path / "spool")})
+        return CliRunner().invoke(
+            main,
+            ["--database-url", url, "spool", *args],
+            env={"JOBTRACK_SPOOL_DIR": str(tmp_path / "spool")},
+        )
 
     listed = cli("ls", "--json")
     assert listed.exit_code == 0 and '"items": 1' in listed.output

@@ -27,8 +27,11 @@ def produced(db_url: str) -> Any:
     def load(self: Any, source: str) -> int:
         job = jobtrack.current_job()
         for n in range(5):
-            job.item(f"{source}-{n}", status="error" if n == 2 else "success",
-                     message="bad" if n == 2 else None)
+            job.item(
+                f"{source}-{n}",
+                status="error" if n == 2 else "success",
+                message="bad" if n == 2 else None,
+            )
         return 5
 
     @app.task(name=f"{app.main}.broken")
@@ -38,17 +41,23 @@ def produced(db_url: str) -> Any:
     tracker = jobtrack.install(app, db_url)
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
         ids = [load.delay("a").id, load.delay("b").id, broken.delay().id]
-        wait_for(lambda: jobtrack.flush() and all(
-            (j := tracker.store.find_job(i)) is not None and j.status.is_terminal
-            for i in ids), message="all finished")
+        wait_for(
+            lambda: (
+                jobtrack.flush()
+                and all(
+                    (j := tracker.store.find_job(i)) is not None and j.status.is_terminal
+                    for i in ids
+                )
+            ),
+            message="all finished",
+        )
     jobtrack.uninstall()
     tracker.store.close()
     return ids
 
 
 def run(db_url: str, *args: str) -> Any:
-    result = CliRunner().invoke(main, ["--database-url", db_url, *args],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(main, ["--database-url", db_url, *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return json.loads(result.output) if "--json" in args else result.output
 
@@ -56,12 +65,15 @@ def run(db_url: str, *args: str) -> Any:
 def test_every_read_command(db_url: str, produced: list[str]) -> None:
     loaded_a, _, broken = produced
     assert {j["id"] for j in run(db_url, "jobs", "ls", "--json")} >= set(produced)
-    assert [j["id"] for j in run(db_url, "jobs", "ls", "--status", "failed", "--search",
-                                 "on purpose", "--json")] == [broken]
+    assert [
+        j["id"]
+        for j in run(db_url, "jobs", "ls", "--status", "failed", "--search", "on purpose", "--json")
+    ] == [broken]
     shown = run(db_url, "jobs", "show", loaded_a, "--json")
     assert shown["job"]["name"] == "Load a" and shown["job"]["failed_items"] == 1
-    assert [i["key"] for i in run(db_url, "jobs", "items", loaded_a, "--status", "error",
-                                  "--json")] == ["a-2"]
+    assert [
+        i["key"] for i in run(db_url, "jobs", "items", loaded_a, "--status", "error", "--json")
+    ] == ["a-2"]
     stats = run(db_url, "stats", "--json")
     assert stats["by_type"]["load"] == {"completed": 2}
     watched = run(db_url, "watch", "--once")  # nothing is running now

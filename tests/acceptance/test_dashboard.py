@@ -50,37 +50,36 @@ def csrf_of(page: str) -> str:
 def test_every_user_string_is_escaped(world: tuple[World, dict[str, str]]) -> None:
     w, ids = world
     c = client(w)
-    pages = [c.get("/", params={"tab": "all", "owner_id": U1}).text,
-             c.get("/", params={"tab": "failed", "owner_id": U1}).text,
-             c.get(f"/jobs/{ids['report']}").text, c.get(f"/jobs/{ids['failed']}").text]
+    pages = [
+        c.get("/", params={"tab": "all", "owner_id": U1}).text,
+        c.get("/", params={"tab": "failed", "owner_id": U1}).text,
+        c.get(f"/jobs/{ids['report']}").text,
+        c.get(f"/jobs/{ids['failed']}").text,
+    ]
     for raw in (XSS_NAME, XSS_ERROR, XSS_KEY, "<script>window", "<img src=x", "<svg onload"):
         assert all(raw not in page for page in pages), raw
     assert "Report &lt;script&gt;" in pages[0]
     assert "&lt;img src=x onerror=" in pages[1]  # the failed job's error, in the list
     assert "&#34;&gt;&lt;svg onload=" in pages[2]  # the item key
     assert "&lt;img src=x" in pages[3] and "Traceback" in pages[3]
-    assert "default-src 'self'; script-src 'self'" in c.get("/").headers[
-        "content-security-policy"]
+    assert "default-src 'self'; script-src 'self'" in c.get("/").headers["content-security-policy"]
 
 
-def test_job_page_shows_trace_items_input_and_output(
-        world: tuple[World, dict[str, str]]) -> None:
+def test_job_page_shows_trace_items_input_and_output(world: tuple[World, dict[str, str]]) -> None:
     w, ids = world
-    page = client(w, web_flower_url="http://flower.example:5555/").get(
-        f"/jobs/{ids['report']}").text
-    trace = page[page.index("<h2>Trace</h2>"):page.index("<h2>Items</h2>")]
-    assert re.findall(r'class="badge (\w+)"', trace) == [
-        "pending", "running", "completed"]
+    page = (
+        client(w, web_flower_url="http://flower.example:5555/").get(f"/jobs/{ids['report']}").text
+    )
+    trace = page[page.index("<h2>Trace</h2>") : page.index("<h2>Items</h2>")]
+    assert re.findall(r'class="badge (\w+)"', trace) == ["pending", "running", "completed"]
     assert f'href="http://flower.example:5555/task/{ids["report"]}"' in page
     assert "<h2>Input</h2>" in page and "<h2>Output</h2>" in page
-    errors_only = client(w).get(f"/jobs/{ids['report']}",
-                                params={"item_status": "error"}).text
+    errors_only = client(w).get(f"/jobs/{ids['report']}", params={"item_status": "error"}).text
     assert "&lt;svg onload=" in errors_only and "row-2" not in errors_only
     assert "row-2" in page
 
 
-def test_retry_needs_a_csrf_token_from_the_same_site(
-        world: tuple[World, dict[str, str]]) -> None:
+def test_retry_needs_a_csrf_token_from_the_same_site(world: tuple[World, dict[str, str]]) -> None:
     w, ids = world
     c = client(w)
     token = csrf_of(c.get(f"/jobs/{ids['failed']}").text)  # sets the CSRF cookie
@@ -88,8 +87,9 @@ def test_retry_needs_a_csrf_token_from_the_same_site(
     refused = [
         c.post(url, headers=BROWSER, data={}),  # no token
         c.post(url, headers=BROWSER, data={"csrf_token": "forged"}),
-        c.post(url, headers={**BROWSER, "Sec-Fetch-Site": "cross-site"},
-               data={"csrf_token": token}),
+        c.post(
+            url, headers={**BROWSER, "Sec-Fetch-Site": "cross-site"}, data={"csrf_token": token}
+        ),
         c.post(url, headers={"Origin": "http://evil.example"}, data={"csrf_token": token}),
         c.post(f"/api/jobs/{ids['failed']}/retry", headers=BROWSER),  # API, no header
     ]
@@ -102,8 +102,7 @@ def test_retry_needs_a_csrf_token_from_the_same_site(
     w.finished(new_id)
     assert w.tracker.store.count_jobs() == before + 1
     assert w.tracker.store.get_job(new_id).metadata == {"retry_of": ids["failed"]}
-    via_api = c.post(f"/api/jobs/{new_id}/cancel", headers={**BROWSER,
-                                                            "X-CSRF-Token": token})
+    via_api = c.post(f"/api/jobs/{new_id}/cancel", headers={**BROWSER, "X-CSRF-Token": token})
     assert via_api.status_code == 200 and via_api.json()["result"].startswith("already")
 
 
@@ -115,8 +114,12 @@ def test_cancel_a_queued_job_from_its_page(world: tuple[World, dict[str, str]]) 
     page = c.get(f"/jobs/{queued}").text
     assert f'action="/jobs/{queued}/cancel"' in page and 'class="retry"' not in page
     assert 'name="terminate"' not in page  # nothing runs yet: a revoke is enough
-    done = c.post(f"/jobs/{queued}/cancel", headers=BROWSER,
-                  data={"csrf_token": csrf_of(page)}, follow_redirects=False)
+    done = c.post(
+        f"/jobs/{queued}/cancel",
+        headers=BROWSER,
+        data={"csrf_token": csrf_of(page)},
+        follow_redirects=False,
+    )
     assert done.status_code == 303 and done.headers["location"] == f"/jobs/{queued}"
     w.finished(queued)
     assert w.tracker.store.get_job(queued).status.value == "cancelled"
@@ -130,12 +133,15 @@ def test_sign_in_with_a_token_and_owner_scope(world: tuple[World, dict[str, str]
     first = c.get("/", follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"] == "/login"
     login = c.get("/login").text
-    bad = c.post("/login", headers=BROWSER, data={"csrf_token": csrf_of(login),
-                                                  "token": "nope"})
+    bad = c.post("/login", headers=BROWSER, data={"csrf_token": csrf_of(login), "token": "nope"})
     assert bad.status_code == 401 and "not valid" in bad.text
     assert c.post("/login", headers=BROWSER, data={"token": OWNED}).status_code == 403
-    ok = c.post("/login", headers=BROWSER, data={"csrf_token": csrf_of(login),
-                                                 "token": OWNED}, follow_redirects=False)
+    ok = c.post(
+        "/login",
+        headers=BROWSER,
+        data={"csrf_token": csrf_of(login), "token": OWNED},
+        follow_redirects=False,
+    )
     assert ok.status_code == 303
     cookie = ok.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and OWNED not in cookie
@@ -144,19 +150,23 @@ def test_sign_in_with_a_token_and_owner_scope(world: tuple[World, dict[str, str]
     assert c.get(f"/jobs/{ids['other']}").status_code == 404
     failed_page = c.get(f"/jobs/{ids['failed']}").text
     assert 'class="retry"' not in failed_page  # a viewer gets no Retry button
-    forbidden = c.post(f"/jobs/{ids['failed']}/retry", headers=BROWSER,
-                       data={"csrf_token": csrf_of(failed_page)})
+    forbidden = c.post(
+        f"/jobs/{ids['failed']}/retry", headers=BROWSER, data={"csrf_token": csrf_of(failed_page)}
+    )
     assert forbidden.status_code == 403 and "operator" in forbidden.text
     assert c.get("/api/jobs", params={"owner_id": U2}).json()["jobs"] == []  # the cookie
     assert c.get("/metrics").status_code == 403
-    out = c.post("/logout", headers=BROWSER, data={"csrf_token": csrf_of(failed_page)},
-                 follow_redirects=False)
+    out = c.post(
+        "/logout",
+        headers=BROWSER,
+        data={"csrf_token": csrf_of(failed_page)},
+        follow_redirects=False,
+    )
     assert out.status_code == 303
     assert c.get("/", follow_redirects=False).status_code == 303
 
 
-def test_loopback_mode_refuses_foreign_host_names(world: tuple[World, dict[str, str]]
-                                                  ) -> None:
+def test_loopback_mode_refuses_foreign_host_names(world: tuple[World, dict[str, str]]) -> None:
     w, _ = world
     rebound = TestClient(w.web(), base_url="http://attacker.example", client=LOCAL)
     assert rebound.get("/api/jobs").status_code == 401

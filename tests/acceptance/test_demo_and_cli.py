@@ -23,8 +23,14 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     data = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "JOBTRACK_DEMO_DIR": str(data), "COLUMNS": "200"}
     env.pop("JOBTRACK_DATABASE_URL", None)
-    done = subprocess.run([sys.executable, "-m", "jobtrack.cli", "demo", "--timeout", "90"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    done = subprocess.run(
+        [sys.executable, "-m", "jobtrack.cli", "demo", "--timeout", "90"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "What failed, and why?" in done.stdout
     assert "Monthly report 2026-10 | KeyError" in done.stdout
@@ -32,17 +38,26 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def cli(db: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    done = subprocess.run([sys.executable, "-m", "jobtrack.cli", "--database-url", db, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-m", "jobtrack.cli", "--database-url", db, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout) if "--json" in args else done.stdout
 
 
 def test_demo_rows(demo_db: str) -> None:
     jobs = {j["name"]: j for j in cli(demo_db, "jobs", "ls", "--json")}
-    assert set(jobs) == {"Import products.csv", "Import prices.csv",
-                         "Sync inventory with north", "Monthly report 2026-10"}
+    assert set(jobs) == {
+        "Import products.csv",
+        "Import prices.csv",
+        "Sync inventory with north",
+        "Monthly report 2026-10",
+    }
     products = jobs["Import products.csv"]
     assert products["status"] == "completed" and products["processed_items"] == 150
     assert products["progress_percent"] == 100.0 and products["owner_id"] == "u-42"
@@ -55,16 +70,16 @@ def test_demo_rows(demo_db: str) -> None:
 def test_cli_filters_show_items_stats(demo_db: str) -> None:
     failed = cli(demo_db, "jobs", "ls", "--status", "failed", "--json")
     # Every option also comes from JOBTRACK_<COMMAND>_<OPTION>.
-    assert cli(demo_db, "jobs", "ls", "--json",
-               env={"JOBTRACK_JOBS_LS_STATUS": "failed"}) == failed
+    assert cli(demo_db, "jobs", "ls", "--json", env={"JOBTRACK_JOBS_LS_STATUS": "failed"}) == failed
     assert [j["name"] for j in failed] == ["Monthly report 2026-10"]
     imports = cli(demo_db, "jobs", "ls", "--type", "import", "--search", "prices", "--json")
     assert [j["name"] for j in imports] == ["Import prices.csv"]
     products = cli(demo_db, "jobs", "ls", "--owner", "u-42", "--json")[0]
     shown = cli(demo_db, "jobs", "show", products["id"], "--json")
     assert [e["status"] for e in shown["events"]] == ["pending", "running", "completed"]
-    assert shown["failing_items"] and all(i["error_code"] == "BAD_PRICE"
-                                          for i in shown["failing_items"])
+    assert shown["failing_items"] and all(
+        i["error_code"] == "BAD_PRICE" for i in shown["failing_items"]
+    )
     errors = cli(demo_db, "jobs", "items", products["id"], "--status", "error", "--json")
     assert len(errors) == products["failed_items"]
     stats = cli(demo_db, "stats", "--json")
@@ -76,13 +91,40 @@ def test_cli_filters_show_items_stats(demo_db: str) -> None:
 
 
 def test_cli_errors_are_clear(demo_db: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "jobtrack.cli", "--database-url", demo_db,
-                           "jobs", "show", "no-such-id"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobtrack.cli",
+            "--database-url",
+            demo_db,
+            "jobs",
+            "show",
+            "no-such-id",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert done.returncode == 1 and "no job with id 'no-such-id'" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "jobtrack.cli", "--database-url", demo_db,
-                           "jobs", "ls", "--status", "weird"], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobtrack.cli",
+            "--database-url",
+            demo_db,
+            "jobs",
+            "ls",
+            "--status",
+            "weird",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert done.returncode == 2 and "weird" in done.stderr
 
 
@@ -90,9 +132,13 @@ def test_db_commands_on_a_fresh_database(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'fresh.db'}"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "jobtrack.cli", "--database-url", db,
-                               "db", *args], capture_output=True, text=True, cwd=ROOT,
-                              timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "jobtrack.cli", "--database-url", db, "db", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
 
     assert "current: (none)" in run("current").stdout
     assert run("check").returncode == 1
@@ -115,14 +161,28 @@ def test_metrics_endpoint(demo_db: str) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "jobtrack.cli", "--database-url",
-                               demo_db, "metrics", "--port", str(port)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobtrack.cli",
+            "--database-url",
+            demo_db,
+            "metrics",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def scrape() -> str | None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                            timeout=2) as response:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/metrics", timeout=2
+                ) as response:
                     return str(response.read().decode())
             except OSError:
                 return None
@@ -131,16 +191,33 @@ def test_metrics_endpoint(demo_db: str) -> None:
     finally:
         server.terminate()
         server.wait(10)
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     assert samples[("jobtrack_jobs", (("status", "completed"),))] == 3
     assert samples[("jobtrack_jobs", (("status", "failed"),))] == 1
-    assert samples[("jobtrack_jobs_finished_total", (
-        ("job_type", "import"), ("status", "completed"),
-        ("task", "demo.import_products")))] == 2
-    assert samples[("jobtrack_job_duration_seconds_count",
-                    (("task", "demo.import_products"),))] == 2
-    assert samples[("jobtrack_job_duration_seconds_bucket",
-                    (("le", "0.1"), ("task", "demo.import_products")))] == 0
+    assert (
+        samples[
+            (
+                "jobtrack_jobs_finished_total",
+                (("job_type", "import"), ("status", "completed"), ("task", "demo.import_products")),
+            )
+        ]
+        == 2
+    )
+    assert (
+        samples[("jobtrack_job_duration_seconds_count", (("task", "demo.import_products"),))] == 2
+    )
+    assert (
+        samples[
+            (
+                "jobtrack_job_duration_seconds_bucket",
+                (("le", "0.1"), ("task", "demo.import_products")),
+            )
+        ]
+        == 0
+    )
     assert samples[("jobtrack_failure_ratio", ())] == 0.25
     assert samples[("jobtrack_stuck_jobs", ())] == 0

@@ -31,21 +31,35 @@ def api_schema(pg_url: str) -> Iterator[Any]:
     tracker = Tracker(Settings(database_url=pg_url))
     for n in range(3):
         job_id = f"fuzz-{uuid.uuid4().hex[:8]}-{n}"
-        tracker.upsert_job(job_id, task_name="fuzz.task", job_type="fuzz", name=f"job {n}",
-                           owner_id="someone", input_data={"args": [n], "kwargs": {}})
+        tracker.upsert_job(
+            job_id,
+            task_name="fuzz.task",
+            job_type="fuzz",
+            name=f"job {n}",
+            owner_id="someone",
+            input_data={"args": [n], "kwargs": {}},
+        )
         tracker.fail_job(job_id, "boom")
     tracker.flush()
     app = Celery(f"fuzz{uuid.uuid4().hex[:6]}", broker="memory://")
-    web = create_app(tracker.store, Settings(database_url="unused", web_tokens=TOKENS,
-                                             web_rate_limit_per_min=1_000_000),
-                     control=controller(app, tracker))
+    web = create_app(
+        tracker.store,
+        Settings(database_url="unused", web_tokens=TOKENS, web_rate_limit_per_min=1_000_000),
+        control=controller(app, tracker),
+    )
     yield schemathesis.openapi.from_asgi("/api/openapi.json", web).exclude(
-        path="/api/stream")  # endless by design; covered by test_stream.py
+        path="/api/stream"
+    )  # endless by design; covered by test_stream.py
     tracker.store.close()
 
 
-FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.mark.parametrize("token", ["fuzz-operator-token", "fuzz-owner-token-01"])
@@ -54,10 +68,12 @@ def test_api_never_answers_5xx(api_schema: Any, token: str) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 6
     for operation, mode in itertools.product(operations, GenerationMode):
+
         @given(case=operation.as_strategy(generation_mode=mode))
         @FUZZ
         def fuzz(case: Any) -> None:
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"},
-                                   checks=[not_a_server_error])
+            case.call_and_validate(
+                headers={"Authorization": f"Bearer {token}"}, checks=[not_a_server_error]
+            )
 
         fuzz()

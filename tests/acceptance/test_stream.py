@@ -27,8 +27,13 @@ def world(db_url: str) -> Iterator[World]:
 
 def stream(base: str, token: str | None = None, **params: str) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.stream("GET", f"{base}/api/stream", params=params, headers=headers,
-                        timeout=httpx.Timeout(30.0, connect=5.0))
+    return httpx.stream(
+        "GET",
+        f"{base}/api/stream",
+        params=params,
+        headers=headers,
+        timeout=httpx.Timeout(30.0, connect=5.0),
+    )
 
 
 def connected(lines: Iterator[str]) -> None:
@@ -46,8 +51,9 @@ def test_stream_delivers_a_workers_changes(world: World, db_url: str) -> None:
         lines = response.iter_lines()
         connected(lines)
         job_id = world.tasks["report"].delay("live", user=MINE).id
-        events = read_events(lines, lambda evs: any(
-            e["id"] == job_id and e["status"] == "completed" for e in evs))
+        events = read_events(
+            lines, lambda evs: any(e["id"] == job_id and e["status"] == "completed" for e in evs)
+        )
         mine = [e for e in events if e["id"] == job_id]
         assert mine[-1]["name"] == "Report live" and mine[-1]["processed_items"] == 2
         written = f"latency-{uuid.uuid4().hex[:8]}"
@@ -55,11 +61,16 @@ def test_stream_delivers_a_workers_changes(world: World, db_url: str) -> None:
         world.tracker.upsert_job(written, name="latency probe")  # committed on return
         read_events(lines, lambda evs: any(e["id"] == written for e in evs))
         backend = db_url.split(":", 1)[0]
-        print(f"\nFIGURE stream, commit -> event ({backend}): "
-              f"{(time.monotonic() - started) * 1000:.0f} ms (poll interval 200 ms)")
+        print(
+            f"\nFIGURE stream, commit -> event ({backend}): "
+            f"{(time.monotonic() - started) * 1000:.0f} ms (poll interval 200 ms)"
+        )
     if db_url.startswith("postgresql"):  # the LISTEN connection went with the app
-        wait_for(lambda: pg_connections(db_url, "jobtrack-listen") == 0, 10,
-                 message="the listener closed")
+        wait_for(
+            lambda: pg_connections(db_url, "jobtrack-listen") == 0,
+            10,
+            message="the listener closed",
+        )
 
 
 def test_stream_of_one_job_and_of_one_owner(world: World) -> None:
@@ -73,8 +84,9 @@ def test_stream_of_one_job_and_of_one_owner(world: World) -> None:
             theirs = tasks["report"].delay("theirs", user=THEIRS).id
             world.finished(theirs)
             ours = tasks["report"].delay("ours", user=MINE).id
-            events = read_events(lines, lambda evs: any(
-                e["id"] == ours and e["status"] == "completed" for e in evs))
+            events = read_events(
+                lines, lambda evs: any(e["id"] == ours and e["status"] == "completed" for e in evs)
+            )
         assert {e["owner_id"] for e in events} == {MINE}
         assert theirs not in {e["id"] for e in events}
 
@@ -98,16 +110,18 @@ def test_streams_are_capped_and_leave_nothing_behind(world: World) -> None:
     import contextlib
     import threading
 
-    app = world.web(web_poll_interval_s=0.2, web_max_streams=10,
-                    web_tokens=f"mine-token-0123456=viewer:{MINE},all-token-012345678=viewer")
+    app = world.web(
+        web_poll_interval_s=0.2,
+        web_max_streams=10,
+        web_tokens=f"mine-token-0123456=viewer:{MINE},all-token-012345678=viewer",
+    )
     with serve(app) as base:
         with stream(base, "mine-token-0123456") as warm:  # the feed's own thread starts
             connected(warm.iter_lines())
         wait_for(lambda: app.state.streams.open() == 0, 10, message="warm-up released")
         threads = threading.active_count()
         with contextlib.ExitStack() as stack:
-            opened = [stack.enter_context(stream(base, "mine-token-0123456"))
-                      for _ in range(10)]
+            opened = [stack.enter_context(stream(base, "mine-token-0123456")) for _ in range(10)]
             readers = [response.iter_lines() for response in opened]
             for lines in readers:
                 connected(lines)
@@ -117,13 +131,21 @@ def test_streams_are_capped_and_leave_nothing_behind(world: World) -> None:
                 assert same_address.status_code == 429  # the address's streams are full
             job_id = world.tasks["report"].delay("fan-out", user=MINE).id
             for lines in readers:  # one change, read once, reaches every stream
-                read_events(lines, lambda evs: any(e["id"] == job_id and e["status"] ==
-                                                   "completed" for e in evs))
-        wait_for(lambda: app.state.streams.open() == 0 and app.state.feed.subscribers == 0,
-                 10, message="every stream's slot given back")
+                read_events(
+                    lines,
+                    lambda evs: any(e["id"] == job_id and e["status"] == "completed" for e in evs),
+                )
+        wait_for(
+            lambda: app.state.streams.open() == 0 and app.state.feed.subscribers == 0,
+            10,
+            message="every stream's slot given back",
+        )
         with stream(base, "all-token-012345678") as again:
             assert again.status_code == 200
         # A stream holds no thread: at most the server's own pools (AnyIO's worker for
         # the sync auth check, asyncio's executor) may have grown by one each.
-        wait_for(lambda: threading.active_count() <= threads + 2, 10,
-                 message=f"threads back to {threads}")
+        wait_for(
+            lambda: threading.active_count() <= threads + 2,
+            10,
+            message=f"threads back to {threads}",
+        )

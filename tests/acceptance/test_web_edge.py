@@ -31,8 +31,7 @@ BROWSER = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
 def store(tmp_path: Any) -> Iterator[Store]:
     url = f"sqlite:///{tmp_path / 'edge.db'}"
     tracker = Tracker(Settings(database_url=url, write_mode="sync"))
-    tracker.upsert_job("spoofed", name="invoice\u202efdp.exe", owner_id="acme",
-                       job_type="report")
+    tracker.upsert_job("spoofed", name="invoice\u202efdp.exe", owner_id="acme", job_type="report")
     yield tracker.store
     tracker.close()
     tracker.store.close()
@@ -61,17 +60,24 @@ def csrf_of(page: str) -> str:
 
 def sign_in(c: TestClient, token: str) -> str:
     login = c.get("/login").text
-    done = c.post("/login", headers=BROWSER, data={"csrf_token": csrf_of(login),
-                                                   "token": token}, follow_redirects=False)
+    done = c.post(
+        "/login",
+        headers=BROWSER,
+        data={"csrf_token": csrf_of(login), "token": token},
+        follow_redirects=False,
+    )
     assert done.status_code == 303, done.text
     return str(done.cookies["jobtrack_session"])
 
 
-@pytest.mark.parametrize(("tokens", "says"), [
-    ("short=viewer", "at least 16 characters"),
-    (f"{VIEWER}=viewer:", "an owner id"),
-    (f"{VIEWER}=viewer,{VIEWER}=operator", "listed once"),
-])
+@pytest.mark.parametrize(
+    ("tokens", "says"),
+    [
+        ("short=viewer", "at least 16 characters"),
+        (f"{VIEWER}=viewer:", "an owner id"),
+        (f"{VIEWER}=viewer,{VIEWER}=operator", "listed once"),
+    ],
+)
 def test_weak_or_ambiguous_tokens_are_refused_at_start(tokens: str, says: str) -> None:
     with pytest.raises(ConfigurationError, match=says):
         parse_tokens(tokens)
@@ -79,8 +85,9 @@ def test_weak_or_ambiguous_tokens_are_refused_at_start(tokens: str, says: str) -
 
 def test_failed_authentication_is_limited_per_address(store: Store) -> None:
     c = app_client(store, web_auth_failures_per_min=5)
-    codes = [c.get("/api/jobs", headers=bearer(f"wrong-token-{n:05d}")).status_code
-             for n in range(8)]
+    codes = [
+        c.get("/api/jobs", headers=bearer(f"wrong-token-{n:05d}")).status_code for n in range(8)
+    ]
     assert codes == [401] * 5 + [429] * 3
     # Past the budget even the right token from that address waits for the minute ...
     assert c.get("/api/jobs", headers=bearer(OPERATOR)).status_code == 429
@@ -89,9 +96,12 @@ def test_failed_authentication_is_limited_per_address(store: Store) -> None:
     # Wrong sign-ins count too, and the form itself is refused past the budget.
     form = app_client(store, address="10.9.9.9", web_auth_failures_per_min=3)
     login = form.get("/login").text
-    answers = [form.post("/login", headers=BROWSER,
-                         data={"csrf_token": csrf_of(login), "token": f"guess-{n}"}
-                         ).status_code for n in range(5)]
+    answers = [
+        form.post(
+            "/login", headers=BROWSER, data={"csrf_token": csrf_of(login), "token": f"guess-{n}"}
+        ).status_code
+        for n in range(5)
+    ]
     assert answers == [401, 401, 401, 429, 429]
 
 
@@ -109,7 +119,8 @@ def test_one_budget_per_principal_over_every_route(store: Store) -> None:
 
 
 def test_sessions_are_new_at_sign_in_end_at_sign_out_and_expire(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     c = app_client(store, web_session_max_age_s=3600)
     before = csrf_of(c.get("/login").text)
     first = sign_in(c, OPERATOR)
@@ -124,8 +135,12 @@ def test_sessions_are_new_at_sign_in_end_at_sign_out_and_expire(
     copy = client_of(c.app)
     copy.cookies.set("jobtrack_session", second)
     assert copy.get("/api/jobs").status_code == 200
-    out = c.post("/logout", headers=BROWSER, data={"csrf_token": csrf_of(c.get("/").text)},
-                 follow_redirects=False)
+    out = c.post(
+        "/logout",
+        headers=BROWSER,
+        data={"csrf_token": csrf_of(c.get("/").text)},
+        follow_redirects=False,
+    )
     assert out.status_code == 303
     assert copy.get("/api/jobs").status_code == 401
     # A session expires: the clock moves past web_session_max_age_s.
@@ -159,15 +174,15 @@ def test_api_docs_need_sign_in_and_load_nothing_from_elsewhere(store: Store) -> 
     assert c.get("/anything/api/docs", headers=bearer(VIEWER)).status_code == 404
 
 
-@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00",
-                                    "9999-12-31T23:59:59-14:00"])
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
 def test_boundary_dates_are_bad_input(store: Store, moment: str) -> None:
     c = app_client(store)
     for name in ("since", "until"):
         answer = c.get("/api/jobs", params={name: moment}, headers=bearer(OPERATOR))
         assert answer.status_code == 422 and name in answer.text
-    assert c.get("/api/stats", params={"since": moment},
-                 headers=bearer(OPERATOR)).status_code == 422
+    assert (
+        c.get("/api/stats", params={"since": moment}, headers=bearer(OPERATOR)).status_code == 422
+    )
 
 
 def test_text_cannot_reorder_itself_on_screen(store: Store) -> None:

@@ -25,7 +25,7 @@ from tests.conftest import wait_for
 
 #: Hostile strings every page must show as text.
 XSS_NAME = '<script>window.__xss="name"</script>'
-XSS_ERROR = '<img src=x onerror="window.__xss=\'error\'">'
+XSS_ERROR = "<img src=x onerror=\"window.__xss='error'\">"
 XSS_KEY = '"><svg onload="window.__xss=\'key\'">'
 
 
@@ -41,14 +41,20 @@ class World:
         return Settings(database_url="unused", **changes)
 
     def web(self, **settings: Any) -> Any:
-        return create_app(self.tracker.store, self.settings(**settings),
-                          control=controller(self.app, self.tracker))
+        return create_app(
+            self.tracker.store,
+            self.settings(**settings),
+            control=controller(self.app, self.tracker),
+        )
 
     def finished(self, *ids: str, timeout_s: float = 30.0) -> None:
         def done() -> bool:
             self.tracker.flush()
-            return all((j := self.tracker.store.find_job(i)) is not None
-                       and j.status.is_terminal for i in ids)
+            return all(
+                (j := self.tracker.store.find_job(i)) is not None and j.status.is_terminal
+                for i in ids
+            )
+
         wait_for(done, timeout_s, message=f"jobs {ids} finished")
 
 
@@ -97,12 +103,12 @@ def tracked_worker(db_url: str) -> Iterator[World]:
             raise ConnectionError(f"upstream timed out for {account}")
         return "synced"
 
-    world.tasks = {"report": report, "explode": explode, "stepper": stepper,
-                   "flaky": flaky}
+    world.tasks = {"report": report, "explode": explode, "stepper": stepper, "flaky": flaky}
     world.tracker = jobtrack.install(app, db_url, flush_interval_s=0.05)
     try:
-        with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False,
-                          shutdown_timeout=10):
+        with start_worker(
+            app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=10
+        ):
             yield world
     finally:
         for gate in world.gates.values():
@@ -121,9 +127,16 @@ def free_port() -> int:
 def serve(asgi: Any) -> Iterator[str]:
     """Serve ``asgi`` with uvicorn on a free loopback port; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on",
-                                           timeout_graceful_shutdown=2))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            asgi,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 15, message="uvicorn started")

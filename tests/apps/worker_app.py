@@ -15,8 +15,11 @@ from celery import Celery
 
 import jobtrack
 
-app = Celery("worker_app", broker=os.environ.get("JT_BROKER", "memory://"),
-             backend=os.environ.get("JT_BACKEND") or None)
+app = Celery(
+    "worker_app",
+    broker=os.environ.get("JT_BROKER", "memory://"),
+    backend=os.environ.get("JT_BACKEND") or None,
+)
 app.conf.update(
     task_default_queue=os.environ.get("JT_QUEUE", "celery"),
     broker_connection_retry_on_startup=True,
@@ -24,8 +27,11 @@ app.conf.update(
     worker_hijack_root_logger=False,
     result_expires=600,
     # Redelivery of unacknowledged messages within seconds, for the crash tests.
-    broker_transport_options={"visibility_timeout": 4, "unacked_restore_interval": 1,
-                              "unacked_restore_throttle": 1},
+    broker_transport_options={
+        "visibility_timeout": 4,
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    },
 )
 jobtrack.install(app)
 
@@ -51,8 +57,9 @@ def sleep_late(seconds: float) -> str:
 def progress_slowly(steps: int, delay_s: float) -> int:
     job = jobtrack.current_job()
     for n in range(steps):
-        job.progress(current=n + 1, total=steps, stage="crunching",
-                     message=f"step {n + 1} of {steps}")
+        job.progress(
+            current=n + 1, total=steps, stage="crunching", message=f"step {n + 1} of {steps}"
+        )
         time.sleep(delay_s)
     return steps
 
@@ -60,8 +67,9 @@ def progress_slowly(steps: int, delay_s: float) -> int:
 @app.task(name="wa.flaky", bind=True, max_retries=5)
 def flaky(self: Any, fail_times: int) -> str:
     if self.request.retries < fail_times:
-        raise self.retry(exc=ConnectionError(f"attempt {self.request.retries} failed"),
-                         countdown=0.05)
+        raise self.retry(
+            exc=ConnectionError(f"attempt {self.request.retries} failed"), countdown=0.05
+        )
     return f"ok after {self.request.retries} retries"
 
 
@@ -91,6 +99,5 @@ def import_rows(self: Any, filename: str, user_id: str, rows: int) -> dict[str, 
     job = jobtrack.current_job()
     for n in range(rows):
         job.progress(current=n + 1, total=rows, stage="importing", message=f"row {n + 1}")
-        job.item(f"row-{n}", status="error" if n % 10 == 3 else "success",
-                 after={"n": n})
+        job.item(f"row-{n}", status="error" if n % 10 == 3 else "success", after={"n": n})
     return {"rows": rows}

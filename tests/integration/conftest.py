@@ -24,16 +24,27 @@ ROOT = Path(__file__).resolve().parents[2]
 class Worker:
     """``celery worker`` in a subprocess, prefork pool, its log in a file."""
 
-    def __init__(self, broker: str, db_url: str, log_path: Path, *, concurrency: int = 2,
-                 env: dict[str, str] | None = None, backend: str | None = None,
-                 queue: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: str,
+        db_url: str,
+        log_path: Path,
+        *,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        backend: str | None = None,
+        queue: str | None = None,
+    ) -> None:
         self.queue = queue or f"jt-{uuid.uuid4().hex[:8]}"
         self.name = f"{self.queue}-{uuid.uuid4().hex[:4]}@localhost"
         self.log_path = log_path
         self.env = {
             **os.environ,
-            "JT_BROKER": broker, "JT_QUEUE": self.queue, "JT_BACKEND": backend or "",
-            "JOBTRACK_DATABASE_URL": db_url, "PYTHONPATH": str(ROOT),
+            "JT_BROKER": broker,
+            "JT_QUEUE": self.queue,
+            "JT_BACKEND": backend or "",
+            "JOBTRACK_DATABASE_URL": db_url,
+            "PYTHONPATH": str(ROOT),
             **(env or {}),
         }
         self.concurrency = concurrency
@@ -42,15 +53,39 @@ class Worker:
     def start(self) -> Worker:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.apps.worker_app", "worker",
-             "-P", "prefork", "-c", str(self.concurrency), "-Q", self.queue, "-n", self.name,
-             "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.apps.worker_app",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(self.concurrency),
+                "-Q",
+                self.queue,
+                "-n",
+                self.name,
+                "-l",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill_all() reaches the pool
         )
         log.close()
-        wait_for(lambda: b" ready." in self.log_path.read_bytes() or self._died(), 60,
-                 message=f"worker ready (log: {self.log_path})")
+        wait_for(
+            lambda: b" ready." in self.log_path.read_bytes() or self._died(),
+            60,
+            message=f"worker ready (log: {self.log_path})",
+        )
         assert not self._died(), self.log()
         return self
 
@@ -62,8 +97,12 @@ class Worker:
 
     def child_pids(self) -> list[int]:
         assert self.proc is not None
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         return [int(p) for p in out.split()]
 
     def kill_all(self) -> None:
@@ -86,8 +125,9 @@ class Worker:
 
 
 @pytest.fixture
-def publisher(redis_url: str, redis_backend_url: str,
-              pg_url: str) -> Iterator[tuple[Celery, Store]]:
+def publisher(
+    redis_url: str, redis_backend_url: str, pg_url: str
+) -> Iterator[tuple[Celery, Store]]:
     """A producer app with jobtrack installed (pending rows come from here)."""
     app = Celery("publisher", broker=redis_url, backend=redis_backend_url)
     app.conf.broker_connection_retry_on_startup = True
@@ -117,6 +157,7 @@ def start_worker(redis_url: str, pg_url: str, tmp_path: Path) -> Iterator[Any]:
 
 def job_when(store: Store, job_id: str, timeout_s: float = 30, **expected: Any) -> Any:
     """Wait until the job's row has the expected values; return it."""
+
     def check() -> Any:
         job = store.find_job(job_id)
         if job is None:
@@ -124,4 +165,3 @@ def job_when(store: Store, job_id: str, timeout_s: float = 30, **expected: Any) 
         return job if all(getattr(job, k) == v for k, v in expected.items()) else None
 
     return wait_for(check, timeout_s, message=f"job {job_id} with {expected}")
-

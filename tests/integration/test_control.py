@@ -16,13 +16,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 def cli(worker: Any, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**worker.env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "jobtrack.cli", "-A", "tests.apps.worker_app",
-                           *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "jobtrack.cli", "-A", "tests.apps.worker_app", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_retry_publishes_again_with_the_original_arguments(
-        publisher: Any, start_worker: Any) -> None:
+    publisher: Any, start_worker: Any
+) -> None:
     app, store = publisher
     worker = start_worker()
     first = app.send_task("wa.boom", args=["bad row 7"], queue=worker.queue)

@@ -42,19 +42,40 @@ def flower(redis_url: str, pg_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     conf = tmp_path / "flowerconfig.py"
     conf.write_text("from jobtrack.flower import format_task  # noqa: F401\n")
-    env = {**os.environ, "JT_BROKER": redis_url, "JOBTRACK_DATABASE_URL": pg_url,
-           "PYTHONPATH": str(ROOT),
-           "FLOWER_UNAUTHENTICATED_API": "true"}  # its REST API, on loopback, for the test
+    env = {
+        **os.environ,
+        "JT_BROKER": redis_url,
+        "JOBTRACK_DATABASE_URL": pg_url,
+        "PYTHONPATH": str(ROOT),
+        "FLOWER_UNAUTHENTICATED_API": "true",
+    }  # its REST API, on loopback, for the test
     log = (tmp_path / "flower.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.apps.worker_app", "flower",
-         f"--port={port}", "--address=127.0.0.1", f"--conf={conf}"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.apps.worker_app",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+            f"--conf={conf}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: get(base + "/healthcheck") is not None or proc.poll() is not None,
-                 60, interval_s=0.2, message="Flower answering")
+        wait_for(
+            lambda: get(base + "/healthcheck") is not None or proc.poll() is not None,
+            60,
+            interval_s=0.2,
+            message="Flower answering",
+        )
         assert proc.poll() is None, (tmp_path / "flower.log").read_text()
         yield base
     finally:
@@ -72,11 +93,15 @@ def test_flower_shows_progress(flower: str, publisher: Any, start_worker: Any) -
         info = get(f"{flower}/api/task/info/{result.id}")
         return json.loads(info).get("state") if info else None
 
-    wait_for(lambda: flower_state() == "PROGRESS", 30, interval_s=0.25,
-             message="Flower showing the task as PROGRESS")
+    wait_for(
+        lambda: flower_state() == "PROGRESS",
+        30,
+        interval_s=0.25,
+        message="Flower showing the task as PROGRESS",
+    )
     page = wait_for(lambda: get(f"{flower}/task/{result.id}"), 10, message="task page")
     shown = re.search(r"jobtrack progress: (\d+)% · crunching · step \d+ of 80", page)
-    assert shown is not None, page[page.find("<dt>Result"):][:500]
+    assert shown is not None, page[page.find("<dt>Result") :][:500]
     assert 0 < int(shown.group(1)) < 100
     job = store.get_job(result.id)
     assert job.progress_stage == "crunching"

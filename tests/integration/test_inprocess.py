@@ -101,7 +101,8 @@ def test_eager_mode_success_and_propagated_failure(installed: Any) -> None:
 
 
 def test_kill_switch_records_nothing_and_tasks_still_work(
-        installed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    installed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("JOBTRACK_ENABLED", "0")
     app = make_app(task_always_eager=True)
     tracker = installed(app)
@@ -121,10 +122,12 @@ def test_only_decorated_tasks_when_track_all_is_off(installed: Any) -> None:
 
 
 def test_unreachable_database_never_breaks_the_task(
-        installed: Any, caplog: pytest.LogCaptureFixture) -> None:
+    installed: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     app = make_app(task_always_eager=True)
-    tracker = jobtrack.install(app, "postgresql://root@127.0.0.1:1/nowhere",
-                               write_mode="sync", connect_timeout_s=1)
+    tracker = jobtrack.install(
+        app, "postgresql://root@127.0.0.1:1/nowhere", write_mode="sync", connect_timeout_s=1
+    )
     with caplog.at_level(logging.WARNING, logger="jobtrack"):
         assert task(app, "report").delay("gamma").get() == "gamma"
         assert task(app, "report").delay("delta").get() == "delta"
@@ -174,14 +177,20 @@ def test_sync_and_buffered_reach_the_same_rows(installed: Any, mode: str) -> Non
         for n in range(10):
             ids.append(task(app, "report").delay(f"c{n}").id)
             ids.append(task(app, "fail").delay().id)
-        rows = wait_for(lambda: all(finished(tracker.store, i) for i in ids) and
-                        [tracker.store.get_job(i) for i in ids], message="all finished")
-    summary = [(r.status, r.name, r.skipped_items, r.progress_percent, r.error_type)
-               for r in rows]
+        rows = wait_for(
+            lambda: (
+                all(finished(tracker.store, i) for i in ids)
+                and [tracker.store.get_job(i) for i in ids]
+            ),
+            message="all finished",
+        )
+    summary = [(r.status, r.name, r.skipped_items, r.progress_percent, r.error_type) for r in rows]
     assert summary == [
-        (JobStatus.COMPLETED, f"Report for c{n}", 1, 100.0, None) if k == 0 else
-        (JobStatus.FAILED, None, 0, None, "RuntimeError")
-        for n in range(10) for k in range(2)
+        (JobStatus.COMPLETED, f"Report for c{n}", 1, 100.0, None)
+        if k == 0
+        else (JobStatus.FAILED, None, 0, None, "RuntimeError")
+        for n in range(10)
+        for k in range(2)
     ]
 
 
@@ -196,15 +205,15 @@ def test_argsrepr_is_honoured_and_huge_values_are_bounded(installed: Any) -> Non
 
     tracker = installed(app)
     with start_worker(app, pool="solo", perform_ping_check=False):
-        hidden = task(app, "add").apply_async((1, 2), argsrepr="(<hidden>)",
-                                               kwargsrepr="{}")
+        hidden = task(app, "add").apply_async((1, 2), argsrepr="(<hidden>)", kwargsrepr="{}")
         big = huge.delay("hunter2")
         assert len(big.get(timeout=20)) == 3 * 1024 * 1024  # the task's result is whole
         hidden.get(timeout=20)
-        wait_for(lambda: finished(tracker.store, big.id) and finished(tracker.store,
-                                                                      hidden.id))
-    assert tracker.store.get_job(hidden.id).input_data == {"argsrepr": "(<hidden>)",
-                                                           "kwargsrepr": "{}"}
+        wait_for(lambda: finished(tracker.store, big.id) and finished(tracker.store, hidden.id))
+    assert tracker.store.get_job(hidden.id).input_data == {
+        "argsrepr": "(<hidden>)",
+        "kwargsrepr": "{}",
+    }
     job = tracker.store.get_job(big.id)
     assert len(job.output_data) < 64 * 1024 and job.output_data.endswith("[truncated]")
     assert len(job.progress_stage or "") <= 255
@@ -217,12 +226,25 @@ def test_reaper_republishes_lost_jobs_within_max_retries(installed: Any) -> None
     old = datetime.now(UTC) - timedelta(hours=1)
 
     def lost_row(job_id: str, retries: int) -> None:
-        tracker.store.write_batch(Batch([JobUpdate(
-            id=job_id, status=JobStatus.RUNNING,
-            state_seq=state_seq(JobStatus.RUNNING, retries), created_at=old,
-            updated_at=old, heartbeat_at=old, retries=retries, max_retries=3,
-            task_name=f"{app.main}.add", queue="celery",
-            input_data={"args": [2, 3], "kwargs": {}})]))
+        tracker.store.write_batch(
+            Batch(
+                [
+                    JobUpdate(
+                        id=job_id,
+                        status=JobStatus.RUNNING,
+                        state_seq=state_seq(JobStatus.RUNNING, retries),
+                        created_at=old,
+                        updated_at=old,
+                        heartbeat_at=old,
+                        retries=retries,
+                        max_retries=3,
+                        task_name=f"{app.main}.add",
+                        queue="celery",
+                        input_data={"args": [2, 3], "kwargs": {}},
+                    )
+                ]
+            )
+        )
 
     again, exhausted = str(uuid.uuid4()), str(uuid.uuid4())
     lost_row(again, 0)
@@ -234,5 +256,4 @@ def test_reaper_republishes_lost_jobs_within_max_retries(installed: Any) -> None
     trace = [(e.status.value, e.attempt) for e in tracker.store.list_events(again)]
     assert trace == [("lost", 0), ("running", 1), ("completed", 1)]
     failed = tracker.store.get_job(exhausted)
-    assert failed.status is JobStatus.FAILED and "max_retries=3" in (failed.error_message
-                                                                       or "")
+    assert failed.status is JobStatus.FAILED and "max_retries=3" in (failed.error_message or "")

@@ -29,25 +29,25 @@ def proxy(pg_url: str) -> Iterator[CuttableProxy]:
         yield p
 
 
-def test_outage_loses_nothing(proxy: CuttableProxy, pg_url: str, redis_url: str,
-                              redis_backend_url: str, start_worker: Any) -> None:
+def test_outage_loses_nothing(
+    proxy: CuttableProxy, pg_url: str, redis_url: str, redis_backend_url: str, start_worker: Any
+) -> None:
     via_proxy = proxy.url(pg_url)
-    app = Celery("outage-publisher", broker=redis_url,
-                 backend=redis_backend_url)
+    app = Celery("outage-publisher", broker=redis_url, backend=redis_backend_url)
     app.conf.broker_connection_retry_on_startup = True
     tracker = jobtrack.install(app, via_proxy, connect_timeout_s=2)
     direct = Store(pg_url)
     try:
-        worker = start_worker(env={"JOBTRACK_DATABASE_URL": via_proxy,
-                                   "JOBTRACK_CONNECT_TIMEOUT_S": "2"},
-                              backend=redis_backend_url)
+        worker = start_worker(
+            env={"JOBTRACK_DATABASE_URL": via_proxy, "JOBTRACK_CONNECT_TIMEOUT_S": "2"},
+            backend=redis_backend_url,
+        )
         warm = app.send_task("wa.noop", args=["warm-up"], queue=worker.queue)
         assert warm.get(timeout=30) == "warm-up"
 
         proxy.cut()
         cut_at = time.monotonic()
-        results = [app.send_task("wa.noop", args=[n], queue=worker.queue)
-                   for n in range(TASKS)]
+        results = [app.send_task("wa.noop", args=[n], queue=worker.queue) for n in range(TASKS)]
         # Every task runs although nothing can be tracked right now.
         assert [r.get(timeout=60) for r in results] == list(range(TASKS))
         ran_in = time.monotonic() - cut_at
@@ -55,8 +55,12 @@ def test_outage_loses_nothing(proxy: CuttableProxy, pg_url: str, redis_url: str,
         # Nothing of these tasks could be written while the proxy was cut.
         assert [r.id for r in results if direct.find_job(r.id) is not None] == []
 
-        wait_for(lambda: time.monotonic() - cut_at >= OUTAGE_S, OUTAGE_S + 5,
-                 interval_s=0.5, message="the end of the outage")
+        wait_for(
+            lambda: time.monotonic() - cut_at >= OUTAGE_S,
+            OUTAGE_S + 5,
+            interval_s=0.5,
+            message="the end of the outage",
+        )
         proxy.restore()
         ids = {r.id for r in results}
 
@@ -66,14 +70,19 @@ def test_outage_loses_nothing(proxy: CuttableProxy, pg_url: str, redis_url: str,
 
         restored_at = time.monotonic()
         wait_for(all_final, 10, interval_s=0.2, message="every row final within 10 s")
-        print(f"\nFIGURE outage: {TASKS} tasks ran in {ran_in:.1f} s with the database "
-              f"cut; every row final {time.monotonic() - restored_at:.1f} s after it "
-              f"returned (outage {OUTAGE_S:g} s)")
+        print(
+            f"\nFIGURE outage: {TASKS} tasks ran in {ran_in:.1f} s with the database "
+            f"cut; every row final {time.monotonic() - restored_at:.1f} s after it "
+            f"returned (outage {OUTAGE_S:g} s)"
+        )
         job = direct.get_job(results[0].id)
         assert job.status is JobStatus.COMPLETED and job.output_data == 0
         assert job.input_data == {"args": [0], "kwargs": {}}
         assert [e.status for e in direct.list_events(results[0].id)] == [
-            JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED]
+            JobStatus.PENDING,
+            JobStatus.RUNNING,
+            JobStatus.COMPLETED,
+        ]
     finally:
         jobtrack.uninstall()
         tracker.store.close()
@@ -115,8 +124,9 @@ def test_a_script_exits_at_once_during_an_outage(redis_url: str, tmp_path: Any) 
         time.sleep(1)  # the writer meets the outage and keeps retrying in the background
     """)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     took = time.monotonic() - started
     redis.Redis.from_url(redis_url).delete(queue)
     assert done.returncode == 0, done.stderr
@@ -126,5 +136,7 @@ def test_a_script_exits_at_once_during_an_outage(redis_url: str, tmp_path: Any) 
     assert "unreachable" in warnings[0] and "spooled" in warnings[1]
     (spooled,) = Spool(tmp_path, url).pending()
     assert len(Spool.read(spooled).updates) == 5
-    print(f"\nFIGURE exit during an outage: {took:.1f} s for the whole script (1 s of it "
-          f"asleep), {len(warnings)} warnings")
+    print(
+        f"\nFIGURE exit during an outage: {took:.1f} s for the whole script (1 s of it "
+        f"asleep), {len(warnings)} warnings"
+    )

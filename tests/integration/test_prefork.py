@@ -35,21 +35,32 @@ def test_lifecycle_through_plain_sql(publisher: Any, start_worker: Any) -> None:
     failed = app.send_task("wa.boom", args=["broken row"], queue=worker.queue)
     retried = app.send_task("wa.flaky", args=[2], queue=worker.queue)
     for r in (done, imp, failed, retried):
-        wait_for(lambda r=r: store.find_job(r.id) and store.get_job(r.id).status.is_terminal,
-                 30, message=f"{r.id} finished")
+        wait_for(
+            lambda r=r: store.find_job(r.id) and store.get_job(r.id).status.is_terminal,
+            30,
+            message=f"{r.id} finished",
+        )
 
     with store.engine.connect() as conn:
-        rows = {r.id: r for r in conn.execute(text(
-            "SELECT id, status, queue, worker, pid, started_at, completed_at, duration_ms, "
-            "job_type, job_subtype, name, owner_id, total_items, processed_items, "
-            "failed_items, progress_percent, error_type, error_message, traceback, retries, "
-            "input_data, output_data FROM jobs"))}
-        items = conn.execute(text(
-            "SELECT status, count(*) FROM job_items WHERE job_id = :id GROUP BY status"),
-            {"id": imp.id}).all()
-        attempts = conn.execute(text(
-            "SELECT status, attempt FROM job_events WHERE job_id = :id ORDER BY at, id"),
-            {"id": retried.id}).all()
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                text(
+                    "SELECT id, status, queue, worker, pid, started_at, completed_at, duration_ms, "
+                    "job_type, job_subtype, name, owner_id, total_items, processed_items, "
+                    "failed_items, progress_percent, error_type, error_message, traceback, "
+                    "retries, input_data, output_data FROM jobs"
+                )
+            )
+        }
+        items = conn.execute(
+            text("SELECT status, count(*) FROM job_items WHERE job_id = :id GROUP BY status"),
+            {"id": imp.id},
+        ).all()
+        attempts = conn.execute(
+            text("SELECT status, attempt FROM job_events WHERE job_id = :id ORDER BY at, id"),
+            {"id": retried.id},
+        ).all()
 
     row = rows[done.id]
     assert row.status == "completed" and row.queue == worker.queue
@@ -60,7 +71,11 @@ def test_lifecycle_through_plain_sql(publisher: Any, start_worker: Any) -> None:
 
     row = rows[imp.id]
     assert (row.job_type, row.job_subtype, row.name, row.owner_id) == (
-        "import", "csv", "Import products.csv", "u7")
+        "import",
+        "csv",
+        "Import products.csv",
+        "u7",
+    )
     assert (row.total_items, row.processed_items, row.failed_items) == (25, 25, 3)
     assert row.progress_percent == 100.0
     assert dict(items) == {"success": 22, "error": 3}
@@ -72,8 +87,14 @@ def test_lifecycle_through_plain_sql(publisher: Any, start_worker: Any) -> None:
     row = rows[retried.id]
     assert row.status == "completed" and row.retries == 2
     assert [tuple(a) for a in attempts] == [
-        ("pending", 0), ("running", 0), ("retrying", 0), ("running", 1), ("retrying", 1),
-        ("running", 2), ("completed", 2)]
+        ("pending", 0),
+        ("running", 0),
+        ("retrying", 0),
+        ("running", 1),
+        ("retrying", 1),
+        ("running", 2),
+        ("completed", 2),
+    ]
 
 
 def test_pool_child_killed_is_failed_not_running(publisher: Any, start_worker: Any) -> None:
@@ -106,15 +127,17 @@ def test_bad_inputs_are_stored_safely(publisher: Any, start_worker: Any) -> None
     app, store = publisher
     worker = start_worker()
     blob = "\x00" + "x" * (3 * 1024 * 1024)
-    big = app.send_task("wa.echo_size", args=[blob], kwargs={"password": "hunter2"},
-                        queue=worker.queue)
+    big = app.send_task(
+        "wa.echo_size", args=[blob], kwargs={"password": "hunter2"}, queue=worker.queue
+    )
     nul = app.send_task("wa.boom", args=["bad\x00byte"], queue=worker.queue)
     odd = app.send_task("wa.opaque", queue=worker.queue)
     job = job_when(store, big.id, status=JobStatus.COMPLETED)
     assert job.output_data == len(blob)  # the task ran on the whole argument
     with store.engine.connect() as conn:
-        size = conn.execute(text("SELECT octet_length(input_data::text) FROM jobs "
-                                 "WHERE id = :id"), {"id": big.id}).scalar_one()
+        size = conn.execute(
+            text("SELECT octet_length(input_data::text) FROM jobs WHERE id = :id"), {"id": big.id}
+        ).scalar_one()
     assert size < 128 * 1024
     assert job.input_data["kwargs"] == {"password": "[redacted]"}
     job = job_when(store, nul.id, status=JobStatus.FAILED)
@@ -124,13 +147,15 @@ def test_bad_inputs_are_stored_safely(publisher: Any, start_worker: Any) -> None
     assert "Opaque" in job.output_data  # a repr that raises becomes a description
 
 
-def test_warm_shutdown_loses_nothing_buffered(publisher: Any, start_worker: Any,
-                                              redis_backend_url: str) -> None:
+def test_warm_shutdown_loses_nothing_buffered(
+    publisher: Any, start_worker: Any, redis_backend_url: str
+) -> None:
     app, store = publisher
     # A flush interval far longer than the test: only the shutdown flush can write.
-    worker = start_worker(env={"JOBTRACK_FLUSH_INTERVAL_S": "600",
-                               "JOBTRACK_FLUSH_MAX_JOBS": "100000"},
-                          backend=redis_backend_url)
+    worker = start_worker(
+        env={"JOBTRACK_FLUSH_INTERVAL_S": "600", "JOBTRACK_FLUSH_MAX_JOBS": "100000"},
+        backend=redis_backend_url,
+    )
     results = [app.send_task("wa.noop", args=[n], queue=worker.queue) for n in range(40)]
     assert [r.get(timeout=30) for r in results] == list(range(40))
     assert worker.stop(signal.SIGTERM) == 0

@@ -19,8 +19,7 @@ OLD_ROWS = 20_000
 
 
 def test_prune_while_a_worker_writes(pg_url: str) -> None:
-    app = Celery(f"prune{uuid.uuid4().hex[:6]}", broker="memory://",
-                 backend="cache+memory://")
+    app = Celery(f"prune{uuid.uuid4().hex[:6]}", broker="memory://", backend="cache+memory://")
     app.conf.broker_connection_retry_on_startup = True
 
     @app.task(name=f"{app.main}.work")
@@ -39,27 +38,41 @@ def test_prune_while_a_worker_writes(pg_url: str) -> None:
             "SELECT %(m)s || '-' || g, 'completed', 1099511627776, "
             "now() - interval '200 days', now() - interval '200 days', "
             "now() - interval '200 days', 0, 0, 0, 0 FROM generate_series(1, %(n)s) g",
-            {"m": marker, "n": OLD_ROWS})
+            {"m": marker, "n": OLD_ROWS},
+        )
         conn.exec_driver_sql(
             "INSERT INTO job_events (job_id, at, status, attempt) SELECT id, created_at, "
-            "'completed', 0 FROM jobs WHERE id LIKE %(m)s", {"m": marker + "-%"})
+            "'completed', 0 FROM jobs WHERE id LIKE %(m)s",
+            {"m": marker + "-%"},
+        )
     try:
         with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
             results = [work.delay(n) for n in range(100)]
             removed = store.prune(
                 finished_before=datetime.now(UTC) - timedelta(days=30),
-                statuses=["completed"], batch_size=1000)
+                statuses=["completed"],
+                batch_size=1000,
+            )
             results += [work.delay(n) for n in range(100, 200)]
             assert [r.get(timeout=30) for r in results] == list(range(200))
-            wait_for(lambda: jobtrack.flush() and all(
-                (j := store.find_job(r.id)) is not None and j.status is JobStatus.COMPLETED
-                for r in results), 20, message="all new jobs completed")
+            wait_for(
+                lambda: (
+                    jobtrack.flush()
+                    and all(
+                        (j := store.find_job(r.id)) is not None and j.status is JobStatus.COMPLETED
+                        for r in results
+                    )
+                ),
+                20,
+                message="all new jobs completed",
+            )
         assert removed >= OLD_ROWS
         with store.engine.connect() as conn:
             left = conn.exec_driver_sql(
                 "SELECT (SELECT count(*) FROM jobs WHERE id LIKE %(m)s), "
                 "(SELECT count(*) FROM job_events WHERE job_id LIKE %(m)s)",
-                {"m": marker + "-%"}).one()
+                {"m": marker + "-%"},
+            ).one()
         assert tuple(left) == (0, 0)
         assert all(store.get_job(r.id).processed_items == 1 for r in results)
     finally:

@@ -38,24 +38,38 @@ def direct(pg_url: str) -> Iterator[Store]:
 
 def transition(job_id: str, status: JobStatus, percent: float | None = None) -> JobUpdate:
     now = datetime.now(UTC)
-    return JobUpdate(id=job_id, status=status, state_seq=state_seq(status, 0),
-                     created_at=now, updated_at=now, progress_percent=percent)
+    return JobUpdate(
+        id=job_id,
+        status=status,
+        state_seq=state_seq(status, 0),
+        created_at=now,
+        updated_at=now,
+        progress_percent=percent,
+    )
 
 
 def writer_for(url: str, spool: Path) -> BufferedWriter:
-    settings = Settings(database_url=url, buffer_max_jobs=5, spool_dir=str(spool),
-                        flush_interval_s=3600, connect_timeout_s=1)
+    settings = Settings(
+        database_url=url,
+        buffer_max_jobs=5,
+        spool_dir=str(spool),
+        flush_interval_s=3600,
+        connect_timeout_s=1,
+    )
     return BufferedWriter(Store(url, connect_timeout_s=1), settings)
 
 
-def test_spill_past_the_bound_and_replay_in_order(proxy: CuttableProxy, pg_url: str,
-                                                  direct: Store, tmp_path: Path) -> None:
+def test_spill_past_the_bound_and_replay_in_order(
+    proxy: CuttableProxy, pg_url: str, direct: Store, tmp_path: Path
+) -> None:
     writer = writer_for(proxy.url(pg_url), tmp_path)
     proxy.cut()
     ids = [f"spill-{n}-{tmp_path.name}" for n in range(12)]
     for job_id in ids:
-        writer.update(transition(job_id, JobStatus.RUNNING, 10.0),
-                      Event(job_id, datetime.now(UTC), JobStatus.RUNNING, 0))
+        writer.update(
+            transition(job_id, JobStatus.RUNNING, 10.0),
+            Event(job_id, datetime.now(UTC), JobStatus.RUNNING, 0),
+        )
     assert writer.flush() is False
     spooled = list(tmp_path.glob("*.jsonl"))
     assert len(spooled) == 1 and writer.pending() == 0  # memory freed
@@ -73,7 +87,8 @@ def test_spill_past_the_bound_and_replay_in_order(proxy: CuttableProxy, pg_url: 
 
 
 def test_close_during_outage_spools_and_next_writer_replays(
-        proxy: CuttableProxy, pg_url: str, direct: Store, tmp_path: Path) -> None:
+    proxy: CuttableProxy, pg_url: str, direct: Store, tmp_path: Path
+) -> None:
     first = writer_for(proxy.url(pg_url), tmp_path)
     proxy.cut()
     job_id = f"closed-{tmp_path.name}"

@@ -127,8 +127,13 @@ def test_fail_job_inside_the_task_lets_the_retry_decide(tracked: Any) -> None:
     assert retried.output_data == "second time lucky"
     assert retried.parent_id is None  # Celery names the task its own parent on retry
     trace = [(e.status.value, e.attempt) for e in store.list_events(retried.id)]
-    assert trace == [("pending", 0), ("running", 0), ("retrying", 0), ("running", 1),
-                     ("completed", 1)]
+    assert trace == [
+        ("pending", 0),
+        ("running", 0),
+        ("retrying", 0),
+        ("running", 1),
+        ("completed", 1),
+    ]
     # fail_job() and then a normal return: the author said it failed.
     assert returned.status is JobStatus.FAILED
     assert returned.error_message == "the file was empty"
@@ -142,8 +147,11 @@ def test_heartbeats_during_one_long_blocking_call(tracked: Any, mode: str) -> No
     store = tracked(app, write_mode=mode, heartbeat_interval_s=0.3).store
     with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
         result = app.tasks[f"{app.main}.block"].delay(4)
-        job = wait_for(lambda: (j := store.find_job(result.id)) and j.status is
-                       JobStatus.RUNNING and j, 10, message="running")
+        job = wait_for(
+            lambda: (j := store.find_job(result.id)) and j.status is JobStatus.RUNNING and j,
+            10,
+            message="running",
+        )
         beats = set()
         while not result.ready():
             assert reap(store, 1.5) == []
@@ -162,13 +170,21 @@ def test_secrets_passed_by_position_or_inside_urls_are_redacted(tracked: Any) ->
     stranger = Celery("stranger", broker="memory://")  # publishes by name only
     stranger.conf.broker_connection_retry_on_startup = True
     with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
-        known = run(app, store, "login", "acme", "admin", "hunter2",
-                    "postgresql://admin:s3cret@db.internal/acme")
+        known = run(
+            app,
+            store,
+            "login",
+            "acme",
+            "admin",
+            "hunter2",
+            "postgresql://admin:s3cret@db.internal/acme",
+        )
         by_name = stranger.send_task(f"{app.main}.login", args=["acme", "root", "toor"])
         unknown = wait_for(lambda: final(store, by_name.id), 30, message="by name")
-    assert known.input_data == {"args": ["acme", "admin", "[redacted]",
-                                         "postgresql://admin:[redacted]@db.internal/acme"],
-                                "kwargs": {}}
+    assert known.input_data == {
+        "args": ["acme", "admin", "[redacted]", "postgresql://admin:[redacted]@db.internal/acme"],
+        "kwargs": {},
+    }
     # Published by name from another app: the positions still match the task's names.
     assert unknown.input_data == {"args": ["acme", "root", "[redacted]"], "kwargs": {}}
     assert "hunter2" not in str(store.list_jobs()) and "s3cret" not in str(store.list_jobs())

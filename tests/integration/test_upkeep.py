@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 
 def test_cancel_requested_while_no_worker_listens_is_honoured_after_a_start(
-        publisher: Any, start_worker: Any, tmp_path: Any) -> None:
+    publisher: Any, start_worker: Any, tmp_path: Any
+) -> None:
     app, store = publisher
     queue = f"cancel-{tmp_path.name[-12:]}"
     doomed = app.send_task("wa.noop", args=["must not run"], queue=queue)
@@ -36,8 +37,11 @@ def test_cancel_requested_while_no_worker_listens_is_honoured_after_a_start(
     assert done.output_data == "runs"
     # The worker met the cancelled job and skipped it: it reports the revoke itself,
     # and no attempt of it ever ran.
-    wait_for(lambda: any(e.worker == worker.name for e in store.list_events(doomed.id)),
-             20, message="the worker's own report of the skipped job")
+    wait_for(
+        lambda: any(e.worker == worker.name for e in store.list_events(doomed.id)),
+        20,
+        message="the worker's own report of the skipped job",
+    )
     job = store.get_job(doomed.id)
     assert job.status is JobStatus.CANCELLED and job.started_at is None
     assert JobStatus.RUNNING not in [e.status for e in store.list_events(doomed.id)]
@@ -48,8 +52,11 @@ def test_cancel_requested_while_no_worker_listens_is_honoured_after_a_start(
 
 def test_workers_find_lost_jobs_by_themselves(publisher: Any, start_worker: Any) -> None:
     app, store = publisher
-    env = {"JOBTRACK_HEARTBEAT_INTERVAL_S": "0.5", "JOBTRACK_LOST_AFTER_S": "2",
-           "JOBTRACK_REAP_INTERVAL_S": "0.5"}
+    env = {
+        "JOBTRACK_HEARTBEAT_INTERVAL_S": "0.5",
+        "JOBTRACK_LOST_AFTER_S": "2",
+        "JOBTRACK_REAP_INTERVAL_S": "0.5",
+    }
     doomed = start_worker(env=env)
     result = app.send_task("wa.sleep", args=[60], queue=doomed.queue)
     job_when(store, result.id, status=JobStatus.RUNNING)
@@ -58,8 +65,11 @@ def test_workers_find_lost_jobs_by_themselves(publisher: Any, start_worker: Any)
     doomed.kill_all()
     killed_at = time.monotonic()
     job = job_when(store, result.id, 30, status=JobStatus.LOST)
-    print(f"\nFIGURE in-worker reaper: lost {time.monotonic() - killed_at:.1f} s after "
-          f"the kill (lost_after_s 2, reap_interval_s 0.5)")
+    print(
+        f"\nFIGURE in-worker reaper: lost {time.monotonic() - killed_at:.1f} s after "
+        f"the kill (lost_after_s 2, reap_interval_s 0.5)"
+    )
     assert job.error_type == "WorkerLost"
     assert job.error_message is not None and job.error_message.startswith(
-        f"lost: no heartbeat from worker {doomed.name} since ")
+        f"lost: no heartbeat from worker {doomed.name} since "
+    )

@@ -27,11 +27,16 @@ from jobtrack.store import Batch, Store
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def upd(job_id: str, status: JobStatus, attempt: int = 0, at: float = 0,
-        **kw: Any) -> JobUpdate:
+def upd(job_id: str, status: JobStatus, attempt: int = 0, at: float = 0, **kw: Any) -> JobUpdate:
     moment = T0 + timedelta(seconds=at)
-    return JobUpdate(id=job_id, status=status, state_seq=state_seq(status, attempt),
-                     created_at=moment, updated_at=moment, **kw)
+    return JobUpdate(
+        id=job_id,
+        status=status,
+        state_seq=state_seq(status, attempt),
+        created_at=moment,
+        updated_at=moment,
+        **kw,
+    )
 
 
 def write(store: Store, *updates: JobUpdate) -> None:
@@ -40,8 +45,19 @@ def write(store: Store, *updates: JobUpdate) -> None:
 
 
 def test_roundtrip_keeps_types_and_utc(store: Store) -> None:
-    write(store, upd("a", JobStatus.RUNNING, at=1, worker="w1", pid=42, started_at=T0,
-                     input_data={"args": [1, "x"], "kwargs": {"k": None}}, priority=3))
+    write(
+        store,
+        upd(
+            "a",
+            JobStatus.RUNNING,
+            at=1,
+            worker="w1",
+            pid=42,
+            started_at=T0,
+            input_data={"args": [1, "x"], "kwargs": {"k": None}},
+            priority=3,
+        ),
+    )
     job = store.get_job("a")
     assert job.status is JobStatus.RUNNING and job.worker == "w1" and job.pid == 42
     assert job.started_at == T0 and job.started_at.tzinfo is not None
@@ -50,11 +66,13 @@ def test_roundtrip_keeps_types_and_utc(store: Store) -> None:
 
 
 def test_terminal_never_regresses(store: Store) -> None:
-    write(store,
-          upd("a", JobStatus.COMPLETED, at=5, output_data={"ok": 1}, completed_at=T0),
-          upd("a", JobStatus.RUNNING, at=6, worker="late", progress_percent=10.0),
-          upd("a", JobStatus.PENDING, at=0, queue="q"),
-          upd("a", JobStatus.FAILED, at=7, error_type="WorkerLostError"))
+    write(
+        store,
+        upd("a", JobStatus.COMPLETED, at=5, output_data={"ok": 1}, completed_at=T0),
+        upd("a", JobStatus.RUNNING, at=6, worker="late", progress_percent=10.0),
+        upd("a", JobStatus.PENDING, at=0, queue="q"),
+        upd("a", JobStatus.FAILED, at=7, error_type="WorkerLostError"),
+    )
     job = store.get_job("a")
     assert job.status is JobStatus.COMPLETED
     assert job.output_data == {"ok": 1} and job.error_type is None
@@ -65,31 +83,43 @@ def test_terminal_never_regresses(store: Store) -> None:
 
 def test_retry_ordering_by_attempt_not_arrival(store: Store) -> None:
     # The next attempt starts before the old attempt's "retrying" lands.
-    write(store, upd("r", JobStatus.RUNNING, 0, at=1, retries=0),
-          upd("r", JobStatus.RUNNING, 1, at=3, retries=1, worker="w2"),
-          upd("r", JobStatus.RETRYING, 0, at=2, retries=1, error_type="ValueError"))
+    write(
+        store,
+        upd("r", JobStatus.RUNNING, 0, at=1, retries=0),
+        upd("r", JobStatus.RUNNING, 1, at=3, retries=1, worker="w2"),
+        upd("r", JobStatus.RETRYING, 0, at=2, retries=1, error_type="ValueError"),
+    )
     job = store.get_job("r")
     assert job.status is JobStatus.RUNNING and job.retries == 1 and job.worker == "w2"
 
 
 def test_lost_goes_back_to_running_on_redelivery(store: Store) -> None:
-    write(store, upd("l", JobStatus.RUNNING, 0), upd("l", JobStatus.LOST, 0),
-          upd("l", JobStatus.RUNNING, 0, at=9, worker="w2"))
+    write(
+        store,
+        upd("l", JobStatus.RUNNING, 0),
+        upd("l", JobStatus.LOST, 0),
+        upd("l", JobStatus.RUNNING, 0, at=9, worker="w2"),
+    )
     assert store.get_job("l").status is JobStatus.RUNNING
     assert store.get_job("l").worker == "w2"
 
 
 def test_first_parent_id_is_kept(store: Store) -> None:
-    write(store, upd("p", JobStatus.PENDING, parent_id="parent"),
-          upd("p", JobStatus.RUNNING, 1, parent_id="p"))
+    write(
+        store,
+        upd("p", JobStatus.PENDING, parent_id="parent"),
+        upd("p", JobStatus.RUNNING, 1, parent_id="p"),
+    )
     assert store.get_job("p").parent_id == "parent"
 
 
 def test_items_upsert_and_counters_follow(store: Store) -> None:
     write(store, upd("i", JobStatus.RUNNING))
     rows = [Item("i", f"k{n}", ItemStatus.SUCCESS, processed_at=T0) for n in range(5)]
-    rows += [Item("i", "k1", ItemStatus.ERROR, processed_at=T0, message="bad", error_code="E1"),
-             Item("i", "k9", ItemStatus.SKIPPED, processed_at=T0, after_state={"v": 1})]
+    rows += [
+        Item("i", "k1", ItemStatus.ERROR, processed_at=T0, message="bad", error_code="E1"),
+        Item("i", "k9", ItemStatus.SKIPPED, processed_at=T0, after_state={"v": 1}),
+    ]
     store.write_batch(Batch(items=rows))
     store.write_batch(Batch(items=rows))  # a replayed batch changes nothing
     job = store.get_job("i")
@@ -101,21 +131,41 @@ def test_items_upsert_and_counters_follow(store: Store) -> None:
 
 def test_events_are_listed_in_order(store: Store) -> None:
     write(store, upd("e", JobStatus.RUNNING))
-    store.write_batch(Batch(events=[
-        Event("e", T0 + timedelta(seconds=2), JobStatus.RETRYING, 0, error_type="X"),
-        Event("e", T0 + timedelta(seconds=1), JobStatus.RUNNING, 0, worker="w"),
-    ]))
-    assert [e.status for e in store.list_events("e")] == [JobStatus.RUNNING,
-                                                          JobStatus.RETRYING]
+    store.write_batch(
+        Batch(
+            events=[
+                Event("e", T0 + timedelta(seconds=2), JobStatus.RETRYING, 0, error_type="X"),
+                Event("e", T0 + timedelta(seconds=1), JobStatus.RUNNING, 0, worker="w"),
+            ]
+        )
+    )
+    assert [e.status for e in store.list_events("e")] == [JobStatus.RUNNING, JobStatus.RETRYING]
 
 
 def test_list_filters_search_and_stats(store: Store) -> None:
-    write(store,
-          upd("1", JobStatus.COMPLETED, at=1, job_type="import", owner_id="u1",
-              name="Import a.csv", duration_ms=100),
-          upd("2", JobStatus.FAILED, at=2, job_type="import", owner_id="u2",
-              name="Import b.csv", error_message="disk 100% full"),
-          upd("3", JobStatus.RUNNING, at=3, job_type="export", owner_id="u1"))
+    write(
+        store,
+        upd(
+            "1",
+            JobStatus.COMPLETED,
+            at=1,
+            job_type="import",
+            owner_id="u1",
+            name="Import a.csv",
+            duration_ms=100,
+        ),
+        upd(
+            "2",
+            JobStatus.FAILED,
+            at=2,
+            job_type="import",
+            owner_id="u2",
+            name="Import b.csv",
+            error_message="disk 100% full",
+        ),
+        upd("3", JobStatus.RUNNING, at=3, job_type="export", owner_id="u1"),
+    )
+
     def ids(limit: int = 50, **where: Any) -> list[str]:
         return [j.id for j in store.list_jobs(JobFilter.of(**where), limit=limit)]
 
@@ -133,25 +183,29 @@ def test_list_filters_search_and_stats(store: Store) -> None:
         write(store, upd(f"d{n}", JobStatus.COMPLETED, at=10, duration_ms=n * 10))
     spread = store.stats()
     assert (spread.duration_ms_p50, spread.duration_ms_p95, spread.duration_ms_p99) == (
-        500, 950, 990)  # 101 timings: 100 and 10, 20 … 1000
+        500,
+        950,
+        990,
+    )  # 101 timings: 100 and 10, 20 … 1000
     with pytest.raises(ValueError):
         JobFilter.of(status="nonsense")
 
 
 def test_counts_by_status_exact_filtered_and_capped(store: Store) -> None:
-    store.write_batch(Batch(
-        [upd(f"c{n}", JobStatus.COMPLETED, at=n, owner_id=f"u{n % 2}") for n in range(7)]
-        + [upd("f", JobStatus.FAILED, owner_id="u1"), upd("r", JobStatus.RUNNING)]))
+    store.write_batch(
+        Batch(
+            [upd(f"c{n}", JobStatus.COMPLETED, at=n, owner_id=f"u{n % 2}") for n in range(7)]
+            + [upd("f", JobStatus.FAILED, owner_id="u1"), upd("r", JobStatus.RUNNING)]
+        )
+    )
     every = [s.value for s in JobStatus]
     assert store.count_by_status(every) == {"completed": 7, "failed": 1, "running": 1}
     u1 = JobFilter.of(owner_id="u1")
     assert store.count_by_status(every, where=u1) == {"completed": 3, "failed": 1}
     assert store.count_by_status(["completed", "pending"], where=u1) == {"completed": 3}
     # Capped: exact up to the cap, cap + 1 for "more", with the filters still applied.
-    assert store.count_by_status(every, cap=3) == {"completed": 4, "failed": 1,
-                                                    "running": 1}
-    assert store.count_by_status(every, cap=3, where=u1) == {"completed": 3,
-                                                                  "failed": 1}
+    assert store.count_by_status(every, cap=3) == {"completed": 4, "failed": 1, "running": 1}
+    assert store.count_by_status(every, cap=3, where=u1) == {"completed": 3, "failed": 1}
     nothing = JobFilter.of(search="nothing")
     assert store.count_by_status(["completed"], cap=10, where=nothing) == {}
     assert store.count_by_status([], cap=3) == {}
@@ -173,15 +227,33 @@ def test_driver_errors_are_translated() -> None:
 
 # -- batching changes no outcome --------------------------------------------------
 
-STATUSES = [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING, JobStatus.LOST,
-            JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+STATUSES = [
+    JobStatus.PENDING,
+    JobStatus.RUNNING,
+    JobStatus.RETRYING,
+    JobStatus.LOST,
+    JobStatus.COMPLETED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+]
 
 transition = st.builds(
     lambda status, attempt, at, worker, pct, parent: upd(
-        "h", status, attempt, at=at, worker=worker, progress_percent=pct, parent_id=parent,
-        retries=attempt, heartbeat_at=T0 + timedelta(seconds=at)),
-    st.sampled_from(STATUSES), st.integers(0, 3), st.integers(0, 50),
-    st.sampled_from([None, "w1", "w2"]), st.one_of(st.none(), st.floats(0, 100)),
+        "h",
+        status,
+        attempt,
+        at=at,
+        worker=worker,
+        progress_percent=pct,
+        parent_id=parent,
+        retries=attempt,
+        heartbeat_at=T0 + timedelta(seconds=at),
+    ),
+    st.sampled_from(STATUSES),
+    st.integers(0, 3),
+    st.integers(0, 50),
+    st.sampled_from([None, "w1", "w2"]),
+    st.one_of(st.none(), st.floats(0, 100)),
     st.sampled_from([None, "pa", "pb"]),
 )
 
@@ -200,11 +272,14 @@ def expected_status(updates: list[JobUpdate]) -> JobStatus:
     return best.status
 
 
-@settings(max_examples=1000, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=1000,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(transition, min_size=1, max_size=8), st.integers(1, 8))
-def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate],
-                                   split: int) -> None:
+def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate], split: int) -> None:
     store.delete_all()
     for u in updates:  # one transaction each, in arrival order
         store.write_batch(Batch([_copy(u, "h")]))
@@ -228,8 +303,10 @@ def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate],
     # and not older than the row it meets — what one process produces; docs/design.md
     # explains the limit otherwise.
     stored_seq = max(u.state_seq for u in first)
-    if not rest or (takes(rest[0].state_seq, stored_seq) and all(
-            a.state_seq <= b.state_seq for a, b in itertools.pairwise(rest))):
+    if not rest or (
+        takes(rest[0].state_seq, stored_seq)
+        and all(a.state_seq <= b.state_seq for a, b in itertools.pairwise(rest))
+    ):
         assert batched.worker == one_by_one.worker
 
 
@@ -239,18 +316,19 @@ def _copy(u: JobUpdate, job_id: str) -> JobUpdate:
 
 def test_mark_lost_only_takes_silent_running_jobs(store: Store) -> None:
     old, fresh = T0, T0 + timedelta(seconds=100)
-    write(store,
-          upd("silent", JobStatus.RUNNING, 1, heartbeat_at=old, retries=1, worker="w"),
-          upd("alive", JobStatus.RUNNING, heartbeat_at=fresh),
-          upd("done", JobStatus.COMPLETED, heartbeat_at=old),
-          upd("waiting", JobStatus.PENDING))
+    write(
+        store,
+        upd("silent", JobStatus.RUNNING, 1, heartbeat_at=old, retries=1, worker="w"),
+        upd("alive", JobStatus.RUNNING, heartbeat_at=fresh),
+        upd("done", JobStatus.COMPLETED, heartbeat_at=old),
+        upd("waiting", JobStatus.PENDING),
+    )
     lost = store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50))
     assert lost == ["silent"]
     job = store.get_job("silent")
     assert job.status is JobStatus.LOST and job.error_type == "WorkerLost"
     # The list row says what happened, not "queued 2 minutes ago" with no error.
-    assert job.error_message == (
-        "lost: no heartbeat from worker w since 2026-01-01T00:00:00+00:00")
+    assert job.error_message == ("lost: no heartbeat from worker w since 2026-01-01T00:00:00+00:00")
     assert [e.status for e in store.list_events("silent")] == [JobStatus.LOST]
     assert store.list_events("silent")[0].error_message == job.error_message
     assert {j.id: j.status for j in store.list_jobs()}["done"] is JobStatus.COMPLETED
@@ -264,14 +342,21 @@ def test_prune_removes_old_finished_jobs_with_items_and_events(store: Store) -> 
     old, recent = T0, T0 + timedelta(days=60)
     for n in range(7):
         write(store, upd(f"old-{n}", JobStatus.COMPLETED, completed_at=old))
-    write(store, upd("old-failed", JobStatus.FAILED, completed_at=old),
-          upd("new", JobStatus.COMPLETED, at=1, completed_at=recent),
-          upd("running", JobStatus.RUNNING))
-    store.write_batch(Batch(
-        items=[Item("old-0", "k", ItemStatus.SUCCESS, processed_at=T0)],
-        events=[Event("old-0", T0, JobStatus.COMPLETED, 0)]))
-    removed = store.prune(finished_before=T0 + timedelta(days=30), statuses=["completed"],
-                          batch_size=3)
+    write(
+        store,
+        upd("old-failed", JobStatus.FAILED, completed_at=old),
+        upd("new", JobStatus.COMPLETED, at=1, completed_at=recent),
+        upd("running", JobStatus.RUNNING),
+    )
+    store.write_batch(
+        Batch(
+            items=[Item("old-0", "k", ItemStatus.SUCCESS, processed_at=T0)],
+            events=[Event("old-0", T0, JobStatus.COMPLETED, 0)],
+        )
+    )
+    removed = store.prune(
+        finished_before=T0 + timedelta(days=30), statuses=["completed"], batch_size=3
+    )
     assert removed == 7
     assert sorted(j.id for j in store.list_jobs()) == ["new", "old-failed", "running"]
     assert store.list_items("old-0") == [] and store.list_events("old-0") == []
@@ -284,13 +369,19 @@ def test_changes_are_announced_or_found_by_polling(store: Store) -> None:
     listener = store.listen_changes()
     assert (listener is None) == (store.dialect != "postgresql")
     write(store, upd("a", JobStatus.RUNNING, at=1))
-    store.write_batch(Batch([upd("b", JobStatus.PENDING), upd("c,d", JobStatus.PENDING)],
-                            items=[Item(job_id="a", key="k", status=ItemStatus.SUCCESS,
-                                        processed_at=T0)]))
+    store.write_batch(
+        Batch(
+            [upd("b", JobStatus.PENDING), upd("c,d", JobStatus.PENDING)],
+            items=[Item(job_id="a", key="k", status=ItemStatus.SUCCESS, processed_at=T0)],
+        )
+    )
     with pytest.raises(StoreError):  # an item of a job that is not there: rolled back
-        store.write_batch(Batch([], items=[Item(job_id="ghost", key="k",
-                                                status=ItemStatus.SUCCESS,
-                                                processed_at=T0)]))
+        store.write_batch(
+            Batch(
+                [],
+                items=[Item(job_id="ghost", key="k", status=ItemStatus.SUCCESS, processed_at=T0)],
+            )
+        )
     store.set_counts("b", total=5)
     if listener is not None:
         seen: set[str] = set()
@@ -310,8 +401,12 @@ def test_changes_are_announced_or_found_by_polling(store: Store) -> None:
 
 
 def test_cancel_request_is_kept_and_a_real_outcome_outranks_it(store: Store) -> None:
-    write(store, upd("q", JobStatus.PENDING), upd("r", JobStatus.RUNNING, at=1),
-          upd("d", JobStatus.COMPLETED, at=1))
+    write(
+        store,
+        upd("q", JobStatus.PENDING),
+        upd("r", JobStatus.RUNNING, at=1),
+        upd("d", JobStatus.COMPLETED, at=1),
+    )
     assert store.request_cancel("q", "revoked before it ran") is JobStatus.CANCELLED
     assert store.request_cancel("r", "asked") is JobStatus.RUNNING
     with pytest.raises(JobNotFound):
@@ -350,13 +445,18 @@ def test_refused_data_is_told_apart_from_an_unreachable_database(store: Store) -
     failed transaction the next write works (no state survives the rollback)."""
     for _ in range(2):
         with pytest.raises(DataRefused):
-            store.write_batch(Batch([upd("ok", JobStatus.PENDING)], items=[
-                Item("ghost", "k", ItemStatus.SUCCESS, processed_at=T0)]))
+            store.write_batch(
+                Batch(
+                    [upd("ok", JobStatus.PENDING)],
+                    items=[Item("ghost", "k", ItemStatus.SUCCESS, processed_at=T0)],
+                )
+            )
         write(store, upd("after", JobStatus.RUNNING, at=1))
         assert store.get_job("after").status is JobStatus.RUNNING
     assert store.find_job("ok") is None  # the refused batch was rolled back whole
-    unreachable = Store("postgresql://nobody@127.0.0.1:9/none", connect_timeout_s=1,
-                        create_tables=False)
+    unreachable = Store(
+        "postgresql://nobody@127.0.0.1:9/none", connect_timeout_s=1, create_tables=False
+    )
     with pytest.raises(StoreError) as caught:
         unreachable.write_batch(Batch([upd("x", JobStatus.PENDING)]))
     assert not isinstance(caught.value, DataRefused)

@@ -12,10 +12,13 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 def test_quickstart_example(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "quickstart.py"), f"sqlite:///{tmp_path / 'q.db'}"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == (
-        "completed Import products.csv 100% 3 items, 1 failed")
+    assert done.stdout.splitlines()[0] == ("completed Import products.csv 100% 3 items, 1 failed")
 
 
 def test_mount_dashboard_example(tmp_path: Path) -> None:
@@ -30,8 +33,16 @@ def test_mount_dashboard_example(tmp_path: Path) -> None:
         "          'Nightly export' in page.text, 'href=\"/ops/jobs/jobs/job-1\"' in page.text)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-        cwd=tmp_path, env={"JOBTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}",
-                           "PYTHONPATH": str(EXAMPLES), "PATH": "/usr/bin:/bin"})
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={
+            "JOBTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}",
+            "PYTHONPATH": str(EXAMPLES),
+            "PATH": "/usr/bin:/bin",
+        },
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["/ops/jobs/", "200", "True", "True"]

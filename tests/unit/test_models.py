@@ -11,14 +11,19 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def upd(status: JobStatus, attempt: int = 0, at: int = 0, **kw: object) -> JobUpdate:
     moment = T0 + timedelta(seconds=at)
-    return JobUpdate(id="j", status=status, state_seq=state_seq(status, attempt),
-                     created_at=moment, updated_at=moment, **kw)  # type: ignore[arg-type]
+    return JobUpdate(
+        id="j",
+        status=status,
+        state_seq=state_seq(status, attempt),
+        created_at=moment,
+        updated_at=moment,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_terminal_states_outrank_everything() -> None:
     for terminal in TERMINAL:
-        for other in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING,
-                      JobStatus.LOST):
+        for other in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING, JobStatus.LOST):
             assert state_seq(terminal, 0) > state_seq(other, 10_000)
 
 

@@ -11,11 +11,21 @@ from jobtrack.web.pages import COUNT_CAP, TABS, _tab_count, ago
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("seconds", "shown"), [
-    (0, "just now"), (1.9, "just now"), (-1, "just now"), (2, "2 seconds ago"),
-    (59, "59 seconds ago"), (60, "1 minute ago"), (150, "2 minutes ago"),
-    (3600, "1 hour ago"), (2 * 86400 + 5, "2 days ago"), (-300, "in 5 minutes"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "just now"),
+        (1.9, "just now"),
+        (-1, "just now"),
+        (2, "2 seconds ago"),
+        (59, "59 seconds ago"),
+        (60, "1 minute ago"),
+        (150, "2 minutes ago"),
+        (3600, "1 hour ago"),
+        (2 * 86400 + 5, "2 days ago"),
+        (-300, "in 5 minutes"),
+    ],
+)
 def test_ago(seconds: float, shown: str) -> None:
     assert ago(NOW - timedelta(seconds=seconds), NOW) == shown
     assert ago(None) == ""

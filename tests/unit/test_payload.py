@@ -43,8 +43,10 @@ def test_deep_nesting_stops() -> None:
 
 
 def test_unprintable_values_become_text() -> None:
-    out = jsonable({"obj": ReprRaises(), "set": {1}, "nan": float("nan"),
-                    "big": 2**70, "bytes": b"\xff\xfe"}, 10_000)
+    out = jsonable(
+        {"obj": ReprRaises(), "set": {1}, "nan": float("nan"), "big": 2**70, "bytes": b"\xff\xfe"},
+        10_000,
+    )
     assert "ReprRaises" in out["obj"]
     assert out["set"] == [1]
     assert out["nan"] == "nan"
@@ -55,8 +57,7 @@ def test_unprintable_values_become_text() -> None:
 
 def test_secret_looking_keys_are_redacted() -> None:
     keys = ("password", "token", "secret", "api_key", "authorization")
-    out = jsonable({"user": "ann", "DB_Password": "p", "nested": {"auth_token": "t"}},
-                   10_000, keys)
+    out = jsonable({"user": "ann", "DB_Password": "p", "nested": {"auth_token": "t"}}, 10_000, keys)
     assert out == {"user": "ann", "DB_Password": REDACTED, "nested": {"auth_token": REDACTED}}
 
 
@@ -78,8 +79,11 @@ def test_describe_error_names_module_and_survives_bad_str() -> None:
 
 
 def test_a_huge_argument_leaves_room_for_the_rest() -> None:
-    out = to_json({"args": ["\x00" + "y" * 3_000_000], "kwargs": {"password": "p", "n": 1}},
-                  64 * 1024, ("password",))
+    out = to_json(
+        {"args": ["\x00" + "y" * 3_000_000], "kwargs": {"password": "p", "n": 1}},
+        64 * 1024,
+        ("password",),
+    )
     assert out["kwargs"] == {"password": REDACTED, "n": 1}
     assert out["args"][0].startswith("\ufffdyyy") and out["args"][0].endswith("[truncated]")
     assert encoded_size(out) <= 64 * 1024

@@ -12,14 +12,14 @@ def test_argument_beats_celery_conf_beats_environment() -> None:
     assert Settings.resolve(conf, env).database_url == "sqlite:///conf.db"
     assert Settings.resolve({}, env).database_url == "sqlite:///env.db"
     assert Settings.resolve(conf, env, database_url="sqlite:///arg.db").database_url == (
-        "sqlite:///arg.db")
+        "sqlite:///arg.db"
+    )
     assert Settings.resolve({}, env).flush_interval_s == 2.0
     assert Settings.resolve({}, {}).database_url == "sqlite:///jobtrack.db"
 
 
 def test_environment_kill_switch_wins() -> None:
-    settings = Settings.resolve({"jobtrack_enabled": True}, {"JOBTRACK_ENABLED": "0"},
-                                enabled=True)
+    settings = Settings.resolve({"jobtrack_enabled": True}, {"JOBTRACK_ENABLED": "0"}, enabled=True)
     assert settings.enabled is False
 
 
@@ -29,14 +29,17 @@ def test_lists_and_booleans_from_text() -> None:
     assert s.track_all is False
 
 
-@pytest.mark.parametrize(("env", "fragment"), [
-    ({"JOBTRACK_WRITE_MODE": "fast"}, "write_mode"),
-    ({"JOBTRACK_FLUSH_INTERVAL_S": "-1"}, "flush_interval_s"),
-    ({"JOBTRACK_FLUSH_MAX_JOBS": "many"}, "flush_max_jobs"),
-    ({"JOBTRACK_ENABLED": "maybe"}, "enabled"),
-    ({"JOBTRACK_DATABASE_URL": "mysql://u:pw@h/db"}, "supports PostgreSQL and SQLite"),
-    ({"JOBTRACK_EXIT_FLUSH_TIMEOUT_S": "-1"}, "exit_flush_timeout_s"),
-])
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"JOBTRACK_WRITE_MODE": "fast"}, "write_mode"),
+        ({"JOBTRACK_FLUSH_INTERVAL_S": "-1"}, "flush_interval_s"),
+        ({"JOBTRACK_FLUSH_MAX_JOBS": "many"}, "flush_max_jobs"),
+        ({"JOBTRACK_ENABLED": "maybe"}, "enabled"),
+        ({"JOBTRACK_DATABASE_URL": "mysql://u:pw@h/db"}, "supports PostgreSQL and SQLite"),
+        ({"JOBTRACK_EXIT_FLUSH_TIMEOUT_S": "-1"}, "exit_flush_timeout_s"),
+    ],
+)
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigurationError, match=fragment) as info:
         Settings.resolve({}, env)

@@ -17,14 +17,36 @@ NOW = datetime.now(UTC)
 
 def jobs() -> list[Job]:
     return [
-        Job(id=str(uuid.uuid4()), status=JobStatus.RUNNING, name="Import " + "x" * 80,
-            progress_percent=40.0, total_items=25, processed_items=10, created_at=NOW,
-            started_at=NOW, progress_stage="parsing a very long stage name"),
-        Job(id=str(uuid.uuid4()), status=JobStatus.COMPLETED, name="Sync inventory",
-            error_type="TimeoutError", error_message="the supplier was slow " * 5,
-            progress_percent=100.0, total_items=25, created_at=NOW, started_at=NOW),
-        Job(id=str(uuid.uuid4()), status=JobStatus.FAILED, task_name="shop.charge",
-            error_type="ValueError", error_message="card declined", created_at=NOW),
+        Job(
+            id=str(uuid.uuid4()),
+            status=JobStatus.RUNNING,
+            name="Import " + "x" * 80,
+            progress_percent=40.0,
+            total_items=25,
+            processed_items=10,
+            created_at=NOW,
+            started_at=NOW,
+            progress_stage="parsing a very long stage name",
+        ),
+        Job(
+            id=str(uuid.uuid4()),
+            status=JobStatus.COMPLETED,
+            name="Sync inventory",
+            error_type="TimeoutError",
+            error_message="the supplier was slow " * 5,
+            progress_percent=100.0,
+            total_items=25,
+            created_at=NOW,
+            started_at=NOW,
+        ),
+        Job(
+            id=str(uuid.uuid4()),
+            status=JobStatus.FAILED,
+            task_name="shop.charge",
+            error_type="ValueError",
+            error_message="card declined",
+            created_at=NOW,
+        ),
     ]
 
 
@@ -41,8 +63,9 @@ def test_each_job_is_one_line_with_its_whole_id(width: int) -> None:
         lines = rendered(table, width)
         assert all(len(line) <= width for line in lines)
         for job in found:
-            key = job.id if table.columns[0].header == "id" else (
-                job.name or job.task_name or "")[:6]
+            key = (
+                job.id if table.columns[0].header == "id" else (job.name or job.task_name or "")[:6]
+            )
             assert sum(key in line for line in lines) == 1, (key, lines)
 
 

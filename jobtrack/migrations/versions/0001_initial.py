@@ -16,9 +16,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-JSONDoc = sa.JSON(none_as_null=True).with_variant(
-    postgresql.JSONB(none_as_null=True), "postgresql"
-)
+JSONDoc = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TS = sa.DateTime(timezone=True)
 
@@ -33,8 +31,13 @@ def upgrade() -> None:
         sa.Column("name", sa.Text),
         sa.Column("owner_id", sa.String(255)),
         sa.Column("status", sa.String(20), nullable=False),
-        sa.Column("state_seq", sa.BigInteger, nullable=False, server_default="0",
-                  comment="order key of status: attempt and rank; terminal states outrank all"),
+        sa.Column(
+            "state_seq",
+            sa.BigInteger,
+            nullable=False,
+            server_default="0",
+            comment="order key of status: attempt and rank; terminal states outrank all",
+        ),
         sa.Column("queue", sa.String(255)),
         sa.Column("priority", sa.Integer),
         sa.Column("eta", TS),
@@ -83,8 +86,9 @@ def upgrade() -> None:
         sa.Column("after_state", JSONDoc),
         sa.Column("processed_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_job_items"),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE",
-                                name="fk_job_items_job_id_jobs"),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], ondelete="CASCADE", name="fk_job_items_job_id_jobs"
+        ),
         sa.UniqueConstraint("job_id", "key", name="uq_job_items_job_id_key"),
     )
     op.create_index("ix_job_items_job_id_status", "job_items", ["job_id", "status"])
@@ -100,8 +104,9 @@ def upgrade() -> None:
         sa.Column("error_type", sa.String(255)),
         sa.Column("error_message", sa.Text),
         sa.PrimaryKeyConstraint("id", name="pk_job_events"),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE",
-                                name="fk_job_events_job_id_jobs"),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], ondelete="CASCADE", name="fk_job_events_job_id_jobs"
+        ),
     )
     op.create_index("ix_job_events_job_id_at", "job_events", ["job_id", "at"])
 

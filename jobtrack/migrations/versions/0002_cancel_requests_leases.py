@@ -21,11 +21,20 @@ _OPEN_CANCEL = "cancel_requested_at IS NOT NULL AND state_seq < 1099511627776"
 
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column(
-            "cancel_requested_at", TS,
-            comment="when an operator asked to cancel; stays set if the task ran anyway"))
-    op.create_index("ix_jobs_cancel_requested", "jobs", ["cancel_requested_at"],
-                    postgresql_where=sa.text(_OPEN_CANCEL), sqlite_where=sa.text(_OPEN_CANCEL))
+        batch.add_column(
+            sa.Column(
+                "cancel_requested_at",
+                TS,
+                comment="when an operator asked to cancel; stays set if the task ran anyway",
+            )
+        )
+    op.create_index(
+        "ix_jobs_cancel_requested",
+        "jobs",
+        ["cancel_requested_at"],
+        postgresql_where=sa.text(_OPEN_CANCEL),
+        sqlite_where=sa.text(_OPEN_CANCEL),
+    )
     op.create_table(
         "jobtrack_leases",
         sa.Column("name", sa.String(100), nullable=False),
