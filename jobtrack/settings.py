@@ -107,7 +107,7 @@ class Settings:
     #: Requests per minute per principal (a token, its sessions with it), or per
     #: client address before sign-in, on every route.
     web_rate_limit_per_min: int = 600
-    #: Failed authentications (wrong token, session or sign-in) per minute per client
+    #: Failed authentications (wrong bearer token or sign-in) per minute per client
     #: address; past it the address gets 429 everywhere until the minute is over.
     web_auth_failures_per_min: int = 20
     #: Key that signs dashboard sessions. Set it to keep sessions across restarts and

@@ -456,8 +456,9 @@ class BufferedWriter:
         limit = self.settings.exit_flush_timeout_s if timeout_s is None else timeout_s
         self._collect_watched(heartbeat=False)
         deadline = time.monotonic() + limit
-        while self._outage is None and not self.flush() and time.monotonic() < deadline:
-            time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+        if self._outage is None:  # not during a known outage: one that starts now, retried
+            while not self.flush() and time.monotonic() < deadline:
+                time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
         self._closed = True
         self._wake.set()
         if self.pending():

@@ -9,8 +9,8 @@
   ``web_session_max_age_s``, ended by signing out, by removing its token, or for all at
   once by changing ``web_secret``. With ``web_secret`` set, sessions survive restarts and
   work across server processes; without it each process makes a secret of its own.
-* **Failed authentication** (a wrong bearer token, session or sign-in) is counted per
-  client address; past ``web_auth_failures_per_min`` the address gets 429 on every
+* **Failed authentication** (a wrong bearer token or sign-in) is counted per client
+  address; past ``web_auth_failures_per_min`` the address gets 429 on every
   route until the minute is over.
 * **Rate limit:** one budget per principal (a token's bearer and session use together),
   or per client address before sign-in, over every route, static files included.
@@ -222,7 +222,7 @@ class Auth:
 
     def gate(self, request: Request) -> None:
         """Every request, every route (static files too): refuse a client address past
-        its failed-authentication budget, count a failed credential, and spend one
+        its failed-authentication budget, count a wrong bearer token, and spend one
         request of the caller's budget (its principal's, else its address's). Raises
         ``HTTPException(429)``; the identity is kept for :meth:`require`."""
         client = _client(request)
@@ -345,7 +345,10 @@ def _client(request: Request) -> str:
 
 
 def _presents_credentials(request: Request) -> bool:
-    return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE))
+    """A credential that can be guessed: a bearer token. (A session cookie is signed: a
+    stale one, after a restart or a sign-out, is no guess and must not lock a browser
+    out; wrong sign-ins are counted by the sign-in form.)"""
+    return bool(request.headers.get("authorization"))
 
 
 def _from_browser(request: Request) -> bool:

@@ -103,6 +103,11 @@ def test_failed_authentication_is_limited_per_address(store: Store) -> None:
         for n in range(5)
     ]
     assert answers == [401, 401, 401, 429, 429]
+    # A stale session cookie (signed, so no guess: a restart or a sign-out) is not a
+    # failure: the browser that still sends it is not locked out.
+    stale = app_client(store, address="10.7.7.7", web_auth_failures_per_min=3)
+    stale.cookies.set("jobtrack_session", "fingerprint.1700000000.old-id.bad-signature")
+    assert [stale.get("/api/jobs").status_code for _ in range(5)] == [401] * 5
 
 
 def test_one_budget_per_principal_over_every_route(store: Store) -> None:
