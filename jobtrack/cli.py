@@ -24,7 +24,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from .errors import JobNotFound, JobtrackError
-from .models import JobFilter, JobStatus
+from .models import FINISHED, JobFilter, JobStatus
 from .settings import Settings
 from .spool import DeadLetter, Spool
 from .store import Store, describe_url
@@ -594,7 +594,7 @@ def prune(
             raise click.UsageError("--status needs --older-than")
         removed = prune_by_retention(obj.store, obj.settings())
     else:
-        statuses = list(status) or ["completed", "failed", "cancelled", "lost"]
+        statuses = list(status) or sorted(s.value for s in FINISHED)
         removed = {
             ",".join(statuses): obj.store.prune(
                 finished_before=_since(older_than) or datetime.now(UTC),

@@ -18,6 +18,7 @@ __all__ = [
     "ACTIVE",
     "CANCEL_REQUESTED_SEQ",
     "ERRORED",
+    "FINISHED",
     "RETRYABLE",
     "STARTED",
     "TERMINAL",
@@ -62,6 +63,8 @@ STARTED = frozenset({JobStatus.RUNNING, JobStatus.RETRYING})
 ERRORED = frozenset({JobStatus.FAILED, JobStatus.LOST, JobStatus.RETRYING})
 #: An operator may publish these again.
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST})
+#: No worker will touch these again on its own: what pruning removes by default.
+FINISHED = TERMINAL | {JobStatus.LOST}
 
 # Rank of a status inside one attempt. ``lost`` sits below ``running`` so that a
 # redelivered attempt (same attempt number) takes the job back to running.

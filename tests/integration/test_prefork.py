@@ -162,3 +162,28 @@ def test_warm_shutdown_loses_nothing_buffered(
     for r in results:
         job = store.get_job(r.id)
         assert job.status is JobStatus.COMPLETED, (r.id, job.status)
+
+
+def test_one_poisoned_job_never_stops_tracking(publisher: Any, start_worker: Any) -> None:
+    """The issue's case: a decorated task whose name template and owner are filled from
+    an argument holding NUL (and a 2 MB one). Its row is stored cleaned and bounded, and
+    clean jobs after it are recorded, in the same worker and in a worker started later."""
+    app, store = publisher
+    worker = start_worker()
+    poisoned = [
+        app.send_task("wa.import", args=["rep\x00ort.csv", "us\x00er", 2], queue=worker.queue),
+        app.send_task("wa.import", args=["x" * (2 * 1024 * 1024), "u2", 1], queue=worker.queue),
+    ]
+    clean = [app.send_task("wa.noop", args=[n], queue=worker.queue) for n in range(3)]
+    for result in clean:
+        assert job_when(store, result.id, status=JobStatus.COMPLETED).output_data is not None
+    first = job_when(store, poisoned[0].id, status=JobStatus.COMPLETED)
+    assert first.name == "Import rep\ufffdort.csv" and first.owner_id == "us\ufffder"
+    assert first.processed_items == 2
+    big = job_when(store, poisoned[1].id, status=JobStatus.COMPLETED)
+    assert big.name is not None and len(big.name) <= 500
+    worker.stop()
+    later = start_worker(queue=worker.queue)  # a new process: nothing poisoned to replay
+    after = app.send_task("wa.noop", args=["later"], queue=later.queue)
+    assert job_when(store, after.id, status=JobStatus.COMPLETED).output_data == "later"
+    assert "relation" not in later.log() and "refused" not in worker.log()
