@@ -31,7 +31,7 @@ from celery.worker import state as worker_state
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
 from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
 from .models import JobStatus, JobUpdate
-from .payload import REDACTED, clean_text, is_secret
+from .payload import REDACTED, is_secret
 from .settings import Settings
 from .store import Store
 from .tracker import Tracker, active_tracker_or_none, set_active_tracker
@@ -258,7 +258,7 @@ class _Wiring:
             at=now,
             retries=retries,
             task_name=task_name,
-            queue=clean_text(queue, 255) if queue else None,
+            queue=queue or None,
             priority=(properties or {}).get("priority"),
             eta=_parse_eta(headers.get("eta")),
             parent_id=None

@@ -307,15 +307,15 @@ class BufferedWriter:
             Batch([deep(u) for u in batch.updates], [deep(e) for e in batch.events]),
             Batch(items=[deep(i) for i in batch.items]),
         ]
-        for part in parts:
+        for n, part in enumerate(parts):
             if not part:
                 continue
             try:
                 self.store.write_batch(part)
             except DataRefused as exc:
                 self._dead_letter(part, exc)
-            except Exception as exc:
-                return part, exc
+            except Exception as exc:  # unreachable now: this part and the rest wait
+                return Batch.join(parts[n:]), exc
         return Batch(), None
 
     def _dead_letter(self, batch: Batch, exc: DataRefused) -> None:
