@@ -306,7 +306,13 @@ class _Wiring:
         replacement = bool(getattr(request, "replaced_task_nesting", 0))
         tracked = tracked or replacement
         now = _now()
-        handle = JobHandle(task_id, attempt, self.tracker if tracked else None, started_at=now)
+        handle = JobHandle(
+            task_id,
+            attempt,
+            self.tracker if tracked else None,
+            started_at=now,
+            stages=spec.stages if spec else (),
+        )
         set_current(handle)
         if not tracked:
             return

@@ -296,6 +296,7 @@ def jobs() -> None:
 @option("--since", help="30m, 2h, 7d or an ISO timestamp")
 @option("--until", help="30m, 2h, 7d or an ISO timestamp")
 @option("--search", help="Text in the name or error message, or an exact id.")
+@option("--stage", help="Jobs in this stage (progress_stage).")
 @option("--limit", type=click.IntRange(1, 10_000), default=50)
 @option("--offset", type=click.IntRange(0), default=0)
 @option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -310,6 +311,7 @@ def jobs_ls(
     since: str | None,
     until: str | None,
     search: str | None,
+    stage: str | None,
     limit: int,
     offset: int,
     as_json: bool,
@@ -324,6 +326,7 @@ def jobs_ls(
         since=_since(since),
         until=_since(until),
         search=search,
+        stage=stage,
     )
     found = obj.store.list_jobs(where, limit=limit, offset=offset)
     if as_json:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from . import context as _context
 from .errors import NoCurrentJob
-from .models import Item, ItemStatus, JobStatus, JobUpdate
-from .payload import clean_text
+from .models import Batch, Event, Item, ItemStatus, JobStatus, JobUpdate
+from .payload import TRUNCATED, clean_text
 from .tracker import Tracker
 
 __all__ = ["JobHandle", "JobSpec", "current_job", "job_spec", "track"]
@@ -40,10 +40,14 @@ class JobSpec:
     job_subtype: str | None = None
     name: str | None = None
     owner: str | None = None
+    #: The declared plan: ``job.stage(name)`` moves through it ("stage 2 of 3").
+    stages: tuple[str, ...] = ()
 
     def describe(self, fn: Callable[..., Any] | None, args: Any, kwargs: Any) -> dict[str, Any]:
         """``job_type``, ``job_subtype``, ``name`` and ``owner_id`` for one call."""
         out: dict[str, Any] = {"job_type": self.job_type, "job_subtype": self.job_subtype}
+        if self.stages:
+            out["stage_count"] = len(self.stages)
         if self.name is None and self.owner is None:
             return out
         bound = _bind(fn, args, kwargs)
@@ -75,13 +79,17 @@ def track(
     job_subtype: str | None = None,
     name: str | None = None,
     owner: str | None = None,
+    stages: Sequence[str] = (),
 ) -> Callable[[F], F]:
     """Describe a task's jobs. Put it under ``@app.task``.
 
     ``name`` is a ``str.format`` template filled from the task's arguments
-    (``"Import {filename}"``); ``owner`` names the argument holding the owner id.
+    (``"Import {filename}"``); ``owner`` names the argument holding the owner id;
+    ``stages`` declares the plan ``job.stage(name)`` moves through.
     """
-    spec = JobSpec(job_type=job_type, job_subtype=job_subtype, name=name, owner=owner)
+    spec = JobSpec(
+        job_type=job_type, job_subtype=job_subtype, name=name, owner=owner, stages=tuple(stages)
+    )
 
     def decorate(fn: F) -> F:
         setattr(fn, _SPEC_ATTR, spec)
@@ -107,12 +115,20 @@ class JobHandle:
     """
 
     def __init__(
-        self, job_id: str, attempt: int, tracker: Tracker | None, started_at: datetime | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        tracker: Tracker | None,
+        started_at: datetime | None = None,
+        stages: Sequence[str] = (),
     ) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self.started_at = started_at
+        self.stages = tuple(stages)
         self._tracker = tracker
+        self._stage_index: int | None = None
+        self._checkpoint: tuple[Any] | None = None  # (latest,) once read or written
         #: See :class:`jobtrack.context.RunningJob`.
         self.declared_error: tuple[str | None, str | None, str | None] | None = None
         #: The task replaced itself (``task.replace()``): the name of the task whose
@@ -158,7 +174,11 @@ class JobHandle:
             if percent is not None:
                 percent = min(max(float(percent), 0.0), 100.0)
             if stage is not None and stage is not self._stage_raw:
-                self._stage_raw, self._stage = stage, clean_text(stage, _STAGE_CHARS)
+                cleaned = clean_text(stage, _STAGE_CHARS)
+                entered = cleaned != self._stage
+                self._stage_raw, self._stage = stage, cleaned
+                if entered:
+                    self._enter_stage(cleaned)
             latest = self._latest
             self._latest = (
                 percent if percent is not None else latest[0] if latest else None,
@@ -172,6 +192,92 @@ class JobHandle:
             log.exception(
                 "recording progress failed", extra={"job_id": self.job_id, "action": "progress"}
             )
+
+    def stage(self, name: str, message: str | None = None) -> None:
+        """Enter stage ``name`` (of ``@track(stages=...)``, or any name): the row shows
+        "stage 2 of 3: parse", and the trace gets an event with the time, from which each
+        stage's duration is read. Only memory is touched."""
+        self.progress(stage=name, message=message)
+
+    def _enter_stage(self, name: str) -> None:
+        assert self._tracker is not None
+        self._stage_index = self.stages.index(name) + 1 if name in self.stages else None
+        now = datetime.now(UTC)
+        self._tracker.writer.event(
+            Event(self.job_id, now, JobStatus.RUNNING, self.attempt, stage=name)
+        )
+
+    def checkpoint(self, data: Any) -> None:
+        """Store ``data`` (JSON, bounded and cleaned like other payloads) as the job's
+        latest checkpoint, committed before this returns, in either write mode. The next
+        run of the same job (a retry, a redelivery, an operator's retry, a resume) reads it
+        as :attr:`last_checkpoint`. Never raises: if the database cannot take it now, it
+        is kept and written with the rest, and logged."""
+        tracker = self._tracker
+        if tracker is None:
+            return
+        try:
+            stored = tracker.json(data)
+            if TRUNCATED in str(stored) or (stored is not data and stored != data):
+                log.warning(
+                    "checkpoint stored in its bounded, cleaned form",
+                    extra={"job_id": self.job_id, "action": "checkpoint"},
+                )
+            now = datetime.now(UTC)
+            update = JobUpdate.transition(
+                self.job_id,
+                JobStatus.RUNNING,
+                self.attempt,
+                at=now,
+                retries=self.attempt,
+                checkpoint=stored,
+                checkpoint_at=now,
+            )
+            self._checkpoint = (stored,)
+            try:
+                tracker.store.write_batch(Batch([tracker.writer.clean(update)]))
+            except Exception:
+                tracker.writer.update(update)
+                log.warning(
+                    "checkpoint not committed now (kept, written with the rest)",
+                    exc_info=True,
+                    extra={"job_id": self.job_id, "action": "checkpoint"},
+                )
+        except Exception:
+            log.exception(
+                "recording a checkpoint failed",
+                extra={"job_id": self.job_id, "action": "checkpoint"},
+            )
+
+    @property
+    def last_checkpoint(self) -> Any:
+        """The latest checkpoint of this job (None on a first run): the one written by an
+        earlier run, or by this one. For a job an operator retried (a new job whose
+        ``metadata.retry_of`` names the old one), the old job's."""
+        if self._checkpoint is None:
+            self._checkpoint = (self._read_checkpoint(),)
+        return self._checkpoint[0]
+
+    def _read_checkpoint(self) -> Any:
+        tracker = self._tracker
+        if tracker is None:
+            return None
+        try:
+            job = tracker.store.find_job(self.job_id)
+            if job is None:
+                return None
+            if job.checkpoint is None and isinstance(job.metadata, dict):
+                earlier = job.metadata.get("retry_of")
+                if isinstance(earlier, str):
+                    found = tracker.store.find_job(earlier)
+                    return found.checkpoint if found is not None else None
+            return job.checkpoint
+        except Exception:
+            log.exception(
+                "reading the last checkpoint failed",
+                extra={"job_id": self.job_id, "action": "checkpoint"},
+            )
+            return None
 
     def _announce(self, latest: tuple[float | None, int | None, str | None, str | None]) -> None:
         """Progress announcements (Flower), at most every ``progress_interval_s``."""
@@ -197,6 +303,7 @@ class JobHandle:
             progress_percent=percent,
             total_items=total,
             progress_stage=stage,
+            stage_index=self._stage_index if stage is not None else None,
             progress_message=None if message is None else clean_text(message, self._max_message),
         )
 

@@ -31,8 +31,10 @@ __all__ = [
     "JobFilter",
     "JobStatus",
     "JobUpdate",
+    "StageSpan",
     "Stats",
     "progress_applies",
+    "stage_spans",
     "state_seq",
     "takes",
 ]
@@ -146,6 +148,10 @@ class Job:
     updated_at: datetime | None = None
     heartbeat_at: datetime | None = None
     cancel_requested_at: datetime | None = None
+    stage_index: int | None = None
+    stage_count: int | None = None
+    checkpoint: Any = None
+    checkpoint_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,8 @@ class Event:
     worker: str | None = None
     error_type: str | None = None
     error_message: str | None = None
+    #: The stage entered, on the event of a stage change (``job.stage()``).
+    stage: str | None = None
 
     @classmethod
     def of(cls, update: JobUpdate, attempt: int = 0) -> Event:
@@ -206,6 +214,8 @@ class JobFilter:
     until: datetime | None = None
     search: str | None = None
     ids: tuple[str, ...] | None = None
+    #: The stage the job is in (``progress_stage``).
+    stage: str | None = None
 
     @classmethod
     def of(
@@ -228,6 +238,43 @@ class JobFilter:
     def where(self, **changes: Any) -> JobFilter:
         """This filter with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class StageSpan:
+    """One stage of a job's run, read from the trace: when it began and ended."""
+
+    name: str
+    attempt: int
+    started_at: datetime
+    ended_at: datetime | None
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.ended_at is None:
+            return None
+        return int((self.ended_at - self.started_at).total_seconds() * 1000)
+
+
+def stage_spans(events: Sequence[Event]) -> list[StageSpan]:
+    """The stages in ``events`` (a job's trace, oldest first), each ending where the
+    next event of another kind (the next stage, a retry, the end) begins; the stage a
+    running job is in has no end yet."""
+    spans: list[StageSpan] = []
+    current: Event | None = None
+    for event in events:
+        if current is not None and (
+            event.stage is not None
+            or event.status is not JobStatus.RUNNING
+            or event.attempt != current.attempt
+        ):
+            spans.append(StageSpan(current.stage or "", current.attempt, current.at, event.at))
+            current = None
+        if event.stage is not None:
+            current = event
+    if current is not None:
+        spans.append(StageSpan(current.stage or "", current.attempt, current.at, None))
+    return spans
 
 
 @dataclass
@@ -310,9 +357,18 @@ FILL_COLUMNS = (
     "max_retries",
     "metadata",
     "cancel_requested_at",
+    "stage_count",
 )
 #: Last value wins until the job is finished; then they never change.
-PROGRESS_COLUMNS = ("progress_percent", "progress_stage", "progress_message", "total_items")
+PROGRESS_COLUMNS = (
+    "progress_percent",
+    "progress_stage",
+    "progress_message",
+    "total_items",
+    "stage_index",
+    "checkpoint",
+    "checkpoint_at",
+)
 #: Largest wins.
 MAX_COLUMNS = ("retries", "heartbeat_at", "updated_at")
 #: Smallest wins.
@@ -374,6 +430,10 @@ class JobUpdate:
     total_items: int | None = None
     heartbeat_at: datetime | None = None
     cancel_requested_at: datetime | None = None
+    stage_index: int | None = None
+    stage_count: int | None = None
+    checkpoint: Any = None
+    checkpoint_at: datetime | None = None
 
     COLUMNS: ClassVar[tuple[str, ...]]
 

@@ -111,6 +111,10 @@ jobs = Table(
     Column("skipped_items", Integer, nullable=False, server_default="0"),
     Column("progress_percent", Float),
     Column("progress_stage", String(255)),
+    Column(
+        "stage_index", Integer, comment="position of progress_stage in the declared plan, from 1"
+    ),
+    Column("stage_count", Integer, comment="how many stages @track(stages=...) declares"),
     Column("progress_message", Text),
     Column("retries", Integer, nullable=False, server_default="0"),
     Column("max_retries", Integer),
@@ -125,6 +129,8 @@ jobs = Table(
     Column("duration_ms", BigInteger),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime),
+    Column("checkpoint", JSONDoc, comment="the latest job.checkpoint(data)"),
+    Column("checkpoint_at", UTCDateTime),
     Column(
         "cancel_requested_at",
         UTCDateTime,
@@ -171,6 +177,7 @@ job_events = Table(
     Column("worker", String(255)),
     Column("error_type", String(255)),
     Column("error_message", Text),
+    Column("stage", String(255), comment="set on the event of a stage change"),
     Index(None, "job_id", "at"),
 )
 

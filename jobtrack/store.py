@@ -457,6 +457,7 @@ class Store:
                     worker=r.worker,
                     error_type=r.error_type,
                     error_message=r.error_message,
+                    stage=r.stage,
                 )
                 for r in conn.execute(query)
             ]
@@ -831,6 +832,7 @@ def _filtered(query: Any, where: JobFilter) -> Any:
     NUL character matches nothing (PostgreSQL text cannot hold one; writes strip them),
     on every backend alike."""
     given = [
+        where.stage,
         where.job_type,
         where.owner_id,
         where.task_name,
@@ -849,6 +851,7 @@ def _filtered(query: Any, where: JobFilter) -> Any:
         (jobs.c.owner_id, where.owner_id),
         (jobs.c.task_name, where.task_name),
         (jobs.c.queue, where.queue),
+        (jobs.c.progress_stage, where.stage),
     ):
         if value is not None:
             query = query.where(column == value)
@@ -883,7 +886,16 @@ _WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
         "after_state",
         "processed_at",
     ),
-    "job_events": ("job_id", "at", "status", "attempt", "worker", "error_type", "error_message"),
+    "job_events": (
+        "job_id",
+        "at",
+        "status",
+        "attempt",
+        "worker",
+        "error_type",
+        "error_message",
+        "stage",
+    ),
 }
 _TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events}
 _STAGING = {"jobs": staging_table(jobs), "job_items": staging_table(job_items)}
@@ -1081,7 +1093,16 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 
 def _event_row(e: Event) -> tuple[Any, ...]:
-    return (e.job_id, e.at, e.status.value, e.attempt, e.worker, e.error_type, e.error_message)
+    return (
+        e.job_id,
+        e.at,
+        e.status.value,
+        e.attempt,
+        e.worker,
+        e.error_type,
+        e.error_message,
+        e.stage,
+    )
 
 
 def _item_row(i: Item) -> tuple[Any, ...]:

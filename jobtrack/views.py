@@ -10,7 +10,7 @@ from rich import box
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from .models import Event, Item, Job, JobStatus, Stats
+from .models import Event, Item, Job, JobStatus, Stats, stage_spans
 from .spool import DeadLetter
 
 __all__ = [
@@ -149,12 +149,23 @@ def job_detail(job: Job, events: list[Event], failing: list[Item]) -> list[Table
         for e in events:
             trace.add_row(
                 e.at.isoformat(timespec="milliseconds"),
-                e.status.value,
+                e.status.value + (f" (stage {e.stage})" if e.stage else ""),
                 str(e.attempt),
                 e.worker or "",
                 f"{e.error_type or ''} {e.error_message or ''}".strip(),
             )
         parts.append(trace)
+    spans = stage_spans(events)
+    if spans:
+        stages = Table(title="stages")
+        for column in ("stage", "attempt", "started", "took"):
+            stages.add_column(column)
+        for span in spans:
+            took = "(in it now)" if span.duration_ms is None else f"{span.duration_ms} ms"
+            stages.add_row(
+                span.name, str(span.attempt), span.started_at.isoformat(timespec="seconds"), took
+            )
+        parts.append(stages)
     if failing:
         items = Table(title="first failing items")
         for column in ("key", "error_code", "message"):

@@ -28,7 +28,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import JobNotFound, JobtrackError
-from ..models import Job, JobFilter
+from ..models import Job, JobFilter, stage_spans
 from ..store import Store
 from .auth import Auth, Principal
 from .stream import ChangeFeed, job_event
@@ -184,6 +184,7 @@ def add_api_routes(
         since: datetime | None = None,
         until: datetime | None = None,
         search: Annotated[str | None, Query(max_length=200)] = None,
+        stage: Annotated[str | None, Query(max_length=255)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
     ) -> dict[str, Any]:
@@ -201,6 +202,7 @@ def add_api_routes(
             since=utc(since, "since"),
             until=utc(until, "until"),
             search=search,
+            stage=stage,
         )
         found = store.list_jobs(
             where, limit=limit + 1, before=decode_cursor(cursor) if cursor else None
@@ -213,11 +215,17 @@ def add_api_routes(
 
     @api.get("/api/jobs/{job_id}")
     def get_job(job_id: JobId, who: Who) -> dict[str, Any]:
-        """The job's row and its attempt/transition trace."""
+        """The job's row, its attempt/transition trace, and its stages with their
+        durations (``duration_ms`` null for the stage it is in)."""
         job = visible_job(store, job_id, who)
+        events = store.list_events(job_id)
         return {
             "job": dataclasses.asdict(job),
-            "events": [dataclasses.asdict(e) for e in store.list_events(job_id)],
+            "events": [dataclasses.asdict(e) for e in events],
+            "stages": [
+                {**dataclasses.asdict(span), "duration_ms": span.duration_ms}
+                for span in stage_spans(events)
+            ],
         }
 
     @api.get("/api/jobs/{job_id}/items")

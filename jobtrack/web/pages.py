@@ -22,7 +22,16 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from ..models import ACTIVE, ERRORED, RETRYABLE, STARTED, Job, JobFilter, JobStatus
+from ..models import (
+    ACTIVE,
+    ERRORED,
+    RETRYABLE,
+    STARTED,
+    Job,
+    JobFilter,
+    JobStatus,
+    stage_spans,
+)
 from ..settings import Settings
 from ..store import Store
 from .api import (
@@ -258,10 +267,12 @@ def add_pages(
         items = store.list_items(
             job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1, offset=item_offset
         )
+        events = store.list_events(job_id)
         context = {
             "who": who,
             "job": job,
-            "events": store.list_events(job_id),
+            "events": events,
+            "stages": stage_spans(events),
             "items": items[:ITEMS_PAGE_SIZE],
             "more_items": len(items) > ITEMS_PAGE_SIZE,
             "item_status": item_status,
