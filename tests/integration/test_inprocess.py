@@ -83,8 +83,13 @@ def test_threads_pool_lifecycle(installed: Any) -> None:
     assert job.skipped_items == 1 and job.processed_items == 1
     assert failed.status is JobStatus.FAILED and failed.error_type == "RuntimeError"
     assert "it broke" in (failed.traceback or "")
-    events = [e.status for e in tracker.store.list_events(ok.id)]
-    assert events == [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED]
+    events = [(e.status, e.stage) for e in tracker.store.list_events(ok.id)]
+    assert events == [
+        (JobStatus.PENDING, None),
+        (JobStatus.RUNNING, None),
+        (JobStatus.RUNNING, "half"),  # progress(stage=...) entered a stage
+        (JobStatus.COMPLETED, None),
+    ]
 
 
 def test_eager_mode_success_and_propagated_failure(installed: Any) -> None:
