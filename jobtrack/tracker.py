@@ -181,6 +181,8 @@ class Tracker:
     ) -> list[Job]:
         """Jobs newest first: ``where``, or the keywords of :meth:`JobFilter.of`."""
         if filters:
+            if where is not None:
+                raise TypeError("give a JobFilter or its fields as keywords, not both")
             where = JobFilter.of(**filters)
         return self.store.list_jobs(where, limit=limit, offset=offset)
 

@@ -301,9 +301,14 @@ class Auth:
         """The CSRF token forms must carry: derived from the session when signed in
         (it changes at every sign-in), else the ``jobtrack_csrf`` cookie's (made on the
         first page view)."""
-        session = self._session(request.cookies.get(SESSION_COOKIE, ""))
-        if session is not None:
-            return self._sign(f"csrf.{session[1]}")
+        if hasattr(request.state, "identity"):  # the gate verified the session already
+            found: Identity | None = request.state.identity
+            session_id = found.session if found is not None else None
+        else:
+            session = self._session(request.cookies.get(SESSION_COOKIE, ""))
+            session_id = session[1] if session is not None else None
+        if session_id is not None:
+            return self._sign(f"csrf.{session_id}")
         token = request.cookies.get(CSRF_COOKIE) or getattr(request.state, "csrf", None)
         if not token and create:
             token = secrets.token_urlsafe(32)
