@@ -17,6 +17,7 @@ eager propagation) is never taken for success.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import inspect
 import itertools
 import logging
@@ -27,10 +28,12 @@ from typing import Any
 from celery import Celery, signals
 from celery.utils.saferepr import saferepr
 from celery.worker import state as worker_state
+from celery.worker.control import control_command, ok
 
+from .control import HOLD_COMMAND, RETRY_ITEMS_HEADER
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
 from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
-from .models import JobStatus, JobUpdate
+from .models import Event, JobStatus, JobUpdate, Stop
 from .payload import REDACTED, is_secret
 from .settings import Settings
 from .store import Store
@@ -115,6 +118,8 @@ class _Wiring:
         self._specs: dict[str, JobSpec | None] = {}
         self._names: dict[Any, tuple[str, ...] | None] = {}
         self._argsrepr_max = int(getattr(app.amqp, "argsrepr_maxsize", 1024))
+        #: Jobs this worker revoked at receipt because they are paused.
+        self._pausing: set[str] = set()
 
     # -- shared bits --------------------------------------------------------------
 
@@ -353,6 +358,9 @@ class _Wiring:
             **described,
         )
         self._emit(update, attempt=attempt)
+        if getattr(request, RETRY_ITEMS_HEADER, None):
+            handle.retrying_items = True
+            handle.load_retry_items()
         self.writer.watch(handle)
         if self.settings.progress_events:
             handle.on_progress = _progress_event_sender(task)
@@ -372,8 +380,9 @@ class _Wiring:
         now = _now()
         attempt = int(task.request.retries or 0)
         duration_ms = int(runtime * 1000) if isinstance(runtime, (int, float)) else None
-        if handle.declared_error is not None:  # fail_job() inside, then it returned
-            error_type, message, traceback = handle.declared_error
+        declared = handle.declared_error or self._failed_by_items(task, job_id)
+        if declared is not None:  # fail_job() inside, or fail_when, then it returned
+            error_type, message, traceback = declared
             update = JobUpdate.transition(
                 job_id,
                 JobStatus.FAILED,
@@ -402,6 +411,20 @@ class _Wiring:
                 worker=task.request.hostname,
             )
         self._emit(update, attempt=attempt)
+
+    def _failed_by_items(self, task: Any, job_id: str) -> tuple[str, str, None] | None:
+        """The error of a run that returned normally but fails by its items under
+        ``@track(fail_when=...)`` (counted over every run of the job, so a resumed or
+        item-retried job counts all its items), or None."""
+        _tracked, spec = self._spec(getattr(task, "name", None), task)
+        if spec is None or spec.fail_when is None:
+            return None
+        self.writer.flush()  # this run's items, counted with the rest
+        job = self.tracker.store.find_job(job_id)
+        if job is None:
+            return None
+        reason = spec.failed_by_items(job.processed_items, job.failed_items)
+        return ("ItemsFailed", reason, None) if reason else None
 
     def on_retry(
         self,
@@ -507,6 +530,8 @@ class _Wiring:
                     progress_message=f"replaced by {handle.replaced_by}; waiting for its outcome",
                 )
             )
+        elif state == "IGNORED" and handle.stop_requested is not None:
+            self._stopped(task_id, task, handle, handle.stop_requested)
         elif state == "IGNORED":  # Ignore raised: it ended here
             now = _now()
             update = JobUpdate.transition(
@@ -520,6 +545,34 @@ class _Wiring:
             self._emit(update, attempt=handle.attempt)
         # state None (hard time limit, terminate, eager propagation) is never success:
         # the main process reports the outcome (task_failure / task_revoked).
+
+    def _stopped(self, task_id: str, task: Any, handle: JobHandle, stop: Stop) -> None:
+        """The task stopped at a handle call because an operator asked: ``paused`` (not
+        finished: ``resume`` publishes it again) or ``cancelled``."""
+        now = _now()
+        worker = getattr(getattr(task, "request", None), "hostname", None)
+        if stop is Stop.PAUSE:
+            update = JobUpdate.transition(
+                task_id, JobStatus.PAUSED, handle.attempt, at=now, retries=handle.attempt
+            )
+            note = "paused: stopped at its next check"
+        else:
+            duration = (now - handle.started_at) if handle.started_at else None
+            update = JobUpdate.transition(
+                task_id,
+                JobStatus.CANCELLED,
+                handle.attempt,
+                at=now,
+                completed_at=now,
+                retries=handle.attempt,
+                duration_ms=int(duration.total_seconds() * 1000) if duration else None,
+                error_type="Revoked",
+                error_message="cancelled: stopped at its next check",
+            )
+            note = "cancelled: stopped at its next check"
+        update.worker = worker
+        event = dataclasses.replace(Event.of(update, handle.attempt), note=note)
+        self.writer.update(update, event)
 
     # -- worker main process ----------------------------------------------------------
 
@@ -547,6 +600,21 @@ class _Wiring:
         expired: Any,
     ) -> None:
         if job_id is None:
+            return
+        if job_id in self._pausing:  # dropped at receipt because it is paused
+            self._pausing.discard(job_id)
+            worker_state.revoked.discard(job_id)  # a resume publishes the same id
+            attempt = int(getattr(request, "retries", 0) or 0)
+            paused = JobUpdate.transition(
+                job_id,
+                JobStatus.PAUSED,
+                attempt,
+                at=_now(),
+                retries=attempt,
+                worker=getattr(request, "hostname", None),
+            )
+            note = "paused: dropped from the queue by its worker"
+            self.writer.update(paused, dataclasses.replace(Event.of(paused, attempt), note=note))
             return
         if expired:
             error = ("Expired", "expired before it could run")
@@ -623,20 +691,35 @@ class _Wiring:
 
     def on_received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
         job_id = getattr(request, "id", None)
-        if job_id is not None and self.upkeep.cancel_requested(job_id):
-            # Cancelled while this worker was not listening (revocations live in worker
-            # memory): revoke it here, so Celery skips it and reports it revoked.
-            self._guard("received", job_id, worker_state.revoked.add, job_id)
-            log.info(
-                "skipping a job whose cancel was requested",
-                extra={"job_id": job_id, "action": "received"},
-            )
+        if job_id is not None and self.upkeep.requested(job_id) is not None:
+            self._guard("received", job_id, self._received_held, job_id)
+
+    def _received_held(self, job_id: str) -> None:
+        """A job this worker knows was asked to stop: confirm with the database (the
+        request may have been lifted since: a resume, a retry of failed items), then
+        revoke it here so Celery skips it. Revocations live in worker memory, so a
+        cancel made while this worker was away arrives this way; a pause always does
+        (nothing broadcasts a revoke for it), and is reported ``paused``."""
+        try:
+            stop = self.tracker.store.stop_requests([job_id]).get(job_id)
+        except Exception:  # unreachable: act on what this worker last read
+            stop = self.upkeep.requested(job_id)
+        if stop is None:
+            return
+        if stop is Stop.PAUSE:
+            self._pausing.add(job_id)
+        worker_state.revoked.add(job_id)
+        log.info(
+            "skipping a job whose %s was requested",
+            stop.value,
+            extra={"job_id": job_id, "action": "received"},
+        )
 
     # -- process lifecycle ------------------------------------------------------------
 
     def on_worker_init(self, **_: Any) -> None:
         # Before the pool forks and before any task is received.
-        self._guard("worker_init", None, self.upkeep.load_cancels)
+        self._guard("worker_init", None, self.upkeep.load_requests)
 
     def on_worker_ready(self, **_: Any) -> None:
         self._guard("worker_ready", None, self.upkeep.start)
@@ -655,9 +738,25 @@ class _Wiring:
             )
 
 
+_active: list[_Wiring] = []  # the installed wiring, for the remote control command
+
+
 def _disconnect() -> None:
     for name in _HANDLERS:
         getattr(signals, name).disconnect(dispatch_uid=_DISPATCH)
+    _active.clear()
+
+
+@control_command(  # type: ignore[untyped-decorator]
+    name=HOLD_COMMAND,
+    args=[("job_id", str), ("stop", str)],
+    signature="<job_id> <pause|cancel>",
+)
+def _hold(state: Any, job_id: str, stop: str = "pause", **_: Any) -> dict[str, Any]:
+    """jobtrack: a job was asked to stop; skip it if it arrives here."""
+    for wiring in _active:
+        wiring.upkeep.hold(str(job_id), Stop(stop))
+    return dict(ok(f"holding {job_id}"))
 
 
 def install(
@@ -685,7 +784,9 @@ def install(
             extra={"job_id": None, "action": "install"},
         )
         return tracker
-    _Wiring(app, tracker).connect()
+    wiring = _Wiring(app, tracker)
+    wiring.connect()
+    _active.append(wiring)
     _register_reaper(app)
     return tracker
 

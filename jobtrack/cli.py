@@ -430,14 +430,25 @@ def watch(obj: Context, interval: float, job_type: str | None, limit: int, once:
 
 @main.command()
 @click.argument("job_ids", nargs=-1, required=True)
+@option(
+    "--failed-items",
+    is_flag=True,
+    help="Run a finished job again under its own id, its task given only the failed "
+    "items' keys (job.retry_items).",
+)
 @click.pass_obj
-def retry(obj: Context, job_ids: tuple[str, ...]) -> None:
+def retry(obj: Context, job_ids: tuple[str, ...], failed_items: bool) -> None:
     """Publish failed, cancelled or lost jobs again with their original arguments
     (needs -A). Each becomes a new job; its metadata names the old one."""
     from .control import retry_job
 
     app, tracker = obj.tracked_app()
-    ok = _for_each(job_ids, lambda job_id: f"new job {retry_job(app, tracker, job_id)}")
+
+    def run(job_id: str) -> str:
+        new_id = retry_job(app, tracker, job_id, failed_items=failed_items)
+        return "retrying its failed items" if failed_items else f"new job {new_id}"
+
+    ok = _for_each(job_ids, run)
     tracker.flush()
     if not ok:
         sys.exit(1)
@@ -445,14 +456,41 @@ def retry(obj: Context, job_ids: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("job_ids", nargs=-1, required=True)
-@option("--terminate", is_flag=True, help="Also stop running jobs (SIGTERM).")
+@option("--terminate", is_flag=True, help="Also stop running jobs at once (SIGTERM, prefork).")
 @click.pass_obj
 def cancel(obj: Context, job_ids: tuple[str, ...], terminate: bool) -> None:
-    """Revoke jobs (needs -A); jobs not started yet are cancelled at once."""
+    """Cancel jobs (needs -A): queued and paused ones at once, running ones at their
+    next progress, item or check call (in every pool)."""
     from .control import cancel_job
 
     app, tracker = obj.tracked_app()
     if not _for_each(job_ids, lambda job_id: cancel_job(app, tracker, job_id, terminate=terminate)):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.pass_obj
+def pause(obj: Context, job_ids: tuple[str, ...]) -> None:
+    """Pause jobs (needs -A): queued ones at once, running ones at their next progress,
+    item, stage, checkpoint or check call (within one heartbeat interval)."""
+    from .control import pause_job
+
+    app, tracker = obj.tracked_app()
+    if not _for_each(job_ids, lambda job_id: pause_job(app, tracker, job_id)):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.pass_obj
+def resume(obj: Context, job_ids: tuple[str, ...]) -> None:
+    """Resume paused jobs (needs -A): each runs again under its own id and reads
+    job.last_checkpoint to go on from where it stopped."""
+    from .control import resume_job
+
+    app, tracker = obj.tracked_app()
+    if not _for_each(job_ids, lambda job_id: resume_job(app, tracker, job_id)):
         sys.exit(1)
 
 
@@ -683,10 +721,10 @@ def web(obj: Context, port: int, host: str) -> None:
         raise click.UsageError(
             "the dashboard needs the web extra (fastapi, uvicorn, jinja2)"
         ) from exc
-    from .control import controller
+    from .control import JobControl
 
     settings = obj.settings()
-    control = controller(*obj.tracked_app()) if obj.has_app() else None
+    control = JobControl(*obj.tracked_app()) if obj.has_app() else None
     if not settings.web_tokens and host not in LOOPBACK_HOSTS:
         errors.print(
             "[yellow]warning:[/] no JOBTRACK_WEB_TOKENS: only loopback clients will be served",

@@ -1,29 +1,61 @@
-"""Acting on jobs through the Celery app: retry and cancel.
+"""Acting on jobs through the Celery app: retry, cancel, pause and resume.
 
-Used by the CLI (``jobtrack -A app retry|cancel``). Reads and writes go through the
-tracker's store; publishing and revoking go through the app, as Celery's own tools do.
+Used by the CLI (``jobtrack -A app retry|cancel|pause|resume``) and the web API. Reads and
+writes go through the tracker's store; publishing, revoking and broadcasting go through
+the app, as Celery's own tools do. What cannot be done raises :class:`CannotControl`
+(the API answers 409) or :class:`~jobtrack.errors.JobNotFound` (404).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from .errors import JobtrackError
-from .models import RETRYABLE, JobStatus
+from .models import PAUSABLE, RETRYABLE, Job, JobStatus, Stop
 from .payload import REDACTED, TRUNCATED
 from .tracker import Tracker
 
-__all__ = ["CannotRetry", "cancel_job", "controller", "replayable_input", "retry_job"]
+__all__ = [
+    "ACTIONS",
+    "HOLD_COMMAND",
+    "RETRY_ITEMS_HEADER",
+    "CannotControl",
+    "CannotRetry",
+    "JobControl",
+    "cancel_job",
+    "controller",
+    "pause_job",
+    "replayable_input",
+    "resume_job",
+    "retry_job",
+]
+
+#: What :class:`JobControl` does, by name (the API's and the CLI's words).
+ACTIONS = ("retry", "cancel", "pause", "resume")
+#: Message header of an operator's retry of a job's failed items: the worker reads the
+#: failed keys (``job.retry_items``) before the task body runs.
+RETRY_ITEMS_HEADER = "jobtrack_retry_items"
+#: The remote control command a pause broadcasts: workers learn of it at once (the
+#: Celery wiring registers it in every worker).
+HOLD_COMMAND = "jobtrack_hold"
+_NOT_STORED_WHOLE = "its arguments were not stored whole (redacted, cut, or hidden by argsrepr)"
 
 
-class CannotRetry(JobtrackError, ValueError):
+class CannotControl(JobtrackError, ValueError):
+    """The job cannot take this action now (its state, or its recorded input)."""
+
+    def __init__(self, action: str, job_id: str, reason: str) -> None:
+        self.action = action
+        self.job_id = job_id
+        super().__init__(f"cannot {action} job {job_id}: {reason}")
+
+
+class CannotRetry(CannotControl):
     """The job cannot be published again (its state, or its recorded input)."""
 
     def __init__(self, job_id: str, reason: str) -> None:
-        self.job_id = job_id
-        super().__init__(f"cannot retry job {job_id}: {reason}")
+        super().__init__("retry", job_id, reason)
 
 
 def replayable_input(data: Any) -> tuple[list[Any], dict[str, Any]] | None:
@@ -38,20 +70,30 @@ def replayable_input(data: Any) -> tuple[list[Any], dict[str, Any]] | None:
     return args, kwargs
 
 
-def retry_job(app: Any, tracker: Tracker, job_id: str) -> str:
-    """Publish a failed, cancelled or lost job again with its original arguments, as a
-    new job whose ``metadata`` names the old one (``retry_of``); returns the new id.
-    The old job's row and trace stay as they are."""
+def _replay(job: Job) -> tuple[list[Any], dict[str, Any]] | None:
+    replay = replayable_input(job.input_data)
+    return replay if job.task_name is not None else None
+
+
+def retry_job(app: Any, tracker: Tracker, job_id: str, *, failed_items: bool = False) -> str:
+    """Publish a job again; returns the id it runs under.
+
+    By default a failed, cancelled or lost job is published with its original
+    arguments as a new job whose ``metadata`` names the old one (``retry_of``); the old
+    row and trace stay as they are. With ``failed_items``, a finished job with failed
+    items runs again under its own id, as its next attempt, with ``job.retry_items``
+    set to exactly the failed keys: items that succeed replace their failed rows.
+    """
     job = tracker.store.get_job(job_id)
+    if failed_items:
+        return _retry_items(app, tracker, job)
     if job.status not in RETRYABLE:
         raise CannotRetry(
             job_id, f"it is {job.status.value}; only failed, cancelled and lost jobs can be retried"
         )
-    replay = replayable_input(job.input_data)
+    replay = _replay(job)
     if job.task_name is None or replay is None:
-        raise CannotRetry(
-            job_id, "its arguments were not stored whole (redacted, cut, or hidden by argsrepr)"
-        )
+        raise CannotRetry(job_id, _NOT_STORED_WHOLE)
     new_id = str(uuid.uuid4())
     tracker.upsert_job(
         new_id,
@@ -65,15 +107,36 @@ def retry_job(app: Any, tracker: Tracker, job_id: str) -> str:
     return new_id
 
 
+def _retry_items(app: Any, tracker: Tracker, job: Job) -> str:
+    replay = _replay(job)
+    if job.task_name is None or replay is None:
+        raise CannotRetry(job.id, _NOT_STORED_WHOLE)
+    try:
+        attempt, _failed = tracker.store.reopen_for_items(job.id)
+    except ValueError as exc:
+        raise CannotRetry(job.id, str(exc)) from exc
+    app.send_task(
+        job.task_name,
+        args=replay[0],
+        kwargs=replay[1],
+        task_id=job.id,
+        queue=job.queue,
+        retries=attempt,
+        headers={RETRY_ITEMS_HEADER: 1},
+    )
+    return job.id
+
+
 def cancel_job(app: Any, tracker: Tracker, job_id: str, *, terminate: bool = False) -> str:
-    """Revoke a job; returns what happened, in words.
+    """Cancel a job; returns what happened, in words.
 
     The request is kept in the row (``cancel_requested_at``) as well as broadcast to the
     workers online now, so a worker that starts later still skips the job. A job not
-    started yet is marked cancelled now (a worker that meets it skips it and reports the
-    same; if one runs it anyway, its real outcome replaces the cancel). A running job
-    stops only with ``terminate`` (SIGTERM to its pool process); its worker then reports
-    it cancelled.
+    running (pending, retrying, paused, lost) is marked cancelled now (a worker that meets it
+    skips it and reports the same; if one runs it anyway, its real outcome replaces the
+    cancel). A running job stops at its next handle call (``progress()``, ``item()``,
+    ``check()`` ...: read with its heartbeat, in every pool) and ends cancelled; with
+    ``terminate`` its pool process is also sent SIGTERM at once (prefork).
     """
     job = tracker.store.get_job(job_id)
     if job.status.is_terminal:
@@ -82,19 +145,92 @@ def cancel_job(app: Any, tracker: Tracker, job_id: str, *, terminate: bool = Fal
     app.control.revoke(job_id, terminate=terminate)
     if status is JobStatus.CANCELLED:
         return "cancelled"
-    return (
-        "terminating"
-        if terminate
-        else ("revoked; it is running and will finish (use --terminate to stop it)")
+    if terminate:
+        return "terminating"
+    return "cancel requested; it stops at its next progress, item or check call"
+
+
+def pause_job(app: Any, tracker: Tracker, job_id: str) -> str:
+    """Pause a job; returns what happened, in words.
+
+    A queued job (pending, or retrying: waiting for its next attempt) is paused at once:
+    workers are told (a broadcast, and the row they read when they start) and drop it
+    when it reaches them. A running job stops at its next handle call after the request
+    reaches it with its heartbeat (within ``heartbeat_interval_s``) and reads ``paused``;
+    until then the row shows the request (``pause_requested_at``).
+    """
+    job = tracker.store.get_job(job_id)
+    if job.status is JobStatus.PAUSED:
+        return "already paused"
+    if job.status not in PAUSABLE:
+        raise CannotControl(
+            "pause",
+            job_id,
+            f"it is {job.status.value}; only pending, running and retrying jobs can be paused",
+        )
+    status = tracker.store.request_pause(job_id)
+    if status not in (*PAUSABLE, JobStatus.PAUSED):
+        raise CannotControl("pause", job_id, f"it is {status.value} now")
+    app.control.broadcast(HOLD_COMMAND, arguments={"job_id": job_id, "stop": Stop.PAUSE.value})
+    if status is JobStatus.PAUSED:
+        return "paused"
+    return "pause requested; it stops at its next progress, item or check call"
+
+
+def resume_job(app: Any, tracker: Tracker, job_id: str) -> str:
+    """Resume a paused job; returns what happened, in words.
+
+    A job its worker paused is published again under its own id, in the attempt it
+    stopped in; the task reads ``job.last_checkpoint`` to go on from where it stopped.
+    A job paused in the queue just goes on (its message is still there). Refused for a
+    job whose input was not stored whole (it could not be published as it was).
+    """
+    job = tracker.store.get_job(job_id)
+    replay = _replay(job)
+    done = tracker.store.resume(job_id, can_publish=replay is not None)
+    if done.action == "publish":
+        assert job.task_name is not None and replay is not None
+        app.send_task(
+            job.task_name,
+            args=replay[0],
+            kwargs=replay[1],
+            task_id=job_id,
+            queue=job.queue,
+            retries=done.attempt,
+        )
+        return "resumed"
+    if done.action == "lifted":
+        return "resumed (it was still queued)"
+    if done.action == "withdrawn":
+        return "pause request withdrawn; it keeps running"
+    if done.action == "refused":
+        raise CannotControl("resume", job_id, _NOT_STORED_WHOLE)
+    raise CannotControl(
+        "resume", job_id, f"it is {done.status.value}; only paused jobs can be resumed"
     )
 
 
-def controller(app: Any, tracker: Tracker) -> Callable[[str, str, bool], str]:
-    """``control(action, job_id, terminate)`` for the API: "retry" or "cancel"."""
+class JobControl:
+    """The actions of this module bound to one app and tracker (the web API's)."""
 
-    def control(action: str, job_id: str, terminate: bool) -> str:
-        if action == "retry":
-            return retry_job(app, tracker, job_id)
-        return cancel_job(app, tracker, job_id, terminate=terminate)
+    def __init__(self, app: Any, tracker: Tracker) -> None:
+        self.app = app
+        self.tracker = tracker
 
-    return control
+    def retry(self, job_id: str, *, failed_items: bool = False) -> str:
+        return retry_job(self.app, self.tracker, job_id, failed_items=failed_items)
+
+    def cancel(self, job_id: str, *, terminate: bool = False) -> str:
+        return cancel_job(self.app, self.tracker, job_id, terminate=terminate)
+
+    def pause(self, job_id: str) -> str:
+        return pause_job(self.app, self.tracker, job_id)
+
+    def resume(self, job_id: str) -> str:
+        return resume_job(self.app, self.tracker, job_id)
+
+
+def controller(app: Any, tracker: Tracker) -> JobControl:
+    """The :class:`JobControl` of ``app`` and ``tracker`` (what ``create_app(control=...)``
+    takes)."""
+    return JobControl(app, tracker)

@@ -4,6 +4,12 @@
 writer's thread (in both write modes) picks up the latest value at each flush, with a
 heartbeat every ``heartbeat_interval_s``, and the last value is always written when the
 task ends, so calling ``progress()`` in a tight loop costs almost nothing.
+
+Pause and cooperative cancel ride on the same heartbeat: the writer's thread reads
+whether an operator asked to stop any job running in the process, and the job's next
+``progress()``, ``item()``, ``stage()``, ``checkpoint()`` or ``check()`` raises
+:class:`PauseRequested` or :class:`CancelRequested` (both Celery ``Ignore``: not a
+failure, the worker slot is freed). Checking is one attribute read per call.
 """
 
 from __future__ import annotations
@@ -14,15 +20,27 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+from celery.exceptions import Ignore
 
 from . import context as _context
-from .errors import NoCurrentJob
-from .models import Batch, Event, Item, ItemStatus, JobStatus, JobUpdate
+from .errors import JobtrackError, NoCurrentJob
+from .models import Batch, Event, Item, ItemStatus, JobStatus, JobUpdate, Stop
 from .payload import TRUNCATED, clean_text
 from .tracker import Tracker
 
-__all__ = ["JobHandle", "JobSpec", "current_job", "job_spec", "track"]
+__all__ = [
+    "FAIL_WHEN",
+    "CancelRequested",
+    "JobHandle",
+    "JobSpec",
+    "PauseRequested",
+    "StopRequested",
+    "current_job",
+    "job_spec",
+    "track",
+]
 
 log = logging.getLogger("jobtrack")
 
@@ -30,6 +48,39 @@ F = TypeVar("F", bound=Callable[..., Any])
 _SPEC_ATTR = "__jobtrack_spec__"
 _STAGE_CHARS = 255
 _KEY_CHARS = 500
+#: The outcome policies ``@track(fail_when=...)`` accepts.
+FAIL_WHEN = ("all_items_failed", "any_item_failed")
+FailWhen = Literal["all_items_failed", "any_item_failed"]
+
+
+class StopRequested(JobtrackError, Ignore):  # type: ignore[misc]
+    """Raised into a task by its handle when an operator asked the job to stop.
+
+    A Celery ``Ignore``: the worker acknowledges the message, records no failure and
+    takes its next task. Let it propagate (a bare ``except Exception`` that swallows it
+    only delays the stop to the next handle call).
+    """
+
+    stop: Stop
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id}: {self.stop.value} requested by an operator")
+
+
+class PauseRequested(StopRequested):
+    """The job was paused: it ends ``paused``; ``jobtrack resume`` runs it again."""
+
+    stop = Stop.PAUSE
+
+
+class CancelRequested(StopRequested):
+    """The job was cancelled: it ends ``cancelled``."""
+
+    stop = Stop.CANCEL
+
+
+_STOPS: dict[Stop, type[StopRequested]] = {Stop.PAUSE: PauseRequested, Stop.CANCEL: CancelRequested}
 
 
 @dataclass(frozen=True)
@@ -42,6 +93,16 @@ class JobSpec:
     owner: str | None = None
     #: The declared plan: ``job.stage(name)`` moves through it ("stage 2 of 3").
     stages: tuple[str, ...] = ()
+    #: A task that returns normally ends failed by its items under this policy.
+    fail_when: FailWhen | None = None
+
+    def failed_by_items(self, processed: int, failed: int) -> str | None:
+        """Why a run that returned normally counts as failed, or None."""
+        if self.fail_when is None or not failed:
+            return None
+        if self.fail_when == "any_item_failed" or failed >= processed:
+            return f"{failed} of {processed} items failed (fail_when={self.fail_when!r})"
+        return None
 
     def describe(self, fn: Callable[..., Any] | None, args: Any, kwargs: Any) -> dict[str, Any]:
         """``job_type``, ``job_subtype``, ``name`` and ``owner_id`` for one call."""
@@ -80,15 +141,25 @@ def track(
     name: str | None = None,
     owner: str | None = None,
     stages: Sequence[str] = (),
+    fail_when: FailWhen | None = None,
 ) -> Callable[[F], F]:
     """Describe a task's jobs. Put it under ``@app.task``.
 
     ``name`` is a ``str.format`` template filled from the task's arguments
     (``"Import {filename}"``); ``owner`` names the argument holding the owner id;
-    ``stages`` declares the plan ``job.stage(name)`` moves through.
+    ``stages`` declares the plan ``job.stage(name)`` moves through; ``fail_when``
+    ("all_items_failed" or "any_item_failed") marks a run that returned normally as
+    failed by its items.
     """
+    if fail_when is not None and fail_when not in FAIL_WHEN:
+        raise ValueError(f"fail_when={fail_when!r}: expected one of {', '.join(FAIL_WHEN)}")
     spec = JobSpec(
-        job_type=job_type, job_subtype=job_subtype, name=name, owner=owner, stages=tuple(stages)
+        job_type=job_type,
+        job_subtype=job_subtype,
+        name=name,
+        owner=owner,
+        stages=tuple(stages),
+        fail_when=fail_when,
     )
 
     def decorate(fn: F) -> F:
@@ -110,8 +181,10 @@ def job_spec(task: Any) -> JobSpec | None:
 class JobHandle:
     """The running job, as seen from inside its task (see :func:`current_job`).
 
-    Every method is safe: a tracking problem is logged, never raised into the task.
-    With tracking switched off the handle still works and records nothing.
+    Every method is safe: a tracking problem is logged, never raised into the task. The
+    one exception is deliberate: after an operator asked to pause or cancel the job,
+    the next call raises :class:`StopRequested` (see the module docstring). With
+    tracking switched off the handle still works and records nothing.
     """
 
     def __init__(
@@ -129,6 +202,12 @@ class JobHandle:
         self._tracker = tracker
         self._stage_index: int | None = None
         self._checkpoint: tuple[Any] | None = None  # (latest,) once read or written
+        #: Set by the writer's thread when an operator asked this job to stop.
+        self._stop: Stop | None = None
+        self._retry_items: tuple[list[str] | None] | None = None  # (keys,) once read
+        #: This run is an operator's retry of the job's failed items.
+        self.retrying_items = False
+        self._planned = 0
         #: See :class:`jobtrack.context.RunningJob`.
         self.declared_error: tuple[str | None, str | None, str | None] | None = None
         #: The task replaced itself (``task.replace()``): the name of the task whose
@@ -152,6 +231,25 @@ class JobHandle:
     @property
     def tracked(self) -> bool:
         return self._tracker is not None
+
+    # -- stopping on request ------------------------------------------------------------
+
+    def request_stop(self, stop: Stop) -> None:
+        """Called by the writer's thread: the next handle call raises."""
+        if self._stop is not Stop.CANCEL:  # a cancel outranks a pause
+            self._stop = stop
+
+    @property
+    def stop_requested(self) -> Stop | None:
+        """What an operator asked of this job, as last read with the heartbeat."""
+        return self._stop
+
+    def check(self) -> None:
+        """Stop here if an operator asked to pause or cancel the job: raises
+        :class:`PauseRequested` or :class:`CancelRequested`. ``progress()``, ``item()``,
+        ``stage()`` and ``checkpoint()`` check too; call this in loops that call none."""
+        if self._stop is not None:
+            raise _STOPS[self._stop](self.job_id)
 
     def progress(
         self,
@@ -192,6 +290,8 @@ class JobHandle:
             log.exception(
                 "recording progress failed", extra={"job_id": self.job_id, "action": "progress"}
             )
+        if self._stop is not None:
+            self.check()
 
     def stage(self, name: str, message: str | None = None) -> None:
         """Enter stage ``name`` (of ``@track(stages=...)``, or any name): the row shows
@@ -248,6 +348,8 @@ class JobHandle:
                 "recording a checkpoint failed",
                 extra={"job_id": self.job_id, "action": "checkpoint"},
             )
+        if self._stop is not None:
+            self.check()  # after it is stored: the resumed run starts from it
 
     @property
     def last_checkpoint(self) -> Any:
@@ -325,7 +427,7 @@ class JobHandle:
             item_status = ItemStatus(status)
         except ValueError:
             log.error(
-                "item status %r is not one of success, error, skipped: recorded as error",
+                "item status %r is not one of success, error, skipped, pending: recorded as error",
                 status,
                 extra={"job_id": self.job_id, "action": "item"},
             )
@@ -346,6 +448,54 @@ class JobHandle:
         except Exception:
             log.exception(
                 "recording an item failed", extra={"job_id": self.job_id, "action": "item"}
+            )
+        if self._stop is not None:
+            self.check()
+
+    def plan_items(self, keys: Sequence[object]) -> None:
+        """Declare items up front as ``pending`` (a recorded outcome is never replaced
+        by one), so the job reads "0 of N" before work starts; the total grows with
+        each call."""
+        tracker = self._tracker
+        if tracker is None:
+            return
+        try:
+            now = datetime.now(UTC)
+            unique = dict.fromkeys(
+                clean_text(k if isinstance(k, str) else str(k), _KEY_CHARS) for k in keys
+            )
+            for key in unique:
+                tracker.writer.item(Item(self.job_id, key, ItemStatus.PENDING, processed_at=now))
+            self._planned += len(unique)
+            self.progress(total=self._planned)
+        except Exception:
+            log.exception(
+                "planning items failed", extra={"job_id": self.job_id, "action": "plan_items"}
+            )
+
+    @property
+    def retry_items(self) -> list[str] | None:
+        """The keys to redo when an operator retried only this job's failed items
+        (``jobtrack retry ID --failed-items``): exactly the items in error when this run
+        began. None on any other run. The task decides how to use them."""
+        if not self.retrying_items:
+            return None
+        if self._retry_items is None:
+            self.load_retry_items()
+        return self._retry_items[0] if self._retry_items else None
+
+    def load_retry_items(self) -> None:
+        """Read :attr:`retry_items` now (the wiring calls it before the task body runs,
+        so the items this run records do not change them)."""
+        tracker = self._tracker
+        if tracker is None or not self.retrying_items:
+            return
+        try:
+            self._retry_items = (tracker.store.failed_item_keys(self.job_id),)
+        except Exception:
+            log.exception(
+                "reading the items to retry failed (read again on first use)",
+                extra={"job_id": self.job_id, "action": "retry_items"},
             )
 
     def __repr__(self) -> str:

@@ -3,10 +3,11 @@
 * :func:`reap` marks running jobs whose worker stopped beating as lost;
   :func:`republish_lost` publishes them again when the settings ask for it.
 * :func:`prune_by_retention` applies the ``keep_*_days`` settings.
-* :class:`WorkerUpkeep` runs in each worker's main process: it keeps the set of open
-  cancel requests (read when the worker starts, refreshed every heartbeat interval), so
-  a restarted worker does not run a job cancelled while it was away, and it reaps lost
-  jobs every ``reap_interval_s``, one worker per database at a time (a lease row).
+* :class:`WorkerUpkeep` runs in each worker's main process: it keeps the open cancel
+  and pause requests (read when the worker starts, refreshed every heartbeat interval,
+  and told at once by a pause's broadcast), so a worker does not run a job cancelled or
+  paused while it was queued or while the worker was away, and it reaps lost jobs every
+  ``reap_interval_s``, one worker per database at a time (a lease row).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from .control import replayable_input
 from .errors import StoreError
+from .models import Stop
 from .settings import Settings
 from .store import Store
 from .tracker import Tracker
@@ -105,9 +107,9 @@ def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
 class WorkerUpkeep:
     """A worker main process's background chores (see the module docstring).
 
-    :meth:`load_cancels` runs once before the worker takes tasks (bounded by the
+    :meth:`load_requests` runs once before the worker takes tasks (bounded by the
     connection timeout); :meth:`start` starts the thread once the worker is ready.
-    :meth:`cancel_requested` is a set lookup, cheap enough for the consumer loop.
+    :meth:`requested` is a dict lookup, cheap enough for the consumer loop.
     """
 
     def __init__(self, app: Any, tracker: Tracker) -> None:
@@ -115,23 +117,30 @@ class WorkerUpkeep:
         self.tracker = tracker
         self.settings = tracker.settings
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
-        self._cancels: frozenset[str] = frozenset()
+        self._requests: dict[str, Stop] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_reap = 0.0
 
-    def cancel_requested(self, job_id: str) -> bool:
-        return job_id in self._cancels
+    def requested(self, job_id: str) -> Stop | None:
+        """Whether an operator asked to cancel or pause ``job_id``, as last known here
+        (a hint: verify with the store before acting on it)."""
+        return self._requests.get(job_id)
 
-    def load_cancels(self) -> bool:
-        """Read the open cancel requests; False (logged) if the database did not answer."""
+    def hold(self, job_id: str, stop: Stop) -> None:
+        """Learn of a request now (a broadcast), ahead of the next refresh."""
+        self._requests = {**self._requests, job_id: stop}
+
+    def load_requests(self) -> bool:
+        """Read the open cancel and pause requests; False (logged) if the database did
+        not answer."""
         try:
-            self._cancels = frozenset(self.tracker.store.open_cancel_requests())
+            self._requests = self.tracker.store.open_requests()
         except StoreError as exc:
             log.warning(
-                "could not read open cancel requests: %s",
+                "could not read open cancel and pause requests: %s",
                 exc,
-                extra={"job_id": None, "action": "cancel_requests"},
+                extra={"job_id": None, "action": "open_requests"},
             )
             return False
         return True
@@ -157,9 +166,9 @@ class WorkerUpkeep:
             log.exception("worker upkeep round failed", extra={"job_id": None, "action": "upkeep"})
 
     def step(self, now: float | None = None) -> list[str]:
-        """One round: refresh the cancel requests; reap when due and holding the lease.
+        """One round: refresh the open requests; reap when due and holding the lease.
         Returns the ids marked lost."""
-        self.load_cancels()
+        self.load_requests()
         clock = time.monotonic() if now is None else now
         if not self.settings.reap_in_workers or clock < self._next_reap:
             return []

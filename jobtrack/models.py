@@ -19,6 +19,7 @@ __all__ = [
     "CANCEL_REQUESTED_SEQ",
     "ERRORED",
     "FINISHED",
+    "PAUSABLE",
     "RETRYABLE",
     "STARTED",
     "TERMINAL",
@@ -31,9 +32,14 @@ __all__ = [
     "JobFilter",
     "JobStatus",
     "JobUpdate",
+    "Resumed",
     "StageSpan",
     "Stats",
+    "Stop",
+    "paused_in_queue",
     "progress_applies",
+    "queued_pause_seq",
+    "resumed_seq",
     "stage_spans",
     "state_seq",
     "takes",
@@ -50,6 +56,8 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"
+    #: Stopped on an operator's request, not finished: ``resume`` publishes it again.
+    PAUSED = "paused"
 
     @property
     def is_terminal(self) -> bool:
@@ -58,7 +66,9 @@ class JobStatus(enum.StrEnum):
 
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 #: Not finished yet: can still be cancelled (and has progress to draw).
-ACTIVE = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING})
+ACTIVE = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING, JobStatus.PAUSED})
+#: An operator may pause these.
+PAUSABLE = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING})
 #: An attempt has started.
 STARTED = frozenset({JobStatus.RUNNING, JobStatus.RETRYING})
 #: The row's error fields describe its current state.
@@ -69,12 +79,16 @@ RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST})
 FINISHED = TERMINAL | {JobStatus.LOST}
 
 # Rank of a status inside one attempt. ``lost`` sits below ``running`` so that a
-# redelivered attempt (same attempt number) takes the job back to running.
+# redelivered attempt (same attempt number) takes the job back to running. ``paused``
+# (an attempt that stopped on request) ends its attempt like ``retrying``; a job paused
+# while it waited in a queue sits at rank 1 of the attempt it waits for (see
+# :func:`queued_pause_seq`), so that attempt's "running" still outranks it.
 _RANK = {
     JobStatus.PENDING: 0,
     JobStatus.LOST: 1,
     JobStatus.RUNNING: 2,
     JobStatus.RETRYING: 3,
+    JobStatus.PAUSED: 3,
 }
 _ATTEMPT_SPAN = 4
 #: Every terminal state carries this sequence number: nothing outranks it, so the first
@@ -99,12 +113,59 @@ def state_seq(status: JobStatus, attempt: int) -> int:
     return max(attempt, 0) * _ATTEMPT_SPAN + _RANK[status]
 
 
+def queued_pause_seq(seq: int) -> int:
+    """The order key of a job paused while no worker runs it (pending, or retrying:
+    waiting for its next attempt), from its current key: rank 1 of the attempt it waits
+    for. Above a late "pending", below that attempt's "running": if a worker runs it
+    anyway, the row says so until the task stops at its next check."""
+    attempt, rank = divmod(seq, _ATTEMPT_SPAN)
+    return (attempt + (1 if rank == _RANK[JobStatus.RETRYING] else 0)) * _ATTEMPT_SPAN + 1
+
+
+def paused_in_queue(seq: int) -> bool:
+    """Whether a ``paused`` row at order key ``seq`` was paused in the queue (its message
+    may still be there, so resuming only lifts the pause) rather than by the worker that
+    ran it (its message is gone, so resuming publishes it again)."""
+    return seq % _ATTEMPT_SPAN == 1
+
+
+def resumed_seq(seq: int) -> int:
+    """The order key of a resumed job: pending in the attempt it was paused in. Lower
+    than ``paused`` on purpose (an operator's explicit move back), so that attempt's
+    "running" takes the row again."""
+    return seq - seq % _ATTEMPT_SPAN
+
+
+class Stop(enum.StrEnum):
+    """What an operator asked a running job to do at its next check."""
+
+    CANCEL = "cancel"
+    PAUSE = "pause"
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What :meth:`Store.resume <jobtrack.store.Store.resume>` did.
+
+    ``action``: "publish" (the job's message is gone: publish it again under its id, in
+    ``attempt``), "lifted" (paused in the queue: its message runs), "withdrawn" (it was
+    running: the request is dropped), "refused" (it must be published and cannot be),
+    "none" (not paused: ``status`` says what it is).
+    """
+
+    action: str
+    status: JobStatus
+    attempt: int
+
+
 class ItemStatus(enum.StrEnum):
     """Outcome of one item of a job (a row of an import, a file of a batch)."""
 
     SUCCESS = "success"
     ERROR = "error"
     SKIPPED = "skipped"
+    #: Declared up front (``job.plan_items``), not processed yet.
+    PENDING = "pending"
 
 
 @dataclass(frozen=True)
@@ -152,6 +213,8 @@ class Job:
     stage_count: int | None = None
     checkpoint: Any = None
     checkpoint_at: datetime | None = None
+    #: When an operator asked to pause; cleared when the job is resumed.
+    pause_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +244,8 @@ class Event:
     error_message: str | None = None
     #: The stage entered, on the event of a stage change (``job.stage()``).
     stage: str | None = None
+    #: What an operator did, in words ("paused", "resumed", "retrying 3 failed items").
+    note: str | None = None
 
     @classmethod
     def of(cls, update: JobUpdate, attempt: int = 0) -> Event:

@@ -77,6 +77,8 @@ ID_LENGTH = 255
 #: keys start at 2**40, see ``models.TERMINAL_SEQ``). A literal, so the planner can use
 #: the partial index below.
 _OPEN_CANCEL = "cancel_requested_at IS NOT NULL AND state_seq < 1099511627776"
+#: Open pause requests: asked for, not resumed, not finished (the same reasoning).
+_OPEN_PAUSE = "pause_requested_at IS NOT NULL AND state_seq < 1099511627776"
 ITEM_KEY_LENGTH = 500
 
 jobs = Table(
@@ -136,6 +138,11 @@ jobs = Table(
         UTCDateTime,
         comment="when an operator asked to cancel; stays set if the task ran anyway",
     ),
+    Column(
+        "pause_requested_at",
+        UTCDateTime,
+        comment="when an operator asked to pause; cleared when the job is resumed",
+    ),
     Index(None, "status", "created_at"),
     Index(None, "job_type", "created_at"),
     Index(None, "owner_id", "created_at"),
@@ -147,6 +154,12 @@ jobs = Table(
         "cancel_requested_at",
         postgresql_where=text(_OPEN_CANCEL),
         sqlite_where=text(_OPEN_CANCEL),
+    ),
+    Index(
+        "ix_jobs_pause_requested",
+        "pause_requested_at",
+        postgresql_where=text(_OPEN_PAUSE),
+        sqlite_where=text(_OPEN_PAUSE),
     ),
 )
 
@@ -178,6 +191,7 @@ job_events = Table(
     Column("error_type", String(255)),
     Column("error_message", Text),
     Column("stage", String(255), comment="set on the event of a stage change"),
+    Column("note", String(255), comment="what an operator did: paused, resumed, ..."),
     Index(None, "job_id", "at"),
 )
 

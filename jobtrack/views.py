@@ -45,6 +45,7 @@ def styled_status(job: Job) -> str:
         "retrying": "yellow",
         "lost": "red",
         "cancelled": "magenta",
+        "paused": "blue",
     }.get(job.status.value, "white")
     return f"[{color}]{job.status.value}[/]"
 
@@ -144,7 +145,7 @@ def job_detail(job: Job, events: list[Event], failing: list[Item]) -> list[Table
     parts = [table]
     if events:
         trace = Table(title="attempts and transitions (attempt 0 is the first run)")
-        for column in ("at", "status", "attempt", "worker", "error"):
+        for column in ("at", "status", "attempt", "worker", "note or error"):
             trace.add_column(column)
         for e in events:
             trace.add_row(
@@ -152,7 +153,7 @@ def job_detail(job: Job, events: list[Event], failing: list[Item]) -> list[Table
                 e.status.value + (f" (stage {e.stage})" if e.stage else ""),
                 str(e.attempt),
                 e.worker or "",
-                f"{e.error_type or ''} {e.error_message or ''}".strip(),
+                " ".join(p for p in (e.note, e.error_type, e.error_message) if p),
             )
         parts.append(trace)
     spans = stage_spans(events)

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from .errors import DataRefused
-from .models import Event, Item, JobStatus, JobUpdate
+from .errors import DataRefused, StoreError
+from .models import Event, Item, JobStatus, JobUpdate, Stop
 from .payload import Cleaner
 from .settings import Settings
 from .spool import Spool
@@ -57,6 +57,7 @@ class ProgressSource(Protocol):
     attempt: int
 
     def take_progress(self) -> JobUpdate | None: ...
+    def request_stop(self, stop: Stop) -> None: ...
 
 
 class Writer(Protocol):
@@ -202,7 +203,8 @@ class BufferedWriter:
                 if beat:
                     self._last_heartbeat = now
                 self._collect_watched(heartbeat=beat)
-                self.flush()
+                if self.flush() and beat:
+                    self._read_stop_requests()
             except Exception:  # the thread must survive anything a flush meets
                 log.exception(
                     "tracking writer loop error", extra={"job_id": None, "action": "flush"}
@@ -230,6 +232,23 @@ class BufferedWriter:
                     pending.merge(beat)
             if pending is not None:
                 self.update(pending)
+
+    def _read_stop_requests(self) -> None:
+        """With each heartbeat: which running jobs of this process an operator asked to
+        pause or cancel (one read by primary key for all of them). The job's next handle
+        call stops it; nothing is read per call."""
+        with self._lock:
+            sources = dict(self._watched)
+        if not sources:
+            return
+        try:
+            found = self.store.stop_requests(list(sources))
+        except StoreError:
+            return  # unreachable now: the flush's outage handling says so; next beat
+        for job_id, stop in found.items():
+            source = sources.get(job_id)
+            if source is not None:
+                source.request_stop(stop)
 
     def _take_batch(self) -> Batch:
         with self._lock:

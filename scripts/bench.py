@@ -324,14 +324,14 @@ def list_query(rows: int) -> None:
                 else all(0 < n <= cap + 1 for n in by_status.values())
             )
     # What one worker's upkeep round costs on this table (about 50,000 running rows, none
-    # silent): taking the lease, looking for lost jobs, reading open cancel requests.
-    upkeep: dict[str, list[float]] = {"lease": [], "reap": [], "cancels": []}
+    # silent): taking the lease, looking for lost jobs, reading open cancel and pause requests.
+    upkeep: dict[str, list[float]] = {"lease": [], "reap": [], "requests": []}
     silent_before = datetime.now(UTC) - timedelta(seconds=120)
     for n in range(20):
         for kind, call in (
             ("lease", lambda n=n: store.try_lease("bench", f"w{n}", 0.0)),
             ("reap", lambda: store.mark_lost(heartbeat_before=silent_before)),
-            ("cancels", store.open_cancel_requests),
+            ("requests", store.open_requests),
         ):
             t = time.perf_counter()
             call()
@@ -357,12 +357,12 @@ def list_query(rows: int) -> None:
         f"jobs per status: exact {exact:.1f} ms, capped at {COUNT_CAP:,} as the dashboard's "
         f"tabs count them {capped:.1f} ms (ratio {capped / exact:.2f}; medians of 10)"
     )
-    lease, reaping, cancels = (
-        statistics.median(upkeep[k]) * 1000 for k in ("lease", "reap", "cancels")
+    lease, reaping, requests = (
+        statistics.median(upkeep[k]) * 1000 for k in ("lease", "reap", "requests")
     )
     say(
         f"a worker's upkeep round: lease {lease:.2f} ms, looking for lost jobs "
-        f"{reaping:.1f} ms, open cancel requests {cancels:.2f} ms (medians of 20)"
+        f"{reaping:.1f} ms, open cancel and pause requests {requests:.2f} ms (medians of 20)"
     )
     say("EXPLAIN ANALYZE:\n  " + "\n  ".join(plan))
 

@@ -27,6 +27,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
+from ..control import JobControl
 from ..errors import JobNotFound, JobtrackError
 from ..models import Job, JobFilter, stage_spans
 from ..store import Store
@@ -42,9 +43,8 @@ __all__ = [
     "visible_job",
 ]
 
-#: ``control(action, job_id, terminate)``: "retry" returns the new job's id, "cancel"
-#: what happened (see :func:`jobtrack.control.controller`).
-Control = Callable[[str, str, bool], str]
+#: Retry, cancel, pause and resume through a Celery app (:class:`jobtrack.control.JobControl`).
+Control = JobControl
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,255}$"
 
@@ -57,12 +57,14 @@ class StatusFilter(StrEnum):
     failed = "failed"
     cancelled = "cancelled"
     lost = "lost"
+    paused = "paused"
 
 
 class ItemStatusFilter(StrEnum):
     success = "success"
     error = "error"
     skipped = "skipped"
+    pending = "pending"
 
 
 def encode_cursor(job: Job) -> str:
@@ -143,16 +145,19 @@ def act(
     action: str,
     job_id: str,
     who: Principal,
-    terminate: bool = False,
+    **options: bool,
 ) -> str:
-    """Retry or cancel on behalf of ``who``; HTTP errors for what is refused."""
+    """Retry, cancel, pause or resume on behalf of ``who`` (``options`` are the action's
+    keywords); HTTP errors for what is refused: 403 without the operator role, 404 for
+    a job the caller cannot see, 409 for one that cannot take the action now."""
     if not who.may_act:
         raise HTTPException(403, f"{action} needs the operator role")
     visible_job(store, job_id, who)
     if control is None:
         raise HTTPException(501, f"{action} needs the Celery app (jobtrack -A app web)")
+    method: Callable[..., str] = getattr(control, action)
     try:
-        return control(action, job_id, terminate)
+        return method(job_id, **options)
     except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     except JobtrackError as exc:
@@ -251,15 +256,32 @@ def add_api_routes(
         return dataclasses.asdict(store.stats(since=utc(since, "since")))
 
     @api.post("/api/jobs/{job_id}/retry")
-    def retry(job_id: JobId, who: Who) -> dict[str, Any]:
+    def retry(job_id: JobId, who: Who, failed_items: bool = False) -> dict[str, Any]:
         """Publish a failed, cancelled or lost job again as a new job (its id is
-        ``result``)."""
-        return {"job_id": job_id, "result": act(store, control, "retry", job_id, who)}
+        ``result``). With ``failed_items=true``, a finished job with failed items runs
+        again under its own id, its task given exactly the failed keys
+        (``job.retry_items``); ``result`` is then the job's own id."""
+        new_id = act(store, control, "retry", job_id, who, failed_items=failed_items)
+        return {"job_id": job_id, "result": new_id}
 
     @api.post("/api/jobs/{job_id}/cancel")
     def cancel(job_id: JobId, who: Who, terminate: bool = False) -> dict[str, Any]:
-        """Revoke a job (``terminate`` also stops a running one)."""
-        return {"job_id": job_id, "result": act(store, control, "cancel", job_id, who, terminate)}
+        """Cancel a job: a queued or paused one at once, a running one at its next handle
+        call (``terminate`` also sends its pool process SIGTERM)."""
+        done = act(store, control, "cancel", job_id, who, terminate=terminate)
+        return {"job_id": job_id, "result": done}
+
+    @api.post("/api/jobs/{job_id}/pause")
+    def pause(job_id: JobId, who: Who) -> dict[str, Any]:
+        """Pause a job: a queued one at once, a running one at its next handle call
+        (within one heartbeat interval). 409 for a finished job."""
+        return {"job_id": job_id, "result": act(store, control, "pause", job_id, who)}
+
+    @api.post("/api/jobs/{job_id}/resume")
+    def resume(job_id: JobId, who: Who) -> dict[str, Any]:
+        """Resume a paused job under its own id (its task reads ``job.last_checkpoint``).
+        409 for a job that is not paused, or whose input was not stored whole."""
+        return {"job_id": job_id, "result": act(store, control, "resume", job_id, who)}
 
     @api.get(
         "/api/stream",

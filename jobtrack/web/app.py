@@ -48,7 +48,7 @@ SECURITY_HEADERS = {
 
 def create_app(store: Store, settings: Settings, *, control: Control | None = None) -> FastAPI:
     """The whole web app over ``store``. ``control`` (see
-    :func:`jobtrack.control.controller`) performs retry and cancel through a Celery app;
+    :class:`jobtrack.control.JobControl`) retries, cancels, pauses and resumes through a Celery app;
     without it those answer 501."""
     auth = Auth(settings)
     feed = ChangeFeed(store, poll_interval_s=settings.web_poll_interval_s)

@@ -25,6 +25,8 @@ from starlette.datastructures import FormData
 from ..models import (
     ACTIVE,
     ERRORED,
+    FINISHED,
+    PAUSABLE,
     RETRYABLE,
     STARTED,
     Job,
@@ -51,6 +53,7 @@ __all__ = ["COUNT_CAP", "TABS", "add_pages", "redirect", "templates"]
 TABS: dict[str, tuple[str, ...]] = {
     "running": ("running", "retrying"),
     "queued": ("pending",),
+    "paused": ("paused",),
     "completed": ("completed",),
     "failed": ("failed", "lost"),
     "cancelled": ("cancelled",),
@@ -85,7 +88,15 @@ def templates() -> Jinja2Templates:
         percent=percent,
         segment=lambda v: quote(str(v), safe=""),
     )
-    env.globals.update(qs=qs, ACTIVE=ACTIVE, STARTED=STARTED, ERRORED=ERRORED, RETRYABLE=RETRYABLE)
+    env.globals.update(
+        qs=qs,
+        ACTIVE=ACTIVE,
+        STARTED=STARTED,
+        ERRORED=ERRORED,
+        RETRYABLE=RETRYABLE,
+        PAUSABLE=PAUSABLE,
+        FINISHED=FINISHED,
+    )
     return found
 
 
@@ -258,7 +269,9 @@ def add_pages(
     def job_page(
         request: Request,
         job_id: JobId,
-        item_status: Annotated[str | None, Query(pattern="^(success|error|skipped)$")] = None,
+        item_status: Annotated[
+            str | None, Query(pattern="^(success|error|skipped|pending)$")
+        ] = None,
         item_offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         partial: bool = False,
     ) -> Response:
@@ -293,7 +306,10 @@ def add_pages(
     async def retry_form(request: Request, job_id: JobId) -> Response:
         form = await form_of(request)
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
-        new_id = await run_in_threadpool(act, store, control, "retry", job_id, who)
+        failed_items = form.get("failed_items") == "1"
+        new_id = await run_in_threadpool(
+            act, store, control, "retry", job_id, who, failed_items=failed_items
+        )
         return redirect(request, f"/jobs/{quote(new_id, safe='')}")
 
     @app.post("/jobs/{job_id}/cancel", include_in_schema=False)
@@ -301,7 +317,21 @@ def add_pages(
         form = await form_of(request)
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
         terminate = form.get("terminate") == "1"
-        await run_in_threadpool(act, store, control, "cancel", job_id, who, terminate)
+        await run_in_threadpool(act, store, control, "cancel", job_id, who, terminate=terminate)
+        return redirect(request, f"/jobs/{quote(job_id, safe='')}")
+
+    @app.post("/jobs/{job_id}/pause", include_in_schema=False)
+    async def pause_form(request: Request, job_id: JobId) -> Response:
+        form = await form_of(request)
+        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        await run_in_threadpool(act, store, control, "pause", job_id, who)
+        return redirect(request, f"/jobs/{quote(job_id, safe='')}")
+
+    @app.post("/jobs/{job_id}/resume", include_in_schema=False)
+    async def resume_form(request: Request, job_id: JobId) -> Response:
+        form = await form_of(request)
+        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        await run_in_threadpool(act, store, control, "resume", job_id, who)
         return redirect(request, f"/jobs/{quote(job_id, safe='')}")
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)

@@ -13,7 +13,7 @@ from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
 import jobtrack
-from jobtrack.control import controller
+from jobtrack.control import JobControl
 from jobtrack.settings import Settings
 from jobtrack.store import Store
 from jobtrack.web import create_app
@@ -71,7 +71,7 @@ def client(world: dict[str, Any]) -> TestClient:
     tracker = world["tracker"]
     settings = Settings(database_url="unused", web_tokens=TOKENS)
     return TestClient(
-        create_app(tracker.store, settings, control=controller(world["app"], tracker))
+        create_app(tracker.store, settings, control=JobControl(world["app"], tracker))
     )
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from jobtrack.control import controller
+from jobtrack.control import JobControl
 from jobtrack.settings import Settings
 from jobtrack.tracker import Tracker
 from jobtrack.web import create_app
@@ -45,7 +45,7 @@ def api_schema(pg_url: str) -> Iterator[Any]:
     web = create_app(
         tracker.store,
         Settings(database_url="unused", web_tokens=TOKENS, web_rate_limit_per_min=1_000_000),
-        control=controller(app, tracker),
+        control=JobControl(app, tracker),
     )
     yield schemathesis.openapi.from_asgi("/api/openapi.json", web).exclude(
         path="/api/stream"

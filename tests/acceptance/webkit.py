@@ -17,7 +17,7 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 import jobtrack
-from jobtrack.control import controller
+from jobtrack.control import JobControl
 from jobtrack.settings import Settings
 from jobtrack.tracker import Tracker
 from jobtrack.web import create_app
@@ -44,7 +44,7 @@ class World:
         return create_app(
             self.tracker.store,
             self.settings(**settings),
-            control=controller(self.app, self.tracker),
+            control=JobControl(self.app, self.tracker),
         )
 
     def finished(self, *ids: str, timeout_s: float = 30.0) -> None:

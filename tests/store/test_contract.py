@@ -19,6 +19,7 @@ from jobtrack.models import (
     JobFilter,
     JobStatus,
     JobUpdate,
+    Stop,
     state_seq,
     takes,
 )
@@ -235,6 +236,7 @@ STATUSES = [
     JobStatus.COMPLETED,
     JobStatus.FAILED,
     JobStatus.CANCELLED,
+    JobStatus.PAUSED,
 ]
 
 transition = st.builds(
@@ -411,7 +413,7 @@ def test_cancel_request_is_kept_and_a_real_outcome_outranks_it(store: Store) -> 
     assert store.request_cancel("r", "asked") is JobStatus.RUNNING
     with pytest.raises(JobNotFound):
         store.request_cancel("nobody", "x")
-    assert store.open_cancel_requests() == {"q", "r"}
+    assert store.open_requests() == {"q": Stop.CANCEL, "r": Stop.CANCEL}
     queued = store.get_job("q")
     assert queued.cancel_requested_at is not None and queued.error_type == "Revoked"
     # A late "running" of the cancelled job cannot undo the cancel ...
@@ -426,7 +428,7 @@ def test_cancel_request_is_kept_and_a_real_outcome_outranks_it(store: Store) -> 
     assert job.error_type is None and job.error_message is None
     # A worker's own revoke report is final as usual; finished jobs leave the open set.
     write(store, upd("r", JobStatus.CANCELLED, at=7, error_type="Revoked"))
-    assert store.open_cancel_requests() == set()
+    assert store.open_requests() == {}
     # Cancelling a finished job changes nothing but the request time.
     assert store.request_cancel("d", "late") is JobStatus.COMPLETED
 
@@ -476,3 +478,126 @@ def test_uncleaned_text_is_refused_data_on_postgresql(store: Store, value: str) 
         store.write_batch(Batch([bad]))  # SQLite stores NUL and long text as given
     write(store, upd("next", JobStatus.PENDING))
     assert store.get_job("next").status is JobStatus.PENDING
+
+
+def notes(store: Store, job_id: str) -> list[str]:
+    return [e.note for e in store.list_events(job_id) if e.note]
+
+
+def test_pause_in_the_queue_and_resume_lifts_it(store: Store) -> None:
+    write(store, upd("q", JobStatus.PENDING))
+    assert store.request_pause("q") is JobStatus.PAUSED
+    job = store.get_job("q")
+    assert job.status is JobStatus.PAUSED and job.pause_requested_at is not None
+    assert store.open_requests() == {"q": Stop.PAUSE}
+    assert store.stop_requests(["q", "other"]) == {"q": Stop.PAUSE}
+    assert store.request_pause("q") is JobStatus.PAUSED  # asking again changes nothing
+    write(store, upd("q", JobStatus.PENDING, at=1))  # a late "pending" cannot undo it
+    assert store.get_job("q").status is JobStatus.PAUSED
+    done = store.resume("q", can_publish=False)  # its message is still queued
+    assert (done.action, done.status) == ("lifted", JobStatus.PENDING)
+    job = store.get_job("q")
+    assert job.status is JobStatus.PENDING and job.pause_requested_at is None
+    assert store.open_requests() == {} and store.stop_requests(["q"]) == {}
+    assert notes(store, "q") == ["paused in the queue", "resumed"]
+    write(store, upd("q", JobStatus.RUNNING, at=2))
+    assert store.get_job("q").status is JobStatus.RUNNING
+
+
+def test_a_worker_paused_job_resumes_in_its_attempt_and_runs_again(store: Store) -> None:
+    write(store, upd("r", JobStatus.RUNNING, 1, retries=1))
+    assert store.request_pause("r") is JobStatus.RUNNING  # asked; the task meets it later
+    assert store.get_job("r").pause_requested_at is not None
+    assert store.stop_requests(["r"]) == {"r": Stop.PAUSE}
+    write(store, upd("r", JobStatus.RUNNING, 1, at=1, progress_percent=40.0))  # heartbeat
+    write(store, upd("r", JobStatus.PAUSED, 1, at=2, retries=1))  # its worker stopped it
+    assert store.get_job("r").status is JobStatus.PAUSED
+    write(store, upd("r", JobStatus.RUNNING, 1, at=3))  # a late beat of that attempt
+    assert store.get_job("r").status is JobStatus.PAUSED
+    refused = store.resume("r", can_publish=False)  # its input was not stored whole
+    assert refused.action == "refused" and store.get_job("r").status is JobStatus.PAUSED
+    done = store.resume("r", can_publish=True)
+    assert (done.action, done.attempt) == ("publish", 1)
+    assert store.get_job("r").status is JobStatus.PENDING
+    write(store, upd("r", JobStatus.RUNNING, 1, at=4))  # the resumed run, same attempt
+    write(store, upd("r", JobStatus.COMPLETED, 1, at=5))
+    job = store.get_job("r")
+    assert job.status is JobStatus.COMPLETED and job.progress_percent == 40.0
+    assert notes(store, "r") == ["pause requested", "resumed"]
+    # Nothing to resume now; pausing a finished job changes nothing.
+    assert store.resume("r", can_publish=True).action == "none"
+    assert store.request_pause("r") is JobStatus.COMPLETED
+    with pytest.raises(JobNotFound):
+        store.request_pause("nobody")
+    with pytest.raises(JobNotFound):
+        store.resume("nobody", can_publish=True)
+
+
+def test_pause_of_a_retrying_job_waits_for_its_next_attempt(store: Store) -> None:
+    write(store, upd("t", JobStatus.RETRYING, 1, retries=2))
+    assert store.request_pause("t") is JobStatus.PAUSED
+    write(store, upd("t", JobStatus.RETRYING, 1, at=1))  # a late retry report
+    assert store.get_job("t").status is JobStatus.PAUSED
+    # A worker that runs the next attempt anyway shows it running (until it stops).
+    write(store, upd("t", JobStatus.RUNNING, 2, at=2, retries=2))
+    assert store.get_job("t").status is JobStatus.RUNNING
+    # Withdrawing a request not met yet leaves it running.
+    assert store.resume("t", can_publish=True).action == "withdrawn"
+    assert store.get_job("t").pause_requested_at is None
+    assert notes(store, "t") == ["paused in the queue", "pause request withdrawn"]
+
+
+def test_a_paused_job_can_be_cancelled(store: Store) -> None:
+    write(store, upd("p", JobStatus.RUNNING), upd("p", JobStatus.PAUSED, at=1))
+    assert store.request_cancel("p", "cancelled while paused") is JobStatus.CANCELLED
+    # Still open until a worker reports: one that meets its message skips it.
+    assert store.open_requests() == {"p": Stop.CANCEL}
+
+
+def test_reopen_for_items_runs_the_failed_items_again(store: Store) -> None:
+    write(
+        store,
+        upd("i", JobStatus.RUNNING),
+        upd("i", JobStatus.FAILED, at=1, error_type="ItemsFailed", error_message="2 failed"),
+    )
+    rows = [
+        Item("i", f"k{n}", ItemStatus.ERROR if n >= 3 else ItemStatus.SUCCESS, processed_at=T0)
+        for n in range(5)
+    ]
+    store.write_batch(Batch(items=rows))
+    assert store.failed_item_keys("i") == ["k3", "k4"]
+    assert store.reopen_for_items("i") == (1, 2)
+    job = store.get_job("i")
+    assert (job.status, job.retries, job.error_type, job.completed_at) == (
+        JobStatus.PENDING,
+        1,
+        None,
+        None,
+    )
+    assert notes(store, "i") == ["retrying 2 failed items"]
+    write(store, upd("i", JobStatus.RUNNING, 1, at=2, retries=1))
+    store.write_batch(Batch(items=[Item("i", "k3", ItemStatus.SUCCESS, processed_at=T0)]))
+    write(store, upd("i", JobStatus.COMPLETED, 1, at=3, retries=1))
+    job = store.get_job("i")
+    assert job.status is JobStatus.COMPLETED
+    assert (job.processed_items, job.failed_items) == (5, 1)  # k3 replaced its failed row
+    with pytest.raises(ValueError, match="only a finished job"):
+        write(store, upd("run", JobStatus.RUNNING))
+        store.reopen_for_items("run")
+    write(store, upd("clean", JobStatus.COMPLETED))
+    with pytest.raises(ValueError, match="no failed items"):
+        store.reopen_for_items("clean")
+    with pytest.raises(JobNotFound):
+        store.reopen_for_items("nobody")
+
+
+def test_planned_items_count_as_pending_and_never_replace_an_outcome(store: Store) -> None:
+    write(store, upd("p", JobStatus.RUNNING))
+    planned = [Item("p", f"k{n}", ItemStatus.PENDING, processed_at=T0) for n in range(4)]
+    store.write_batch(Batch(items=planned))
+    assert store.get_job("p").processed_items == 0
+    store.write_batch(Batch(items=[Item("p", "k0", ItemStatus.ERROR, processed_at=T0)]))
+    store.write_batch(Batch(items=planned))  # planned again: k0 keeps its outcome
+    job = store.get_job("p")
+    assert (job.processed_items, job.failed_items) == (1, 1)
+    assert [i.key for i in store.list_items("p", status="pending")] == ["k1", "k2", "k3"]
