@@ -601,6 +601,15 @@ class _Wiring:
     ) -> None:
         if job_id is None:
             return
+        # Never run: the input is recorded here if the publisher could not (it had no
+        # task to match positional arguments to), so a resume or retry can publish it.
+        recorded_input = self._input(
+            getattr(request, "args", None),
+            getattr(request, "kwargs", None),
+            getattr(request, "argsrepr", None),
+            getattr(request, "kwargsrepr", None),
+            getattr(task, "run", None),
+        )
         if job_id in self._pausing:  # dropped at receipt because it is paused
             self._pausing.discard(job_id)
             worker_state.revoked.discard(job_id)  # a resume publishes the same id
@@ -612,6 +621,7 @@ class _Wiring:
                 at=_now(),
                 retries=attempt,
                 worker=getattr(request, "hostname", None),
+                input_data=recorded_input,
             )
             note = "paused: dropped from the queue by its worker"
             self.writer.update(paused, dataclasses.replace(Event.of(paused, attempt), note=note))
@@ -635,6 +645,7 @@ class _Wiring:
             error_message=error[1],
             task_name=getattr(task, "name", None),
             worker=getattr(request, "hostname", None),
+            input_data=None if terminated else recorded_input,
         )
         self._emit(update, attempt=attempt)
 

@@ -1,14 +1,16 @@
 """The Celery app real worker subprocesses run in the integration tests.
 
 Configured from the environment by the test that starts the worker:
-JT_BROKER (broker URL), JT_QUEUE (queue), JT_BACKEND (result backend, optional) and the
-usual JOBTRACK_* settings.
+JT_BROKER (broker URL), JT_QUEUE (queue), JT_BACKEND (result backend, optional),
+JT_PREFETCH (worker_prefetch_multiplier), JT_RUN_LOG (a folder where ``wa.long_import``
+notes each row it processes, one file per job) and the usual JOBTRACK_* settings.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -25,6 +27,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_lost_wait=float(os.environ.get("JT_WORKER_LOST_WAIT", "3")),
     worker_hijack_root_logger=False,
+    worker_prefetch_multiplier=int(os.environ.get("JT_PREFETCH", "4")),
     result_expires=600,
     # Redelivery of unacknowledged messages within seconds, for the crash tests.
     broker_transport_options={
@@ -101,3 +104,45 @@ def import_rows(self: Any, filename: str, user_id: str, rows: int) -> dict[str, 
         job.progress(current=n + 1, total=rows, stage="importing", message=f"row {n + 1}")
         job.item(f"row-{n}", status="error" if n % 10 == 3 else "success", after={"n": n})
     return {"rows": rows}
+
+
+@app.task(name="wa.long_import", bind=True)
+@jobtrack.track(
+    job_type="import",
+    name="Import {path}",
+    stages=["download", "parse", "load"],
+    fail_when="any_item_failed",
+)
+def long_import(
+    self: Any, path: str, rows: int, delay_s: float = 0.0, bad_rows: tuple[int, ...] = ()
+) -> int:
+    """A long import as the quickstart writes it: stages, planned items, a checkpoint per
+    row, only the failed rows when an operator retries them. ``bad_rows`` fail on the
+    first attempt only. Each processed row is noted under JT_RUN_LOG (run by run)."""
+    job = jobtrack.current_job()
+    start = (job.last_checkpoint or {}).get("row", 0)
+    redo = job.retry_items
+    keys = redo if redo is not None else [f"row-{n}" for n in range(start, rows)]
+    if start == 0 and redo is None:
+        job.plan_items([f"row-{n}" for n in range(rows)])
+    log = Path(os.environ["JT_RUN_LOG"], self.request.id) if "JT_RUN_LOG" in os.environ else None
+    if log is not None:
+        with log.open("a") as out:
+            out.write(f"run {self.request.retries} from {start} retry_items={redo}\n")
+    job.stage("download")
+    job.stage("parse")
+    job.stage("load")
+    for key in keys:
+        n = int(key.split("-")[1])
+        time.sleep(delay_s)
+        if log is not None:
+            with log.open("a") as out:
+                out.write(f"{key}\n")
+        failed = n in bad_rows and self.request.retries == 0
+        job.item(
+            key, status="error" if failed else "success", message="bad row" if failed else None
+        )
+        job.progress(current=n + 1, total=rows)
+        if redo is None:
+            job.checkpoint({"row": n + 1})
+    return rows

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Worker:
-    """``celery worker`` in a subprocess, prefork pool, its log in a file."""
+    """``celery worker`` in a subprocess (prefork pool unless told), its log in a file."""
 
     def __init__(
         self,
@@ -34,6 +34,7 @@ class Worker:
         env: dict[str, str] | None = None,
         backend: str | None = None,
         queue: str | None = None,
+        pool: str = "prefork",
     ) -> None:
         self.queue = queue or f"jt-{uuid.uuid4().hex[:8]}"
         self.name = f"{self.queue}-{uuid.uuid4().hex[:4]}@localhost"
@@ -48,6 +49,7 @@ class Worker:
             **(env or {}),
         }
         self.concurrency = concurrency
+        self.pool = pool
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
@@ -61,7 +63,7 @@ class Worker:
                 "tests.apps.worker_app",
                 "worker",
                 "-P",
-                "prefork",
+                self.pool,
                 "-c",
                 str(self.concurrency),
                 "-Q",
@@ -142,8 +144,9 @@ def publisher(
 def start_worker(redis_url: str, pg_url: str, tmp_path: Path) -> Iterator[Any]:
     started: list[Worker] = []
 
-    def start(**kwargs: Any) -> Worker:
-        worker = Worker(redis_url, pg_url, tmp_path / f"worker{len(started)}.log", **kwargs)
+    def start(db_url: str | None = None, **kwargs: Any) -> Worker:
+        log = tmp_path / f"worker{len(started)}.log"
+        worker = Worker(redis_url, db_url or pg_url, log, **kwargs)
         started.append(worker)
         return worker.start()
 
@@ -153,6 +156,19 @@ def start_worker(redis_url: str, pg_url: str, tmp_path: Path) -> Iterator[Any]:
         # Kill any pool child the worker left behind.
         for pid in worker.child_pids() if not worker._died() else []:
             os.kill(pid, signal.SIGKILL)
+
+
+def cli(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
+    """``jobtrack -A tests.apps.worker_app ...`` with the worker's environment."""
+    env = {**worker.env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "jobtrack.cli", "-A", "tests.apps.worker_app", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def job_when(store: Store, job_id: str, timeout_s: float = 30, **expected: Any) -> Any:

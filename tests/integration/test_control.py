@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from jobtrack.models import JobStatus
-from tests.integration.conftest import ROOT, job_when
+from tests.integration.conftest import cli, job_when
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
-
-
-def cli(worker: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**worker.env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "jobtrack.cli", "-A", "tests.apps.worker_app", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_retry_publishes_again_with_the_original_arguments(
