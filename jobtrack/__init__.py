@@ -25,13 +25,14 @@ from .errors import (
     NotInstalled,
     StoreError,
 )
-from .job import JobHandle, current_job, track
+from .job import CancelRequested, JobHandle, PauseRequested, StopRequested, current_job, track
 from .models import Event, Item, ItemStatus, Job, JobFilter, JobStatus, Stats
 from .schema import metadata
 from .settings import Settings
 from .tracker import Tracker, active_tracker
 
 __all__ = [
+    "CancelRequested",
     "ConfigurationError",
     "Event",
     "Item",
@@ -44,8 +45,10 @@ __all__ = [
     "JobtrackError",
     "NoCurrentJob",
     "NotInstalled",
+    "PauseRequested",
     "Settings",
     "Stats",
+    "StopRequested",
     "StoreError",
     "Tracker",
     "complete_job",

@@ -24,7 +24,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from .errors import JobNotFound, JobtrackError
-from .models import FINISHED, JobFilter, JobStatus
+from .models import FINISHED, ItemStatus, JobFilter, JobStatus
 from .settings import Settings
 from .spool import DeadLetter, Spool
 from .store import Store, describe_url
@@ -365,7 +365,7 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
 
 @jobs.command("items")
 @click.argument("job_id")
-@option("--status", type=click.Choice(["success", "error", "skipped"]))
+@option("--status", type=click.Choice([s.value for s in ItemStatus]))
 @option("--limit", type=click.IntRange(1, 100_000), default=100)
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj

@@ -23,8 +23,10 @@ pytestmark = pytest.mark.postgres
 
 RUN = uuid.uuid4().hex[:8]  # owner ids of this run only: the database is shared
 U1, U2 = f"u1-{RUN}", f"u2-{RUN}"
+U3 = f"u3-{RUN}"
 VIEW, OP, OWNED = "viewer-token-0001", "operator-token-01", "owner-u1-token-01"
-TOKENS = f"{VIEW}=viewer,{OP}=operator,{OWNED}=viewer:{U1}"
+OP3, OP2 = "operator-u3-token1", "operator-u2-token1"  # operators bound to one owner
+TOKENS = f"{VIEW}=viewer,{OP}=operator,{OWNED}=viewer:{U1},{OP3}=operator:{U3},{OP2}=operator:{U2}"
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +231,53 @@ def test_jobtrack_web_serves_loopback_without_tokens(pg_url: str, world: dict[st
         server.terminate()
         server.wait(10)
     assert status == 200 and b'"jobs"' in body
+
+
+def test_pause_resume_and_retry_failed_items(client: TestClient, world: dict[str, Any]) -> None:
+    """The actions' answers; the worker side is black-box tested with real workers
+    (tests/integration/test_pause_resume.py). No worker runs here: a new job stays queued."""
+    app, tracker = world["app"], world["tracker"]
+    store: Store = tracker.store
+    queued = app.tasks[f"{app.main}.export"].delay("2026-12", user=U3).id
+    tracker.flush()
+
+    def post(job_id: str, action: str, token: str, **params: Any) -> Any:
+        return client.post(f"/api/jobs/{job_id}/{action}", params=params, headers=auth(token))
+
+    assert post(queued, "pause", VIEW).status_code == 403
+    assert post("no-such-job", "pause", OP).status_code == 404
+    assert post(queued, "pause", OP2).status_code == 404  # another owner's operator
+    paused = post(queued, "pause", OP3)  # its owner's operator
+    assert paused.status_code == 200 and paused.json() == {"job_id": queued, "result": "paused"}
+    job = store.get_job(queued)
+    assert job.status.value == "paused" and job.pause_requested_at is not None
+    assert post(queued, "pause", OP).json()["result"] == "already paused"
+    listed = client.get("/api/jobs", params={"status": "paused"}, headers=auth(OP3)).json()
+    assert [j["id"] for j in listed["jobs"]] == [queued]
+    assert post(queued, "resume", VIEW).status_code == 403
+    resumed = post(queued, "resume", OP3)
+    assert resumed.json()["result"] == "resumed (it was still queued)"
+    assert store.get_job(queued).status.value == "pending"
+    again = post(queued, "resume", OP3)
+    assert again.status_code == 409
+    assert again.json()["detail"].endswith("it is pending; only paused jobs can be resumed")
+    detail = client.get(f"/api/jobs/{queued}", headers=auth(OP3)).json()
+    assert [e["note"] for e in detail["events"] if e["note"]] == [
+        "paused in the queue",
+        "resumed",
+    ]
+
+    completed = world["ids"]["u1"][1]  # completed, with one failed item
+    refused = post(completed, "pause", OP)
+    assert (
+        refused.status_code == 409
+        and "only pending, running and retrying" in (refused.json()["detail"])
+    )
+    assert post(completed, "resume", OP).status_code == 409
+    assert post(completed, "retry", VIEW, failed_items="true").status_code == 403
+    retried = post(completed, "retry", OP, failed_items="true")
+    assert retried.json() == {"job_id": completed, "result": completed}  # its own id
+    job = store.get_job(completed)
+    assert (job.status.value, job.retries, job.failed_items) == ("pending", 1, 1)
+    twice = post(completed, "retry", OP, failed_items="true")
+    assert twice.status_code == 409 and "only a finished job" in twice.json()["detail"]

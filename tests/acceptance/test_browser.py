@@ -135,6 +135,59 @@ def test_failed_job_shows_its_error_and_retry_runs_it(site: tuple[World, str], p
     assert world.calls["acme"] == 2
 
 
+def test_pause_then_resume_a_running_job(site: tuple[World, str], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    job_id = world.tasks["long"].delay("big.csv", 6, user=USER).id
+    wait_for(
+        lambda: (
+            (j := world.tracker.store.find_job(job_id)) is not None
+            and (j.checkpoint or {}).get("row") == 3
+        ),
+        message="the import waits at row 3",
+    )
+    page.goto(f"{base}/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("running")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#job-status")).to_have_text("paused")
+    expect(page.locator("#pause-request")).to_contain_text("from its last checkpoint")
+    expect(page.locator(".trace")).to_contain_text("paused: stopped at its next check")
+    expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    shot(page, "job-paused")
+    page.goto(f"{base}/?tab=paused&owner_id={USER}")
+    expect(page.locator(f'tr[data-job-id="{job_id}"]')).to_contain_text("paused")
+
+    world.gates[job_id].set()  # the resumed run goes straight through
+    page.locator(f'tr[data-job-id="{job_id}"]').get_by_role("button", name="Resume").click()
+    expect(page).to_have_url(f"{base}/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator(".trace")).to_contain_text("resumed")
+    shot(page, "job-resumed-completed")
+    job = world.tracker.store.get_job(job_id)
+    assert (job.processed_items, job.total_items, job.retries) == (6, 6, 0)
+
+
+def test_retry_only_the_failed_items(site: tuple[World, str], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    job_id = world.tasks["check_rows"].delay("ledger", user=USER).id
+    world.finished(job_id)
+    page.goto(f"{base}/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("failed")
+    expect(page.locator("#job-error")).to_contain_text("2 of 5 items failed")
+    page.get_by_role("button", name="Retry 2 failed items").click()
+    expect(page).to_have_url(f"{base}/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.get_by_role("button", name="Retry 2 failed items")).to_have_count(0)
+    expect(page.locator(".trace")).to_contain_text("retrying 2 failed items")
+    shot(page, "job-items-retried")
+    job = world.tracker.store.get_job(job_id)
+    assert (job.processed_items, job.failed_items) == (5, 0)
+    assert job.output_data == ["row-1", "row-3"] and world.calls[job_id] == 2
+
+
 def test_hostile_strings_stay_text(site: tuple[World, str], page: Any) -> None:
     from playwright.sync_api import expect
 

@@ -103,8 +103,46 @@ def tracked_worker(db_url: str) -> Iterator[World]:
             raise ConnectionError(f"upstream timed out for {account}")
         return "synced"
 
-    world.tasks = {"report": report, "explode": explode, "stepper": stepper, "flaky": flaky}
-    world.tracker = jobtrack.install(app, db_url, flush_interval_s=0.05)
+    @app.task(name=f"{app.main}.long", bind=True)
+    @jobtrack.track(job_type="import", name="Long import {source}", owner="user")
+    def long(self: Any, source: str, rows: int, user: str) -> int:
+        """Checkpoints each row; at row 3 it waits for its gate, checking for a pause
+        (so an operator can pause it there); a resumed run goes on from the checkpoint."""
+        job = jobtrack.current_job()
+        gate = world.gates.setdefault(self.request.id, threading.Event())
+        start = (job.last_checkpoint or {}).get("row", 0)
+        for n in range(start, rows):
+            job.item(f"row-{n}")
+            job.progress(current=n + 1, total=rows)
+            job.checkpoint({"row": n + 1})
+            while n == 2 and not gate.is_set():
+                job.check()
+                time.sleep(0.02)
+        return rows
+
+    @app.task(name=f"{app.main}.check_rows", bind=True)
+    @jobtrack.track(
+        job_type="check", name="Check {source}", owner="user", fail_when="any_item_failed"
+    )
+    def check_rows(self: Any, source: str, user: str) -> list[str]:
+        """Rows 1 and 3 fail on the first run; a retry of the failed items redoes them."""
+        job = jobtrack.current_job()
+        keys = job.retry_items
+        world.calls[self.request.id] = world.calls.get(self.request.id, 0) + 1
+        for key in keys if keys is not None else [f"row-{n}" for n in range(5)]:
+            bad = keys is None and key in ("row-1", "row-3")
+            job.item(key, status="error" if bad else "success")
+        return list(keys or [])
+
+    world.tasks = {
+        "report": report,
+        "explode": explode,
+        "stepper": stepper,
+        "flaky": flaky,
+        "long": long,
+        "check_rows": check_rows,
+    }
+    world.tracker = jobtrack.install(app, db_url, flush_interval_s=0.05, heartbeat_interval_s=0.2)
     try:
         with start_worker(
             app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=10
