@@ -33,7 +33,7 @@ from celery.worker.control import control_command, ok
 from .control import HOLD_COMMAND, RETRY_ITEMS_HEADER
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
 from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
-from .models import Event, JobStatus, JobUpdate, Stop
+from .models import Event, ItemStatus, JobStatus, JobUpdate, Stop
 from .payload import REDACTED, is_secret
 from .settings import Settings
 from .store import Store
@@ -417,13 +417,24 @@ class _Wiring:
         ``@track(fail_when=...)`` (counted over every run of the job, so a resumed or
         item-retried job counts all its items), or None."""
         _tracked, spec = self._spec(getattr(task, "name", None), task)
-        if spec is None or spec.fail_when is None:
+        handle = get_current()
+        if spec is None or spec.fail_when is None or handle is None:
             return None
-        self.writer.flush()  # this run's items, counted with the rest
-        job = self.tracker.store.find_job(job_id)
-        if job is None:
-            return None
-        reason = spec.failed_by_items(job.processed_items, job.failed_items)
+        counts = handle.item_counts
+        processed = sum(n for s, n in counts.items() if s is not ItemStatus.PENDING)
+        failed = counts.get(ItemStatus.ERROR, 0)
+        try:
+            # This run's items written, then counted with the earlier runs' items.
+            job = self.tracker.store.find_job(job_id) if self.writer.flush() else None
+            if job is not None:
+                processed, failed = job.processed_items, job.failed_items
+        except Exception:
+            log.warning(
+                "could not count the job's items in the database; judged by this run's",
+                exc_info=True,
+                extra={"job_id": job_id, "action": "fail_when"},
+            )
+        reason = spec.failed_by_items(processed, failed)
         return ("ItemsFailed", reason, None) if reason else None
 
     def on_retry(

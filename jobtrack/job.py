@@ -207,6 +207,8 @@ class JobHandle:
         self._retry_items: tuple[list[str] | None] | None = None  # (keys,) once read
         #: This run is an operator's retry of the job's failed items.
         self.retrying_items = False
+        #: Items recorded by this run, by status (``fail_when``'s fallback count).
+        self.item_counts: dict[ItemStatus, int] = {}
         self._planned = 0
         #: See :class:`jobtrack.context.RunningJob`.
         self.declared_error: tuple[str | None, str | None, str | None] | None = None
@@ -432,6 +434,7 @@ class JobHandle:
                 extra={"job_id": self.job_id, "action": "item"},
             )
             item_status = ItemStatus.ERROR
+        self.item_counts[item_status] = self.item_counts.get(item_status, 0) + 1
         try:
             tracker.writer.item(
                 Item(
@@ -467,11 +470,11 @@ class JobHandle:
             for key in unique:
                 tracker.writer.item(Item(self.job_id, key, ItemStatus.PENDING, processed_at=now))
             self._planned += len(unique)
-            self.progress(total=self._planned)
         except Exception:
             log.exception(
                 "planning items failed", extra={"job_id": self.job_id, "action": "plan_items"}
             )
+        self.progress(total=self._planned)
 
     @property
     def retry_items(self) -> list[str] | None:

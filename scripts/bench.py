@@ -251,6 +251,19 @@ def progress_cost(calls: int, rounds: int) -> None:
             job.progress(current=i + 1, total=n, stage="working")
         return (time.perf_counter() - started - empty) / n
 
+    @app.task(name="bench.check")
+    def check(n: int) -> float:
+        """job.check() (no stop requested) in a tight loop, per call."""
+        job = jobtrack.current_job()
+        started = time.perf_counter()
+        for _ in range(n):
+            pass
+        empty = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(n):
+            job.check()
+        return (time.perf_counter() - started - empty) / n
+
     @app.task(name="bench.checkpoints")
     def checkpoints(n: int) -> float:
         """job.checkpoint() committed each time (PostgreSQL), per call."""
@@ -267,6 +280,7 @@ def progress_cost(calls: int, rounds: int) -> None:
             loop.delay(report)
             timings[report].append(time.perf_counter() - started)
     per_call = statistics.median(tight.delay(100_000).get() for _ in range(rounds))
+    per_check = statistics.median(check.delay(100_000).get() for _ in range(rounds))
     per_checkpoint = statistics.median(checkpoints.delay(200).get() for _ in range(rounds))
     tracker.flush()
     jobtrack.uninstall()
@@ -275,7 +289,8 @@ def progress_cost(calls: int, rounds: int) -> None:
     say(
         f"\nprogress: {calls:,} steps {base * 1000:.0f} ms without progress(), "
         f"{with_progress * 1000:.0f} ms with; extra {100 * (with_progress / base - 1):.1f}%; "
-        f"in a tight loop {per_call * 1e6:.2f} us per progress() call; "
+        f"in a tight loop {per_call * 1e6:.2f} us per progress() call, "
+        f"{per_check * 1e6:.3f} us per check() call; "
         f"{per_checkpoint * 1000:.2f} ms per checkpoint() (committed)"
     )
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from jobtrack.models import TERMINAL, JobStatus, JobUpdate, state_seq
+import pytest
+
+from jobtrack.job import JobSpec, track
+from jobtrack.models import (
+    TERMINAL,
+    JobStatus,
+    JobUpdate,
+    paused_in_queue,
+    queued_pause_seq,
+    resumed_seq,
+    state_seq,
+    takes,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -23,7 +35,7 @@ def upd(status: JobStatus, attempt: int = 0, at: int = 0, **kw: object) -> JobUp
 
 def test_terminal_states_outrank_everything() -> None:
     for terminal in TERMINAL:
-        for other in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RETRYING, JobStatus.LOST):
+        for other in set(JobStatus) - TERMINAL:
             assert state_seq(terminal, 0) > state_seq(other, 10_000)
 
 
@@ -59,3 +71,29 @@ def test_retries_and_heartbeat_take_the_largest() -> None:
     merged.merge(upd(JobStatus.RETRYING, 1, retries=1, heartbeat_at=T0))
     assert merged.retries == 2 and merged.status is JobStatus.RUNNING
     assert merged.heartbeat_at == T0 + timedelta(seconds=9)
+
+
+def test_pause_order_keys_sit_between_the_attempts_they_wait_for() -> None:
+    pending, retrying = state_seq(JobStatus.PENDING, 0), state_seq(JobStatus.RETRYING, 1)
+    # Paused in the queue: above a late "pending" / "retrying", below the next "running".
+    for seq, next_attempt in ((pending, 0), (retrying, 2)):
+        queued = queued_pause_seq(seq)
+        assert seq < queued < state_seq(JobStatus.RUNNING, next_attempt)
+        assert paused_in_queue(queued)
+    # Paused by its worker: ends the attempt, like "retrying"; a resume goes back to
+    # "pending" of that attempt, so its "running" takes the row again.
+    stopped = state_seq(JobStatus.PAUSED, 3)
+    assert state_seq(JobStatus.RUNNING, 3) < stopped < state_seq(JobStatus.RUNNING, 4)
+    assert not paused_in_queue(stopped)
+    assert resumed_seq(stopped) == state_seq(JobStatus.PENDING, 3)
+    assert takes(state_seq(JobStatus.RUNNING, 3), resumed_seq(stopped))
+
+
+def test_fail_when_policies() -> None:
+    anyone, every = JobSpec(fail_when="any_item_failed"), JobSpec(fail_when="all_items_failed")
+    assert anyone.failed_by_items(10, 0) is None and every.failed_by_items(10, 9) is None
+    assert anyone.failed_by_items(10, 1) == "1 of 10 items failed (fail_when='any_item_failed')"
+    assert every.failed_by_items(3, 3) == "3 of 3 items failed (fail_when='all_items_failed')"
+    assert JobSpec().failed_by_items(3, 3) is None
+    with pytest.raises(ValueError, match="expected one of all_items_failed, any_item_failed"):
+        track(fail_when="some_failed")  # type: ignore[arg-type]
