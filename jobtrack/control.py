@@ -27,6 +27,7 @@ __all__ = [
     "cancel_job",
     "controller",
     "pause_job",
+    "publish_again",
     "replayable_input",
     "resume_job",
     "retry_job",
@@ -95,7 +96,7 @@ def retry_job(app: Any, tracker: Tracker, job_id: str, *, failed_items: bool = F
             job_id, f"it is {job.status.value}; only failed, cancelled and lost jobs can be retried"
         )
     replay = _replay(job)
-    if job.task_name is None or replay is None:
+    if replay is None:
         raise CannotRetry(job_id, _NOT_STORED_WHOLE)
     new_id = str(uuid.uuid4())
     tracker.upsert_job(
@@ -110,14 +111,16 @@ def retry_job(app: Any, tracker: Tracker, job_id: str, *, failed_items: bool = F
     return new_id
 
 
-def _retry_items(app: Any, tracker: Tracker, job: Job) -> str:
-    replay = _replay(job)
-    if job.task_name is None or replay is None:
-        raise CannotRetry(job.id, _NOT_STORED_WHOLE)
-    try:
-        attempt, _failed = tracker.store.reopen_for_items(job.id)
-    except ValueError as exc:
-        raise CannotRetry(job.id, str(exc)) from exc
+def publish_again(
+    app: Any,
+    job: Job,
+    replay: tuple[list[Any], dict[str, Any]],
+    attempt: int,
+    headers: dict[str, Any] | None = None,
+) -> None:
+    """Publish ``job`` again under its own id, as ``attempt`` (Celery's
+    ``request.retries``), with the recorded arguments, to the queue it ran from."""
+    assert job.task_name is not None
     app.send_task(
         job.task_name,
         args=replay[0],
@@ -125,8 +128,19 @@ def _retry_items(app: Any, tracker: Tracker, job: Job) -> str:
         task_id=job.id,
         queue=job.queue,
         retries=attempt,
-        headers={RETRY_ITEMS_HEADER: 1},
+        headers=headers,
     )
+
+
+def _retry_items(app: Any, tracker: Tracker, job: Job) -> str:
+    replay = _replay(job)
+    if replay is None:
+        raise CannotRetry(job.id, _NOT_STORED_WHOLE)
+    try:
+        attempt, _failed = tracker.store.reopen_for_items(job.id)
+    except ValueError as exc:
+        raise CannotRetry(job.id, str(exc)) from exc
+    publish_again(app, job, replay, attempt, {RETRY_ITEMS_HEADER: 1})
     return job.id
 
 
@@ -200,15 +214,8 @@ def resume_job(app: Any, tracker: Tracker, job_id: str) -> str:
     replay = _replay(job)
     done = tracker.store.resume(job_id, can_publish=replay is not None)
     if done.action == "publish":
-        assert job.task_name is not None and replay is not None
-        app.send_task(
-            job.task_name,
-            args=replay[0],
-            kwargs=replay[1],
-            task_id=job_id,
-            queue=job.queue,
-            retries=done.attempt,
-        )
+        assert replay is not None
+        publish_again(app, job, replay, done.attempt)
         return "resumed"
     if done.action == "lifted":
         return "resumed (it was still queued)"

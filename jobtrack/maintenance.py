@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .control import replayable_input
+from .control import publish_again, replayable_input
 from .errors import StoreError
 from .models import Stop
 from .settings import Settings
@@ -69,14 +69,7 @@ def republish_lost(app: Any, tracker: Tracker, job_ids: list[str]) -> list[str]:
                 extra={"job_id": job_id, "action": "republish"},
             )
         else:
-            app.send_task(
-                job.task_name,
-                args=replay[0],
-                kwargs=replay[1],
-                task_id=job.id,
-                queue=job.queue,
-                retries=job.retries + 1,
-            )
+            publish_again(app, job, replay, job.retries + 1)
             published.append(job_id)
     return published
 

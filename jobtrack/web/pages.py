@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from ..control import ACTIONS
 from ..models import (
     ACTIVE,
     ERRORED,
@@ -302,37 +303,21 @@ def add_pages(
         except Exception as exc:  # malformed body: a client error, not ours
             raise HTTPException(400, "the form could not be read") from exc
 
-    @app.post("/jobs/{job_id}/retry", include_in_schema=False)
-    async def retry_form(request: Request, job_id: JobId) -> Response:
+    @app.post("/jobs/{job_id}/{action}", include_in_schema=False)
+    async def action_form(
+        request: Request,
+        job_id: JobId,
+        action: Annotated[str, Path(pattern="^(" + "|".join(ACTIONS) + ")$")],
+    ) -> Response:
+        """The job page's and the list's buttons: Retry (``failed_items=1``: only the
+        failed items), Cancel (``terminate=1``), Pause, Resume. Then the job's page (a
+        retry's new job's)."""
         form = await form_of(request)
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
-        failed_items = form.get("failed_items") == "1"
-        new_id = await run_in_threadpool(
-            act, store, control, "retry", job_id, who, failed_items=failed_items
-        )
-        return redirect(request, f"/jobs/{quote(new_id, safe='')}")
-
-    @app.post("/jobs/{job_id}/cancel", include_in_schema=False)
-    async def cancel_form(request: Request, job_id: JobId) -> Response:
-        form = await form_of(request)
-        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
-        terminate = form.get("terminate") == "1"
-        await run_in_threadpool(act, store, control, "cancel", job_id, who, terminate=terminate)
-        return redirect(request, f"/jobs/{quote(job_id, safe='')}")
-
-    @app.post("/jobs/{job_id}/pause", include_in_schema=False)
-    async def pause_form(request: Request, job_id: JobId) -> Response:
-        form = await form_of(request)
-        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
-        await run_in_threadpool(act, store, control, "pause", job_id, who)
-        return redirect(request, f"/jobs/{quote(job_id, safe='')}")
-
-    @app.post("/jobs/{job_id}/resume", include_in_schema=False)
-    async def resume_form(request: Request, job_id: JobId) -> Response:
-        form = await form_of(request)
-        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
-        await run_in_threadpool(act, store, control, "resume", job_id, who)
-        return redirect(request, f"/jobs/{quote(job_id, safe='')}")
+        flags = {"retry": "failed_items", "cancel": "terminate"}
+        options = {flags[action]: form.get(flags[action]) == "1"} if action in flags else {}
+        shown = await run_in_threadpool(act, store, control, action, job_id, who, **options)
+        return redirect(request, f"/jobs/{quote(shown if action == 'retry' else job_id, safe='')}")
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(request: Request) -> Response:
