@@ -200,6 +200,7 @@ def test_metrics_endpoint(demo_db: str) -> None:
     }
     assert samples[("jobtrack_jobs", (("status", "completed"),))] == 3
     assert samples[("jobtrack_jobs", (("status", "failed"),))] == 1
+    assert samples[("jobtrack_jobs", (("status", "paused"),))] == 0  # a label of its own
     assert (
         samples[
             (
