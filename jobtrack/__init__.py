@@ -29,6 +29,7 @@ from .job import CancelRequested, JobHandle, PauseRequested, StopRequested, curr
 from .models import Event, Item, ItemStatus, Job, JobFilter, JobStatus, Stats
 from .schema import metadata
 from .settings import Settings
+from .store import owner_scope
 from .tracker import Tracker, active_tracker
 
 __all__ = [
@@ -58,8 +59,10 @@ __all__ = [
     "get_job",
     "install",
     "job_stats",
+    "jobs_for_ref",
     "list_jobs",
     "metadata",
+    "owner_scope",
     "track",
     "uninstall",
     "upsert_job",
@@ -72,7 +75,7 @@ def upsert_job(job_id: str, **fields: Any) -> None:
     """Create the job row now (pending), or update its descriptive fields.
 
     Keywords: job_type, job_subtype, name, owner_id, task_name, queue, input_data,
-    metadata, total_items. Committed when this returns.
+    metadata, total_items, ref. Committed when this returns.
     """
     active_tracker().upsert_job(job_id, **fields)
 
@@ -94,8 +97,16 @@ def get_job(job_id: str) -> Job:
 
 def list_jobs(where: JobFilter | None = None, **filters: Any) -> list[Job]:
     """Jobs newest first: a :class:`JobFilter`, or its fields as keywords (status,
-    job_type, owner_id, task_name, queue, since, until, search, ids); limit, offset."""
+    job_type, owner_id, task_name, queue, since, until, search, ids, stage, ref); limit,
+    offset."""
     return active_tracker().list_jobs(where, **filters)
+
+
+def jobs_for_ref(ref: str, *, limit: int = 50) -> list[Job]:
+    """Jobs working on ``ref`` (``@track(ref=...)``, ``upsert_job(ref=...)``), newest
+    first: exact, or every ref starting with what precedes a final ``*``
+    (``"repo:42@*"``). The newest is ``jobs_for_ref(ref, limit=1)``: one index lookup."""
+    return active_tracker().list_jobs(JobFilter(ref=ref), limit=limit)
 
 
 def job_stats(*, since: datetime | None = None) -> Stats:

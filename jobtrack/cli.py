@@ -282,6 +282,34 @@ def db_check(obj: Context) -> None:
     console.print("[green]up to date[/]")
 
 
+@db.group("rls", invoke_without_command=True)
+@click.pass_context
+def db_rls(ctx: click.Context) -> None:
+    """Row-level security (PostgreSQL): whether it binds the job tables; enable, disable."""
+    if ctx.invoked_subcommand is None:
+        _show_rls(ctx.obj.store.row_security())
+
+
+@db_rls.command("enable")
+@click.pass_obj
+def db_rls_enable(obj: Context) -> None:
+    """Enable and force row-level security on jobs, job_items and job_events: a session
+    then sees only the rows of its jobtrack.owner_id (or every owner's with '*')."""
+    _show_rls(obj.store.row_security(True))
+
+
+@db_rls.command("disable")
+@click.pass_obj
+def db_rls_disable(obj: Context) -> None:
+    """Disable row-level security on the job tables (the policies stay, unused)."""
+    _show_rls(obj.store.row_security(False))
+
+
+def _show_rls(state: dict[str, bool]) -> None:
+    for table, on in sorted(state.items()):
+        console.print(f"{table}: row-level security {'[green]on[/]' if on else 'off'}")
+
+
 @main.group()
 def jobs() -> None:
     """List and inspect jobs."""
@@ -297,6 +325,7 @@ def jobs() -> None:
 @option("--until", help="30m, 2h, 7d or an ISO timestamp")
 @option("--search", help="Text in the name or error message, or an exact id.")
 @option("--stage", help="Jobs in this stage (progress_stage).")
+@option("--ref", help="Jobs working on this ref; a final * matches every ref it starts.")
 @option("--limit", type=click.IntRange(1, 10_000), default=50)
 @option("--offset", type=click.IntRange(0), default=0)
 @option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -312,6 +341,7 @@ def jobs_ls(
     until: str | None,
     search: str | None,
     stage: str | None,
+    ref: str | None,
     limit: int,
     offset: int,
     as_json: bool,
@@ -327,6 +357,7 @@ def jobs_ls(
         until=_since(until),
         search=search,
         stage=stage,
+        ref=ref,
     )
     found = obj.store.list_jobs(where, limit=limit, offset=offset)
     if as_json:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import JobtrackError
-from .models import PAUSABLE, RETRYABLE, Job, JobStatus, Stop
+from .job import job_spec
+from .models import PAUSABLE, RETRYABLE, Job, JobStatus, JobUpdate, Stop
 from .payload import REDACTED, TRUNCATED
 from .tracker import Tracker
 
@@ -24,6 +27,8 @@ __all__ = [
     "CannotControl",
     "CannotRetry",
     "JobControl",
+    "NotPublishable",
+    "UnknownTask",
     "cancel_job",
     "controller",
     "pause_job",
@@ -31,6 +36,7 @@ __all__ = [
     "replayable_input",
     "resume_job",
     "retry_job",
+    "start_job",
 ]
 
 log = logging.getLogger("jobtrack.control")
@@ -60,6 +66,89 @@ class CannotRetry(CannotControl):
 
     def __init__(self, job_id: str, reason: str) -> None:
         super().__init__("retry", job_id, reason)
+
+
+class UnknownTask(JobtrackError, LookupError):
+    """No task of this name is registered in the app."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no task named {name!r} is registered in the app")
+
+
+class NotPublishable(JobtrackError, PermissionError):
+    """The task is not one the settings let a caller start (``web_publishable_tasks``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"task {name!r} is not in web_publishable_tasks")
+
+
+#: Ids of jobs started with an idempotency key are derived from it, in this namespace.
+_IDEMPOTENT = uuid.UUID("6a6f6274-7261-636b-2d69-64656d706f74")
+
+
+def start_job(
+    app: Any,
+    tracker: Tracker,
+    task_name: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    allowed: Sequence[str] = (),
+    queue: str | None = None,
+    countdown: float | None = None,
+    owner_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Start ``task_name`` as a job; returns (its row, whether this call started it).
+
+    The row is committed ``pending`` before the task is published, so whoever gets the
+    id can read it at once. ``owner_id`` (an owner-bound caller's) wins over the task's
+    ``@track(owner=...)``. With ``idempotency_key`` the job id derives from the key and
+    the caller, so repeating the call finds the first job instead of starting another.
+    If publishing fails the job is marked failed and the error raised.
+    """
+    task = app.tasks.get(task_name)
+    if task is None:
+        raise UnknownTask(task_name)
+    if task_name not in allowed:
+        raise NotPublishable(task_name)
+    kwargs = dict(kwargs or {})
+    job_id = (
+        str(uuid.uuid5(_IDEMPOTENT, f"{owner_id or ''}\x00{idempotency_key}"))
+        if idempotency_key
+        else str(uuid.uuid4())
+    )
+    spec = job_spec(task)
+    described = spec.describe(getattr(task, "run", None), args, kwargs) if spec else {}
+    if owner_id is not None:
+        described["owner_id"] = owner_id
+    now = datetime.now(UTC)
+    update = JobUpdate.transition(
+        job_id,
+        JobStatus.PENDING,
+        at=now,
+        task_name=task_name,
+        queue=queue,
+        eta=now + timedelta(seconds=countdown) if countdown else None,
+        **described,  # the input is recorded by the publish (redacted as always)
+    )
+    if not tracker.store.create_job(tracker.writer.clean(update)):
+        return tracker.store.get_job(job_id), False
+    try:
+        app.send_task(
+            task_name,
+            args=list(args),
+            kwargs=kwargs,
+            task_id=job_id,
+            queue=queue,
+            countdown=countdown,
+        )
+    except Exception as exc:
+        tracker.fail_job(job_id, f"could not be published: {exc}")
+        raise
+    return tracker.store.get_job(job_id), True
 
 
 def replayable_input(data: Any) -> tuple[list[Any], dict[str, Any]] | None:
@@ -246,6 +335,9 @@ class JobControl:
 
     def resume(self, job_id: str) -> str:
         return resume_job(self.app, self.tracker, job_id)
+
+    def start(self, task_name: str, **options: Any) -> tuple[Job, bool]:
+        return start_job(self.app, self.tracker, task_name, **options)
 
 
 def controller(app: Any, tracker: Tracker) -> JobControl:

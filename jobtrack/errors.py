@@ -9,6 +9,7 @@ __all__ = [
     "JobtrackError",
     "NoCurrentJob",
     "NotInstalled",
+    "NotSupported",
     "StoreError",
 ]
 
@@ -48,6 +49,10 @@ class NotInstalled(JobtrackError, RuntimeError):
         super().__init__(
             "jobtrack is not installed in this process: call jobtrack.install(app) first"
         )
+
+
+class NotSupported(JobtrackError):
+    """The database in use cannot do what was asked (row-level security on SQLite)."""
 
 
 class StoreError(JobtrackError):

@@ -95,6 +95,8 @@ class JobSpec:
     stages: tuple[str, ...] = ()
     #: A task that returns normally ends failed by its items under this policy.
     fail_when: FailWhen | None = None
+    #: What the job works on: a ``str.format`` template like ``name``.
+    ref: str | None = None
 
     def failed_by_items(self, processed: int, failed: int) -> str | None:
         """Why a run that returned normally counts as failed, or None."""
@@ -105,18 +107,19 @@ class JobSpec:
         return None
 
     def describe(self, fn: Callable[..., Any] | None, args: Any, kwargs: Any) -> dict[str, Any]:
-        """``job_type``, ``job_subtype``, ``name`` and ``owner_id`` for one call."""
+        """``job_type``, ``job_subtype``, ``name``, ``ref`` and ``owner_id`` for one call."""
         out: dict[str, Any] = {"job_type": self.job_type, "job_subtype": self.job_subtype}
         if self.stages:
             out["stage_count"] = len(self.stages)
-        if self.name is None and self.owner is None:
+        if self.name is None and self.owner is None and self.ref is None:
             return out
         bound = _bind(fn, args, kwargs)
-        if self.name is not None:
-            try:
-                out["name"] = self.name.format_map(bound)
-            except (KeyError, IndexError, ValueError, AttributeError, TypeError):
-                out["name"] = self.name
+        for field, template in (("name", self.name), ("ref", self.ref)):
+            if template is not None:
+                try:
+                    out[field] = template.format_map(bound)
+                except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+                    out[field] = None if field == "ref" else template  # no half-made ref
         if self.owner is not None and bound.get(self.owner) is not None:
             out["owner_id"] = str(bound[self.owner])[:255]
         return out
@@ -142,6 +145,7 @@ def track(
     owner: str | None = None,
     stages: Sequence[str] = (),
     fail_when: FailWhen | None = None,
+    ref: str | None = None,
 ) -> Callable[[F], F]:
     """Describe a task's jobs. Put it under ``@app.task``.
 
@@ -149,7 +153,8 @@ def track(
     (``"Import {filename}"``); ``owner`` names the argument holding the owner id;
     ``stages`` declares the plan ``job.stage(name)`` moves through; ``fail_when``
     ("all_items_failed" or "any_item_failed") marks a run that returned normally as
-    failed by its items.
+    failed by its items; ``ref`` names what the job works on, a template like ``name``
+    (``"repo:{repo_id}@{commit_sha}"``), indexed for :func:`jobtrack.jobs_for_ref`.
     """
     if fail_when is not None and fail_when not in FAIL_WHEN:
         raise ValueError(f"fail_when={fail_when!r}: expected one of {', '.join(FAIL_WHEN)}")
@@ -160,6 +165,7 @@ def track(
         owner=owner,
         stages=tuple(stages),
         fail_when=fail_when,
+        ref=ref,
     )
 
     def decorate(fn: F) -> F:

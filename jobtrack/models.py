@@ -215,6 +215,8 @@ class Job:
     checkpoint_at: datetime | None = None
     #: When an operator asked to pause; cleared when the job is resumed.
     pause_requested_at: datetime | None = None
+    #: What the job works on, in your domain's words ("repo:42@9fceb02").
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,9 @@ class JobFilter:
     ids: tuple[str, ...] | None = None
     #: The stage the job is in (``progress_stage``).
     stage: str | None = None
+    #: The job's ``ref``: exact, or every ref starting with what comes before a final
+    #: ``*`` (``"repo:42@*"``).
+    ref: str | None = None
 
     @classmethod
     def of(
@@ -423,6 +428,7 @@ FILL_COLUMNS = (
     "metadata",
     "cancel_requested_at",
     "stage_count",
+    "ref",
 )
 #: Last value wins until the job is finished; then they never change.
 PROGRESS_COLUMNS = (
@@ -499,6 +505,7 @@ class JobUpdate:
     stage_count: int | None = None
     checkpoint: Any = None
     checkpoint_at: datetime | None = None
+    ref: str | None = None
 
     COLUMNS: ClassVar[tuple[str, ...]]
 

@@ -30,7 +30,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["job_events", "job_items", "jobs", "leases", "metadata"]
+__all__ = [
+    "OWNER_SETTING",
+    "RLS_TABLES",
+    "job_events",
+    "job_items",
+    "jobs",
+    "leases",
+    "metadata",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -138,6 +146,7 @@ jobs = Table(
         UTCDateTime,
         comment="when an operator asked to cancel; stays set if the task ran anyway",
     ),
+    Column("ref", String(255), comment="what the job works on: @track(ref=...), upsert_job(ref=)"),
     Column(
         "pause_requested_at",
         UTCDateTime,
@@ -147,6 +156,9 @@ jobs = Table(
     Index(None, "job_type", "created_at"),
     Index(None, "owner_id", "created_at"),
     Index(None, "created_at"),
+    # The newest job for a ref is one lookup; a prefix ("repo:42@*") uses it too on
+    # PostgreSQL (pattern operators: LIKE 'prefix%' whatever the collation).
+    Index(None, "ref", "created_at", postgresql_ops={"ref": "varchar_pattern_ops"}),
     # Workers read the open cancel requests at start and every few seconds: a partial
     # index keeps that read as small as the set it returns.
     Index(
@@ -204,6 +216,13 @@ leases = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     comment="who does a periodic chore (the in-worker reaper) until when",
 )
+
+
+#: The PostgreSQL session setting row-level security reads: an owner id, or ``*`` for
+#: every owner (what jobtrack's own connections set; see docs/schema.md).
+OWNER_SETTING = "jobtrack.owner_id"
+#: The job-scoped tables row-level security covers (migration 0005 adds their policies).
+RLS_TABLES = ("jobs", "job_items", "job_events")
 
 
 def staging_table(table: Table) -> Table:

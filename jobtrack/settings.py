@@ -118,6 +118,11 @@ class Settings:
     #: Open live streams (GET /api/stream) per principal and per client address; past
     #: it, 429.
     web_max_streams: int = 8
+    #: Tasks ``POST /api/jobs`` may start (names, comma-separated in the environment).
+    #: Empty: none; the endpoint answers 403.
+    web_publishable_tasks: tuple[str, ...] = ()
+    #: Largest request body ``POST /api/jobs`` reads, in bytes; past it, 413.
+    web_max_body_bytes: int = 65536
     #: Flower's address (e.g. ``http://localhost:5555``); job pages then link to the
     #: task's page there. Empty: no link.
     web_flower_url: str = ""
@@ -199,6 +204,7 @@ class Settings:
             "web_rate_limit_per_min",
             "web_auth_failures_per_min",
             "web_max_streams",
+            "web_max_body_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ConfigurationError(name, getattr(self, name), "a whole number above 0")
@@ -220,6 +226,8 @@ def _conf_get(conf: Mapping[str, Any], key: str) -> Any:
         return None
 
 
+#: Tuple settings matched without regard to case (the others, task names, keep theirs).
+_CASELESS = frozenset({"redact_keys"})
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -241,9 +249,9 @@ def _coerce(name: str, type_: Any, raw: Any) -> Any:
         if kind == "float":
             return float(raw)
         if kind.startswith("tuple"):
-            if isinstance(raw, str):
-                return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
-            return tuple(str(p).lower() for p in raw)
+            parts = raw.split(",") if isinstance(raw, str) else raw
+            fold = str.lower if name in _CASELESS else str
+            return tuple(fold(str(p).strip()) for p in parts if str(p).strip())
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(name, raw, f"a value of type {kind}") from exc

@@ -9,6 +9,7 @@ the upsert itself, so concurrent writers in many processes cannot move a job bac
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -38,6 +39,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -52,7 +54,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from .errors import DataRefused, JobNotFound, StoreError
+from .errors import DataRefused, JobNotFound, NotSupported, StoreError
 from .models import (
     ATTEMPT_COLUMNS,
     CANCEL_REQUESTED_SEQ,
@@ -80,7 +82,16 @@ from .models import (
     resumed_seq,
     state_seq,
 )
-from .schema import job_events, job_items, jobs, leases, metadata, staging_table
+from .schema import (
+    OWNER_SETTING,
+    RLS_TABLES,
+    job_events,
+    job_items,
+    jobs,
+    leases,
+    metadata,
+    staging_table,
+)
 
 __all__ = [
     "CHANGES_CHANNEL",
@@ -88,8 +99,10 @@ __all__ = [
     "ChangeListener",
     "MetricsSnapshot",
     "Store",
+    "current_owner",
     "describe_url",
     "normalize_url",
+    "owner_scope",
 ]
 
 log = logging.getLogger("jobtrack.store")
@@ -105,6 +118,33 @@ _UNRUN = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST, JobSt
 #: (a JSON array; ``*`` when they do not fit in one notification).
 CHANGES_CHANNEL = "jobtrack_changes"
 _NOTIFY_MAX_BYTES = 7000  # PostgreSQL's payload limit is 8000 bytes
+
+
+_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "jobtrack_owner_scope", default=None
+)
+
+
+@contextmanager
+def owner_scope(owner_id: str) -> Iterator[None]:
+    """Run the store's queries made inside (in this thread or asyncio task, and what
+    it starts) as ``owner_id``'s: on PostgreSQL each transaction sets the session
+    setting row-level security reads (``jobtrack.owner_id``), so with it enabled the
+    database itself shows and accepts only that owner's jobs, items and events.
+    Outside any scope jobtrack's connections serve every owner (``*``). On SQLite,
+    which has no row-level security, it changes nothing."""
+    if not owner_id or owner_id == "*" or "\x00" in owner_id:
+        raise ValueError(f"owner_scope needs one owner id, not {owner_id!r}")
+    token = _owner.set(owner_id)
+    try:
+        yield
+    finally:
+        _owner.reset(token)
+
+
+def current_owner() -> str | None:
+    """The owner of the innermost :func:`owner_scope` here, or None (every owner)."""
+    return _owner.get()
 
 
 def describe_url(url: str) -> str:
@@ -163,6 +203,8 @@ class Store:
         self._create_tables = create_tables
         self._schema_ready = False
         self._lock = threading.Lock()
+        if engine is not None and engine.dialect.name == "postgresql":
+            event.listen(engine, "connect", _serve_every_owner)
         _live_stores.add(self)
 
     # -- connection handling -------------------------------------------------------
@@ -199,6 +241,9 @@ class Store:
             connect_args = {
                 "connect_timeout": max(int(self._connect_timeout_s), 1),
                 "application_name": "jobtrack",
+                # Every owner unless a transaction says otherwise (owner_scope): set at
+                # connection start, no round trip of its own.
+                "options": f"-c {OWNER_SETTING}=*",
             }
         return create_engine(
             url, pool_pre_ping=True, pool_size=2, max_overflow=4, connect_args=connect_args
@@ -227,6 +272,9 @@ class Store:
             if not self._schema_ready and self._create_tables:
                 self.ensure_schema()
             with self.engine.begin() as conn:
+                owner = _owner.get()
+                if owner is not None and conn.dialect.name == "postgresql":
+                    conn.execute(_SET_OWNER, {"owner": owner})
                 try:
                     yield conn
                 except BaseException:
@@ -359,6 +407,50 @@ class Store:
             if values:
                 conn.execute(update(jobs).where(jobs.c.id == update_.id).values(**values))
             _notify(conn, [update_.id])
+
+    def create_job(self, update_: JobUpdate) -> bool:
+        """Insert the job row unless one with its id exists; True if this call made it.
+        The first of several concurrent calls with one id wins (the primary key
+        decides), so a repeated request can find the job instead of making another."""
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(jobs)
+            .values(dict(zip(JobUpdate.COLUMNS, update_.values(), strict=True)))
+            .on_conflict_do_nothing(index_elements=[jobs.c.id])
+            .returning(jobs.c.id)
+        )
+        with self._begin("create job", writes_data=True) as conn:
+            made = conn.execute(stmt).first() is not None
+            if made:
+                _notify(conn, [update_.id])
+        return made
+
+    def row_security(self, enable: bool | None = None) -> dict[str, bool]:
+        """Whether row-level security binds each job-scoped table (enabled and forced,
+        so the tables' owner is bound too); with ``enable``, switch it first. The
+        policies themselves come with the schema (see docs/schema.md). Raises
+        :class:`~jobtrack.errors.NotSupported` on SQLite."""
+        if self.dialect != "postgresql":
+            raise NotSupported(
+                "row-level security needs PostgreSQL; SQLite has none (the dashboard and "
+                "API still show an owner-bound token only its owner's jobs)"
+            )
+        with self._begin("row-level security") as conn:
+            if enable is not None:
+                for table in RLS_TABLES:
+                    how = "ENABLE" if enable else "DISABLE"
+                    force = "FORCE" if enable else "NO FORCE"
+                    conn.execute(text(f"ALTER TABLE {table} {how} ROW LEVEL SECURITY"))
+                    conn.execute(text(f"ALTER TABLE {table} {force} ROW LEVEL SECURITY"))
+            rows = conn.execute(
+                text(
+                    "SELECT relname, relrowsecurity AND relforcerowsecurity FROM pg_class "
+                    "WHERE relname = ANY(:tables) AND relnamespace = "
+                    "to_regnamespace(current_schema())::oid"
+                ),
+                {"tables": list(RLS_TABLES)},
+            ).all()
+        return {name: bool(on) for name, on in rows}
 
     def set_counts(
         self,
@@ -1021,6 +1113,7 @@ def _filtered(query: Any, where: JobFilter) -> Any:
     NUL character matches nothing (PostgreSQL text cannot hold one; writes strip them),
     on every backend alike."""
     given = [
+        where.ref,
         where.stage,
         where.job_type,
         where.owner_id,
@@ -1044,14 +1137,21 @@ def _filtered(query: Any, where: JobFilter) -> Any:
     ):
         if value is not None:
             query = query.where(column == value)
+    if where.ref is not None:
+        if where.ref.endswith("*"):  # a prefix: LIKE finds it in the index (PostgreSQL),
+            prefix = where.ref[:-1]  # substr keeps it case-sensitive (SQLite's LIKE is not)
+            query = query.where(
+                jobs.c.ref.like(_escape_like(prefix) + "%", escape="\\"),
+                func.substr(jobs.c.ref, 1, len(prefix)) == prefix,
+            )
+        else:
+            query = query.where(jobs.c.ref == where.ref)
     if where.since is not None:
         query = query.where(jobs.c.created_at >= where.since)
     if where.until is not None:
         query = query.where(jobs.c.created_at < where.until)
     if where.search:
-        pattern = (
-            "%" + where.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        )
+        pattern = "%" + _escape_like(where.search) + "%"
         query = query.where(
             or_(
                 jobs.c.name.ilike(pattern, escape="\\"),
@@ -1089,6 +1189,11 @@ _WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 _TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events}
 _STAGING = {"jobs": staging_table(jobs), "job_items": staging_table(job_items)}
+
+
+def _escape_like(value: str) -> str:
+    """``value`` matched literally inside a LIKE pattern (escape character ``\\``)."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _json_text(value: Any) -> str | None:
@@ -1228,6 +1333,7 @@ try:  # psycopg's own errors reach us from the COPY path, outside SQLAlchemy
 except ImportError:  # pragma: no cover - psycopg is a dependency
     _DRIVER_ERRORS = _DRIVER_DATA_ERRORS = ()
 #: Raised by a driver (or SQLAlchemy's bind processing) for a value it cannot send.
+_SET_OWNER = text(f"SELECT set_config('{OWNER_SETTING}', :owner, true)")
 _PYTHON_DATA_ERRORS = (UnicodeError, ValueError, TypeError, OverflowError)
 _TRANSLATED: tuple[type[Exception], ...] = (SQLAlchemyError, *_DRIVER_ERRORS)
 
@@ -1265,6 +1371,14 @@ def _forget_staging(conn: Connection) -> None:
         if not conn.invalidated:
             for table in _STAGING.values():
                 conn.connection.info.pop(table.name, None)
+
+
+def _serve_every_owner(dbapi_conn: Any, _record: Any) -> None:
+    """A connection of an engine given to the store serves every owner (``*``) unless
+    a transaction says otherwise, like the store's own (which set it at start-up)."""
+    with dbapi_conn.cursor() as cursor:
+        cursor.execute(f"SELECT set_config('{OWNER_SETTING}', '*', false)")
+    dbapi_conn.commit()
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -77,6 +77,7 @@ class Tracker:
         input_data: Any = None,
         metadata: Mapping[str, Any] | None = None,
         total_items: int | None = None,
+        ref: str | None = None,
     ) -> None:
         """Create the job row (pending) or update its descriptive fields."""
         if not self.settings.enabled:
@@ -91,6 +92,7 @@ class Tracker:
             "input_data": self.json(input_data) if input_data is not None else None,
             "metadata": self.json(dict(metadata)) if metadata is not None else None,
             "total_items": total_items,
+            "ref": ref,
         }
         update = self.writer.clean(JobUpdate.transition(job_id, JobStatus.PENDING, **given))
         self.store.upsert_job(update, overwrite=[k for k, v in given.items() if v is not None])

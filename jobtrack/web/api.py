@@ -16,6 +16,7 @@ annotations at run time, including aliases local to ``add_api_routes``.)
 import base64
 import binascii
 import dataclasses
+import json
 import threading
 import weakref
 from collections import Counter
@@ -24,12 +25,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
-from ..control import JobControl
+from ..control import JobControl, NotPublishable, UnknownTask
 from ..errors import JobNotFound, JobtrackError
 from ..models import Job, JobFilter, stage_spans
+from ..settings import Settings
 from ..store import Store
 from .auth import Auth, Principal
 from .stream import ChangeFeed, job_event
@@ -164,17 +168,43 @@ def act(
         raise HTTPException(409, str(exc)) from exc
 
 
+class StartJob(BaseModel):
+    """The body of ``POST /api/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=255, description="a registered task's name")
+    args: list[Any] = Field(default_factory=list, description="positional arguments (JSON)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
+    queue: str | None = Field(default=None, min_length=1, max_length=255)
+    countdown: float | None = Field(default=None, ge=0, le=366 * 86400, description="seconds")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it is past ``limit`` bytes (by its
+    declared length, or while it is read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the body is over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"the body is over {limit} bytes")
+    return bytes(body)
+
+
 def add_api_routes(
     api: FastAPI,
     store: Store,
     auth: Auth,
     feed: ChangeFeed,
     control: Control | None,
-    max_streams: int = 8,
+    settings: Settings,
 ) -> None:
     """The ``/api`` routes, on ``api``."""
     Who = Annotated[Principal, Depends(auth.require)]
-    streams = StreamSlots(max_per_key=max_streams)
+    streams = StreamSlots(max_per_key=settings.web_max_streams)
     api.state.streams = streams
     JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the Celery task id")]
 
@@ -190,6 +220,10 @@ def add_api_routes(
         until: datetime | None = None,
         search: Annotated[str | None, Query(max_length=200)] = None,
         stage: Annotated[str | None, Query(max_length=255)] = None,
+        ref: Annotated[
+            str | None,
+            Query(max_length=256, description="exact, or a prefix ending in * (repo:42@*)"),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
     ) -> dict[str, Any]:
@@ -208,6 +242,7 @@ def add_api_routes(
             until=utc(until, "until"),
             search=search,
             stage=stage,
+            ref=ref,
         )
         found = store.list_jobs(
             where, limit=limit + 1, before=decode_cursor(cursor) if cursor else None
@@ -217,6 +252,71 @@ def add_api_routes(
             "jobs": [dataclasses.asdict(j) for j in page],
             "next_cursor": encode_cursor(page[-1]) if more else None,
         }
+
+    @api.post(
+        "/api/jobs",
+        status_code=202,
+        responses={
+            200: {"description": "an earlier request with this Idempotency-Key made the job"},
+            403: {"description": "not an operator, or the task is not publishable"},
+            413: {"description": "the body is too large"},
+            422: {"description": "no such task, or a body that is not a StartJob"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": StartJob.model_json_schema()}},
+            }
+        },
+    )
+    async def start_job(
+        request: Request,
+        who: Who,
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+        ] = None,
+    ) -> JSONResponse:
+        """Start a job: publish ``task`` through the Celery app. Answers 202 with the new
+        job's ``id`` and ``Location`` once its row is committed (``pending``). Only the
+        tasks in ``web_publishable_tasks``; an owner-bound token's jobs are its owner's.
+        A repeated request with the same ``Idempotency-Key`` answers 200 with the first
+        job instead of starting another."""
+        if not who.may_act:
+            raise HTTPException(403, "starting a job needs the operator role")
+        if control is None:
+            raise HTTPException(501, "starting a job needs the Celery app (jobtrack -A app web)")
+        raw = await read_body(request, settings.web_max_body_bytes)
+        try:
+            body = StartJob.model_validate(json.loads(raw))
+        except (ValueError, ValidationError) as exc:
+            detail: Any = (
+                exc.errors(include_url=False, include_context=False, include_input=False)
+                if isinstance(exc, ValidationError)
+                else f"the body is not JSON: {exc}"
+            )
+            raise HTTPException(422, detail) from exc
+        try:
+            job, started = await run_in_threadpool(
+                control.start,
+                body.task,
+                args=body.args,
+                kwargs=body.kwargs,
+                queue=body.queue,
+                countdown=body.countdown,
+                owner_id=who.owner_id,
+                idempotency_key=idempotency_key,
+                allowed=settings.web_publishable_tasks,
+            )
+        except UnknownTask as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except NotPublishable as exc:
+            raise HTTPException(403, str(exc)) from exc
+        location = (request.scope.get("root_path") or "") + f"/api/jobs/{job.id}"
+        return JSONResponse(
+            {"id": job.id, "status": job.status.value},
+            status_code=202 if started else 200,
+            headers={"Location": location},
+        )
 
     @api.get("/api/jobs/{job_id}")
     def get_job(job_id: JobId, who: Who) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Every link it renders is relative to where it is mounted (the ASGI ``root_path``
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import StoreError
 from ..settings import Settings
-from ..store import Store
+from ..store import Store, owner_scope
 from .api import Control, add_api_routes
 from .auth import Auth
 from .pages import NeedLogin, add_pages, redirect
@@ -46,11 +47,22 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(store: Store, settings: Settings, *, control: Control | None = None) -> FastAPI:
+def create_app(
+    store: Store,
+    settings: Settings,
+    *,
+    control: Control | None = None,
+    owner_filter: bool = True,
+) -> FastAPI:
     """The whole web app over ``store``. ``control`` (see
     :class:`jobtrack.control.JobControl`) retries, cancels, pauses and resumes through a Celery app;
-    without it those answer 501."""
-    auth = Auth(settings)
+    without it those answer 501.
+
+    An owner-bound token's requests run inside :func:`~jobtrack.store.owner_scope`, so
+    with row-level security enabled (PostgreSQL) the database itself keeps owners apart;
+    the handlers also filter by owner. ``owner_filter=False`` drops that second layer:
+    only for tests that prove the first one alone holds."""
+    auth = Auth(settings, owner_filter=owner_filter)
     feed = ChangeFeed(store, poll_interval_s=settings.web_poll_interval_s)
 
     @asynccontextmanager
@@ -71,7 +83,7 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
     )
     app.state.feed = feed
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    add_api_routes(app, store, auth, feed, control, settings.web_max_streams)
+    add_api_routes(app, store, auth, feed, control, settings)
     render = add_pages(app, store, auth, settings, control)
     _add_metrics(app, store, auth, settings)
 
@@ -91,7 +103,11 @@ def create_app(store: Store, settings: Settings, *, control: Control | None = No
                 {"detail": exc.detail}, exc.status_code, headers=exc.headers
             )
         else:
-            response = await call_next(request)
+            identity = getattr(request.state, "identity", None)
+            owner = identity.principal.owner_id if identity is not None else None
+            # The whole request (and the stream it may open) runs as that owner's.
+            with owner_scope(owner) if owner else contextlib.nullcontext():
+                response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         return response
 

@@ -65,7 +65,7 @@ PAGE_SIZE = 50
 #: early in the status index instead of reading every row on each live refresh.
 COUNT_CAP = 10_000
 ITEMS_PAGE_SIZE = 100
-FILTERS = ("job_type", "task_name", "queue", "owner_id", "search")
+FILTERS = ("job_type", "task_name", "queue", "owner_id", "ref", "search")
 
 
 class NeedLogin(Exception):
@@ -228,6 +228,7 @@ def add_pages(
         task_name: Annotated[str | None, Query(max_length=255)] = None,
         queue: Annotated[str | None, Query(max_length=255)] = None,
         owner_id: Annotated[str | None, Query(max_length=255)] = None,
+        ref: Annotated[str | None, Query(max_length=256)] = None,
         search: Annotated[str | None, Query(max_length=200)] = None,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
         partial: bool = False,
@@ -238,6 +239,7 @@ def add_pages(
             "task_name": task_name,
             "queue": queue,
             "owner_id": owner_id,
+            "ref": ref,
             "search": search,
         }  # as given: form and links
         scope = JobFilter.of(**filters)

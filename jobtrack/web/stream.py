@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..models import Job, JobFilter, JobStatus
-from ..store import ChangeListener, Store
+from ..store import ChangeListener, Store, current_owner, owner_scope
 
 __all__ = ["LOOKBACK_S", "ChangeFeed", "job_event"]
 
@@ -89,6 +89,8 @@ def _json_default(value: Any) -> Any:
 class _Subscriber:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[dict[str, Job]]
+    #: The owner scope it was opened in: its rows are read under it (None: every owner).
+    owner: str | None = None
 
 
 class ChangeFeed:
@@ -110,7 +112,7 @@ class ChangeFeed:
     async def changes(self) -> AsyncIterator[dict[str, Job] | None]:
         """An empty dict once the feed is watching, then the changed jobs' rows (by id)
         as they come, and None after each quiet ``KEEPALIVE_S``."""
-        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
+        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue(), current_owner())
         with self._lock:
             self._subscribers.add(sub)
             if self._thread is None and not self._stop.is_set():
@@ -151,28 +153,30 @@ class ChangeFeed:
     # -- the feed thread --------------------------------------------------------------
 
     def _publish(self, ids: Iterable[str]) -> None:
-        """Read the changed rows once, and hand them to every stream."""
+        """Read the changed rows once per owner scope the open streams were opened in
+        (so row-level security, when on, decides what each stream may see), and hand
+        them to those streams."""
         wanted = sorted(set(ids))
         with self._lock:
-            if not self._subscribers:
+            owners = {sub.owner for sub in self._subscribers}
+        for owner in owners:
+            rows: dict[str, Job] = {}
+            try:
+                with owner_scope(owner) if owner else contextlib.nullcontext():
+                    for start in range(0, len(wanted), _READ_CHUNK):
+                        chunk = tuple(wanted[start : start + _READ_CHUNK])
+                        found = self.store.list_jobs(JobFilter(ids=chunk), limit=len(chunk))
+                        rows.update((job.id, job) for job in found)
+            except StoreError as exc:
+                log.warning("live feed: %s", exc, extra={"action": "feed", "job_id": None})
                 return
-        rows: dict[str, Job] = {}
-        try:
-            for start in range(0, len(wanted), _READ_CHUNK):
-                chunk = wanted[start : start + _READ_CHUNK]
-                rows.update(
-                    (job.id, job)
-                    for job in self.store.list_jobs(JobFilter(ids=tuple(chunk)), limit=len(chunk))
-                )
-        except StoreError as exc:
-            log.warning("live feed: %s", exc, extra={"action": "feed", "job_id": None})
-            return
-        if rows:
-            self._hand_out(rows)
+            if rows:
+                self._hand_out(rows, owners={owner})
 
-    def _hand_out(self, rows: dict[str, Job]) -> None:
+    def _hand_out(self, rows: dict[str, Job], owners: set[str | None] | None = None) -> None:
+        """Give ``rows`` to the streams opened in one of ``owners`` (None: every one)."""
         with self._lock:
-            subscribers = list(self._subscribers)
+            subscribers = [s for s in self._subscribers if owners is None or s.owner in owners]
         for sub in subscribers:
             with contextlib.suppress(RuntimeError):  # its loop has closed
                 sub.loop.call_soon_threadsafe(sub.queue.put_nowait, rows)
