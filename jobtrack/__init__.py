@@ -23,6 +23,7 @@ from .errors import (
     JobtrackError,
     NoCurrentJob,
     NotInstalled,
+    NotSupported,
     StoreError,
 )
 from .job import CancelRequested, JobHandle, PauseRequested, StopRequested, current_job, track
@@ -46,6 +47,7 @@ __all__ = [
     "JobtrackError",
     "NoCurrentJob",
     "NotInstalled",
+    "NotSupported",
     "PauseRequested",
     "Settings",
     "Stats",

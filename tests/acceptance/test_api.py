@@ -281,3 +281,70 @@ def test_pause_resume_and_retry_failed_items(client: TestClient, world: dict[str
     assert (job.status.value, job.retries, job.failed_items) == ("pending", 1, 1)
     twice = post(completed, "retry", OP, failed_items="true")
     assert twice.status_code == 409 and "only a finished job" in twice.json()["detail"]
+
+
+def queued(app: Any) -> int:
+    """Messages waiting in the app's (memory) default queue: no worker runs here now."""
+    with app.connection_for_write() as conn:
+        return int(conn.default_channel.queue_declare("celery", passive=True).message_count)
+
+
+def test_start_a_job_over_http(world: dict[str, Any]) -> None:
+    app, tracker = world["app"], world["tracker"]
+    export = f"{app.main}.export"
+    settings = Settings(
+        database_url="unused",
+        web_tokens=TOKENS,
+        web_publishable_tasks=(export,),
+        web_max_body_bytes=2000,
+    )
+    client = TestClient(create_app(tracker.store, settings, control=JobControl(app, tracker)))
+
+    def start(token: str, body: Any, **headers: str) -> Any:
+        return client.post("/api/jobs", json=body, headers={**auth(token), **headers})
+
+    before = queued(app)
+    made = start(OP, {"task": export, "args": ["2027-01"], "kwargs": {"user": U3}})
+    assert made.status_code == 202, made.text
+    job_id = made.json()["id"]
+    assert made.json() == {"id": job_id, "status": "pending"}
+    assert made.headers["location"] == f"/api/jobs/{job_id}"
+    job = tracker.store.get_job(job_id)  # committed before the answer
+    assert (job.status.value, job.task_name, job.owner_id) == ("pending", export, U3)
+    assert job.name == "Export <2027-01>"
+    assert queued(app) == before + 1
+
+    # An owner-bound operator's jobs are its owner's, whatever the arguments say.
+    mine = start(OP3, {"task": export, "args": ["2027-02"], "kwargs": {"user": U1}})
+    assert tracker.store.get_job(mine.json()["id"]).owner_id == U3
+
+    # The same Idempotency-Key: the first job again, nothing published.
+    key = {"Idempotency-Key": f"import-{RUN}"}
+    first = start(OP, {"task": export, "args": ["2027-03"], "kwargs": {"user": U3}}, **key)
+    again = start(OP, {"task": export, "args": ["2027-03"], "kwargs": {"user": U3}}, **key)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"] and again.headers["location"]
+    assert queued(app) == before + 3
+    other = start(OP3, {"task": export, "args": ["2027-03"], "kwargs": {"user": U3}}, **key)
+    assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
+
+    refused = {
+        403: [
+            start(VIEW, {"task": export}),  # not an operator
+            start(OP, {"task": f"{app.main}.explode", "kwargs": {"user": U3}}),  # not listed
+        ],
+        413: [start(OP, {"task": export, "args": ["x" * 3000]})],
+        422: [
+            start(OP, {"task": "no.such.task"}),
+            start(OP, {"task": export, "args": {"not": "a list"}}),
+            start(OP, {"task": export, "surprise": 1}),
+            start(OP, {"task": export, "countdown": -1}),
+            client.post("/api/jobs", content=b"{not json", headers=auth(OP)),
+        ],
+    }
+    for status, answers in refused.items():
+        for answer in answers:
+            assert answer.status_code == status, answer.text
+    assert "no task named 'no.such.task'" in refused[422][0].json()["detail"]
+    assert "not in web_publishable_tasks" in refused[403][1].json()["detail"]
+    assert queued(app) == before + 4  # nothing refused was published

@@ -23,7 +23,7 @@ def produced(db_url: str) -> Any:
     app.conf.broker_connection_retry_on_startup = True
 
     @app.task(name=f"{app.main}.load", bind=True)
-    @jobtrack.track(job_type="load", name="Load {source}")
+    @jobtrack.track(job_type="load", name="Load {source}", ref="source:{source}")
     def load(self: Any, source: str) -> int:
         job = jobtrack.current_job()
         for n in range(5):
@@ -80,6 +80,13 @@ def test_every_read_command(db_url: str, produced: list[str]) -> None:
     assert "running: 0" in watched and "Load a" not in watched
     assert run(db_url, "reap", "--lost-after", "0", "--json") == []
     assert "up to date" in run(db_url, "db", "check")
+    assert [j["id"] for j in run(db_url, "jobs", "ls", "--ref", "source:a", "--json")] == [loaded_a]
+    assert len(run(db_url, "jobs", "ls", "--ref", "source:*", "--json")) == 2
+    if db_url.startswith("sqlite"):
+        refused = CliRunner().invoke(main, ["--database-url", db_url, "db", "rls", "enable"])
+        assert isinstance(refused.exception, jobtrack.NotSupported)
+    else:  # the shared test database: shown, not changed
+        assert "jobs: row-level security off" in run(db_url, "db", "rls")
 
 
 def test_prune(db_url: str, produced: list[str]) -> None:

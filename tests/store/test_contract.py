@@ -601,3 +601,19 @@ def test_planned_items_count_as_pending_and_never_replace_an_outcome(store: Stor
     job = store.get_job("p")
     assert (job.processed_items, job.failed_items) == (1, 1)
     assert [i.key for i in store.list_items("p", status="pending")] == ["k1", "k2", "k3"]
+
+
+def test_ref_finds_jobs_exactly_or_by_prefix(store: Store) -> None:
+    refs = ["repo:42@abc", "repo:42@def", "repo:420@abc", "REPO:42@x", "repo:4_@z", None]
+    for n, ref in enumerate(refs):
+        write(store, upd(f"r{n}", JobStatus.PENDING, at=n, ref=ref))
+
+    def ids(ref: str) -> list[str]:
+        return [j.id for j in store.list_jobs(JobFilter(ref=ref))]
+
+    assert ids("repo:42@abc") == ["r0"]
+    assert ids("repo:42@*") == ["r1", "r0"]  # newest first; not repo:420, not REPO:42
+    assert ids("repo:4_@*") == ["r4"]  # LIKE's wildcards are plain characters here
+    assert ids("repo:4*") == ["r4", "r2", "r1", "r0"]
+    assert ids("repo:42") == [] and ids("*") == ["r4", "r3", "r2", "r1", "r0"]
+    assert store.list_jobs(JobFilter(ref="repo:42@*"), limit=1)[0].ref == "repo:42@def"

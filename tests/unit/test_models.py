@@ -97,3 +97,12 @@ def test_fail_when_policies() -> None:
     assert JobSpec().failed_by_items(3, 3) is None
     with pytest.raises(ValueError, match="expected one of all_items_failed, any_item_failed"):
         track(fail_when="some_failed")  # type: ignore[arg-type]
+
+
+def test_ref_is_formatted_from_the_arguments() -> None:
+    def run(repo_id: int, sha: str, user: str = "u") -> None: ...
+
+    spec = JobSpec(ref="repo:{repo_id}@{sha}", name="Build {sha}")
+    assert spec.describe(run, (42,), {"sha": "9fceb02"})["ref"] == "repo:42@9fceb02"
+    # A template the arguments cannot fill gives no ref (not a half-made one).
+    assert spec.describe(run, (42,), {})["ref"] is None
