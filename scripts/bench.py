@@ -34,7 +34,7 @@ from celery import Celery
 from sqlalchemy import text
 
 import jobtrack
-from jobtrack.models import JobFilter
+from jobtrack.models import Batch, JobFilter, JobStatus, JobUpdate
 from jobtrack.store import Store
 from jobtrack.web.pages import COUNT_CAP
 
@@ -306,11 +306,11 @@ def list_query(rows: int) -> None:
             """
             INSERT INTO jobs (id, task_name, job_type, name, status, state_seq, owner_id,
                               created_at, updated_at, processed_items, failed_items,
-                              skipped_items, retries, error_message)
+                              skipped_items, retries, error_message, ref)
             SELECT 'gen-' || g, 'app.task_' || (g %% 40), (%(types)s::text[])[1 + (g / 3) %% 5],
                    'Job ' || g, (%(statuses)s::text[])[1 + floor(random() * 20)::int], 0,
                    'user-' || (g %% 1000), now() - make_interval(secs => g), now(), 0, 0, 0,
-                   0, 'message ' || g
+                   0, 'message ' || g, 'repo:' || (g %% 5000) || '@' || md5(g::text)
             FROM generate_series(1::bigint, %(rows)s) AS g
             """,
             {"types": types, "statuses": statuses, "rows": rows},
@@ -324,6 +324,16 @@ def list_query(rows: int) -> None:
         found = store.list_jobs(JobFilter.of(status="failed", job_type="import"), limit=50)
         timings.append(time.perf_counter() - t)
     assert len(found) == 50 and all(j.status.value == "failed" for j in found)
+    # The newest job for a ref (one of 1,000,000), and the newest 50 of a ref prefix (a
+    # repository: 200 jobs of its 5,000 commits' refs share it).
+    newest = store.list_jobs(JobFilter(ref="repo:77@*"), limit=1)[0]
+    by_ref: dict[str, list[float]] = {"exact": [], "prefix": []}
+    for _ in range(50):
+        for kind, ref, limit in (("exact", newest.ref, 1), ("prefix", "repo:77@*", 50)):
+            t = time.perf_counter()
+            hits = store.list_jobs(JobFilter(ref=ref), limit=limit)
+            by_ref[kind].append(time.perf_counter() - t)
+            assert hits and all((j.ref or "").startswith("repo:77@") for j in hits)
     # The dashboard's tab counts (every page load and live refresh): exact, and capped
     # as the dashboard asks for them.
     counts: dict[str, list[float]] = {"exact": [], "capped": []}
@@ -367,6 +377,11 @@ def list_query(rows: int) -> None:
         f"newest 50 failed jobs of type 'import': median {statistics.median(timings) * 1000:.2f}"
         f" ms, max {max(timings) * 1000:.2f} ms over 50 runs (through Store.list_jobs)"
     )
+    one, prefix = (statistics.median(by_ref[k]) * 1000 for k in ("exact", "prefix"))
+    say(
+        f"newest job for a ref: median {one:.2f} ms; newest 50 for a ref prefix "
+        f"(repo:77@*): {prefix:.2f} ms (medians of 50, through Store.list_jobs)"
+    )
     exact, capped = (statistics.median(counts[k]) * 1000 for k in ("exact", "capped"))
     say(
         f"jobs per status: exact {exact:.1f} ms, capped at {COUNT_CAP:,} as the dashboard's "
@@ -380,6 +395,44 @@ def list_query(rows: int) -> None:
         f"{reaping:.1f} ms, open cancel and pause requests {requests:.2f} ms (medians of 20)"
     )
     say("EXPLAIN ANALYZE:\n  " + "\n  ".join(plan))
+
+
+def rls_cost(jobs_count: int, rounds: int) -> None:
+    """What row-level security costs the workers: the same batched writes (a worker's
+    flushes: 200 jobs each, then their completion) with it off and on, as a plain role
+    that owns its own database (a superuser would bypass it), medians of ``rounds``."""
+    role, name = "jobtrack_bench_app", "jobtrack_bench_rls"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS")
+        admin.execute(f"CREATE DATABASE {name} OWNER {role}")
+    host = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0].split("@", 1)[-1]
+    store = Store(f"postgresql://{role}@{host}/{name}")
+    store.ensure_schema()
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for n in range(rounds):
+        for on in (False, True) if n % 2 == 0 else (True, False):
+            store.row_security(on)
+            store.delete_all()
+            t = time.perf_counter()
+            for start in range(0, jobs_count, 200):
+                ids = [f"j{i}" for i in range(start, min(start + 200, jobs_count))]
+                for status in (JobStatus.RUNNING, JobStatus.COMPLETED):
+                    store.write_batch(
+                        Batch([JobUpdate.transition(i, status, owner_id=f"u{i[-1]}") for i in ids])
+                    )
+            rates[on].append(jobs_count / (time.perf_counter() - t))
+    store.close()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+    off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    say(
+        f"\nrow-level security: {jobs_count:,} jobs written (running, then completed) in "
+        f"batches of 200: off {off:,.0f} jobs/s, on {on:,.0f} jobs/s, ratio {on / off:.2f} "
+        f"(medians of {rounds})"
+    )
 
 
 def prune_rate(rows: int) -> None:
@@ -446,11 +499,11 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the list query")
     parser.add_argument(
         "--only",
-        choices=["throughput", "publish", "items", "progress", "query", "prune"],
+        choices=["throughput", "publish", "items", "progress", "query", "prune", "rls"],
         action="append",
     )
     args = parser.parse_args()
-    only = set(args.only or ["throughput", "publish", "items", "progress", "query", "prune"])
+    only = set(args.only or ["throughput", "publish", "items", "progress", "query", "prune", "rls"])
     fresh_database()
     say(f"jobtrack bench: {os.cpu_count()} cores, broker {BROKER}, database {DB_NAME}")
 
@@ -486,6 +539,8 @@ def main() -> int:
         list_query(args.rows)
     if "prune" in only:
         prune_rate(args.rows)
+    if "rls" in only:
+        rls_cost(20_000, max(args.rounds, 5))
     return 0
 
 
