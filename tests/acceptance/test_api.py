@@ -348,3 +348,25 @@ def test_start_a_job_over_http(world: dict[str, Any]) -> None:
     assert "no task named 'no.such.task'" in refused[422][0].json()["detail"]
     assert "not in web_publishable_tasks" in refused[403][1].json()["detail"]
     assert queued(app) == before + 4  # nothing refused was published
+
+
+def test_jobs_by_ref(client: TestClient, world: dict[str, Any]) -> None:
+    tracker = world["tracker"]
+    repo = f"repo:{RUN}"
+    for n, sha in enumerate(("aaa", "bbb")):
+        tracker.upsert_job(f"ref-{RUN}-{n}", ref=f"{repo}@{sha}", owner_id=U3, name=f"Build {sha}")
+    newest = jobtrack.jobs_for_ref(f"{repo}@*", limit=1)
+    assert [j.id for j in newest] == [f"ref-{RUN}-1"]
+    assert [j.id for j in jobtrack.jobs_for_ref(f"{repo}@aaa")] == [f"ref-{RUN}-0"]
+
+    def listed(token: str, ref: str) -> list[str]:
+        found = client.get("/api/jobs", params={"ref": ref}, headers=auth(token)).json()
+        return [j["id"] for j in found["jobs"]]
+
+    assert listed(OP, f"{repo}@*") == [f"ref-{RUN}-1", f"ref-{RUN}-0"]
+    assert listed(OP3, f"{repo}@bbb") == [f"ref-{RUN}-1"]
+    assert listed(OP2, f"{repo}@*") == []  # another owner's token
+    page = client.get("/", params={"tab": "all", "ref": f"{repo}@*"}, headers=auth(OP)).text
+    assert "Build aaa" in page and "Build bbb" in page
+    detail = client.get(f"/jobs/ref-{RUN}-0", headers=auth(OP)).text
+    assert f"{repo}@aaa" in detail

@@ -136,6 +136,18 @@ def test_owner_scope_narrows_the_store(store: Store) -> None:
             pass
 
 
+def test_an_engine_given_to_the_store_serves_every_owner_too(store: Store, app_url: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(app_url.replace("postgresql://", "postgresql+psycopg://"))
+    given = Store(engine=engine, create_tables=False)
+    assert len(given.list_jobs(JobFilter())) >= 3
+    with owner_scope("b"):
+        assert {j.owner_id for j in given.list_jobs(JobFilter())} == {"b"}
+    given.close()
+    engine.dispose()
+
+
 def test_a_reporting_role_sees_one_tenant_whatever_it_sets(store: Store) -> None:
     """The recipe of docs/schema.md: a read-only role bound to one owner by a
     restrictive policy, so even setting '*' shows it nothing else."""
