@@ -31,6 +31,8 @@ REDIS_BACKEND_URL = os.environ.get(
     f"{REDIS_URL.rsplit('/', 1)[0]}/{int(REDIS_URL.rsplit('/', 1)[1] or 0) + 1}",
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: The container tests run from scripts/test-containers only (it readies the engine).
+collect_ignore = [] if os.environ.get("JOBTRACK_CONTAINER_TESTS") else ["containers"]
 
 
 def _unavailable(what: str, how: str) -> None:
