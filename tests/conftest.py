@@ -32,7 +32,7 @@ REDIS_BACKEND_URL = os.environ.get(
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: The container tests run from scripts/test-containers only (it readies the engine).
-collect_ignore = [] if os.environ.get("JOBTRACK_CONTAINER_TESTS") else ["containers"]
+collect_ignore = [] if os.environ.get("JOBTRACK_CONTAINER_TESTS") else ["containers", "smoke"]
 
 
 def _unavailable(what: str, how: str) -> None:

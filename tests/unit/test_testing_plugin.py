@@ -92,7 +92,9 @@ CONFTEST = 'pytest_plugins = ("celery.contrib.pytest",)\n'
 def test_a_project_tests_its_tracked_tasks(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_tasks=PROJECT)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:celery", "-W", "error"
+    )
     result.assert_outcomes(passed=4)
 
 
@@ -106,7 +108,7 @@ def test_expects_too_much(celery_app, jobs):
     jobs.get(define(celery_app).delay([True, False]).id).expect(status="completed")
 """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:celery")
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     for line in (
@@ -128,5 +130,7 @@ def test_the_documented_example_passes(pytester: pytest.Pytester) -> None:
     assert set(blocks) == {"conftest.py", "test_imports.py"}
     pytester.makeconftest(blocks["conftest.py"])
     pytester.makepyfile(test_imports=blocks["test_imports.py"])
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:celery", "-W", "error"
+    )
     result.assert_outcomes(passed=2)
