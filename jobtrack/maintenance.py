@@ -114,6 +114,7 @@ class WorkerUpkeep:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_reap = 0.0
+        self._unreachable = False  # the database did not answer the last round
 
     def requested(self, job_id: str) -> Stop | None:
         """Whether an operator asked to cancel or pause ``job_id``, as last known here
@@ -125,17 +126,27 @@ class WorkerUpkeep:
         self._requests = {**self._requests, job_id: stop}
 
     def load_requests(self) -> bool:
-        """Read the open cancel and pause requests; False (logged) if the database did
-        not answer."""
+        """Read the open cancel and pause requests; False if the database did not
+        answer. Logged once when it stops answering and once when it answers again, not
+        at every round of an outage."""
         try:
             self._requests = self.tracker.store.open_requests()
         except StoreError as exc:
-            log.warning(
-                "could not read open cancel and pause requests: %s",
-                exc,
+            if not self._unreachable:
+                log.warning(
+                    "could not read open cancel and pause requests: %s (tried again every "
+                    "round; logged again when the database answers)",
+                    exc,
+                    extra={"job_id": None, "action": "open_requests"},
+                )
+            self._unreachable = True
+            return False
+        if self._unreachable:
+            log.info(
+                "the tracking database answers the worker's upkeep again",
                 extra={"job_id": None, "action": "open_requests"},
             )
-            return False
+        self._unreachable = False
         return True
 
     def start(self) -> None:
@@ -160,8 +171,10 @@ class WorkerUpkeep:
 
     def step(self, now: float | None = None) -> list[str]:
         """One round: refresh the open requests; reap when due and holding the lease.
-        Returns the ids marked lost."""
-        self.load_requests()
+        Returns the ids marked lost. While the database does not answer, nothing else
+        is tried."""
+        if not self.load_requests():
+            return []
         clock = time.monotonic() if now is None else now
         if not self.settings.reap_in_workers or clock < self._next_reap:
             return []

@@ -73,3 +73,35 @@ def test_workers_find_lost_jobs_by_themselves(publisher: Any, start_worker: Any)
     assert job.error_message is not None and job.error_message.startswith(
         f"lost: no heartbeat from worker {doomed.name} since "
     )
+
+
+def test_an_outage_is_logged_once_by_the_upkeep(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's upkeep round meets an unreachable database every heartbeat interval:
+    one warning when it starts, one line when it answers again, nothing in between (and
+    no reaping is tried meanwhile)."""
+    from celery import Celery
+
+    from jobtrack.maintenance import WorkerUpkeep
+    from jobtrack.settings import Settings
+    from jobtrack.tracker import Tracker
+
+    down = Tracker(
+        Settings(database_url="postgresql://root@127.0.0.1:9/none", connect_timeout_s=1.0)
+    )
+    up = Tracker(Settings(database_url=f"sqlite:///{tmp_path / 'jobs.db'}"))
+    upkeep = WorkerUpkeep(Celery("upkeep"), down)
+    caplog.set_level("INFO", logger="jobtrack.maintenance")
+    for _ in range(3):
+        assert upkeep.step() == []
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "could not read open cancel and pause" in warned[0].getMessage()
+    assert not any("reaping" in r.getMessage() for r in caplog.records)
+    upkeep.tracker = up
+    upkeep.step()
+    upkeep.step()
+    back = [r for r in caplog.records if "answers the worker's upkeep again" in r.getMessage()]
+    assert len(back) == 1
+    up.store.close()
+    down.store.close()
