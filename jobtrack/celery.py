@@ -190,8 +190,12 @@ class _Wiring:
                 pass
         return bool(shown != saferepr(value, limit))
 
-    def _emit(self, update: JobUpdate, *, attempt: int = 0) -> None:
-        self.writer.update(update, trace=attempt)
+    def _emit(self, update: JobUpdate, *, attempt: int = 0, note: str | None = None) -> None:
+        """Write a transition with its trace entry (``note``: how it came about)."""
+        if note is None:
+            self.writer.update(update, trace=attempt)
+        else:
+            self.writer.update(update, dataclasses.replace(Event.of(update, attempt), note=note))
 
     def _guard(self, action: str, job_id: Any, fn: Any, *args: Any) -> None:
         try:
@@ -582,8 +586,7 @@ class _Wiring:
             )
             note = "cancelled: stopped at its next check"
         update.worker = worker
-        event = dataclasses.replace(Event.of(update, handle.attempt), note=note)
-        self.writer.update(update, event)
+        self._emit(update, attempt=handle.attempt, note=note)
 
     # -- worker main process ----------------------------------------------------------
 
@@ -635,7 +638,7 @@ class _Wiring:
                 input_data=recorded_input,
             )
             note = "paused: dropped from the queue by its worker"
-            self.writer.update(paused, dataclasses.replace(Event.of(paused, attempt), note=note))
+            self._emit(paused, attempt=attempt, note=note)
             return
         if expired:
             error = ("Expired", "expired before it could run")
