@@ -212,7 +212,7 @@ def jobtrack_app(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def jobs(jobtrack_app: Any, jobtrack_database_url: str) -> Iterator[Jobs]:
     """jobtrack installed on ``jobtrack_app`` for this test (SQLite, synchronous writes,
-    no background upkeep); a :class:`Jobs` to read back what was recorded."""
+    no reaping by the worker); a :class:`Jobs` to read back what was recorded."""
     tracker = install(
         jobtrack_app,
         jobtrack_database_url,
