@@ -332,15 +332,7 @@ class JobHandle:
                     extra={"job_id": self.job_id, "action": "checkpoint"},
                 )
             now = datetime.now(UTC)
-            update = JobUpdate.transition(
-                self.job_id,
-                JobStatus.RUNNING,
-                self.attempt,
-                at=now,
-                retries=self.attempt,
-                checkpoint=stored,
-                checkpoint_at=now,
-            )
+            update = self._running(now, checkpoint=stored, checkpoint_at=now)
             self._checkpoint = (stored,)
             try:
                 tracker.store.write_batch(Batch([tracker.writer.clean(update)]))
@@ -403,18 +395,19 @@ class JobHandle:
         if latest is None:
             return None
         percent, total, stage, message = latest
-        now = datetime.now(UTC)
-        return JobUpdate.transition(
-            self.job_id,
-            JobStatus.RUNNING,
-            self.attempt,
-            at=now,
-            retries=self.attempt,
+        return self._running(
+            datetime.now(UTC),
             progress_percent=percent,
             total_items=total,
             progress_stage=stage,
             stage_index=self._stage_index if stage is not None else None,
             progress_message=None if message is None else clean_text(message, self._max_message),
+        )
+
+    def _running(self, at: datetime, **fields: Any) -> JobUpdate:
+        """This attempt, still running, with ``fields`` to write."""
+        return JobUpdate.transition(
+            self.job_id, JobStatus.RUNNING, self.attempt, at=at, retries=self.attempt, **fields
         )
 
     def item(
