@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -192,15 +193,17 @@ def test_tasks_published_from_the_host_are_tracked(publisher: tuple[Celery, Stor
     long = app.send_task("demo.import_products", args=["long.csv", "u-e2e", 1500]).id
     until(lambda: (store.find_job(long) or done).processed_items >= 20, 120, "the import under way")
     flower = f"http://127.0.0.1:{PORTS['JOBTRACK_FLOWER_PORT']}"
-    info = until(
-        lambda: (
-            (i := http(f"{flower}/api/task/info/{long}", basic=FLOWER_AUTH)).get("state")
-            == "PROGRESS"
-            and i
-        ),
-        60,
-        "Flower's PROGRESS state",
-    )
+
+    def in_progress() -> Any:
+        try:  # Flower answers 404 until the task's first event reaches it
+            info = http(f"{flower}/api/task/info/{long}", basic=FLOWER_AUTH)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+        return info if info.get("state") == "PROGRESS" else None
+
+    info = until(in_progress, 60, "Flower's PROGRESS state")
     assert info["uuid"] == long
 
 
