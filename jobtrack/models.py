@@ -16,14 +16,19 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ACTIVE",
+    "BULK_ACTIONS",
     "CANCEL_REQUESTED_SEQ",
+    "DELETABLE",
     "ERRORED",
+    "FILTER_FIELDS",
     "FINISHED",
     "PAUSABLE",
     "RETRYABLE",
     "STARTED",
     "TERMINAL",
     "TERMINAL_SEQ",
+    "Action",
+    "ActionTarget",
     "Batch",
     "Event",
     "Item",
@@ -77,6 +82,8 @@ ERRORED = frozenset({JobStatus.FAILED, JobStatus.LOST, JobStatus.RETRYING})
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST})
 #: No worker will touch these again on its own: what pruning removes by default.
 FINISHED = TERMINAL | {JobStatus.LOST}
+#: An operator may delete these (a job a worker may still write to would come back).
+DELETABLE = FINISHED | {JobStatus.PAUSED}
 
 # Rank of a status inside one attempt. ``lost`` sits below ``running`` so that a
 # redelivered attempt (same attempt number) takes the job back to running. ``paused``
@@ -217,6 +224,8 @@ class Job:
     pause_requested_at: datetime | None = None
     #: What the job works on, in your domain's words ("repo:42@9fceb02").
     ref: str | None = None
+    #: The job an operator replayed, with edited arguments, as this one.
+    replay_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -308,6 +317,100 @@ class JobFilter:
     def where(self, **changes: Any) -> JobFilter:
         """This filter with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+    def is_empty(self) -> bool:
+        """Whether it narrows nothing (every job)."""
+        return all(getattr(self, name) is None for name in FILTER_FIELDS)
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields it sets, as JSON values (the audit trail's, the API's spelling)."""
+        out: dict[str, Any] = {}
+        for name in FILTER_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif name == "status":
+                value = [s.value for s in value]
+            elif name == "ids":
+                value = list(value)
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobFilter:
+        """The filter a JSON object describes; ``ValueError`` names an unknown field, an
+        empty one or a bad value (the API answers 422, the CLI a usage error)."""
+        unknown = sorted(set(data) - set(FILTER_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown filter field(s): {', '.join(unknown)}")
+        given: dict[str, Any] = {}
+        for name, value in data.items():
+            if value is None or value == "" or value == []:
+                raise ValueError(f"filter field {name!r} is empty")
+            if name in ("since", "until"):
+                moment = datetime.fromisoformat(str(value))
+                given[name] = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(
+                    UTC
+                )
+            elif name in ("status", "ids"):
+                values = [value] if isinstance(value, str) else value
+                if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                    raise ValueError(f"filter field {name!r} takes a string or a list of them")
+                given[name] = values
+            elif isinstance(value, str):
+                given[name] = value
+            else:
+                raise ValueError(f"filter field {name!r} takes a string")
+        return cls.of(**given)
+
+
+#: The fields of :class:`JobFilter`, in its order.
+FILTER_FIELDS = tuple(f.name for f in fields(JobFilter))
+#: What an operator can do to every job a filter matches.
+BULK_ACTIONS = ("retry", "cancel", "pause", "resume", "delete")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One row of ``jobtrack_actions``: an operator's action (the audit trail).
+
+    ``actor`` is the token's name (``cli`` for the command line), ``filter`` what it
+    covered (a filter's JSON, or ``{"ids": [...]}``), and the counts how many jobs it
+    matched and how many of those it did, skipped (nothing to do, or not allowed) and
+    failed on. ``job_id`` names the jobtrack job that tracks a bulk action's run.
+    """
+
+    id: int
+    action: str
+    actor: str
+    role: str
+    status: str
+    created_at: datetime
+    owner_id: str | None = None
+    bulk: bool = False
+    filter: Any = None
+    options: Any = None
+    job_id: str | None = None
+    matched: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    outcome: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ActionTarget:
+    """What one action did to one job (a row of ``jobtrack_action_targets``)."""
+
+    action_id: int
+    job_id: str
+    state: str
+    sends: int = 0
+    result_id: str | None = None
+    outcome: str | None = None
 
 
 @dataclass(frozen=True)
@@ -429,6 +532,7 @@ FILL_COLUMNS = (
     "cancel_requested_at",
     "stage_count",
     "ref",
+    "replay_of",
 )
 #: Last value wins until the job is finished; then they never change.
 PROGRESS_COLUMNS = (
@@ -506,6 +610,7 @@ class JobUpdate:
     checkpoint: Any = None
     checkpoint_at: datetime | None = None
     ref: str | None = None
+    replay_of: str | None = None
 
     COLUMNS: ClassVar[tuple[str, ...]]
 

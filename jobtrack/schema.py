@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -33,6 +35,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 __all__ = [
     "OWNER_SETTING",
     "RLS_TABLES",
+    "action_targets",
+    "actions",
     "job_events",
     "job_items",
     "jobs",
@@ -152,6 +156,11 @@ jobs = Table(
         UTCDateTime,
         comment="when an operator asked to pause; cleared when the job is resumed",
     ),
+    Column(
+        "replay_of",
+        String(ID_LENGTH),
+        comment="the job an operator replayed (with edited arguments) as this one",
+    ),
     Index(None, "status", "created_at"),
     Index(None, "job_type", "created_at"),
     Index(None, "owner_id", "created_at"),
@@ -172,6 +181,13 @@ jobs = Table(
         "pause_requested_at",
         postgresql_where=text(_OPEN_PAUSE),
         sqlite_where=text(_OPEN_PAUSE),
+    ),
+    # "Replayed as ..." on the original's page: only replays have one.
+    Index(
+        "ix_jobs_replay_of",
+        "replay_of",
+        postgresql_where=text("replay_of IS NOT NULL"),
+        sqlite_where=text("replay_of IS NOT NULL"),
     ),
 )
 
@@ -205,6 +221,51 @@ job_events = Table(
     Column("stage", String(255), comment="set on the event of a stage change"),
     Column("note", String(255), comment="what an operator did: paused, resumed, ..."),
     Index(None, "job_id", "at"),
+)
+
+
+actions = Table(
+    "jobtrack_actions",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("action", String(20), nullable=False, comment="retry, cancel, pause, resume, ..."),
+    Column("actor", String(255), nullable=False, comment="the token's name, or cli"),
+    Column("role", String(20), nullable=False),
+    Column("owner_id", String(255), comment="the owner an owner-bound operator acts for"),
+    Column("bulk", Boolean, nullable=False, server_default=false()),
+    Column("filter", JSONDoc, comment="what the action covers: a filter, or the ids"),
+    Column("options", JSONDoc),
+    Column("status", String(20), nullable=False, comment="pending, running, completed, failed"),
+    Column("job_id", String(ID_LENGTH), comment="the jobtrack job that tracks a bulk action"),
+    Column("matched", Integer, nullable=False, server_default="0"),
+    Column("done", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("outcome", Text, comment="what it did, in words (single actions), or its error"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Index(None, "created_at"),
+    comment="the audit trail: every operator action, from any interface (append-only)",
+)
+
+#: What one action does to each job: the ids it covers, snapshotted when it starts, and
+#: how far each one got. No foreign key to ``jobs``: a deleted job's entry stays.
+action_targets = Table(
+    "jobtrack_action_targets",
+    metadata,
+    Column(
+        "action_id",
+        RowId,
+        ForeignKey("jobtrack_actions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("job_id", String(ID_LENGTH), primary_key=True),
+    Column("state", String(20), nullable=False, comment="pending, sending, done, skipped, failed"),
+    Column("sends", Integer, nullable=False, server_default="0"),
+    Column("result_id", String(ID_LENGTH), comment="the new job of a retry or replay"),
+    Column("outcome", String(500)),
+    Index(None, "job_id"),
+    Index(None, "action_id", "state"),
 )
 
 

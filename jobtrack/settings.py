@@ -101,6 +101,14 @@ class Settings:
     keep_failed_days: float = 90.0
     #: Days to keep cancelled and lost jobs (0 = forever).
     keep_cancelled_days: float = 30.0
+    #: Days to keep the audit trail of operator actions (0 = forever).
+    keep_actions_days: float = 365.0
+    #: A bulk action (retry, cancel, ... of every job a filter matches) acts on at most
+    #: this many jobs per second: its publishing never floods the broker or the workers.
+    action_rate_per_s: float = 1000.0
+    #: A bulk action's jobs are taken, recorded and published this many at a time; a run
+    #: killed mid-way sends at most one such batch again when it is resumed.
+    action_batch_size: int = 100
     #: API tokens, comma-separated ``token=role`` or ``token=role:owner_id`` (role
     #: ``viewer`` or ``operator``). Without any, only loopback clients are served.
     web_tokens: str = ""
@@ -186,6 +194,7 @@ class Settings:
             "web_poll_interval_s",
             "reap_interval_s",
             "web_session_max_age_s",
+            "action_rate_per_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")
@@ -205,6 +214,7 @@ class Settings:
             "web_auth_failures_per_min",
             "web_max_streams",
             "web_max_body_bytes",
+            "action_batch_size",
         ):
             if getattr(self, name) < 1:
                 raise ConfigurationError(name, getattr(self, name), "a whole number above 0")

@@ -34,7 +34,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    false,
     func,
     literal_column,
     or_,
@@ -54,8 +53,8 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from .errors import DataRefused, JobNotFound, NotSupported, StoreError
-from .models import (
+from ..errors import DataRefused, JobNotFound, NotSupported, StoreError
+from ..models import (
     ATTEMPT_COLUMNS,
     CANCEL_REQUESTED_SEQ,
     ERROR_COLUMNS,
@@ -82,7 +81,7 @@ from .models import (
     resumed_seq,
     state_seq,
 )
-from .schema import (
+from ..schema import (
     OWNER_SETTING,
     RLS_TABLES,
     job_events,
@@ -92,6 +91,8 @@ from .schema import (
     metadata,
     staging_table,
 )
+from .actions import ActionQueries
+from .common import CHANGES_CHANNEL, filtered, job_of, notify
 
 __all__ = [
     "CHANGES_CHANNEL",
@@ -113,12 +114,6 @@ _RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
 _LOST_RANK = state_seq(JobStatus.LOST, 0)
 #: No worker is running these: a cancel request ends them at once.
 _UNRUN = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST, JobStatus.PAUSED})
-
-#: The PostgreSQL channel every write notifies with the ids of the jobs it changed
-#: (a JSON array; ``*`` when they do not fit in one notification).
-CHANGES_CHANNEL = "jobtrack_changes"
-_NOTIFY_MAX_BYTES = 7000  # PostgreSQL's payload limit is 8000 bytes
-
 
 _owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "jobtrack_owner_scope", default=None
@@ -178,7 +173,7 @@ class MetricsSnapshot:
     oldest_pending: datetime | None
 
 
-class Store:
+class Store(ActionQueries):
     """The tracking database.
 
     Give it a URL (it then owns and disposes its engine) or an engine of yours (it then
@@ -293,7 +288,7 @@ class Store:
         """Create or upgrade the tables to the newest migration, once per process."""
         if self._schema_ready:
             return
-        from .migrate import upgrade_to_head  # Alembic is only imported when needed
+        from ..migrate import upgrade_to_head  # Alembic is only imported when needed
 
         try:
             with self.engine.begin() as conn:
@@ -306,7 +301,7 @@ class Store:
 
     def schema_revision(self) -> str | None:
         """The jobtrack migration the database is at (None: no tables yet)."""
-        from .migrate import current_revision
+        from ..migrate import current_revision
 
         try:
             with self.engine.connect() as conn:
@@ -336,7 +331,7 @@ class Store:
                 self._recount(conn, sorted({job_id for job_id, _ in latest}))
             if batch.events:
                 self._write_rows(conn, "job_events", [_event_row(e) for e in batch.events])
-            _notify(
+            notify(
                 conn,
                 [u.id for u in batch.updates]
                 + [i.job_id for i in batch.items]
@@ -406,7 +401,7 @@ class Store:
             values = {name: getattr(update_, name) for name in overwrite}
             if values:
                 conn.execute(update(jobs).where(jobs.c.id == update_.id).values(**values))
-            _notify(conn, [update_.id])
+            notify(conn, [update_.id])
 
     def create_job(self, update_: JobUpdate) -> bool:
         """Insert the job row unless one with its id exists; True if this call made it.
@@ -422,7 +417,7 @@ class Store:
         with self._begin("create job", writes_data=True) as conn:
             made = conn.execute(stmt).first() is not None
             if made:
-                _notify(conn, [update_.id])
+                notify(conn, [update_.id])
         return made
 
     def row_security(self, enable: bool | None = None) -> dict[str, bool]:
@@ -476,7 +471,7 @@ class Store:
             return
         with self._begin("set counts") as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-            _notify(conn, [job_id])
+            notify(conn, [job_id])
 
     # -- reads -----------------------------------------------------------------------
 
@@ -485,7 +480,7 @@ class Store:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
-        return _job(row)
+        return job_of(row)
 
     def find_job(self, job_id: str) -> Job | None:
         try:
@@ -506,7 +501,7 @@ class Store:
         ``before`` is a keyset cursor, the (created_at, id) of the last job of the
         previous page: stable paging while new jobs arrive.
         """
-        query = _filtered(select(jobs), where or JobFilter())
+        query = filtered(select(jobs), where or JobFilter())
         if before is not None:
             moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
             query = query.where(
@@ -516,7 +511,7 @@ class Store:
         query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
         query = query.limit(max(min(limit, 10_000), 1)).offset(max(offset, 0))
         with self._begin("list jobs") as conn:
-            return [_job(r) for r in conn.execute(query).mappings()]
+            return [job_of(r) for r in conn.execute(query).mappings()]
 
     def list_items(
         self, job_id: str, *, status: str | None = None, limit: int = 100, offset: int = 0
@@ -670,7 +665,7 @@ class Store:
                 )
             if events:
                 self._write_rows(conn, "job_events", events)
-                _notify(conn, marked)
+                notify(conn, marked)
         return marked
 
     def request_cancel(self, job_id: str, reason: str) -> JobStatus:
@@ -722,7 +717,7 @@ class Store:
                     ],
                 )
                 status = JobStatus.CANCELLED
-            _notify(conn, [job_id])
+            notify(conn, [job_id])
         return status
 
     def open_requests(self, limit: int = 100_000) -> dict[str, Stop]:
@@ -917,7 +912,7 @@ class Store:
         """An operator's action in the job's trace (and a change notification)."""
         event = Event(job_id, at, status, row.retries if attempt is None else attempt, note=note)
         self._write_rows(conn, "job_events", [_event_row(event)])
-        _notify(conn, [job_id])
+        notify(conn, [job_id])
 
     def try_lease(self, name: str, holder: str, ttl_s: float) -> bool:
         """Take (or keep) the lease ``name`` for ``ttl_s`` seconds; False while another
@@ -980,7 +975,7 @@ class Store:
         if not wanted:
             return {}
         if cap is None:
-            query = _filtered(
+            query = filtered(
                 select(jobs.c.status, func.count()), base.where(status=wanted)
             ).group_by(jobs.c.status)
             with self._begin("count by status") as conn:
@@ -989,7 +984,7 @@ class Store:
             *(
                 select(func.count())
                 .select_from(
-                    _filtered(select(jobs.c.status), base.where(status=(status,)))
+                    filtered(select(jobs.c.status), base.where(status=(status,)))
                     .limit(max(cap, 0) + 1)
                     .subquery()
                 )
@@ -1108,60 +1103,6 @@ class Store:
                 conn.execute(delete(table))
 
 
-def _filtered(query: Any, where: JobFilter) -> Any:
-    """``query`` narrowed by ``where``; every value a bound parameter. A value holding a
-    NUL character matches nothing (PostgreSQL text cannot hold one; writes strip them),
-    on every backend alike."""
-    given = [
-        where.ref,
-        where.stage,
-        where.job_type,
-        where.owner_id,
-        where.task_name,
-        where.queue,
-        where.search,
-        *(where.ids or ()),
-    ]
-    if any(isinstance(v, str) and "\x00" in v for v in given):
-        return query.where(false())
-    if where.ids is not None:
-        query = query.where(jobs.c.id.in_(list(where.ids)))
-    if where.status is not None:
-        query = query.where(jobs.c.status.in_([s.value for s in where.status]))
-    for column, value in (
-        (jobs.c.job_type, where.job_type),
-        (jobs.c.owner_id, where.owner_id),
-        (jobs.c.task_name, where.task_name),
-        (jobs.c.queue, where.queue),
-        (jobs.c.progress_stage, where.stage),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if where.ref is not None:
-        if where.ref.endswith("*"):  # a prefix: LIKE finds it in the index (PostgreSQL),
-            prefix = where.ref[:-1]  # substr keeps it case-sensitive (SQLite's LIKE is not)
-            query = query.where(
-                jobs.c.ref.like(_escape_like(prefix) + "%", escape="\\"),
-                func.substr(jobs.c.ref, 1, len(prefix)) == prefix,
-            )
-        else:
-            query = query.where(jobs.c.ref == where.ref)
-    if where.since is not None:
-        query = query.where(jobs.c.created_at >= where.since)
-    if where.until is not None:
-        query = query.where(jobs.c.created_at < where.until)
-    if where.search:
-        pattern = "%" + _escape_like(where.search) + "%"
-        query = query.where(
-            or_(
-                jobs.c.name.ilike(pattern, escape="\\"),
-                jobs.c.error_message.ilike(pattern, escape="\\"),
-                jobs.c.id == where.search,
-            )
-        )
-    return query
-
-
 #: The columns each write statement sets, in order.
 _WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
     "jobs": JobUpdate.COLUMNS,
@@ -1189,11 +1130,6 @@ _WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 _TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events}
 _STAGING = {"jobs": staging_table(jobs), "job_items": staging_table(job_items)}
-
-
-def _escape_like(value: str) -> str:
-    """``value`` matched literally inside a LIKE pattern (escape character ``\\``)."""
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _json_text(value: Any) -> str | None:
@@ -1296,17 +1232,6 @@ class ChangeListener:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def _notify(conn: Connection, job_ids: Sequence[str]) -> None:
-    """Tell LISTENers (the dashboard's live stream) which jobs this transaction changed;
-    delivered at commit, and only if it commits."""
-    if conn.dialect.name != "postgresql" or not job_ids:
-        return
-    payload = json.dumps(sorted(set(job_ids)), separators=(",", ":"))
-    if len(payload.encode()) > _NOTIFY_MAX_BYTES:
-        payload = "*"
-    conn.execute(select(func.pg_notify(CHANGES_CHANNEL, payload)))
 
 
 _live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
@@ -1423,13 +1348,6 @@ def _item_row(i: Item) -> tuple[Any, ...]:
         i.after_state,
         i.processed_at,
     )
-
-
-def _job(row: Any) -> Job:
-    values = dict(row)
-    values.pop("state_seq", None)
-    values["status"] = JobStatus(values["status"])
-    return Job(**values)
 
 
 def utcnow() -> datetime:

@@ -1,0 +1,529 @@
+"""Operator actions with an audit trail: one job, or every job a filter matches.
+
+The CLI, the API and the dashboard all come here; this module calls
+:mod:`jobtrack.control` for what one job's action does and the store for the rest.
+
+* :func:`perform` runs one job's retry, cancel, pause, resume or delete and records it
+  (who, what, when, the outcome) in ``jobtrack_actions``.
+* :func:`start_bulk` records a bulk action; :class:`BulkRun` carries it out. It
+  snapshots the matching ids first (jobs arriving later are not swept in), works in
+  batches of ``action_batch_size``, acts on at most ``action_rate_per_s`` jobs a second,
+  and is itself tracked as a jobtrack job (``jobtrack-action-<id>``), so its progress,
+  errors and history show like any job's. A run that dies can be resumed (``jobtrack
+  actions resume``): every target's state is committed per batch, a retry's new job id
+  is derived from the action and the job, so a resumed run never makes a second job for
+  one target; only the batch that was being published when it died is sent again.
+* :func:`replay_job` starts a new job from a job's input, edited or not, linked to it
+  (``replay_of``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .control import (
+    CannotControl,
+    cancel_job,
+    pause_job,
+    replayable_input,
+    resume_job,
+    retry_job,
+)
+from .errors import JobNotFound, JobtrackError
+from .models import (
+    BULK_ACTIONS,
+    PAUSABLE,
+    RETRYABLE,
+    TERMINAL,
+    Action,
+    ActionTarget,
+    Batch,
+    Event,
+    Job,
+    JobFilter,
+    JobStatus,
+    JobUpdate,
+)
+from .payload import REDACTED, TRUNCATED
+from .store.actions import TargetState, WorkItem
+from .tracker import Tracker
+
+__all__ = [
+    "ACTION_HEADER",
+    "ACTION_JOB_TYPE",
+    "CLI",
+    "Actor",
+    "BulkRun",
+    "delete_job",
+    "perform",
+    "replay_job",
+    "start_bulk",
+]
+
+log = logging.getLogger("jobtrack.actions")
+
+#: Message header naming the bulk action that published a retry.
+ACTION_HEADER = "jobtrack_action"
+#: The job_type of the jobtrack job that tracks a bulk action's run.
+ACTION_JOB_TYPE = "jobtrack.action"
+#: Retries published by a bulk action get ids derived from the action and the job, in
+#: this namespace: a resumed run that sends one again makes no second job.
+_RETRY_IDS = uuid.UUID("6a6f6274-7261-636b-2d62-756c6b726574")
+#: How long a run's lease on its action lasts unless renewed (each batch renews it).
+LEASE_TTL_S = 30.0
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a token's name and role (and the owner it is bound to), or ``cli``."""
+
+    name: str
+    role: str = "operator"
+    owner_id: str | None = None
+
+
+#: The command line acts as this.
+CLI = Actor("cli")
+
+
+# -- one job -----------------------------------------------------------------------------
+
+
+def delete_job(tracker: Tracker, job_id: str) -> str:
+    """Delete a finished (or paused) job with its items and events."""
+    if tracker.store.delete_jobs([job_id]):
+        return "deleted"
+    job = tracker.store.get_job(job_id)  # JobNotFound when it is not there
+    raise CannotControl(
+        "delete",
+        job_id,
+        f"it is {job.status.value}; a job a worker may still run is not deleted (cancel it first)",
+    )
+
+
+_SINGLE: dict[str, Callable[..., str]] = {
+    "retry": lambda app, tracker, job_id, **o: retry_job(app, tracker, job_id, **o),
+    "cancel": lambda app, tracker, job_id, **o: cancel_job(app, tracker, job_id, **o),
+    "pause": lambda app, tracker, job_id, **o: pause_job(app, tracker, job_id),
+    "resume": lambda app, tracker, job_id, **o: resume_job(app, tracker, job_id),
+    "delete": lambda app, tracker, job_id, **o: delete_job(tracker, job_id),
+}
+
+
+def perform(
+    app: Any, tracker: Tracker, actor: Actor, action: str, job_id: str, **options: Any
+) -> str:
+    """Do ``action`` to one job and add it to the audit trail; returns what happened
+    (a retry: the new job's id). What cannot be done is recorded too, then raised."""
+    try:
+        result = _SINGLE[action](app, tracker, job_id, **options)
+    except JobNotFound:
+        raise
+    except JobtrackError as exc:
+        _record_single(tracker, actor, action, job_id, options, TargetState.FAILED, None, str(exc))
+        raise
+    result_id = result if action == "retry" else None
+    outcome = f"new job {result}" if action == "retry" and result != job_id else result
+    _record_single(tracker, actor, action, job_id, options, TargetState.DONE, result_id, outcome)
+    return result
+
+
+def _record_single(
+    tracker: Tracker,
+    actor: Actor,
+    action: str,
+    job_id: str,
+    options: dict[str, Any],
+    state: str,
+    result_id: str | None,
+    outcome: str,
+) -> None:
+    try:
+        tracker.store.record_action(
+            action,
+            actor=actor.name,
+            role=actor.role,
+            owner_id=actor.owner_id,
+            where=JobFilter(ids=(job_id,)),
+            options={k: v for k, v in options.items() if v} or None,
+            status="completed" if state == TargetState.DONE else "failed",
+            targets=[ActionTarget(0, job_id, state, result_id=result_id, outcome=outcome)],
+            outcome=outcome,
+        )
+    except JobtrackError:  # the action happened; a missing audit line must not hide it
+        log.exception(
+            "could not record the action in the audit trail",
+            extra={"job_id": job_id, "action": action},
+        )
+
+
+# -- replay ------------------------------------------------------------------------------
+
+
+def replay_job(
+    app: Any,
+    tracker: Tracker,
+    actor: Actor,
+    job_id: str,
+    *,
+    args: Sequence[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> str:
+    """Start a new job (new id) running ``job_id``'s task with its recorded arguments,
+    or with ``args``/``kwargs`` given instead (an operator's edit); the new job's
+    ``replay_of`` names the original. Refused for input that was not stored whole
+    (redacted or cut) unless complete arguments are given; refused for given arguments
+    that still hold a redaction or cut marker. Returns the new job's id."""
+    job = tracker.store.get_job(job_id)
+    if job.task_name is None:
+        raise CannotControl("replay", job_id, "its task name is not recorded")
+    if args is None and kwargs is None:
+        recorded = replayable_input(job.input_data)
+        if recorded is None:
+            raise CannotControl(
+                "replay",
+                job_id,
+                "its arguments were not stored whole (redacted or cut): give the complete "
+                "arguments",
+            )
+        args, kwargs = recorded
+    args, kwargs = list(args or ()), dict(kwargs or {})
+    if REDACTED in str([args, kwargs]) or TRUNCATED in str([args, kwargs]):
+        raise CannotControl(
+            "replay",
+            job_id,
+            f"the arguments still hold {REDACTED!r} or {TRUNCATED!r}: give the complete values",
+        )
+    new_id = str(uuid.uuid4())
+    update = JobUpdate.transition(
+        new_id,
+        JobStatus.PENDING,
+        task_name=job.task_name,
+        job_type=job.job_type,
+        job_subtype=job.job_subtype,
+        name=job.name,
+        owner_id=job.owner_id,
+        queue=job.queue,
+        ref=job.ref,
+        replay_of=job_id,
+        metadata={"replay_of": job_id},
+    )
+    tracker.store.create_job(tracker.writer.clean(update))
+    try:
+        app.send_task(job.task_name, args=args, kwargs=kwargs, task_id=new_id, queue=job.queue)
+    except Exception as exc:
+        tracker.fail_job(new_id, f"could not be published: {exc}")
+        raise
+    _record_single(
+        tracker, actor, "replay", job_id, {}, TargetState.DONE, new_id, f"new job {new_id}"
+    )
+    return new_id
+
+
+# -- every job a filter matches ----------------------------------------------------------
+
+
+def start_bulk(
+    tracker: Tracker,
+    actor: Actor,
+    action: str,
+    where: JobFilter,
+    *,
+    every: bool = False,
+    options: dict[str, Any] | None = None,
+) -> int:
+    """Record a bulk action on every job ``where`` matches (run it with
+    :class:`BulkRun`); returns its id. An empty filter is refused (``ValueError``)
+    unless ``every`` says "every job" explicitly."""
+    if action not in BULK_ACTIONS:
+        raise ValueError(f"unknown action {action!r}: one of {', '.join(BULK_ACTIONS)}")
+    if where.is_empty() and not every:
+        raise ValueError("an empty filter: name what to act on, or say all explicitly")
+    return tracker.store.record_action(
+        action,
+        actor=actor.name,
+        role=actor.role,
+        owner_id=actor.owner_id,
+        where=where,  # the store adds the owner scope of an owner-bound actor
+        options=options,
+        bulk=True,
+        status="pending",
+    )
+
+
+def _outcome(item: WorkItem, state: str, text: str | None = None) -> tuple[str, str, str | None]:
+    return (item.job_id, state, text)
+
+
+class BulkRun:
+    """Carries out one recorded bulk action (see the module docstring). ``app`` is the
+    Celery app (not needed to delete)."""
+
+    def __init__(
+        self,
+        app: Any,
+        tracker: Tracker,
+        action_id: int,
+        *,
+        rate_per_s: float | None = None,
+        batch_size: int | None = None,
+        on_batch: Callable[[Action], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.tracker = tracker
+        self.store = tracker.store
+        self.action_id = action_id
+        self.rate_per_s = rate_per_s or tracker.settings.action_rate_per_s
+        self.batch_size = batch_size or tracker.settings.action_batch_size
+        self.on_batch = on_batch
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self._started = 0.0
+        self._acted = 0
+
+    def run(self) -> Action:
+        """Run (or resume) the action to its end; returns it as it ended. Raises
+        :class:`CannotControl` while another process runs it."""
+        lease = f"action:{self.action_id}"
+        if not self.store.try_lease(lease, self.holder, LEASE_TTL_S):
+            raise CannotControl("run", f"action {self.action_id}", "another process is running it")
+        action = self.store.get_action(self.action_id)
+        if action.status not in ("pending", "running"):
+            return action
+        if action.action != "delete" and self.app is None:
+            raise CannotControl(
+                action.action, f"action {self.action_id}", "it needs the Celery app"
+            )
+        job_id = action.job_id or f"jobtrack-action-{self.action_id}"
+        try:
+            matched = self.store.snapshot_targets(
+                self.action_id, JobFilter.from_json(action.filter)
+            )
+            self._track_start(action, job_id, matched)
+            handle = getattr(self, f"_{action.action}")
+            self._started = time.monotonic()
+            while batch := self.store.open_targets(self.action_id, limit=self.batch_size):
+                action = self.store.settle_targets(self.action_id, handle(batch, action))
+                self._track_progress(job_id, action)
+                if not self.store.try_lease(lease, self.holder, LEASE_TTL_S):
+                    raise CannotControl("run", f"action {self.action_id}", "its lease was taken")
+                if self.on_batch is not None:
+                    self.on_batch(action)
+        except BaseException as exc:
+            self._track_failure(job_id, exc)
+            raise
+        summary = f"{action.done} done, {action.skipped} skipped, {action.failed} failed"
+        self.store.finish_action(self.action_id, "completed", summary)
+        self.tracker.complete_job(
+            job_id,
+            {"done": action.done, "skipped": action.skipped, "failed": action.failed},
+            processed=action.done + action.skipped + action.failed,
+            failed=action.failed,
+            skipped=action.skipped,
+            total=action.matched,
+        )
+        return self.store.get_action(self.action_id)
+
+    # -- tracking the run as a job ---------------------------------------------------------
+
+    def _track_start(self, action: Action, job_id: str, matched: int) -> None:
+        if action.job_id is None:
+            self.store.set_action_job(self.action_id, job_id)
+        self.tracker.upsert_job(
+            job_id,
+            job_type=ACTION_JOB_TYPE,
+            job_subtype=action.action,
+            name=f"{action.action.capitalize()} {matched:,} matching jobs (action #{action.id})",
+            owner_id=action.owner_id,
+            metadata={"action_id": action.id, "actor": action.actor, "filter": action.filter},
+            total_items=matched,
+        )
+        now = datetime.now(UTC)
+        running = JobUpdate.transition(
+            job_id,
+            JobStatus.RUNNING,
+            at=now,
+            started_at=now,
+            worker=self.holder,
+            pid=os.getpid(),
+            heartbeat_at=now,
+        )
+        self.store.write_batch(Batch([running], [Event.of(running)]))
+
+    def _track_progress(self, job_id: str, action: Action) -> None:
+        settled = action.done + action.skipped + action.failed
+        self.store.set_counts(
+            job_id, processed=settled, failed=action.failed, skipped=action.skipped
+        )
+
+    def _track_failure(self, job_id: str, exc: BaseException) -> None:
+        try:
+            self.store.finish_action(self.action_id, "failed", f"{type(exc).__name__}: {exc}")
+            self.tracker.fail_job(job_id, exc if isinstance(exc, Exception) else repr(exc))
+        except JobtrackError:
+            log.exception(
+                "could not record the failure of a bulk action",
+                extra={"job_id": job_id, "action": "bulk"},
+            )
+
+    # -- pacing ----------------------------------------------------------------------------
+
+    def _pace(self) -> None:
+        """Hold the run to ``rate_per_s`` jobs a second."""
+        self._acted += 1
+        ahead = self._acted / self.rate_per_s - (time.monotonic() - self._started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+    # -- what each action does to a batch ----------------------------------------------------
+
+    def _retry(self, batch: list[WorkItem], action: Action) -> list[tuple[str, str, str | None]]:
+        outcomes, ready = [], []
+        for item in batch:
+            job = item.job
+            if job is None:
+                outcomes.append(_outcome(item, TargetState.SKIPPED, "gone: deleted meanwhile"))
+            elif job.status not in RETRYABLE:
+                outcomes.append(
+                    _outcome(
+                        item,
+                        TargetState.SKIPPED,
+                        f"it is {job.status.value}; only failed, cancelled and lost jobs are "
+                        "retried",
+                    )
+                )
+            elif job.task_name is None or (replay := replayable_input(job.input_data)) is None:
+                outcomes.append(
+                    _outcome(item, TargetState.SKIPPED, "its input was not stored whole")
+                )
+            else:
+                new_id = str(uuid.uuid5(_RETRY_IDS, f"{action.id}:{job.id}"))
+                ready.append((item, job, replay, new_id))
+        self.store.mark_sending(
+            self.action_id,
+            [(item.job_id, new_id) for item, _, _, new_id in ready],
+            [self._retry_row(job, new_id, action) for item, job, _, new_id in ready],
+        )
+        for item, job, replay, new_id in ready:
+            self._pace()
+            try:
+                self.app.send_task(
+                    job.task_name,
+                    args=replay[0],
+                    kwargs=replay[1],
+                    task_id=new_id,
+                    queue=job.queue,
+                    headers={ACTION_HEADER: action.id},
+                )
+            except Exception as exc:
+                outcomes.append(_outcome(item, TargetState.FAILED, f"publish failed: {exc}"))
+            else:
+                outcomes.append(_outcome(item, TargetState.DONE, f"new job {new_id}"))
+        return outcomes
+
+    def _retry_row(self, job: Job, new_id: str, action: Action) -> JobUpdate:
+        row: JobUpdate = self.tracker.writer.clean(
+            JobUpdate.transition(
+                new_id,
+                JobStatus.PENDING,
+                task_name=job.task_name,
+                job_type=job.job_type,
+                job_subtype=job.job_subtype,
+                name=job.name,
+                owner_id=job.owner_id,
+                queue=job.queue,
+                ref=job.ref,
+                metadata={"retry_of": job.id, "action_id": action.id},
+            )
+        )
+        return row
+
+    def _each(
+        self, batch: list[WorkItem], act: Callable[[Job], str], skip: Callable[[Job], str | None]
+    ) -> list[tuple[str, str, str | None]]:
+        outcomes = []
+        for item in batch:
+            job = item.job
+            reason = "gone: deleted meanwhile" if job is None else skip(job)
+            if reason is not None or job is None:
+                outcomes.append(_outcome(item, TargetState.SKIPPED, reason))
+                continue
+            self._pace()
+            try:
+                outcomes.append(_outcome(item, TargetState.DONE, act(job)))
+            except CannotControl as exc:
+                outcomes.append(_outcome(item, TargetState.SKIPPED, str(exc)))
+            except JobtrackError as exc:
+                outcomes.append(_outcome(item, TargetState.FAILED, str(exc)))
+        return outcomes
+
+    def _cancel(self, batch: list[WorkItem], action: Action) -> list[tuple[str, str, str | None]]:
+        terminate = bool((action.options or {}).get("terminate"))
+        return self._each(
+            batch,
+            lambda job: cancel_job(self.app, self.tracker, job.id, terminate=terminate),
+            lambda job: f"already {job.status.value}" if job.status in TERMINAL else None,
+        )
+
+    def _pause(self, batch: list[WorkItem], action: Action) -> list[tuple[str, str, str | None]]:
+        return self._each(
+            batch,
+            lambda job: pause_job(self.app, self.tracker, job.id),
+            lambda job: None if job.status in PAUSABLE else f"it is {job.status.value}",
+        )
+
+    def _resume(self, batch: list[WorkItem], action: Action) -> list[tuple[str, str, str | None]]:
+        return self._each(
+            batch,
+            lambda job: resume_job(self.app, self.tracker, job.id),
+            lambda job: (
+                None
+                if job.status is JobStatus.PAUSED or job.pause_requested_at
+                else f"it is {job.status.value}"
+            ),
+        )
+
+    def _delete(self, batch: list[WorkItem], action: Action) -> list[tuple[str, str, str | None]]:
+        present = [item for item in batch if item.job is not None]
+        deleted = set(self.store.delete_jobs([item.job_id for item in present]))
+        outcomes = []
+        for item in batch:
+            if item.job_id in deleted:
+                outcomes.append(_outcome(item, TargetState.DONE, "deleted"))
+            elif item.job is None:
+                outcomes.append(_outcome(item, TargetState.SKIPPED, "gone: deleted meanwhile"))
+            else:
+                outcomes.append(
+                    _outcome(
+                        item,
+                        TargetState.SKIPPED,
+                        f"it is {item.job.status.value}; cancel it before deleting it",
+                    )
+                )
+        return outcomes
+
+
+def run_in_background(app: Any, tracker: Tracker, action_id: int) -> threading.Thread:
+    """Run a bulk action in a thread of this process (the web app's way: the request
+    answers at once with the action's id)."""
+
+    def target() -> None:
+        try:
+            BulkRun(app, tracker, action_id).run()
+        except Exception:
+            log.exception(
+                "bulk action failed",
+                extra={"job_id": f"jobtrack-action-{action_id}", "action": "bulk"},
+            )
+
+    thread = threading.Thread(target=target, name=f"jobtrack-action-{action_id}", daemon=True)
+    thread.start()
+    return thread
