@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .brokers import find_messages
 from .control import (
     CannotControl,
     cancel_job,
@@ -260,6 +261,13 @@ def start_bulk(
     )
 
 
+def _retry_id(action_id: int, job_id: str, sends: int) -> str:
+    """The id of the retry of ``job_id`` in an action, derived (a resumed run derives the
+    same); its ``sends``-th send after a run that died gets an id of its own."""
+    name = f"{action_id}:{job_id}" + (f":{sends + 1}" if sends else "")
+    return str(uuid.uuid5(_RETRY_IDS, name))
+
+
 def _outcome(item: WorkItem, state: str, text: str | None = None) -> tuple[str, str, str | None]:
     return (item.job_id, state, text)
 
@@ -386,10 +394,13 @@ class BulkRun:
     # -- what each action does to a batch ----------------------------------------------------
 
     def _retry(self, batch: list[WorkItem], action: Action) -> list[tuple[str, str, str | None]]:
-        outcomes, ready = [], []
+        outcomes, ready, superseded = [], [], []
+        sent = self._sent_already([item for item in batch if item.state == TargetState.SENDING])
         for item in batch:
             job = item.job
-            if job is None:
+            if item.result_id in sent:  # published before the run that sent it died
+                outcomes.append(_outcome(item, TargetState.DONE, f"new job {item.result_id}"))
+            elif job is None:
                 outcomes.append(_outcome(item, TargetState.SKIPPED, "gone: deleted meanwhile"))
             elif job.status not in RETRYABLE:
                 outcomes.append(
@@ -405,8 +416,11 @@ class BulkRun:
                     _outcome(item, TargetState.SKIPPED, "its input was not stored whole")
                 )
             else:
-                new_id = str(uuid.uuid5(_RETRY_IDS, f"{action.id}:{job.id}"))
+                new_id = _retry_id(action.id, job.id, item.sends)
+                if item.state == TargetState.SENDING and item.result_id:
+                    superseded.append((item.result_id, new_id))
                 ready.append((item, job, replay, new_id))
+        self._supersede(superseded)
         self.store.mark_sending(
             self.action_id,
             [(item.job_id, new_id) for item, _, _, new_id in ready],
@@ -428,6 +442,33 @@ class BulkRun:
             else:
                 outcomes.append(_outcome(item, TargetState.DONE, f"new job {new_id}"))
         return outcomes
+
+    def _sent_already(self, uncertain: list[WorkItem]) -> set[str]:
+        """Of the retries a run that died was sending, those known to have gone out: a
+        worker has their row, or the broker holds their message (Redis)."""
+        ids = {item.result_id for item in uncertain if item.result_id}
+        if not ids:
+            return set()
+        rows = self.store.list_jobs(JobFilter(ids=tuple(ids)), limit=len(ids))
+        known = {
+            row.id
+            for row in rows
+            if row.status is not JobStatus.PENDING or row.worker or row.started_at
+        }
+        if ids - known:
+            default = self.app.conf.task_default_queue
+            queues = {(item.job.queue if item.job else None) or default for item in uncertain}
+            known |= find_messages(self.app, queues, ids - known) or set()
+        return known
+
+    def _supersede(self, superseded: list[tuple[str, str]]) -> None:
+        """Retries a dead run may or may not have sent (no sign of them anywhere) are
+        cancelled for good (a worker that meets one skips it: the durable cancel) and
+        sent again under a new id: one target never runs twice."""
+        for old, new in superseded:
+            self.store.request_cancel(old, f"superseded by {new}: its bulk action was resumed")
+        if superseded:
+            self.app.control.revoke([old for old, _ in superseded])
 
     def _retry_row(self, job: Job, new_id: str, action: Action) -> JobUpdate:
         row: JobUpdate = self.tracker.writer.clean(

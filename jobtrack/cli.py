@@ -30,6 +30,7 @@ from .spool import DeadLetter, Spool
 from .store import Store, describe_url
 from .tracker import Tracker, active_tracker_or_none
 from .views import (
+    actions_table,
     dead_letters_table,
     items_table,
     job_detail,
@@ -58,6 +59,7 @@ class Context:
         self._app: Any = None
         self._store: Store | None = None
         self._settings: tuple[Settings, str] | None = None
+        self._tracker: Tracker | None = None
 
     def celery_app(self) -> Any:
         if not self._app_path:
@@ -77,7 +79,18 @@ class Context:
     def has_app(self) -> bool:
         return bool(self._app_path)
 
+    def tracker(self) -> Tracker:
+        """A tracker on the database this command uses (for what needs no Celery app)."""
+        if self._tracker is None:
+            self._tracker = Tracker(
+                self.settings().replace(create_tables=False), store=self.open_store()
+            )
+        return self._tracker
+
     def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -315,51 +328,53 @@ def jobs() -> None:
     """List and inspect jobs."""
 
 
+def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The job filter's options (``jobs ls`` and the bulk actions share them)."""
+    for decorator in reversed(
+        [
+            option("--status", type=click.Choice(STATUSES), multiple=True, help="Repeatable."),
+            option("--type", "job_type", help="job_type"),
+            option("--task", "task_name", help="Celery task name"),
+            option("--owner", "owner_id", help="owner_id"),
+            option("--queue"),
+            option("--since", help="30m, 2h, 7d or an ISO timestamp"),
+            option("--until", help="30m, 2h, 7d or an ISO timestamp"),
+            option("--search", help="Text in the name or error message, or an exact id."),
+            option("--stage", help="Jobs in this stage (progress_stage)."),
+            option(
+                "--ref", help="Jobs working on this ref; a final * matches every ref it starts."
+            ),
+        ]
+    ):
+        command = decorator(command)
+    return command
+
+
+def _job_filter(
+    status: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    ids: tuple[str, ...] = (),
+    **fields: str | None,
+) -> JobFilter:
+    return JobFilter.of(
+        status=list(status) or None,
+        ids=list(ids) or None,
+        since=_since(since),
+        until=_since(until),
+        **fields,
+    )
+
+
 @jobs.command("ls")
-@option("--status", type=click.Choice(STATUSES), multiple=True, help="Repeatable.")
-@option("--type", "job_type", help="job_type")
-@option("--task", "task_name", help="Celery task name")
-@option("--owner", "owner_id", help="owner_id")
-@option("--queue")
-@option("--since", help="30m, 2h, 7d or an ISO timestamp")
-@option("--until", help="30m, 2h, 7d or an ISO timestamp")
-@option("--search", help="Text in the name or error message, or an exact id.")
-@option("--stage", help="Jobs in this stage (progress_stage).")
-@option("--ref", help="Jobs working on this ref; a final * matches every ref it starts.")
+@filter_options
 @option("--limit", type=click.IntRange(1, 10_000), default=50)
 @option("--offset", type=click.IntRange(0), default=0)
 @option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def jobs_ls(
-    obj: Context,
-    status: tuple[str, ...],
-    job_type: str | None,
-    task_name: str | None,
-    owner_id: str | None,
-    queue: str | None,
-    since: str | None,
-    until: str | None,
-    search: str | None,
-    stage: str | None,
-    ref: str | None,
-    limit: int,
-    offset: int,
-    as_json: bool,
-) -> None:
+def jobs_ls(obj: Context, /, limit: int, offset: int, as_json: bool, **filters: Any) -> None:
     """Jobs, newest first."""
-    where = JobFilter.of(
-        status=list(status) or None,
-        job_type=job_type,
-        task_name=task_name,
-        owner_id=owner_id,
-        queue=queue,
-        since=_since(since),
-        until=_since(until),
-        search=search,
-        stage=stage,
-        ref=ref,
-    )
-    found = obj.store.list_jobs(where, limit=limit, offset=offset)
+    found = obj.store.list_jobs(_job_filter(**filters), limit=limit, offset=offset)
     if as_json:
         _dump([dataclasses.asdict(j) for j in found])
         return
@@ -409,6 +424,177 @@ def jobs_items(obj: Context, job_id: str, status: str | None, limit: int, as_jso
         _dump([dataclasses.asdict(i) for i in found])
         return
     console.print(items_table(found))
+
+
+def _bulk_command(action: str, summary: str) -> None:
+    """``jobtrack jobs ACTION FILTERS``: ``action`` on every job the filter matches."""
+
+    @jobs.command(action, help=summary + _BULK_HELP)
+    @filter_options
+    @option("--id", "ids", multiple=True, help="A job id (repeatable): these jobs.")
+    @option("--all", "every", is_flag=True, help="Every job, when no filter is given.")
+    @option("--dry-run", is_flag=True, help="Print how many jobs match; change nothing.")
+    @option("--yes", "-y", is_flag=True, help="Do not ask before acting.")
+    @option(
+        "--rate",
+        type=click.FloatRange(min=0.1),
+        help="Jobs per second (default: the action_rate_per_s setting).",
+    )
+    @click.pass_obj
+    def command(
+        obj: Context,
+        /,
+        ids: tuple[str, ...],
+        every: bool,
+        dry_run: bool,
+        yes: bool,
+        rate: float | None,
+        terminate: bool = False,
+        **filters: Any,
+    ) -> None:
+        where = _job_filter(ids=ids, **filters)
+        if where.is_empty() and not every:
+            raise click.UsageError(
+                "an empty filter: give filter options or --id, or --all for every job"
+            )
+        matched = obj.store.count_matching(where)
+        console.print(f"{matched:,} job(s) match", highlight=False)
+        if dry_run or not matched:
+            return
+        if not yes:
+            click.confirm(f"{action} {matched:,} job(s)?", abort=True)
+        if action == "delete":
+            app, tracker = obj.tracked_app() if obj.has_app() else (None, obj.tracker())
+        else:
+            app, tracker = obj.tracked_app()
+        from .actions import CLI, BulkRun, start_bulk
+
+        options = {"terminate": True} if terminate else None
+        action_id = start_bulk(tracker, CLI, action, where, every=every, options=options)
+        console.print(f"action #{action_id}: {action}", highlight=False)
+        _run_bulk(BulkRun(app, tracker, action_id, rate_per_s=rate))
+        tracker.flush()
+
+    if action == "cancel":
+        option("--terminate", is_flag=True, help="Also stop running jobs at once (SIGTERM).")(
+            command
+        )
+
+
+_BULK_HELP = """
+
+    The matching jobs are counted first (and you are asked, unless --yes); their ids
+    are taken then, so jobs arriving later are not included. Every job acted on is
+    recorded in the audit trail (jobtrack actions ls). An empty filter is refused
+    unless --all is given."""
+
+for _action, _summary in (
+    (
+        "retry",
+        "Retry every failed, cancelled or lost job the filter matches (needs -A); "
+        "jobs whose input was not stored whole are skipped.",
+    ),
+    ("cancel", "Cancel every job the filter matches (needs -A); finished ones are skipped."),
+    ("pause", "Pause every job the filter matches (needs -A)."),
+    ("resume", "Resume every paused job the filter matches (needs -A)."),
+    (
+        "delete",
+        "Delete every finished job the filter matches, with its items and events; "
+        "running and queued jobs are skipped (clear completed: --status completed).",
+    ),
+):
+    _bulk_command(_action, _summary)
+
+
+def _run_bulk(run: Any) -> None:
+    """Run a bulk action with a progress line; exit 1 if any job failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=errors
+    ) as bar:
+        task = bar.add_task(f"action #{run.action_id}", total=None)
+
+        def step(action: Any) -> None:
+            bar.update(
+                task, total=action.matched, completed=action.done + action.skipped + action.failed
+            )
+
+        run.on_batch = step
+        try:
+            done = run.run()
+        except JobtrackError as exc:
+            raise click.ClickException(str(exc)) from exc
+    console.print(
+        f"action #{done.id} {done.status}: {done.done:,} done, {done.skipped:,} skipped, "
+        f"{done.failed:,} failed (of {done.matched:,})",
+        highlight=False,
+    )
+    if done.failed:
+        sys.exit(1)
+
+
+@main.group()
+def actions() -> None:
+    """The audit trail of operator actions; resume an interrupted bulk action."""
+
+
+@actions.command("ls")
+@option("--job", "job_id", help="Only actions that touched this job.")
+@option("--limit", type=click.IntRange(1, 1000), default=50)
+@option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def actions_ls(obj: Context, job_id: str | None, limit: int, as_json: bool) -> None:
+    """Operator actions, newest first: who did what, when, to which jobs, and the counts."""
+    found = obj.store.list_actions(limit=limit, job_id=job_id)
+    if as_json:
+        _dump([dataclasses.asdict(a) for a in found])
+        return
+    console.print(actions_table(found))
+
+
+@actions.command("show")
+@click.argument("action_id", type=int)
+@option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def actions_show(obj: Context, action_id: int, as_json: bool) -> None:
+    """One action: its filter, progress and counts."""
+    try:
+        found = obj.store.get_action(action_id)
+    except JobNotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _dump(dataclasses.asdict(found))
+        return
+    console.print(actions_table([found]))
+    console.print(f"filter: {json.dumps(found.filter, ensure_ascii=False)}", highlight=False)
+    if found.outcome:
+        console.print(f"outcome: {found.outcome}", highlight=False)
+
+
+@actions.command("resume")
+@click.argument("action_ids", type=int, nargs=-1)
+@option("--all", "every", is_flag=True, help="Every unfinished bulk action.")
+@click.pass_obj
+def actions_resume(obj: Context, action_ids: tuple[int, ...], every: bool) -> None:
+    """Run interrupted bulk actions on to their end (needs -A, except for delete). Jobs
+    already acted on are not acted on again."""
+    from .actions import BulkRun
+
+    if every:
+        action_ids = tuple(a.id for a in obj.store.unfinished_actions())
+    elif not action_ids:
+        raise click.UsageError("name actions, or give --all")
+    for action_id in action_ids:
+        try:
+            kind = obj.store.get_action(action_id).action
+        except JobNotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+        app, tracker = (
+            obj.tracked_app() if kind != "delete" or obj.has_app() else (None, obj.tracker())
+        )
+        _run_bulk(BulkRun(app, tracker, action_id))
+        tracker.flush()
 
 
 @main.command()
@@ -471,12 +657,12 @@ def watch(obj: Context, interval: float, job_type: str | None, limit: int, once:
 def retry(obj: Context, job_ids: tuple[str, ...], failed_items: bool) -> None:
     """Publish failed, cancelled or lost jobs again with their original arguments
     (needs -A). Each becomes a new job; its metadata names the old one."""
-    from .control import retry_job
+    from .actions import CLI, perform
 
     app, tracker = obj.tracked_app()
 
     def run(job_id: str) -> str:
-        new_id = retry_job(app, tracker, job_id, failed_items=failed_items)
+        new_id = perform(app, tracker, CLI, "retry", job_id, failed_items=failed_items)
         return "retrying its failed items" if failed_items else f"new job {new_id}"
 
     ok = _for_each(job_ids, run)
@@ -492,10 +678,12 @@ def retry(obj: Context, job_ids: tuple[str, ...], failed_items: bool) -> None:
 def cancel(obj: Context, job_ids: tuple[str, ...], terminate: bool) -> None:
     """Cancel jobs (needs -A): queued and paused ones at once, running ones at their
     next progress, item or check call (in every pool)."""
-    from .control import cancel_job
+    from .actions import CLI, perform
 
     app, tracker = obj.tracked_app()
-    if not _for_each(job_ids, lambda job_id: cancel_job(app, tracker, job_id, terminate=terminate)):
+    if not _for_each(
+        job_ids, lambda job_id: perform(app, tracker, CLI, "cancel", job_id, terminate=terminate)
+    ):
         sys.exit(1)
 
 
@@ -505,10 +693,10 @@ def cancel(obj: Context, job_ids: tuple[str, ...], terminate: bool) -> None:
 def pause(obj: Context, job_ids: tuple[str, ...]) -> None:
     """Pause jobs (needs -A): queued ones at once, running ones at their next progress,
     item, stage, checkpoint or check call (within one heartbeat interval)."""
-    from .control import pause_job
+    from .actions import CLI, perform
 
     app, tracker = obj.tracked_app()
-    if not _for_each(job_ids, lambda job_id: pause_job(app, tracker, job_id)):
+    if not _for_each(job_ids, lambda job_id: perform(app, tracker, CLI, "pause", job_id)):
         sys.exit(1)
 
 
@@ -518,10 +706,10 @@ def pause(obj: Context, job_ids: tuple[str, ...]) -> None:
 def resume(obj: Context, job_ids: tuple[str, ...]) -> None:
     """Resume paused jobs (needs -A): each runs again under its own id and reads
     job.last_checkpoint to go on from where it stopped."""
-    from .control import resume_job
+    from .actions import CLI, perform
 
     app, tracker = obj.tracked_app()
-    if not _for_each(job_ids, lambda job_id: resume_job(app, tracker, job_id)):
+    if not _for_each(job_ids, lambda job_id: perform(app, tracker, CLI, "resume", job_id)):
         sys.exit(1)
 
 
@@ -678,7 +866,10 @@ def prune(
         _dump(removed)
         return
     for statuses_, count in removed.items():
-        console.print(f"pruned {count} {statuses_} job(s)")
+        if statuses_ == "actions":
+            console.print(f"pruned {count} audit entries")
+        else:
+            console.print(f"pruned {count} {statuses_} job(s)")
 
 
 @main.command()

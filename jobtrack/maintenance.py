@@ -75,7 +75,8 @@ def republish_lost(app: Any, tracker: Tracker, job_ids: list[str]) -> list[str]:
 
 
 def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
-    """Apply the keep_*_days settings; returns how many jobs went, per status."""
+    """Apply the keep_*_days settings; returns how many jobs went, per status (and how
+    many audit entries, under ``actions``)."""
     now = utcnow()
     removed: dict[str, int] = {}
     for statuses, days in (
@@ -94,6 +95,9 @@ def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
                     days,
                     extra={"job_id": None, "action": "prune"},
                 )
+    if settings.keep_actions_days > 0:
+        before = now - timedelta(days=settings.keep_actions_days)
+        removed["actions"] = store.prune_actions(before=before)
     return removed
 
 

@@ -400,6 +400,16 @@ class Action:
     outcome: str | None = None
     finished_at: datetime | None = None
 
+    def scope(self) -> str:
+        """What it covered, in one line: its job ids, or its filter's fields."""
+        where = dict(self.filter or {})
+        ids = where.pop("ids", None)
+        shown = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in where.items()]
+        if ids:
+            more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+            shown.insert(0, ", ".join(ids[:3]) + more)
+        return " ".join(shown) or "every job"
+
 
 @dataclass(frozen=True)
 class ActionTarget:

@@ -10,10 +10,11 @@ from rich import box
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from .models import Event, Item, Job, JobStatus, Stats, stage_spans
+from .models import Action, Event, Item, Job, JobStatus, Stats, stage_spans
 from .spool import DeadLetter
 
 __all__ = [
+    "actions_table",
     "ago",
     "dead_letters_table",
     "error_text",
@@ -223,5 +224,26 @@ def dead_letters_table(dead: list[DeadLetter]) -> Table:
             str(letter.items),
             str(letter.events),
             letter.reason,
+        )
+    return table
+
+
+def actions_table(found: list[Action]) -> Table:
+    """``actions ls``: who did what to which jobs, when, and how it went."""
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("#", "when", "who", "action", "jobs", "status", "counts"):
+        table.add_column(column, overflow="fold")
+    for a in found:
+        who = a.actor + (f" ({a.owner_id})" if a.owner_id else "")
+        what = ("bulk " if a.bulk else "") + a.action
+        counts = f"{a.done} done, {a.skipped} skipped, {a.failed} failed of {a.matched}"
+        table.add_row(
+            str(a.id),
+            a.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            who,
+            what,
+            a.scope(),
+            a.status,
+            counts if a.bulk else (a.outcome or ""),
         )
     return table

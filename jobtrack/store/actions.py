@@ -230,9 +230,12 @@ class ActionQueries:
             chosen = filtered(
                 select(literal(action_id), jobs.c.id, literal(TargetState.PENDING)), where
             )
-            count = conn.execute(
+            conn.execute(
                 insert(action_targets).from_select(["action_id", "job_id", "state"], chosen)
-            ).rowcount
+            )
+            count = conn.execute(  # (rowcount is not told for INSERT … SELECT everywhere)
+                select(func.count()).where(action_targets.c.action_id == action_id)
+            ).scalar_one()
             conn.execute(
                 update(actions)
                 .where(actions.c.id == action_id)

@@ -30,17 +30,22 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ..actions import Actor, perform, replay_job, run_in_background, start_bulk
 from ..control import JobControl, NotPublishable, UnknownTask
 from ..errors import JobNotFound, JobtrackError
-from ..models import Job, JobFilter, stage_spans
+from ..models import BULK_ACTIONS, Action, Job, JobFilter, stage_spans
 from ..settings import Settings
 from ..store import Store
+from ..tracker import Tracker
 from .auth import Auth, Principal
 from .stream import ChangeFeed, job_event
 
 __all__ = [
     "ID_PATTERN",
     "Control",
+    "Operations",
+    "act",
+    "action_json",
     "add_api_routes",
     "decode_cursor",
     "encode_cursor",
@@ -143,29 +148,141 @@ def visible_job(store: Store, job_id: str, who: Principal) -> Job:
     return job
 
 
-def act(
-    store: Store,
-    control: Control | None,
-    action: str,
-    job_id: str,
-    who: Principal,
-    **options: bool,
-) -> str:
-    """Retry, cancel, pause or resume on behalf of ``who`` (``options`` are the action's
-    keywords); HTTP errors for what is refused: 403 without the operator role, 404 for
-    a job the caller cannot see, 409 for one that cannot take the action now."""
+def actor(who: Principal) -> Actor:
+    """The audit trail's name for a caller."""
+    return Actor(who.name, who.role.value, who.owner_id)
+
+
+def operator(who: Principal, what: str) -> None:
     if not who.may_act:
-        raise HTTPException(403, f"{action} needs the operator role")
-    visible_job(store, job_id, who)
-    if control is None:
-        raise HTTPException(501, f"{action} needs the Celery app (jobtrack -A app web)")
-    method: Callable[..., str] = getattr(control, action)
+        raise HTTPException(403, f"{what} needs the operator role")
+
+
+class Operations:
+    """What the API and the dashboard act through: the Celery app's control when there
+    is one (``jobtrack -A app web``), else only what needs no app (delete, reading the
+    audit trail)."""
+
+    def __init__(self, store: Store, settings: Settings, control: Control | None) -> None:
+        self.store = store
+        self.control = control
+        self._settings = settings
+        self._tracker: Tracker | None = control.tracker if control is not None else None
+        self._lock = threading.Lock()
+
+    @property
+    def app(self) -> Any:
+        return self.control.app if self.control is not None else None
+
+    def tracker(self) -> Tracker:
+        with self._lock:
+            if self._tracker is None:
+                self._tracker = Tracker(self._settings, store=self.store)
+            return self._tracker
+
+    def needs_app(self, what: str) -> None:
+        if self.control is None:
+            raise HTTPException(501, f"{what} needs the Celery app (jobtrack -A app web)")
+
+
+def act(ops: Operations, action: str, job_id: str, who: Principal, **options: bool) -> str:
+    """Retry, cancel, pause, resume or delete on behalf of ``who`` (``options`` are the
+    action's keywords), recorded in the audit trail; HTTP errors for what is refused:
+    403 without the operator role, 404 for a job the caller cannot see, 409 for one that
+    cannot take the action now."""
+    operator(who, action)
+    visible_job(ops.store, job_id, who)
+    if action != "delete":
+        ops.needs_app(action)
     try:
-        return method(job_id, **options)
+        return perform(ops.app, ops.tracker(), actor(who), action, job_id, **options)
     except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     except JobtrackError as exc:
         raise HTTPException(409, str(exc)) from exc
+
+
+def action_json(action: Action) -> dict[str, Any]:
+    """An audit entry as the API shows it, with its progress."""
+    settled = action.done + action.skipped + action.failed
+    return {
+        **dataclasses.asdict(action),
+        "progress_percent": round(100.0 * settled / action.matched, 1) if action.matched else None,
+    }
+
+
+class BulkAction(BaseModel):
+    """The body of ``POST /api/actions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(description="retry, cancel, pause, resume or delete")
+    filter: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the list's filters: status, job_type, task_name, queue, owner_id, ref, "
+        "stage, since, until, search, ids",
+    )
+    all: bool = Field(default=False, description="true with an empty filter: every job")
+    terminate: bool = Field(default=False, description="cancel: also SIGTERM running jobs")
+
+
+class Replay(BaseModel):
+    """The body of ``POST /api/jobs/{id}/replay`` (empty: the recorded arguments)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+
+
+def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
+    """``raw`` as ``model``, or 422 with the JSON parse error or the fields' problems."""
+    try:
+        return model.model_validate(json.loads(raw) if raw.strip() else {})
+    except (ValueError, ValidationError) as exc:
+        detail: Any = (
+            exc.errors(include_url=False, include_context=False, include_input=False)
+            if isinstance(exc, ValidationError)
+            else f"the body is not JSON: {exc}"
+        )
+        raise HTTPException(422, detail) from exc
+
+
+def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
+    """Record a bulk action and snapshot its jobs (then run it in the background): 403,
+    422 (an unknown action, an empty or unknown filter field), 501 without the app."""
+    operator(who, body.action)
+    if body.action not in BULK_ACTIONS:
+        raise HTTPException(422, f"action: one of {', '.join(BULK_ACTIONS)}")
+    if body.action != "delete":
+        ops.needs_app(body.action)
+    try:
+        where = JobFilter.from_json(body.filter)
+        tracker = ops.tracker()
+        action_id = start_bulk(
+            tracker,
+            actor(who),
+            body.action,
+            where,
+            every=body.all,
+            options={"terminate": True} if body.terminate else None,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    ops.store.snapshot_targets(action_id, where)
+    run_in_background(ops.app, tracker, action_id)
+    return ops.store.get_action(action_id)
+
+
+def visible_action(store: Store, action_id: int, who: Principal) -> Action:
+    """The action, if the caller may see it (an owner-bound caller: its owner's); else 404."""
+    try:
+        found = store.get_action(action_id)
+    except JobNotFound as exc:
+        raise HTTPException(404, f"no action {action_id}") from exc
+    if who.owner_id is not None and found.owner_id != who.owner_id:
+        raise HTTPException(404, f"no action {action_id}")
+    return found
 
 
 class StartJob(BaseModel):
@@ -199,10 +316,11 @@ def add_api_routes(
     store: Store,
     auth: Auth,
     feed: ChangeFeed,
-    control: Control | None,
+    ops: Operations,
     settings: Settings,
 ) -> None:
     """The ``/api`` routes, on ``api``."""
+    control = ops.control
     Who = Annotated[Principal, Depends(auth.require)]
     streams = StreamSlots(max_per_key=settings.web_max_streams)
     api.state.streams = streams
@@ -285,16 +403,7 @@ def add_api_routes(
             raise HTTPException(403, "starting a job needs the operator role")
         if control is None:
             raise HTTPException(501, "starting a job needs the Celery app (jobtrack -A app web)")
-        raw = await read_body(request, settings.web_max_body_bytes)
-        try:
-            body = StartJob.model_validate(json.loads(raw))
-        except (ValueError, ValidationError) as exc:
-            detail: Any = (
-                exc.errors(include_url=False, include_context=False, include_input=False)
-                if isinstance(exc, ValidationError)
-                else f"the body is not JSON: {exc}"
-            )
-            raise HTTPException(422, detail) from exc
+        body = parse_body(await read_body(request, settings.web_max_body_bytes), StartJob)
         try:
             job, started = await run_in_threadpool(
                 control.start,
@@ -361,27 +470,110 @@ def add_api_routes(
         ``result``). With ``failed_items=true``, a finished job with failed items runs
         again under its own id, its task given exactly the failed keys
         (``job.retry_items``); ``result`` is then the job's own id."""
-        new_id = act(store, control, "retry", job_id, who, failed_items=failed_items)
+        new_id = act(ops, "retry", job_id, who, failed_items=failed_items)
         return {"job_id": job_id, "result": new_id}
 
     @api.post("/api/jobs/{job_id}/cancel")
     def cancel(job_id: JobId, who: Who, terminate: bool = False) -> dict[str, Any]:
         """Cancel a job: a queued or paused one at once, a running one at its next handle
         call (``terminate`` also sends its pool process SIGTERM)."""
-        done = act(store, control, "cancel", job_id, who, terminate=terminate)
+        done = act(ops, "cancel", job_id, who, terminate=terminate)
         return {"job_id": job_id, "result": done}
 
     @api.post("/api/jobs/{job_id}/pause")
     def pause(job_id: JobId, who: Who) -> dict[str, Any]:
         """Pause a job: a queued one at once, a running one at its next handle call
         (within one heartbeat interval). 409 for a finished job."""
-        return {"job_id": job_id, "result": act(store, control, "pause", job_id, who)}
+        return {"job_id": job_id, "result": act(ops, "pause", job_id, who)}
 
     @api.post("/api/jobs/{job_id}/resume")
     def resume(job_id: JobId, who: Who) -> dict[str, Any]:
         """Resume a paused job under its own id (its task reads ``job.last_checkpoint``).
         409 for a job that is not paused, or whose input was not stored whole."""
-        return {"job_id": job_id, "result": act(store, control, "resume", job_id, who)}
+        return {"job_id": job_id, "result": act(ops, "resume", job_id, who)}
+
+    @api.delete("/api/jobs/{job_id}")
+    def delete(job_id: JobId, who: Who) -> dict[str, Any]:
+        """Delete a finished (or paused) job with its items and events. 409 for a job a
+        worker may still run (cancel it first)."""
+        return {"job_id": job_id, "result": act(ops, "delete", job_id, who)}
+
+    @api.post(
+        "/api/jobs/{job_id}/replay",
+        status_code=202,
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": Replay.model_json_schema()}},
+            }
+        },
+    )
+    async def replay(job_id: JobId, who: Who, request: Request) -> JSONResponse:
+        """Start a new job running this job's task, with its recorded arguments or with
+        ``args``/``kwargs`` given in the body (edited); the new job's ``replay_of`` names
+        this one. 409 when the recorded input was redacted or cut and no complete
+        arguments are given; 422 for a body that is not JSON."""
+        operator(who, "replay")
+        body = parse_body(await read_body(request, settings.web_max_body_bytes), Replay)
+        visible_job(store, job_id, who)
+        ops.needs_app("replay")
+        try:
+            new_id = await run_in_threadpool(
+                replay_job,
+                ops.app,
+                ops.tracker(),
+                actor(who),
+                job_id,
+                args=body.args,
+                kwargs=body.kwargs,
+            )
+        except JobNotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except JobtrackError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        location = (request.scope.get("root_path") or "") + f"/api/jobs/{new_id}"
+        return JSONResponse(
+            {"id": new_id, "replay_of": job_id}, status_code=202, headers={"Location": location}
+        )
+
+    @api.post(
+        "/api/actions",
+        status_code=202,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": BulkAction.model_json_schema()}},
+            }
+        },
+    )
+    async def bulk_action(who: Who, request: Request) -> JSONResponse:
+        """Retry, cancel, pause, resume or delete every job a filter matches. The
+        matching ids are taken now (later jobs are not included); the action then runs
+        in the background at ``action_rate_per_s``: follow it at ``Location``. An empty
+        filter is refused unless ``all`` is true; an unknown filter field is 422."""
+        body = parse_body(await read_body(request, settings.web_max_body_bytes), BulkAction)
+        started = await run_in_threadpool(start_action, ops, who, body)
+        location = (request.scope.get("root_path") or "") + f"/api/actions/{started.id}"
+        return JSONResponse(action_json(started), status_code=202, headers={"Location": location})
+
+    @api.get("/api/actions")
+    def list_actions(
+        who: Who,
+        job_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before: Annotated[int | None, Query(ge=1)] = None,
+    ) -> dict[str, Any]:
+        """The audit trail, newest first (an owner-bound token: its owner's actions);
+        ``job_id``: the actions that touched that job. Page with ``before`` (an id)."""
+        found = store.list_actions(
+            limit=limit, before_id=before, owner_id=who.owner_id, job_id=job_id
+        )
+        return {"actions": [action_json(a) for a in found]}
+
+    @api.get("/api/actions/{action_id}")
+    def get_action(action_id: Annotated[int, Path(ge=1)], who: Who) -> dict[str, Any]:
+        """One action: who, what, the filter, its status and counts, its progress."""
+        return action_json(visible_action(store, action_id, who))
 
     @api.get(
         "/api/stream",

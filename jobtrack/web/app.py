@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import StoreError
 from ..settings import Settings
 from ..store import Store, owner_scope
-from .api import Control, add_api_routes
+from .api import Control, Operations, add_api_routes
 from .auth import Auth
 from .pages import NeedLogin, add_pages, redirect
 from .stream import ChangeFeed
@@ -83,8 +83,9 @@ def create_app(
     )
     app.state.feed = feed
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    add_api_routes(app, store, auth, feed, control, settings)
-    render = add_pages(app, store, auth, settings, control)
+    ops = Operations(store, settings, control)
+    add_api_routes(app, store, auth, feed, ops, settings)
+    render = add_pages(app, store, auth, settings, ops)
     _add_metrics(app, store, auth, settings)
 
     def is_api(request: Request) -> bool:

@@ -22,9 +22,12 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from ..control import ACTIONS
+from ..actions import replay_job
+from ..control import ACTIONS, replayable_input
+from ..errors import JobNotFound, JobtrackError
 from ..models import (
     ACTIVE,
+    DELETABLE,
     ERRORED,
     FINISHED,
     PAUSABLE,
@@ -39,11 +42,16 @@ from ..settings import Settings
 from ..store import Store
 from .api import (
     ID_PATTERN,
-    Control,
+    BulkAction,
+    Operations,
     StatusFilter,
     act,
+    actor,
     decode_cursor,
     encode_cursor,
+    operator,
+    start_action,
+    visible_action,
     visible_job,
 )
 from .auth import CSRF_FIELD, Auth, Principal
@@ -66,6 +74,24 @@ PAGE_SIZE = 50
 COUNT_CAP = 10_000
 ITEMS_PAGE_SIZE = 100
 FILTERS = ("job_type", "task_name", "queue", "owner_id", "ref", "search")
+#: The bulk actions each tab offers (on every job it shows, filters applied).
+BULK_BY_TAB: dict[str, tuple[str, ...]] = {
+    "running": ("cancel", "pause"),
+    "queued": ("cancel", "pause"),
+    "paused": ("resume", "cancel", "delete"),
+    "completed": ("delete",),
+    "failed": ("retry", "delete"),
+    "cancelled": ("retry", "delete"),
+    "all": ("delete",),
+}
+_PAST = {
+    "retry": "Retried",
+    "cancel": "Cancelled",
+    "pause": "Paused",
+    "resume": "Resumed",
+    "delete": "Deleted",
+    "replay": "Replayed",
+}
 
 
 class NeedLogin(Exception):
@@ -88,6 +114,7 @@ def templates() -> Jinja2Templates:
         pretty=pretty,
         percent=percent,
         segment=lambda v: quote(str(v), safe=""),
+        past=lambda action: _PAST.get(action, action),
     )
     env.globals.update(
         qs=qs,
@@ -97,6 +124,9 @@ def templates() -> Jinja2Templates:
         RETRYABLE=RETRYABLE,
         PAUSABLE=PAUSABLE,
         FINISHED=FINISHED,
+        DELETABLE=DELETABLE,
+        BULK_BY_TAB=BULK_BY_TAB,
+        scope_of=lambda action: action.scope(),
     )
     return found
 
@@ -184,7 +214,7 @@ Render = Callable[..., HTMLResponse]
 
 
 def add_pages(
-    app: FastAPI, store: Store, auth: Auth, settings: Settings, control: Control | None
+    app: FastAPI, store: Store, auth: Auth, settings: Settings, ops: Operations
 ) -> Render:
     """Add the dashboard's routes to ``app``; returns its page renderer."""
     views = templates()
@@ -296,6 +326,9 @@ def add_pages(
             "item_page": ITEMS_PAGE_SIZE,
             "now": datetime.now(UTC),
             "retry_of": job.metadata.get("retry_of") if isinstance(job.metadata, dict) else None,
+            "replays": store.replays_of(job_id),
+            "replayable": replayable_input(job.input_data) is not None,
+            "operator_actions": store.actions_for_job(job_id),
         }
         return render(request, "_job.html" if partial else "job.html", context)
 
@@ -305,21 +338,124 @@ def add_pages(
         except Exception as exc:  # malformed body: a client error, not ours
             raise HTTPException(400, "the form could not be read") from exc
 
+    @app.post("/jobs/{job_id}/replay", include_in_schema=False)
+    async def replay_form(request: Request, job_id: JobId) -> Response:
+        """The job page's "Replay with edited input": a new job, then its page."""
+        form = await form_of(request)
+        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        operator(who, "replay")
+        visible_job(store, job_id, who)
+        ops.needs_app("replay")
+        try:
+            given = json.loads(str(form.get("input") or ""))
+        except ValueError as exc:
+            raise HTTPException(422, f"the input is not JSON: {exc}") from exc
+        if not isinstance(given, dict) or not set(given) <= {"args", "kwargs"}:
+            raise HTTPException(422, 'the input must be {"args": [...], "kwargs": {...}}')
+        args, kwargs = given.get("args", []), given.get("kwargs", {})
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise HTTPException(422, "args must be a list and kwargs an object")
+        try:
+            new_id = await run_in_threadpool(
+                replay_job, ops.app, ops.tracker(), actor(who), job_id, args=args, kwargs=kwargs
+            )
+        except JobNotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except JobtrackError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return redirect(request, f"/jobs/{quote(new_id, safe='')}")
+
     @app.post("/jobs/{job_id}/{action}", include_in_schema=False)
     async def action_form(
         request: Request,
         job_id: JobId,
-        action: Annotated[str, Path(pattern="^(" + "|".join(ACTIONS) + ")$")],
+        action: Annotated[str, Path(pattern="^(" + "|".join((*ACTIONS, "delete")) + ")$")],
     ) -> Response:
         """The job page's and the list's buttons: Retry (``failed_items=1``: only the
-        failed items), Cancel (``terminate=1``), Pause, Resume. Then the job's page (a
-        retry's new job's)."""
+        failed items), Cancel (``terminate=1``), Pause, Resume, Delete. Then the job's
+        page (a retry's new job's; the list after a delete)."""
         form = await form_of(request)
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
         flags = {"retry": "failed_items", "cancel": "terminate"}
         options = {flags[action]: form.get(flags[action]) == "1"} if action in flags else {}
-        shown = await run_in_threadpool(act, store, control, action, job_id, who, **options)
+        shown = await run_in_threadpool(act, ops, action, job_id, who, **options)
+        if action == "delete":
+            return redirect(request, "/")
         return redirect(request, f"/jobs/{quote(shown if action == 'retry' else job_id, safe='')}")
+
+    def list_filter(params: Mapping[str, str], who: Principal) -> JobFilter:
+        """The list's filter from its query or form fields (the tab, a status, the
+        filter boxes), as the bulk action's filter; 422 for an unknown tab or status."""
+        tab = params.get("tab") or "running"
+        if tab not in TABS:
+            raise HTTPException(422, f"tab: one of {', '.join(TABS)}")
+        status = params.get("status")
+        try:
+            statuses = [JobStatus(status).value] if status else list(TABS[tab])
+        except ValueError as exc:
+            raise HTTPException(422, f"status: {exc}") from exc
+        given = {name: params.get(name) for name in FILTERS}
+        if who.owner_id is not None:
+            given["owner_id"] = None  # the store scopes an owner-bound operator's action
+        return JobFilter.of(status=statuses if tab != "all" or status else None, **given)
+
+    def bulk_params(params: Mapping[str, str]) -> dict[str, str]:
+        return {k: params[k] for k in ("tab", "status", *FILTERS) if params.get(k)}
+
+    @app.get("/actions/new", response_class=HTMLResponse, include_in_schema=False)
+    def action_new(
+        request: Request,
+        action: Annotated[str, Query(pattern="^(retry|cancel|pause|resume|delete)$")],
+    ) -> Response:
+        """The confirmation of a bulk action: how many jobs it covers, exactly."""
+        who = visitor(request)
+        operator(who, action)
+        params = dict(request.query_params)
+        where = list_filter(params, who)
+        if where.is_empty():
+            raise HTTPException(422, "an empty filter: choose a tab or a filter first")
+        scoped = where.where(owner_id=who.owner_id) if who.owner_id else where
+        context = {
+            "who": who,
+            "action": action,
+            "matched": store.count_matching(scoped),
+            "params": bulk_params(params),
+            "scope": " ".join(f"{k}={v}" for k, v in bulk_params(params).items()),
+        }
+        return render(request, "action_new.html", context)
+
+    @app.post("/actions", include_in_schema=False)
+    async def action_start(request: Request) -> Response:
+        """Start a confirmed bulk action; then its page."""
+        form = await form_of(request)
+        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        params = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        where = list_filter(params, who)
+        body = BulkAction(action=params.get("action", ""), filter=where.to_json())
+        started = await run_in_threadpool(start_action, ops, who, body)
+        return redirect(request, f"/actions/{started.id}")
+
+    @app.get("/actions", response_class=HTMLResponse, include_in_schema=False)
+    def actions_page(
+        request: Request, before: Annotated[int | None, Query(ge=1)] = None
+    ) -> Response:
+        who = visitor(request)
+        found = store.list_actions(limit=PAGE_SIZE + 1, before_id=before, owner_id=who.owner_id)
+        context = {
+            "who": who,
+            "actions": found[:PAGE_SIZE],
+            "next_before": found[PAGE_SIZE - 1].id if len(found) > PAGE_SIZE else None,
+        }
+        return render(request, "actions.html", context)
+
+    @app.get("/actions/{action_id}", response_class=HTMLResponse, include_in_schema=False)
+    def action_page(
+        request: Request, action_id: Annotated[int, Path(ge=1)], partial: bool = False
+    ) -> Response:
+        who = visitor(request)
+        found = visible_action(store, action_id, who)
+        context = {"who": who, "action": found, "scope": found.scope(), "now": datetime.now(UTC)}
+        return render(request, "_action.html" if partial else "action.html", context)
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(request: Request) -> Response:
