@@ -261,6 +261,22 @@ def start_bulk(
     )
 
 
+def _gone(holder: str) -> bool:
+    """Whether a lease holder (``host:pid:thread``) is a process of this host that no
+    longer runs."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
 def _retry_id(action_id: int, job_id: str, sends: int) -> str:
     """The id of the retry of ``job_id`` in an action, derived (a resumed run derives the
     same); its ``sends``-th send after a run that died gets an id of its own."""
@@ -301,7 +317,7 @@ class BulkRun:
         """Run (or resume) the action to its end; returns it as it ended. Raises
         :class:`CannotControl` while another process runs it."""
         lease = f"action:{self.action_id}"
-        if not self.store.try_lease(lease, self.holder, LEASE_TTL_S):
+        if not self._take(lease):
             raise CannotControl("run", f"action {self.action_id}", "another process is running it")
         action = self.store.get_action(self.action_id)
         if action.status not in ("pending", "running"):
@@ -339,6 +355,21 @@ class BulkRun:
             total=action.matched,
         )
         return self.store.get_action(self.action_id)
+
+    def _take(self, lease: str) -> bool:
+        """The action's lease: free, expired, or held by a process of this host that is
+        gone (a run killed here is resumed at once, not after the lease runs out)."""
+        if self.store.try_lease(lease, self.holder, LEASE_TTL_S):
+            return True
+        held = self.store.lease_holder(lease)
+        if held is None or not _gone(held[0]):
+            return False
+        log.warning(
+            "resuming a bulk action whose run (%s) is gone",
+            held[0],
+            extra={"job_id": f"jobtrack-action-{self.action_id}", "action": "bulk"},
+        )
+        return self.store.take_over_lease(lease, held[0], self.holder, LEASE_TTL_S)
 
     # -- tracking the run as a job ---------------------------------------------------------
 

@@ -931,6 +931,25 @@ class Store(ActionQueries):
         with self._begin("take lease") as conn:
             return conn.execute(take).first() is not None
 
+    def lease_holder(self, name: str) -> tuple[str, datetime] | None:
+        """Who holds the lease ``name`` and until when (None: nobody ever took it)."""
+        with self._begin("read lease") as conn:
+            row = conn.execute(
+                select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
+            ).first()
+        return None if row is None else (row.holder, row.expires_at)
+
+    def take_over_lease(self, name: str, holder: str, new_holder: str, ttl_s: float) -> bool:
+        """Take the lease ``name`` from ``holder`` (known to be gone), if it still holds it."""
+        with self._begin("take over lease") as conn:
+            return bool(
+                conn.execute(
+                    update(leases)
+                    .where(leases.c.name == name, leases.c.holder == holder)
+                    .values(holder=new_holder, expires_at=utcnow() + timedelta(seconds=ttl_s))
+                ).rowcount
+            )
+
     def prune(
         self, *, finished_before: datetime, statuses: Sequence[str], batch_size: int = 5000
     ) -> int:

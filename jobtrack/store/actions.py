@@ -243,6 +243,14 @@ class ActionQueries:
             )
         return int(count)
 
+    def count_targets(self, action_id: int, state: str) -> int:
+        """How many of the action's targets are in ``state``."""
+        query = select(func.count()).where(
+            action_targets.c.action_id == action_id, action_targets.c.state == state
+        )
+        with self._begin("count targets") as conn:
+            return int(conn.execute(query).scalar_one())
+
     def open_targets(self, action_id: int, *, limit: int) -> list[WorkItem]:
         """The next open targets of the action (in id order), with their jobs now."""
         query = (
