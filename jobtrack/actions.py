@@ -320,8 +320,10 @@ class BulkRun:
         if not self._take(lease):
             raise CannotControl("run", f"action {self.action_id}", "another process is running it")
         action = self.store.get_action(self.action_id)
-        if action.status not in ("pending", "running"):
+        if action.status == "completed" or not action.bulk:
             return action
+        if action.status == "failed":  # stopped on an error: resumed
+            self.store.reopen_action(self.action_id)
         if action.action != "delete" and self.app is None:
             raise CannotControl(
                 action.action, f"action {self.action_id}", "it needs the Celery app"

@@ -348,15 +348,25 @@ class ActionQueries:
                 .values(status=status, outcome=outcome, finished_at=datetime.now(UTC))
             )
 
+    def reopen_action(self, action_id: int) -> None:
+        """A bulk action whose run stopped on an error runs again (``resume``)."""
+        with self._begin("reopen action") as conn:
+            conn.execute(
+                update(actions)
+                .where(actions.c.id == action_id, actions.c.status == "failed")
+                .values(status="running", finished_at=None, outcome=None)
+            )
+
     def set_action_job(self, action_id: int, job_id: str) -> None:
         with self._begin("set action job") as conn:
             conn.execute(update(actions).where(actions.c.id == action_id).values(job_id=job_id))
 
     def unfinished_actions(self) -> list[Action]:
-        """Bulk actions not finished (running, or never started): what ``resume`` finds."""
+        """Bulk actions not finished (never started, running, or stopped on an error):
+        what ``resume --all`` finds."""
         query = (
             select(actions)
-            .where(actions.c.bulk.is_(True), actions.c.status.in_(("pending", "running")))
+            .where(actions.c.bulk.is_(True), actions.c.status.in_(("pending", "running", "failed")))
             .order_by(actions.c.id)
         )
         with self._begin("unfinished actions") as conn:

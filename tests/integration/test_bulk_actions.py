@@ -232,43 +232,43 @@ def test_where_the_broker_cannot_be_read_a_resumed_retry_still_runs_each_job_onc
 
     tracker = jobtrack.install(app, pg_url)
     store = tracker.store
-    updates = [
-        JobUpdate.transition(
-            f"{kind}-{n}",
-            JobStatus.FAILED,
-            task_name=count.name,
-            job_type=kind,
-            input_data={"args": [n], "kwargs": {}},
-        )
-        for n in range(30)
-    ]
-    store.write_batch(Batch(updates, [Event.of(u) for u in updates]))
-    action_id = start_bulk(tracker, CLI, "retry", JobFilter.of(job_type=kind))
-    sent = {"n": 0}
-    publish = app.send_task
-
-    def dies_after_25(*args: Any, **kwargs: Any) -> Any:
-        if sent["n"] == 25:
-            raise Died()
-        sent["n"] += 1
-        return publish(*args, **kwargs)
-
-    app.send_task = dies_after_25  # type: ignore[method-assign]
-    with pytest.raises(Died):
-        BulkRun(app, tracker, action_id, batch_size=10).run()
-    assert store.count_targets(action_id, "sending") == 10  # 5 of them went out
-    app.send_task = publish  # type: ignore[method-assign]
-    tracker.flush()
-    store.finish_action(action_id, "running")  # (the fault marked it failed; SIGKILL would not)
-    action = BulkRun(app, tracker, action_id, batch_size=10).run()
-    assert (action.status, action.done) == ("completed", 30)
-    superseded = [
-        j
-        for j in store.list_jobs(JobFilter.of(status="cancelled"), limit=100)
-        if (j.error_message or "").startswith("superseded by")
-    ]
-    assert len(superseded) == 10  # the uncertain batch: cancelled for good, sent anew
     try:
+        updates = [
+            JobUpdate.transition(
+                f"{kind}-{n}",
+                JobStatus.FAILED,
+                task_name=count.name,
+                job_type=kind,
+                input_data={"args": [n], "kwargs": {}},
+            )
+            for n in range(30)
+        ]
+        store.write_batch(Batch(updates, [Event.of(u) for u in updates]))
+        action_id = start_bulk(tracker, CLI, "retry", JobFilter.of(job_type=kind))
+        sent = {"n": 0}
+        publish = app.send_task
+
+        def dies_after_25(*args: Any, **kwargs: Any) -> Any:
+            if sent["n"] == 25:
+                raise Died()
+            sent["n"] += 1
+            return publish(*args, **kwargs)
+
+        app.send_task = dies_after_25  # type: ignore[method-assign]
+        with pytest.raises(Died):
+            BulkRun(app, tracker, action_id, batch_size=10).run()
+        assert store.count_targets(action_id, "sending") == 10  # 5 of them went out
+        app.send_task = publish  # type: ignore[method-assign]
+        tracker.flush()
+        assert store.get_action(action_id).status == "failed"  # and resumable
+        action = BulkRun(app, tracker, action_id, batch_size=10).run()
+        assert (action.status, action.done) == ("completed", 30)
+        superseded = [
+            j
+            for j in store.list_jobs(JobFilter.of(status="cancelled", job_type=kind), limit=100)
+            if (j.error_message or "").startswith("superseded by")
+        ]
+        assert len(superseded) == 10  # the uncertain batch: cancelled for good, sent anew
         with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
             wait_for(lambda: sum(runs.values()) >= 30, message="every retry ran")
             wait_for(
