@@ -312,6 +312,7 @@ class BulkRun:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self._started = 0.0
         self._acted = 0
+        self._attempt = 0
 
     def run(self) -> Action:
         """Run (or resume) the action to its end; returns it as it ended. Raises
@@ -348,14 +349,7 @@ class BulkRun:
             raise
         summary = f"{action.done} done, {action.skipped} skipped, {action.failed} failed"
         self.store.finish_action(self.action_id, "completed", summary)
-        self.tracker.complete_job(
-            job_id,
-            {"done": action.done, "skipped": action.skipped, "failed": action.failed},
-            processed=action.done + action.skipped + action.failed,
-            failed=action.failed,
-            skipped=action.skipped,
-            total=action.matched,
-        )
+        self._finish(job_id, action)
         return self.store.get_action(self.action_id)
 
     def _take(self, lease: str) -> bool:
@@ -376,6 +370,8 @@ class BulkRun:
     # -- tracking the run as a job ---------------------------------------------------------
 
     def _track_start(self, action: Action, job_id: str, matched: int) -> None:
+        """The run's job: running, in the attempt after the run that stopped on an
+        error (a run killed outright resumes in its attempt, even once reaped lost)."""
         if action.job_id is None:
             self.store.set_action_job(self.action_id, job_id)
         self.tracker.upsert_job(
@@ -387,28 +383,76 @@ class BulkRun:
             metadata={"action_id": action.id, "actor": action.actor, "filter": action.filter},
             total_items=matched,
         )
+        before = self.store.get_job(job_id)
+        self._attempt = before.retries + (1 if before.status is JobStatus.RETRYING else 0)
+        self._beat(job_id, started=True)
+
+    def _beat(self, job_id: str, *, started: bool = False, action: Action | None = None) -> None:
         now = datetime.now(UTC)
+        settled = 0 if action is None else action.done + action.skipped + action.failed
         running = JobUpdate.transition(
             job_id,
             JobStatus.RUNNING,
+            self._attempt,
             at=now,
-            started_at=now,
+            retries=self._attempt,
+            started_at=now if started else None,
             worker=self.holder,
             pid=os.getpid(),
             heartbeat_at=now,
+            progress_percent=100.0 * settled / action.matched
+            if action and action.matched
+            else None,
         )
-        self.store.write_batch(Batch([running], [Event.of(running)]))
+        self.store.write_batch(
+            Batch([running], [Event.of(running, self._attempt)] if started else [])
+        )
+        if action is not None:
+            self.store.set_counts(
+                job_id, processed=settled, failed=action.failed, skipped=action.skipped
+            )
 
     def _track_progress(self, job_id: str, action: Action) -> None:
-        settled = action.done + action.skipped + action.failed
+        self._beat(job_id, action=action)
+
+    def _finish(self, job_id: str, action: Action) -> None:
+        now = datetime.now(UTC)
+        done = JobUpdate.transition(
+            job_id,
+            JobStatus.COMPLETED,
+            self._attempt,
+            at=now,
+            retries=self._attempt,
+            completed_at=now,
+            duration_ms=int((time.monotonic() - self._started) * 1000),
+            progress_percent=100.0,
+            output_data={"done": action.done, "skipped": action.skipped, "failed": action.failed},
+        )
+        self.store.write_batch(Batch([done], [Event.of(done, self._attempt)]))
         self.store.set_counts(
-            job_id, processed=settled, failed=action.failed, skipped=action.skipped
+            job_id,
+            processed=action.done + action.skipped + action.failed,
+            failed=action.failed,
+            skipped=action.skipped,
         )
 
     def _track_failure(self, job_id: str, exc: BaseException) -> None:
+        """The run stopped on an error: the action is failed (resumable) and its job
+        retrying, with the error."""
         try:
-            self.store.finish_action(self.action_id, "failed", f"{type(exc).__name__}: {exc}")
-            self.tracker.fail_job(job_id, exc if isinstance(exc, Exception) else repr(exc))
+            error = f"{type(exc).__name__}: {exc}"
+            self.store.finish_action(self.action_id, "failed", error)
+            stopped = JobUpdate.transition(
+                job_id,
+                JobStatus.RETRYING,
+                self._attempt,
+                retries=self._attempt,
+                error_type=type(exc).__name__,
+                error_message=self.tracker.text(
+                    f"{exc} (resume with: jobtrack actions resume {self.action_id})"
+                ),
+            )
+            self.store.write_batch(Batch([stopped], [Event.of(stopped, self._attempt)]))
         except JobtrackError:
             log.exception(
                 "could not record the failure of a bulk action",

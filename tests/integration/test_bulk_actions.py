@@ -263,6 +263,14 @@ def test_where_the_broker_cannot_be_read_a_resumed_retry_still_runs_each_job_onc
         assert store.get_action(action_id).status == "failed"  # and resumable
         action = BulkRun(app, tracker, action_id, batch_size=10).run()
         assert (action.status, action.done) == ("completed", 30)
+        run = store.get_job(action.job_id or "")
+        assert (run.status, run.retries, run.processed_items) == (JobStatus.COMPLETED, 1, 30)
+        assert [e.status for e in store.list_events(run.id)] == [
+            JobStatus.RUNNING,
+            JobStatus.RETRYING,  # the run that died, with its error
+            JobStatus.RUNNING,
+            JobStatus.COMPLETED,
+        ]
         superseded = [
             j
             for j in store.list_jobs(JobFilter.of(status="cancelled", job_type=kind), limit=100)
