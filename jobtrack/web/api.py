@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -554,7 +555,9 @@ def add_api_routes(
         body = parse_body(await read_body(request, settings.web_max_body_bytes), BulkAction)
         started = await run_in_threadpool(start_action, ops, who, body)
         location = (request.scope.get("root_path") or "") + f"/api/actions/{started.id}"
-        return JSONResponse(action_json(started), status_code=202, headers={"Location": location})
+        return JSONResponse(
+            jsonable_encoder(action_json(started)), status_code=202, headers={"Location": location}
+        )
 
     @api.get("/api/actions")
     def list_actions(

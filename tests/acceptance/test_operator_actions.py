@@ -1,0 +1,328 @@
+"""Operator actions over the API, the dashboard and the CLI, on rows a real worker
+produced (PostgreSQL): bulk retry by filter with its progress, owner-bound operators,
+delete, replay with edited arguments, the audit trail, and every refusal (403, 404, 409,
+422, a usage error)."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from jobtrack.cli import main
+from jobtrack.models import JobFilter, JobStatus, JobUpdate
+from jobtrack.payload import REDACTED
+from tests.acceptance.webkit import World, tracked_worker
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.postgres
+
+RUN = uuid.uuid4().hex[:8]
+U1, U2 = f"a1-{RUN}", f"a2-{RUN}"
+OP, VIEW = "operator-token-01", "viewer-token-0001"
+OP1, OP2 = "operator-a1-token1", "operator-a2-token1"
+TOKENS = f"{OP}=operator,{VIEW}=viewer,{OP1}=operator:{U1},{OP2}=operator:{U2}"
+BROWSER = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+
+
+@pytest.fixture(scope="module")
+def world(pg_url: str) -> Iterator[World]:
+    with tracked_worker(pg_url) as w:
+        yield w
+
+
+def api(w: World) -> TestClient:
+    return TestClient(w.web(web_tokens=TOKENS))
+
+
+def pages(w: World) -> TestClient:
+    """The dashboard as a loopback visitor sees it (no tokens: an operator)."""
+    return TestClient(w.web(), base_url="http://localhost", client=("127.0.0.1", 50000))
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def failed_syncs(w: World, owner: str, count: int) -> list[str]:
+    """Jobs that failed on their first run (a retry succeeds)."""
+    batch = uuid.uuid4().hex[:6]  # flaky fails on an account's first run only
+    ids = [w.tasks["flaky"].delay(f"{batch}-{n}", user=owner).id for n in range(count)]
+    w.finished(*ids)
+    assert {w.tracker.store.get_job(i).status for i in ids} == {JobStatus.FAILED}
+    return ids
+
+
+def wait_action(c: TestClient, action_id: int, token: str = OP) -> dict[str, Any]:
+    return wait_for(  # type: ignore[no-any-return]
+        lambda: (
+            (a := c.get(f"/api/actions/{action_id}", headers=auth(token)).json())["status"]
+            in ("completed", "failed")
+            and a
+        ),
+        message=f"action {action_id} finished",
+    )
+
+
+def test_bulk_retry_over_the_api_with_its_progress_and_audit(world: World) -> None:
+    c = api(world)
+    ids = failed_syncs(world, U1, 6)
+    body = {"action": "retry", "filter": {"status": ["failed"], "owner_id": U1}}
+    assert c.post("/api/actions", json=body, headers=auth(VIEW)).status_code == 403
+    started = c.post("/api/actions", json=body, headers=auth(OP))
+    assert started.status_code == 202, started.text
+    action = started.json()
+    assert action["matched"] == 6 and started.headers["location"].endswith(f"/{action['id']}")
+    done = wait_action(c, action["id"])
+    assert (done["done"], done["skipped"], done["failed"], done["progress_percent"]) == (
+        6,
+        0,
+        0,
+        100.0,
+    )
+    assert done["actor"] == "token 1" and done["bulk"] is True
+    retries = []
+    for job_id in ids:
+        listed = c.get("/api/actions", params={"job_id": job_id}, headers=auth(VIEW)).json()
+        assert [a["id"] for a in listed["actions"]] == [action["id"]]
+        (_, target), *_ = world.tracker.store.actions_for_job(job_id)
+        retries.append(target.result_id)
+    world.finished(*retries)
+    assert {world.tracker.store.get_job(r).status for r in retries} == {JobStatus.COMPLETED}
+    run = c.get(f"/api/jobs/{done['job_id']}", headers=auth(VIEW)).json()["job"]
+    assert (run["status"], run["processed_items"], run["job_type"]) == (
+        "completed",
+        6,
+        "jobtrack.action",
+    )
+    # The job page says who retried it, and links the bulk action.
+    page = pages(world).get(f"/jobs/{ids[0]}").text
+    assert f"bulk action #{action['id']}" in page and "Retried by <b>token 1</b>" in page
+    assert f'href="/jobs/{retries[0]}"' in page
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"action": "retry", "filter": {}}, "empty filter"),
+        ({"action": "retry", "filter": {"colour": "red"}}, "unknown filter field"),
+        ({"action": "retry", "filter": {"status": []}}, "is empty"),
+        ({"action": "retry", "filter": {"status": ["exploded"]}}, "exploded"),
+        ({"action": "explode", "filter": {"status": ["failed"]}}, "action: one of"),
+        ({"action": "retry", "filter": {"status": ["failed"]}, "extra": 1}, "extra"),
+    ],
+)
+def test_a_bad_bulk_request_is_a_clear_422(
+    world: World, body: dict[str, Any], problem: str
+) -> None:
+    answer = api(world).post("/api/actions", json=body, headers=auth(OP))
+    assert answer.status_code == 422 and problem in str(answer.json()["detail"])
+
+
+def test_bad_json_unknown_actions_and_viewers(world: World) -> None:
+    c = api(world)
+    broken = c.post("/api/actions", content=b"{", headers=auth(OP))
+    assert broken.status_code == 422 and "not JSON" in broken.json()["detail"]
+    assert c.get("/api/actions/999999999", headers=auth(VIEW)).status_code == 404
+    assert c.get("/api/actions/zero", headers=auth(VIEW)).status_code == 422
+
+
+def test_an_owner_bound_operator_acts_on_its_owners_jobs_only(world: World) -> None:
+    c = api(world)
+    mine, theirs = failed_syncs(world, U1, 2), failed_syncs(world, U2, 2)
+    body = {"action": "cancel", "filter": {"ids": [*mine, *theirs]}}
+    action = c.post("/api/actions", json=body, headers=auth(OP2)).json()
+    assert action["matched"] == 2 and action["owner_id"] == U2
+    done = wait_action(c, action["id"], OP2)
+    # Cancelling a finished job makes no sense: skipped, not an error.
+    assert (done["done"], done["skipped"], done["failed"]) == (0, 2, 0)
+    touched = [j for j in [*mine, *theirs] if world.tracker.store.actions_for_job(j)]
+    assert set(touched) >= set(theirs) and not set(touched) & set(mine)
+    assert c.get(f"/api/actions/{action['id']}", headers=auth(OP1)).status_code == 404
+    listed = c.get("/api/actions", headers=auth(OP1)).json()["actions"]
+    assert action["id"] not in [a["id"] for a in listed]
+    other = c.post(
+        "/api/actions",
+        json={"action": "retry", "filter": {"owner_id": U1}},
+        headers=auth(OP2),
+    ).json()
+    assert other["matched"] == 0  # another owner named: nothing
+
+
+def test_delete_one_job_and_clear_completed(world: World) -> None:
+    c = api(world)
+    owner = f"del-{RUN}"
+    done = [world.tasks["report"].delay(f"r{n}", user=owner).id for n in range(3)]
+    world.finished(*done)
+    queued = world.tasks["report"].apply_async(("q", owner), queue=f"nobody-{RUN}").id
+    world.tracker.flush()
+    assert c.delete(f"/api/jobs/{done[0]}", headers=auth(VIEW)).status_code == 403
+    assert c.delete(f"/api/jobs/{done[0]}", headers=auth(OP)).json()["result"] == "deleted"
+    assert c.get(f"/api/jobs/{done[0]}", headers=auth(OP)).status_code == 404
+    assert c.get(f"/api/jobs/{done[0]}/items", headers=auth(OP)).status_code == 404
+    assert c.delete(f"/api/jobs/{done[0]}", headers=auth(OP)).status_code == 404
+    refused = c.delete(f"/api/jobs/{queued}", headers=auth(OP))
+    assert refused.status_code == 409 and "cancel it first" in refused.json()["detail"]
+    audit = c.get("/api/actions", params={"job_id": done[0]}, headers=auth(OP)).json()
+    assert [(a["action"], a["outcome"]) for a in audit["actions"]] == [("delete", "deleted")]
+    clear = c.post(
+        "/api/actions",
+        json={"action": "delete", "filter": {"status": ["completed"], "owner_id": owner}},
+        headers=auth(OP),
+    ).json()
+    assert wait_action(c, clear["id"])["done"] == 2
+    assert world.tracker.store.count_matching(JobFilter.of(owner_id=owner)) == 1  # queued
+
+
+def test_replay_with_edited_arguments(world: World) -> None:
+    c = api(world)
+    original = world.tasks["report"].delay("march", user=U1).id
+    world.finished(original)
+    replay = c.post(
+        f"/api/jobs/{original}/replay",
+        json={"kwargs": {"title": "april", "user": U1}},
+        headers=auth(OP),
+    )
+    assert replay.status_code == 202, replay.text
+    new_id = replay.json()["id"]
+    world.finished(new_id)
+    again = world.tracker.store.get_job(new_id)
+    assert (again.output_data, again.replay_of, again.status) == (
+        {"title": "april"},
+        original,
+        JobStatus.COMPLETED,
+    )
+    page = pages(world).get(f"/jobs/{original}").text
+    assert f'href="/jobs/{new_id}"' in page and "Replayed as" in page
+    assert (
+        c.post(f"/api/jobs/{original}/replay", content=b"{nope", headers=auth(OP))
+        .json()["detail"]
+        .startswith("the body is not JSON")
+    )
+    assert c.post(f"/api/jobs/{original}/replay", headers=auth(VIEW)).status_code == 403
+    # Input that was redacted is refused unless the complete arguments are given.
+    hidden = f"hidden-{RUN}"
+    world.tracker.store.create_job(
+        JobUpdate.transition(
+            hidden,
+            JobStatus.FAILED,
+            task_name=world.tasks["report"].name,
+            input_data={"args": [], "kwargs": {"title": REDACTED, "user": U1}},
+        )
+    )
+    plain = c.post(f"/api/jobs/{hidden}/replay", headers=auth(OP))
+    assert plain.status_code == 409 and "give the complete arguments" in plain.json()["detail"]
+    marked = c.post(
+        f"/api/jobs/{hidden}/replay",
+        json={"kwargs": {"title": REDACTED, "user": U1}},
+        headers=auth(OP),
+    )
+    assert marked.status_code == 409 and "complete values" in marked.json()["detail"]
+    whole = c.post(f"/api/jobs/{hidden}/replay", json={"args": ["may", U1]}, headers=auth(OP))
+    assert whole.status_code == 202
+    world.finished(whole.json()["id"])
+    assert world.tracker.store.get_job(whole.json()["id"]).output_data == {"title": "may"}
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, "the page carries no CSRF field"
+    return found.group(1)
+
+
+def test_the_dashboard_confirms_the_count_then_shows_the_action(world: World) -> None:
+    owner = f"dash-{RUN}"
+    ids = failed_syncs(world, owner, 3)
+    c = pages(world)
+    listing = c.get("/", params={"tab": "failed", "owner_id": owner}).text
+    assert "Retry all 3 matching" in listing
+    confirm = c.get("/actions/new", params={"action": "retry", "tab": "failed", "owner_id": owner})
+    assert confirm.status_code == 200 and "Retry 3 matching jobs?" in confirm.text
+    started = c.post(
+        "/actions",
+        headers=BROWSER,
+        data={
+            "csrf_token": csrf_of(confirm.text),
+            "action": "retry",
+            "tab": "failed",
+            "owner_id": owner,
+        },
+        follow_redirects=False,
+    )
+    assert started.status_code == 303
+    action_id = int(started.headers["location"].rsplit("/", 1)[1])
+    wait_for(
+        lambda: world.tracker.store.get_action(action_id).status == "completed",
+        message="the action done",
+    )
+    page = c.get(f"/actions/{action_id}").text
+    assert (
+        "3 done, 0 skipped, 0 failed" in page
+        and f'data-stream="/api/stream?job_id=jobtrack-action-{action_id}"' in page
+    )
+    assert f"#{action_id}" in c.get("/actions").text
+    refused = c.post("/actions", headers=BROWSER, data={"action": "retry", "tab": "failed"})
+    assert refused.status_code == 403  # no CSRF token
+    assert c.get("/actions/new", params={"action": "retry", "tab": "all"}).status_code == 422
+    assert all(world.tracker.store.actions_for_job(i) for i in ids)
+
+
+def test_the_dashboard_deletes_and_replays_with_edited_input(world: World) -> None:
+    original = world.tasks["report"].delay("june", user=U1).id
+    world.finished(original)
+    c = pages(world)
+    page = c.get(f"/jobs/{original}").text
+    assert "Replay with edited input" in page and f'action="/jobs/{original}/delete"' in page
+    token = csrf_of(page)
+    bad = c.post(
+        f"/jobs/{original}/replay",
+        headers=BROWSER,
+        data={"csrf_token": token, "input": '{"args": ['},
+        follow_redirects=False,
+    )
+    assert bad.status_code == 422 and "not JSON" in bad.text
+    made = c.post(
+        f"/jobs/{original}/replay",
+        headers=BROWSER,
+        data={"csrf_token": token, "input": json.dumps({"args": ["july", U1]})},
+        follow_redirects=False,
+    )
+    assert made.status_code == 303
+    new_id = made.headers["location"].rsplit("/", 1)[1]
+    world.finished(new_id)
+    assert world.tracker.store.get_job(new_id).output_data == {"title": "july"}
+    assert f'id="replay-of">{original}' in c.get(f"/jobs/{new_id}").text
+    gone = c.post(
+        f"/jobs/{original}/delete",
+        headers=BROWSER,
+        data={"csrf_token": token},
+        follow_redirects=False,
+    )
+    assert gone.status_code == 303 and gone.headers["location"] == "/"
+    assert world.tracker.store.find_job(original) is None
+
+
+def test_the_cli_counts_asks_and_refuses_an_empty_filter(world: World, pg_url: str) -> None:
+    owner = f"cli-{RUN}"
+    done = [world.tasks["report"].delay(f"c{n}", user=owner).id for n in range(2)]
+    world.finished(*done)
+    runner = CliRunner()
+    base = ["--database-url", pg_url, "jobs", "delete", "--owner", owner, "--status", "completed"]
+    dry = runner.invoke(main, [*base, "--dry-run"])
+    assert dry.exit_code == 0 and "2 job(s) match" in dry.output
+    declined = runner.invoke(main, base, input="n\n")
+    assert declined.exit_code == 1 and "Aborted" in declined.output
+    assert all(world.tracker.store.find_job(i) for i in done)
+    empty = runner.invoke(main, ["--database-url", pg_url, "jobs", "delete"])
+    assert empty.exit_code == 2 and "empty filter" in empty.output
+    yes = runner.invoke(main, [*base, "--yes"])
+    assert yes.exit_code == 0 and "2 done, 0 skipped, 0 failed (of 2)" in yes.output
+    assert not any(world.tracker.store.find_job(i) for i in done)
+    listed = runner.invoke(main, ["--database-url", pg_url, "actions", "ls", "--json"])
+    assert '"actor": "cli"' in listed.output and '"action": "delete"' in listed.output
