@@ -19,19 +19,23 @@ The CLI, the API and the dashboard all come here; this module calls
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .brokers import find_messages
 from .control import (
+    ACTION_HEADER,
+    INPUT_HEADER,
     CannotControl,
     cancel_job,
     pause_job,
@@ -72,8 +76,6 @@ __all__ = [
 
 log = logging.getLogger("jobtrack.actions")
 
-#: Message header naming the bulk action that published a retry.
-ACTION_HEADER = "jobtrack_action"
 #: The job_type of the jobtrack job that tracks a bulk action's run.
 ACTION_JOB_TYPE = "jobtrack.action"
 #: Retries published by a bulk action get ids derived from the action and the job, in
@@ -261,6 +263,14 @@ def start_bulk(
     )
 
 
+def _batched(producer: Any, size: int) -> AbstractContextManager[Any]:
+    """The producer's publishes sent together (one round trip on Redis), where Kombu
+    can (5.7 and newer); else one by one. A publish that fails stops the run with its
+    batch still marked as being sent: the resumed run settles it by evidence."""
+    batch = getattr(producer, "batch", None)
+    return batch(max_size=max(size, 1)) if batch is not None else contextlib.nullcontext()
+
+
 def _gone(holder: str) -> bool:
     """Whether a lease holder (``host:pid:thread``) is a process of this host that no
     longer runs."""
@@ -337,7 +347,7 @@ class BulkRun:
             self._track_start(action, job_id, matched)
             handle = getattr(self, f"_{action.action}")
             self._started = time.monotonic()
-            while batch := self.store.open_targets(self.action_id, limit=self.batch_size):
+            for batch in self._batches():
                 action = self.store.settle_targets(self.action_id, handle(batch, action))
                 self._track_progress(job_id, action)
                 if not self.store.try_lease(lease, self.holder, LEASE_TTL_S):
@@ -351,6 +361,16 @@ class BulkRun:
         self.store.finish_action(self.action_id, "completed", summary)
         self._finish(job_id, action)
         return self.store.get_action(self.action_id)
+
+    def _batches(self) -> Iterator[list[WorkItem]]:
+        """The open targets, a batch at a time, by key: every target behind the last
+        batch is settled when the next is asked for, so nothing is read twice."""
+        batch = self.store.open_targets(self.action_id, limit=self.batch_size)
+        while batch:
+            yield batch
+            batch = self.store.open_targets(
+                self.action_id, limit=self.batch_size, after=batch[-1].job_id
+            )
 
     def _take(self, lease: str) -> bool:
         """The action's lease: free, expired, or held by a process of this host that is
@@ -476,7 +496,7 @@ class BulkRun:
         for item in batch:
             job = item.job
             if item.result_id in sent:  # published before the run that sent it died
-                outcomes.append(_outcome(item, TargetState.DONE, f"new job {item.result_id}"))
+                outcomes.append(_outcome(item, TargetState.DONE))
             elif job is None:
                 outcomes.append(_outcome(item, TargetState.SKIPPED, "gone: deleted meanwhile"))
             elif job.status not in RETRYABLE:
@@ -503,21 +523,21 @@ class BulkRun:
             [(item.job_id, new_id) for item, _, _, new_id in ready],
             [self._retry_row(job, new_id, action) for item, job, _, new_id in ready],
         )
-        for item, job, replay, new_id in ready:
-            self._pace()
-            try:
+        if not ready:
+            return outcomes
+        with self.app.producer_or_acquire() as producer, _batched(producer, len(ready)):
+            for item, job, replay, new_id in ready:
+                self._pace()
                 self.app.send_task(
                     job.task_name,
                     args=replay[0],
                     kwargs=replay[1],
                     task_id=new_id,
                     queue=job.queue,
-                    headers={ACTION_HEADER: action.id},
+                    headers={ACTION_HEADER: action.id, INPUT_HEADER: 1},
+                    producer=producer,
                 )
-            except Exception as exc:
-                outcomes.append(_outcome(item, TargetState.FAILED, f"publish failed: {exc}"))
-            else:
-                outcomes.append(_outcome(item, TargetState.DONE, f"new job {new_id}"))
+                outcomes.append(_outcome(item, TargetState.DONE))  # its id: result_id
         return outcomes
 
     def _sent_already(self, uncertain: list[WorkItem]) -> set[str]:
@@ -547,22 +567,24 @@ class BulkRun:
         if superseded:
             self.app.control.revoke([old for old, _ in superseded])
 
-    def _retry_row(self, job: Job, new_id: str, action: Action) -> JobUpdate:
-        row: JobUpdate = self.tracker.writer.clean(
-            JobUpdate.transition(
-                new_id,
-                JobStatus.PENDING,
-                task_name=job.task_name,
-                job_type=job.job_type,
-                job_subtype=job.job_subtype,
-                name=job.name,
-                owner_id=job.owner_id,
-                queue=job.queue,
-                ref=job.ref,
-                metadata={"retry_of": job.id, "action_id": action.id},
-            )
+    @staticmethod
+    def _retry_row(job: Job, new_id: str, action: Action) -> JobUpdate:
+        """The new job's row: the old one's description and input (values read from the
+        jobs table, cleaned when they were stored)."""
+        return JobUpdate.transition(
+            new_id,
+            JobStatus.PENDING,
+            task_name=job.task_name,
+            job_type=job.job_type,
+            job_subtype=job.job_subtype,
+            name=job.name,
+            owner_id=job.owner_id,
+            queue=job.queue,
+            ref=job.ref,
+            input_data=job.input_data,
+            max_retries=job.max_retries,
+            metadata={"retry_of": job.id, "action_id": action.id},
         )
-        return row
 
     def _each(
         self, batch: list[WorkItem], act: Callable[[Job], str], skip: Callable[[Job], str | None]

@@ -30,7 +30,7 @@ from celery.utils.saferepr import saferepr
 from celery.worker import state as worker_state
 from celery.worker.control import control_command, ok
 
-from .control import HOLD_COMMAND, RETRY_ITEMS_HEADER
+from .control import ACTION_HEADER, HOLD_COMMAND, INPUT_HEADER, RETRY_ITEMS_HEADER
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
 from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
 from .models import Event, ItemStatus, JobStatus, JobUpdate, Stop
@@ -44,9 +44,6 @@ __all__ = ["PRUNE_TASK", "REAP_TASK", "install", "uninstall"]
 log = logging.getLogger("jobtrack.celery")
 
 _DISPATCH = "jobtrack"
-#: Message header a tracking publisher sets once it has recorded the input (a custom
-#: header: Celery hands it to the worker as an attribute of ``task.request``).
-_INPUT_HEADER = "jobtrack_input"
 #: Celery signal -> handler method of _Wiring.
 _HANDLERS = {
     "before_task_publish": "on_publish",
@@ -238,6 +235,8 @@ class _Wiring:
     ) -> None:
         if not headers or "id" not in headers:
             return  # task protocol 1 or a foreign message: nothing to key a row on
+        if headers.get(ACTION_HEADER):
+            return  # a bulk action's retry: the action wrote its row, input included
         task_name = headers.get("task") or name
         if headers.get("replaced_task_nesting"):
             # task.replace() publishes from inside the task it replaces: that job now
@@ -287,7 +286,7 @@ class _Wiring:
         )
         # Tell the worker the input is recorded, so its prerun skips that work.
         if update.input_data is not None:
-            headers[_INPUT_HEADER] = 1
+            headers[INPUT_HEADER] = 1
         if status is JobStatus.PENDING:
             self._emit(update, attempt=attempt)
         else:
@@ -330,7 +329,7 @@ class _Wiring:
         # The publisher recorded the input and said so in a header: skip that work here.
         recorded_input = (
             None
-            if getattr(request, _INPUT_HEADER, None)
+            if getattr(request, INPUT_HEADER, None)
             else self._input(
                 args,
                 kwargs,

@@ -22,7 +22,9 @@ from .tracker import Tracker
 
 __all__ = [
     "ACTIONS",
+    "ACTION_HEADER",
     "HOLD_COMMAND",
+    "INPUT_HEADER",
     "RETRY_ITEMS_HEADER",
     "CannotControl",
     "CannotRetry",
@@ -46,6 +48,12 @@ ACTIONS = ("retry", "cancel", "pause", "resume")
 #: Message header of an operator's retry of a job's failed items: the worker reads the
 #: failed keys (``job.retry_items``) before the task body runs.
 RETRY_ITEMS_HEADER = "jobtrack_retry_items"
+#: Message header a tracking publisher sets once it has recorded the input (a custom
+#: header: Celery hands it to the worker as an attribute of ``task.request``).
+INPUT_HEADER = "jobtrack_input"
+#: Message header of a retry a bulk action published (its value: the action's id). The
+#: action wrote the new job's row (with its input) itself, so the publish hook skips it.
+ACTION_HEADER = "jobtrack_action"
 #: The remote control command a pause broadcasts: workers learn of it at once (the
 #: Celery wiring registers it in every worker).
 HOLD_COMMAND = "jobtrack_hold"

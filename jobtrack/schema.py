@@ -265,7 +265,6 @@ action_targets = Table(
     Column("result_id", String(ID_LENGTH), comment="the new job of a retry or replay"),
     Column("outcome", String(500)),
     Index(None, "job_id"),
-    Index(None, "action_id", "state"),
 )
 
 

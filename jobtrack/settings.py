@@ -108,7 +108,7 @@ class Settings:
     action_rate_per_s: float = 1000.0
     #: A bulk action's jobs are taken, recorded and published this many at a time; a run
     #: killed mid-way sends at most one such batch again when it is resumed.
-    action_batch_size: int = 100
+    action_batch_size: int = 500
     #: API tokens, comma-separated ``token=role`` or ``token=role:owner_id`` (role
     #: ``viewer`` or ``operator``). Without any, only loopback clients are served.
     web_tokens: str = ""

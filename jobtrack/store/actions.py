@@ -16,12 +16,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 
 from ..errors import JobNotFound
-from ..models import DELETABLE, Action, ActionTarget, Job, JobFilter, JobUpdate
+from ..models import DELETABLE, Action, ActionTarget, Job, JobFilter, JobStatus, JobUpdate
 from ..schema import action_targets, actions, job_events, job_items, jobs
-from .common import filtered, job_of, notify
+from .common import filtered, notify
 
 __all__ = ["ActionQueries", "TargetState", "WorkItem"]
 
@@ -50,6 +60,24 @@ class WorkItem:
     sends: int
     result_id: str | None
     job: Job | None
+
+
+#: What the actions read of a target's job (the rest of the row is left at its default).
+_TARGET_JOB_FIELDS = (
+    "id",
+    "status",
+    "task_name",
+    "job_type",
+    "job_subtype",
+    "name",
+    "owner_id",
+    "queue",
+    "ref",
+    "max_retries",
+    "input_data",
+    "pause_requested_at",
+)
+_TARGET_JOB_COLUMNS = tuple(jobs.c[name].label(f"j_{name}") for name in _TARGET_JOB_FIELDS)
 
 
 def _action(row: Any) -> Action:
@@ -241,6 +269,11 @@ class ActionQueries:
                 .where(actions.c.id == action_id)
                 .values(matched=count, status="running")
             )
+        if conn.dialect.name == "postgresql" and count > 1000:
+            # The planner learns of the rows just added (else it reads them all, sorted,
+            # for each batch of a big action): what autovacuum would do later, now.
+            with self._begin("analyze targets") as conn:
+                conn.execute(text(f"ANALYZE {action_targets.name}"))
         return int(count)
 
     def count_targets(self, action_id: int, state: str) -> int:
@@ -251,12 +284,17 @@ class ActionQueries:
         with self._begin("count targets") as conn:
             return int(conn.execute(query).scalar_one())
 
-    def open_targets(self, action_id: int, *, limit: int) -> list[WorkItem]:
-        """The next open targets of the action (in id order), with their jobs now."""
+    def open_targets(self, action_id: int, *, limit: int, after: str = "") -> list[WorkItem]:
+        """The next open targets of the action after job id ``after`` (in id order, on
+        the primary key), with what the actions read of their jobs as they are now."""
         query = (
-            select(action_targets, jobs)
+            select(action_targets, *_TARGET_JOB_COLUMNS)
             .outerjoin(jobs, jobs.c.id == action_targets.c.job_id)
-            .where(action_targets.c.action_id == action_id, action_targets.c.state.in_(_OPEN))
+            .where(
+                action_targets.c.action_id == action_id,
+                action_targets.c.job_id > after,
+                action_targets.c.state.in_(_OPEN),
+            )
             .order_by(action_targets.c.job_id)
             .limit(max(limit, 1))
         )
@@ -264,10 +302,13 @@ class ActionQueries:
         with self._begin("open targets") as conn:
             for row in conn.execute(query):
                 values = row._mapping
-                job_values = {
-                    c.name: values[jobs.c[c.name]] for c in jobs.c if c.name != "state_seq"
-                }
-                job = job_of(job_values) if job_values["id"] is not None else None
+                job = None
+                if values["j_id"] is not None:
+                    job = Job(
+                        status=JobStatus(values["j_status"]),
+                        **{name: values[f"j_{name}"] for name in _TARGET_JOB_FIELDS[2:]},
+                        id=values["j_id"],
+                    )
                 found.append(
                     WorkItem(
                         job_id=values[action_targets.c.job_id],
@@ -324,6 +365,9 @@ class ActionQueries:
                     update(action_targets)
                     .where(
                         action_targets.c.action_id == action_id,
+                        # A batch is a run of the key: the range keeps the index scan to
+                        # it, whatever the statistics of a fresh action say.
+                        action_targets.c.job_id.between(min(job_ids), max(job_ids)),
                         action_targets.c.job_id.in_(job_ids),
                         action_targets.c.state.in_(_OPEN),
                     )

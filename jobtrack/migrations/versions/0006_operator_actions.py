@@ -78,11 +78,6 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_jobtrack_action_targets_job_id", "jobtrack_action_targets", ["job_id"])
-    op.create_index(
-        "ix_jobtrack_action_targets_action_id_state",
-        "jobtrack_action_targets",
-        ["action_id", "state"],
-    )
 
 
 def downgrade() -> None:
