@@ -263,6 +263,10 @@ def start_bulk(
     )
 
 
+class _LeaseLost(CannotControl):
+    """Another process took the action's lease (this run stalled past it)."""
+
+
 def _batched(producer: Any, size: int) -> AbstractContextManager[Any]:
     """The producer's publishes sent together (one round trip on Redis), where Kombu
     can (5.7 and newer); else one by one. A publish that fails stops the run with its
@@ -351,9 +355,11 @@ class BulkRun:
                 action = self.store.settle_targets(self.action_id, handle(batch, action))
                 self._track_progress(job_id, action)
                 if not self.store.try_lease(lease, self.holder, LEASE_TTL_S):
-                    raise CannotControl("run", f"action {self.action_id}", "its lease was taken")
+                    raise _LeaseLost("run", f"action {self.action_id}", "its lease was taken")
                 if self.on_batch is not None:
                     self.on_batch(action)
+        except _LeaseLost:
+            raise  # another process runs it now: its record is that process's to keep
         except BaseException as exc:
             self._track_failure(job_id, exc)
             raise
@@ -651,13 +657,15 @@ class BulkRun:
         return outcomes
 
 
-def run_in_background(app: Any, tracker: Tracker, action_id: int) -> threading.Thread:
+def run_in_background(
+    app: Any, tracker: Tracker, action_id: int, **options: Any
+) -> threading.Thread:
     """Run a bulk action in a thread of this process (the web app's way: the request
-    answers at once with the action's id)."""
+    answers at once with the action's id); ``options`` go to :class:`BulkRun`."""
 
     def target() -> None:
         try:
-            BulkRun(app, tracker, action_id).run()
+            BulkRun(app, tracker, action_id, **options).run()
         except Exception:
             log.exception(
                 "bulk action failed",

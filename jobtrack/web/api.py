@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from ..actions import Actor, perform, replay_job, run_in_background, start_bulk
 from ..control import JobControl, NotPublishable, UnknownTask
 from ..errors import JobNotFound, JobtrackError
-from ..models import BULK_ACTIONS, Action, Job, JobFilter, stage_spans
+from ..models import Action, Job, JobFilter, stage_spans
 from ..settings import Settings
 from ..store import Store
 from ..tracker import Tracker
@@ -167,7 +167,7 @@ class Operations:
     def __init__(self, store: Store, settings: Settings, control: Control | None) -> None:
         self.store = store
         self.control = control
-        self._settings = settings
+        self.settings = settings
         self._tracker: Tracker | None = control.tracker if control is not None else None
         self._lock = threading.Lock()
 
@@ -178,7 +178,7 @@ class Operations:
     def tracker(self) -> Tracker:
         with self._lock:
             if self._tracker is None:
-                self._tracker = Tracker(self._settings, store=self.store)
+                self._tracker = Tracker(self.settings, store=self.store)
             return self._tracker
 
     def needs_app(self, what: str) -> None:
@@ -217,7 +217,9 @@ class BulkAction(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    action: str = Field(description="retry, cancel, pause, resume or delete")
+    action: Literal["retry", "cancel", "pause", "resume", "delete"] = Field(
+        description="what to do to every job the filter matches"
+    )
     filter: dict[str, Any] = Field(
         default_factory=dict,
         description="the list's filters: status, job_type, task_name, queue, owner_id, ref, "
@@ -251,10 +253,8 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
 
 def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
     """Record a bulk action and snapshot its jobs (then run it in the background): 403,
-    422 (an unknown action, an empty or unknown filter field), 501 without the app."""
+    422 (an empty or unknown filter field), 501 without the app."""
     operator(who, body.action)
-    if body.action not in BULK_ACTIONS:
-        raise HTTPException(422, f"action: one of {', '.join(BULK_ACTIONS)}")
     if body.action != "delete":
         ops.needs_app(body.action)
     try:
@@ -271,7 +271,13 @@ def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
     ops.store.snapshot_targets(action_id, where)
-    run_in_background(ops.app, tracker, action_id)
+    run_in_background(
+        ops.app,
+        tracker,
+        action_id,
+        rate_per_s=ops.settings.action_rate_per_s,
+        batch_size=ops.settings.action_batch_size,
+    )
     return ops.store.get_action(action_id)
 
 

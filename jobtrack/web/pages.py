@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -431,7 +432,12 @@ def add_pages(
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
         params = {k: str(v) for k, v in form.items() if isinstance(v, str)}
         where = list_filter(params, who)
-        body = BulkAction(action=params.get("action", ""), filter=where.to_json())
+        try:
+            body = BulkAction.model_validate(
+                {"action": params.get("action"), "filter": where.to_json()}
+            )
+        except ValidationError as exc:
+            raise HTTPException(422, "action: one of retry, cancel, pause, resume, delete") from exc
         started = await run_in_threadpool(start_action, ops, who, body)
         return redirect(request, f"/actions/{started.id}")
 

@@ -231,3 +231,37 @@ def test_sign_in_with_a_token_then_live_updates(chromium: Any, site: tuple[World
         page.get_by_role("button", name="Sign out").click()
         expect(page).to_have_url(f"{base}/login")
         context.close()
+
+
+def test_retry_all_matching_confirms_the_count_and_follows_it_live(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, _ = site
+    owner = f"bulk-{uuid.uuid4().hex[:8]}"
+    failed = [world.tasks["flaky"].delay(f"{owner}-{n}", user=owner).id for n in range(4)]
+    world.finished(*failed)
+    # Paced to 2 jobs a second, one a batch: slow enough to watch it move.
+    with serve(world.web(action_rate_per_s=2, action_batch_size=1)) as base:
+        page.goto(f"{base}/?tab=failed&owner_id={owner}")
+        page.get_by_role("button", name="Retry all 4 matching…").click()
+        expect(page.locator("h1")).to_have_text("Retry 4 matching jobs?")
+        shot(page, "bulk-confirm")
+        page.locator("#confirm").click()
+        expect(page.locator("h1")).to_contain_text("Bulk retry #")
+        page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+        expect(page.locator("#live")).to_have_text("live")
+        expect(page.locator("#action-counts")).to_contain_text("2 of 4")
+        expect(page.locator("#action-status")).to_have_text("completed")
+        expect(page.locator("#action-counts")).to_contain_text("4 of 4: 4 done, 0 skipped")
+        expect(page.locator("#action-progress")).to_have_attribute("value", "4")
+        assert page.evaluate("window.__sameDocument") is True
+        shot(page, "bulk-completed")
+        page.goto(f"{base}/jobs/{failed[0]}")
+        expect(page.locator("#audit")).to_contain_text("Retried by loopback")
+    for job_id in failed:
+        (_, target), *_ = world.tracker.store.actions_for_job(job_id)
+        assert target.result_id is not None
+        world.finished(target.result_id)
+        assert world.tracker.store.get_job(target.result_id).output_data == "synced"

@@ -23,7 +23,9 @@ from jobtrack.web import create_app
 
 pytestmark = pytest.mark.postgres
 
-TOKENS = "fuzz-operator-token=operator,fuzz-owner-token-01=viewer:someone"
+# The operator is bound to the owner of the jobs made here: what it deletes or acts on in
+# bulk (a generated "delete every job") stays within them, in the session's shared database.
+TOKENS = "fuzz-operator-token=operator:someone,fuzz-owner-token-01=viewer:someone"
 
 
 @pytest.fixture(scope="module")
