@@ -169,6 +169,22 @@ def _record_single(
         )
 
 
+def _new_job_like(job: Job, new_id: str, **fields: Any) -> JobUpdate:
+    """A pending row for ``new_id`` running ``job``'s task, described as ``job`` is."""
+    return JobUpdate.transition(
+        new_id,
+        JobStatus.PENDING,
+        task_name=job.task_name,
+        job_type=job.job_type,
+        job_subtype=job.job_subtype,
+        name=job.name,
+        owner_id=job.owner_id,
+        queue=job.queue,
+        ref=job.ref,
+        **fields,
+    )
+
+
 # -- replay ------------------------------------------------------------------------------
 
 
@@ -207,19 +223,7 @@ def replay_job(
             f"the arguments still hold {REDACTED!r} or {TRUNCATED!r}: give the complete values",
         )
     new_id = str(uuid.uuid4())
-    update = JobUpdate.transition(
-        new_id,
-        JobStatus.PENDING,
-        task_name=job.task_name,
-        job_type=job.job_type,
-        job_subtype=job.job_subtype,
-        name=job.name,
-        owner_id=job.owner_id,
-        queue=job.queue,
-        ref=job.ref,
-        replay_of=job_id,
-        metadata={"replay_of": job_id},
-    )
+    update = _new_job_like(job, new_id, replay_of=job_id, metadata={"replay_of": job_id})
     tracker.store.create_job(tracker.writer.clean(update))
     try:
         app.send_task(job.task_name, args=args, kwargs=kwargs, task_id=new_id, queue=job.queue)
@@ -575,18 +579,11 @@ class BulkRun:
 
     @staticmethod
     def _retry_row(job: Job, new_id: str, action: Action) -> JobUpdate:
-        """The new job's row: the old one's description and input (values read from the
-        jobs table, cleaned when they were stored)."""
-        return JobUpdate.transition(
+        """The new job's row, with the old one's input (values read from the jobs table,
+        cleaned when they were stored)."""
+        return _new_job_like(
+            job,
             new_id,
-            JobStatus.PENDING,
-            task_name=job.task_name,
-            job_type=job.job_type,
-            job_subtype=job.job_subtype,
-            name=job.name,
-            owner_id=job.owner_id,
-            queue=job.queue,
-            ref=job.ref,
             input_data=job.input_data,
             max_retries=job.max_retries,
             metadata={"retry_of": job.id, "action_id": action.id},

@@ -235,8 +235,10 @@ class _Wiring:
     ) -> None:
         if not headers or "id" not in headers:
             return  # task protocol 1 or a foreign message: nothing to key a row on
-        if headers.get(ACTION_HEADER):
-            return  # a bulk action's retry: the action wrote its row, input included
+        if headers.pop(ACTION_HEADER, None):
+            # A bulk action's retry: the action wrote its row, input included. Taken off
+            # the message, or Celery would copy it into the task's own self.retry().
+            return
         task_name = headers.get("task") or name
         if headers.get("replaced_task_nesting"):
             # task.replace() publishes from inside the task it replaces: that job now

@@ -51,8 +51,9 @@ RETRY_ITEMS_HEADER = "jobtrack_retry_items"
 #: Message header a tracking publisher sets once it has recorded the input (a custom
 #: header: Celery hands it to the worker as an attribute of ``task.request``).
 INPUT_HEADER = "jobtrack_input"
-#: Message header of a retry a bulk action published (its value: the action's id). The
-#: action wrote the new job's row (with its input) itself, so the publish hook skips it.
+#: Message header of a retry a bulk action publishes (its value: the action's id). The
+#: action wrote the new job's row (with its input) itself, so the publish hook skips it,
+#: and takes the header off (Celery copies a message's headers into ``self.retry()``).
 ACTION_HEADER = "jobtrack_action"
 #: The remote control command a pause broadcasts: workers learn of it at once (the
 #: Celery wiring registers it in every worker).

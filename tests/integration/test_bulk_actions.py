@@ -43,9 +43,23 @@ def flaky_world(pg_url: str) -> Iterator[dict[str, Any]]:
             raise RuntimeError(f"upstream down for {n}")
         return n * 2
 
+    @app.task(name=f"{app.main}.again", bind=True, max_retries=2)
+    @jobtrack.track(job_type=f"{kind}-again")
+    def again(self: Any, n: int) -> int:
+        if self.request.retries == 0:
+            raise self.retry(countdown=0.5)
+        return n
+
     tracker = jobtrack.install(app, pg_url)
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
-        yield {"app": app, "tracker": tracker, "load": load, "failing": failing, "kind": kind}
+        yield {
+            "app": app,
+            "tracker": tracker,
+            "load": load,
+            "again": again,
+            "failing": failing,
+            "kind": kind,
+        }
     jobtrack.uninstall()
     tracker.store.close()
 
@@ -109,6 +123,35 @@ def test_bulk_retry_of_every_failed_job_a_filter_matches(flaky_world: dict[str, 
     # Run again: nothing is retried twice within one action.
     assert BulkRun(app, tracker, action_id).run().done == 12
     assert len(store.list_jobs(JobFilter.of(job_type=kind), limit=100)) == 14 + 12
+
+
+def test_a_bulk_retried_task_that_retries_itself_is_recorded_as_usual(
+    flaky_world: dict[str, Any],
+) -> None:
+    app, tracker, again, kind = (flaky_world[k] for k in ("app", "tracker", "again", "kind"))
+    store: Store = tracker.store
+    update = JobUpdate.transition(
+        f"{kind}-old",
+        JobStatus.FAILED,
+        task_name=again.name,
+        job_type=f"{kind}-again",
+        input_data={"args": [5], "kwargs": {}},
+    )
+    store.write_batch(Batch([update], [Event.of(update)]))
+    action_id = start_bulk(tracker, CLI, "retry", JobFilter.of(job_type=f"{kind}-again"))
+    assert BulkRun(app, tracker, action_id).run().done == 1
+    (_, target), *_ = store.actions_for_job(f"{kind}-old")
+    retry = target.result_id or ""
+    wait_for(
+        lambda: tracker.flush() and store.get_job(retry).status is JobStatus.COMPLETED,
+        message="the retry ran, retried itself, and completed",
+    )
+    job = store.get_job(retry)
+    assert (job.retries, job.output_data, job.input_data) == (1, 5, {"args": [5], "kwargs": {}})
+    statuses = [(e.status, e.attempt) for e in store.list_events(retry)]
+    assert (JobStatus.RETRYING, 0) in statuses and (JobStatus.RUNNING, 1) in statuses
+    # When the retry was due: only the publish of the task's own retry records it.
+    assert job.eta is not None and job.created_at is not None and job.eta > job.created_at
 
 
 def _failed_rows(store: Store, count: int, queue: str, kind: str) -> list[str]:
