@@ -39,7 +39,7 @@ from .settings import Settings
 from .store import Store
 from .tracker import Tracker, active_tracker_or_none, set_active_tracker
 
-__all__ = ["PRUNE_TASK", "REAP_TASK", "install", "uninstall"]
+__all__ = ["ALERTS_TASK", "PRUNE_TASK", "REAP_TASK", "install", "uninstall"]
 
 log = logging.getLogger("jobtrack.celery")
 
@@ -819,6 +819,7 @@ def install(
 
 REAP_TASK = "jobtrack.reap"
 PRUNE_TASK = "jobtrack.prune"
+ALERTS_TASK = "jobtrack.alerts"
 
 
 def _reap_task(self: Any, lost_after_s: float | None = None) -> int:
@@ -840,15 +841,31 @@ def _prune_task(self: Any) -> int:
     return sum(prune_by_retention(tracker.store, tracker.settings).values())
 
 
+def _alerts_task(self: Any) -> int:
+    """One pass of the alert rules the settings name (none named: nothing)."""
+    from .alerts import AlertRunner, config_from
+
+    tracker = active_tracker_or_none()
+    config = config_from(tracker.settings) if tracker is not None else None
+    if tracker is None or config is None:
+        return 0
+    return len(AlertRunner(tracker.store, config, tracker.settings).run_once().alerts)
+
+
 def _register_reaper(app: Celery) -> None:
     """Tasks to add to ``beat_schedule``: ``jobtrack.reap`` marks lost jobs,
-    ``jobtrack.prune`` applies the retention settings.
+    ``jobtrack.prune`` applies the retention settings, ``jobtrack.alerts`` runs one pass
+    of the alert rules.
 
     Module-level functions, bound to the running task: Celery resolves a task name to
     the first callable registered under it in the process, so a closure over one app
     would serve every app.
     """
-    for name, fn in ((REAP_TASK, _reap_task), (PRUNE_TASK, _prune_task)):
+    for name, fn in (
+        (REAP_TASK, _reap_task),
+        (PRUNE_TASK, _prune_task),
+        (ALERTS_TASK, _alerts_task),
+    ):
         if name not in app.tasks:
             app.task(name=name, bind=True, ignore_result=True)(fn)
 

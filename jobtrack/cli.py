@@ -597,6 +597,107 @@ def actions_resume(obj: Context, action_ids: tuple[int, ...], every: bool) -> No
         tracker.flush()
 
 
+@main.group()
+def alerts() -> None:
+    """Alert rules (see docs/alerts.md): check the rule file, run the runner, test a rule."""
+
+
+def _alert_config(obj: Context, rules_file: str | None) -> Any:
+    from .alerts import RuleFileError, config_from, load
+
+    try:
+        config = load(rules_file) if rules_file else config_from(obj.settings())
+    except RuleFileError as exc:
+        errors.print(f"[red]{exc}[/]", highlight=False)
+        sys.exit(1)
+    if config is None:
+        raise click.UsageError(
+            "no alert rules: give --file, or set JOBTRACK_ALERTS_FILE (alerts_file)"
+        )
+    return config
+
+
+@alerts.command("check")
+@option("--file", "rules_file", help="The rule file (default: the alerts_file setting).")
+@click.pass_obj
+def alerts_check(obj: Context, rules_file: str | None) -> None:
+    """Validate the rules and channels; on a problem print file:line and exit 1."""
+    config = _alert_config(obj, rules_file)
+    for rule in config.rules:
+        console.print(
+            f"rule {rule.name}: {rule.kind} of {rule.scope.describe()} -> "
+            f"{', '.join(rule.channels)}",
+            highlight=False,
+        )
+    for name, channel in sorted(config.channels.items()):
+        console.print(f"channel {name}: {channel.describe()}", highlight=False)
+    console.print(
+        f"[green]{config.source}: {len(config.rules)} rule(s), "
+        f"{len(config.channels)} channel(s), OK[/]",
+        highlight=False,
+    )
+
+
+@alerts.command("run")
+@option("--file", "rules_file", help="The rule file (default: the alerts_file setting).")
+@option("--once", is_flag=True, help="One pass, then exit.")
+@option("--interval", "interval_s", type=click.FloatRange(0.1), help="Seconds between passes.")
+@click.pass_obj
+def alerts_run(obj: Context, rules_file: str | None, once: bool, interval_s: float | None) -> None:
+    """Evaluate the rules and deliver their messages, every --interval (alerts_interval_s);
+    one runner per database evaluates at a time (a lease)."""
+    import threading
+
+    from .alerts import AlertRunner
+
+    config = _alert_config(obj, rules_file)
+    settings = obj.settings()
+    if interval_s is not None:
+        settings = settings.replace(alerts_interval_s=interval_s)
+    runner = AlertRunner(obj.store, config, settings)
+    if once:
+        report = runner.run_once()
+        console.print(
+            f"{len(report.alerts)} alert(s), {len(report.sent)} delivered, "
+            f"{len(report.failed)} failed"
+            + ("" if report.evaluated else " (another runner holds the lease)"),
+            highlight=False,
+        )
+        return
+    console.print(
+        f"evaluating {len(config.rules)} rule(s) every {settings.alerts_interval_s:g} s "
+        "(Ctrl-C to stop)",
+        highlight=False,
+    )
+    stop = threading.Event()
+    with contextlib.suppress(KeyboardInterrupt):
+        runner.run_forever(stop)
+
+
+@alerts.command("test")
+@click.argument("rule")
+@option("--file", "rules_file", help="The rule file (default: the alerts_file setting).")
+@click.pass_obj
+def alerts_test(obj: Context, rule: str, rules_file: str | None) -> None:
+    """Send a sample message of RULE to each of its channels; exit 1 if one failed."""
+    from .alerts import AlertRunner
+
+    config = _alert_config(obj, rules_file)
+    try:
+        config.rule(rule)
+    except KeyError:
+        raise click.UsageError(
+            f"no rule named {rule!r} (rules: {', '.join(r.name for r in config.rules)})"
+        ) from None
+    report = AlertRunner(obj.store, config, obj.settings()).send_test(rule)
+    for delivery_id in report.sent:
+        console.print(f"delivery {delivery_id}: sent", highlight=False)
+    for delivery_id, problem in report.failed:
+        errors.print(f"[red]delivery {delivery_id}: {problem}[/]", highlight=False)
+    if report.failed:
+        sys.exit(1)
+
+
 @main.command()
 @option("--since", default="24h", help="Window: 30m, 2h, 7d or an ISO timestamp.")
 @option("--json", "as_json", is_flag=True)
@@ -868,6 +969,8 @@ def prune(
     for statuses_, count in removed.items():
         if statuses_ == "actions":
             console.print(f"pruned {count} audit entries")
+        elif statuses_ == "alerts":
+            console.print(f"pruned {count} alert messages")
         else:
             console.print(f"pruned {count} {statuses_} job(s)")
 

@@ -76,7 +76,7 @@ def republish_lost(app: Any, tracker: Tracker, job_ids: list[str]) -> list[str]:
 
 def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
     """Apply the keep_*_days settings; returns how many jobs went, per status (and how
-    many audit entries, under ``actions``)."""
+    many audit entries and alert messages, under ``actions`` and ``alerts``)."""
     now = utcnow()
     removed: dict[str, int] = {}
     for statuses, days in (
@@ -98,6 +98,10 @@ def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
     if settings.keep_actions_days > 0:
         before = now - timedelta(days=settings.keep_actions_days)
         removed["actions"] = store.prune_actions(before=before)
+    if settings.keep_alerts_days > 0:
+        removed["alerts"] = store.prune_alerts(
+            before=now - timedelta(days=settings.keep_alerts_days)
+        )
     return removed
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "JobStatus",
     "JobUpdate",
     "Resumed",
+    "Scope",
     "StageSpan",
     "Stats",
     "Stop",
@@ -364,6 +365,26 @@ class JobFilter:
             else:
                 raise ValueError(f"filter field {name!r} takes a string")
         return cls.of(**given)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which jobs an alert rule watches: globs (``import*``, ``reports.?``) on each
+    field, any of a field's globs matching; an empty field matches every job."""
+
+    task_names: tuple[str, ...] = ()
+    job_types: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """In words, for a message: "import*" jobs, or "jobs"."""
+        parts = [
+            "/".join(globs)
+            for globs in (self.job_types, self.task_names, self.queues, self.owners)
+            if globs
+        ]
+        return " ".join(parts) + " jobs" if parts else "jobs"
 
 
 #: The fields of :class:`JobFilter`, in its order.

@@ -37,6 +37,11 @@ __all__ = [
     "RLS_TABLES",
     "action_targets",
     "actions",
+    "alert_deliveries",
+    "alert_progress",
+    "alert_seen",
+    "alert_state",
+    "alerts",
     "job_events",
     "job_items",
     "jobs",
@@ -162,6 +167,8 @@ jobs = Table(
         comment="the job an operator replayed (with edited arguments) as this one",
     ),
     Index(None, "status", "created_at"),
+    # Jobs that finished in a window (alert rules: failed, failure rate, item failures).
+    Index(None, "status", "completed_at"),
     Index(None, "job_type", "created_at"),
     Index(None, "owner_id", "created_at"),
     Index(None, "created_at"),
@@ -265,6 +272,67 @@ action_targets = Table(
     Column("result_id", String(ID_LENGTH), comment="the new job of a retry or replay"),
     Column("outcome", String(500)),
     Index(None, "job_id"),
+)
+
+
+alerts = Table(
+    "jobtrack_alerts",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("rule", String(100), nullable=False),
+    Column("kind", String(20), nullable=False, comment="firing, resolved or test"),
+    Column("title", Text, nullable=False),
+    Column("body", JSONDoc, comment="what it says: counts, a sample of the jobs, the rule"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "created_at"),
+    comment="every alert message jobtrack sent or is sending",
+)
+
+alert_deliveries = Table(
+    "jobtrack_alert_deliveries",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("alert_id", RowId, ForeignKey("jobtrack_alerts.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(100), nullable=False),
+    Column("status", String(20), nullable=False, comment="pending, sent or failed"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, comment="the last failure, with every secret masked"),
+    Column("sent_at", UTCDateTime),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "alert_id"),
+)
+
+#: A job an alert rule has reported already: never twice, across restarts.
+alert_seen = Table(
+    "jobtrack_alert_seen",
+    metadata,
+    Column("rule", String(100), primary_key=True),
+    Column("job_id", String(ID_LENGTH), primary_key=True),
+    Column("alert_id", RowId),
+    Column("at", UTCDateTime, nullable=False),
+    Index(None, "at"),
+)
+
+#: Per rule: whether it is firing (rate rules) and when it last sent.
+alert_state = Table(
+    "jobtrack_alert_state",
+    metadata,
+    Column("rule", String(100), primary_key=True),
+    Column("firing", Boolean, nullable=False, server_default=false()),
+    Column("value", Float, comment="what a rate rule measured last"),
+    Column("last_sent_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: The progress of running jobs as the alert runner last saw it, and since when it is so:
+#: a job whose progress has not changed for a rule's time is stuck.
+alert_progress = Table(
+    "jobtrack_alert_progress",
+    metadata,
+    Column("job_id", String(ID_LENGTH), primary_key=True),
+    Column("fingerprint", String(255), nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
 )
 
 

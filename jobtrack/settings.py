@@ -103,6 +103,17 @@ class Settings:
     keep_cancelled_days: float = 30.0
     #: Days to keep the audit trail of operator actions (0 = forever).
     keep_actions_days: float = 365.0
+    #: Days to keep alert messages, their deliveries and which jobs they reported.
+    keep_alerts_days: float = 30.0
+    #: The alert rules and channels: a TOML file (see docs/alerts.md).
+    alerts_file: str = ""
+    #: The same as TOML text, for configuration without a file (alerts_file wins).
+    alerts_rules: str = ""
+    #: How often ``jobtrack alerts run`` evaluates the rules and delivers, in seconds.
+    alerts_interval_s: float = 30.0
+    #: The dashboard's address as people reach it (``https://jobs.example.com``): alert
+    #: messages link to job pages under it. Empty: no links.
+    web_public_url: str = ""
     #: A bulk action (retry, cancel, ... of every job a filter matches) acts on at most
     #: this many jobs per second: its publishing never floods the broker or the workers.
     action_rate_per_s: float = 1000.0
@@ -195,6 +206,7 @@ class Settings:
             "reap_interval_s",
             "web_session_max_age_s",
             "action_rate_per_s",
+            "alerts_interval_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")

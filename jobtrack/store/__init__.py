@@ -92,6 +92,7 @@ from ..schema import (
     staging_table,
 )
 from .actions import ActionQueries
+from .alerts import AlertQueries
 from .common import CHANGES_CHANNEL, filtered, job_of, notify
 
 __all__ = [
@@ -173,7 +174,7 @@ class MetricsSnapshot:
     oldest_pending: datetime | None
 
 
-class Store(ActionQueries):
+class Store(ActionQueries, AlertQueries):
     """The tracking database.
 
     Give it a URL (it then owns and disposes its engine) or an engine of yours (it then

@@ -579,6 +579,18 @@ def add_api_routes(
         )
         return {"actions": [action_json(a) for a in found]}
 
+    @api.get("/api/alerts")
+    def list_alerts(who: Who, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+        """Each alert rule's state (``firing``, the rate it measured, when it last sent)
+        and the newest deliveries (channel, status, attempts, last error with secrets
+        masked). Not for owner-bound tokens: alerts cover every owner."""
+        if who.owner_id is not None:
+            raise HTTPException(403, "alerts cover every owner; this token is bound to one")
+        return {
+            "rules": [dataclasses.asdict(s) for s in store.alert_states().values()],
+            "deliveries": [dataclasses.asdict(d) for d in store.recent_deliveries(limit=limit)],
+        }
+
     @api.get("/api/actions/{action_id}")
     def get_action(action_id: Annotated[int, Path(ge=1)], who: Who) -> dict[str, Any]:
         """One action: who, what, the filter, its status and counts, its progress."""

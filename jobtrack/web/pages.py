@@ -454,6 +454,21 @@ def add_pages(
         }
         return render(request, "actions.html", context)
 
+    @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
+    def alerts_page(request: Request) -> Response:
+        """Each rule's state and the last deliveries (every owner's: not for owner-bound
+        visitors)."""
+        who = visitor(request)
+        if who.owner_id is not None:
+            raise HTTPException(403, "alerts cover every owner; this token is bound to one")
+        context = {
+            "who": who,
+            "states": list(store.alert_states().values()),
+            "deliveries": store.recent_deliveries(limit=50),
+            "now": datetime.now(UTC),
+        }
+        return render(request, "alerts.html", context)
+
     @app.get("/actions/{action_id}", response_class=HTMLResponse, include_in_schema=False)
     def action_page(
         request: Request, action_id: Annotated[int, Path(ge=1)], partial: bool = False
