@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from . import leases
 from .brokers import find_messages
 from .control import (
     ACTION_HEADER,
@@ -279,22 +279,6 @@ def _batched(producer: Any, size: int) -> AbstractContextManager[Any]:
     return batch(max_size=max(size, 1)) if batch is not None else contextlib.nullcontext()
 
 
-def _gone(holder: str) -> bool:
-    """Whether a lease holder (``host:pid:thread``) is a process of this host that no
-    longer runs."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
-
-
 def _retry_id(action_id: int, job_id: str, sends: int) -> str:
     """The id of the retry of ``job_id`` in an action, derived (a resumed run derives the
     same); its ``sends``-th send after a run that died gets an id of its own."""
@@ -327,7 +311,7 @@ class BulkRun:
         self.rate_per_s = rate_per_s or tracker.settings.action_rate_per_s
         self.batch_size = batch_size or tracker.settings.action_batch_size
         self.on_batch = on_batch
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.holder = leases.holder_id()
         self._started = 0.0
         self._acted = 0
         self._attempt = 0
@@ -336,7 +320,7 @@ class BulkRun:
         """Run (or resume) the action to its end; returns it as it ended. Raises
         :class:`CannotControl` while another process runs it."""
         lease = f"action:{self.action_id}"
-        if not self._take(lease):
+        if not leases.take(self.store, lease, self.holder, LEASE_TTL_S):
             raise CannotControl("run", f"action {self.action_id}", "another process is running it")
         action = self.store.get_action(self.action_id)
         if action.status == "completed" or not action.bulk:
@@ -381,21 +365,6 @@ class BulkRun:
             batch = self.store.open_targets(
                 self.action_id, limit=self.batch_size, after=batch[-1].job_id
             )
-
-    def _take(self, lease: str) -> bool:
-        """The action's lease: free, expired, or held by a process of this host that is
-        gone (a run killed here is resumed at once, not after the lease runs out)."""
-        if self.store.try_lease(lease, self.holder, LEASE_TTL_S):
-            return True
-        held = self.store.lease_holder(lease)
-        if held is None or not _gone(held[0]):
-            return False
-        log.warning(
-            "resuming a bulk action whose run (%s) is gone",
-            held[0],
-            extra={"job_id": f"jobtrack-action-{self.action_id}", "action": "bulk"},
-        )
-        return self.store.take_over_lease(lease, held[0], self.holder, LEASE_TTL_S)
 
     # -- tracking the run as a job ---------------------------------------------------------
 

@@ -628,6 +628,7 @@ def alerts_check(obj: Context, rules_file: str | None) -> None:
             f"rule {rule.name}: {rule.kind} of {rule.scope.describe()} -> "
             f"{', '.join(rule.channels)}",
             highlight=False,
+            soft_wrap=True,
         )
     for name, channel in sorted(config.channels.items()):
         console.print(f"channel {name}: {channel.describe()}", highlight=False)
@@ -635,6 +636,7 @@ def alerts_check(obj: Context, rules_file: str | None) -> None:
         f"[green]{config.source}: {len(config.rules)} rule(s), "
         f"{len(config.channels)} channel(s), OK[/]",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -68,9 +68,9 @@ class RuleFileError(JobtrackError, ValueError):
         super().__init__(f"{where}: {problem}")
 
 
-def parse_duration(value: Any) -> float:
+def parse_duration(value: Any, *, zero: bool = False) -> float:
     """Seconds from ``"30s"``, ``"10m"``, ``"2h"``, ``"1d"``, ``"250ms"`` or a number of
-    seconds; ``ValueError`` otherwise."""
+    seconds (0 too, with ``zero``); ``ValueError`` otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
@@ -80,7 +80,7 @@ def parse_duration(value: Any) -> float:
         if not found:
             raise ValueError(f"{value!r} is not a duration (30s, 10m, 2h, 1d)")
         seconds = float(found.group(1)) * _UNITS[found.group(2)]
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not zero):
         raise ValueError(f"{value!r} is not a duration above 0")
     return seconds
 
@@ -335,7 +335,9 @@ def _rule(
     ):
         if key in data:
             try:
-                values[attribute] = parse_duration(data[key])
+                values[attribute] = parse_duration(
+                    data[key], zero=key in ("cooldown", "group_wait")
+                )
             except ValueError as exc:
                 raise problem(key, f"{key}: {exc}") from exc
     if "threshold" in data:

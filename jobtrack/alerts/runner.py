@@ -1,8 +1,9 @@
 """Evaluating the rules and delivering what they say: one pass at a time.
 
 A pass (``jobtrack alerts run`` every ``alerts_interval_s``, or the ``jobtrack.alerts``
-beat task) takes the ``alerts`` lease, so one runner at a time evaluates a database;
-then, for each rule:
+beat task) holds the ``alerts`` lease while it runs, so one runner at a time evaluates a
+database (a runner killed mid-pass gives it up at once on its own host, else when it
+expires); then, for each rule:
 
 * **Single-job rules** (failed, lost, stuck, slow, queued, item_failure_rate) read the
   jobs they should report and have not (``jobtrack_alert_seen``). A burst is gathered for
@@ -24,14 +25,13 @@ hour) up to the channel's ``max_attempts``.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .. import leases
 from ..errors import JobtrackError
 from ..models import Job
 from ..settings import Settings
@@ -105,22 +105,27 @@ def _job_summary(job: Job) -> dict[str, Any]:
     }
 
 
+def _phrase(rule: Rule) -> str:
+    """What a rule says of its jobs ("failed", "stuck: no progress for 15 min")."""
+    if rule.kind == "stuck":
+        return f"stuck: no progress for {_span(rule.after_s or 0)}"
+    if rule.kind in ("slow", "queued"):
+        state = "running" if rule.kind == "slow" else "queued"
+        return f"{state} longer than {_span(rule.over_s or 0)}"
+    if rule.kind == "item_failure_rate":
+        return f"finished with over {rule.threshold or 0:g}% of items failed"
+    return {"failed": "failed", "lost": "lost (no heartbeat from their worker)"}[rule.kind]
+
+
 def _title(rule: Rule, jobs: list[Job], span_s: float) -> str:
     count, what = len(jobs), rule.scope.describe()
     many = f"{count:,}{'+' if count >= MAX_JOBS_PER_PASS else ''} {what}"
     one = jobs[0].name or jobs[0].task_name or jobs[0].id
-    phrase = {
-        "failed": "failed",
-        "lost": "lost (no heartbeat from their worker)",
-        "stuck": f"stuck: no progress for {_span(rule.after_s or 0)}",
-        "slow": f"running longer than {_span(rule.over_s or 0)}",
-        "queued": f"queued longer than {_span(rule.over_s or 0)}",
-        "item_failure_rate": f"finished with over {rule.threshold:g}% of items failed",
-    }[rule.kind]
+    phrase = _phrase(rule)
     if count == 1:
         error = jobs[0].error_message if rule.kind == "failed" else None
         return f"{one} {phrase}" + (f": {error[:200]}" if error else "")
-    within = f" in {_span(span_s)}" if rule.kind == "failed" and span_s >= 1 else ""
+    within = f" in {_span(span_s)}" if rule.kind == "failed" else ""
     return f"{many} {phrase}{within}"
 
 
@@ -139,7 +144,7 @@ class AlertRunner:
         self.config = config
         self.settings = settings
         self.clock = clock
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.holder = leases.holder_id()
 
     # -- one pass --------------------------------------------------------------------------
 
@@ -148,8 +153,14 @@ class AlertRunner:
         lease: nothing (``evaluated`` False)."""
         now = self.clock()
         ttl = max(3 * self.settings.alerts_interval_s, 60.0)
-        if not self.store.try_lease(ALERT_LEASE, self.holder, ttl):
+        if not leases.take(self.store, ALERT_LEASE, self.holder, ttl):
             return PassReport(evaluated=False)
+        try:
+            return self._pass(now)
+        finally:
+            leases.release(self.store, ALERT_LEASE, self.holder)
+
+    def _pass(self, now: datetime) -> PassReport:
         report = PassReport()
         states = self.store.alert_states()
         for rule in self.config.rules:

@@ -940,6 +940,11 @@ class Store(ActionQueries, AlertQueries):
             ).first()
         return None if row is None else (row.holder, row.expires_at)
 
+    def release_lease(self, name: str, holder: str) -> None:
+        """End the lease ``name`` if ``holder`` holds it."""
+        with self._begin("release lease") as conn:
+            conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
+
     def take_over_lease(self, name: str, holder: str, new_holder: str, ttl_s: float) -> bool:
         """Take the lease ``name`` from ``holder`` (known to be gone), if it still holds it."""
         with self._begin("take over lease") as conn:
