@@ -11,6 +11,8 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
 5. The dashboard-style list query ("newest 50 failed jobs of type X") on 1,000,000+
    generated rows, with its EXPLAIN.
 6. Pruning 1,000,000 old jobs (each with an event and an item) in batches.
+8. One alert pass on 1,000,000 jobs: each kind of rule's read, and a whole pass of
+   seven rules (one per kind).
 7. Bulk retry of 100,000 failed jobs (Redis broker, nobody consuming): jobs re-published
    per second against a bare publishing loop, the dashboard's list page p95 while it
    runs, then a second run killed with SIGKILL half-way and resumed, with the broker's
@@ -639,6 +641,111 @@ def bulk_retry(count: int) -> None:
     store.close()
 
 
+def alert_cost(rows: int) -> None:
+    """What each alert rule reads, on ``rows`` generated jobs over 30 days: finished ones
+    (10 % failed), and in the last hour also running, queued and lost ones."""
+    from jobtrack.alerts import AlertRunner, load
+    from jobtrack.models import Scope
+    from jobtrack.settings import Settings
+
+    empty_tables()
+    started = time.perf_counter()
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE jobtrack_alerts, jobtrack_alert_deliveries, jobtrack_alert_seen, "
+            "jobtrack_alert_state, jobtrack_alert_progress"
+        )
+        conn.execute("SELECT setseed(0.17)")
+        conn.execute(
+            """
+            INSERT INTO jobs (id, task_name, job_type, name, status, state_seq, owner_id,
+                              created_at, started_at, completed_at, updated_at, heartbeat_at,
+                              processed_items, failed_items, skipped_items, retries)
+            SELECT 'a-' || g, 'app.task_' || (g %% 40), 'type_' || (g %% 10), 'Job ' || g, s,
+                   0, 'user-' || (g %% 200), t - interval '1 minute', t - interval '50 seconds',
+                   CASE WHEN s IN ('completed', 'failed') THEN t END, t, t,
+                   (g %% 500), (g %% 7), 0, 0
+            FROM (
+                SELECT g, now() - make_interval(secs => g * 2.592) AS t,
+                       -- the last hour holds what runs and waits now; before it, finished
+                       CASE WHEN g * 2.592 < 3600 THEN
+                           (ARRAY['completed','completed','completed','completed','completed',
+                                  'completed','completed','completed','completed','completed',
+                                  'completed','completed','completed','completed','completed',
+                                  'completed','completed','failed','running','pending'])
+                           [1 + floor(random() * 20)::int]
+                       ELSE (ARRAY['completed','completed','completed','completed','completed',
+                                   'completed','completed','completed','completed','failed'])
+                           [1 + floor(random() * 10)::int] END AS s
+                FROM generate_series(1::bigint, %(rows)s) AS g
+            ) AS made
+            """,
+            {"rows": rows},
+        )
+        conn.execute(
+            "UPDATE jobs SET status = 'lost' WHERE id IN "
+            "(SELECT id FROM jobs WHERE status = 'running' ORDER BY created_at DESC LIMIT 20)"
+        )
+        conn.execute("VACUUM ANALYZE jobs")
+    say(f"\nalert rules: generated {rows:,} rows in {time.perf_counter() - started:.1f}s")
+    store = Store(DB_URL)
+    now = datetime.now(UTC)
+    since = now - timedelta(hours=1)
+    scope = Scope(job_types=("type_3",))
+    reads = {
+        "failed": lambda: store.alert_candidates("b", "failed", scope, now=now, since=since),
+        "lost": lambda: store.alert_candidates("b", "lost", scope, now=now, since=since),
+        "slow": lambda: store.alert_candidates(
+            "b", "slow", scope, now=now, since=since, older_than=now - timedelta(minutes=30)
+        ),
+        "queued": lambda: store.alert_candidates(
+            "b", "queued", scope, now=now, since=since, older_than=now - timedelta(minutes=10)
+        ),
+        "item_failure_rate": lambda: store.alert_candidates(
+            "b", "item_failure_rate", scope, now=now, since=since, threshold=5.0, min_items=100
+        ),
+        "stuck": lambda: store.stuck_jobs("b", scope, now=now, after_s=900),
+        "failure_rate": lambda: store.finished_counts(scope, since=now - timedelta(minutes=15)),
+    }
+    timings = {}
+    for kind, read in reads.items():
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            read()
+            times.append((time.perf_counter() - t) * 1000)
+        timings[kind] = statistics.median(times)
+    rules = "\n".join(
+        f'[[rules]]\nname = "{kind}"\nkind = "{kind}"\njob_types = "type_3"\n'
+        f'channels = ["hook"]\ngroup_wait = "1d"\n{extra}'
+        for kind, extra in (
+            ("failed", ""),
+            ("lost", ""),
+            ("stuck", 'after = "15m"\n'),
+            ("slow", 'over = "30m"\n'),
+            ("queued", 'over = "10m"\n'),
+            ("failure_rate", 'threshold = 50\nwindow = "15m"\n'),
+            ("item_failure_rate", "threshold = 5\nmin_items = 100\n"),
+        )
+    )
+    config = load(
+        text='[channels.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/x"\n'
+        f'secret = "bench-secret"\n{rules}'
+    )
+    runner = AlertRunner(store, config, Settings(database_url=DB_URL))
+    passes = []
+    for _ in range(10):
+        t = time.perf_counter()
+        runner.run_once()
+        passes.append((time.perf_counter() - t) * 1000)
+    store.close()
+    say(
+        "  each rule's read (medians of 10, one job type of 10): "
+        + ", ".join(f"{kind} {ms:.1f} ms" for kind, ms in timings.items())
+    )
+    say(f"  a whole pass of the seven rules: median {statistics.median(passes):.1f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -655,7 +762,17 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the list query")
     parser.add_argument(
         "--only",
-        choices=["throughput", "publish", "items", "progress", "query", "prune", "rls", "bulk"],
+        choices=[
+            "throughput",
+            "publish",
+            "items",
+            "progress",
+            "query",
+            "prune",
+            "rls",
+            "bulk",
+            "alerts",
+        ],
         action="append",
     )
     parser.add_argument("--bulk-jobs", type=int, default=100_000, help="jobs a bulk retry covers")
@@ -702,6 +819,8 @@ def main() -> int:
         rls_cost(20_000, max(args.rounds, 5))
     if "bulk" in only:
         bulk_retry(args.bulk_jobs)
+    if "alerts" in only:
+        alert_cost(args.rows)
     return 0
 
 

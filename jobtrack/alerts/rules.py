@@ -108,8 +108,8 @@ class Rule:
     cooldown_s: float = 600.0
     #: A burst is gathered for this long before its message goes.
     group_wait_s: float = 30.0
-    #: How far back a rule on single jobs looks (a runner started today does not report
-    #: last month's failures).
+    #: How far back failed, lost and item_failure_rate rules look (a runner started today
+    #: does not report last month's failures); slow, queued and stuck are about now.
     lookback_s: float = 3600.0
 
     @property

@@ -204,7 +204,6 @@ class AlertRunner:
                 rule.scope,
                 now=now,
                 after_s=rule.after_s or 0,
-                since=since,
                 limit=MAX_JOBS_PER_PASS,
             )
         else:

@@ -141,10 +141,11 @@ class AlertQueries:
         limit: int = 1000,
     ) -> list[Job]:
         """Jobs rule ``rule`` (of ``kind``) should report and has not: failed (finished
-        failed since ``since``), lost (since ``since``), slow (running since before
-        ``older_than``), queued (waiting since before ``older_than``), item_failure_rate
+        failed since ``since``), lost (since ``since``), slow (running, started before
+        ``older_than``), queued (waiting, due before ``older_than``), item_failure_rate
         (finished since ``since`` with at least ``min_items`` items, more than
-        ``threshold`` % of them failed). Oldest first."""
+        ``threshold`` % of them failed). Oldest first. ``since`` bounds the kinds about
+        what happened (history); slow and queued are about what is so now."""
         del now
         query = select(*(jobs.c[name] for name in _JOB_FIELDS))
         if kind == "failed":
@@ -156,15 +157,12 @@ class AlertQueries:
         elif kind == "slow":
             assert older_than is not None
             query = query.where(
-                jobs.c.status == JobStatus.RUNNING.value,
-                jobs.c.started_at < older_than,
-                jobs.c.created_at >= since,
+                jobs.c.status == JobStatus.RUNNING.value, jobs.c.started_at < older_than
             )
         elif kind == "queued":
             assert older_than is not None
             query = query.where(
                 jobs.c.status == JobStatus.PENDING.value,
-                jobs.c.created_at >= since,
                 func.coalesce(jobs.c.eta, jobs.c.created_at) < older_than,
             )
         elif kind == "item_failure_rate":
@@ -189,7 +187,6 @@ class AlertQueries:
         *,
         now: datetime,
         after_s: float,
-        since: datetime,
         limit: int = 1000,
     ) -> list[Job]:
         """Running jobs whose progress (percent, items, stage, checkpoint) has not changed
@@ -205,7 +202,7 @@ class AlertQueries:
         )
         running = _in_scope(
             select(jobs.c.id, fingerprint.label("fingerprint")).where(
-                jobs.c.status == JobStatus.RUNNING.value, jobs.c.created_at >= since
+                jobs.c.status == JobStatus.RUNNING.value
             ),
             scope,
         ).limit(100_000)

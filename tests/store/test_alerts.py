@@ -119,7 +119,7 @@ def test_a_job_is_stuck_when_its_progress_stands_still(store: Store) -> None:
     )
 
     def stuck(at: datetime) -> list[str]:
-        return ids(store.stuck_jobs("stuck", Scope(), now=at, after_s=600, since=HOUR_AGO))
+        return ids(store.stuck_jobs("stuck", Scope(), now=at, after_s=600))
 
     assert stuck(NOW) == []  # first seen now
     later = NOW + timedelta(minutes=6)
