@@ -44,6 +44,8 @@ def test_each_kind_finds_its_jobs_in_scope_and_never_twice(store: Store) -> None
         started_at=NOW - timedelta(minutes=40),
         task_name="app.big",
     )
+    long_ago = NOW - timedelta(days=2)  # still running: slow now, whatever the lookback
+    job(store, "ancient", JobStatus.RUNNING, at=long_ago, started_at=long_ago, task_name="app.big")
     job(
         store,
         "fast",
@@ -70,7 +72,7 @@ def test_each_kind_finds_its_jobs_in_scope_and_never_twice(store: Store) -> None
     assert find("r1", "failed") == ["f1", "f2"]
     assert find("r2", "lost", imports) == ["l1"]
     old = NOW - timedelta(minutes=30)
-    assert find("r3", "slow", Scope(task_names=("app.?ig",)), older_than=old) == ["slow"]
+    assert find("r3", "slow", Scope(task_names=("app.?ig",)), older_than=old) == ["ancient", "slow"]
     assert find(
         "r4", "queued", Scope(queues=("bulk",)), older_than=NOW - timedelta(minutes=10)
     ) == ["waiting"]
