@@ -243,10 +243,10 @@ def _channel(name: str, data: Any, where: _Locator, source: str) -> Channel:
         options["max_attempts"] = attempts
 
     def url() -> str:
-        value = data.get("url")
-        if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        value = _secret(data.get("url"), lambda text: problem("url", f"url: {text}"))
+        if not re.match(r"^https?://[^\s/]+", value):
             raise problem("url", "url: an http:// or https:// address")
-        return _secret(value, lambda text: problem("url", f"url: {text}"))
+        return value
 
     if kind == "webhook":
         secret = _secret(data.get("secret"), lambda text: problem("secret", f"secret: {text}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
@@ -46,3 +47,15 @@ def test_mount_dashboard_example(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["/ops/jobs/", "200", "True", "True"]
+
+
+def test_alerts_example_checks(monkeypatch: Any) -> None:
+    """The rule file in the docs is valid, every kind of rule in it."""
+    from jobtrack.alerts import KINDS, load
+
+    for name in ("OPS_HOOK_SECRET", "SMTP_PASSWORD"):
+        monkeypatch.setenv(name, "example-secret-value")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.example.com/services/T/B/X")
+    config = load(EXAMPLES / "alerts.toml")
+    assert sorted(rule.kind for rule in config.rules) == sorted(KINDS)
+    assert set(config.channels) == {"ops-hook", "team-chat", "oncall"}
