@@ -446,3 +446,47 @@ def test_check_and_test_from_the_command_line(
     bad = cli.invoke(main, ["--database-url", pg_url, "alerts", "check", "--file", str(rule_file)])
     line = good.splitlines().index('kind = "failed"') + 1
     assert bad.exit_code == 1 and f"{rule_file}:{line}: rule 'nightly': unknown kind" in bad.output
+
+
+def test_an_unreachable_smtp_server_is_retried_and_shown_without_its_password(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from jobtrack.models import Batch, Event, JobUpdate
+    from jobtrack.store import Store
+
+    store = Store(pg_url)
+    kind = f"mail-{uuid.uuid4().hex[:6]}"
+    update = JobUpdate.transition(
+        f"{kind}-1", JobStatus.FAILED, job_type=kind, completed_at=datetime.now(UTC)
+    )
+    store.write_batch(Batch([update], [Event.of(update)]))
+    password = "smtp-password-never-shown"
+    config = load(
+        text=f"""
+[channels.mail]
+type = "email"
+host = "127.0.0.1"
+port = {free_port()}
+starttls = false
+username = "jobtrack"
+password = "{password}"
+from = "jobtrack@example.com"
+to = "ops@example.com"
+retry_after = "1m"
+
+[[rules]]
+name = "{kind}"
+kind = "failed"
+job_types = "{kind}"
+group_wait = "0s"
+channels = "mail"
+"""
+    )
+    report = AlertRunner(store, config, Settings(database_url="unused")).run_once()
+    ((delivery_id, problem),) = report.failed
+    assert "ConnectionRefusedError" in problem and password not in problem
+    (shown,) = [d for d in store.recent_deliveries() if d.rule == kind]
+    assert (shown.id, shown.status, shown.attempts) == (delivery_id, "pending", 1)
+    assert (shown.next_attempt_at - datetime.now(UTC)).total_seconds() > 50  # backoff
+    assert password not in caplog.text and "alert delivery" in caplog.text
+    store.close()
