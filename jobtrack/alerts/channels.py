@@ -74,15 +74,16 @@ class Message:
             "jobs": jobs,
         }
 
-    def lines(self, link: Any) -> list[str]:
-        """The message as text lines; ``link(url, label)`` formats a link."""
-        out = [self.title]
+    def lines(self, link: Any, escape: Any = str) -> list[str]:
+        """The message as text lines: ``link(url, label)`` formats a link, ``escape``
+        each piece of text the jobs and the rule supply."""
+        out = [escape(self.title)]
         for job in self.body.get("jobs", [])[:10]:
-            label = job.get("name") or job.get("task_name") or job["id"]
+            label = escape(job.get("name") or job.get("task_name") or job["id"])
             url = self.job_url(job["id"])
-            text = link(url, label) if url else f"{label} ({job['id']})"
+            text = link(url, label) if url else f"{label} ({escape(job['id'])})"
             if job.get("error"):
-                text += f": {job['error']}"
+                text += f": {escape(job['error'])}"
             out.append(f"• {text}")
         more = self.body.get("count", 0) - min(len(self.body.get("jobs", [])), 10)
         if more > 0:
@@ -117,6 +118,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout_s: float, name
         with urllib.request.urlopen(request, timeout=timeout_s) as answer:
             answer.read(1024)
     except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response (and its socket)
         raise DeliveryFailed(f"{name}: the receiver answered {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -167,13 +169,11 @@ class Slack:
     retry_base_s: float = 30.0
 
     def send(self, message: Message) -> None:
-        lines = message.lines(lambda url, label: f"<{url}|{_slack_escape(label)}>")
+        lines = message.lines(lambda url, label: f"<{url}|{label}>", _slack_escape)
         icon = {"firing": ":rotating_light:", "resolved": ":white_check_mark:"}.get(
             message.kind, ":bell:"
         )
-        text = f"{icon} *{_slack_escape(lines[0])}*\n" + "\n".join(
-            _slack_escape(line) if not line.startswith("• <") else line for line in lines[1:]
-        )
+        text = f"{icon} *{lines[0]}*\n" + "\n".join(lines[1:])
         body = json.dumps({"text": text}).encode()
         _post(
             self.url,

@@ -85,7 +85,8 @@ def _when(job: Job, rule: Rule) -> datetime | None:
     if rule.kind == "slow":
         return job.started_at + over if job.started_at else None
     if rule.kind == "queued":
-        return job.created_at + over if job.created_at else None
+        due = job.eta or job.created_at
+        return due + over if due else None
     return None  # stuck: as of this pass
 
 
@@ -222,8 +223,8 @@ class AlertRunner:
             return None
         times = [t for job in jobs if (t := _when(job, rule)) is not None] or [now]
         first = min(times)
-        if (now - first).total_seconds() < rule.group_wait_s:
-            return None  # a burst is gathering
+        if rule.kind != "stuck" and (now - first).total_seconds() < rule.group_wait_s:
+            return None  # a burst is gathering (a stuck rule's wait is its ``after``)
         body = {
             "count": len(jobs),
             "jobs": [_job_summary(job) for job in jobs[:SAMPLE]],

@@ -51,6 +51,7 @@ _JOB_FIELDS = (
     "failed_items",
     "total_items",
     "created_at",
+    "eta",
     "started_at",
     "completed_at",
     "updated_at",

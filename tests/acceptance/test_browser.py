@@ -7,6 +7,7 @@ Screenshots go to ``artifacts/screenshots/`` (or ``$JOBTRACK_ARTIFACTS/screensho
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -252,7 +253,8 @@ def test_retry_all_matching_confirms_the_count_and_follows_it_live(
         expect(page.locator("h1")).to_contain_text("Bulk retry #")
         page.evaluate("window.__sameDocument = true")  # gone if the page reloads
         expect(page.locator("#live")).to_have_text("live")
-        expect(page.locator("#action-counts")).to_contain_text("2 of 4")
+        # Seen part-way (which count a refresh catches depends on timing), then done.
+        expect(page.locator("#action-counts")).to_contain_text(re.compile(r"^[123] of 4"))
         expect(page.locator("#action-status")).to_have_text("completed")
         expect(page.locator("#action-counts")).to_contain_text("4 of 4: 4 done, 0 skipped")
         expect(page.locator("#action-progress")).to_have_attribute("value", "4")
