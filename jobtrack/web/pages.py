@@ -45,12 +45,14 @@ from .api import (
     ID_PATTERN,
     BulkAction,
     Operations,
+    Replay,
     StatusFilter,
     act,
     actor,
     decode_cursor,
     encode_cursor,
     operator,
+    parse_body,
     start_action,
     visible_action,
     visible_job,
@@ -347,18 +349,16 @@ def add_pages(
         operator(who, "replay")
         visible_job(store, job_id, who)
         ops.needs_app("replay")
-        try:
-            given = json.loads(str(form.get("input") or ""))
-        except ValueError as exc:
-            raise HTTPException(422, f"the input is not JSON: {exc}") from exc
-        if not isinstance(given, dict) or not set(given) <= {"args", "kwargs"}:
-            raise HTTPException(422, 'the input must be {"args": [...], "kwargs": {...}}')
-        args, kwargs = given.get("args", []), given.get("kwargs", {})
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise HTTPException(422, "args must be a list and kwargs an object")
+        given = parse_body(str(form.get("input") or "").encode(), Replay)  # as the API's
         try:
             new_id = await run_in_threadpool(
-                replay_job, ops.app, ops.tracker(), actor(who), job_id, args=args, kwargs=kwargs
+                replay_job,
+                ops.app,
+                ops.tracker(),
+                actor(who),
+                job_id,
+                args=given.args,
+                kwargs=given.kwargs,
             )
         except JobNotFound as exc:
             raise HTTPException(404, str(exc)) from exc
