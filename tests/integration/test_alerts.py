@@ -309,6 +309,23 @@ channels = ["hook"]
         100.0,
     )
     assert tracker.store.alert_states()[f"rate-{kind}"].firing is True
+    from fastapi.testclient import TestClient
+
+    from jobtrack.web import create_app
+
+    tokens = "alerts-viewer-token=viewer,alerts-owned-token=viewer:someone"
+    web = TestClient(create_app(tracker.store, Settings(database_url="unused", web_tokens=tokens)))
+    listed = web.get("/api/alerts", headers={"Authorization": "Bearer alerts-viewer-token"})
+    rule_state = next(r for r in listed.json()["rules"] if r["rule"] == f"rate-{kind}")
+    assert (rule_state["firing"], rule_state["value"]) == (True, 100.0)
+    owned = web.get("/api/alerts", headers={"Authorization": "Bearer alerts-owned-token"})
+    assert owned.status_code == 403
+    page = TestClient(
+        create_app(tracker.store, Settings(database_url="unused")),
+        base_url="http://localhost",
+        client=("127.0.0.1", 50000),
+    ).get("/alerts")
+    assert f'rate-{kind}</td><td><span class="badge failed">firing' in page.text
     # The stalled job beats but makes no progress: reported once its progress stood 1 s.
     wait_for(lambda: stalled in world["gates"], message="the stall started")
     passes_until(
