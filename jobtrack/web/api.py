@@ -50,6 +50,7 @@ __all__ = [
     "add_api_routes",
     "decode_cursor",
     "encode_cursor",
+    "replay_for",
     "visible_job",
 ]
 
@@ -197,6 +198,23 @@ def act(ops: Operations, action: str, job_id: str, who: Principal, **options: bo
         ops.needs_app(action)
     try:
         return perform(ops.app, ops.tracker(), actor(who), action, job_id, **options)
+    except JobNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except JobtrackError as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
+def replay_for(ops: Operations, job_id: str, who: Principal, body: "Replay") -> str:
+    """Replay a job on behalf of ``who`` (the API's and the dashboard's); returns the new
+    job's id. 403 without the operator role, 404 for a job the caller cannot see, 409
+    for input that cannot be replayed as given, 501 without the app."""
+    operator(who, "replay")
+    visible_job(ops.store, job_id, who)
+    ops.needs_app("replay")
+    try:
+        return replay_job(
+            ops.app, ops.tracker(), actor(who), job_id, args=body.args, kwargs=body.kwargs
+        )
     except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     except JobtrackError as exc:
@@ -522,22 +540,7 @@ def add_api_routes(
         arguments are given; 422 for a body that is not JSON."""
         operator(who, "replay")
         body = parse_body(await read_body(request, settings.web_max_body_bytes), Replay)
-        visible_job(store, job_id, who)
-        ops.needs_app("replay")
-        try:
-            new_id = await run_in_threadpool(
-                replay_job,
-                ops.app,
-                ops.tracker(),
-                actor(who),
-                job_id,
-                args=body.args,
-                kwargs=body.kwargs,
-            )
-        except JobNotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-        except JobtrackError as exc:
-            raise HTTPException(409, str(exc)) from exc
+        new_id = await run_in_threadpool(replay_for, ops, job_id, who, body)
         location = (request.scope.get("root_path") or "") + f"/api/jobs/{new_id}"
         return JSONResponse(
             {"id": new_id, "replay_of": job_id}, status_code=202, headers={"Location": location}

@@ -23,9 +23,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from ..actions import replay_job
 from ..control import ACTIONS, replayable_input
-from ..errors import JobNotFound, JobtrackError
 from ..models import (
     ACTIVE,
     DELETABLE,
@@ -48,11 +46,11 @@ from .api import (
     Replay,
     StatusFilter,
     act,
-    actor,
     decode_cursor,
     encode_cursor,
     operator,
     parse_body,
+    replay_for,
     start_action,
     visible_action,
     visible_job,
@@ -347,23 +345,8 @@ def add_pages(
         form = await form_of(request)
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
         operator(who, "replay")
-        visible_job(store, job_id, who)
-        ops.needs_app("replay")
         given = parse_body(str(form.get("input") or "").encode(), Replay)  # as the API's
-        try:
-            new_id = await run_in_threadpool(
-                replay_job,
-                ops.app,
-                ops.tracker(),
-                actor(who),
-                job_id,
-                args=given.args,
-                kwargs=given.kwargs,
-            )
-        except JobNotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-        except JobtrackError as exc:
-            raise HTTPException(409, str(exc)) from exc
+        new_id = await run_in_threadpool(replay_for, ops, job_id, who, given)
         return redirect(request, f"/jobs/{quote(new_id, safe='')}")
 
     @app.post("/jobs/{job_id}/{action}", include_in_schema=False)
