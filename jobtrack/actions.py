@@ -12,7 +12,8 @@ The CLI, the API and the dashboard all come here; this module calls
   errors and history show like any job's. A run that dies can be resumed (``jobtrack
   actions resume``): every target's state is committed per batch, a retry's new job id
   is derived from the action and the job, so a resumed run never makes a second job for
-  one target; only the batch that was being published when it died is sent again.
+  one target; the one batch that was being published when it died is settled by
+  evidence (see :meth:`BulkRun._sent_already` and docs/design.md).
 * :func:`replay_job` starts a new job from a job's input, edited or not, linked to it
   (``replay_of``).
 """
@@ -386,15 +387,38 @@ class BulkRun:
         self._attempt = before.retries + (1 if before.status is JobStatus.RETRYING else 0)
         self._beat(job_id, started=True)
 
+    def _write_run(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        event: bool,
+        action: Action | None = None,
+        **fields: Any,
+    ) -> None:
+        """The run's job entering (or beating in) ``status`` in this run's attempt, with
+        its trace entry when ``event``, and its counts from ``action``."""
+        update = JobUpdate.transition(
+            job_id, status, self._attempt, retries=self._attempt, **fields
+        )
+        self.store.write_batch(Batch([update], [Event.of(update, self._attempt)] if event else []))
+        if action is not None:
+            self.store.set_counts(
+                job_id,
+                processed=action.done + action.skipped + action.failed,
+                failed=action.failed,
+                skipped=action.skipped,
+            )
+
     def _beat(self, job_id: str, *, started: bool = False, action: Action | None = None) -> None:
         now = datetime.now(UTC)
         settled = 0 if action is None else action.done + action.skipped + action.failed
-        running = JobUpdate.transition(
+        self._write_run(
             job_id,
             JobStatus.RUNNING,
-            self._attempt,
+            event=started,
+            action=action,
             at=now,
-            retries=self._attempt,
             started_at=now if started else None,
             worker=self.holder,
             pid=os.getpid(),
@@ -403,55 +427,38 @@ class BulkRun:
             if action and action.matched
             else None,
         )
-        self.store.write_batch(
-            Batch([running], [Event.of(running, self._attempt)] if started else [])
-        )
-        if action is not None:
-            self.store.set_counts(
-                job_id, processed=settled, failed=action.failed, skipped=action.skipped
-            )
 
     def _track_progress(self, job_id: str, action: Action) -> None:
         self._beat(job_id, action=action)
 
     def _finish(self, job_id: str, action: Action) -> None:
         now = datetime.now(UTC)
-        done = JobUpdate.transition(
+        self._write_run(
             job_id,
             JobStatus.COMPLETED,
-            self._attempt,
+            event=True,
+            action=action,
             at=now,
-            retries=self._attempt,
             completed_at=now,
             duration_ms=int((time.monotonic() - self._started) * 1000),
             progress_percent=100.0,
             output_data={"done": action.done, "skipped": action.skipped, "failed": action.failed},
-        )
-        self.store.write_batch(Batch([done], [Event.of(done, self._attempt)]))
-        self.store.set_counts(
-            job_id,
-            processed=action.done + action.skipped + action.failed,
-            failed=action.failed,
-            skipped=action.skipped,
         )
 
     def _track_failure(self, job_id: str, exc: BaseException) -> None:
         """The run stopped on an error: the action is failed (resumable) and its job
         retrying, with the error."""
         try:
-            error = f"{type(exc).__name__}: {exc}"
-            self.store.finish_action(self.action_id, "failed", error)
-            stopped = JobUpdate.transition(
+            self.store.finish_action(self.action_id, "failed", f"{type(exc).__name__}: {exc}")
+            self._write_run(
                 job_id,
                 JobStatus.RETRYING,
-                self._attempt,
-                retries=self._attempt,
+                event=True,
                 error_type=type(exc).__name__,
                 error_message=self.tracker.text(
                     f"{exc} (resume with: jobtrack actions resume {self.action_id})"
                 ),
             )
-            self.store.write_batch(Batch([stopped], [Event.of(stopped, self._attempt)]))
         except JobtrackError:
             log.exception(
                 "could not record the failure of a bulk action",

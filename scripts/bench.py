@@ -693,16 +693,16 @@ def alert_cost(rows: int) -> None:
     since = now - timedelta(hours=1)
     scope = Scope(job_types=("type_3",))
     reads = {
-        "failed": lambda: store.alert_candidates("b", "failed", scope, now=now, since=since),
-        "lost": lambda: store.alert_candidates("b", "lost", scope, now=now, since=since),
+        "failed": lambda: store.alert_candidates("b", "failed", scope, since=since),
+        "lost": lambda: store.alert_candidates("b", "lost", scope, since=since),
         "slow": lambda: store.alert_candidates(
-            "b", "slow", scope, now=now, since=since, older_than=now - timedelta(minutes=30)
+            "b", "slow", scope, since=since, older_than=now - timedelta(minutes=30)
         ),
         "queued": lambda: store.alert_candidates(
-            "b", "queued", scope, now=now, since=since, older_than=now - timedelta(minutes=10)
+            "b", "queued", scope, since=since, older_than=now - timedelta(minutes=10)
         ),
         "item_failure_rate": lambda: store.alert_candidates(
-            "b", "item_failure_rate", scope, now=now, since=since, threshold=5.0, min_items=100
+            "b", "item_failure_rate", scope, since=since, threshold=5.0, min_items=100
         ),
         "stuck": lambda: store.stuck_jobs("b", scope, now=now, after_s=900),
         "failure_rate": lambda: store.finished_counts(scope, since=now - timedelta(minutes=15)),

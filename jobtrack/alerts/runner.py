@@ -212,7 +212,6 @@ class AlertRunner:
                 rule.name,
                 rule.kind,
                 rule.scope,
-                now=now,
                 since=since,
                 older_than=now - timedelta(seconds=rule.over_s) if rule.over_s else None,
                 threshold=rule.threshold,
@@ -221,10 +220,13 @@ class AlertRunner:
             )
         if not jobs:
             return None
-        times = [t for job in jobs if (t := _when(job, rule)) is not None] or [now]
+        # A burst is gathered from its first job's time; jobs with no such time (stuck:
+        # its ``after`` was the wait) are not held.
+        times = [t for job in jobs if (t := _when(job, rule)) is not None]
+        if times and (now - min(times)).total_seconds() < rule.group_wait_s:
+            return None
+        times = times or [now]
         first = min(times)
-        if rule.kind != "stuck" and (now - first).total_seconds() < rule.group_wait_s:
-            return None  # a burst is gathering (a stuck rule's wait is its ``after``)
         body = {
             "count": len(jobs),
             "jobs": [_job_summary(job) for job in jobs[:SAMPLE]],

@@ -29,9 +29,9 @@ from sqlalchemy import (
 )
 
 from ..errors import JobNotFound
-from ..models import DELETABLE, Action, ActionTarget, Job, JobFilter, JobStatus, JobUpdate
+from ..models import DELETABLE, Action, ActionTarget, Job, JobFilter, JobUpdate
 from ..schema import action_targets, actions, job_events, job_items, jobs
-from .common import filtered, notify
+from .common import filtered, job_of, notify
 
 __all__ = ["ActionQueries", "TargetState", "WorkItem"]
 
@@ -304,11 +304,7 @@ class ActionQueries:
                 values = row._mapping
                 job = None
                 if values["j_id"] is not None:
-                    job = Job(
-                        status=JobStatus(values["j_status"]),
-                        **{name: values[f"j_{name}"] for name in _TARGET_JOB_FIELDS[2:]},
-                        id=values["j_id"],
-                    )
+                    job = job_of({name: values[f"j_{name}"] for name in _TARGET_JOB_FIELDS})
                 found.append(
                     WorkItem(
                         job_id=values[action_targets.c.job_id],

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..models import Job, JobStatus, Scope
 from ..schema import alert_deliveries, alert_progress, alert_seen, alert_state, alerts, jobs
-from .common import escape_like
+from .common import escape_like, job_of
 
 __all__ = ["AlertQueries", "AlertState", "Delivery", "glob_to_like"]
 
@@ -109,11 +109,6 @@ def _in_scope(query: Any, scope: Scope) -> Any:
     return query
 
 
-def _job(row: Any) -> Job:
-    values = dict(row._mapping)
-    return Job(**{**values, "status": JobStatus(values["status"])})
-
-
 class AlertQueries:
     """Alerts' SQL (mixed into the Store)."""
 
@@ -134,7 +129,6 @@ class AlertQueries:
         kind: str,
         scope: Scope,
         *,
-        now: datetime,
         since: datetime,
         older_than: datetime | None = None,
         threshold: float | None = None,
@@ -147,7 +141,6 @@ class AlertQueries:
         (finished since ``since`` with at least ``min_items`` items, more than
         ``threshold`` % of them failed). Oldest first. ``since`` bounds the kinds about
         what happened (history); slow and queued are about what is so now."""
-        del now
         query = select(*(jobs.c[name] for name in _JOB_FIELDS))
         if kind == "failed":
             query = query.where(
@@ -179,7 +172,7 @@ class AlertQueries:
         query = _in_scope(query, scope).where(~_seen(rule))
         query = query.order_by(jobs.c.created_at).limit(max(limit, 1))
         with self._begin("alert candidates") as conn:
-            return [_job(row) for row in conn.execute(query)]
+            return [job_of(row._mapping) for row in conn.execute(query)]
 
     def stuck_jobs(
         self,
@@ -249,7 +242,7 @@ class AlertQueries:
                 .order_by(jobs.c.created_at)
                 .limit(max(limit, 1))
             )
-            return [_job(row) for row in conn.execute(_in_scope(query, scope))]
+            return [job_of(row._mapping) for row in conn.execute(_in_scope(query, scope))]
 
     def finished_counts(self, scope: Scope, *, since: datetime) -> tuple[int, int]:
         """How many jobs in ``scope`` finished since ``since``: (completed, failed)."""
@@ -318,6 +311,8 @@ class AlertQueries:
             self._set_state(conn, rule, now, value=value)
 
     def _set_state(self, conn: Connection, rule: str, now: datetime, **values: Any) -> None:
+        """Upsert the rule's state row: the columns given (None leaves a column as it is,
+        except ``value``, which None clears: nothing measured)."""
         given = {k: v for k, v in values.items() if v is not None or k == "value"}
         insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         stmt = insert_(alert_state).values(

@@ -66,7 +66,7 @@ def test_each_kind_finds_its_jobs_in_scope_and_never_twice(store: Store) -> None
     imports = Scope(job_types=("import*",))
 
     def find(rule: str, kind: str, scope: Scope = EVERY, **kw: object) -> list[str]:
-        return ids(store.alert_candidates(rule, kind, scope, now=NOW, since=HOUR_AGO, **kw))  # type: ignore[arg-type]
+        return ids(store.alert_candidates(rule, kind, scope, since=HOUR_AGO, **kw))  # type: ignore[arg-type]
 
     assert find("r1", "failed", imports) == ["f1"]  # f-old is before the lookback
     assert find("r1", "failed") == ["f1", "f2"]
@@ -90,7 +90,7 @@ def test_item_failure_rate_and_the_failure_rate(store: Store) -> None:
     store.set_counts("bad", processed=200, failed=30)  # 15 %
     store.set_counts("good", processed=200, failed=2)  # 1 %
     found = store.alert_candidates(
-        "items", "item_failure_rate", Scope(), now=NOW, since=HOUR_AGO, threshold=5.0, min_items=100
+        "items", "item_failure_rate", Scope(), since=HOUR_AGO, threshold=5.0, min_items=100
     )
     assert ids(found) == ["bad"]
     for n in range(3):
