@@ -615,14 +615,13 @@ def bulk_retry(count: int) -> None:
     runner.wait()
     halfway = store.get_action(action.id)
     uncertain = store.count_targets(action.id, "sending")
-    resumed = subprocess.run(
+    subprocess.run(
         [*command, "actions", "resume", str(action.id)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         check=True,
     )
-    del resumed
     final = store.get_action(action.id)
     queued = _queued(client, queue)
     expected = {
