@@ -32,9 +32,10 @@ from celery.worker.control import control_command, ok
 
 from .control import ACTION_HEADER, HOLD_COMMAND, INPUT_HEADER, RETRY_ITEMS_HEADER
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
+from .logs import LogCapture, install_capture, remove_capture
 from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
 from .models import Event, ItemStatus, JobStatus, JobUpdate, Stop
-from .payload import REDACTED, is_secret
+from .payload import REDACTED, is_secret, secret_values
 from .settings import Settings
 from .store import Store
 from .tracker import Tracker, active_tracker_or_none, set_active_tracker
@@ -117,6 +118,10 @@ class _Wiring:
         self._argsrepr_max = int(getattr(app.amqp, "argsrepr_maxsize", 1024))
         #: Jobs this worker revoked at receipt because they are paused.
         self._pausing: set[str] = set()
+        #: This process's log capture (installed at its first tracked task), and for
+        #: which process: a forked pool child installs its own.
+        self._capture: LogCapture | None = None
+        self._capture_pid = 0
 
     # -- shared bits --------------------------------------------------------------
 
@@ -369,6 +374,37 @@ class _Wiring:
         self.writer.watch(handle)
         if self.settings.progress_events:
             handle.on_progress = _progress_event_sender(task)
+        self._capture_logs(task_id, attempt, task, args, kwargs, bool(delivery.get("redelivered")))
+
+    def _capture_logs(
+        self, job_id: str, attempt: int, task: Any, args: Any, kwargs: Any, redelivered: bool
+    ) -> None:
+        """Keep what the run logs with the job (see :mod:`jobtrack.logs`)."""
+        if self._capture_pid != os.getpid():
+            self._capture_pid = os.getpid()
+            self._capture = install_capture(
+                self.writer.log, self.settings.job_log_level, self.settings.job_log_lines
+            )
+        if self._capture is None:
+            return
+        named: dict[str, Any] = dict(kwargs) if isinstance(kwargs, dict) else {}
+        names = self._positional_names(task.run) or ()
+        named.update(zip(names, args or (), strict=False))
+        self._capture.start(
+            job_id,
+            attempt,
+            secret_values(named, self.settings.redact_keys),
+            # An earlier run of this job kept lines already: count from them.
+            (lambda: self._stored_lines(job_id)) if attempt or redelivered else None,
+        )
+
+    def _stored_lines(self, job_id: str) -> int:
+        """How many lines the job kept so far: this process's buffer written first (an
+        earlier attempt may have run here); another process's unwritten lines are not
+        seen, so the bound holds per job within one process, and within a few lines
+        of it across processes."""
+        self.writer.flush()
+        return self.tracker.store.count_logs(job_id)
 
     def on_success(
         self, sender: Any = None, result: Any = None, runtime: Any = None, **_: Any
@@ -533,6 +569,8 @@ class _Wiring:
         set_current(None)
         if handle is None or not handle.tracked:
             return
+        if self._capture is not None:
+            self._capture.finish(task_id)
         self.writer.unwatch(handle)
         if state == "IGNORED" and handle.replaced_by is not None:
             # Replaced: the replacement's outcome, under this id, decides the job.
@@ -771,6 +809,7 @@ def _disconnect() -> None:
     for name in _HANDLERS:
         getattr(signals, name).disconnect(dispatch_uid=_DISPATCH)
     _active.clear()
+    remove_capture()
 
 
 @control_command(  # type: ignore[untyped-decorator]

@@ -24,6 +24,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from .errors import JobNotFound, JobtrackError
+from .insights import BadWindow, report, window
 from .models import FINISHED, ItemStatus, JobFilter, JobStatus
 from .settings import Settings
 from .spool import DeadLetter, Spool
@@ -35,9 +36,13 @@ from .views import (
     items_table,
     job_detail,
     job_list_table,
+    log_lines,
     progress_table,
     stats_view,
+    tree_view,
+    trends_view,
 )
+from .workflows import build_tree
 
 __all__ = ["main"]
 
@@ -344,6 +349,8 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             option(
                 "--ref", help="Jobs working on this ref; a final * matches every ref it starts."
             ),
+            option("--workflow", help="Every job of the workflow whose root is this job id."),
+            option("--group", help="The members of this group or chord header (group id)."),
         ]
     ):
         command = decorator(command)
@@ -407,6 +414,69 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
     if job.traceback:
         console.rule("traceback")
         console.print(job.traceback, markup=False, highlight=False)
+
+
+@jobs.command("tree")
+@click.argument("job_id")
+@option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs_tree(obj: Context, job_id: str, as_json: bool) -> None:
+    """The workflow JOB_ID belongs to (chain, groups, chords, tasks its tasks started)
+    as a tree, each job with its status and progress. Act on it with the bulk
+    commands: jobs retry --workflow ROOT_ID, jobs cancel --group GROUP_ID."""
+    try:
+        found = obj.store.workflow_jobs(job_id)
+    except JobNotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    tree = build_tree(found.jobs, job_id, truncated=found.truncated)
+    if as_json:
+        _dump(tree.to_json())
+        return
+    console.print(tree_view(tree))
+
+
+@jobs.command("logs")
+@click.argument("job_id")
+@option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job ends.")
+@option("--after", type=click.IntRange(0), default=0, help="Only lines after this seq.")
+@option("--limit", type=click.IntRange(1, 10_000), default=10_000, help="Lines at most.")
+@option("--interval", type=click.FloatRange(0.05), default=1.0, help="Seconds between reads.")
+@option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_obj
+def jobs_logs(
+    obj: Context,
+    job_id: str,
+    follow: bool,
+    after: int,
+    limit: int,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """What the job's task logged while it ran (job_log_level and up), oldest first."""
+    store = obj.store
+    job = store.find_job(job_id)
+    if job is None:
+        raise click.ClickException(str(JobNotFound(job_id)))
+    shown = 0
+    while True:
+        lines = store.list_logs(job_id, after=after, limit=min(limit - shown, 1000))
+        for line in lines:
+            if as_json:
+                click.echo(json.dumps(dataclasses.asdict(line), default=_json_default))
+            else:
+                console.print(*log_lines([line]), markup=False, highlight=False)
+        if lines:
+            after, shown = lines[-1].seq, shown + len(lines)
+        if shown >= limit:
+            return
+        if len(lines) == 1000:
+            continue  # more waiting: no pause
+        if not follow:
+            return
+        if job.status in FINISHED:  # read once more after it ended: then done
+            return
+        time.sleep(interval)
+        job = store.find_job(job_id) or job
 
 
 @jobs.command("items")
@@ -702,10 +772,32 @@ def alerts_test(obj: Context, rule: str, rules_file: str | None) -> None:
 
 @main.command()
 @option("--since", default="24h", help="Window: 30m, 2h, 7d or an ISO timestamp.")
+@option(
+    "--by",
+    type=click.Choice(["task", "type"]),
+    help="Trends per task name (or job type), per bucket of --every.",
+)
+@option("--every", default="1h", help="With --by: the bucket, 1m to 7d.")
+@option("--key", help="With --by: one task name (or job type) only.")
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def stats(obj: Context, since: str, as_json: bool) -> None:
-    """Counts by status and type, failure rate and durations."""
+def stats(
+    obj: Context, since: str, by: str | None, every: str, key: str | None, as_json: bool
+) -> None:
+    """Counts by status and type, failure rate and durations; with --by, per task (or
+    type) and per bucket: completed, failed, failure rate, run time and queue wait
+    p50/p95 (jobs count in the bucket they finished in)."""
+    if by is not None:
+        try:
+            found = report(obj.store, window(since, every), by=by, key=key, limit=10_000)
+        except BadWindow as exc:
+            raise click.BadParameter(str(exc)) from exc
+        if as_json:
+            _dump(found.to_json())
+            return
+        for table in trends_view(found):
+            console.print(table)
+        return
     result = obj.store.stats(since=_since(since))
     if as_json:
         _dump(dataclasses.asdict(result))

@@ -17,9 +17,10 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from celery.exceptions import Ignore
@@ -48,6 +49,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 _SPEC_ATTR = "__jobtrack_spec__"
 _STAGE_CHARS = 255
 _KEY_CHARS = 500
+#: The time-left estimate: the pace over the last this many progress samples (one per
+#: flush that found new progress), and no estimate from fewer than the minimum.
+PACE_SAMPLES = 10
+PACE_MIN_SAMPLES = 3
 #: The outcome policies ``@track(fail_when=...)`` accepts.
 FAIL_WHEN = ("all_items_failed", "any_item_failed")
 FailWhen = Literal["all_items_failed", "any_item_failed"]
@@ -231,6 +236,8 @@ class JobHandle:
         #: the Celery wiring uses it to send Flower a task-progress event.
         self.on_progress: Callable[[float | None, str | None, str | None], None] | None = None
         self._last_announce = 0.0
+        #: (monotonic time, percent) of recent progress, for the time-left estimate.
+        self._pace: deque[tuple[float, float]] = deque(maxlen=PACE_SAMPLES)
 
     @property
     def id(self) -> str:
@@ -395,14 +402,37 @@ class JobHandle:
         if latest is None:
             return None
         percent, total, stage, message = latest
+        now = datetime.now(UTC)
         return self._running(
-            datetime.now(UTC),
+            now,
+            eta_at=self._estimate(percent, now),
             progress_percent=percent,
             total_items=total,
             progress_stage=stage,
             stage_index=self._stage_index if stage is not None else None,
             progress_message=None if message is None else clean_text(message, self._max_message),
         )
+
+    def _estimate(self, percent: float | None, now: datetime) -> datetime | None:
+        """When the job should finish at its recent pace: the rate between the oldest
+        and newest of the last :data:`PACE_SAMPLES` progress samples (a moving
+        estimate, so a job that speeds up or slows down is followed), None without a
+        known end (a percent, or current of total) or before enough samples."""
+        if percent is None:
+            return None
+        clock = time.monotonic()
+        pace = self._pace
+        if pace and percent < pace[-1][1]:
+            pace.clear()  # went backwards (a new pass over the work): start again
+        if not pace or percent > pace[-1][1]:
+            pace.append((clock, percent))
+        if len(pace) < PACE_MIN_SAMPLES or percent >= 100.0:
+            return None
+        (t0, p0), (t1, p1) = pace[0], pace[-1]
+        if t1 <= t0 or p1 <= p0:
+            return None
+        left_s = (100.0 - percent) * (t1 - t0) / (p1 - p0) - (clock - t1)
+        return now + timedelta(seconds=max(left_s, 0.0))
 
     def _running(self, at: datetime, **fields: Any) -> JobUpdate:
         """This attempt, still running, with ``fields`` to write."""

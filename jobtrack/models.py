@@ -37,11 +37,13 @@ __all__ = [
     "JobFilter",
     "JobStatus",
     "JobUpdate",
+    "LogLine",
     "Resumed",
     "Scope",
     "StageSpan",
     "Stats",
     "Stop",
+    "Trend",
     "paused_in_queue",
     "progress_applies",
     "queued_pause_seq",
@@ -49,6 +51,7 @@ __all__ = [
     "stage_spans",
     "state_seq",
     "takes",
+    "time_left",
 ]
 
 
@@ -227,6 +230,8 @@ class Job:
     ref: str | None = None
     #: The job an operator replayed, with edited arguments, as this one.
     replay_of: str | None = None
+    #: When the job should finish at its recent pace (running jobs with a known end).
+    eta_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,19 @@ class Event:
 
 
 @dataclass(frozen=True)
+class LogLine:
+    """One row of ``job_logs``: a log record emitted while the job's task ran.
+    ``seq`` is set by the database (it orders the lines and pages them: ``after=SEQ``)."""
+
+    job_id: str
+    at: datetime
+    level: str
+    logger: str | None
+    message: str | None
+    seq: int = 0
+
+
+@dataclass(frozen=True)
 class JobFilter:
     """Which jobs a list, a count or a stream covers: each field narrows, None is any.
 
@@ -296,6 +314,11 @@ class JobFilter:
     #: The job's ``ref``: exact, or every ref starting with what comes before a final
     #: ``*`` (``"repo:42@*"``).
     ref: str | None = None
+    #: Every job of the workflow whose root (Celery's ``root_id``) is this id, the root
+    #: included: a chain, the tasks a task started, and theirs.
+    workflow: str | None = None
+    #: The members of one group or chord header (Celery's ``group_id``).
+    group: str | None = None
 
     @classmethod
     def of(
@@ -488,9 +511,10 @@ class Batch:
     updates: list[JobUpdate] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)
+    logs: list[LogLine] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.updates or self.events or self.items)
+        return bool(self.updates or self.events or self.items or self.logs)
 
     def job_ids(self) -> list[str]:
         """The jobs this batch touches, each once, in first-seen order."""
@@ -498,6 +522,7 @@ class Batch:
             [u.id for u in self.updates]
             + [e.job_id for e in self.events]
             + [i.job_id for i in self.items]
+            + [line.job_id for line in self.logs]
         )
         return list(dict.fromkeys(ids))
 
@@ -508,6 +533,7 @@ class Batch:
             [u for b in batches for u in b.updates],
             [e for b in batches for e in b.events],
             [i for b in batches for i in b.items],
+            [line for b in batches for line in b.logs],
         )
 
 
@@ -524,6 +550,47 @@ class Stats:
     duration_ms_p50: int | None = None
     duration_ms_p95: int | None = None
     duration_ms_p99: int | None = None
+
+
+def time_left(job: Job, now: datetime) -> str | None:
+    """ "about 3 min left" for a running job with an estimate (``eta_at``), else None."""
+    if job.status is not JobStatus.RUNNING or job.eta_at is None:
+        return None
+    seconds = (job.eta_at - now).total_seconds()
+    if seconds < 5:
+        return "finishing"
+    if seconds < 90:
+        return f"about {max(5, round(seconds / 5) * 5):.0f} s left"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60):.0f} min left"
+    if seconds < 48 * 3600:
+        return f"about {seconds / 3600:.1f} h left"
+    return f"about {round(seconds / 86400):.0f} days left"
+
+
+@dataclass(frozen=True)
+class Trend:
+    """One task name's (or job type's) figures over one bucket of a window, or over the
+    whole window (``start`` None): jobs that finished in it, by their ``completed_at``."""
+
+    key: str
+    start: datetime | None
+    completed: int = 0
+    failed: int = 0
+    run_p50_ms: float | None = None
+    run_p95_ms: float | None = None
+    #: ``started_at - created_at``: how long the job waited for a worker.
+    wait_p50_ms: float | None = None
+    wait_p95_ms: float | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.failed
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed of finished, 0 to 1; None when nothing finished."""
+        return self.failed / self.finished if self.finished else None
 
 
 # How each column of ``jobs`` merges when two updates of one job meet, whether in the
@@ -574,6 +641,7 @@ PROGRESS_COLUMNS = (
     "stage_index",
     "checkpoint",
     "checkpoint_at",
+    "eta_at",
 )
 #: Largest wins.
 MAX_COLUMNS = ("retries", "heartbeat_at", "updated_at")
@@ -642,6 +710,7 @@ class JobUpdate:
     checkpoint_at: datetime | None = None
     ref: str | None = None
     replay_of: str | None = None
+    eta_at: datetime | None = None
 
     COLUMNS: ClassVar[tuple[str, ...]]
 

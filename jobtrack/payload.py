@@ -29,6 +29,7 @@ __all__ = [
     "jsonable",
     "mask_url_passwords",
     "safe_repr",
+    "secret_values",
     "to_json",
 ]
 
@@ -77,6 +78,37 @@ def is_secret(key: str, redact_keys: Iterable[str]) -> bool:
     """Whether a parameter or mapping key names a secret (see ``redact_keys``)."""
     lowered = key.lower()
     return any(word in lowered for word in redact_keys)
+
+
+#: Shorter values are not masked in text: "[redacted]" in place of every "no" would hide
+#: more than it protects.
+_MIN_SECRET_CHARS = 4
+
+
+def secret_values(
+    named: Mapping[str, Any], redact_keys: Iterable[str], *, limit: int = 100
+) -> tuple[str, ...]:
+    """The values (as text) under secret names (see ``redact_keys``) in ``named`` and in
+    mappings and lists nested in it, longest first, at most ``limit``: what log text
+    must not show verbatim. Bounded: at most ``limit * 10`` values are looked at."""
+    keys = tuple(redact_keys)
+    found: set[str] = set()
+    stack: list[tuple[Any, bool]] = [(named, False)]
+    budget = limit * 10
+    while stack and budget > 0 and len(found) < limit:
+        value, secret = stack.pop()
+        budget -= 1
+        if isinstance(value, Mapping):
+            stack.extend(
+                (v, secret or (isinstance(k, str) and is_secret(k, keys))) for k, v in value.items()
+            )
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, secret) for v in value)
+        elif secret and isinstance(value, (str, int)) and not isinstance(value, bool):
+            text = str(value)
+            if len(text) >= _MIN_SECRET_CHARS:
+                found.add(text)
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 #: ``scheme://user:password@host``: the password part of a URL or DSN.
@@ -261,15 +293,20 @@ class Cleaner:
         """Limits from the table definitions (``String(n)``) and the given settings."""
         from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text
 
-        from .models import Event, Item, JobUpdate
-        from .schema import job_events, job_items, jobs
+        from .models import Event, Item, JobUpdate, LogLine
+        from .schema import job_events, job_items, job_logs, jobs
 
         special = {"name": (name_chars, "start"), "traceback": (traceback_chars, "end")}
         texts: dict[type, tuple[tuple[str, int, str], ...]] = {}
         ints: dict[type, tuple[tuple[str, int], ...]] = {}
         floats: dict[type, tuple[str, ...]] = {}
         jsons: dict[type, tuple[str, ...]] = {}
-        for record, table in ((JobUpdate, jobs), (Item, job_items), (Event, job_events)):
+        for record, table in (
+            (JobUpdate, jobs),
+            (Item, job_items),
+            (Event, job_events),
+            (LogLine, job_logs),
+        ):
             names = set(record.__dataclass_fields__)
             t: list[tuple[str, int, str]] = []
             i: list[tuple[str, int]] = []

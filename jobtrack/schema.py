@@ -44,6 +44,7 @@ __all__ = [
     "alerts",
     "job_events",
     "job_items",
+    "job_logs",
     "jobs",
     "leases",
     "metadata",
@@ -166,6 +167,7 @@ jobs = Table(
         String(ID_LENGTH),
         comment="the job an operator replayed (with edited arguments) as this one",
     ),
+    Column("eta_at", UTCDateTime, comment="estimated finish, from the recent progress rate"),
     Index(None, "status", "created_at"),
     # Jobs that finished in a window (alert rules: failed, failure rate, item failures).
     Index(None, "status", "completed_at"),
@@ -188,6 +190,15 @@ jobs = Table(
         "pause_requested_at",
         postgresql_where=text(_OPEN_PAUSE),
         sqlite_where=text(_OPEN_PAUSE),
+    ),
+    # A workflow's tree (chains, groups, chords, tasks started from tasks) is one read;
+    # a group's members (a chord's header tasks are each their own root) one more.
+    Index(None, "root_id"),
+    Index(
+        "ix_jobs_group_id",
+        "group_id",
+        postgresql_where=text("group_id IS NOT NULL"),
+        sqlite_where=text("group_id IS NOT NULL"),
     ),
     # "Replayed as ..." on the original's page: only replays have one.
     Index(
@@ -228,6 +239,19 @@ job_events = Table(
     Column("stage", String(255), comment="set on the event of a stage change"),
     Column("note", String(255), comment="what an operator did: paused, resumed, ..."),
     Index(None, "job_id", "at"),
+)
+
+#: What the job's task logged while it ran (``job_log_level`` and up), bounded per job.
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column("seq", RowId, primary_key=True, autoincrement=True, comment="orders and pages lines"),
+    Column("job_id", String(ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("level", String(10), nullable=False),
+    Column("logger", String(255)),
+    Column("message", Text),
+    Index(None, "job_id", "seq"),
 )
 
 
@@ -350,7 +374,7 @@ leases = Table(
 #: every owner (what jobtrack's own connections set; see docs/schema.md).
 OWNER_SETTING = "jobtrack.owner_id"
 #: The job-scoped tables row-level security covers (migration 0005 adds their policies).
-RLS_TABLES = ("jobs", "job_items", "job_events")
+RLS_TABLES = ("jobs", "job_items", "job_events", "job_logs")
 
 
 def staging_table(table: Table) -> Table:

@@ -81,6 +81,12 @@ class Settings:
     #: Argument names whose values are replaced by "[redacted]" in input_data (case
     #: insensitive, matched as substrings: "db_password" is caught by "password").
     redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
+    #: Log records a task emits while it runs (its own loggers and any other, print()
+    #: through Celery's redirect included) at or above this level are kept with its job
+    #: in ``job_logs``. DEBUG, INFO, WARNING, ERROR or CRITICAL; OFF keeps none.
+    job_log_level: str = "INFO"
+    #: Most log lines kept per job; past it one line says how many were dropped.
+    job_log_lines: int = 10_000
     #: How often a running job's worker refreshes heartbeat_at, in seconds.
     heartbeat_interval_s: float = 10.0
     #: A running job whose heartbeat is older than this is marked lost by the reaper.
@@ -227,9 +233,14 @@ class Settings:
             "web_max_streams",
             "web_max_body_bytes",
             "action_batch_size",
+            "job_log_lines",
         ):
             if getattr(self, name) < 1:
                 raise ConfigurationError(name, getattr(self, name), "a whole number above 0")
+        if self.job_log_level.upper() not in LOG_LEVELS:
+            raise ConfigurationError(
+                "job_log_level", self.job_log_level, "one of " + ", ".join(LOG_LEVELS)
+            )
         if not self.database_url:
             raise ConfigurationError("database_url", self.database_url, "a database URL")
         scheme = self.database_url.partition(":")[0].partition("+")[0].lower()
@@ -239,6 +250,10 @@ class Settings:
                 f"{scheme}://…",
                 "a postgresql:// or sqlite:/// URL (jobtrack supports PostgreSQL and SQLite)",
             )
+
+
+#: What ``job_log_level`` takes (any case), weakest first.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "OFF")
 
 
 def _conf_get(conf: Mapping[str, Any], key: str) -> Any:

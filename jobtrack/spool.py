@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .models import Batch, Event, Item, ItemStatus, JobStatus, JobUpdate
+from .models import Batch, Event, Item, ItemStatus, JobStatus, JobUpdate, LogLine
 from .payload import safe_repr
 
 __all__ = ["DeadLetter", "Spool"]
@@ -52,6 +52,7 @@ def _encode(batch: Batch, **extra: Any) -> str:
         "updates": [dataclasses.asdict(u) for u in batch.updates],
         "events": [dataclasses.asdict(e) for e in batch.events],
         "items": [dataclasses.asdict(i) for i in batch.items],
+        "logs": [dataclasses.asdict(line) for line in batch.logs],
     }
     return json.dumps(data, default=_default, ensure_ascii=True)
 
@@ -199,7 +200,10 @@ class Spool:
             )
             for raw in data["items"]
         ]
-        return Batch(updates, events, items)
+        logs = [  # (files from before log capture have none)
+            LogLine(**{**raw, "at": _time(raw["at"])}) for raw in data.get("logs", ())
+        ]
+        return Batch(updates, events, items, logs)
 
 
 def _replayable_by_me(path: Path) -> bool:

@@ -7,11 +7,16 @@ import json
 from datetime import UTC, datetime
 
 from rich import box
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree as RichTree
 
-from .models import Action, Event, Item, Job, JobStatus, Stats, stage_spans
+from .insights import Report
+from .models import Action, Event, Item, Job, JobStatus, LogLine, Stats, stage_spans, time_left
 from .spool import DeadLetter
+from .workflows import MAX_DEPTH, Node, Tree
 
 __all__ = [
     "actions_table",
@@ -22,9 +27,12 @@ __all__ = [
     "items_text",
     "job_detail",
     "job_list_table",
+    "log_lines",
     "progress_table",
     "stats_view",
     "styled_status",
+    "tree_view",
+    "trends_view",
 ]
 
 
@@ -105,8 +113,13 @@ def progress_table(jobs: list[Job], title: str) -> Table:
     table.add_column("items", no_wrap=True)
     table.add_column("stage", overflow="ellipsis", no_wrap=True, ratio=1)
     table.add_column("started", no_wrap=True)
+    now = datetime.now(UTC)
+    left = {job.id: time_left(job, now) for job in jobs}
+    if any(left.values()):  # a column only when some job has an estimate
+        table.add_column("left", no_wrap=True)
     table.add_column("error", overflow="ellipsis", no_wrap=True, ratio=2)
     for job in jobs:
+        estimate = (left[job.id] or "").removeprefix("about ").removesuffix(" left")
         table.add_row(
             job.name or job.task_name or job.id,
             styled_status(job),
@@ -114,6 +127,7 @@ def progress_table(jobs: list[Job], title: str) -> Table:
             items_text(job),
             job.progress_stage or "",
             ago(job.started_at),
+            *([estimate] if any(left.values()) else []),
             error_text(job, 30),
         )
     return table
@@ -131,6 +145,9 @@ def items_text(job: Job) -> str:
 def job_detail(job: Job, events: list[Event], failing: list[Item]) -> list[Table]:
     """``jobs show``: the row, the trace, the first failing items."""
     table = Table(show_header=False, title=f"job {job.id}")
+    left = time_left(job, datetime.now(UTC))
+    if left:
+        table.add_row("time left", left)
     for field in dataclasses.fields(job):
         value = getattr(job, field.name)
         if value is None or field.name == "traceback":
@@ -209,6 +226,100 @@ def stats_view(result: Stats, since: str) -> list[Table | str]:
         if v is not None
     )
     return [table, f"total {result.total}   failure rate {rate}   mean duration {avg}   {spread}"]
+
+
+def _node_label(node: Node, focus: str) -> Text:
+    if node.job is None:
+        return Text.from_markup(f"[bold]group[/] {escape(node.summary())}")
+    job = node.job
+    label = Text.from_markup(
+        f"{escape(job.name or job.task_name or job.id)}  {styled_status(job)}"
+        + (
+            f"  {job.progress_percent:.0f}%"
+            if job.progress_percent is not None and job.status is not JobStatus.COMPLETED
+            else ""
+        )
+        + f"  [dim]{escape(job.id)}[/]"
+        + ("  [bold]← this job[/]" if job.id == focus else "")
+        + ("  [yellow](its parent ids loop back here: cut)[/]" if node.cycle else "")
+        + (
+            f"  [yellow]({node.hidden:,} more below, cut at {MAX_DEPTH} levels)[/]"
+            if node.hidden
+            else ""
+        )
+    )
+    return label
+
+
+def tree_view(tree: Tree) -> RichTree:
+    """``jobs tree``: the workflow, groups with their "37 of 40 done, 2 failed"."""
+    top = RichTree(
+        Text.from_markup(
+            f"[bold]workflow[/] of {tree.count:,} jobs: {escape(tree.summary())}"
+            + ("  [yellow](more jobs than were read)[/]" if tree.truncated else "")
+        )
+    )
+    stack: list[tuple[Node, RichTree]] = [(n, top) for n in reversed(tree.top)]
+    while stack:  # no recursion: the depth is capped, but the stack is still ours
+        node, into = stack.pop()
+        branch = into.add(_node_label(node, tree.focus))
+        stack.extend((child, branch) for child in reversed(node.children))
+    return top
+
+
+def log_lines(lines: list[LogLine]) -> list[Text]:
+    """``jobs logs``: one line each, time, level, logger, message (never markup)."""
+    styles = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
+    out = []
+    for line in lines:
+        text = Text(line.at.strftime("%H:%M:%S.%f")[:-3] + " ", style="dim")
+        text.append(f"{line.level:<8}", style=styles.get(line.level, ""))
+        text.append(f" {line.logger or ''}: ", style="dim")
+        text.append(line.message or "")
+        out.append(text)
+    return out
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"
+
+
+def trends_view(found: Report) -> list[Table]:
+    """``stats --by task``: per task, a row per bucket, then the window's total."""
+    tables = []
+    fmt = "%m-%d %H:%M" if found.window.bucket_s < 86400 else "%Y-%m-%d"
+    for one in found.series:
+        table = Table(title=f"{one.key} ({found.by})", box=box.SIMPLE_HEAD)
+        for column in (
+            "bucket",
+            "completed",
+            "failed",
+            "failure",
+            "run p50",
+            "run p95",
+            "wait p50",
+            "wait p95",
+        ):
+            table.add_column(column, justify="left" if column == "bucket" else "right")
+        rows = [(t.start.strftime(fmt) if t.start else "total", t) for t in one.buckets]
+        if one.total is not None:
+            rows.append(("total", one.total))
+        for label, t in rows:
+            table.add_row(
+                label,
+                f"{t.completed:,}",
+                f"{t.failed:,}",
+                f"{t.failure_rate:.1%}" if t.failure_rate is not None else "",
+                _ms(t.run_p50_ms),
+                _ms(t.run_p95_ms),
+                _ms(t.wait_p50_ms),
+                _ms(t.wait_p95_ms),
+                style="bold" if label == "total" else None,
+            )
+        tables.append(table)
+    return tables
 
 
 def dead_letters_table(dead: list[DeadLetter]) -> Table:

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from .errors import DataRefused, StoreError
-from .models import Event, Item, JobStatus, JobUpdate, Stop
+from .models import Event, Item, JobStatus, JobUpdate, LogLine, Stop
 from .payload import Cleaner
 from .settings import Settings
 from .spool import Spool
@@ -68,6 +68,7 @@ class Writer(Protocol):
     ) -> None: ...
     def item(self, item: Item) -> None: ...
     def event(self, event: Event) -> None: ...
+    def log(self, line: LogLine) -> None: ...
     def watch(self, source: ProgressSource) -> None: ...
     def unwatch(self, source: ProgressSource) -> None: ...
     def flush(self) -> bool: ...
@@ -108,6 +109,7 @@ class BufferedWriter:
         self._updates: dict[str, JobUpdate] = {}
         self._events: list[Event] = []
         self._items: list[Item] = []
+        self._logs: list[LogLine] = []
         self._watched: dict[str, ProgressSource] = {}
         self._thread: threading.Thread | None = None
         self._failures = 0
@@ -159,6 +161,17 @@ class BufferedWriter:
         with self._lock:
             self._items.append(item)
             full = len(self._items) >= self.settings.flush_max_items
+        self._ensure_thread()
+        if full:
+            self._wake.set()
+
+    def log(self, line: LogLine) -> None:
+        """Buffer a captured log line (the items' path: flushed at the interval, or at
+        once past ``flush_max_items``)."""
+        line = self.clean(line)
+        with self._lock:
+            self._logs.append(line)
+            full = len(self._logs) >= self.settings.flush_max_items
         self._ensure_thread()
         if full:
             self._wake.set()
@@ -252,8 +265,8 @@ class BufferedWriter:
 
     def _take_batch(self) -> Batch:
         with self._lock:
-            batch = Batch(list(self._updates.values()), self._events, self._items)
-            self._updates, self._events, self._items = {}, [], []
+            batch = Batch(list(self._updates.values()), self._events, self._items, self._logs)
+            self._updates, self._events, self._items, self._logs = {}, [], [], []
         return batch
 
     def _give_back(self, batch: Batch) -> None:
@@ -269,6 +282,7 @@ class BufferedWriter:
                     older.merge(update)
             self._events = batch.events + self._events
             self._items = batch.items + self._items
+            self._logs = batch.logs + self._logs
 
     def flush(self) -> bool:
         """Write everything buffered now. Returns False if the database could not be
@@ -326,6 +340,7 @@ class BufferedWriter:
         parts = [
             Batch([deep(u) for u in batch.updates], [deep(e) for e in batch.events]),
             Batch(items=[deep(i) for i in batch.items]),
+            Batch(logs=[deep(line) for line in batch.logs]),
         ]
         for n, part in enumerate(parts):
             if not part:
@@ -407,6 +422,7 @@ class BufferedWriter:
                     [self.clean(u) for u in batch.updates],
                     [self.clean(e) for e in batch.events],
                     [self.clean(i) for i in batch.items],
+                    [self.clean(line) for line in batch.logs],
                 )
             except Exception as exc:  # corrupt or from an incompatible version
                 self._spool.bury(claimed, f"unreadable: {exc}")
@@ -436,6 +452,7 @@ class BufferedWriter:
             over = (
                 len(self._updates) > self.settings.buffer_max_jobs
                 or len(self._items) > self.settings.buffer_max_jobs * 10
+                or len(self._logs) > self.settings.buffer_max_jobs * 10
             )
         if not (over or force):
             return
@@ -464,7 +481,7 @@ class BufferedWriter:
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._updates) + len(self._events) + len(self._items)
+            return len(self._updates) + len(self._events) + len(self._items) + len(self._logs)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Flush what is buffered, spool what could not be written, stop the thread.
@@ -500,6 +517,8 @@ def _by_job(batch: Batch) -> list[Batch]:
         groups.setdefault(event.job_id, Batch()).events.append(event)
     for item in batch.items:
         groups.setdefault(item.job_id, Batch()).items.append(item)
+    for line in batch.logs:
+        groups.setdefault(line.job_id, Batch()).logs.append(line)
     return list(groups.values())
 
 
@@ -532,6 +551,11 @@ class SyncWriter:
     def event(self, event: Event) -> None:
         self._buffer.event(event)
         self._write_now()
+
+    def log(self, line: LogLine) -> None:
+        # Log lines are never committed one by one, in either mode: they go with the
+        # next transition's write, or the thread's next flush.
+        self._buffer.log(line)
 
     def _write_now(self) -> None:
         if not self._buffer.in_outage:

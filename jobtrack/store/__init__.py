@@ -73,6 +73,7 @@ from ..models import (
     JobFilter,
     JobStatus,
     JobUpdate,
+    LogLine,
     Resumed,
     Stats,
     Stop,
@@ -86,6 +87,7 @@ from ..schema import (
     RLS_TABLES,
     job_events,
     job_items,
+    job_logs,
     jobs,
     leases,
     metadata,
@@ -94,6 +96,9 @@ from ..schema import (
 from .actions import ActionQueries
 from .alerts import AlertQueries
 from .common import CHANGES_CHANNEL, filtered, job_of, notify
+from .insights import InsightQueries
+from .logs import LogQueries
+from .workflows import WorkflowQueries
 
 __all__ = [
     "CHANGES_CHANNEL",
@@ -174,7 +179,7 @@ class MetricsSnapshot:
     oldest_pending: datetime | None
 
 
-class Store(ActionQueries, AlertQueries):
+class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQueries):
     """The tracking database.
 
     Give it a URL (it then owns and disposes its engine) or an engine of yours (it then
@@ -332,12 +337,9 @@ class Store(ActionQueries, AlertQueries):
                 self._recount(conn, sorted({job_id for job_id, _ in latest}))
             if batch.events:
                 self._write_rows(conn, "job_events", [_event_row(e) for e in batch.events])
-            notify(
-                conn,
-                [u.id for u in batch.updates]
-                + [i.job_id for i in batch.items]
-                + [e.job_id for e in batch.events],
-            )
+            if batch.logs:
+                self._write_rows(conn, "job_logs", [_log_row(line) for line in batch.logs])
+            notify(conn, batch.job_ids())
 
     @staticmethod
     def _write_rows(conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -350,7 +352,7 @@ class Store(ActionQueries, AlertQueries):
             )
             return
         json_at = [i for i, name in enumerate(columns) if name in _JSON_COLUMNS[table]]
-        staged = table != "job_events"  # events never conflict: COPY straight in
+        staged = table in _STAGING  # events and log lines never conflict: COPY straight in
         target = _STAGING[table] if staged else _TABLES[table]
         if staged:
             info = conn.connection.info
@@ -979,7 +981,7 @@ class Store(ActionQueries, AlertQueries):
                 ids = list(conn.execute(batch).scalars())
                 if not ids:
                     return total
-                for table in (job_items, job_events):  # also where cascades are off
+                for table in (job_items, job_events, job_logs):  # also where cascades are off
                     conn.execute(delete(table).where(table.c.job_id.in_(ids)))
                 total += conn.execute(
                     delete(jobs).where(jobs.c.id.in_(ids), jobs.c.status.in_(wanted))
@@ -1152,8 +1154,9 @@ _WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
         "stage",
         "note",
     ),
+    "job_logs": ("job_id", "at", "level", "logger", "message"),
 }
-_TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events}
+_TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events, "job_logs": job_logs}
 _STAGING = {"jobs": staging_table(jobs), "job_items": staging_table(job_items)}
 
 
@@ -1360,6 +1363,10 @@ def _event_row(e: Event) -> tuple[Any, ...]:
         e.stage,
         e.note,
     )
+
+
+def _log_row(line: LogLine) -> tuple[Any, ...]:
+    return (line.job_id, line.at, line.level, line.logger, line.message)
 
 
 def _item_row(i: Item) -> tuple[Any, ...]:

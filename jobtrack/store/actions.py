@@ -30,7 +30,7 @@ from sqlalchemy import (
 
 from ..errors import JobNotFound
 from ..models import DELETABLE, Action, ActionTarget, Job, JobFilter, JobUpdate
-from ..schema import action_targets, actions, job_events, job_items, jobs
+from ..schema import action_targets, actions, job_events, job_items, job_logs, jobs
 from .common import filtered, job_of, notify
 
 __all__ = ["ActionQueries", "TargetState", "WorkItem"]
@@ -430,7 +430,7 @@ class ActionQueries:
                 ).scalars()
             )
             if ids:
-                for table in (job_items, job_events):  # also where cascades are off
+                for table in (job_items, job_events, job_logs):  # also where cascades are off
                     conn.execute(delete(table).where(table.c.job_id.in_(ids)))
                 conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
                 notify(conn, ids)

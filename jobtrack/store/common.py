@@ -34,6 +34,8 @@ def filtered(query: Any, where: JobFilter) -> Any:
         where.task_name,
         where.queue,
         where.search,
+        where.workflow,
+        where.group,
         *(where.ids or ()),
     ]
     if any(isinstance(v, str) and "\x00" in v for v in given):
@@ -48,6 +50,7 @@ def filtered(query: Any, where: JobFilter) -> Any:
         (jobs.c.task_name, where.task_name),
         (jobs.c.queue, where.queue),
         (jobs.c.progress_stage, where.stage),
+        (jobs.c.group_id, where.group),
     ):
         if value is not None:
             query = query.where(column == value)
@@ -60,6 +63,8 @@ def filtered(query: Any, where: JobFilter) -> Any:
             )
         else:
             query = query.where(jobs.c.ref == where.ref)
+    if where.workflow is not None:
+        query = query.where(or_(jobs.c.root_id == where.workflow, jobs.c.id == where.workflow))
     if where.since is not None:
         query = query.where(jobs.c.created_at >= where.since)
     if where.until is not None:

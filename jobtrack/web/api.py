@@ -34,10 +34,12 @@ from starlette.concurrency import run_in_threadpool
 from ..actions import Actor, perform, replay_job, run_in_background, start_bulk
 from ..control import JobControl, NotPublishable, UnknownTask
 from ..errors import JobNotFound, JobtrackError
+from ..insights import BadWindow, report, window
 from ..models import Action, Job, JobFilter, stage_spans
 from ..settings import Settings
 from ..store import Store
 from ..tracker import Tracker
+from ..workflows import Tree, build_tree, summarize
 from .auth import Auth, Principal
 from .stream import ChangeFeed, job_event
 
@@ -52,6 +54,7 @@ __all__ = [
     "encode_cursor",
     "replay_for",
     "visible_job",
+    "workflow_tree",
 ]
 
 #: Retry, cancel, pause and resume through a Celery app (:class:`jobtrack.control.JobControl`).
@@ -150,6 +153,44 @@ def visible_job(store: Store, job_id: str, who: Principal) -> Job:
     return job
 
 
+def workflow_tree(store: Store, job_id: str, who: Principal) -> Tree:
+    """The tree of the workflow the job belongs to, as far as the caller may see it
+    (an owner-bound caller: its owner's jobs only); 404 like :func:`visible_job`."""
+    try:
+        found = store.workflow_jobs(job_id, owner_id=who.owner_id)
+    except JobNotFound as exc:
+        raise HTTPException(404, f"no job with id {job_id!r}") from exc
+    return build_tree(found.jobs, job_id, truncated=found.truncated)
+
+
+def rollup_json(counts: dict[str, int] | None) -> dict[str, Any]:
+    """A root's roll-up as the list shows it: nothing for a job with nothing under it."""
+    if not counts:
+        return {}
+    return {
+        "workflow": {"total": sum(counts.values()), "counts": counts, "summary": summarize(counts)}
+    }
+
+
+def insights_report(
+    store: Store,
+    who: Principal,
+    *,
+    by: str,
+    since: str,
+    every: str,
+    key: str | None = None,
+    limit: int = 50,
+) -> Any:
+    """The Insights figures for the caller (an owner-bound one: its owner's jobs);
+    422 with the allowed range for a window or bucket out of bounds."""
+    try:
+        span = window(since, every)
+        return report(store, span, by=by, owner_id=who.owner_id, key=key, limit=limit)
+    except BadWindow as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
 def actor(who: Principal) -> Actor:
     """The audit trail's name for a caller."""
     return Actor(who.name, who.role.value, who.owner_id)
@@ -241,7 +282,8 @@ class BulkAction(BaseModel):
     filter: dict[str, Any] = Field(
         default_factory=dict,
         description="the list's filters: status, job_type, task_name, queue, owner_id, ref, "
-        "stage, since, until, search, ids",
+        "stage, since, until, search, ids, workflow (a root job id: its whole workflow), "
+        "group (a group id)",
     )
     all: bool = Field(default=False, description="true with an empty filter: every job")
     terminate: bool = Field(default=False, description="cancel: also SIGTERM running jobs")
@@ -367,10 +409,16 @@ def add_api_routes(
             str | None,
             Query(max_length=256, description="exact, or a prefix ending in * (repo:42@*)"),
         ] = None,
+        workflow: Annotated[
+            str | None, Query(max_length=255, description="every job under this root id")
+        ] = None,
+        group: Annotated[str | None, Query(max_length=255, description="a group id")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
     ) -> dict[str, Any]:
-        """Jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        """Jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+        A job that started others (a workflow's root) has ``workflow``: how many jobs
+        are under it, by status, and in words."""
         if who.owner_id is not None:
             if owner_id not in (None, who.owner_id):
                 return {"jobs": [], "next_cursor": None}
@@ -386,13 +434,16 @@ def add_api_routes(
             search=search,
             stage=stage,
             ref=ref,
+            workflow=workflow,
+            group=group,
         )
         found = store.list_jobs(
             where, limit=limit + 1, before=decode_cursor(cursor) if cursor else None
         )
         page, more = found[:limit], len(found) > limit
+        rollups = store.workflow_rollups([j.id for j in page], owner_id=who.owner_id)
         return {
-            "jobs": [dataclasses.asdict(j) for j in page],
+            "jobs": [{**dataclasses.asdict(j), **rollup_json(rollups.get(j.id))} for j in page],
             "next_cursor": encode_cursor(page[-1]) if more else None,
         }
 
@@ -481,6 +532,47 @@ def add_api_routes(
             job_id, status=status.value if status else None, limit=limit, offset=offset
         )
         return {"items": [dataclasses.asdict(i) for i in items]}
+
+    @api.get("/api/jobs/{job_id}/tree")
+    def get_tree(job_id: JobId, who: Who) -> dict[str, Any]:
+        """The workflow the job belongs to (its chain, groups, chords, and the tasks its
+        tasks started) as a tree of nodes: ``kind`` ``job`` (with status and progress)
+        or ``group`` (siblings sharing a group id, with a ``summary`` such as "37 of 40
+        done, 2 failed"). ``hidden`` counts jobs below ``max_depth`` not shown;
+        ``cycles`` counts loops in the recorded parent ids (each cut at its oldest job)."""
+        return workflow_tree(store, job_id, who).to_json()
+
+    @api.get("/api/jobs/{job_id}/logs")
+    def get_logs(
+        job_id: JobId,
+        who: Who,
+        after: Annotated[int, Query(ge=0, le=2**63 - 1, description="the last seq seen")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    ) -> dict[str, Any]:
+        """What the job's task logged (``job_log_level`` and up), oldest first: the
+        lines after ``after``. Poll with ``after=next_after`` to follow a running job."""
+        visible_job(store, job_id, who)
+        lines = store.list_logs(job_id, after=after, limit=limit)
+        return {
+            "lines": [dataclasses.asdict(line) for line in lines],
+            "next_after": lines[-1].seq if lines else after,
+        }
+
+    @api.get("/api/insights")
+    def insights(
+        who: Who,
+        by: Literal["task", "type"] = "task",
+        since: Annotated[str, Query(max_length=40, description="24h, 7d, or ISO")] = "24h",
+        every: Annotated[str, Query(max_length=10, description="a bucket: 1m to 7d")] = "1h",
+        key: Annotated[str | None, Query(max_length=255, description="one task or type")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> dict[str, Any]:
+        """Per task name (or job type) over the window: per bucket, jobs completed and
+        failed, failure rate, run time p50/p95 and queue wait p50/p95 (milliseconds),
+        and the whole window's figures (``total``). Owner-bound tokens: their owner's
+        jobs only."""
+        found = insights_report(store, who, by=by, since=since, every=every, key=key, limit=limit)
+        return dict(found.to_json())
 
     @api.get("/api/stats")
     def stats(who: Who, since: datetime | None = None) -> dict[str, Any]:

@@ -36,9 +36,11 @@ from ..models import (
     JobFilter,
     JobStatus,
     stage_spans,
+    time_left,
 )
 from ..settings import Settings
 from ..store import Store
+from ..workflows import MAX_DEPTH, summarize
 from .api import (
     ID_PATTERN,
     BulkAction,
@@ -48,14 +50,17 @@ from .api import (
     act,
     decode_cursor,
     encode_cursor,
+    insights_report,
     operator,
     parse_body,
     replay_for,
     start_action,
     visible_action,
     visible_job,
+    workflow_tree,
 )
 from .auth import CSRF_FIELD, Auth, Principal
+from .charts import PATTERNS, duration_label, lines_chart, throughput_chart
 
 __all__ = ["COUNT_CAP", "TABS", "add_pages", "redirect", "templates"]
 
@@ -74,7 +79,13 @@ PAGE_SIZE = 50
 #: early in the status index instead of reading every row on each live refresh.
 COUNT_CAP = 10_000
 ITEMS_PAGE_SIZE = 100
-FILTERS = ("job_type", "task_name", "queue", "owner_id", "ref", "search")
+FILTERS = ("job_type", "task_name", "queue", "owner_id", "ref", "search", "workflow", "group")
+#: A job page shows this many of its newest log lines (all of them: the API).
+LOG_LINES_SHOWN = 200
+#: A group node of a job page's tree shows this many members (all of them: the API).
+GROUP_MEMBERS_SHOWN = 100
+#: The Insights page draws charts for this many of the busiest tasks (a table: all).
+CHARTED_SERIES = 8
 #: The bulk actions each tab offers (on every job it shows, filters applied).
 BULK_BY_TAB: dict[str, tuple[str, ...]] = {
     "running": ("cancel", "pause"),
@@ -116,6 +127,7 @@ def templates() -> Jinja2Templates:
         percent=percent,
         segment=lambda v: quote(str(v), safe=""),
         past=lambda action: _PAST.get(action, action),
+        ms=duration_label,
     )
     env.globals.update(
         qs=qs,
@@ -128,6 +140,10 @@ def templates() -> Jinja2Templates:
         DELETABLE=DELETABLE,
         BULK_BY_TAB=BULK_BY_TAB,
         scope_of=lambda action: action.scope(),
+        time_left=time_left,
+        summarize=summarize,
+        GROUP_MEMBERS_SHOWN=GROUP_MEMBERS_SHOWN,
+        max_depth=MAX_DEPTH,
     )
     return found
 
@@ -261,6 +277,8 @@ def add_pages(
         owner_id: Annotated[str | None, Query(max_length=255)] = None,
         ref: Annotated[str | None, Query(max_length=256)] = None,
         search: Annotated[str | None, Query(max_length=200)] = None,
+        workflow: Annotated[str | None, Query(max_length=255)] = None,
+        group: Annotated[str | None, Query(max_length=255)] = None,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
         partial: bool = False,
     ) -> Response:
@@ -272,6 +290,8 @@ def add_pages(
             "owner_id": owner_id,
             "ref": ref,
             "search": search,
+            "workflow": workflow,
+            "group": group,
         }  # as given: form and links
         scope = JobFilter.of(**filters)
         if who.owner_id is not None:
@@ -291,6 +311,7 @@ def add_pages(
             "tab": tab,
             "tabs": tab_counts,
             "jobs": page,
+            "rollups": store.workflow_rollups([j.id for j in page], owner_id=who.owner_id),
             "filters": filters,
             "params": {"tab": tab, **filters},
             "next_cursor": encode_cursor(page[-1]) if len(found) > PAGE_SIZE else None,
@@ -315,9 +336,13 @@ def add_pages(
             job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1, offset=item_offset
         )
         events = store.list_events(job_id)
+        tree = workflow_tree(store, job_id, who)
         context = {
             "who": who,
             "job": job,
+            "tree": tree if tree.count > 1 else None,
+            "logs": store.list_logs(job_id, limit=LOG_LINES_SHOWN, last=True),
+            "log_count": store.count_logs(job_id),
             "events": events,
             "stages": stage_spans(events),
             "items": items[:ITEMS_PAGE_SIZE],
@@ -436,6 +461,51 @@ def add_pages(
             "next_before": found[PAGE_SIZE - 1].id if len(found) > PAGE_SIZE else None,
         }
         return render(request, "actions.html", context)
+
+    @app.get("/insights", response_class=HTMLResponse, include_in_schema=False)
+    def insights_page(
+        request: Request,
+        by: Annotated[str, Query(pattern="^(task|type)$")] = "task",
+        since: Annotated[str, Query(max_length=40)] = "24h",
+        every: Annotated[str, Query(max_length=10)] = "1h",
+        key: Annotated[str | None, Query(max_length=255)] = None,
+    ) -> Response:
+        """Per task (or job type): throughput, failure rate, run time and queue wait
+        over the window, as charts and a table (owner-bound visitors: their owner's)."""
+        who = visitor(request)
+        found = insights_report(store, who, by=by, since=since, every=every, key=key or None)
+        charted = found.series[:CHARTED_SERIES]
+        charts = [
+            (
+                one,
+                throughput_chart(one.buckets, found.window.bucket_s, one.key),
+                lines_chart(
+                    one.buckets,
+                    found.window.bucket_s,
+                    one.key,
+                    "run time",
+                    "run_p50_ms",
+                    "run_p95_ms",
+                ),
+                lines_chart(
+                    one.buckets,
+                    found.window.bucket_s,
+                    one.key,
+                    "queue wait",
+                    "wait_p50_ms",
+                    "wait_p95_ms",
+                ),
+            )
+            for one in charted
+        ]
+        context = {
+            "who": who,
+            "report": found,
+            "charts": charts,
+            "patterns": PATTERNS,
+            "params": {"by": by, "since": since, "every": every, "key": key},
+        }
+        return render(request, "insights.html", context)
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
     def alerts_page(request: Request) -> Response:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.utils.log import get_task_logger
 
 import jobtrack
 
@@ -65,6 +66,20 @@ def progress_slowly(steps: int, delay_s: float) -> int:
         )
         time.sleep(delay_s)
     return steps
+
+
+@app.task(name="wa.chatty", bind=True, max_retries=3)
+def chatty(self: Any, lines: int, api_token: str, fail_times: int = 0) -> int:
+    """Logs ``lines`` lines (one shows the token it was given), prints, logs below the
+    capture level; fails (and retries) ``fail_times`` times first."""
+    log = get_task_logger("wa.chatty")
+    log.debug("never kept: below the capture level")
+    print(f"printed by attempt {self.request.retries}")
+    for n in range(lines):
+        log.info("attempt %d line %d token=%s", self.request.retries, n, api_token)
+    if self.request.retries < fail_times:
+        raise self.retry(exc=ConnectionError("once more"), countdown=0.05)
+    return lines
 
 
 @app.task(name="wa.flaky", bind=True, max_retries=5)

@@ -1,0 +1,194 @@
+"""Per-job logs: the log records a task emits while it runs, kept with its job.
+
+One :class:`LogCapture` handler per worker process sits on the root logger and on
+Celery's task logger (which does not propagate to the root). While a tracked task runs,
+each record at or above ``job_log_level`` emitted in the task's context (its thread, or
+its asyncio task) becomes a :class:`~jobtrack.models.LogLine`, handed to the writer like
+an item: memory only, written with the next flush. Records from other threads and from
+Celery's own worker machinery are not the job's and are left alone.
+
+Bounded per job: past ``job_log_lines`` lines are counted, not kept, and one line says
+how many were dropped when the task's run ends. A retry (another run of the same job)
+starts from the count already stored. Secrets are the user's responsibility, but a value
+passed under a redacted argument name (``password=...``) is masked wherever it appears
+verbatim in a line.
+
+What a worker prints stays as it was: when the capture level is below the level of the
+loggers it sits on, those loggers are lowered to it and each of their handlers is raised
+to the old level, so a WARNING-level worker still prints warnings only. A DEBUG call
+below the capture level still costs only the logger's own level check.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .context import get_current
+from .models import LogLine
+from .payload import REDACTED
+
+__all__ = ["LogCapture", "install_capture", "remove_capture"]
+
+log = logging.getLogger("jobtrack.logs")
+
+#: Loggers whose records describe the worker, not the job (Celery's own "Task ...
+#: succeeded" lines repeat the row, and the result in them is not the job's to show).
+_NOT_THE_JOBS = ("celery.app.trace", "celery.worker", "celery.pool", "celery.bootsteps")
+#: The loggers the handler sits on: the root, and Celery's task logger (propagate off).
+_HOSTS = ("", "celery.task")
+
+
+@dataclass
+class _JobLog:
+    attempt: int
+    secrets: tuple[str, ...]
+    #: Reads how many lines earlier runs of the job kept (a retry), once, lazily.
+    seed: Callable[[], int] | None
+    kept: int = 0
+    dropped: int = 0
+
+
+class LogCapture(logging.Handler):
+    """The handler; :meth:`start` and :meth:`finish` bracket each run of a job."""
+
+    def __init__(self, write: Callable[[LogLine], None], level: int, max_lines: int) -> None:
+        super().__init__(level)
+        self._write = write
+        self._max = max_lines
+        self._jobs: dict[str, _JobLog] = {}
+        self._last: logging.LogRecord | None = None
+        self._busy = threading.local()
+        #: Levels changed to install it, to put back when it is removed.
+        self.changed: list[tuple[logging.Logger | logging.Handler, int]] = []
+
+    def start(
+        self,
+        job_id: str,
+        attempt: int,
+        secrets: Sequence[str] = (),
+        seed: Callable[[], int] | None = None,
+    ) -> None:
+        """A run of ``job_id`` begins here (``seed``: for a retry, how many lines the
+        job kept already)."""
+        self._jobs[job_id] = _JobLog(attempt, tuple(secrets), seed)
+
+    def finish(self, job_id: str) -> None:
+        """The run ended: forget it, and say how many lines were dropped, if any."""
+        state = self._jobs.pop(job_id, None)
+        if state is not None and state.dropped:
+            self._write(
+                LogLine(
+                    job_id,
+                    datetime.now(UTC),
+                    "WARNING",
+                    "jobtrack",
+                    f"{state.dropped:,} more log lines were dropped: a job keeps at most "
+                    f"{self._max:,} (job_log_lines)",
+                )
+            )
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Handler.handle takes a lock per record; the state here needs none (one job
+        # runs in one context at a time), and a record that reaches both hosts (a task
+        # logger set to propagate) is kept once.
+        if record is self._last:
+            return False
+        self._last = record
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        running = get_current()
+        if running is None:
+            return
+        state = self._jobs.get(running.job_id)
+        if state is None or record.name.startswith(_NOT_THE_JOBS):
+            return
+        if getattr(self._busy, "on", False):
+            return  # a record logged while keeping one (by the writer, say)
+        self._busy.on = True
+        try:
+            self._keep(running.job_id, state, record)
+        except Exception:
+            log.debug(
+                "keeping a log line failed",
+                exc_info=True,
+                extra={"job_id": running.job_id, "action": "log"},
+            )
+        finally:
+            self._busy.on = False
+
+    def _keep(self, job_id: str, state: _JobLog, record: logging.LogRecord) -> None:
+        if state.seed is not None:
+            seed, state.seed = state.seed, None
+            state.kept = seed()
+        if state.kept >= self._max:
+            state.dropped += 1
+            return
+        state.kept += 1
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # a bad format string must not lose the line
+            message = f"{record.msg!r} (formatting failed: {type(exc).__name__})"
+        if record.exc_info and record.exc_info[0] is not None:
+            message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
+        elif record.exc_text:
+            message = f"{message}\n{record.exc_text}"
+        for secret in state.secrets:
+            if secret in message:
+                message = message.replace(secret, REDACTED)
+        self._write(
+            LogLine(
+                job_id,
+                datetime.fromtimestamp(record.created, UTC),
+                record.levelname,
+                record.name,
+                message,
+            )
+        )
+
+
+def install_capture(
+    write: Callable[[LogLine], None], level_name: str, max_lines: int
+) -> LogCapture | None:
+    """Put a capture handler on the root and task loggers of this process (replacing
+    one installed before); None when ``level_name`` is OFF."""
+    remove_capture()
+    if level_name.upper() == "OFF":
+        return None
+    level = logging.getLevelName(level_name.upper())
+    capture = LogCapture(write, level, max_lines)
+    for name in _HOSTS:
+        host = logging.getLogger(name)
+        before = host.getEffectiveLevel()
+        if before > level:
+            for handler in host.handlers:  # they print what they printed before
+                if handler.level < before:
+                    capture.changed.append((handler, handler.level))
+                    handler.setLevel(before)
+            if name == "":  # the worker's own loggers keep their level too
+                for quiet in _NOT_THE_JOBS:
+                    own = logging.getLogger(quiet)
+                    if own.level == logging.NOTSET:
+                        capture.changed.append((own, own.level))
+                        own.setLevel(before)
+            capture.changed.append((host, host.level))
+            host.setLevel(level)
+        host.addHandler(capture)
+    return capture
+
+
+def remove_capture() -> None:
+    """Take this process's capture handler off again, levels as they were."""
+    for name in _HOSTS:
+        host = logging.getLogger(name)
+        for handler in list(host.handlers):
+            if isinstance(handler, LogCapture):
+                host.removeHandler(handler)
+                for thing, level in reversed(handler.changed):
+                    thing.setLevel(level)
+                handler.changed.clear()

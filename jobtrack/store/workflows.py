@@ -1,0 +1,133 @@
+"""The store's workflow statements: every job of a workflow (chains, groups, chords,
+tasks started from tasks), and each workflow's counts by status for the list's roll-up.
+
+A mixin of :class:`~jobtrack.store.Store`. Celery records three ids per task: its
+``root_id`` (the first task of the workflow), its ``parent_id`` and its ``group_id``. A
+chord's header tasks are each their own root and are tied only by their group, so a
+workflow is gathered in rounds: the jobs of the known roots, then of the known groups,
+until nothing new turns up (or a bound is met). Building the tree is not SQL: see
+:mod:`jobtrack.workflows`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+
+from sqlalchemy import Connection, func, or_, select
+
+from ..errors import JobNotFound
+from ..models import Job, JobStatus
+from ..schema import jobs
+
+__all__ = ["TREE_COLUMNS", "Workflow", "WorkflowQueries"]
+
+#: What a tree node shows of each job.
+TREE_COLUMNS = (
+    "id",
+    "status",
+    "name",
+    "task_name",
+    "job_type",
+    "owner_id",
+    "parent_id",
+    "root_id",
+    "group_id",
+    "progress_percent",
+    "processed_items",
+    "failed_items",
+    "total_items",
+    "retries",
+    "error_type",
+    "error_message",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "eta_at",
+)
+#: Rounds of gathering (roots, then groups, then their roots …) before giving up.
+_ROUNDS = 8
+
+
+class Workflow:
+    """The jobs of one workflow, as :meth:`WorkflowQueries.workflow_jobs` found them."""
+
+    def __init__(self, focus: str, found: list[Job], truncated: bool) -> None:
+        self.focus = focus
+        self.jobs = found
+        #: More jobs belong to it than were read (the ``limit``).
+        self.truncated = truncated
+
+
+class WorkflowQueries:
+    """Workflows' SQL (mixed into the Store)."""
+
+    def _begin(  # provided by Store
+        self, action: str, *, writes_data: bool = False
+    ) -> AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+    def workflow_jobs(
+        self, job_id: str, *, owner_id: str | None = None, limit: int = 100_000
+    ) -> Workflow:
+        """Every job of the workflow ``job_id`` belongs to, at most ``limit``; with
+        ``owner_id``, only that owner's. Raises ``JobNotFound`` for an unknown (or
+        another owner's) job. Each round is one read by the root and group indexes."""
+        columns = [jobs.c[name] for name in TREE_COLUMNS]
+        scope = [] if owner_id is None else [jobs.c.owner_id == owner_id]
+        with self._begin("workflow") as conn:
+            first = conn.execute(select(*columns).where(jobs.c.id == job_id, *scope)).first()
+            if first is None:
+                raise JobNotFound(job_id)
+            found: dict[str, Job] = {}
+            roots: set[str] = {first.root_id or first.id}
+            groups: set[str] = {first.group_id} if first.group_id else set()
+            asked_roots: set[str] = set()
+            asked_groups: set[str] = set()
+            for _ in range(_ROUNDS):
+                new_roots, new_groups = roots - asked_roots, groups - asked_groups
+                if (not new_roots and not new_groups) or len(found) > limit:
+                    break
+                asked_roots |= new_roots
+                asked_groups |= new_groups
+                wanted = []
+                if new_roots:
+                    wanted += [jobs.c.root_id.in_(new_roots), jobs.c.id.in_(new_roots)]
+                if new_groups:
+                    wanted.append(jobs.c.group_id.in_(new_groups))
+                query = select(*columns).where(or_(*wanted), *scope).limit(limit + 1)
+                for row in conn.execute(query).mappings():
+                    if row["id"] not in found:
+                        values = dict(row)
+                        values["status"] = JobStatus(values["status"])
+                        found[row["id"]] = Job(**values)
+                        roots.add(row["root_id"] or row["id"])
+                        if row["group_id"]:
+                            groups.add(row["group_id"])
+        truncated = len(found) > limit
+        kept = sorted(found.values(), key=lambda j: (j.created_at is None, j.created_at, j.id))
+        if truncated:
+            kept = [j for j in kept if j.id == job_id] + [j for j in kept if j.id != job_id]
+            kept = kept[:limit]
+        return Workflow(job_id, kept, truncated)
+
+    def workflow_rollups(
+        self, root_ids: Sequence[str], *, owner_id: str | None = None
+    ) -> dict[str, dict[str, int]]:
+        """For each of ``root_ids`` that started other jobs: how many of them (the root
+        not counted; with ``owner_id``, that owner's only) are in each status. Roots
+        with nothing under them are left out."""
+        if not root_ids:
+            return {}
+        scope = [] if owner_id is None else [jobs.c.owner_id == owner_id]
+        query = (
+            select(jobs.c.root_id, jobs.c.status, func.count())
+            .where(jobs.c.root_id.in_(list(root_ids)), jobs.c.id != jobs.c.root_id, *scope)
+            .group_by(jobs.c.root_id, jobs.c.status)
+        )
+        out: dict[str, dict[str, int]] = {}
+        with self._begin("workflow rollups") as conn:
+            for root, status, n in conn.execute(query):
+                out.setdefault(root, {})[status] = int(n)
+        return out
