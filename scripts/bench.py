@@ -13,6 +13,10 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
 6. Pruning 1,000,000 old jobs (each with an event and an item) in batches.
 8. One alert pass on 1,000,000 jobs: each kind of rule's read, and a whole pass of
    seven rules (one per kind).
+9. A workflow of 10,000 jobs: its tree read, built and answered, and its job page.
+10. Per-job logs: lines/s captured and committed; an ignored DEBUG call with capture on
+    against off.
+11. Insights over a 24-hour window (and 7 days) on 1,000,000 jobs.
 7. Bulk retry of 100,000 failed jobs (Redis broker, nobody consuming): jobs re-published
    per second against a bare publishing loop, the dashboard's list page p95 while it
    runs, then a second run killed with SIGKILL half-way and resumed, with the broker's
@@ -68,7 +72,7 @@ def fresh_database() -> None:
 
 def empty_tables() -> None:
     with psycopg.connect(DB_URL, autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs, job_items, job_events")
+        conn.execute("TRUNCATE jobs, job_items, job_events, job_logs")
         conn.execute("DROP TABLE IF EXISTS celery_taskmeta, celery_tasksetmeta")
         conn.execute("VACUUM ANALYZE")
         # Start every run from a quiet server: the previous run's dirty pages are
@@ -640,30 +644,24 @@ def bulk_retry(count: int) -> None:
     store.close()
 
 
-def alert_cost(rows: int) -> None:
-    """What each alert rule reads, on ``rows`` generated jobs over 30 days: finished ones
-    (10 % failed), and in the last hour also running, queued and lost ones."""
-    from jobtrack.alerts import AlertRunner, load
-    from jobtrack.models import Scope
-    from jobtrack.settings import Settings
-
+def thirty_days(rows: int) -> None:
+    """``rows`` generated jobs over 30 days (40 task names, 10 types, 200 owners):
+    finished ones (10 % failed), and in the last hour also running, queued and lost."""
     empty_tables()
-    started = time.perf_counter()
     with psycopg.connect(DB_URL, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE jobtrack_alerts, jobtrack_alert_deliveries, jobtrack_alert_seen, "
-            "jobtrack_alert_state, jobtrack_alert_progress"
-        )
         conn.execute("SELECT setseed(0.17)")
         conn.execute(
             """
             INSERT INTO jobs (id, task_name, job_type, name, status, state_seq, owner_id,
                               created_at, started_at, completed_at, updated_at, heartbeat_at,
-                              processed_items, failed_items, skipped_items, retries)
+                              processed_items, failed_items, skipped_items, retries,
+                              duration_ms)
             SELECT 'a-' || g, 'app.task_' || (g %% 40), 'type_' || (g %% 10), 'Job ' || g, s,
-                   0, 'user-' || (g %% 200), t - interval '1 minute', t - interval '50 seconds',
+                   0, 'user-' || (g %% 200), t - interval '1 minute',
+                   t - make_interval(secs => (g %% 1000) * 0.05),
                    CASE WHEN s IN ('completed', 'failed') THEN t END, t, t,
-                   (g %% 500), (g %% 7), 0, 0
+                   (g %% 500), (g %% 7), 0, 0,
+                   CASE WHEN s IN ('completed', 'failed') THEN (g %% 1000) * 50 END
             FROM (
                 SELECT g, now() - make_interval(secs => g * 2.592) AS t,
                        -- the last hour holds what runs and waits now; before it, finished
@@ -686,6 +684,22 @@ def alert_cost(rows: int) -> None:
             "(SELECT id FROM jobs WHERE status = 'running' ORDER BY created_at DESC LIMIT 20)"
         )
         conn.execute("VACUUM ANALYZE jobs")
+
+
+def alert_cost(rows: int) -> None:
+    """What each alert rule reads, on ``rows`` generated jobs over 30 days: finished ones
+    (10 % failed), and in the last hour also running, queued and lost ones."""
+    from jobtrack.alerts import AlertRunner, load
+    from jobtrack.models import Scope
+    from jobtrack.settings import Settings
+
+    started = time.perf_counter()
+    thirty_days(rows)
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE jobtrack_alerts, jobtrack_alert_deliveries, jobtrack_alert_seen, "
+            "jobtrack_alert_state, jobtrack_alert_progress"
+        )
     say(f"\nalert rules: generated {rows:,} rows in {time.perf_counter() - started:.1f}s")
     store = Store(DB_URL)
     now = datetime.now(UTC)
@@ -745,6 +759,152 @@ def alert_cost(rows: int) -> None:
     say(f"  a whole pass of the seven rules: median {statistics.median(passes):.1f} ms")
 
 
+def tree_cost(size: int) -> None:
+    """One workflow of ``size`` jobs (a root, a chain of 10 steps, each step starting a
+    group): reading it, building the tree and answering the API, and the job page."""
+    from fastapi.testclient import TestClient
+
+    from jobtrack.settings import Settings
+    from jobtrack.web import create_app
+    from jobtrack.workflows import build_tree
+
+    empty_tables()
+    per_group = max((size - 11) // 10, 1)
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO jobs (id, task_name, status, state_seq, root_id, parent_id, group_id,
+                              created_at, updated_at, processed_items, failed_items,
+                              skipped_items, retries)
+            SELECT 'step-' || s, 'app.step', 'completed', 0, 'root', 'step-' || (s - 1), NULL,
+                   now() - interval '1 hour', now(), 0, 0, 0, 0
+            FROM generate_series(1, 10) AS s
+            UNION ALL
+            SELECT 'root', 'app.root', 'running', 0, 'root', NULL, NULL,
+                   now() - interval '2 hours', now(), 0, 0, 0, 0
+            UNION ALL
+            SELECT 'm-' || s || '-' || m, 'app.member',
+                   CASE WHEN m %% 20 = 0 THEN 'failed' WHEN m %% 7 = 0 THEN 'running'
+                        ELSE 'completed' END, 0,
+                   'root', 'step-' || s, 'g-' || s, now() - interval '30 minutes', now(),
+                   0, 0, 0, 0
+            FROM generate_series(1, 10) AS s, generate_series(1, %(per)s) AS m
+            """,
+            {"per": per_group},
+        )
+        conn.execute("UPDATE jobs SET parent_id = 'root' WHERE id = 'step-1'")
+        conn.execute("VACUUM ANALYZE jobs")
+    store = Store(DB_URL)
+    count = store.count_jobs()
+    reads, builds, answers, pages = [], [], [], []
+    token = "bench-viewer-token"
+    client = TestClient(
+        create_app(store, Settings(database_url=DB_URL, web_tokens=f"{token}=viewer")),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    for _ in range(10):
+        t = time.perf_counter()
+        found = store.workflow_jobs("m-5-3")
+        t1 = time.perf_counter()
+        tree = build_tree(found.jobs, "m-5-3")
+        shown = tree.to_json()
+        t2 = time.perf_counter()
+        reads.append(t1 - t)
+        builds.append(t2 - t1)
+        t = time.perf_counter()
+        answer = client.get("/api/jobs/m-5-3/tree")
+        answers.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        page = client.get("/jobs/root")
+        pages.append(time.perf_counter() - t)
+    assert shown["count"] == count and answer.status_code == 200 and page.status_code == 200
+    store.close()
+    say(
+        f"\nworkflow tree of {count:,} jobs (a chain of 10, each step a group of {per_group:,}),"
+        f" medians of 10: read {statistics.median(reads) * 1000:.0f} ms, tree built and as"
+        f" JSON {statistics.median(builds) * 1000:.0f} ms; GET /api/jobs/{{id}}/tree"
+        f" {statistics.median(answers) * 1000:.0f} ms; the root's job page"
+        f" {statistics.median(pages) * 1000:.0f} ms (server side, in process)"
+    )
+
+
+def log_rate(lines: int, rounds: int) -> None:
+    """Lines a task logs, captured and committed per second; what an ignored DEBUG call
+    costs with capture on, against the same loop in a task with capture off."""
+    import logging
+
+    empty_tables()
+    logger = logging.getLogger("bench.logs")
+    app = Celery("bench-logs", broker="memory://")
+    app.conf.task_always_eager = True
+
+    @app.task(name="bench.chatty")
+    def chatty(n: int) -> None:
+        for i in range(n):
+            logger.info("line %d of the bench", i)
+
+    @app.task(name="bench.debug")
+    def debug(n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            pass
+        empty = time.perf_counter() - started
+        started = time.perf_counter()
+        for i in range(n):
+            logger.debug("ignored %d", i)
+        return (time.perf_counter() - started - empty) / n
+
+    rates, ignored = [], {"OFF": [], "INFO": []}
+    for _ in range(rounds):
+        for level in ("OFF", "INFO"):
+            tracker = jobtrack.install(app, DB_URL, job_log_level=level, job_log_lines=lines)
+            ignored[level].append(debug.delay(200_000).get())
+            if level == "INFO":
+                started = time.perf_counter()
+                result = chatty.delay(lines)
+                while not tracker.flush():
+                    time.sleep(0.01)
+                elapsed = time.perf_counter() - started
+                kept = tracker.store.count_logs(result.id)
+                assert kept == lines, kept
+                rates.append(lines / elapsed)
+            jobtrack.uninstall()
+            tracker.store.close()
+    off, on = (statistics.median(ignored[k]) * 1e6 for k in ("OFF", "INFO"))
+    say(
+        f"\nper-job logs: {lines:,} lines captured and committed at "
+        f"{statistics.median(rates):,.0f} lines/s (median of {rounds}); an ignored DEBUG call "
+        f"{on:.3f} us with capture on, {off:.3f} us off: {on - off:+.3f} us added"
+    )
+
+
+def insights_cost(rows: int) -> None:
+    """The Insights figures for a 24-hour window on ``rows`` jobs over 30 days."""
+    from jobtrack.insights import report, window
+
+    started = time.perf_counter()
+    thirty_days(rows)
+    say(f"\ninsights: generated {rows:,} rows in {time.perf_counter() - started:.1f}s")
+    store = Store(DB_URL)
+    cases = {
+        "per task, 24h by 1h": lambda: report(store, window("24h", "1h"), by="task"),
+        "per type, 24h by 15m": lambda: report(store, window("24h", "15m"), by="type"),
+        "one owner, 24h by 1h": lambda: report(store, window("24h", "1h"), owner_id="user-7"),
+        "per task, 7d by 6h": lambda: report(store, window("7d", "6h"), by="task"),
+    }
+    timings = {}
+    for name, call in cases.items():
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            found = call()
+            times.append((time.perf_counter() - t) * 1000)
+        assert found.series and found.series[0].total is not None
+        timings[name] = statistics.median(times)
+    store.close()
+    say("  medians of 10: " + ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -771,9 +931,14 @@ def main() -> int:
             "rls",
             "bulk",
             "alerts",
+            "tree",
+            "logs",
+            "insights",
         ],
         action="append",
     )
+    parser.add_argument("--tree-jobs", type=int, default=10_000, help="jobs in the workflow")
+    parser.add_argument("--log-lines", type=int, default=200_000, help="lines one task logs")
     parser.add_argument("--bulk-jobs", type=int, default=100_000, help="jobs a bulk retry covers")
     args = parser.parse_args()
     only = set(
@@ -820,6 +985,12 @@ def main() -> int:
         bulk_retry(args.bulk_jobs)
     if "alerts" in only:
         alert_cost(args.rows)
+    if "tree" in only:
+        tree_cost(args.tree_jobs)
+    if "logs" in only:
+        log_rate(args.log_lines, max(args.rounds, 3))
+    if "insights" in only:
+        insights_cost(args.rows)
     return 0
 
 

@@ -87,7 +87,8 @@ def _trends_in_sql(
 ) -> list[Trend]:
     epoch = func.extract("epoch", jobs.c.completed_at) - literal(since.timestamp())
     bucket = func.floor(epoch / bucket_s).label("bucket")
-    wait_ms = func.extract("epoch", jobs.c.started_at - jobs.c.created_at) * 1000
+    # Clocks differ between publisher and worker: a wait below zero counts as none.
+    wait_ms = func.greatest(func.extract("epoch", jobs.c.started_at - jobs.c.created_at) * 1000, 0)
     name = func.coalesce(column, NO_KEY).label("key")
     run = cast(jobs.c.duration_ms, Float)
     query = (
@@ -136,7 +137,7 @@ def _trends_here(
     for key, status, completed_at, duration_ms, started_at, created_at in conn.execute(query):
         bucket = int((completed_at - since).total_seconds() // bucket_s)
         wait = (
-            (started_at - created_at).total_seconds() * 1000
+            max((started_at - created_at).total_seconds() * 1000, 0.0)
             if started_at is not None and created_at is not None
             else None
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from ..errors import JobNotFound
 from ..models import Job, JobStatus
@@ -29,7 +29,6 @@ TREE_COLUMNS = (
     "name",
     "task_name",
     "job_type",
-    "owner_id",
     "parent_id",
     "root_id",
     "group_id",
@@ -39,11 +38,8 @@ TREE_COLUMNS = (
     "total_items",
     "retries",
     "error_type",
-    "error_message",
     "created_at",
-    "started_at",
     "completed_at",
-    "duration_ms",
     "eta_at",
 )
 #: Rounds of gathering (roots, then groups, then their roots …) before giving up.
@@ -94,8 +90,13 @@ class WorkflowQueries:
                 wanted = []
                 if new_roots:
                     wanted += [jobs.c.root_id.in_(new_roots), jobs.c.id.in_(new_roots)]
-                if new_groups:
-                    wanted.append(jobs.c.group_id.in_(new_groups))
+                if new_groups:  # members under a root read already are not read again
+                    wanted.append(
+                        and_(
+                            jobs.c.group_id.in_(new_groups),
+                            or_(jobs.c.root_id.is_(None), jobs.c.root_id.not_in(asked_roots)),
+                        )
+                    )
                 query = select(*columns).where(or_(*wanted), *scope).limit(limit + 1)
                 for row in conn.execute(query).mappings():
                     if row["id"] not in found:

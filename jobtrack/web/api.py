@@ -705,9 +705,11 @@ def add_api_routes(
         who: Who,
         request: Request,
         job_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+        workflow: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     ) -> StreamingResponse:
         """Server-Sent Events: one ``job`` event each time a job (the one ``job_id``
-        names, or any the caller may see) changes."""
+        names, every job of the workflow whose root is ``workflow``, or any the caller
+        may see) changes."""
         client = request.client.host if request.client else ""
         slot = streams.take(who.name, client)
         if slot is None:
@@ -728,9 +730,10 @@ def add_api_routes(
                         yield "retry: 2000\n: connected\n\n"
                         continue
                     for job in sorted(rows.values(), key=_oldest_first):
-                        if (job_id is None or job.id == job_id) and (
-                            who.owner_id is None or job.owner_id == who.owner_id
-                        ):
+                        wanted = (job_id is None and workflow is None) or (
+                            job.id in (job_id, workflow) or job.root_id == workflow
+                        )
+                        if wanted and (who.owner_id is None or job.owner_id == who.owner_id):
                             yield job_event(job)
             finally:
                 slot()

@@ -17,7 +17,7 @@ from ..models import Trend
 
 __all__ = ["PATTERNS", "duration_label", "lines_chart", "throughput_chart"]
 
-WIDTH, HEIGHT = 480, 150
+WIDTH, HEIGHT = 370, 150
 _LEFT, _RIGHT, _TOP, _BOTTOM = 44, 8, 22, 20
 
 
@@ -25,6 +25,8 @@ def duration_label(ms: float | None) -> str:
     """1.2 s, 340 ms, 4.5 min, 2.0 h; a dash for none."""
     if ms is None:
         return "-"
+    if ms < 10:
+        return f"{ms:.1f} ms"
     if ms < 1000:
         return f"{ms:.0f} ms"
     if ms < 60_000:
@@ -123,7 +125,9 @@ def throughput_chart(buckets: Sequence[Trend], bucket_s: int, name: str) -> Mark
             ('<rect width="12" height="10" class="completed-fill"/>', "completed"),
             ('<rect width="12" height="10" fill="url(#jt-hatch)"/>', "failed"),
         ],
-        _axis(peak, lambda v: f"{v:,.0f}") + "".join(bars) + _x_labels(buckets, bucket_s),
+        _axis(peak, lambda v: f"{v:,.0f}" if v == round(v) else "")
+        + "".join(bars)
+        + _x_labels(buckets, bucket_s),
     )
 
 

@@ -267,3 +267,91 @@ def test_retry_all_matching_confirms_the_count_and_follows_it_live(
         assert target.result_id is not None
         world.finished(target.result_id)
         assert world.tracker.store.get_job(target.result_id).output_data == "synced"
+
+
+def test_a_running_jobs_logs_tail_live_and_its_workflow_shows_as_a_tree(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    job_id = world.tasks["talker"].delay("tides", 3, user=USER).id
+    wait_for(lambda: job_id in world.gates, message="the job started")
+    page.goto(f"{base}/jobs/{job_id}")
+    page.evaluate("window.__sameDocument = true")
+    logs = page.locator("#job-logs")
+    expect(logs).to_contain_text("said 0 about tides")
+    world.gates[job_id].set()
+    expect(logs).to_contain_text("said 1 about tides")  # without a reload
+    world.gates[job_id].set()
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator("#tree-summary")).to_contain_text("4 jobs: 4 of 4 done")
+    summary = page.locator("li.tree-group summary")
+    expect(summary).to_contain_text("3 of 3 done")
+    expect(page.locator("li.tree-group li.tree-job").first).not_to_be_visible()  # collapsed
+    summary.click()
+    expect(page.locator("li.tree-group li.tree-job")).to_have_count(3)
+    assert page.evaluate("window.__sameDocument") is True
+    shot(page, "job-tree-logs")
+
+
+def test_insights_charts_render_and_read_without_colour(site: tuple[World, str], page: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from playwright.sync_api import expect
+
+    from jobtrack.models import Batch, JobStatus, JobUpdate
+
+    world, base = site
+    # A day of history for three tasks (written through the store, as workers would).
+    now = datetime.now(UTC)
+    updates = []
+    for hour in range(24):
+        for task, runs, slow_ms in (
+            ("billing.invoice", 12, 900),
+            ("mail.send", 30, 120),
+            ("etl.nightly", 2, 40_000),
+        ):
+            for n in range(runs + (hour % 5) * 2):
+                finished_at = now - timedelta(hours=23 - hour, minutes=n % 50)
+                failed = (n + hour) % 11 == 0
+                updates.append(
+                    JobUpdate.transition(
+                        f"ins-{task}-{hour}-{n}-{USER}",
+                        JobStatus.FAILED if failed else JobStatus.COMPLETED,
+                        at=finished_at - timedelta(milliseconds=slow_ms + 37 * n + 800 * n),
+                        task_name=task,
+                        owner_id=USER,
+                        started_at=finished_at - timedelta(milliseconds=slow_ms + 37 * n),
+                        completed_at=finished_at,
+                        duration_ms=slow_ms + 37 * n,
+                    )
+                )
+    world.tracker.store.write_batch(Batch(updates))
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{base}/insights?since=24h&every=1h")
+    table = page.locator("#insights-table")
+    expect(table).to_contain_text("billing.invoice")
+    section = page.locator('section.trend[data-key="mail.send"]')
+    charts = section.locator("svg.chart")
+    expect(charts).to_have_count(3)
+    for chart in charts.all():
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 80
+    # Readable without colour: text legends, hatched failures, dashed p95, tooltips.
+    expect(charts.nth(0).locator("text.legend")).to_have_text(["completed", "failed"])
+    expect(charts.nth(1).locator("text.legend")).to_have_text(["p50", "p95"])
+    dashes = (
+        charts.nth(1)
+        .locator("polyline.p95-line")
+        .first.evaluate("e => getComputedStyle(e).strokeDasharray")
+    )
+    assert dashes not in ("none", "")
+    assert charts.nth(0).locator("rect.failed-bar").first.get_attribute("fill") == "url(#jt-hatch)"
+    assert "completed" in (charts.nth(0).locator("g > title").first.text_content() or "")
+    page.select_option("select[name=every]", "6h")
+    page.click("#insights-form button")
+    expect(page).to_have_url(re.compile(r"every=6h"))
+    expect(section.locator("svg.chart")).to_have_count(3)
+    page.goto(f"{base}/insights?since=24h&every=1h")
+    shot(page, "insights")

@@ -4,6 +4,7 @@ uvicorn server in a thread."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from celery import Celery
+from celery import Celery, group
 from celery.contrib.testing.worker import start_worker
 
 import jobtrack
@@ -134,7 +135,25 @@ def tracked_worker(db_url: str) -> Iterator[World]:
             job.item(key, status="error" if bad else "success")
         return list(keys or [])
 
+    @app.task(name=f"{app.main}.talker", bind=True)
+    @jobtrack.track(job_type="talk", name="Talk about {topic}", owner="user")
+    def talker(self: Any, topic: str, lines: int, user: str) -> int:
+        """Logs a line per step, each after the test opens its gate; then starts a
+        group of reports (a workflow)."""
+        job = jobtrack.current_job()
+        gate = world.gates.setdefault(self.request.id, threading.Event())
+        for n in range(lines):
+            logging.getLogger("web.talker").info("said %d about %s", n, topic)
+            job.progress(current=n + 1, total=lines)
+            jobtrack.flush()
+            if n < lines - 1:
+                assert gate.wait(60), "the test never opened the gate"
+                gate.clear()
+        group(report.s(f"{topic} {n}", user=user) for n in range(3)).apply_async()
+        return lines
+
     world.tasks = {
+        "talker": talker,
         "report": report,
         "explode": explode,
         "stepper": stepper,

@@ -26,6 +26,26 @@ _LOGS_POLICY = "CREATE POLICY jobtrack_owner ON job_logs USING ({rule}) WITH CHE
 )
 
 
+#: Column comments revisions 0006 and 0007 left out (schema.py has them): added here, so a
+#: migrated database matches the table definitions exactly (PostgreSQL keeps comments).
+_COMMENTS = {
+    ("jobtrack_action_targets", "state"): "pending, sending, done, skipped, failed",
+    ("jobtrack_action_targets", "result_id"): "the new job of a retry or replay",
+    ("jobtrack_actions", "action"): "retry, cancel, pause, resume, ...",
+    ("jobtrack_actions", "actor"): "the token's name, or cli",
+    ("jobtrack_actions", "owner_id"): "the owner an owner-bound operator acts for",
+    ("jobtrack_actions", "filter"): "what the action covers: a filter, or the ids",
+    ("jobtrack_actions", "status"): "pending, running, completed, failed",
+    ("jobtrack_actions", "job_id"): "the jobtrack job that tracks a bulk action",
+    ("jobtrack_actions", "outcome"): "what it did, in words (single actions), or its error",
+    ("jobtrack_alert_deliveries", "status"): "pending, sent or failed",
+    ("jobtrack_alert_deliveries", "last_error"): "the last failure, with every secret masked",
+    ("jobtrack_alert_state", "value"): "what a rate rule measured last",
+    ("jobtrack_alerts", "kind"): "firing, resolved or test",
+    ("jobtrack_alerts", "body"): "what it says: counts, a sample of the jobs, the rule",
+}
+
+
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(
@@ -57,6 +77,8 @@ def upgrade() -> None:
     op.create_index("ix_job_logs_job_id_seq", "job_logs", ["job_id", "seq"])
     if op.get_context().dialect.name == "postgresql":
         op.execute(_LOGS_POLICY)
+        for (table, column), comment in _COMMENTS.items():
+            op.alter_column(table, column, comment=comment)
 
 
 def downgrade() -> None:
