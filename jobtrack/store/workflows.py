@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from ..errors import JobNotFound
 from ..models import Job, JobStatus
@@ -87,7 +87,7 @@ class WorkflowQueries:
                     break
                 asked_roots |= new_roots
                 asked_groups |= new_groups
-                wanted = []
+                wanted: list[ColumnElement[bool]] = []
                 if new_roots:
                     wanted += [jobs.c.root_id.in_(new_roots), jobs.c.id.in_(new_roots)]
                 if new_groups:  # members under a root read already are not read again
