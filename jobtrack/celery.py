@@ -392,7 +392,6 @@ class _Wiring:
         named.update(zip(names, args or (), strict=False))
         self._capture.start(
             job_id,
-            attempt,
             secret_values(named, self.settings.redact_keys),
             # An earlier run of this job kept lines already: count from them.
             (lambda: self._stored_lines(job_id)) if attempt or redelivered else None,

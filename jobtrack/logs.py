@@ -13,10 +13,13 @@ starts from the count already stored. Secrets are the user's responsibility, but
 passed under a redacted argument name (``password=...``) is masked wherever it appears
 verbatim in a line.
 
-What a worker prints stays as it was: when the capture level is below the level of the
-loggers it sits on, those loggers are lowered to it and each of their handlers is raised
-to the old level, so a WARNING-level worker still prints warnings only. A DEBUG call
-below the capture level still costs only the logger's own level check.
+Nothing the application prints changes, and no logger is lowered that could change it: a
+record below its logger's own level is never made, so it is never kept. Loggers from
+``get_task_logger()`` (Celery's task logger, which prints through its own handlers only)
+are lowered to the capture level, their handlers raised to the old one: a worker run with
+``-l warning`` still prints only warnings, and keeps its tasks' INFO lines. Any other
+logger keeps what its level (for most, the root's: the worker's ``-l``) lets through. A
+DEBUG call below the capture level still costs only the logger's own level check.
 """
 
 from __future__ import annotations
@@ -38,13 +41,14 @@ log = logging.getLogger("jobtrack.logs")
 #: Loggers whose records describe the worker, not the job (Celery's own "Task ...
 #: succeeded" lines repeat the row, and the result in them is not the job's to show).
 _NOT_THE_JOBS = ("celery.app.trace", "celery.worker", "celery.pool", "celery.bootsteps")
-#: The loggers the handler sits on: the root, and Celery's task logger (propagate off).
-_HOSTS = ("", "celery.task")
+#: Celery's task logger: ``get_task_logger(__name__)`` loggers are its children.
+_TASK_LOGGER = "celery.task"
+#: The loggers the handler sits on: the root, and the task logger (propagate off).
+_HOSTS = ("", _TASK_LOGGER)
 
 
 @dataclass
 class _JobLog:
-    attempt: int
     secrets: tuple[str, ...]
     #: Reads how many lines earlier runs of the job kept (a retry), once, lazily.
     seed: Callable[[], int] | None
@@ -66,15 +70,11 @@ class LogCapture(logging.Handler):
         self.changed: list[tuple[logging.Logger | logging.Handler, int]] = []
 
     def start(
-        self,
-        job_id: str,
-        attempt: int,
-        secrets: Sequence[str] = (),
-        seed: Callable[[], int] | None = None,
+        self, job_id: str, secrets: Sequence[str] = (), seed: Callable[[], int] | None = None
     ) -> None:
         """A run of ``job_id`` begins here (``seed``: for a retry, how many lines the
         job kept already)."""
-        self._jobs[job_id] = _JobLog(attempt, tuple(secrets), seed)
+        self._jobs[job_id] = _JobLog(tuple(secrets), seed)
 
     def finish(self, job_id: str) -> None:
         """The run ended: forget it, and say how many lines were dropped, if any."""
@@ -162,23 +162,19 @@ def install_capture(
         return None
     level = logging.getLevelName(level_name.upper())
     capture = LogCapture(write, level, max_lines)
-    for name in _HOSTS:
-        host = logging.getLogger(name)
-        before = host.getEffectiveLevel()
-        if before > level:
-            for handler in host.handlers:  # they print what they printed before
-                if handler.level < before:
-                    capture.changed.append((handler, handler.level))
-                    handler.setLevel(before)
-            if name == "":  # the worker's own loggers keep their level too
-                for quiet in _NOT_THE_JOBS:
-                    own = logging.getLogger(quiet)
-                    if own.level == logging.NOTSET:
-                        capture.changed.append((own, own.level))
-                        own.setLevel(before)
-            capture.changed.append((host, host.level))
-            host.setLevel(level)
-        host.addHandler(capture)
+    logging.getLogger().addHandler(capture)
+    tasks = logging.getLogger(_TASK_LOGGER)
+    tasks.addHandler(capture)
+    before = tasks.getEffectiveLevel()
+    if not tasks.propagate and before > level:
+        # Celery's task loggers print through their own handlers only: lowered to the
+        # capture level, with those handlers raised to the old one, they print as before.
+        for handler in tasks.handlers:
+            if handler is not capture and handler.level < before:
+                capture.changed.append((handler, handler.level))
+                handler.setLevel(before)
+        capture.changed.append((tasks, tasks.level))
+        tasks.setLevel(level)
     return capture
 
 

@@ -835,6 +835,7 @@ def log_rate(lines: int, rounds: int) -> None:
 
     empty_tables()
     logger = logging.getLogger("bench.logs")
+    logger.setLevel(logging.INFO)  # its INFO lines are made (the root is at WARNING)
     app = Celery("bench-logs", broker="memory://")
     app.conf.task_always_eager = True
 

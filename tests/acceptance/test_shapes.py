@@ -55,6 +55,8 @@ def world(pg_url: str) -> Iterator[dict[str, Any]]:
         return count
 
     tracker = jobtrack.install(app, pg_url, flush_interval_s=0.05)
+    # The in-process worker sets the root logger to ERROR: this logger says INFO itself.
+    logging.getLogger("shapes.fan").setLevel(logging.INFO)
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
         root = fan.delay(U1, CHILDREN).id
         other = fan.delay(U2, 0).id

@@ -152,6 +152,7 @@ def tracked_worker(db_url: str) -> Iterator[World]:
         group(report.s(f"{topic} {n}", user=user) for n in range(3)).apply_async()
         return lines
 
+    logging.getLogger("web.talker").setLevel(logging.INFO)  # the root is at ERROR here
     world.tasks = {
         "talker": talker,
         "report": report,

@@ -8,12 +8,13 @@ notes each row it processes, one file per job) and the usual JOBTRACK_* settings
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.utils.log import get_task_logger
 
 import jobtrack
@@ -38,6 +39,12 @@ app.conf.update(
     },
 )
 jobtrack.install(app)
+
+
+@signals.worker_ready.connect
+def _ready(**_: Any) -> None:
+    # Celery says "… ready." at INFO: said here at WARNING too, for workers run at -l WARNING.
+    logging.getLogger("worker_app").warning("worker_app ready.")
 
 
 @app.task(name="wa.noop")

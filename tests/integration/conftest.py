@@ -35,6 +35,7 @@ class Worker:
         backend: str | None = None,
         queue: str | None = None,
         pool: str = "prefork",
+        loglevel: str = "INFO",
     ) -> None:
         self.queue = queue or f"jt-{uuid.uuid4().hex[:8]}"
         self.name = f"{self.queue}-{uuid.uuid4().hex[:4]}@localhost"
@@ -50,6 +51,7 @@ class Worker:
         }
         self.concurrency = concurrency
         self.pool = pool
+        self.loglevel = loglevel
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
@@ -71,7 +73,7 @@ class Worker:
                 "-n",
                 self.name,
                 "-l",
-                "INFO",
+                self.loglevel,
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",

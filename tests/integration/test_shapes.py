@@ -49,7 +49,7 @@ def make_app() -> Celery:
     def talk(n: int, password: str, *, secret_key: str = "") -> int:
         log.debug("a debug line is never kept")
         log.info("starting %d with password=%s", n, password)
-        logging.getLogger("other.library").warning("key %s in use", secret_key)
+        logging.getLogger("tests.shapes.library").warning("key %s in use", secret_key)
         thread = threading.Thread(target=lambda: log.info("from another thread"))
         thread.start()
         thread.join()
@@ -138,8 +138,8 @@ def test_chains_groups_and_chords_make_one_tree(installed: Any) -> None:
 def test_what_a_task_logs_is_kept_with_its_job(installed: Any) -> None:
     app = make_app()
     tracker = installed(app, job_log_lines=8)
-    root = logging.getLogger()
-    before = root.level
+    # A plain logger keeps the level it is given (here INFO; the root's is WARNING).
+    log.setLevel(logging.INFO)
     with start_worker(app, pool="solo", perform_ping_check=False):
         result = app.tasks[f"{app.main}.talk"].delay(10, "s3cret-pw", secret_key="K-123456")
         assert result.get(timeout=20) == 10
@@ -164,12 +164,13 @@ def test_what_a_task_logs_is_kept_with_its_job(installed: Any) -> None:
     assert text[8] == "5 more log lines were dropped: a job keeps at most 8 (job_log_lines)"
     assert not any("debug" in t or "another thread" in t or "after the job" in t for t in text)
     assert [line.seq for line in lines] == sorted(line.seq for line in lines)
-    jobtrack.uninstall()
-    assert root.level == before  # levels put back
+    log.setLevel(logging.NOTSET)
 
 
-def test_capture_keeps_what_the_console_printed() -> None:
-    root = logging.getLogger()
+def test_capture_prints_what_was_printed_before() -> None:
+    """Celery's task logger as a worker sets it up (its own handler, no propagation, the
+    worker's level): lowered to the capture level, it still prints what it printed."""
+    tasks = logging.getLogger("celery.task")
     printed: list[str] = []
 
     class Console(logging.Handler):
@@ -177,25 +178,31 @@ def test_capture_keeps_what_the_console_printed() -> None:
             printed.append(record.getMessage())
 
     console = Console()
-    old_level = root.level
-    root.addHandler(console)
-    root.setLevel(logging.WARNING)
+    saved = (tasks.level, tasks.propagate)
+    root = logging.getLogger()
+    root_level = root.level
+    tasks.addHandler(console)
+    tasks.setLevel(logging.WARNING)
+    tasks.propagate = False
+    task_log = logging.getLogger("celery.task.tests")
     kept: list[LogLine] = []
     try:
         capture = install_capture(kept.append, "INFO", 100)
         assert isinstance(capture, LogCapture)
-        assert root.level == logging.INFO and console.level == logging.WARNING
-        log.info("not printed: the console still shows warnings and up")
-        log.warning("printed")
+        assert tasks.level == logging.INFO and console.level == logging.WARNING
+        assert root.level == root_level  # the root and its handlers are never changed
+        task_log.info("not printed: the console still shows warnings and up")
+        task_log.warning("printed")
         assert printed == ["printed"] and kept == []  # no job runs here: nothing kept
         remove_capture()
-        assert root.level == logging.WARNING and console.level == logging.NOTSET
+        assert tasks.level == logging.WARNING and console.level == logging.NOTSET
         assert install_capture(kept.append, "off", 100) is None
-        assert not any(isinstance(h, LogCapture) for h in root.handlers)
+        assert not any(isinstance(h, LogCapture) for h in root.handlers + tasks.handlers)
     finally:
         remove_capture()
-        root.removeHandler(console)
-        root.setLevel(old_level)
+        tasks.removeHandler(console)
+        tasks.setLevel(saved[0])
+        tasks.propagate = saved[1]
 
 
 def test_time_left_follows_a_known_pace(installed: Any) -> None:
@@ -251,9 +258,11 @@ def test_a_pool_child_keeps_its_lines_bounded_across_a_retry(
     publisher: Any, start_worker: Any
 ) -> None:
     app, store = publisher
-    # One pool child: the retry runs where the first attempt's lines were buffered.
+    # One pool child: the retry runs where the first attempt's lines were buffered. At
+    # -l WARNING the worker prints no INFO line; its tasks' INFO lines are kept anyway.
     worker = start_worker(
         concurrency=1,
+        loglevel="WARNING",
         env={"JOBTRACK_JOB_LOG_LINES": "25", "JOBTRACK_FLUSH_INTERVAL_S": "0.1"},
     )
     result = app.send_task(
@@ -275,3 +284,6 @@ def test_a_pool_child_keeps_its_lines_bounded_across_a_retry(
     assert text[25].startswith("7 more log lines were dropped")
     assert not any("never kept" in t or "succeeded in" in t for t in text)
     assert "tok-98765" not in " ".join(text)
+    printed = worker.log()
+    assert "printed by attempt 0" in printed  # print() goes to the log, at WARNING
+    assert "line 0 token" not in printed and "succeeded in" not in printed
