@@ -906,6 +906,174 @@ def insights_cost(rows: int) -> None:
     say("  medians of 10: " + ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items()))
 
 
+#: The shape of the scale fixture: what a busy deployment's table holds.
+SCALE_STATUSES = (
+    (0.85, "completed"),
+    (0.93, "failed"),
+    (0.95, "cancelled"),
+    (0.96, "lost"),
+    (0.975, "running"),
+    (0.99, "pending"),
+    (0.995, "retrying"),
+    (1.01, "paused"),
+)
+
+
+def scale_fixture(rows: int) -> None:
+    """``rows`` realistic jobs over 90 days (40 task names, 10 job types, 200 owners, 5
+    queues; 85 % completed, 8 % failed, the rest spread over the other states), loaded in
+    SQL in chunks of a million with the jobs indexes built once at the end; one job with
+    100,000 items and the newest 100,000 jobs with a trace of three events each."""
+    started = time.perf_counter()
+    empty_tables()
+    cases = " ".join(f"WHEN r < {p} THEN '{s}'" for p, s in SCALE_STATUSES)
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        defs = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs' "
+            "AND indexname <> 'pk_jobs'"
+        ).fetchall()
+        for name, _ in defs:
+            conn.execute(f'DROP INDEX "{name}"')
+        chunk = 1_000_000
+        for low in range(1, rows + 1, chunk):
+            high = min(low + chunk - 1, rows)
+            conn.execute(
+                f"""
+                INSERT INTO jobs (id, task_name, job_type, name, owner_id, status, state_seq,
+                    queue, root_id, created_at, started_at, completed_at, updated_at,
+                    heartbeat_at, duration_ms, total_items, processed_items, failed_items,
+                    skipped_items, retries, max_retries, error_type, error_message, ref,
+                    progress_percent)
+                SELECT id, 'app.tasks.task_' || (g %% 40), 'type_' || (g %% 10),
+                       'Import batch ' || g || ' of customer ' || (g %% 5003),
+                       'owner-' || (g %% 200), status, 0, 'queue-' || (g %% 5), id, t,
+                       t + interval '2 seconds',
+                       CASE WHEN status IN ('completed', 'failed', 'cancelled', 'lost')
+                            THEN t + interval '2 seconds' + make_interval(secs => d / 1000.0)
+                       END,
+                       t + interval '2 seconds' + make_interval(secs => d / 1000.0),
+                       t + interval '2 seconds', d, 100, 100, (g %% 7), 0,
+                       CASE WHEN status = 'failed' THEN 3 ELSE (g %% 17 = 0)::int END, 3,
+                       CASE WHEN status IN ('failed', 'lost') THEN 'ConnectionError' END,
+                       CASE WHEN status IN ('failed', 'lost') THEN
+                            'upstream db-' || (g %% 97) || ' timed out after 30s (attempt '
+                            || (g %% 4) || ')' END,
+                       'order:' || (g %% 1000003),
+                       CASE WHEN status IN ('running', 'paused') THEN (g %% 100)::float END
+                FROM (
+                    SELECT g, md5(g::text)::uuid::text AS id, random() AS r,
+                           now() - make_interval(secs => (g * 7776000.0) / %(rows)s) AS t,
+                           (50 + (g * 7919) %% 20000) AS d
+                    FROM generate_series(%(low)s::bigint, %(high)s) AS g
+                ) AS made, LATERAL (SELECT CASE {cases} END AS status) AS s
+                """,
+                {"rows": rows, "low": low, "high": high},
+            )
+            say(f"  loaded {high:,} of {rows:,} jobs ({time.perf_counter() - started:.0f}s)")
+        for _name, definition in defs:
+            conn.execute(definition)
+        say(f"  indexes built ({time.perf_counter() - started:.0f}s)")
+        conn.execute(
+            "INSERT INTO job_items (job_id, key, status, processed_at) "
+            "SELECT (SELECT id FROM jobs ORDER BY created_at DESC LIMIT 1), 'row-' || n, "
+            "CASE WHEN n % 50 = 0 THEN 'error' ELSE 'success' END, now() "
+            "FROM generate_series(1, 100000) AS n"
+        )
+        conn.execute(
+            "INSERT INTO job_events (job_id, at, status, attempt) "
+            "SELECT j.id, j.created_at + make_interval(secs => e), "
+            "(ARRAY['pending', 'running', 'completed'])[e + 1], 0 "
+            "FROM (SELECT id, created_at FROM jobs ORDER BY created_at DESC LIMIT 100000) AS j, "
+            "generate_series(0, 2) AS e"
+        )
+        conn.execute("VACUUM ANALYZE")
+    say(f"scale fixture: {rows:,} jobs in {time.perf_counter() - started:.0f}s")
+
+
+def scale_views(rows: int, reuse: bool) -> None:
+    """Every dashboard and API read on the scale fixture, through the store's own
+    methods, medians of 10 (the table the docs' scale section shows)."""
+    from jobtrack.insights import report, window
+
+    store = Store(DB_URL)
+    if not (reuse and store.count_jobs() >= rows):
+        scale_fixture(rows)
+    with store.engine.connect() as conn:
+        big = conn.execute(
+            text("SELECT job_id FROM job_items GROUP BY job_id ORDER BY count(*) DESC LIMIT 1")
+        ).scalar_one()
+        sample = conn.execute(
+            text("SELECT id, name FROM jobs WHERE status = 'failed' ORDER BY id LIMIT 1 OFFSET 777")
+        ).one()
+    counts = [s.value for s in JobStatus]
+    one = JobFilter(job_type="type_3")
+    views: dict[str, Any] = {
+        "list, newest page": lambda: store.list_jobs(JobFilter(), limit=51),
+        "list, failed tab": lambda: store.list_jobs(
+            JobFilter(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
+        ),
+        "list, job type": lambda: store.list_jobs(one, limit=51),
+        "list, job type, failed tab": lambda: store.list_jobs(
+            one.where(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
+        ),
+        "list, owner": lambda: store.list_jobs(JobFilter(owner_id="owner-42"), limit=51),
+        "list, task": lambda: store.list_jobs(JobFilter(task_name="app.tasks.task_7"), limit=51),
+        "list, queue": lambda: store.list_jobs(JobFilter(queue="queue-2"), limit=51),
+        "tab counts, no filter": lambda: store.count_by_status(counts, cap=COUNT_CAP),
+        "tab counts, job type": lambda: store.count_by_status(counts, cap=COUNT_CAP, where=one),
+        "tab counts, owner": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(owner_id="owner-42")
+        ),
+        "tab counts, task": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(task_name="app.tasks.task_7")
+        ),
+        "tab counts, queue": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(queue="queue-2")
+        ),
+        "search text, list": lambda: store.list_jobs(JobFilter(search="db-42 timed"), limit=51),
+        "search text, tab counts": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(search="db-42 timed")
+        ),
+        "search exact id, list": lambda: store.list_jobs(JobFilter(search=sample.id), limit=51),
+        "search exact id, tab counts": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(search=sample.id)
+        ),
+        "search id prefix (8), list": lambda: store.list_jobs(
+            JobFilter(search=sample.id[:8]), limit=51
+        ),
+        "combined: type + owner + failed tab": lambda: store.list_jobs(
+            JobFilter(job_type="type_2", owner_id="owner-42", status=(JobStatus.FAILED,)),
+            limit=51,
+        ),
+        "combined: type + owner, tab counts": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(job_type="type_2", owner_id="owner-42")
+        ),
+        "combined: task + search, tab counts": lambda: store.count_by_status(
+            counts,
+            cap=COUNT_CAP,
+            where=JobFilter(task_name="app.tasks.task_7", search="db-47 timed"),
+        ),
+        "job page: get job + events": lambda: (
+            store.get_job(sample.id),
+            store.list_events(sample.id),
+        ),
+        "items, first page": lambda: store.list_items(big, limit=100),
+        "items, page at 99,000": lambda: store.list_items(big, limit=100, offset=99_000),
+        "exact counts (watch)": lambda: store.count_by_status(["running", "retrying", "pending"]),
+        "stats, last 24 h": lambda: store.stats(since=datetime.now(UTC) - timedelta(days=1)),
+        "insights, 24 h by 1 h": lambda: report(store, window("24h", "1h")),
+    }
+    say(f"\nscale: every view on {store.count_jobs():,} jobs (medians of 10, ms)")
+    for name, view in views.items():
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            view()
+            times.append((time.perf_counter() - t) * 1000)
+        say(f"  {name:<40} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+    store.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -935,8 +1103,14 @@ def main() -> int:
             "tree",
             "logs",
             "insights",
+            "scale",
         ],
         action="append",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="scale: keep the benchmark database when it holds --rows jobs already",
     )
     parser.add_argument("--tree-jobs", type=int, default=10_000, help="jobs in the workflow")
     parser.add_argument("--log-lines", type=int, default=200_000, help="lines one task logs")
@@ -945,7 +1119,8 @@ def main() -> int:
     only = set(
         args.only or ["throughput", "publish", "items", "progress", "query", "prune", "rls", "bulk"]
     )
-    fresh_database()
+    if not (args.reuse and only == {"scale"}):
+        fresh_database()
     say(f"jobtrack bench: {os.cpu_count()} cores, broker {BROKER}, database {DB_NAME}")
 
     if "throughput" in only:
@@ -992,6 +1167,8 @@ def main() -> int:
         log_rate(args.log_lines, max(args.rounds, 3))
     if "insights" in only:
         insights_cost(args.rows)
+    if "scale" in only:
+        scale_views(args.rows, args.reuse)
     return 0
 
 
