@@ -665,7 +665,7 @@ def add_api_routes(
         who: Who,
         job_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     ) -> dict[str, Any]:
         """The audit trail, newest first (an owner-bound token: its owner's actions);
         ``job_id``: the actions that touched that job. Page with ``before`` (an id)."""
@@ -687,7 +687,7 @@ def add_api_routes(
         }
 
     @api.get("/api/actions/{action_id}")
-    def get_action(action_id: Annotated[int, Path(ge=1)], who: Who) -> dict[str, Any]:
+    def get_action(action_id: Annotated[int, Path(ge=1, le=2**63 - 1)], who: Who) -> dict[str, Any]:
         """One action: who, what, the filter, its status and counts, its progress."""
         return action_json(visible_action(store, action_id, who))
 

@@ -451,7 +451,7 @@ def add_pages(
 
     @app.get("/actions", response_class=HTMLResponse, include_in_schema=False)
     def actions_page(
-        request: Request, before: Annotated[int | None, Query(ge=1)] = None
+        request: Request, before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None
     ) -> Response:
         who = visitor(request)
         found = store.list_actions(limit=PAGE_SIZE + 1, before_id=before, owner_id=who.owner_id)
@@ -524,7 +524,7 @@ def add_pages(
 
     @app.get("/actions/{action_id}", response_class=HTMLResponse, include_in_schema=False)
     def action_page(
-        request: Request, action_id: Annotated[int, Path(ge=1)], partial: bool = False
+        request: Request, action_id: Annotated[int, Path(ge=1, le=2**63 - 1)], partial: bool = False
     ) -> Response:
         who = visitor(request)
         found = visible_action(store, action_id, who)

@@ -19,7 +19,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobtrack.errors import JobNotFound, NotSupported
-from jobtrack.models import Batch, Event, Item, ItemStatus, JobFilter, JobStatus, JobUpdate
+from jobtrack.models import (
+    Batch,
+    Event,
+    Item,
+    ItemStatus,
+    JobFilter,
+    JobStatus,
+    JobUpdate,
+    LogLine,
+)
+from jobtrack.schema import RLS_TABLES
 from jobtrack.settings import Settings
 from jobtrack.store import Store, owner_scope
 from jobtrack.web import create_app
@@ -68,6 +78,7 @@ def rows_of(job_id: str) -> Batch:
     return Batch(
         items=[Item(job_id, "k1", ItemStatus.SUCCESS, processed_at=now)],
         events=[Event(job_id, now, JobStatus.RUNNING, 0)],
+        logs=[LogLine(job_id, now, "INFO", "app", f"a line of {job_id}")],
     )
 
 
@@ -76,11 +87,11 @@ def store(app_url: str) -> Iterator[Store]:
     """The app role's store, with jobs of owners a and b, row-level security on."""
     store = Store(app_url)
     store.ensure_schema()
-    assert store.row_security() == dict.fromkeys(("jobs", "job_items", "job_events"), False)
+    assert store.row_security() == dict.fromkeys(RLS_TABLES, False)
     for job_id, owner in (("a1", "a"), ("a2", "a"), ("b1", "b")):
         store.write_batch(Batch([job(job_id, owner)]))
         store.write_batch(rows_of(job_id))
-    assert store.row_security(True) == dict.fromkeys(("jobs", "job_items", "job_events"), True)
+    assert store.row_security(True) == dict.fromkeys(RLS_TABLES, True)
     yield store
     store.close()
 
@@ -103,7 +114,7 @@ def test_plain_sql_sees_and_changes_only_its_owners_rows(store: Store, app_url: 
     assert sql(app_url, "SELECT count(*) FROM job_items") == [(0,)]
     # As owner a: a's jobs, and only their items and events.
     assert sorted(sql(app_url, "SELECT id FROM jobs", owner="a")) == [("a1",), ("a2",)]
-    for table in ("job_items", "job_events"):
+    for table in ("job_items", "job_events", "job_logs"):
         ids = sql(app_url, f"SELECT DISTINCT job_id FROM {table} ORDER BY 1", owner="a")
         assert ids == [("a1",), ("a2",)]
     # b's row cannot be changed, nor one made in b's name, nor a's given to b.
