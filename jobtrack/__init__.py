@@ -24,6 +24,7 @@ from .errors import (
     NoCurrentJob,
     NotInstalled,
     NotSupported,
+    QueryTimeout,
     StoreError,
 )
 from .job import CancelRequested, JobHandle, PauseRequested, StopRequested, current_job, track
@@ -49,6 +50,7 @@ __all__ = [
     "NotInstalled",
     "NotSupported",
     "PauseRequested",
+    "QueryTimeout",
     "Settings",
     "Stats",
     "StopRequested",

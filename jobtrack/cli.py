@@ -483,11 +483,14 @@ def jobs_logs(
 @click.argument("job_id")
 @option("--status", type=click.Choice([s.value for s in ItemStatus]))
 @option("--limit", type=click.IntRange(1, 100_000), default=100)
+@option("--after", type=click.IntRange(0), help="Only items after this item id (a page).")
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def jobs_items(obj: Context, job_id: str, status: str | None, limit: int, as_json: bool) -> None:
-    """A job's items."""
-    found = obj.store.list_items(job_id, status=status, limit=limit)
+def jobs_items(
+    obj: Context, job_id: str, status: str | None, limit: int, after: int | None, as_json: bool
+) -> None:
+    """A job's items, in the order they were recorded."""
+    found = obj.store.list_items(job_id, status=status, limit=limit, after=after)
     if not found and obj.store.find_job(job_id) is None:
         raise click.ClickException(str(JobNotFound(job_id)))
     if as_json:

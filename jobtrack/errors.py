@@ -10,6 +10,7 @@ __all__ = [
     "NoCurrentJob",
     "NotInstalled",
     "NotSupported",
+    "QueryTimeout",
     "StoreError",
 ]
 
@@ -64,6 +65,15 @@ class StoreError(JobtrackError):
     def __init__(self, action: str, detail: str) -> None:
         self.action = action
         super().__init__(f"tracking database failed during {action}: {detail}")
+
+
+class QueryTimeout(StoreError):
+    """A read ran past its time limit (``Store.time_limit``, the dashboard's
+    ``web_query_timeout_s``) and was stopped; the connection is free again."""
+
+    def __init__(self, action: str, limit_s: float) -> None:
+        self.limit_s = limit_s
+        super().__init__(action, f"stopped after {limit_s:g} s (its time limit)")
 
 
 class DataRefused(StoreError):

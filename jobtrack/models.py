@@ -246,6 +246,8 @@ class Item:
     before_state: Any = None
     after_state: Any = None
     processed_at: datetime | None = None
+    #: Set by the database: the order items were recorded in (``after=ID`` pages).
+    id: int = 0
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 __all__ = [
     "OWNER_SETTING",
     "RLS_TABLES",
+    "SEARCH_INDEX",
+    "SEARCH_INDEX_DDL",
+    "SEARCH_TEXT",
     "action_targets",
     "actions",
     "alert_deliveries",
@@ -171,8 +174,13 @@ jobs = Table(
     Index(None, "status", "created_at"),
     # Jobs that finished in a window (alert rules: failed, failure rate, item failures).
     Index(None, "status", "completed_at"),
-    Index(None, "job_type", "created_at"),
-    Index(None, "owner_id", "created_at"),
+    # Each filter the dashboard offers, then the status: a tab's count stops after
+    # COUNT_CAP entries of one range, and a tab's newest page is a range read backwards
+    # per status (the store merges the statuses of a tab; see Store.list_jobs).
+    Index(None, "job_type", "status", "created_at"),
+    Index(None, "owner_id", "status", "created_at"),
+    Index(None, "task_name", "status", "created_at"),
+    Index(None, "queue", "status", "created_at"),
     Index(None, "created_at"),
     # The newest job for a ref is one lookup; a prefix ("repo:42@*") uses it too on
     # PostgreSQL (pattern operators: LIKE 'prefix%' whatever the collation).
@@ -222,7 +230,9 @@ job_items = Table(
     Column("after_state", JSONDoc),
     Column("processed_at", UTCDateTime, nullable=False),
     UniqueConstraint("job_id", "key"),
-    Index(None, "job_id", "status"),
+    # Pages of a job's items, all or of one status, by keyset (``after`` an item id).
+    Index(None, "job_id", "id"),
+    Index(None, "job_id", "status", "id"),
 )
 
 job_events = Table(
@@ -369,6 +379,19 @@ leases = Table(
     comment="who does a periodic chore (the in-worker reaper) until when",
 )
 
+
+#: What a job search matches (PostgreSQL): name, error text and id in one text, so one
+#: trigram index answers a search for any of them, an id prefix included. The chr(31)
+#: between them keeps a match from spanning two fields. Written once, here: the index
+#: (revision 0009) and the store's query must spell it the same for the planner.
+SEARCH_TEXT = "(coalesce(name, '') || chr(31) || coalesce(error_message, '') || chr(31) || id)"
+#: The trigram index over :data:`SEARCH_TEXT`: PostgreSQL with the pg_trgm extension
+#: only (revision 0009 makes it where the extension can be had), so it is not part of
+#: ``metadata``; without it a search reads the table, bounded by the read time limit.
+SEARCH_INDEX = "ix_jobs_search_trgm"
+SEARCH_INDEX_DDL = (
+    f"CREATE INDEX IF NOT EXISTS {SEARCH_INDEX} ON jobs USING gin ({SEARCH_TEXT} gin_trgm_ops)"
+)
 
 #: The PostgreSQL session setting row-level security reads: an owner id, or ``*`` for
 #: every owner (what jobtrack's own connections set; see docs/schema.md).

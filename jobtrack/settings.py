@@ -148,6 +148,9 @@ class Settings:
     web_publishable_tasks: tuple[str, ...] = ()
     #: Largest request body ``POST /api/jobs`` reads, in bytes; past it, 413.
     web_max_body_bytes: int = 65536
+    #: Every database read (and write) a dashboard or API request makes stops after this
+    #: many seconds: the request answers 503 saying so, and the connection is free.
+    web_query_timeout_s: float = 5.0
     #: Flower's address (e.g. ``http://localhost:5555``); job pages then link to the
     #: task's page there. Empty: no link.
     web_flower_url: str = ""
@@ -213,6 +216,7 @@ class Settings:
             "web_session_max_age_s",
             "action_rate_per_s",
             "alerts_interval_s",
+            "web_query_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")

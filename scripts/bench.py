@@ -80,22 +80,26 @@ def empty_tables() -> None:
         conn.execute("CHECKPOINT")
 
 
-def publisher(mode: str) -> tuple[Celery, jobtrack.Tracker | None]:
+def publisher(mode: str, db_url: str = DB_URL) -> tuple[Celery, jobtrack.Tracker | None]:
     app = Celery("bench-publisher", broker=BROKER)
     app.conf.broker_connection_retry_on_startup = True
     tracker = None
     if mode.startswith("jobtrack"):
-        tracker = jobtrack.install(app, DB_URL)
+        tracker = jobtrack.install(app, db_url)
     return app, tracker
 
 
-def throughput(mode: str, total: int) -> float:
-    """Fill a queue, start a worker, time first to last task. Returns tasks/s."""
-    empty_tables()
+def throughput(mode: str, total: int, db_url: str | None = None) -> float:
+    """Fill a queue, start a worker, time first to last task. Returns tasks/s. With
+    ``db_url`` (a database that holds jobs already, kept as it is), the new jobs are
+    counted, then deleted again."""
+    if db_url is None:
+        empty_tables()
+    db = db_url or DB_URL
     r = redis.Redis.from_url(BROKER)
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     key = f"{queue}:count"
-    app, tracker = publisher(mode)
+    app, tracker = publisher(mode, db)
     with app.producer_or_acquire() as producer:
         for _ in range(total):
             app.send_task("bench.noop", args=[key, total], queue=queue, producer=producer)
@@ -106,7 +110,7 @@ def throughput(mode: str, total: int) -> float:
     env = {
         **os.environ,
         "BENCH_MODE": mode,
-        "BENCH_DB": DB_URL,
+        "BENCH_DB": db,
         "BENCH_BROKER": BROKER,
         "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{ROOT}",
     }
@@ -153,10 +157,17 @@ def throughput(mode: str, total: int) -> float:
     first, last = float(r.get(key + ":first") or 0), float(r.get(key + ":last") or 0)
     r.delete(key, key + ":first", key + ":last")
     if mode.startswith("jobtrack"):  # every job row must be final after the warm shutdown
-        with psycopg.connect(DB_URL) as conn:
+        with psycopg.connect(db, autocommit=True) as conn:
             row = conn.execute(
-                "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM jobs"
+                "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM jobs "
+                "WHERE task_name = 'bench.noop'"
             ).fetchone()
+            if db_url is not None:
+                conn.execute(
+                    "DELETE FROM job_events WHERE job_id IN "
+                    "(SELECT id FROM jobs WHERE task_name = 'bench.noop')"
+                )
+                conn.execute("DELETE FROM jobs WHERE task_name = 'bench.noop'")
         assert row is not None and row[0] == row[1] == total, f"{mode}: {row} of {total}"
     return (total - 1) / (last - first)
 
@@ -1074,6 +1085,106 @@ def scale_views(rows: int, reuse: bool) -> None:
     store.close()
 
 
+EMPTY_DB = DB_NAME + "_empty"
+
+
+def scale_writes(rows: int, tasks: int, rounds: int, reuse: bool) -> None:
+    """Worker throughput with jobtrack on the scale table against an empty one (a second
+    database), interleaved rounds; then what one PostgreSQL absorbs from many writer
+    processes at once."""
+    store = Store(DB_URL)
+    if not (reuse and store.count_jobs() >= rows):
+        scale_fixture(rows)
+    size = store.count_jobs()
+    store.close()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{EMPTY_DB}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{EMPTY_DB}"')
+    empty_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + EMPTY_DB
+    empty = Store(empty_url)
+    empty.ensure_schema()
+    empty.close()
+    rates: dict[str, list[float]] = {"empty": [], "full": []}
+    for n in range(rounds):
+        for name in ["empty", "full"] if n % 2 == 0 else ["full", "empty"]:
+            rates[name].append(
+                throughput("jobtrack", tasks, empty_url if name == "empty" else DB_URL)
+            )
+            say(f"  round {n + 1} {name:<6} {rates[name][-1]:8,.0f} tasks/s")
+    ratios = [f / e for f, e in zip(rates["full"], rates["empty"], strict=True)]
+    say(
+        f"\nwrite path at size: prefork worker, jobtrack default, {tasks:,} tasks x {rounds}: "
+        f"empty table {statistics.median(rates['empty']):,.0f} tasks/s, {size:,} jobs "
+        f"{statistics.median(rates['full']):,.0f} tasks/s (median ratio "
+        f"{statistics.median(ratios):.2f})"
+    )
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{EMPTY_DB}" WITH (FORCE)')
+
+
+def _writer_process(db_url: str, seconds: float, prefix: str, out: Any) -> None:
+    """One simulated worker host: job lifecycles (pending, running, completed, each with
+    its trace entry) through a BufferedWriter, as fast as it can, for ``seconds``."""
+    from jobtrack.settings import Settings
+    from jobtrack.writer import BufferedWriter
+
+    store = Store(db_url)
+    writer = BufferedWriter(store, Settings(database_url=db_url))
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        for _ in range(200):
+            job_id = f"{prefix}-{n}"
+            for status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED):
+                update = JobUpdate.transition(job_id, status, task_name="bench.sim")
+                writer.update(update, trace=0)
+            n += 1
+        while writer.pending() > 20_000:  # the database sets the pace
+            time.sleep(0.005)
+    writer.close(30)
+    store.close()
+    out.put(n)
+
+
+def write_rate(seconds: float, counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> None:
+    """Jobs (three transitions and three trace rows each) one PostgreSQL commits per
+    second from N writer processes at once: where it saturates."""
+    import multiprocessing
+
+    say(f"\nwrite rate from many processes ({seconds:.0f} s each, {os.cpu_count()} cores):")
+    context = multiprocessing.get_context("spawn")
+    name = DB_NAME + "_writes"
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    for count in counts:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        fresh = Store(url)
+        fresh.ensure_schema()
+        fresh.close()
+        queue = context.Queue()
+        procs = [
+            context.Process(target=_writer_process, args=(url, seconds, f"p{count}-{i}", queue))
+            for i in range(count)
+        ]
+        started = time.perf_counter()
+        for proc in procs:
+            proc.start()
+        made = sum(queue.get(timeout=seconds + 120) for _ in procs)
+        for proc in procs:
+            proc.join(60)
+        elapsed = time.perf_counter() - started
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT count(*) FROM jobs WHERE status = 'completed'").fetchone()
+        assert stored is not None and stored[0] == made, (stored, made)
+        say(
+            f"  {count:>2} processes: {made / elapsed:8,.0f} jobs/s committed "
+            f"({3 * made / elapsed:,.0f} row writes/s and as many trace rows)"
+        )
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1104,6 +1215,8 @@ def main() -> int:
             "logs",
             "insights",
             "scale",
+            "scale-writes",
+            "write-rate",
         ],
         action="append",
     )
@@ -1119,7 +1232,7 @@ def main() -> int:
     only = set(
         args.only or ["throughput", "publish", "items", "progress", "query", "prune", "rls", "bulk"]
     )
-    if not (args.reuse and only == {"scale"}):
+    if not (args.reuse and only <= {"scale", "scale-writes"}):
         fresh_database()
     say(f"jobtrack bench: {os.cpu_count()} cores, broker {BROKER}, database {DB_NAME}")
 
@@ -1169,6 +1282,10 @@ def main() -> int:
         insights_cost(args.rows)
     if "scale" in only:
         scale_views(args.rows, args.reuse)
+    if "scale-writes" in only:
+        scale_writes(args.rows, args.tasks, args.rounds, args.reuse)
+    if "write-rate" in only:
+        write_rate(10.0)
     return 0
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -53,7 +55,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from ..errors import DataRefused, JobNotFound, NotSupported, StoreError
+from ..errors import DataRefused, JobNotFound, NotSupported, QueryTimeout, StoreError
 from ..models import (
     ATTEMPT_COLUMNS,
     CANCEL_REQUESTED_SEQ,
@@ -110,6 +112,7 @@ __all__ = [
     "describe_url",
     "normalize_url",
     "owner_scope",
+    "time_limit",
 ]
 
 log = logging.getLogger("jobtrack.store")
@@ -124,6 +127,22 @@ _UNRUN = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST, JobSt
 _owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "jobtrack_owner_scope", default=None
 )
+_limit: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "jobtrack_time_limit", default=None
+)
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Every statement the store runs in this context (thread, asyncio task, request)
+    stops after ``seconds`` with :class:`~jobtrack.errors.QueryTimeout`: the dashboard's
+    reads run so (``web_query_timeout_s``), so no search or filter can hold a connection
+    for long. None: no limit."""
+    token = _limit.set(seconds if seconds and seconds > 0 else None)
+    try:
+        yield
+    finally:
+        _limit.reset(token)
 
 
 @contextmanager
@@ -269,6 +288,7 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
         (:class:`DataRefused` when the database refused the data itself). With
         ``writes_data``, a value the driver cannot even send counts as refused data."""
         refusable: tuple[type[BaseException], ...] = _PYTHON_DATA_ERRORS if writes_data else ()
+        limit = _limit.get()
         try:
             if not self._schema_ready and self._create_tables:
                 self.ensure_schema()
@@ -277,13 +297,16 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
                 if owner is not None and conn.dialect.name == "postgresql":
                     conn.execute(_SET_OWNER, {"owner": owner})
                 try:
-                    yield conn
+                    with _limited(conn, limit):
+                        yield conn
                 except BaseException:
                     _forget_staging(conn)  # created in this transaction: rolled back
                     raise
         except StoreError:
             raise
         except _TRANSLATED as exc:
+            if limit is not None and _stopped_by_limit(exc):
+                raise QueryTimeout(action, limit) from exc
             raise _translate(action, exc) from exc
         except refusable as exc:
             raise DataRefused(action, f"{type(exc).__name__}: {exc}"[:500]) from exc
@@ -502,26 +525,51 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
         """Jobs ``where`` matches, newest first; every value a bound parameter.
 
         ``before`` is a keyset cursor, the (created_at, id) of the last job of the
-        previous page: stable paging while new jobs arrive.
+        previous page: stable paging while new jobs arrive. A filter on a column with a
+        ``(column, status, created_at)`` index and several statuses (a tab, or none: all
+        of them) is read as one backward range per status, merged: each range stops after
+        the page, however many rows match.
         """
-        query = filtered(select(jobs), where or JobFilter())
-        if before is not None:
-            moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
-            query = query.where(
-                tuple_(jobs.c.created_at, jobs.c.id)
-                < tuple_(moment, bindparam("before_id", before[1]))
+        where = where or JobFilter()
+        limit = max(min(limit, 10_000), 1)
+        offset = max(offset, 0)
+        statuses = where.status
+        if statuses is None and _by_status_index(where):
+            statuses = tuple(JobStatus)
+        if statuses is not None and len(statuses) > 1 and _by_status_index(where):
+            parts = [
+                select(_page(where.where(status=(status,)), before, limit + offset).subquery())
+                for status in statuses
+            ]
+            merged = union_all(*parts).subquery()
+            query = (
+                select(merged)
+                .order_by(merged.c.created_at.desc(), merged.c.id.desc())
+                .limit(limit)
+                .offset(offset)
             )
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
-        query = query.limit(max(min(limit, 10_000), 1)).offset(max(offset, 0))
+        else:
+            query = _page(where, before, limit).offset(offset)
         with self._begin("list jobs") as conn:
             return [job_of(r) for r in conn.execute(query).mappings()]
 
     def list_items(
-        self, job_id: str, *, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        job_id: str,
+        *,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: int | None = None,
     ) -> list[Item]:
+        """The job's items in the order they were recorded. ``after`` (the ``id`` of the
+        last item of the previous page) is a keyset cursor: every page, however deep, is
+        one range of the ``(job_id[, status], id)`` index; ``offset`` reads and skips."""
         query = select(job_items).where(job_items.c.job_id == job_id)
         if status is not None:
             query = query.where(job_items.c.status == ItemStatus(status).value)
+        if after is not None:
+            query = query.where(job_items.c.id > after)
         query = query.order_by(job_items.c.id).limit(max(limit, 1)).offset(max(offset, 0))
         with self._begin("list items") as conn:
             return [
@@ -534,6 +582,7 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
                     before_state=r.before_state,
                     after_state=r.after_state,
                     processed_at=r.processed_at,
+                    id=int(r.id),
                 )
                 for r in conn.execute(query)
             ]
@@ -1287,8 +1336,37 @@ except ImportError:  # pragma: no cover - psycopg is a dependency
     _DRIVER_ERRORS = _DRIVER_DATA_ERRORS = ()
 #: Raised by a driver (or SQLAlchemy's bind processing) for a value it cannot send.
 _SET_OWNER = text(f"SELECT set_config('{OWNER_SETTING}', :owner, true)")
+_SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
 _PYTHON_DATA_ERRORS = (UnicodeError, ValueError, TypeError, OverflowError)
 _TRANSLATED: tuple[type[Exception], ...] = (SQLAlchemyError, *_DRIVER_ERRORS)
+
+
+@contextmanager
+def _limited(conn: Connection, limit: float | None) -> Iterator[None]:
+    """Within ``limit`` seconds: PostgreSQL's statement_timeout for this transaction;
+    on SQLite a progress handler that interrupts a statement past the deadline."""
+    if limit is None:
+        yield
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(_SET_TIMEOUT, {"ms": str(max(int(limit * 1000), 1))})
+        yield
+        return
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    deadline = time.monotonic() + limit
+    driver.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    try:
+        yield
+    finally:
+        driver.set_progress_handler(None, 0)
+
+
+def _stopped_by_limit(exc: BaseException) -> bool:
+    """A statement stopped by :func:`_limited`: PostgreSQL's query_canceled (57014),
+    SQLite's "interrupted"."""
+    cause = getattr(exc, "orig", None) or exc
+    return getattr(cause, "sqlstate", None) == "57014" or "interrupted" in str(cause)
 
 
 def _translate(action: str, exc: BaseException) -> StoreError:
@@ -1363,6 +1441,25 @@ def _event_row(e: Event) -> tuple[Any, ...]:
         e.stage,
         e.note,
     )
+
+
+def _by_status_index(where: JobFilter) -> bool:
+    """Whether ``where`` narrows by a column indexed with the status after it (and
+    nothing a list reads otherwise: a search, ids, a ref, a workflow)."""
+    indexed = (where.job_type, where.owner_id, where.task_name, where.queue)
+    other = (where.search, where.ids, where.ref, where.workflow, where.group, where.stage)
+    return any(v is not None for v in indexed) and all(v is None for v in other)
+
+
+def _page(where: JobFilter, before: tuple[datetime, str] | None, limit: int) -> Any:
+    """Jobs ``where`` matches before the cursor, newest first, at most ``limit``."""
+    query = filtered(select(jobs), where)
+    if before is not None:
+        moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
+        query = query.where(
+            tuple_(jobs.c.created_at, jobs.c.id) < tuple_(moment, bindparam("before_id", before[1]))
+        )
+    return query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
 
 
 def _log_row(line: LogLine) -> tuple[Any, ...]:

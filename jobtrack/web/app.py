@@ -25,9 +25,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import StoreError
+from ..errors import QueryTimeout, StoreError
 from ..settings import Settings
-from ..store import Store, owner_scope
+from ..store import Store, owner_scope, time_limit
 from .api import Control, Operations, add_api_routes
 from .auth import Auth
 from .pages import NeedLogin, add_pages, redirect
@@ -107,10 +107,23 @@ def create_app(
             identity = getattr(request.state, "identity", None)
             owner = identity.principal.owner_id if identity is not None else None
             # The whole request (and the stream it may open) runs as that owner's.
-            with owner_scope(owner) if owner else contextlib.nullcontext():
+            with (
+                owner_scope(owner) if owner else contextlib.nullcontext(),
+                time_limit(settings.web_query_timeout_s),
+            ):
                 response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         return response
+
+    @app.exception_handler(QueryTimeout)
+    async def too_slow(request: Request, exc: QueryTimeout) -> Response:
+        message = (
+            f"This read took longer than {exc.limit_s:g} s and was stopped: narrow the "
+            "search or the filters (web_query_timeout_s)."
+        )
+        if is_api(request):
+            return JSONResponse({"detail": message}, 503, headers={"Retry-After": "5"})
+        return render(request, "error.html", {"code": 503, "message": message}, 503)
 
     @app.exception_handler(StoreError)
     async def store_unavailable(request: Request, exc: StoreError) -> Response:

@@ -54,6 +54,7 @@ from .api import (
     operator,
     parse_body,
     replay_for,
+    searched,
     start_action,
     visible_action,
     visible_job,
@@ -289,7 +290,7 @@ def add_pages(
             "queue": queue,
             "owner_id": owner_id,
             "ref": ref,
-            "search": search,
+            "search": searched(search),
             "workflow": workflow,
             "group": group,
         }  # as given: form and links
@@ -327,13 +328,13 @@ def add_pages(
         item_status: Annotated[
             str | None, Query(pattern="^(success|error|skipped|pending)$")
         ] = None,
-        item_offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+        item_after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         partial: bool = False,
     ) -> Response:
         who = visitor(request)
         job = visible_job(store, job_id, who)
         items = store.list_items(
-            job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1, offset=item_offset
+            job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1, after=item_after
         )
         events = store.list_events(job_id)
         tree = workflow_tree(store, job_id, who)
@@ -348,8 +349,7 @@ def add_pages(
             "items": items[:ITEMS_PAGE_SIZE],
             "more_items": len(items) > ITEMS_PAGE_SIZE,
             "item_status": item_status,
-            "item_offset": item_offset,
-            "item_page": ITEMS_PAGE_SIZE,
+            "item_after": item_after,
             "now": datetime.now(UTC),
             "retry_of": job.metadata.get("retry_of") if isinstance(job.metadata, dict) else None,
             "replays": store.replays_of(job_id),
@@ -404,6 +404,7 @@ def add_pages(
         except ValueError as exc:
             raise HTTPException(422, f"status: {exc}") from exc
         given = {name: params.get(name) for name in FILTERS}
+        given["search"] = searched(given.get("search"))
         if who.owner_id is not None:
             given["owner_id"] = None  # the store scopes an owner-bound operator's action
         return JobFilter.of(status=statuses if tab != "all" or status else None, **given)

@@ -207,7 +207,7 @@ def test_metrics_and_error_pages(world: tuple[World, dict[str, str]]) -> None:
     assert "<b>x</b>" not in bad_tab.text
     assert c.get("/jobs/a%20b").status_code == 400
     assert c.get("/jobs/missing-job").status_code == 404
-    assert c.get("/jobs/x", params={"item_offset": -1}).status_code == 400
+    assert c.get("/jobs/x", params={"item_after": -1}).status_code == 400
     assert c.get("/api/jobs", params={"limit": 0}).status_code == 422  # the API: JSON
     nul = c.get("/api/jobs", params={"search": "a\x00b"})  # PostgreSQL would refuse it
     assert nul.status_code == 422 and "NUL character" in nul.json()["detail"]

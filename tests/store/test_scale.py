@@ -1,0 +1,186 @@
+"""Store contract for the reads that must stay fast on a big table: a tab's newest page
+merged per status, search (text, exact id, id prefix, hostile strings), keyset item
+pages, and the read time limit. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from jobtrack.errors import QueryTimeout
+from jobtrack.models import Batch, Item, ItemStatus, JobFilter, JobStatus, JobUpdate
+from jobtrack.store import Store, time_limit
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def jobs(n: int, seed: int = 7) -> list[JobUpdate]:
+    rng = random.Random(seed)
+    made = []
+    for i in range(n):
+        status = rng.choice(list(JobStatus))
+        made.append(
+            JobUpdate.transition(
+                f"{i:04d}-{rng.getrandbits(32):08x}",
+                status,
+                at=T0 + timedelta(seconds=rng.randrange(100_000)),
+                job_type=rng.choice(["import", "export"]),
+                owner_id=rng.choice(["a", "b", "c"]),
+                task_name=rng.choice(["t.one", "t.two"]),
+                queue=rng.choice(["q1", "q2"]),
+                name=f"Import {i} of shop {i % 13}",
+                error_message=f"upstream db-{i % 7} timed out" if status.is_terminal else None,
+            )
+        )
+    return made
+
+
+def newest(found: list[JobUpdate], keep: object, limit: int, offset: int = 0) -> list[str]:
+    chosen = [u for u in found if keep(u)]  # type: ignore[operator]
+    chosen.sort(key=lambda u: (u.created_at, u.id), reverse=True)
+    return [u.id for u in chosen[offset : offset + limit]]
+
+
+def test_a_tabs_page_merged_per_status_is_the_newest_page(store: Store) -> None:
+    made = jobs(400)
+    store.write_batch(Batch(made))
+    tab = (JobStatus.FAILED, JobStatus.LOST)
+    cases = [
+        (
+            JobFilter(job_type="import", status=tab),
+            lambda u: u.job_type == "import" and u.status in tab,
+        ),
+        (JobFilter(owner_id="b"), lambda u: u.owner_id == "b"),
+        (
+            JobFilter(
+                task_name="t.two", queue="q1", status=(JobStatus.COMPLETED, JobStatus.RUNNING)
+            ),
+            lambda u: (
+                u.task_name == "t.two"
+                and u.queue == "q1"
+                and u.status in (JobStatus.COMPLETED, JobStatus.RUNNING)
+            ),
+        ),
+    ]
+    for where, keep in cases:
+        for limit, offset in ((10, 0), (7, 5), (500, 0)):
+            got = [j.id for j in store.list_jobs(where, limit=limit, offset=offset)]
+            assert got == newest(made, keep, limit, offset), (where, limit, offset)
+        # The keyset cursor pages the merged list like any other.
+        first = store.list_jobs(where, limit=9)
+        after = store.list_jobs(where, limit=9, before=(first[-1].created_at, first[-1].id))
+        assert [j.id for j in first + after] == newest(made, keep, 18)
+
+
+@pytest.mark.parametrize(
+    ("search", "expect"),
+    [
+        ("shop 12", lambda u: u.name.endswith("of shop 12")),
+        ("DB-3 TIMED", lambda u: (u.error_message or "").startswith("upstream db-3 ")),
+        ("100%", lambda u: False),  # a wildcard is a literal character
+        ("of_shop", lambda u: False),
+        (".*", lambda u: False),  # so is a regular expression
+        ("x" * 300, lambda u: False),
+        ("a\x00b", lambda u: False),  # NUL matches nothing
+    ],
+)
+def test_search_matches_text_literally(store: Store, search: str, expect: object) -> None:
+    made = jobs(300)
+    store.write_batch(Batch(made))
+    got = {j.id for j in store.list_jobs(JobFilter(search=search), limit=1000)}
+    assert got == {u.id for u in made if expect(u)}  # type: ignore[operator]
+    counted = store.count_by_status(
+        [s.value for s in JobStatus], cap=100, where=JobFilter(search=search)
+    )
+    assert sum(min(n, 101) for n in counted.values()) >= min(len(got), 1) or not got
+
+
+def test_search_finds_an_exact_id_or_its_prefix(store: Store) -> None:
+    made = jobs(200)
+    store.write_batch(Batch(made))
+    target = made[123].id
+    assert [j.id for j in store.list_jobs(JobFilter(search=target))] == [target]
+    by_prefix = [j.id for j in store.list_jobs(JobFilter(search=target[:9]))]
+    assert by_prefix == [target]
+    assert store.count_matching(JobFilter(search=target)) == 1
+
+
+def test_search_uses_the_trigram_index(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no trigram index: a search reads its rows")
+    from jobtrack.store.common import SearchText
+
+    store.write_batch(Batch(jobs(50)))
+    with store.engine.connect() as conn:
+        conn.execute(text("SET enable_seqscan = off"))  # a 50-row table: make it choose
+        searched = str(SearchText().compile(dialect=conn.dialect))
+        plan = (
+            conn.execute(
+                text(f"EXPLAIN SELECT id FROM jobs WHERE {searched} ILIKE :p"),
+                {"p": "%shop 12%"},
+            )
+            .scalars()
+            .all()
+        )
+    assert any("ix_jobs_search_trgm" in line for line in plan), plan
+
+
+def test_items_page_by_keyset(store: Store) -> None:
+    store.write_batch(Batch([JobUpdate.transition("big", JobStatus.RUNNING)]))
+    store.write_batch(
+        Batch(
+            items=[
+                Item(
+                    "big",
+                    f"k{n:04d}",
+                    ItemStatus.ERROR if n % 3 == 0 else ItemStatus.SUCCESS,
+                    processed_at=T0,
+                )
+                for n in range(250)
+            ]
+        )
+    )
+    seen: list[str] = []
+    after = None
+    while True:
+        page = store.list_items("big", limit=40, after=after)
+        if not page:
+            break
+        seen += [i.key for i in page]
+        after = page[-1].id
+    assert seen == [f"k{n:04d}" for n in range(250)]
+    failed = store.list_items(
+        "big",
+        status="error",
+        limit=10,
+        after=store.list_items("big", status="error", limit=5)[-1].id,
+    )
+    assert [i.key for i in failed] == [f"k{n:04d}" for n in range(15, 45, 3)]
+
+
+def test_a_read_past_its_time_limit_stops_and_frees_the_connection(
+    store: Store, db_url: str
+) -> None:
+    store.write_batch(Batch(jobs(20)))
+    if store.dialect == "postgresql":
+        # Another session holds the table: the read waits, and is stopped at the limit.
+        holder = psycopg.connect(db_url, autocommit=False)
+        holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        try:
+            with time_limit(0.3), pytest.raises(QueryTimeout, match=r"after 0\.3 s"):
+                store.list_jobs(JobFilter(search="shop"))
+        finally:
+            holder.rollback()
+            holder.close()
+    else:
+        store.write_batch(Batch(jobs(20_000, seed=3)))
+        with time_limit(0.001), pytest.raises(QueryTimeout):
+            store.list_jobs(JobFilter(search="no such text anywhere"), limit=10)
+    # The same store reads again at once, without a limit and within one.
+    assert len(store.list_jobs(limit=5)) == 5
+    with time_limit(5):
+        assert store.count_jobs() >= 20
