@@ -1013,6 +1013,10 @@ def scale_views(rows: int, reuse: bool) -> None:
         big = conn.execute(
             text("SELECT job_id FROM job_items GROUP BY job_id ORDER BY count(*) DESC LIMIT 1")
         ).scalar_one()
+        deep = conn.execute(
+            text("SELECT id FROM job_items WHERE job_id = :j ORDER BY id OFFSET 98999 LIMIT 1"),
+            {"j": big},
+        ).scalar_one()
         sample = conn.execute(
             text("SELECT id, name FROM jobs WHERE status = 'failed' ORDER BY id LIMIT 1 OFFSET 777")
         ).one()
@@ -1041,8 +1045,16 @@ def scale_views(rows: int, reuse: bool) -> None:
         "tab counts, queue": lambda: store.count_by_status(
             counts, cap=COUNT_CAP, where=JobFilter(queue="queue-2")
         ),
-        "search text, list": lambda: store.list_jobs(JobFilter(search="db-42 timed"), limit=51),
-        "search text, tab counts": lambda: store.count_by_status(
+        "search text (about 9,000 match), list": lambda: store.list_jobs(
+            JobFilter(search="db-42 timed"), limit=51
+        ),
+        "search text (one job's name), list": lambda: store.list_jobs(
+            JobFilter(search="batch 4242424 of"), limit=51
+        ),
+        "search text (one job's name), tab counts": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(search="batch 4242424 of")
+        ),
+        "search text (about 9,000 match), tab counts": lambda: store.count_by_status(
             counts, cap=COUNT_CAP, where=JobFilter(search="db-42 timed")
         ),
         "search exact id, list": lambda: store.list_jobs(JobFilter(search=sample.id), limit=51),
@@ -1069,7 +1081,10 @@ def scale_views(rows: int, reuse: bool) -> None:
             store.list_events(sample.id),
         ),
         "items, first page": lambda: store.list_items(big, limit=100),
-        "items, page at 99,000": lambda: store.list_items(big, limit=100, offset=99_000),
+        "items, page at 99,000 (offset)": lambda: store.list_items(big, limit=100, offset=99_000),
+        "items, page after item 99,000 (keyset)": lambda: store.list_items(
+            big, limit=100, after=deep
+        ),
         "exact counts (watch)": lambda: store.count_by_status(["running", "retrying", "pending"]),
         "stats, last 24 h": lambda: store.stats(since=datetime.now(UTC) - timedelta(days=1)),
         "insights, 24 h by 1 h": lambda: report(store, window("24h", "1h")),
@@ -1081,7 +1096,7 @@ def scale_views(rows: int, reuse: bool) -> None:
             t = time.perf_counter()
             view()
             times.append((time.perf_counter() - t) * 1000)
-        say(f"  {name:<40} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+        say(f"  {name:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
     store.close()
 
 
@@ -1232,7 +1247,7 @@ def main() -> int:
     only = set(
         args.only or ["throughput", "publish", "items", "progress", "query", "prune", "rls", "bulk"]
     )
-    if not (args.reuse and only <= {"scale", "scale-writes"}):
+    if not (args.reuse and only <= {"scale", "scale-writes", "write-rate"}):
         fresh_database()
     say(f"jobtrack bench: {os.cpu_count()} cores, broker {BROKER}, database {DB_NAME}")
 

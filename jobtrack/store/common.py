@@ -6,17 +6,18 @@ Builders only (and one statement run on a caller's connection); no transactions 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Text, false, func, or_, select
+from sqlalchemy import Connection, Text, and_, false, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
 from ..models import Job, JobFilter, JobStatus
 from ..schema import SEARCH_TEXT, jobs
 
-__all__ = ["CHANGES_CHANNEL", "escape_like", "filtered", "job_of", "notify"]
+__all__ = ["CHANGES_CHANNEL", "escape_like", "filtered", "job_of", "notify", "searching"]
 
 #: The PostgreSQL channel every write notifies with the ids of the jobs it changed
 #: (a JSON array; ``*`` when they do not fit in one notification).
@@ -72,15 +73,38 @@ def filtered(query: Any, where: JobFilter) -> Any:
     if where.until is not None:
         query = query.where(jobs.c.created_at < where.until)
     if where.search:
-        pattern = "%" + escape_like(where.search) + "%"
-        query = query.where(
-            or_(SearchText().ilike(pattern, escape="\\"), jobs.c.id == where.search)
-        )
+        query = query.where(searching(where.search))
     return query
 
 
+#: A search that looks like a Celery task id, or the start of one (hex digits and
+#: dashes, 8 or more): it means a job by its id.
+_ID_LIKE = re.compile(r"[0-9a-fA-F]{8}[0-9a-fA-F-]*")
+#: An id-like search up to this long may be a word too ("deadbeef"): it is looked for in
+#: names and error text as well. Longer, it is an id (or the start of one) only.
+_WORD_CHARS = 12
+
+
+def searching(search: str) -> ColumnElement[bool]:
+    """The condition of a search: the name or error text containing it (any case, taken
+    literally), or the exact id. An id-like search (see :data:`_ID_LIKE`) is also an id
+    prefix (the id prefix index, case-sensitive as ids are); past :data:`_WORD_CHARS`
+    it is that only."""
+    by_id = jobs.c.id == search
+    if _ID_LIKE.fullmatch(search):
+        prefix = and_(
+            jobs.c.id.like(escape_like(search) + "%", escape="\\"),
+            func.substr(jobs.c.id, 1, len(search)) == search,  # SQLite's LIKE ignores case
+        )
+        by_id = or_(by_id, prefix)
+        if len(search) > _WORD_CHARS:
+            return by_id
+    pattern = "%" + escape_like(search) + "%"
+    return or_(SearchText().ilike(pattern, escape="\\"), by_id)
+
+
 class SearchText(ColumnElement[str]):
-    """What a search matches: a job's name, error text and id as one text. On
+    """What a search matches as text: a job's name and error text as one text. On
     PostgreSQL spelled exactly as the trigram index over it (``schema.SEARCH_TEXT``), so
     the index answers; SQLite reads the rows (it has no such index)."""
 

@@ -37,7 +37,7 @@ from ..errors import JobNotFound, JobtrackError
 from ..insights import BadWindow, report, window
 from ..models import Action, Job, JobFilter, stage_spans
 from ..settings import Settings
-from ..store import Store
+from ..store import Store, time_limit
 from ..tracker import Tracker
 from ..workflows import Tree, build_tree, summarize
 from .auth import Auth, Principal
@@ -339,14 +339,17 @@ def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
         where = JobFilter.from_json(body.filter)
         searched(where.search)
         tracker = ops.tracker()
-        action_id = start_bulk(
-            tracker,
-            actor(who),
-            body.action,
-            where,
-            every=body.all,
-            options={"terminate": True} if body.terminate else None,
-        )
+        # The operator asked for it: taking the ids of millions of jobs may take longer
+        # than a read may (web_query_timeout_s), and must not be cut short.
+        with time_limit(None):
+            action_id = start_bulk(
+                tracker,
+                actor(who),
+                body.action,
+                where,
+                every=body.all,
+                options={"terminate": True} if body.terminate else None,
+            )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
     ops.store.snapshot_targets(action_id, where)

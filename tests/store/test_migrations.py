@@ -11,7 +11,12 @@ from alembic.migration import MigrationContext
 
 import jobtrack
 from jobtrack.migrate import head_revision
-from jobtrack.schema import SEARCH_INDEX, SEARCH_INDEX_DDL, metadata
+from jobtrack.schema import (
+    ID_PREFIX_INDEX_DDL,
+    POSTGRESQL_ONLY_INDEXES,
+    SEARCH_INDEX_DDL,
+    metadata,
+)
 from jobtrack.store import Store
 
 
@@ -20,14 +25,14 @@ def test_a_migrated_database_matches_the_table_definitions(store: Store) -> None
     with store.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff: list[Any] = compare_metadata(context, metadata)
-    # Alembic's own version table, and the trigram index (PostgreSQL only, made by
-    # revision 0009 where pg_trgm can be had: see schema.SEARCH_INDEX), are the only
-    # things the table definitions do not hold.
+    # Alembic's own version table, and the indexes revision 0009 makes on PostgreSQL only
+    # (see schema.POSTGRESQL_ONLY_INDEXES), are the only things the table definitions do
+    # not hold.
     leftover = [
         d
         for d in diff
         if not (d[0] == "remove_table" and d[1].name.endswith("alembic_version"))
-        and not (d[0] == "remove_index" and d[1].name == SEARCH_INDEX)
+        and not (d[0] == "remove_index" and d[1].name in POSTGRESQL_ONLY_INDEXES)
     ]
     assert leftover == []
 
@@ -39,3 +44,4 @@ def test_the_search_index_is_made_as_the_schema_spells_it() -> None:
     revision = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(revision)
     assert revision._SEARCH_INDEX_DDL == SEARCH_INDEX_DDL
+    assert revision._ID_PREFIX_INDEX_DDL == ID_PREFIX_INDEX_DDL

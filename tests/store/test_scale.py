@@ -5,6 +5,7 @@ pages, and the read time limit. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -25,7 +26,7 @@ def jobs(n: int, seed: int = 7) -> list[JobUpdate]:
         status = rng.choice(list(JobStatus))
         made.append(
             JobUpdate.transition(
-                f"{i:04d}-{rng.getrandbits(32):08x}",
+                str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 status,
                 at=T0 + timedelta(seconds=rng.randrange(100_000)),
                 job_type=rng.choice(["import", "export"]),
@@ -93,10 +94,11 @@ def test_search_matches_text_literally(store: Store, search: str, expect: object
     store.write_batch(Batch(made))
     got = {j.id for j in store.list_jobs(JobFilter(search=search), limit=1000)}
     assert got == {u.id for u in made if expect(u)}  # type: ignore[operator]
-    counted = store.count_by_status(
-        [s.value for s in JobStatus], cap=100, where=JobFilter(search=search)
-    )
-    assert sum(min(n, 101) for n in counted.values()) >= min(len(got), 1) or not got
+    every = [s.value for s in JobStatus]
+    counted = store.count_by_status(every, cap=1000, where=JobFilter(search=search))
+    assert sum(counted.values()) == len(got)
+    capped = store.count_by_status(every, cap=2, where=JobFilter(search=search))
+    assert capped == {k: min(n, 3) for k, n in counted.items()}
 
 
 def test_search_finds_an_exact_id_or_its_prefix(store: Store) -> None:
@@ -104,12 +106,15 @@ def test_search_finds_an_exact_id_or_its_prefix(store: Store) -> None:
     store.write_batch(Batch(made))
     target = made[123].id
     assert [j.id for j in store.list_jobs(JobFilter(search=target))] == [target]
-    by_prefix = [j.id for j in store.list_jobs(JobFilter(search=target[:9]))]
-    assert by_prefix == [target]
+    for length in (8, 9, 20):  # a word-sized prefix, one with its dash, a long one
+        prefix = target[:length]
+        expected = sorted(u.id for u in made if u.id.startswith(prefix))
+        assert sorted(j.id for j in store.list_jobs(JobFilter(search=prefix))) == expected
+    assert store.list_jobs(JobFilter(search=target[:20].upper())) == []  # ids keep case
     assert store.count_matching(JobFilter(search=target)) == 1
 
 
-def test_search_uses_the_trigram_index(store: Store) -> None:
+def test_search_uses_the_trigram_and_id_prefix_indexes(store: Store) -> None:
     if store.dialect != "postgresql":
         pytest.skip("SQLite has no trigram index: a search reads its rows")
     from jobtrack.store.common import SearchText
@@ -126,7 +131,12 @@ def test_search_uses_the_trigram_index(store: Store) -> None:
             .scalars()
             .all()
         )
+        prefix = conn.execute(
+            text("EXPLAIN SELECT id FROM jobs WHERE id LIKE :p"), {"p": "5f0c1a2b%"}
+        )
+        by_id = prefix.scalars().all()
     assert any("ix_jobs_search_trgm" in line for line in plan), plan
+    assert any("ix_jobs_id_prefix" in line for line in by_id), by_id
 
 
 def test_items_page_by_keyset(store: Store) -> None:
