@@ -53,7 +53,8 @@ def upgrade() -> None:
     op.create_index(
         "ix_job_items_job_id_status_id", "job_items", ["job_id", "status", "id"], if_not_exists=True
     )
-    if op.get_context().dialect.name == "postgresql":  # stats read from the index alone
+    if op.get_context().dialect.name == "postgresql" and not _carries_stats():
+        # stats read from the index alone
         op.drop_index("ix_jobs_created_at", "jobs")
         op.create_index(
             "ix_jobs_created_at",
@@ -67,6 +68,24 @@ def upgrade() -> None:
     if op.get_context().dialect.name == "postgresql":
         op.execute(_ID_PREFIX_INDEX_DDL)
         _search_index()
+
+
+def _carries_stats() -> bool:
+    """Whether ix_jobs_created_at has its included columns already (built by hand,
+    concurrently, before the upgrade)."""
+    found = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT i.indnatts > i.indnkeyatts FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = 'ix_jobs_created_at' "
+                "AND c.relnamespace = to_regnamespace(current_schema())::oid"
+            )
+        )
+        .scalar()
+    )
+    return bool(found)
 
 
 def _search_index() -> None:
