@@ -58,7 +58,7 @@ def test_short_searches_are_422_and_hostile_ones_are_text(store: Store) -> None:
     for hostile in ("%%%", "___", ".*(", "'; DROP TABLE jobs; --", "\\\\%"):
         answer = c.get("/api/jobs", params={"search": hostile})
         assert answer.status_code == 200 and answer.json()["jobs"] == []
-    found = c.get("/api/jobs", params={"search": JOB[:10]}).json()["jobs"]
+    found = c.get("/api/jobs", params={"search": JOB}).json()["jobs"]
     assert [j["id"] for j in found] == [JOB]
 
 
