@@ -387,15 +387,20 @@ class _Wiring:
             )
         if self._capture is None:
             return
-        named: dict[str, Any] = dict(kwargs) if isinstance(kwargs, dict) else {}
-        names = self._positional_names(task.run) or ()
-        named.update(zip(names, args or (), strict=False))
         self._capture.start(
             job_id,
-            secret_values(named, self.settings.redact_keys),
+            # Both only when the run logs its first line: most tasks never do.
+            lambda: self._secrets(task, args, kwargs),
             # An earlier run of this job kept lines already: count from them.
             (lambda: self._stored_lines(job_id)) if attempt or redelivered else None,
         )
+
+    def _secrets(self, task: Any, args: Any, kwargs: Any) -> tuple[str, ...]:
+        """The values passed under redacted argument names (by name or by position)."""
+        named: dict[str, Any] = dict(kwargs) if isinstance(kwargs, dict) else {}
+        names = self._positional_names(task.run) or ()
+        named.update(zip(names, args or (), strict=False))
+        return secret_values(named, self.settings.redact_keys)
 
     def _stored_lines(self, job_id: str) -> int:
         """How many lines the job kept so far: this process's buffer written first (an

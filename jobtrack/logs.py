@@ -49,9 +49,11 @@ _HOSTS = ("", _TASK_LOGGER)
 
 @dataclass
 class _JobLog:
-    secrets: tuple[str, ...]
+    #: Finds the values to mask, once, at the run's first kept line.
+    find_secrets: Callable[[], Sequence[str]] | None
     #: Reads how many lines earlier runs of the job kept (a retry), once, lazily.
     seed: Callable[[], int] | None
+    secrets: Sequence[str] = ()
     kept: int = 0
     dropped: int = 0
 
@@ -70,11 +72,16 @@ class LogCapture(logging.Handler):
         self.changed: list[tuple[logging.Logger | logging.Handler, int]] = []
 
     def start(
-        self, job_id: str, secrets: Sequence[str] = (), seed: Callable[[], int] | None = None
+        self,
+        job_id: str,
+        secrets: Callable[[], Sequence[str]] | None = None,
+        seed: Callable[[], int] | None = None,
     ) -> None:
-        """A run of ``job_id`` begins here (``seed``: for a retry, how many lines the
-        job kept already)."""
-        self._jobs[job_id] = _JobLog(tuple(secrets), seed)
+        """A run of ``job_id`` begins here. ``secrets`` gives the values to mask and
+        ``seed`` (a retry) how many lines the job kept already; each is called at the
+        run's first kept line, if there is one, so a task that logs nothing pays
+        nothing for them."""
+        self._jobs[job_id] = _JobLog(secrets, seed)
 
     def finish(self, job_id: str) -> None:
         """The run ended: forget it, and say how many lines were dropped, if any."""
@@ -126,6 +133,9 @@ class LogCapture(logging.Handler):
         if state.seed is not None:
             seed, state.seed = state.seed, None
             state.kept = seed()
+        if state.find_secrets is not None:
+            find, state.find_secrets = state.find_secrets, None
+            state.secrets = tuple(find())
         if state.kept >= self._max:
             state.dropped += 1
             return

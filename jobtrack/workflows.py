@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models import FINISHED, Job, JobStatus
+from .models import Job, JobStatus
 
 __all__ = ["MAX_DEPTH", "Node", "Tree", "build_tree", "summarize"]
 
@@ -93,10 +93,6 @@ class Tree:
     #: Jobs not shown because the tree was cut at :data:`MAX_DEPTH`.
     hidden: int = 0
     cycles: int = 0
-
-    @property
-    def done(self) -> bool:
-        return all(j.status in FINISHED for node in self.top for j in node.jobs())
 
     def counts(self) -> Counter[str]:
         """Every shown job of the workflow by status."""

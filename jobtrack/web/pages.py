@@ -338,12 +338,14 @@ def add_pages(
         )
         events = store.list_events(job_id)
         tree = workflow_tree(store, job_id, who)
+        logs = store.list_logs(job_id, limit=LOG_LINES_SHOWN, last=True)
         context = {
             "who": who,
             "job": job,
             "tree": tree if tree.count > 1 else None,
-            "logs": store.list_logs(job_id, limit=LOG_LINES_SHOWN, last=True),
-            "log_count": store.count_logs(job_id),
+            "logs": logs,
+            # Counted only when there may be more than are shown.
+            "log_count": store.count_logs(job_id) if len(logs) == LOG_LINES_SHOWN else len(logs),
             "events": events,
             "stages": stage_spans(events),
             "items": items[:ITEMS_PAGE_SIZE],
