@@ -114,11 +114,12 @@ def test_search_finds_an_exact_id_or_its_prefix(store: Store) -> None:
     assert store.count_matching(JobFilter(search=target)) == 1
 
 
-def test_search_uses_the_trigram_and_id_prefix_indexes(store: Store) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite has no trigram index: a search reads its rows")
+def test_search_uses_the_trigram_and_id_prefix_indexes(pg_url: str) -> None:
+    """PostgreSQL only: SQLite has neither index (a search reads its rows)."""
     from jobtrack.store.common import SearchText
 
+    store = Store(pg_url)
+    store.delete_all()
     store.write_batch(Batch(jobs(50)))
     with store.engine.connect() as conn:
         conn.execute(text("SET enable_seqscan = off"))  # a 50-row table: make it choose
@@ -135,6 +136,8 @@ def test_search_uses_the_trigram_and_id_prefix_indexes(store: Store) -> None:
             text("EXPLAIN SELECT id FROM jobs WHERE id LIKE :p"), {"p": "5f0c1a2b%"}
         )
         by_id = prefix.scalars().all()
+    store.delete_all()
+    store.close()
     assert any("ix_jobs_search_trgm" in line for line in plan), plan
     assert any("ix_jobs_id_prefix" in line for line in by_id), by_id
 
