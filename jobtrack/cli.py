@@ -300,6 +300,57 @@ def db_check(obj: Context) -> None:
     console.print("[green]up to date[/]")
 
 
+@db.command("partition")
+@option(
+    "--by",
+    "period",
+    type=click.Choice(["month", "day"]),
+    help="Convert the job tables into tables partitioned by this period.",
+)
+@option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def db_partition(obj: Context, period: str | None, as_json: bool) -> None:
+    """Partitioned job tables (PostgreSQL): show them, or convert with --by.
+
+    Converting rebuilds jobs, job_items, job_events and job_logs in one transaction,
+    holding them meanwhile: stop the workers first (docs/operations.md). Retention then
+    drops whole periods instead of deleting rows."""
+    store = obj.open_store(create=True)
+    store.ensure_schema()
+    if period is not None:
+        store.partition(period)
+    parts = store.partitions()
+    if as_json:
+        _dump(
+            {
+                "period": store.partitioned(),
+                "partitions": [
+                    {
+                        "name": p.name,
+                        "start": p.start.isoformat() if p.start else None,
+                        "end": p.end.isoformat() if p.end else None,
+                        "jobs_estimate": max(p.jobs, 0),
+                    }
+                    for p in parts
+                ],
+            }
+        )
+        return
+    if not parts:
+        console.print("the job tables are not partitioned (jobtrack db partition --by month)")
+        return
+    table = Table("partition", "from", "to", "jobs (estimate)", box=None)
+    for p in parts:
+        table.add_row(
+            p.name,
+            p.start.isoformat() if p.start else "(default)",
+            p.end.isoformat() if p.end else "",
+            f"{max(p.jobs, 0):,}",
+        )
+    console.print(f"partitioned by [green]{store.partitioned()}[/]")
+    console.print(table)
+
+
 @db.group("rls", invoke_without_command=True)
 @click.pass_context
 def db_rls(ctx: click.Context) -> None:
@@ -1064,7 +1115,11 @@ def prune(
         _dump(removed)
         return
     for statuses_, count in removed.items():
-        if statuses_ == "actions":
+        if statuses_ == "partitions":
+            console.print(f"dropped {count} period(s) of partitions")
+        elif statuses_ == "jobs":
+            console.print(f"pruned {count} job(s) with them")
+        elif statuses_ == "actions":
             console.print(f"pruned {count} audit entries")
         elif statuses_ == "alerts":
             console.print(f"pruned {count} alert messages")

@@ -79,11 +79,26 @@ def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
     many audit entries and alert messages, under ``actions`` and ``alerts``)."""
     now = utcnow()
     removed: dict[str, int] = {}
-    for statuses, days in (
+    groups: tuple[tuple[tuple[str, ...], float], ...] = (
         (("completed",), settings.keep_completed_days),
         (("failed",), settings.keep_failed_days),
         (("cancelled", "lost"), settings.keep_cancelled_days),
-    ):
+    )
+    if store.partitioned() is not None:
+        if all(days > 0 for _, days in groups):
+            cutoffs = {
+                status: now - timedelta(days=days)
+                for statuses, days in groups
+                for status in statuses
+            }
+            removed["partitions"], removed["jobs"] = store.drop_partitions(cutoffs, now=now)
+        else:
+            log.info(
+                "partitions are dropped only when every keep_*_days setting is above 0",
+                extra={"job_id": None, "action": "prune"},
+            )
+        groups = ()
+    for statuses, days in groups:
         if days > 0:
             count = store.prune(finished_before=now - timedelta(days=days), statuses=statuses)
             removed[",".join(statuses)] = count
@@ -191,6 +206,8 @@ class WorkerUpkeep:
         try:
             if not store.try_lease(REAP_LEASE, self.holder, self.settings.reap_interval_s):
                 return []
+            if store.partitioned() is not None:  # the next periods' partitions, ahead
+                store.ensure_partitions()
             lost = reap(store, self.settings.lost_after_s)
             if lost and self.settings.reap_republish:
                 republish_lost(self.app, self.tracker, lost)

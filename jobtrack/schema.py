@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -36,6 +38,8 @@ __all__ = [
     "ID_PREFIX_INDEX",
     "ID_PREFIX_INDEX_DDL",
     "OWNER_SETTING",
+    "PARTITIONED_TABLES",
+    "PARTITION_KEY",
     "POSTGRESQL_ONLY_INDEXES",
     "RLS_TABLES",
     "SEARCH_INDEX",
@@ -54,6 +58,8 @@ __all__ = [
     "jobs",
     "leases",
     "metadata",
+    "partitioned_twin",
+    "partitioning",
 ]
 
 
@@ -384,6 +390,16 @@ leases = Table(
     comment="who does a periodic chore (the in-worker reaper) until when",
 )
 
+#: Whether (and by what period) the job tables are partitioned (PostgreSQL): one row once
+#: ``jobtrack db partition`` converted them, none otherwise. Revision 0010 makes it.
+partitioning = Table(
+    "jobtrack_partitioning",
+    metadata,
+    Column("period", String(10), primary_key=True, comment="month or day"),
+    Column("since", UTCDateTime, nullable=False, comment="when the tables were converted"),
+    comment="set by jobtrack db partition: the job tables are partitioned by this period",
+)
+
 
 #: What a job search matches as text (PostgreSQL): its name and error text in one text,
 #: so one trigram index answers for either. The chr(31) between them keeps a match from
@@ -413,6 +429,61 @@ POSTGRESQL_ONLY_INDEXES = (SEARCH_INDEX, ID_PREFIX_INDEX)
 OWNER_SETTING = "jobtrack.owner_id"
 #: The job-scoped tables row-level security covers (migration 0005 adds their policies).
 RLS_TABLES = ("jobs", "job_items", "job_events", "job_logs")
+
+
+#: The job tables that partitioning (PostgreSQL, optional) splits by period, parents
+#: first: a job's items, events and log lines live in its job's partition, so dropping a
+#: period's partitions removes whole jobs.
+PARTITIONED_TABLES = ("jobs", "job_items", "job_events", "job_logs")
+#: The partition key: the first day of the job's period (month or day), fixed when the
+#: job's row is first written and never changed by later writes (see Store.partitioned).
+PARTITION_KEY = "part"
+
+
+def partitioned_twin(table: Table) -> Table:
+    """``table`` as a table partitioned by :data:`PARTITION_KEY` (PostgreSQL): the same
+    columns and indexes (same names), the key added to the primary key and to each
+    unique constraint (PostgreSQL requires it), no foreign keys (a job's rows are
+    removed with it explicitly, or with its partition). Derived, never defined twice:
+    ``jobtrack db partition`` creates it, the store's partitioned writes name it."""
+    twin_md = MetaData(naming_convention=metadata.naming_convention)
+    keys = [c.name for c in table.primary_key.columns]
+    columns = [
+        Column(
+            c.name,
+            c.type,
+            nullable=c.nullable if not c.primary_key else False,
+            server_default=c.server_default.arg if c.server_default is not None else None,  # type: ignore[attr-defined]
+            comment=c.comment,
+            autoincrement=bool(c.primary_key and c.autoincrement is True),
+        )
+        for c in table.columns
+    ]
+    twin = Table(
+        table.name,
+        twin_md,
+        *columns,
+        Column(PARTITION_KEY, Date, nullable=False, comment="the first day of the job's period"),
+        PrimaryKeyConstraint(*keys, PARTITION_KEY),
+        *(
+            UniqueConstraint(*[c.name for c in u.columns], PARTITION_KEY)
+            for u in table.constraints
+            if isinstance(u, UniqueConstraint)
+        ),
+        comment=table.comment,
+        postgresql_partition_by=f"RANGE ({PARTITION_KEY})",
+    )
+    for index in table.indexes:
+        Index(
+            index.name,
+            *[
+                twin.c[c.name] if hasattr(c, "name") and c.name in twin.c else c
+                for c in index.expressions
+            ],
+            unique=index.unique,
+            **index.dialect_kwargs,
+        )
+    return twin
 
 
 def staging_table(table: Table) -> Table:

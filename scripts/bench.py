@@ -1137,6 +1137,92 @@ def scale_writes(rows: int, tasks: int, rounds: int, reuse: bool) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{EMPTY_DB}" WITH (FORCE)')
 
 
+PARTED_DB = "jobtrack_bench_parted"
+
+
+def _old_month(url: str, rows: int) -> None:
+    """``rows`` completed jobs created across one month 100-130 days ago, each with an
+    event and an item (plain tables)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO jobs (id, task_name, status, state_seq, created_at, updated_at,
+                              completed_at, processed_items, failed_items, skipped_items,
+                              retries)
+            SELECT 'old-' || g, 'app.task', 'completed', 1099511627776, t, t, t, 1, 0, 0, 0
+            FROM (SELECT g, date_trunc('month', now() - interval '100 days')
+                            + make_interval(secs => g * 2419200.0 / %(rows)s) AS t
+                  FROM generate_series(1, %(rows)s) AS g) AS made
+            """,
+            {"rows": rows},
+        )
+        conn.execute(
+            "INSERT INTO job_events (job_id, at, status, attempt) "
+            "SELECT id, created_at, 'completed', 0 FROM jobs"
+        )
+        conn.execute(
+            "INSERT INTO job_items (job_id, key, status, processed_at) "
+            "SELECT id, 'k', 'success', created_at FROM jobs"
+        )
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+
+
+def partitions_cost(rows: int, tasks: int, rounds: int) -> None:
+    """Partitioned tables (``jobtrack db partition --by month``) against plain ones: the
+    conversion, retention of a month of ``rows`` jobs (dropping its partitions against
+    deleting its rows), and worker throughput on each (interleaved rounds)."""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{PARTED_DB}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{PARTED_DB}"')
+    parted_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + PARTED_DB
+    cutoff = datetime.now(UTC) - timedelta(days=30)
+    empty_tables()
+    _old_month(DB_URL, rows)
+    plain = Store(DB_URL)
+    started = time.perf_counter()
+    deleted = plain.prune(finished_before=cutoff, statuses=["completed"], batch_size=5000)
+    deleting = time.perf_counter() - started
+    plain.close()
+
+    parted = Store(parted_url)
+    parted.ensure_schema()
+    _old_month(parted_url, rows)
+    started = time.perf_counter()
+    parted.partition("month")
+    converting = time.perf_counter() - started
+    started = time.perf_counter()
+    dropped = parted.prune(finished_before=cutoff, statuses=["completed"])
+    dropping = time.perf_counter() - started
+    left = parted.count_jobs()
+    assert deleted == dropped == rows and left == 0, (deleted, dropped, left)
+    say(
+        f"\npartitions: a month of {rows:,} old jobs (an event and an item each): "
+        f"converting the tables {converting:.1f}s; retention by deleting rows "
+        f"{deleting:.1f}s, by dropping the month's partitions {dropping:.2f}s "
+        f"({deleting / dropping:,.0f}x faster)"
+    )
+    with psycopg.connect(parted_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE jobs, job_items, job_events, job_logs")
+    empty_tables()
+    parted.close()
+    rates: dict[str, list[float]] = {"plain": [], "partitioned": []}
+    for n in range(rounds):
+        for name in ["plain", "partitioned"] if n % 2 == 0 else ["partitioned", "plain"]:
+            url = DB_URL if name == "plain" else parted_url
+            rates[name].append(throughput("jobtrack", tasks, url))
+            say(f"  round {n + 1} {name:<12} {rates[name][-1]:8,.0f} tasks/s")
+    ratios = [p / q for p, q in zip(rates["partitioned"], rates["plain"], strict=True)]
+    say(
+        f"write path, prefork worker, jobtrack default, {tasks:,} tasks x {rounds}: plain "
+        f"tables {statistics.median(rates['plain']):,.0f} tasks/s, partitioned "
+        f"{statistics.median(rates['partitioned']):,.0f} tasks/s (median ratio "
+        f"{statistics.median(ratios):.2f})"
+    )
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{PARTED_DB}" WITH (FORCE)')
+
+
 def _writer_process(db_url: str, seconds: float, prefix: str, out: Any) -> None:
     """One simulated worker host: job lifecycles (pending, running, completed, each with
     its trace entry) through a BufferedWriter, as fast as it can, for ``seconds``."""
@@ -1232,6 +1318,7 @@ def main() -> int:
             "scale",
             "scale-writes",
             "write-rate",
+            "partitions",
         ],
         action="append",
     )
@@ -1301,6 +1388,8 @@ def main() -> int:
         scale_writes(args.rows, args.tasks, args.rounds, args.reuse)
     if "write-rate" in only:
         write_rate(10.0)
+    if "partitions" in only:
+        partitions_cost(args.rows, args.tasks, args.rounds)
     return 0
 
 

@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -35,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     literal_column,
     or_,
@@ -93,6 +94,7 @@ from ..schema import (
     jobs,
     leases,
     metadata,
+    partitioning,
     staging_table,
 )
 from .actions import ActionQueries
@@ -100,6 +102,13 @@ from .alerts import AlertQueries
 from .common import CHANGES_CHANNEL, filtered, job_of, notify
 from .insights import InsightQueries
 from .logs import LogQueries
+from .partitions import (
+    BOUNDARY_LOCK_ID,
+    TWINS,
+    PartitionQueries,
+    near_boundary,
+    period_start,
+)
 from .workflows import WorkflowQueries
 
 __all__ = [
@@ -198,7 +207,9 @@ class MetricsSnapshot:
     oldest_pending: datetime | None
 
 
-class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQueries):
+class Store(
+    ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQueries, PartitionQueries
+):
     """The tracking database.
 
     Give it a URL (it then owns and disposes its engine) or an engine of yours (it then
@@ -301,6 +312,8 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
                         yield conn
                 except BaseException:
                     _forget_staging(conn)  # created in this transaction: rolled back
+                    if writes_data:  # the tables may have been partitioned meanwhile
+                        self.forget_partitioning()
                     raise
         except StoreError:
             raise
@@ -364,8 +377,20 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
                 self._write_rows(conn, "job_logs", [_log_row(line) for line in batch.logs])
             notify(conn, batch.job_ids())
 
-    @staticmethod
-    def _write_rows(conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    def _new_part(self, conn: Connection, *, creates_jobs: bool = True) -> date | None:
+        """On partitioned tables, the period a new job row takes here (the writer's
+        clock); near a period boundary the boundary lock is taken first, so that two
+        writers creating one job on either side of it make one row (see
+        :mod:`jobtrack.store.partitions`). None when the tables are not partitioned."""
+        period = self.partitioned() if conn.dialect.name == "postgresql" else None
+        if period is None:
+            return None
+        moment = utcnow()
+        if creates_jobs and near_boundary(moment, period):
+            conn.execute(select(func.pg_advisory_xact_lock(BOUNDARY_LOCK_ID)))
+        return period_start(moment, period)
+
+    def _write_rows(self, conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
         """Write rows (values in ``_WRITE_COLUMNS[table]`` order) to one table."""
         columns = _WRITE_COLUMNS[table]
         if conn.dialect.name != "postgresql":
@@ -375,8 +400,11 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
             )
             return
         json_at = [i for i, name in enumerate(columns) if name in _JSON_COLUMNS[table]]
-        staged = table in _STAGING  # events and log lines never conflict: COPY straight in
-        target = _STAGING[table] if staged else _TABLES[table]
+        part = self._new_part(conn, creates_jobs=table == "jobs")
+        # events and log lines never conflict: COPY straight in (unless partitioned:
+        # their partition is their job's, looked up when merged from the staging table)
+        staged = table in _STAGING or part is not None
+        target = _ALL_STAGING[table] if staged else _TABLES[table]
         if staged:
             info = conn.connection.info
             if target.name not in info:  # once per database session (forgotten on error)
@@ -394,7 +422,9 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
                     for i in json_at:
                         row[i] = _json_text(row[i])
                 copy.write_row(row)
-        if staged:
+        if part is not None:
+            conn.execute(_write_statement("postgresql", table, True, True), {"part": part})
+        elif staged:
             conn.execute(_write_statement("postgresql", table, True))
 
     def _recount(self, conn: Connection, job_ids: Sequence[str]) -> None:
@@ -433,15 +463,29 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
         """Insert the job row unless one with its id exists; True if this call made it.
         The first of several concurrent calls with one id wins (the primary key
         decides), so a repeated request can find the job instead of making another."""
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = (
-            insert(jobs)
-            .values(dict(zip(JobUpdate.COLUMNS, update_.values(), strict=True)))
-            .on_conflict_do_nothing(index_elements=[jobs.c.id])
-            .returning(jobs.c.id)
-        )
+        values = dict(zip(JobUpdate.COLUMNS, update_.values(), strict=True))
         with self._begin("create job", writes_data=True) as conn:
-            made = conn.execute(stmt).first() is not None
+            part = self._new_part(conn)
+            if part is None:
+                insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+                stmt = (
+                    insert(jobs).values(values).on_conflict_do_nothing(index_elements=[jobs.c.id])
+                )
+            else:  # partitioned: no row of this id in any partition, then this one's
+                twin = TWINS["jobs"]
+                chosen = select(
+                    *[
+                        bindparam(f"v_{name}", value, type_=twin.c[name].type)
+                        for name, value in values.items()
+                    ],
+                    bindparam("part", part, type_=twin.c.part.type),
+                ).where(~exists().where(twin.c.id == update_.id))
+                stmt = (
+                    postgresql.insert(twin)
+                    .from_select([*values, "part"], chosen)
+                    .on_conflict_do_nothing(index_elements=[twin.c.id, twin.c.part])
+                )
+            made = conn.execute(stmt.returning(literal_column("id"))).first() is not None
             if made:
                 notify(conn, [update_.id])
         return made
@@ -1020,10 +1064,13 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
     ) -> int:
         """Delete jobs in ``statuses`` that finished before ``finished_before``, with
         their items and events, in batches of ``batch_size`` (one short transaction
-        each, so workers writing meanwhile are not held up). Returns how many went."""
+        each, so workers writing meanwhile are not held up). Returns how many went.
+        On partitioned tables whole periods are dropped instead (:meth:`drop_partitions`)."""
         wanted = [JobStatus(s).value for s in statuses]
         if not wanted:
             return 0
+        if self.partitioned() is not None:  # whole periods go (see drop_partitions)
+            return self.drop_partitions(dict.fromkeys(wanted, finished_before))[1]
         batch = (
             select(jobs.c.id)
             .where(
@@ -1203,7 +1250,8 @@ class Store(ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQue
         """Empty the three tables (tests and the demo)."""
         with self._begin("delete all") as conn:
             for table in reversed(metadata.sorted_tables):
-                conn.execute(delete(table))
+                if table is not partitioning:  # how the tables are built, not data
+                    conn.execute(delete(table))
 
 
 #: The columns each write statement sets, in order.
@@ -1234,6 +1282,13 @@ _WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 _TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events, "job_logs": job_logs}
 _STAGING = {"jobs": staging_table(jobs), "job_items": staging_table(job_items)}
+#: With partitioned tables events and log lines are staged too (their partition is
+#: their job's, looked up in the merge).
+_ALL_STAGING = {
+    **_STAGING,
+    "job_events": staging_table(job_events),
+    "job_logs": staging_table(job_logs),
+}
 
 
 def _json_text(value: Any) -> str | None:
@@ -1248,32 +1303,45 @@ _JSON_COLUMNS = {
 
 
 @functools.cache
-def _write_statement(dialect: str, table_name: str, staged: bool) -> Any:
-    """The insert/upsert for one table, built once: every flush runs it."""
-    table = _TABLES[table_name]
+def _write_statement(dialect: str, table_name: str, staged: bool, partitioned: bool = False) -> Any:
+    """The insert/upsert for one table, built once: every flush runs it. Partitioned
+    (PostgreSQL, staged): a row takes its job's partition if the job has a row, else
+    the ``part`` parameter (the writer's period)."""
+    table = TWINS[table_name] if partitioned else _TABLES[table_name]
     columns = _WRITE_COLUMNS[table_name]
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table)
     if staged:  # PostgreSQL: merge what COPY put in the staging table
-        stage = _STAGING[table_name]
-        stmt = insert(table).from_select(
-            list(columns), select(*[stage.c[name] for name in columns])
-        )
+        stage = _ALL_STAGING[table_name]
+        chosen: list[ColumnElement[Any]] = [stage.c[name] for name in columns]
+        targets = list(columns)
+        if partitioned:
+            owner = TWINS["jobs"]
+            job_id = stage.c.id if table_name == "jobs" else stage.c.job_id
+            adopted = select(owner.c.part).where(owner.c.id == job_id).limit(1)
+            chosen.append(
+                func.coalesce(adopted.scalar_subquery(), bindparam("part", type_=owner.c.part.type))
+            )
+            targets.append("part")
+        stmt = insert(table).from_select(targets, select(*chosen))
+    key = [table.c.part] if partitioned else []
     if table_name == "jobs":
-        return stmt.on_conflict_do_update(index_elements=[jobs.c.id], set_=_job_merge_rules(stmt))
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c.id, *key], set_=_job_merge_rules(stmt, table)
+        )
     if table_name == "job_items":
         # A planned (pending) item never replaces a recorded outcome.
         return stmt.on_conflict_do_update(
-            index_elements=[job_items.c.job_id, job_items.c.key],
+            index_elements=[table.c.job_id, table.c.key, *key],
             set_={name: stmt.excluded[name] for name in columns[2:]},
             where=stmt.excluded.status != ItemStatus.PENDING.value,
         )
     return stmt
 
 
-def _job_merge_rules(stmt: Any) -> dict[str, ColumnElement[Any]]:
+def _job_merge_rules(stmt: Any, table: Any = jobs) -> dict[str, ColumnElement[Any]]:
     """The merge rules of :mod:`jobtrack.models`, as the SET of the jobs upsert."""
-    new, cur = stmt.excluded, jobs.c
+    new, cur = stmt.excluded, table.c
     takes = or_(
         new.state_seq > cur.state_seq,
         and_(new.state_seq == cur.state_seq, new.state_seq < TERMINAL_SEQ),
@@ -1427,7 +1495,7 @@ def _forget_staging(conn: Connection) -> None:
     forget that this connection has them."""
     with contextlib.suppress(Exception):
         if not conn.invalidated:
-            for table in _STAGING.values():
+            for table in _ALL_STAGING.values():
                 conn.connection.info.pop(table.name, None)
 
 

@@ -92,8 +92,7 @@ class ActionQueries:
     ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
-    @staticmethod
-    def _write_rows(conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    def _write_rows(self, conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
         raise NotImplementedError  # provided by Store
 
     def count_matching(self, where: JobFilter) -> int:
