@@ -192,6 +192,21 @@ class WorkerUpkeep:
         except Exception:  # the thread must outlive anything one round meets
             log.exception("worker upkeep round failed", extra={"job_id": None, "action": "upkeep"})
 
+    @staticmethod
+    def _make_partitions(store: Store) -> None:
+        """Partitioned tables: the next periods' partitions, ahead of need. A failure
+        (say a lock not granted in time) is logged and tried again next round; rows of
+        a period without its partition wait in the default one meanwhile."""
+        try:
+            if store.partitioned() is not None:
+                store.ensure_partitions()
+        except StoreError as exc:
+            log.warning(
+                "making the next partitions failed: %s (tried again next round)",
+                exc,
+                extra={"job_id": None, "action": "partitions"},
+            )
+
     def step(self, now: float | None = None) -> list[str]:
         """One round: refresh the open requests; reap when due and holding the lease.
         Returns the ids marked lost. While the database does not answer, nothing else
@@ -206,8 +221,7 @@ class WorkerUpkeep:
         try:
             if not store.try_lease(REAP_LEASE, self.holder, self.settings.reap_interval_s):
                 return []
-            if store.partitioned() is not None:  # the next periods' partitions, ahead
-                store.ensure_partitions()
+            self._make_partitions(store)
             lost = reap(store, self.settings.lost_after_s)
             if lost and self.settings.reap_republish:
                 republish_lost(self.app, self.tracker, lost)

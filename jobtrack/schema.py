@@ -453,7 +453,7 @@ def partitioned_twin(table: Table) -> Table:
             c.name,
             c.type,
             nullable=c.nullable if not c.primary_key else False,
-            server_default=c.server_default.arg if c.server_default is not None else None,  # type: ignore[attr-defined]
+            server_default=getattr(c.server_default, "arg", None),
             comment=c.comment,
             autoincrement=bool(c.primary_key and c.autoincrement is True),
         )

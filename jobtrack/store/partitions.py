@@ -271,9 +271,12 @@ def _ensure(conn: Connection, period: str, moment: datetime) -> list[str]:
             continue
         end = _next_start(start, period)
         key = f"{PARTITION_KEY} >= '{start.isoformat()}' AND {PARTITION_KEY} < '{end.isoformat()}'"
-        held = conn.execute(
-            text(f"SELECT EXISTS (SELECT 1 FROM {partition_name('jobs', None)} WHERE {key})")
-        ).scalar()
+        held = any(  # an item may have come before its job: every table is asked
+            conn.execute(
+                text(f"SELECT EXISTS (SELECT 1 FROM {partition_name(table, None)} WHERE {key})")
+            ).scalar()
+            for table in PARTITIONED_TABLES
+        )
         if not held:
             _create_partition(conn, start, period)
         else:  # rows that arrived before their partition: move them into it

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -19,9 +19,11 @@ from sqlalchemy import text
 
 import jobtrack
 import jobtrack.maintenance as maintenance
-from jobtrack.maintenance import prune_by_retention
+from jobtrack.maintenance import WorkerUpkeep, prune_by_retention
 from jobtrack.models import JobStatus
+from jobtrack.settings import Settings
 from jobtrack.store import Store
+from jobtrack.tracker import Tracker
 from tests.conftest import PG_ADMIN_URL, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -119,3 +121,25 @@ def test_tasks_land_whole_in_their_partition_and_go_with_it(
     finally:
         jobtrack.uninstall()
         store.close()
+
+
+def test_the_worker_upkeep_makes_the_next_periods_partitions(tmp_path: Any) -> None:
+    name = f"jobtrack_part_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    tracker = Tracker(Settings(database_url=url))
+    try:
+        tracker.store.ensure_schema()
+        # Converted long ago: its partitions end after January 2025.
+        tracker.store.partition("month", now=datetime(2024, 11, 5, tzinfo=UTC))
+        assert max(p.start for p in tracker.store.partitions() if p.start) < date(2025, 2, 1)
+        upkeep = WorkerUpkeep(Celery("upkeep"), tracker)
+        upkeep.step()
+        here = datetime.now(UTC).date().replace(day=1)
+        starts = {p.start for p in tracker.store.partitions()}
+        assert here in starts and max(s for s in starts if s) > here  # and ahead of it
+    finally:
+        tracker.store.close()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
