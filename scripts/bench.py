@@ -460,29 +460,7 @@ def prune_rate(rows: int) -> None:
     """Prune ``rows`` old jobs, each with an event and an item, in batches of 5,000."""
     empty_tables()
     started = time.perf_counter()
-    with psycopg.connect(DB_URL, autocommit=True) as conn:
-        conn.execute(
-            """
-            INSERT INTO jobs (id, task_name, status, state_seq, created_at, updated_at,
-                              completed_at, processed_items, failed_items, skipped_items,
-                              retries)
-            SELECT 'old-' || g, 'app.task', 'completed', 1099511627776,
-                   now() - interval '100 days', now() - interval '100 days',
-                   now() - interval '100 days', 1, 0, 0, 0
-            FROM generate_series(1, %(rows)s) AS g
-            """,
-            {"rows": rows},
-        )
-        conn.execute(
-            "INSERT INTO job_events (job_id, at, status, attempt) "
-            "SELECT id, created_at, 'completed', 0 FROM jobs"
-        )
-        conn.execute(
-            "INSERT INTO job_items (job_id, key, status, processed_at) "
-            "SELECT id, 'k', 'success', created_at FROM jobs"
-        )
-        conn.execute("VACUUM ANALYZE")
-        conn.execute("CHECKPOINT")
+    _old_month(DB_URL, rows)
     say(
         f"\nprune: generated {rows:,} old jobs with an event and an item each in "
         f"{time.perf_counter() - started:.1f}s"
