@@ -42,6 +42,7 @@ __all__ = [
     "PARTITION_KEY",
     "POSTGRESQL_ONLY_INDEXES",
     "RLS_TABLES",
+    "SCHEMA_LOCK_ID",
     "SEARCH_INDEX",
     "SEARCH_INDEX_DDL",
     "SEARCH_TEXT",
@@ -430,6 +431,10 @@ OWNER_SETTING = "jobtrack.owner_id"
 #: The job-scoped tables row-level security covers (migration 0005 adds their policies).
 RLS_TABLES = ("jobs", "job_items", "job_events", "job_logs")
 
+
+#: The PostgreSQL advisory lock key every schema change takes (upgrades, partitioning):
+#: one at a time, whichever process starts it.
+SCHEMA_LOCK_ID = 0x6A6F6274
 
 #: The job tables that partitioning (PostgreSQL, optional) splits by period, parents
 #: first: a job's items, events and log lines live in its job's partition, so dropping a

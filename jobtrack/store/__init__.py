@@ -88,6 +88,7 @@ from ..models import (
 from ..schema import (
     OWNER_SETTING,
     RLS_TABLES,
+    SCHEMA_LOCK_ID,
     job_events,
     job_items,
     job_logs,
@@ -126,7 +127,6 @@ __all__ = [
 
 log = logging.getLogger("jobtrack.store")
 
-_SCHEMA_LOCK_ID = 0x6A6F6274  # PostgreSQL advisory lock key for schema upgrades
 _ATTEMPT_SPAN = state_seq(JobStatus.PENDING, 1)
 _RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
 _LOST_RANK = state_seq(JobStatus.LOST, 0)
@@ -335,7 +335,7 @@ class Store(
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
-                    conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_ID)))
+                    conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_ID)))
                 upgrade_to_head(conn)
         except SQLAlchemyError as exc:
             raise StoreError("schema upgrade", _short(exc)) from exc

@@ -38,6 +38,7 @@ from ..schema import (
     ID_PREFIX_INDEX_DDL,
     PARTITION_KEY,
     PARTITIONED_TABLES,
+    SCHEMA_LOCK_ID,
     SEARCH_INDEX,
     SEARCH_INDEX_DDL,
     job_events,
@@ -334,9 +335,23 @@ def _drop_one(conn: Connection, start: date, here: date, cutoffs: Mapping[str, d
     return gone
 
 
+def _sequences(conn: Connection, name: str, table: str) -> list[tuple[str, str]]:
+    """(column, sequence) of each serial key column of ``table``, as table ``name``."""
+    found: list[tuple[str, str]] = []
+    for column in TWINS[table].primary_key.columns:
+        if column.name == PARTITION_KEY:
+            continue
+        sequence = conn.execute(
+            text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": name, "c": column.name}
+        ).scalar()
+        if sequence:
+            found.append((column.name, sequence))
+    return found
+
+
 def _convert(conn: Connection, period: str, moment: datetime) -> None:
     """Rebuild the four job tables as partitioned tables (see Store.partition)."""
-    conn.execute(select(func.pg_advisory_xact_lock(0x6A6F6274)))  # as schema upgrades
+    conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_ID)))  # one schema change
     conn.execute(text(f"LOCK TABLE {', '.join(PARTITIONED_TABLES)} IN ACCESS EXCLUSIVE MODE"))
     names = list(PARTITIONED_TABLES)
     policies = conn.execute(
@@ -384,14 +399,8 @@ def _convert(conn: Connection, period: str, moment: datetime) -> None:
             {"t": old},
         ).all():
             conn.execute(text(f'DROP INDEX "{index}"'))
-        for column in TWINS[table].primary_key.columns:
-            if column.name == PARTITION_KEY:
-                continue
-            sequence = conn.execute(
-                text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": old, "c": column.name}
-            ).scalar()
-            if sequence:
-                conn.execute(text(f"ALTER SEQUENCE {sequence} RENAME TO {_OLD}{table}_seq"))
+        for _column, sequence in _sequences(conn, old, table):
+            conn.execute(text(f"ALTER SEQUENCE {sequence} RENAME TO {_OLD}{table}_seq"))
     for table in names:
         twin = TWINS[table]
         conn.execute(CreateTable(twin))
@@ -441,21 +450,13 @@ def _convert(conn: Connection, period: str, moment: datetime) -> None:
         conn.execute(text(ID_PREFIX_INDEX_DDL))
     for table in reversed(names):
         conn.execute(text(f"DROP TABLE {_OLD}{table}"))
-        for column in TWINS[table].primary_key.columns:
-            sequence = (
-                conn.execute(
-                    text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": table, "c": column.name}
-                ).scalar()
-                if column.name != PARTITION_KEY
-                else None
-            )
-            if sequence:
-                conn.execute(
-                    text(
-                        f"SELECT setval('{sequence}', coalesce((SELECT max({column.name}) "
-                        f"FROM {table}), 0) + 1, false)"
-                    )
+        for key, sequence in _sequences(conn, table, table):
+            conn.execute(
+                text(
+                    f"SELECT setval('{sequence}', coalesce((SELECT max({key}) "
+                    f"FROM {table}), 0) + 1, false)"
                 )
+            )
     for name, enabled, forced in security:
         table = name.removeprefix(_OLD)
         if enabled:

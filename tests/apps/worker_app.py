@@ -64,6 +64,16 @@ def sleep_late(seconds: float) -> str:
     return "slept"
 
 
+@app.task(name="wa.hold_late", acks_late=True, reject_on_worker_lost=True)
+def hold_late(gate: str, timeout_s: float = 60.0) -> str:
+    """Hold the worker's slot until the test creates ``gate`` (a file): a slot kept busy
+    for as long as the test needs, however slow the machine."""
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "released"
+
+
 @app.task(name="wa.progress_slowly")
 def progress_slowly(steps: int, delay_s: float) -> int:
     job = jobtrack.current_job()

@@ -28,6 +28,9 @@ from tests.integration.conftest import Worker, cli, job_when
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 ROWS = 30
+#: A row's time in the imports an operator stops midway: long enough that the rest of the
+#: import outlasts a CLI call (a Python start-up, seconds on a loaded machine).
+SLOW_ROW_S = 0.3
 FAST = {"JOBTRACK_HEARTBEAT_INTERVAL_S": "0.3", "JOBTRACK_FLUSH_INTERVAL_S": "0.05"}
 
 
@@ -79,7 +82,7 @@ def test_pause_a_running_import_then_resume_it_from_its_checkpoint(
 ) -> None:
     store: Store = world["store"]
     worker = world["worker"](concurrency=1)
-    job_id = import_job(world, worker, delay_s=0.1)
+    job_id = import_job(world, worker, delay_s=SLOW_ROW_S)
     early = job_when(store, job_id, status=JobStatus.RUNNING)
     wait_for(lambda: store.get_job(job_id).processed_items >= 5, 30, message="5 rows done")
     assert store.get_job(job_id).total_items == ROWS  # planned up front: "5 of 30"
@@ -132,12 +135,14 @@ def test_a_paused_queued_job_never_runs_its_body(world: dict[str, Any]) -> None:
     store: Store = world["store"]
     # One slot, one prefetched message, acknowledged late: the next one waits in Redis.
     worker = world["worker"](concurrency=1, env={"JT_PREFETCH": "1"})
-    busy = world["app"].send_task("wa.sleep_late", args=[2], queue=worker.queue)
+    gate = world["runs"] / "release-the-slot"
+    busy = world["app"].send_task("wa.hold_late", args=[str(gate)], queue=worker.queue)
     job_when(store, busy.id, status=JobStatus.RUNNING)
     job_id = import_job(world, worker)
     job_when(store, job_id, status=JobStatus.PENDING)
     assert ok(cli(worker, "pause", job_id)).strip().endswith("paused")
     assert store.open_requests().get(job_id) is Stop.PAUSE  # what workers read
+    gate.touch()  # the slot is free only now: the job is received after the pause
     job_when(store, busy.id, status=JobStatus.COMPLETED)
     # The worker received it and dropped it: its body never ran.
     dropped = wait_for(
@@ -159,7 +164,7 @@ def test_a_paused_queued_job_never_runs_its_body(world: dict[str, Any]) -> None:
 def test_cancel_stops_a_task_in_a_threads_pool(world: dict[str, Any]) -> None:
     store: Store = world["store"]
     worker = world["worker"](pool="threads", concurrency=2)
-    job_id = import_job(world, worker, delay_s=0.1)
+    job_id = import_job(world, worker, delay_s=SLOW_ROW_S)
     job_when(store, job_id, status=JobStatus.RUNNING)
     wait_for(lambda: store.get_job(job_id).processed_items >= 3, 30, message="3 rows done")
     assert "cancel requested" in ok(cli(worker, "cancel", job_id))
