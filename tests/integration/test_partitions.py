@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
@@ -24,7 +23,7 @@ from jobtrack.models import JobStatus
 from jobtrack.settings import Settings
 from jobtrack.store import Store
 from jobtrack.tracker import Tracker
-from tests.conftest import PG_ADMIN_URL, wait_for
+from tests.conftest import fresh_pg_database, wait_for
 
 pytestmark = pytest.mark.postgres
 log = logging.getLogger("tests.partitions")
@@ -32,17 +31,12 @@ log = logging.getLogger("tests.partitions")
 
 @pytest.fixture
 def parted_url() -> Iterator[str]:
-    name = f"jobtrack_part_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    store = Store(url)
-    store.ensure_schema()
-    store.partition("month")
-    store.close()
-    yield url
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("jobtrack_part") as url:
+        store = Store(url)
+        store.ensure_schema()
+        store.partition("month")
+        store.close()
+        yield url
 
 
 def test_tasks_land_whole_in_their_partition_and_go_with_it(
@@ -123,11 +117,12 @@ def test_tasks_land_whole_in_their_partition_and_go_with_it(
         store.close()
 
 
-def test_the_worker_upkeep_makes_the_next_periods_partitions(tmp_path: Any) -> None:
-    name = f"jobtrack_part_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+def test_the_worker_upkeep_makes_the_next_periods_partitions() -> None:
+    with fresh_pg_database("jobtrack_part") as url:
+        _upkeep_makes_partitions(url)
+
+
+def _upkeep_makes_partitions(url: str) -> None:
     tracker = Tracker(Settings(database_url=url))
     try:
         tracker.store.ensure_schema()
@@ -141,5 +136,3 @@ def test_the_worker_upkeep_makes_the_next_periods_partitions(tmp_path: Any) -> N
         assert here in starts and max(s for s in starts if s) > here  # and ahead of it
     finally:
         tracker.store.close()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

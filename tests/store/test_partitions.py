@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
@@ -34,7 +32,7 @@ from jobtrack.models import (
 )
 from jobtrack.schema import RLS_TABLES
 from jobtrack.store import Batch, Store
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import fresh_pg_database
 from tests.store import test_contract as contract
 
 JAN = datetime(2026, 1, 10, tzinfo=UTC)
@@ -44,12 +42,10 @@ MAR = datetime(2026, 3, 15, tzinfo=UTC)
 
 @pytest.fixture
 def own_db() -> Iterator[str]:
-    name = f"jobtrack_part_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A database of the test's own: converting the shared one would change every
+    other test's tables."""
+    with fresh_pg_database("jobtrack_part") as url:
+        yield url
 
 
 class Clock:
