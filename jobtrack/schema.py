@@ -46,6 +46,9 @@ __all__ = [
     "SEARCH_INDEX",
     "SEARCH_INDEX_DDL",
     "SEARCH_TEXT",
+    "SEARCH_WORDS",
+    "WORDS_INDEX",
+    "WORDS_INDEX_DDL",
     "action_targets",
     "actions",
     "alert_deliveries",
@@ -422,8 +425,17 @@ ID_PREFIX_INDEX = "ix_jobs_id_prefix"
 ID_PREFIX_INDEX_DDL = (
     f"CREATE INDEX IF NOT EXISTS {ID_PREFIX_INDEX} ON jobs (id varchar_pattern_ops)"
 )
-#: Indexes revision 0009 makes on PostgreSQL only, outside ``metadata``.
-POSTGRESQL_ONLY_INDEXES = (SEARCH_INDEX, ID_PREFIX_INDEX)
+#: The whole words of :data:`SEARCH_TEXT`, lowercased (its maximal runs of letters and
+#: digits). Trigrams of words that every job shares ("import", "batch", digits) make a
+#: trigram search read huge posting lists; a search holding a whole word that few jobs
+#: hold is answered by :data:`WORDS_INDEX` instead, the row rechecked for the full text
+#: (see ``store.common.searching``). Plain GIN: no extension needed.
+SEARCH_WORDS = f"array_remove(regexp_split_to_array(lower({SEARCH_TEXT}), '[^[:alnum:]]+'), '')"
+#: The word index over :data:`SEARCH_WORDS` (PostgreSQL, revision 0011).
+WORDS_INDEX = "ix_jobs_search_words"
+WORDS_INDEX_DDL = f"CREATE INDEX IF NOT EXISTS {WORDS_INDEX} ON jobs USING gin ({SEARCH_WORDS})"
+#: Indexes revisions 0009 and 0011 make on PostgreSQL only, outside ``metadata``.
+POSTGRESQL_ONLY_INDEXES = (SEARCH_INDEX, ID_PREFIX_INDEX, WORDS_INDEX)
 
 #: The PostgreSQL session setting row-level security reads: an owner id, or ``*`` for
 #: every owner (what jobtrack's own connections set; see docs/schema.md).

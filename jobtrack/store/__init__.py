@@ -100,7 +100,14 @@ from ..schema import (
 )
 from .actions import ActionQueries
 from .alerts import AlertQueries
-from .common import CHANGES_CHANNEL, filtered, job_of, notify
+from .common import (
+    CHANGES_CHANNEL,
+    SearchWords,
+    filtered,
+    job_of,
+    notify,
+    search_matches,
+)
 from .insights import InsightQueries
 from .logs import LogQueries
 from .partitions import (
@@ -234,6 +241,7 @@ class Store(
         self._create_tables = create_tables
         self._schema_ready = False
         self._lock = threading.Lock()
+        self._search_words = SearchWords()
         if engine is not None and engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _serve_every_owner)
         _live_stores.add(self)
@@ -284,6 +292,7 @@ class Store(
         """In a forked child (prefork pool, gunicorn …): drop the parent's pool without
         touching its sockets; the child connects anew on first use."""
         self._lock = threading.Lock()
+        self._search_words = SearchWords()
         if self._engine is not None and self._owns_engine:
             self._engine.dispose(close=False)
 
@@ -580,21 +589,22 @@ class Store(
         statuses = where.status
         if statuses is None and _by_status_index(where):
             statuses = tuple(JobStatus)
-        if statuses is not None and len(statuses) > 1 and _by_status_index(where):
-            parts = [
-                select(_page(where.where(status=(status,)), before, limit + offset).subquery())
-                for status in statuses
-            ]
-            merged = union_all(*parts).subquery()
-            query = (
-                select(merged)
-                .order_by(merged.c.created_at.desc(), merged.c.id.desc())
-                .limit(limit)
-                .offset(offset)
-            )
-        else:
-            query = _page(where, before, limit).offset(offset)
         with self._begin("list jobs") as conn:
+            if statuses is not None and len(statuses) > 1 and _by_status_index(where):
+                parts = [
+                    select(_page(where.where(status=(status,)), before, limit + offset).subquery())
+                    for status in statuses
+                ]
+                merged = union_all(*parts).subquery()
+                query = (
+                    select(merged)
+                    .order_by(merged.c.created_at.desc(), merged.c.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            else:
+                word = self._search_words.word(conn, where.search) if where.search else None
+                query = _page(where, before, limit, word=word).offset(offset)
             return [job_of(r) for r in conn.execute(query).mappings()]
 
     def list_items(
@@ -1113,6 +1123,17 @@ class Store(
                 return {status: int(n) for status, n in conn.execute(query)}
         cap = max(cap, 0)
         with self._begin("count by status") as conn:
+            word = self._search_words.word(conn, base.search) if base.search else None
+            if word is not None and base.search:
+                # Few jobs hold the search's word (by the statistics): its matches are
+                # counted whole, read by the word index.
+                matches = search_matches(base.search, word)
+                query = filtered(
+                    select(matches.c.status, func.count()),
+                    base.where(status=wanted, search=None),
+                    columns=matches.c,
+                ).group_by(matches.c.status)
+                return {s: min(int(n), cap + 1) for s, n in conn.execute(query) if n}
             if base.search:
                 # A search's matches are read once (one trigram index scan), not once per
                 # status; only when they are too many for that is each status counted
@@ -1546,15 +1567,23 @@ def _by_status_index(where: JobFilter) -> bool:
     return any(v is not None for v in indexed) and all(v is None for v in other)
 
 
-def _page(where: JobFilter, before: tuple[datetime, str] | None, limit: int) -> Any:
-    """Jobs ``where`` matches before the cursor, newest first, at most ``limit``."""
-    query = filtered(select(jobs), where)
+def _page(
+    where: JobFilter, before: tuple[datetime, str] | None, limit: int, *, word: str | None = None
+) -> Any:
+    """Jobs ``where`` matches before the cursor, newest first, at most ``limit``; with a
+    search ``word``, read from the search's matches (:func:`common.search_matches`)."""
+    source: Any = jobs
+    if word is not None and where.search:
+        source = search_matches(where.search, word)
+        where = where.where(search=None)
+    query = filtered(select(source), where, columns=source.c)
     if before is not None:
         moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
         query = query.where(
-            tuple_(jobs.c.created_at, jobs.c.id) < tuple_(moment, bindparam("before_id", before[1]))
+            tuple_(source.c.created_at, source.c.id)
+            < tuple_(moment, bindparam("before_id", before[1]))
         )
-    return query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+    return query.order_by(source.c.created_at.desc(), source.c.id.desc()).limit(limit)
 
 
 def _log_row(line: LogLine) -> tuple[Any, ...]:

@@ -1,23 +1,48 @@
 """SQL pieces shared by the store's modules: the job filter and the change notification.
 
-Builders only (and one statement run on a caller's connection); no transactions here.
+Builders only (and two reads run on a caller's connection: the change notification and
+the search's word); no transactions here.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Text, and_, false, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Text,
+    and_,
+    bindparam,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
 from ..models import Job, JobFilter, JobStatus
-from ..schema import SEARCH_TEXT, jobs
+from ..schema import SEARCH_TEXT, SEARCH_WORDS, WORDS_INDEX, jobs
 
-__all__ = ["CHANGES_CHANNEL", "escape_like", "filtered", "job_of", "notify", "searching"]
+__all__ = [
+    "CHANGES_CHANNEL",
+    "WORD_ROWS_MAX",
+    "SearchWords",
+    "escape_like",
+    "filtered",
+    "job_of",
+    "notify",
+    "search_matches",
+    "searching",
+]
 
 #: The PostgreSQL channel every write notifies with the ids of the jobs it changed
 #: (a JSON array; ``*`` when they do not fit in one notification).
@@ -25,10 +50,12 @@ CHANGES_CHANNEL = "jobtrack_changes"
 NOTIFY_MAX_BYTES = 7000  # PostgreSQL's payload limit is 8000 bytes
 
 
-def filtered(query: Any, where: JobFilter) -> Any:
+def filtered(query: Any, where: JobFilter, *, columns: Any = None) -> Any:
     """``query`` narrowed by ``where``; every value a bound parameter. A value holding a
     NUL character matches nothing (PostgreSQL text cannot hold one; writes strip them),
-    on every backend alike."""
+    on every backend alike. ``columns``: those of what the query reads, when not the
+    ``jobs`` table itself (:func:`search_matches`; its search is then its own)."""
+    c = jobs.c if columns is None else columns
     given = [
         where.ref,
         where.stage,
@@ -44,16 +71,16 @@ def filtered(query: Any, where: JobFilter) -> Any:
     if any(isinstance(v, str) and "\x00" in v for v in given):
         return query.where(false())
     if where.ids is not None:
-        query = query.where(jobs.c.id.in_(list(where.ids)))
+        query = query.where(c.id.in_(list(where.ids)))
     if where.status is not None:
-        query = query.where(jobs.c.status.in_([s.value for s in where.status]))
+        query = query.where(c.status.in_([s.value for s in where.status]))
     for column, value in (
-        (jobs.c.job_type, where.job_type),
-        (jobs.c.owner_id, where.owner_id),
-        (jobs.c.task_name, where.task_name),
-        (jobs.c.queue, where.queue),
-        (jobs.c.progress_stage, where.stage),
-        (jobs.c.group_id, where.group),
+        (c.job_type, where.job_type),
+        (c.owner_id, where.owner_id),
+        (c.task_name, where.task_name),
+        (c.queue, where.queue),
+        (c.progress_stage, where.stage),
+        (c.group_id, where.group),
     ):
         if value is not None:
             query = query.where(column == value)
@@ -61,17 +88,17 @@ def filtered(query: Any, where: JobFilter) -> Any:
         if where.ref.endswith("*"):  # a prefix: LIKE finds it in the index (PostgreSQL),
             prefix = where.ref[:-1]  # substr keeps it case-sensitive (SQLite's LIKE is not)
             query = query.where(
-                jobs.c.ref.like(escape_like(prefix) + "%", escape="\\"),
-                func.substr(jobs.c.ref, 1, len(prefix)) == prefix,
+                c.ref.like(escape_like(prefix) + "%", escape="\\"),
+                func.substr(c.ref, 1, len(prefix)) == prefix,
             )
         else:
-            query = query.where(jobs.c.ref == where.ref)
+            query = query.where(c.ref == where.ref)
     if where.workflow is not None:
-        query = query.where(or_(jobs.c.root_id == where.workflow, jobs.c.id == where.workflow))
+        query = query.where(or_(c.root_id == where.workflow, c.id == where.workflow))
     if where.since is not None:
-        query = query.where(jobs.c.created_at >= where.since)
+        query = query.where(c.created_at >= where.since)
     if where.until is not None:
-        query = query.where(jobs.c.created_at < where.until)
+        query = query.where(c.created_at < where.until)
     if where.search:
         query = query.where(searching(where.search))
     return query
@@ -85,11 +112,17 @@ _ID_LIKE = re.compile(r"[0-9a-fA-F]{8}[0-9a-fA-F-]*")
 _WORD_CHARS = 12
 
 
-def searching(search: str) -> ColumnElement[bool]:
+def searching(search: str, *, word: str | None = None) -> ColumnElement[bool]:
     """The condition of a search: the name or error text containing it (any case, taken
     literally), or the exact id. An id-like search (see :data:`_ID_LIKE`) is also an id
     prefix (the id prefix index, case-sensitive as ids are); past :data:`_WORD_CHARS`
-    it is that only."""
+    it is that only.
+
+    ``word`` (PostgreSQL): a whole word of the search (see :class:`SearchWords`), which
+    every job containing the search holds among its words. The jobs holding it are found
+    by the word index and each is checked for the whole search: the same jobs as the
+    trigram condition, without reading the trigram lists of the search's common parts.
+    """
     by_id = jobs.c.id == search
     if _ID_LIKE.fullmatch(search):
         prefix = and_(
@@ -99,8 +132,111 @@ def searching(search: str) -> ColumnElement[bool]:
         by_id = or_(by_id, prefix)
         if len(search) > _WORD_CHARS:
             return by_id
+    if word is not None:
+        # (word or id) and (text or id): the first is the index's bitmap, exact, so only
+        # the text is checked row by row. ILIKE is lower() on both sides (UTF-8), and
+        # strpos() of it is a condition no index takes, so the planner keeps to the words.
+        holds = literal_column(SEARCH_WORDS, ARRAY(Text)).contains(
+            bindparam("search_word", [word], ARRAY(Text))
+        )
+        contains = func.strpos(func.lower(SearchText()), func.lower(search)) > 0
+        return and_(or_(holds, by_id), or_(contains, by_id))
     pattern = "%" + escape_like(search) + "%"
     return or_(SearchText().ilike(pattern, escape="\\"), by_id)
+
+
+#: A word whose jobs the statistics estimate above this many is not worth the word index
+#: (each is read to check the search): the trigram index answers instead.
+WORD_ROWS_MAX = 20_000
+
+#: The element statistics of the word index (its partitions' indexes when partitioned):
+#: the words ANALYZE found common and their frequencies (the last but two is the lowest
+#: listed), and the rows of the table part each describes. None where a part with rows
+#: has no statistics yet.
+_WORD_STATS = text(
+    """
+    SELECT s.most_common_elems::text::text[] AS words, s.most_common_elem_freqs AS freqs,
+           greatest(t.reltuples, 0) AS total, s.tablename IS NOT NULL AS known
+    FROM pg_class i
+    JOIN pg_namespace n ON n.oid = i.relnamespace
+    JOIN pg_index x ON x.indexrelid = i.oid
+    JOIN pg_class t ON t.oid = x.indrelid
+    LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = i.relname
+    WHERE i.relkind = 'i' AND (
+        i.oid = to_regclass(:index)
+        OR i.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(:index))
+    )
+    """
+)
+#: The whole words of a search that every job containing it must hold: those between two
+#: non-word characters of the search (its first and last runs may be parts of longer
+#: words), split by the same expression as the index.
+_WHOLE_WORDS = text(
+    "SELECT a[2:cardinality(a) - 1] "
+    "FROM regexp_split_to_array(lower(:search), '[^[:alnum:]]+') AS a"
+)
+
+
+class SearchWords:
+    """Picks a search's word for :func:`searching`: its rarest whole word by the word
+    index's statistics, if they estimate at most :data:`WORD_ROWS_MAX` jobs holding it.
+    The statistics are read once per ``refresh_s`` (they change at each ANALYZE); then a
+    search costs one small query (its words, split by PostgreSQL as the index splits)."""
+
+    def __init__(self, refresh_s: float = 300.0) -> None:
+        self.refresh_s = refresh_s
+        self._read_at = -refresh_s
+        self._parts: list[tuple[dict[str, float], float, float]] = []  # freqs, floor, rows
+        self._lock = threading.Lock()
+
+    def word(self, conn: Connection, search: str) -> str | None:
+        """The word, or None (no whole word, all of them common, no index or statistics
+        yet, not PostgreSQL): the trigram index answers."""
+        if conn.dialect.name != "postgresql" or "\x00" in search:
+            return None
+        if _ID_LIKE.fullmatch(search) and len(search) > _WORD_CHARS:
+            return None  # an id only
+        parts = self._stats(conn)
+        if not parts:
+            return None
+        words = conn.execute(_WHOLE_WORDS, {"search": search}).scalar_one() or []
+        best: tuple[float, int, str] | None = None
+        for word in {w for w in words if w}:
+            estimate = sum(rows * freqs.get(word, floor) for freqs, floor, rows in parts)
+            key = (estimate, -len(word), word)
+            best = key if best is None or key < best else best
+        if best is None or best[0] > WORD_ROWS_MAX:
+            return None
+        return best[2]
+
+    def _stats(self, conn: Connection) -> list[tuple[dict[str, float], float, float]]:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._read_at < self.refresh_s:
+                return self._parts
+        parts: list[tuple[dict[str, float], float, float]] = []
+        rows = conn.execute(_WORD_STATS, {"index": WORDS_INDEX}).all()
+        if any(r.known for r in rows):
+            for r in rows:
+                if not r.known:
+                    parts.append(({}, 1.0, float(r.total)))  # no statistics: every row
+                elif r.words is None:
+                    parts.append(({}, 0.0, float(r.total)))  # no word is common
+                else:
+                    freqs = dict(zip(r.words, r.freqs, strict=False))
+                    parts.append((freqs, float(r.freqs[-3]), float(r.total)))
+        with self._lock:
+            self._parts, self._read_at = parts, now
+        return parts
+
+
+def search_matches(search: str, word: str) -> Any:
+    """The jobs holding the search's ``word`` that contain the search (see
+    :func:`searching`), as a subquery of every ``jobs`` column. ``OFFSET 0`` has it
+    planned on its own: a read of the word's few jobs by the word index, whatever the
+    query around it filters, sorts or limits (planned together, a page's small limit or
+    a filter's large index would draw the planner off the word index)."""
+    return select(jobs).where(searching(search, word=word)).offset(0).subquery("matches")
 
 
 class SearchText(ColumnElement[str]):

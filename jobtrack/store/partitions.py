@@ -41,6 +41,8 @@ from ..schema import (
     SCHEMA_LOCK_ID,
     SEARCH_INDEX,
     SEARCH_INDEX_DDL,
+    WORDS_INDEX,
+    WORDS_INDEX_DDL,
     job_events,
     job_items,
     job_logs,
@@ -374,7 +376,7 @@ def _convert(conn: Connection, period: str, moment: datetime) -> None:
                 "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
                 "AND tablename = 'jobs' AND indexname = ANY(:i)"
             ),
-            {"i": [SEARCH_INDEX, ID_PREFIX_INDEX]},
+            {"i": [SEARCH_INDEX, ID_PREFIX_INDEX, WORDS_INDEX]},
         ).scalars()
     )
     oldest = conn.execute(select(func.min(jobs.c.created_at))).scalar()
@@ -448,6 +450,8 @@ def _convert(conn: Connection, period: str, moment: datetime) -> None:
         conn.execute(text(SEARCH_INDEX_DDL))
     if ID_PREFIX_INDEX in extra_indexes:
         conn.execute(text(ID_PREFIX_INDEX_DDL))
+    if WORDS_INDEX in extra_indexes:
+        conn.execute(text(WORDS_INDEX_DDL))
     for table in reversed(names):
         conn.execute(text(f"DROP TABLE {_OLD}{table}"))
         for key, sequence in _sequences(conn, table, table):

@@ -150,13 +150,17 @@ def test_conversion_keeps_every_row_security_and_search(plain: Store, clock: Clo
     assert store.row_security() == dict.fromkeys(RLS_TABLES, True)
     with store.engine.connect() as conn:
         policies = conn.execute(text("SELECT tablename FROM pg_policies")).scalars().all()
-        indexes = set(
+        indexes = dict(
             conn.execute(
-                text("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs_p20260101'")
-            ).scalars()
+                text(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs_p20260101'"
+                )
+            ).all()
         )
     assert sorted(policies) == sorted(RLS_TABLES)
-    assert len(indexes) >= 14  # the key and every index of jobs, on each partition
+    assert len(indexes) >= 15  # the key and every index of jobs, on each partition
+    made_as = " ".join(indexes.values())  # the three search indexes among them
+    assert all(s in made_as for s in ("gin_trgm_ops", "regexp_split_to_array", "pattern_ops"))
     # Ids go on from where they were; search and the id prefix still answer.
     store.write_batch(Batch(items=[Item("job-0", "k9", ItemStatus.SUCCESS, processed_at=MAR)]))
     assert max(i.id for i in store.list_items("job-0")) > top_item

@@ -7,14 +7,17 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from jobtrack.errors import QueryTimeout
 from jobtrack.models import Batch, Item, ItemStatus, JobFilter, JobStatus, JobUpdate
-from jobtrack.store import Store, time_limit
+from jobtrack.schema import WORDS_INDEX
+from jobtrack.schema import jobs as jobs_table
+from jobtrack.store import Store, _page, time_limit
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -197,3 +200,118 @@ def test_a_read_past_its_time_limit_stops_and_frees_the_connection(
     assert len(store.list_jobs(limit=5)) == 5
     with time_limit(5):
         assert store.count_jobs() >= 20
+
+
+WORDY = [  # names and error texts with punctuation, case and letters beyond ASCII
+    "Import batch {i} of customer {c}",
+    "Export: ÉTÉ-{i}/Straße {c}",
+    "re-run #{i} (ticket_{c}) 100% done",
+    "İstanbul.{c}.report v{i}",
+]
+
+
+def _wordy_jobs(n: int) -> list[JobUpdate]:
+    rng = random.Random(11)
+    return [
+        JobUpdate.transition(
+            f"w-{i}",
+            JobStatus.FAILED if i % 3 == 0 else JobStatus.COMPLETED,
+            at=T0 + timedelta(seconds=i),
+            name=rng.choice(WORDY).format(i=i, c=i % 17),
+            error_message=f"upstream db-{i % 7} timed out" if i % 3 == 0 else None,
+        )
+        for i in range(n)
+    ]
+
+
+def _ids(conn: Any, query: Any) -> set[str]:
+    return set(conn.execute(query).scalars())
+
+
+def test_a_search_read_by_one_of_its_words_finds_what_the_trigrams_find(pg_url: str) -> None:
+    """PostgreSQL: for every whole word of a search (between two non-word characters),
+    the jobs holding it that contain the search are exactly the search's jobs."""
+    from jobtrack.store.common import _WHOLE_WORDS, searching
+
+    store = Store(pg_url)
+    store.delete_all()
+    made = _wordy_jobs(400)
+    store.write_batch(Batch(made))
+    texts = [f"{u.name}\x1f{u.error_message or ''}" for u in made]
+    rng = random.Random(5)
+    searches = [(s, False) for s in ("db-3 timed", "ÉTÉ-12/STRASSE", "été-12/straße 12", ".5.r")]
+    for text_ in rng.sample(texts, 40):  # pieces of real texts, cut anywhere, case changed
+        start = rng.randrange(len(text_) - 4)
+        piece = text_[start : start + rng.randrange(4, 20)]
+        upper = rng.random() < 0.3  # "ß".upper() is "SS": an upper piece may match nothing
+        searches.append((piece.upper() if upper else piece, not upper))
+    with store.engine.connect() as conn:
+        tried = 0
+        for search, must_match in searches:
+            if "\x1f" in search:
+                continue
+            expected = _ids(conn, select(jobs_table.c.id).where(searching(search)))
+            assert expected or not must_match, search
+            words = conn.execute(_WHOLE_WORDS, {"search": search}).scalar_one() or []
+            for word in (w for w in words if w):
+                got = _ids(conn, select(jobs_table.c.id).where(searching(search, word=word)))
+                assert got == expected, (search, word)
+                tried += 1
+    store.delete_all()
+    store.close()
+    assert tried >= 30  # most pieces hold a whole word
+
+
+def test_a_rare_word_is_read_by_the_word_index_a_common_one_by_trigrams(pg_url: str) -> None:
+    """The word is picked by the index's statistics: the rarest whole word of the search,
+    only if few jobs hold it; the list and the tab counts then read the word index."""
+    from jobtrack.store.common import WORD_ROWS_MAX, SearchWords
+
+    store = Store(pg_url)
+    store.delete_all()
+    rows = WORD_ROWS_MAX + 5_000
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, task_name, name, status, state_seq, created_at, "
+                "updated_at) SELECT 'g-' || g, 't', 'Import batch ' || g || ' of customer ' "
+                "|| (g % 50), CASE WHEN g % 4 = 0 THEN 'failed' ELSE 'completed' END, 0, "
+                "now() - make_interval(secs => g), now() FROM generate_series(1, :n) AS g"
+            ),
+            {"n": rows},
+        )
+        conn.execute(text("ANALYZE jobs"))
+    picker = SearchWords()
+    with store.engine.connect() as conn:
+        assert picker.word(conn, "batch 1234 of") == "1234"
+        assert picker.word(conn, "h 12 of customer 12 ") == "12"  # rarer than "of", "customer"
+        assert picker.word(conn, " of customer ") is None  # every job holds both words
+        assert picker.word(conn, "batch") is None  # no whole word: may be part of one
+        assert picker.word(conn, "tch 77") is None
+        conn.execute(text("SET enable_seqscan = off"))  # 25,000 rows: make it choose
+        page = _page(JobFilter(search="batch 1234 of"), None, 51, word="1234")
+        compiled = page.compile(dialect=conn.dialect)
+        list_plan = "\n".join(
+            conn.exec_driver_sql(f"EXPLAIN {compiled}", compiled.params).scalars()
+        )
+    assert WORDS_INDEX in list_plan
+    every = [s.value for s in JobStatus]
+    for search, job, status in (
+        ("batch 1234 of", "g-1234", "completed"),  # every fourth job failed
+        ("batch 4000 of c", "g-4000", "failed"),
+    ):
+        assert [j.id for j in store.list_jobs(JobFilter(search=search))] == [job]
+        found = store.count_by_status(every, cap=10, where=JobFilter(search=search))
+        assert found == {status: 1}
+    # Through the store (its own picker): a word with more jobs than the tab counts' cap
+    # is still counted capped; a filter besides the search narrows the word's matches.
+    wide = JobFilter(search=" customer 8\x1f")
+    assert store.count_by_status(every, cap=10, where=wide) == {"completed": 11, "failed": 11}
+    assert store.count_matching(wide) == rows // 50
+    narrowed = store.list_jobs(JobFilter(search=" customer 8\x1f", status=(JobStatus.FAILED,)))
+    assert narrowed and all(j.status is JobStatus.FAILED for j in narrowed)
+    assert [j.id for j in narrowed] == sorted(
+        (j.id for j in narrowed), key=lambda i: int(i[2:])
+    )  # newest first: the smallest g
+    store.delete_all()
+    store.close()
