@@ -604,6 +604,17 @@ class Store(
                 )
             else:
                 word = self._search_words.word(conn, where.search) if where.search else None
+                if word is not None:
+                    # Many jobs hold the word: the page is first looked for among the
+                    # newest of them; it is the page if the slice holds a whole one.
+                    since = self._search_words.newest_since(
+                        conn, word, limit + offset, before[0] if before else None
+                    )
+                    if since is not None:
+                        sliced = _page(where, before, limit, word=word, since=since)
+                        found = conn.execute(sliced.offset(offset)).mappings().all()
+                        if len(found) == limit:
+                            return [job_of(r) for r in found]
                 query = _page(where, before, limit, word=word).offset(offset)
             return [job_of(r) for r in conn.execute(query).mappings()]
 
@@ -1568,13 +1579,19 @@ def _by_status_index(where: JobFilter) -> bool:
 
 
 def _page(
-    where: JobFilter, before: tuple[datetime, str] | None, limit: int, *, word: str | None = None
+    where: JobFilter,
+    before: tuple[datetime, str] | None,
+    limit: int,
+    *,
+    word: str | None = None,
+    since: datetime | None = None,
 ) -> Any:
     """Jobs ``where`` matches before the cursor, newest first, at most ``limit``; with a
-    search ``word``, read from the search's matches (:func:`common.search_matches`)."""
+    search ``word``, read from the search's matches (:func:`common.search_matches`),
+    those created ``since`` only if given."""
     source: Any = jobs
     if word is not None and where.search:
-        source = search_matches(where.search, word)
+        source = search_matches(where.search, word, since)
         where = where.where(search=None)
     query = filtered(select(source), where, columns=source.c)
     if before is not None:

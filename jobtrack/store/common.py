@@ -7,10 +7,13 @@ the search's word); no transactions here.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -177,16 +180,41 @@ _WHOLE_WORDS = text(
 )
 
 
+#: The ``created_at`` histogram of the (plain) jobs table: bounds splitting its rows
+#: into parts of equal size, oldest first, and how many rows it describes. None on a
+#: partitioned table (its parent has statistics only when analyzed by hand).
+_CREATED_STATS = text(
+    "SELECT s.histogram_bounds::text::timestamptz[] AS bounds, "
+    "greatest(c.reltuples, 0) AS total FROM pg_stats s "
+    "JOIN pg_class c ON c.oid = to_regclass('jobs') AND c.relkind = 'r' "
+    "WHERE s.schemaname = current_schema() AND s.tablename = 'jobs' "
+    "AND s.attname = 'created_at' AND NOT s.inherited"
+)
+
+#: A newest slice is read first when it is likely to hold this many times the page.
+_SLICE_MARGIN = 2
+#: What one entry of an index range costs, against reading one job (measured on 10 M
+#: jobs: a range of 110,000 ``created_at`` entries in 13.5 ms, 11,200 jobs read from the
+#: OS cache in 118 ms; from shared buffers a job costs less, hence the margin).
+_ENTRY_COST = 1 / 50
+
+
 class SearchWords:
     """Picks a search's word for :func:`searching`: its rarest whole word by the word
     index's statistics, if they estimate at most :data:`WORD_ROWS_MAX` jobs holding it.
     The statistics are read once per ``refresh_s`` (they change at each ANALYZE); then a
-    search costs one small query (its words, split by PostgreSQL as the index splits)."""
+    search costs one small query (its words, split by PostgreSQL as the index splits).
+
+    For a list page it also says where the newest jobs start (:meth:`newest_since`):
+    the word index answers in no order, so a page of a word that thousands of jobs hold
+    reads them all to keep the newest few, unless the page is first looked for among the
+    newest jobs only."""
 
     def __init__(self, refresh_s: float = 300.0) -> None:
         self.refresh_s = refresh_s
         self._read_at = -refresh_s
         self._parts: list[tuple[dict[str, float], float, float]] = []  # freqs, floor, rows
+        self._created: tuple[list[datetime], float] = ([], 0.0)  # bounds, rows
         self._lock = threading.Lock()
 
     def word(self, conn: Connection, search: str) -> str | None:
@@ -202,12 +230,41 @@ class SearchWords:
         words = conn.execute(_WHOLE_WORDS, {"search": search}).scalar_one() or []
         best: tuple[float, int, str] | None = None
         for word in {w for w in words if w}:
-            estimate = sum(rows * freqs.get(word, floor) for freqs, floor, rows in parts)
-            key = (estimate, -len(word), word)
+            key = (self._estimate(parts, word), -len(word), word)
             best = key if best is None or key < best else best
         if best is None or best[0] > WORD_ROWS_MAX:
             return None
         return best[2]
+
+    def newest_since(
+        self, conn: Connection, word: str, need: int, before: datetime | None = None
+    ) -> datetime | None:
+        """A ``created_at`` from which the newest ``need`` jobs holding ``word`` (older
+        than ``before``, a page's cursor) are likely all found, by the statistics; None
+        when reading every job holding it costs less than first trying that slice.
+
+        Only a guess of cost, never of the answer: a page read from the slice is the
+        page if the slice yields a whole page, as every job outside it is older. The
+        slice is chosen to hold :data:`_SLICE_MARGIN` times ``need`` of the word's jobs
+        if they are spread over time like the table's rows; it is tried when its range
+        of the ``created_at`` index costs at most half the reads of the word's other
+        jobs (:data:`_ENTRY_COST`)."""
+        holding = self._estimate(self._stats(conn), word)
+        bounds, total = self._created
+        if len(bounds) < 2 or holding <= 0:
+            return None
+        share = _SLICE_MARGIN * need / holding
+        if share >= 1 or share * total * _ENTRY_COST * 2 > holding:
+            return None
+        parts = len(bounds) - 1
+        take = math.ceil(share * parts)
+        below = len(bounds) if before is None else bisect_left(bounds, before)
+        start = below - 1 - take  # at least ``take`` whole parts between it and ``before``
+        return bounds[start] if start > 0 else None
+
+    @staticmethod
+    def _estimate(parts: list[tuple[dict[str, float], float, float]], word: str) -> float:
+        return sum(rows * freqs.get(word, floor) for freqs, floor, rows in parts)
 
     def _stats(self, conn: Connection) -> list[tuple[dict[str, float], float, float]]:
         now = time.monotonic()
@@ -215,6 +272,9 @@ class SearchWords:
             if now - self._read_at < self.refresh_s:
                 return self._parts
         parts: list[tuple[dict[str, float], float, float]] = []
+        created = conn.execute(_CREATED_STATS).first()
+        bounds = list(created.bounds or []) if created is not None else []
+        total = float(created.total) if created is not None else 0.0
         rows = conn.execute(_WORD_STATS, {"index": WORDS_INDEX}).all()
         if any(r.known for r in rows):
             for r in rows:
@@ -226,17 +286,23 @@ class SearchWords:
                     freqs = dict(zip(r.words, r.freqs, strict=False))
                     parts.append((freqs, float(r.freqs[-3]), float(r.total)))
         with self._lock:
-            self._parts, self._read_at = parts, now
+            self._parts, self._created, self._read_at = parts, (bounds, total), now
         return parts
 
 
-def search_matches(search: str, word: str) -> Any:
+def search_matches(search: str, word: str, since: datetime | None = None) -> Any:
     """The jobs holding the search's ``word`` that contain the search (see
-    :func:`searching`), as a subquery of every ``jobs`` column. ``OFFSET 0`` has it
-    planned on its own: a read of the word's few jobs by the word index, whatever the
-    query around it filters, sorts or limits (planned together, a page's small limit or
-    a filter's large index would draw the planner off the word index)."""
-    return select(jobs).where(searching(search, word=word)).offset(0).subquery("matches")
+    :func:`searching`), as a subquery of every ``jobs`` column; with ``since``, only
+    those created then or later (the word index's rows and a range of the ``created_at``
+    index, intersected before any job is read). ``OFFSET 0`` has it planned on its own:
+    a read of the word's few jobs by the word index, whatever the query around it
+    filters, sorts or limits (planned together, a page's small limit or a filter's large
+    index would draw the planner off the word index)."""
+    query = select(jobs).where(searching(search, word=word))
+    if since is not None:
+        moment = bindparam("slice_since", since, type_=jobs.c.created_at.type)
+        query = query.where(jobs.c.created_at >= moment)
+    return query.offset(0).subquery("matches")
 
 
 class SearchText(ColumnElement[str]):

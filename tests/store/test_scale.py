@@ -315,3 +315,61 @@ def test_a_rare_word_is_read_by_the_word_index_a_common_one_by_trigrams(pg_url: 
     )  # newest first: the smallest g
     store.delete_all()
     store.close()
+
+
+def test_a_page_of_a_common_word_is_first_looked_for_among_the_newest_jobs(pg_url: str) -> None:
+    """Many jobs hold the word: the page is first read from a newest slice of the table
+    (chosen by the ``created_at`` statistics) and kept only if the slice holds a whole
+    page. Every page, by cursor to the last, is the page the trigram path reads; a
+    filter the newest jobs miss falls back to every job holding the word."""
+    from jobtrack.store.common import SearchWords
+
+    store = Store(pg_url)
+    store.delete_all()
+    rows = 25_000
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, task_name, name, owner_id, status, state_seq, "
+                "created_at, updated_at) SELECT 'g-' || g, 't', 'Import batch ' || g || "
+                "' of customer ' || (g % 50), CASE WHEN g > 24000 THEN 'old' END, "
+                "CASE WHEN g % 4 = 0 THEN 'failed' ELSE 'completed' END, 0, "
+                "now() - make_interval(secs => g), now() FROM generate_series(1, :n) AS g"
+            ),
+            {"n": rows},
+        )
+        conn.execute(text("ANALYZE jobs"))
+    search = " customer 8\x1f"  # the whole word "8": 500 jobs, the newest g = 8
+    picker = SearchWords()
+    with store.engine.connect() as conn:
+        assert picker.word(conn, search) == "8"
+        since = picker.newest_since(conn, "8", 11)
+        assert since is not None  # 500 of 25,000 jobs: worth a slice
+        newest_g = conn.execute(
+            text("SELECT max(substr(id, 3)::int) FROM jobs WHERE created_at >= :s"), {"s": since}
+        ).scalar_one()
+        assert 100 < newest_g < rows // 2  # a slice of the newest, not the table
+        assert picker.newest_since(conn, "8", 11, before=since) is not None  # deeper pages too
+        oldest = conn.execute(text("SELECT min(created_at) FROM jobs")).scalar_one()
+        assert picker.newest_since(conn, "8", 11, before=oldest) is None  # nothing older
+        assert picker.newest_since(conn, "8", 400) is None  # the page is most of the word
+
+        def by_trigrams(where: JobFilter, before: Any) -> list[str]:
+            return [r.id for r in conn.execute(_page(where, before, 10))]
+
+        # 500 jobs hold the word; 20 of them are among the oldest 1,000 (owner "old")
+        wheres = ((JobFilter(search=search), 500), (JobFilter(search=search, owner_id="old"), 20))
+        for where, count in wheres:
+            before = None
+            seen: list[str] = []
+            while True:
+                got = [j.id for j in store.list_jobs(where, limit=10, before=before)]
+                assert got == by_trigrams(where, before), (where, len(seen))
+                seen += got
+                if len(got) < 10:
+                    break
+                last = store.get_job(got[-1])
+                before = (last.created_at, last.id)
+            assert len(seen) == len(set(seen)) == count
+    store.delete_all()
+    store.close()
