@@ -7,7 +7,6 @@ the search's word); no transactions here.
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 import time
@@ -180,16 +179,25 @@ _WHOLE_WORDS = text(
 )
 
 
-#: The ``created_at`` histogram of the (plain) jobs table: bounds splitting its rows
-#: into parts of equal size, oldest first, and how many rows it describes. None on a
-#: partitioned table (its parent has statistics only when analyzed by hand).
+#: The ``created_at`` histograms of the jobs table, or of each of its partitions: bounds
+#: splitting a table's rows into parts of equal size, oldest first, and how many rows
+#: the table holds. A table without statistics yet is left out (its rows uncounted).
 _CREATED_STATS = text(
-    "SELECT s.histogram_bounds::text::timestamptz[] AS bounds, "
-    "greatest(c.reltuples, 0) AS total FROM pg_stats s "
-    "JOIN pg_class c ON c.oid = to_regclass('jobs') AND c.relkind = 'r' "
-    "WHERE s.schemaname = current_schema() AND s.tablename = 'jobs' "
-    "AND s.attname = 'created_at' AND NOT s.inherited"
+    """
+    SELECT s.histogram_bounds::text::timestamptz[] AS bounds,
+           greatest(c.reltuples, 0) AS total
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname
+         AND s.attname = 'created_at' AND NOT s.inherited
+    WHERE c.relkind = 'r' AND s.histogram_bounds IS NOT NULL AND (
+        c.oid = to_regclass('jobs')
+        OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass('jobs'))
+    )
+    """
 )
+#: One table's ``created_at`` histogram: its bounds and its rows.
+Histogram = tuple[list[datetime], float]
 
 #: A newest slice is read first when it is likely to hold this many times the page.
 _SLICE_MARGIN = 2
@@ -214,7 +222,7 @@ class SearchWords:
         self.refresh_s = refresh_s
         self._read_at = -refresh_s
         self._parts: list[tuple[dict[str, float], float, float]] = []  # freqs, floor, rows
-        self._created: tuple[list[datetime], float] = ([], 0.0)  # bounds, rows
+        self._created: list[Histogram] = []  # the table's, or each partition's
         self._lock = threading.Lock()
 
     def word(self, conn: Connection, search: str) -> str | None:
@@ -250,17 +258,31 @@ class SearchWords:
         of the ``created_at`` index costs at most half the reads of the word's other
         jobs (:data:`_ENTRY_COST`)."""
         holding = self._estimate(self._stats(conn), word)
-        bounds, total = self._created
-        if len(bounds) < 2 or holding <= 0:
+        tables = self._created
+        total = sum(rows for _, rows in tables)
+        if holding <= 0 or total <= 0:
             return None
         share = _SLICE_MARGIN * need / holding
         if share >= 1 or share * total * _ENTRY_COST * 2 > holding:
             return None
-        parts = len(bounds) - 1
-        take = math.ceil(share * parts)
-        below = len(bounds) if before is None else bisect_left(bounds, before)
-        start = below - 1 - take  # at least ``take`` whole parts between it and ``before``
-        return bounds[start] if start > 0 else None
+        want = share * total
+
+        def newer(moment: datetime) -> float:  # rows from ``moment`` up to the cursor
+            return sum(
+                (rows if before is None else _below((bounds, rows), before))
+                - _below((bounds, rows), moment)
+                for bounds, rows in tables
+            )
+
+        starts = sorted({b for bounds, _ in tables for b in bounds if before is None or b < before})
+        low, high, found = 1, len(starts) - 1, None  # the oldest start is the whole table
+        while low <= high:  # the newest start with ``want`` rows after it (fewer, newer)
+            mid = (low + high) // 2
+            if newer(starts[mid]) >= want:
+                found, low = mid, mid + 1
+            else:
+                high = mid - 1
+        return None if found is None else starts[found]
 
     @staticmethod
     def _estimate(parts: list[tuple[dict[str, float], float, float]], word: str) -> float:
@@ -272,9 +294,11 @@ class SearchWords:
             if now - self._read_at < self.refresh_s:
                 return self._parts
         parts: list[tuple[dict[str, float], float, float]] = []
-        created = conn.execute(_CREATED_STATS).first()
-        bounds = list(created.bounds or []) if created is not None else []
-        total = float(created.total) if created is not None else 0.0
+        created = [
+            (list(r.bounds), float(r.total))
+            for r in conn.execute(_CREATED_STATS)
+            if len(r.bounds) >= 2
+        ]
         rows = conn.execute(_WORD_STATS, {"index": WORDS_INDEX}).all()
         if any(r.known for r in rows):
             for r in rows:
@@ -286,8 +310,22 @@ class SearchWords:
                     freqs = dict(zip(r.words, r.freqs, strict=False))
                     parts.append((freqs, float(r.freqs[-3]), float(r.total)))
         with self._lock:
-            self._parts, self._created, self._read_at = parts, (bounds, total), now
+            self._parts, self._created, self._read_at = parts, created, now
         return parts
+
+
+def _below(histogram: Histogram, moment: datetime) -> float:
+    """How many of a table's rows its histogram puts before ``moment`` (spread evenly in
+    time within each of its parts)."""
+    bounds, rows = histogram
+    if moment <= bounds[0]:
+        return 0.0
+    if moment > bounds[-1]:
+        return rows
+    at = bisect_left(bounds, moment)  # bounds[at - 1] < moment <= bounds[at]
+    low, high = bounds[at - 1], bounds[at]
+    within = (moment - low) / (high - low) if high > low else 1.0
+    return rows * (at - 1 + within) / (len(bounds) - 1)
 
 
 def search_matches(search: str, word: str, since: datetime | None = None) -> Any:

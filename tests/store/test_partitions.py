@@ -34,6 +34,7 @@ from jobtrack.schema import RLS_TABLES
 from jobtrack.store import Batch, Store
 from tests.conftest import fresh_pg_database
 from tests.store import test_contract as contract
+from tests.store.test_scale import every_page
 
 JAN = datetime(2026, 1, 10, tzinfo=UTC)
 BOUNDARY = datetime(2026, 2, 1, tzinfo=UTC)
@@ -335,3 +336,35 @@ def test_the_cli_converts_and_lists(own_db: str) -> None:
     other = runner.invoke(main, ["--database-url", own_db, "db", "partition", "--by", "month"])
     assert isinstance(other.exception, NotSupported)  # the console script prints it
     assert "partitioned by day already" in str(other.exception)
+
+
+def test_a_common_words_page_is_looked_for_in_the_newest_partitions_first(own_db: str) -> None:
+    """On a partitioned table the newest slice comes from the partitions' own
+    ``created_at`` statistics (the parent has none): every page is still the page the
+    trigram path reads."""
+    from jobtrack.store.common import SearchWords
+
+    store = Store(own_db)
+    store.ensure_schema()
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, task_name, name, status, state_seq, created_at, "
+                "updated_at) SELECT 'g-' || g, 't', 'Import batch ' || g || ' of customer ' "
+                "|| (g % 50), 'completed', 0, now() - make_interval(secs => g * 30), now() "
+                "FROM generate_series(1, 25000) AS g"
+            )
+        )
+    store.partition("day")
+    with store.engine.begin() as conn:
+        conn.execute(text("ANALYZE jobs"))
+    days = len([p for p in store.partitions() if p.start is not None])
+    assert days >= 9  # 25,000 jobs 30 s apart: nine days
+    picker = SearchWords()
+    with store.engine.connect() as conn:
+        assert picker.word(conn, " customer 8\x1f") == "8"
+        since = picker.newest_since(conn, "8", 11)
+        assert since is not None
+        assert since > datetime.now(UTC) - timedelta(days=2)  # in the newest partitions
+        assert len(every_page(store, conn, JobFilter(search=" customer 8\x1f"))) == 500
+    store.close()

@@ -353,23 +353,25 @@ def test_a_page_of_a_common_word_is_first_looked_for_among_the_newest_jobs(pg_ur
         oldest = conn.execute(text("SELECT min(created_at) FROM jobs")).scalar_one()
         assert picker.newest_since(conn, "8", 11, before=oldest) is None  # nothing older
         assert picker.newest_since(conn, "8", 400) is None  # the page is most of the word
-
-        def by_trigrams(where: JobFilter, before: Any) -> list[str]:
-            return [r.id for r in conn.execute(_page(where, before, 10))]
-
         # 500 jobs hold the word; 20 of them are among the oldest 1,000 (owner "old")
-        wheres = ((JobFilter(search=search), 500), (JobFilter(search=search, owner_id="old"), 20))
-        for where, count in wheres:
-            before = None
-            seen: list[str] = []
-            while True:
-                got = [j.id for j in store.list_jobs(where, limit=10, before=before)]
-                assert got == by_trigrams(where, before), (where, len(seen))
-                seen += got
-                if len(got) < 10:
-                    break
-                last = store.get_job(got[-1])
-                before = (last.created_at, last.id)
-            assert len(seen) == len(set(seen)) == count
+        assert len(every_page(store, conn, JobFilter(search=search))) == 500
+        assert len(every_page(store, conn, JobFilter(search=search, owner_id="old"))) == 20
     store.delete_all()
     store.close()
+
+
+def every_page(store: Store, conn: Any, where: JobFilter, size: int = 10) -> list[str]:
+    """Every page of ``where`` by cursor through the store, each checked equal to the
+    page the trigram path reads; the ids of them all (none twice)."""
+    before = None
+    seen: list[str] = []
+    while True:
+        got = [j.id for j in store.list_jobs(where, limit=size, before=before)]
+        assert got == [r.id for r in conn.execute(_page(where, before, size))], len(seen)
+        seen += got
+        if len(got) < size:
+            break
+        last = store.get_job(got[-1])
+        before = (last.created_at, last.id)
+    assert len(seen) == len(set(seen))
+    return seen
