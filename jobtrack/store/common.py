@@ -257,6 +257,8 @@ class SearchWords:
         if they are spread over time like the table's rows; it is tried when its range
         of the ``created_at`` index costs at most half the reads of the word's other
         jobs (:data:`_ENTRY_COST`)."""
+        if before is not None and before.tzinfo is None:
+            return None  # not comparable with the statistics' times: no guess
         holding = self._estimate(self._stats(conn), word)
         tables = self._created
         total = sum(rows for _, rows in tables)

@@ -352,6 +352,8 @@ def test_a_page_of_a_common_word_is_first_looked_for_among_the_newest_jobs(pg_ur
         assert picker.newest_since(conn, "8", 11, before=since) is not None  # deeper pages too
         oldest = conn.execute(text("SELECT min(created_at) FROM jobs")).scalar_one()
         assert picker.newest_since(conn, "8", 11, before=oldest) is None  # nothing older
+        naive = since.replace(tzinfo=None)  # a library caller's cursor: no guess, no error
+        assert picker.newest_since(conn, "8", 11, before=naive) is None
         assert picker.newest_since(conn, "8", 400) is None  # the page is most of the word
         # 500 jobs hold the word; 20 of them are among the oldest 1,000 (owner "old")
         assert len(every_page(store, conn, JobFilter(search=search))) == 500
