@@ -222,7 +222,8 @@ class SearchWords:
         self.refresh_s = refresh_s
         self._read_at = -refresh_s
         self._parts: list[tuple[dict[str, float], float, float]] = []  # freqs, floor, rows
-        self._created: list[Histogram] = []  # the table's, or each partition's
+        #: The table's histogram, or each partition's, and all their bounds in order.
+        self._created: tuple[list[Histogram], list[datetime]] = ([], [])
         self._lock = threading.Lock()
 
     def word(self, conn: Connection, search: str) -> str | None:
@@ -260,7 +261,7 @@ class SearchWords:
         if before is not None and before.tzinfo is None:
             return None  # not comparable with the statistics' times: no guess
         holding = self._estimate(self._stats(conn), word)
-        tables = self._created
+        tables, bounds_all = self._created
         total = sum(rows for _, rows in tables)
         if holding <= 0 or total <= 0:
             return None
@@ -276,7 +277,7 @@ class SearchWords:
                 for bounds, rows in tables
             )
 
-        starts = sorted({b for bounds, _ in tables for b in bounds if before is None or b < before})
+        starts = bounds_all if before is None else bounds_all[: bisect_left(bounds_all, before)]
         low, high, found = 1, len(starts) - 1, None  # the oldest start is the whole table
         while low <= high:  # the newest start with ``want`` rows after it (fewer, newer)
             mid = (low + high) // 2
@@ -296,11 +297,12 @@ class SearchWords:
             if now - self._read_at < self.refresh_s:
                 return self._parts
         parts: list[tuple[dict[str, float], float, float]] = []
-        created = [
+        tables = [
             (list(r.bounds), float(r.total))
             for r in conn.execute(_CREATED_STATS)
             if len(r.bounds) >= 2
         ]
+        created = (tables, sorted({b for bounds, _ in tables for b in bounds}))
         rows = conn.execute(_WORD_STATS, {"index": WORDS_INDEX}).all()
         if any(r.known for r in rows):
             for r in rows:
