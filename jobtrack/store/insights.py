@@ -85,10 +85,16 @@ class InsightQueries:
 def _trends_in_sql(
     conn: Connection, column: Any, where: list[Any], since: datetime, bucket_s: int
 ) -> list[Trend]:
-    epoch = func.extract("epoch", jobs.c.completed_at) - literal(since.timestamp())
-    bucket = func.floor(epoch / bucket_s).label("bucket")
+    # date_part, not EXTRACT: double precision; EXTRACT answers numeric (PostgreSQL 14+),
+    # which the aggregate's sort and percentiles handle at about half the speed.
+    seconds = func.date_part(
+        "epoch", jobs.c.completed_at - literal(since, type_=jobs.c.completed_at.type), type_=Float
+    )
+    bucket = func.floor(seconds / float(bucket_s)).label("bucket")
     # Clocks differ between publisher and worker: a wait below zero counts as none.
-    wait_ms = func.greatest(func.extract("epoch", jobs.c.started_at - jobs.c.created_at) * 1000, 0)
+    wait_ms = func.greatest(
+        func.date_part("epoch", jobs.c.started_at - jobs.c.created_at, type_=Float) * 1000, 0
+    )
     name = func.coalesce(column, NO_KEY).label("key")
     run = cast(jobs.c.duration_ms, Float)
     query = (
