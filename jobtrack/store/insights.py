@@ -86,7 +86,7 @@ def _trends_in_sql(
     conn: Connection, column: Any, where: list[Any], since: datetime, bucket_s: int
 ) -> list[Trend]:
     # date_part, not EXTRACT: double precision; EXTRACT answers numeric (PostgreSQL 14+),
-    # which the aggregate's sort and percentiles handle at about half the speed.
+    # slower to compute, sort and interpolate (see docs/performance.md, Insights).
     seconds = func.date_part(
         "epoch", jobs.c.completed_at - literal(since, type_=jobs.c.completed_at.type), type_=Float
     )
