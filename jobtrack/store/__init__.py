@@ -604,17 +604,20 @@ class Store(
                 )
             else:
                 word = self._search_words.word(conn, where.search) if where.search else None
-                if word is not None:
-                    # Many jobs hold the word: the page is first looked for among the
-                    # newest of them; it is the page if the slice holds a whole one.
-                    since = self._search_words.newest_since(
+                # Many jobs hold the word: the page is first looked for among the newest
+                # of them; it is the page if that slice holds a whole one.
+                since = (
+                    self._search_words.newest_since(
                         conn, word, limit + offset, before[0] if before else None
                     )
-                    if since is not None:
-                        sliced = _page(where, before, limit, word=word, since=since)
-                        found = conn.execute(sliced.offset(offset)).mappings().all()
-                        if len(found) == limit:
-                            return [job_of(r) for r in found]
+                    if word is not None
+                    else None
+                )
+                if since is not None:
+                    sliced = _page(where, before, limit, word=word, since=since).offset(offset)
+                    found = conn.execute(sliced).mappings().all()
+                    if len(found) == limit:
+                        return [job_of(r) for r in found]
                 query = _page(where, before, limit, word=word).offset(offset)
             return [job_of(r) for r in conn.execute(query).mappings()]
 

@@ -269,13 +269,10 @@ class SearchWords:
         if share >= 1 or share * total * _ENTRY_COST * 2 > holding:
             return None
         want = share * total
+        upto = total if before is None else sum(_below(t, before) for t in tables)
 
         def newer(moment: datetime) -> float:  # rows from ``moment`` up to the cursor
-            return sum(
-                (rows if before is None else _below((bounds, rows), before))
-                - _below((bounds, rows), moment)
-                for bounds, rows in tables
-            )
+            return upto - sum(_below(t, moment) for t in tables)
 
         starts = bounds_all if before is None else bounds_all[: bisect_left(bounds_all, before)]
         low, high, found = 1, len(starts) - 1, None  # the oldest start is the whole table
