@@ -143,6 +143,25 @@ def publisher(
 
 
 @pytest.fixture
+def installed(pg_url: str) -> Iterator[Any]:
+    """``installed(app, **settings)``: jobtrack installed on an in-process app against
+    an emptied database (a fast flush unless ``settings`` say otherwise); every tracker
+    is uninstalled and closed afterwards."""
+    trackers: list[jobtrack.Tracker] = []
+
+    def install(app: Celery, **settings: Any) -> jobtrack.Tracker:
+        tracker = jobtrack.install(app, pg_url, **{"flush_interval_s": 0.05, **settings})
+        tracker.store.delete_all()
+        trackers.append(tracker)
+        return tracker
+
+    yield install
+    jobtrack.uninstall()
+    for tracker in trackers:
+        tracker.store.close()
+
+
+@pytest.fixture
 def start_worker(redis_url: str, pg_url: str, tmp_path: Path) -> Iterator[Any]:
     started: list[Worker] = []
 

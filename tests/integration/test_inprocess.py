@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,21 +44,6 @@ def make_app(**conf: Any) -> Celery:
 
 def task(app: Celery, name: str) -> Any:
     return app.tasks[f"{app.main}.{name}"]
-
-
-@pytest.fixture
-def installed(pg_url: str) -> Iterator[Any]:
-    trackers: list[jobtrack.Tracker] = []
-
-    def install(app: Celery, **settings: Any) -> jobtrack.Tracker:
-        tracker = jobtrack.install(app, pg_url, **settings)
-        trackers.append(tracker)
-        return tracker
-
-    yield install
-    jobtrack.uninstall()
-    for tracker in trackers:
-        tracker.store.close()
 
 
 def finished(store: Store, job_id: str) -> Any:

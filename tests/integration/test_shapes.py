@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -70,22 +69,6 @@ def make_app() -> Celery:
         return steps
 
     return app
-
-
-@pytest.fixture
-def installed(pg_url: str) -> Iterator[Any]:
-    trackers: list[jobtrack.Tracker] = []
-
-    def install(app: Celery, **settings: Any) -> jobtrack.Tracker:
-        tracker = jobtrack.install(app, pg_url, flush_interval_s=0.05, **settings)
-        tracker.store.delete_all()
-        trackers.append(tracker)
-        return tracker
-
-    yield install
-    jobtrack.uninstall()
-    for tracker in trackers:
-        tracker.store.close()
 
 
 def finished(store: Store, *ids: str) -> bool:
