@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
 
 import jobtrack
-from jobtrack.migrate import head_revision
+from jobtrack.migrate import alembic_config, head_revision, upgrade_to_head
 from jobtrack.schema import (
+    FILTER_COLUMNS,
     ID_PREFIX_INDEX_DDL,
     POSTGRESQL_ONLY_INDEXES,
     SEARCH_INDEX_DDL,
     WORDS_INDEX_DDL,
+    jobs,
     metadata,
 )
 from jobtrack.store import Store
+from tests.conftest import fresh_pg_database
 
 
 def test_a_migrated_database_matches_the_table_definitions(store: Store) -> None:
@@ -53,3 +60,79 @@ def test_the_search_indexes_are_made_as_the_schema_spells_them() -> None:
     assert scale._SEARCH_INDEX_DDL == SEARCH_INDEX_DDL
     assert scale._ID_PREFIX_INDEX_DDL == ID_PREFIX_INDEX_DDL
     assert _revision("0011_search_words")._WORDS_INDEX_DDL == WORDS_INDEX_DDL
+
+
+def test_the_migrated_indexes_carry_the_columns_the_schema_includes(store: Store) -> None:
+    """Alembic's comparison above does not see an index's INCLUDE columns; PostgreSQL's
+    catalog does: every index of ``jobs`` carries what its definition includes."""
+    if store.engine.dialect.name != "postgresql":
+        return  # SQLite has no INCLUDE; the comparison above covers its indexes
+    with store.engine.connect() as conn:
+        made = dict(
+            conn.exec_driver_sql(
+                "SELECT indexname, indexdef FROM pg_indexes "
+                "WHERE tablename = 'jobs' AND schemaname = current_schema()"
+            ).all()
+        )
+    expected = {
+        str(index.name): list(index.dialect_options["postgresql"]["include"] or [])
+        for index in jobs.indexes
+    }
+    carried = {name: re.findall(r"\w+", made[name].partition(" INCLUDE ")[2]) for name in expected}
+    assert carried == expected
+    assert carried["ix_jobs_owner_id_status_created_at"] == ["job_type", "queue"]
+
+
+def _filter_indexes(url: str) -> dict[str, tuple[int, list[str]]]:
+    """Each filter index of ``jobs``: its oid and its included columns."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, c.oid, coalesce(array_agg(a.attname ORDER BY k.n) "
+            "FILTER (WHERE k.n > i.indnkeyatts), '{}') "
+            "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k (attnum, n) "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+            "WHERE i.indrelid = 'jobs'::regclass AND c.relname LIKE '%\\_status\\_created\\_at' "
+            "AND c.relname <> 'ix_jobs_status_created_at' GROUP BY c.relname, c.oid"
+        ).fetchall()
+    return {name: (oid, list(included)) for name, oid, included in rows}
+
+
+def test_revision_0012_keeps_filter_indexes_built_by_hand_and_rebuilds_the_rest() -> None:
+    """An operator who built an index concurrently, as docs/operations.md shows, keeps
+    it (the upgrade finds its columns and skips it); the others are rebuilt; downgrading
+    gives the plain indexes back."""
+    with fresh_pg_database() as url:
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0011")
+            assert [inc for _, inc in _filter_indexes(url).values()] == [[]] * len(FILTER_COLUMNS)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    "CREATE INDEX CONCURRENTLY ix_jobs_owner_id_new ON jobs "
+                    "(owner_id, status, created_at) INCLUDE (job_type, queue)"
+                )
+                conn.execute("DROP INDEX CONCURRENTLY ix_jobs_owner_id_status_created_at")
+                conn.execute(
+                    "ALTER INDEX ix_jobs_owner_id_new RENAME TO ix_jobs_owner_id_status_created_at"
+                )
+            by_hand = _filter_indexes(url)
+            with engine.begin() as conn:
+                upgrade_to_head(conn)
+            upgraded = _filter_indexes(url)
+            assert {name: inc for name, (_, inc) in upgraded.items()} == {
+                "ix_jobs_task_name_status_created_at": ["owner_id", "job_type", "queue"],
+                "ix_jobs_owner_id_status_created_at": ["job_type", "queue"],
+                "ix_jobs_job_type_status_created_at": ["queue"],
+                "ix_jobs_queue_status_created_at": [],
+            }
+            kept = "ix_jobs_owner_id_status_created_at"
+            assert upgraded[kept][0] == by_hand[kept][0]  # the same index, not rebuilt
+            rebuilt = "ix_jobs_task_name_status_created_at"
+            assert upgraded[rebuilt][0] != by_hand[rebuilt][0]
+            with engine.begin() as conn:
+                command.downgrade(alembic_config(conn), "0011")
+            assert [inc for _, inc in _filter_indexes(url).values()] == [[]] * len(FILTER_COLUMNS)
+        finally:
+            engine.dispose()
