@@ -591,16 +591,29 @@ class Store(
             statuses = tuple(JobStatus)
         with self._begin("list jobs") as conn:
             if statuses is not None and len(statuses) > 1 and _by_status_index(where):
+                # The ranges merged give the page's keys; its jobs are then read by id:
+                # the rows every range reads past the page are never carried (nor their
+                # columns built into each range's statement).
                 parts = [
-                    select(_page(where.where(status=(status,)), before, limit + offset).subquery())
+                    select(
+                        _page(
+                            where.where(status=(status,)), before, limit + offset, keys=True
+                        ).subquery()
+                    )
                     for status in statuses
                 ]
                 merged = union_all(*parts).subquery()
-                query = (
-                    select(merged)
+                newest = (
+                    select(merged.c.id)
                     .order_by(merged.c.created_at.desc(), merged.c.id.desc())
                     .limit(limit)
                     .offset(offset)
+                    .subquery()
+                )
+                query = (
+                    select(jobs)
+                    .join(newest, jobs.c.id == newest.c.id)
+                    .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
                 )
             else:
                 word = self._search_words.word(conn, where.search) if where.search else None
@@ -1588,15 +1601,18 @@ def _page(
     *,
     word: str | None = None,
     since: datetime | None = None,
+    keys: bool = False,
 ) -> Any:
     """Jobs ``where`` matches before the cursor, newest first, at most ``limit``; with a
     search ``word``, read from the search's matches (:func:`common.search_matches`),
-    those created ``since`` only if given."""
+    those created ``since`` only if given. With ``keys``, only their ``id`` and
+    ``created_at``."""
     source: Any = jobs
     if word is not None and where.search:
         source = search_matches(where.search, word, since)
         where = where.where(search=None)
-    query = filtered(select(source), where, columns=source.c)
+    picked = (source.c.id, source.c.created_at) if keys else (source,)
+    query = filtered(select(*picked), where, columns=source.c)
     if before is not None:
         moment = bindparam("before_at", before[0], type_=jobs.c.created_at.type)
         query = query.where(
