@@ -21,6 +21,11 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
    per second against a bare publishing loop, the dashboard's list page p95 while it
    runs, then a second run killed with SIGKILL half-way and resumed, with the broker's
    messages counted (every job published once).
+
+Only with --only: scale (every view on --rows jobs), scale-writes (worker throughput on
+that table against an empty one), write-rate (one PostgreSQL, many writer processes),
+partitions (partitioned tables against plain ones) and filter-indexes (the write rate
+with the filter indexes' INCLUDE columns against without them).
 """
 
 from __future__ import annotations
@@ -1049,6 +1054,15 @@ def scale_views(rows: int, reuse: bool) -> None:
         "combined: type + owner, tab counts": lambda: store.count_by_status(
             counts, cap=COUNT_CAP, where=JobFilter(job_type="type_2", owner_id="owner-42")
         ),
+        # Filters whose jobs never meet: each status's whole range of one is read.
+        "combined: task + owner (disjoint), tab counts": lambda: store.count_by_status(
+            counts,
+            cap=COUNT_CAP,
+            where=JobFilter(task_name="app.tasks.task_7", owner_id="owner-42"),
+        ),
+        "combined: type + queue (disjoint), tab counts": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(job_type="type_3", queue="queue-1")
+        ),
         "combined: task + search, tab counts": lambda: store.count_by_status(
             counts,
             cap=COUNT_CAP,
@@ -1201,9 +1215,13 @@ def partitions_cost(rows: int, tasks: int, rounds: int) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{PARTED_DB}" WITH (FORCE)')
 
 
-def _writer_process(db_url: str, seconds: float, prefix: str, out: Any) -> None:
+def _writer_process(
+    db_url: str, seconds: float, prefix: str, out: Any, filters: bool = False
+) -> None:
     """One simulated worker host: job lifecycles (pending, running, completed, each with
-    its trace entry) through a BufferedWriter, as fast as it can, for ``seconds``."""
+    its trace entry) through a BufferedWriter, as fast as it can, for ``seconds``. With
+    ``filters``, each job has a task name, type, owner and queue of the scale fixture's
+    spread (the columns of the dashboard filters' indexes)."""
     from jobtrack.settings import Settings
     from jobtrack.writer import BufferedWriter
 
@@ -1214,8 +1232,16 @@ def _writer_process(db_url: str, seconds: float, prefix: str, out: Any) -> None:
     while time.monotonic() < deadline:
         for _ in range(200):
             job_id = f"{prefix}-{n}"
+            columns: dict[str, Any] = {"task_name": "bench.sim"}
+            if filters:
+                columns = {
+                    "task_name": f"app.billing.tasks.task_{n % 40}",
+                    "job_type": f"type_{n % 10}",
+                    "owner_id": f"owner-{n % 200}",
+                    "queue": f"queue-{n % 5}",
+                }
             for status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED):
-                update = JobUpdate.transition(job_id, status, task_name="bench.sim")
+                update = JobUpdate.transition(job_id, status, **columns)
                 writer.update(update, trace=0)
             n += 1
         while writer.pending() > 20_000:  # the database sets the pace
@@ -1264,6 +1290,56 @@ def write_rate(seconds: float, counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> No
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def filter_index_cost(rounds: int, seconds: float = 10.0, writers: int = 2) -> None:
+    """What revision 0012's INCLUDE columns cost writes: ``writers`` processes writing
+    jobs with every filter column set, into a fresh database whose filter indexes carry
+    the INCLUDE columns or not (the indexes as revision 0009 made them), alternated."""
+    import multiprocessing
+
+    from jobtrack.schema import FILTER_COLUMNS
+
+    context = multiprocessing.get_context("spawn")
+    name = DB_NAME + "_filters"
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    rates: dict[str, list[float]] = {"include": [], "plain": []}
+    say(f"\nfilter indexes, INCLUDE or not: {writers} writer processes, {seconds:.0f} s each")
+    for n in range(rounds):
+        for setup in ["include", "plain"] if n % 2 == 0 else ["plain", "include"]:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.execute(f'CREATE DATABASE "{name}"')
+            fresh = Store(url)
+            fresh.ensure_schema()
+            fresh.close()
+            if setup == "plain":
+                with psycopg.connect(url, autocommit=True) as conn:
+                    for column in FILTER_COLUMNS:
+                        index = f"ix_jobs_{column}_status_created_at"
+                        conn.execute(f"DROP INDEX {index}")
+                        conn.execute(f"CREATE INDEX {index} ON jobs ({column}, status, created_at)")
+            queue = context.Queue()
+            procs = [
+                context.Process(target=_writer_process, args=(url, seconds, f"w{i}", queue, True))
+                for i in range(writers)
+            ]
+            started = time.perf_counter()
+            for proc in procs:
+                proc.start()
+            made = sum(queue.get(timeout=seconds + 120) for _ in procs)
+            for proc in procs:
+                proc.join(60)
+            rates[setup].append(made / (time.perf_counter() - started))
+            say(f"  round {n + 1} {setup:<8} {rates[setup][-1]:8,.0f} jobs/s")
+    ratios = [i / p for i, p in zip(rates["include"], rates["plain"], strict=True)]
+    say(
+        f"filter indexes: with INCLUDE {statistics.median(rates['include']):,.0f} jobs/s, "
+        f"plain {statistics.median(rates['plain']):,.0f} jobs/s (median ratio "
+        f"{statistics.median(ratios):.2f}; per round " + ", ".join(f"{r:.2f}" for r in ratios) + ")"
+    )
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1297,6 +1373,7 @@ def main() -> int:
             "scale-writes",
             "write-rate",
             "partitions",
+            "filter-indexes",
         ],
         action="append",
     )
@@ -1312,7 +1389,7 @@ def main() -> int:
     only = set(
         args.only or ["throughput", "publish", "items", "progress", "query", "prune", "rls", "bulk"]
     )
-    if not (args.reuse and only <= {"scale", "scale-writes", "write-rate"}):
+    if not (args.reuse and only <= {"scale", "scale-writes", "write-rate", "filter-indexes"}):
         fresh_database()
     say(f"jobtrack bench: {os.cpu_count()} cores, broker {BROKER}, database {DB_NAME}")
 
@@ -1368,6 +1445,8 @@ def main() -> int:
         write_rate(10.0)
     if "partitions" in only:
         partitions_cost(args.rows, args.tasks, args.rounds)
+    if "filter-indexes" in only:
+        filter_index_cost(args.rounds)
     return 0
 
 
