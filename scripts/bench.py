@@ -1104,13 +1104,7 @@ def scale_writes(rows: int, tasks: int, rounds: int, reuse: bool) -> None:
         scale_fixture(rows)
     size = store.count_jobs()
     store.close()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{EMPTY_DB}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{EMPTY_DB}"')
-    empty_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + EMPTY_DB
-    empty = Store(empty_url)
-    empty.ensure_schema()
-    empty.close()
+    empty_url = _fresh_schema(EMPTY_DB)
     rates: dict[str, list[float]] = {"empty": [], "full": []}
     for n in range(rounds):
         for name in ["empty", "full"] if n % 2 == 0 else ["full", "empty"]:
@@ -1251,34 +1245,51 @@ def _writer_process(
     out.put(n)
 
 
+def _fresh_schema(name: str) -> str:
+    """A new database ``name`` with jobtrack's schema; its URL."""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    fresh = Store(url)
+    fresh.ensure_schema()
+    fresh.close()
+    return url
+
+
+def _run_writers(
+    url: str, seconds: float, count: int, prefix: str, *, filters: bool = False
+) -> tuple[int, float]:
+    """``count`` writer processes (:func:`_writer_process`) at once: the jobs they made,
+    and the seconds from the first start to the last finish."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    procs = [
+        context.Process(
+            target=_writer_process, args=(url, seconds, f"{prefix}-{i}", queue, filters)
+        )
+        for i in range(count)
+    ]
+    started = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    made = sum(queue.get(timeout=seconds + 120) for _ in procs)
+    for proc in procs:
+        proc.join(60)
+    return made, time.perf_counter() - started
+
+
 def write_rate(seconds: float, counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> None:
     """Jobs (three transitions and three trace rows each) one PostgreSQL commits per
     second from N writer processes at once: where it saturates."""
-    import multiprocessing
 
     say(f"\nwrite rate from many processes ({seconds:.0f} s each, {os.cpu_count()} cores):")
-    context = multiprocessing.get_context("spawn")
     name = DB_NAME + "_writes"
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     for count in counts:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.execute(f'CREATE DATABASE "{name}"')
-        fresh = Store(url)
-        fresh.ensure_schema()
-        fresh.close()
-        queue = context.Queue()
-        procs = [
-            context.Process(target=_writer_process, args=(url, seconds, f"p{count}-{i}", queue))
-            for i in range(count)
-        ]
-        started = time.perf_counter()
-        for proc in procs:
-            proc.start()
-        made = sum(queue.get(timeout=seconds + 120) for _ in procs)
-        for proc in procs:
-            proc.join(60)
-        elapsed = time.perf_counter() - started
+        url = _fresh_schema(name)
+        made, elapsed = _run_writers(url, seconds, count, f"p{count}")
         with psycopg.connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM jobs WHERE status = 'completed'").fetchone()
         assert stored is not None and stored[0] == made, (stored, made)
@@ -1294,41 +1305,22 @@ def filter_index_cost(rounds: int, seconds: float = 10.0, writers: int = 2) -> N
     """What revision 0012's INCLUDE columns cost writes: ``writers`` processes writing
     jobs with every filter column set, into a fresh database whose filter indexes carry
     the INCLUDE columns or not (the indexes as revision 0009 made them), alternated."""
-    import multiprocessing
-
     from jobtrack.schema import FILTER_COLUMNS
 
-    context = multiprocessing.get_context("spawn")
     name = DB_NAME + "_filters"
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     rates: dict[str, list[float]] = {"include": [], "plain": []}
     say(f"\nfilter indexes, INCLUDE or not: {writers} writer processes, {seconds:.0f} s each")
     for n in range(rounds):
         for setup in ["include", "plain"] if n % 2 == 0 else ["plain", "include"]:
-            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                admin.execute(f'CREATE DATABASE "{name}"')
-            fresh = Store(url)
-            fresh.ensure_schema()
-            fresh.close()
+            url = _fresh_schema(name)
             if setup == "plain":
                 with psycopg.connect(url, autocommit=True) as conn:
                     for column in FILTER_COLUMNS:
                         index = f"ix_jobs_{column}_status_created_at"
                         conn.execute(f"DROP INDEX {index}")
                         conn.execute(f"CREATE INDEX {index} ON jobs ({column}, status, created_at)")
-            queue = context.Queue()
-            procs = [
-                context.Process(target=_writer_process, args=(url, seconds, f"w{i}", queue, True))
-                for i in range(writers)
-            ]
-            started = time.perf_counter()
-            for proc in procs:
-                proc.start()
-            made = sum(queue.get(timeout=seconds + 120) for _ in procs)
-            for proc in procs:
-                proc.join(60)
-            rates[setup].append(made / (time.perf_counter() - started))
+            made, elapsed = _run_writers(url, seconds, writers, "w", filters=True)
+            rates[setup].append(made / elapsed)
             say(f"  round {n + 1} {setup:<8} {rates[setup][-1]:8,.0f} jobs/s")
     ratios = [i / p for i, p in zip(rates["include"], rates["plain"], strict=True)]
     say(
