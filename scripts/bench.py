@@ -1284,7 +1284,6 @@ def _run_writers(
 def write_rate(seconds: float, counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> None:
     """Jobs (three transitions and three trace rows each) one PostgreSQL commits per
     second from N writer processes at once: where it saturates."""
-
     say(f"\nwrite rate from many processes ({seconds:.0f} s each, {os.cpu_count()} cores):")
     name = DB_NAME + "_writes"
     for count in counts:
