@@ -98,14 +98,16 @@ class WorkflowQueries:
                         )
                     )
                 query = select(*columns).where(or_(*wanted), *scope).limit(limit + 1)
-                for row in conn.execute(query).mappings():
-                    if row["id"] not in found:
-                        values = dict(row)
+                # Plain tuples, fetched at once: a mapping per row cost more than the
+                # statement on a big workflow.
+                for row in conn.execute(query).all():
+                    if row[0] not in found:
+                        values = dict(zip(TREE_COLUMNS, row, strict=True))
                         values["status"] = JobStatus(values["status"])
-                        found[row["id"]] = Job(**values)
-                        roots.add(row["root_id"] or row["id"])
-                        if row["group_id"]:
-                            groups.add(row["group_id"])
+                        job = found[row[0]] = Job(**values)
+                        roots.add(job.root_id or job.id)
+                        if job.group_id:
+                            groups.add(job.group_id)
         truncated = len(found) > limit
         kept = sorted(found.values(), key=lambda j: (j.created_at is None, j.created_at, j.id))
         if truncated:
