@@ -281,8 +281,10 @@ class Store(
                 "connect_timeout": max(int(self._connect_timeout_s), 1),
                 "application_name": "jobtrack",
                 # Every owner unless a transaction says otherwise (owner_scope): set at
-                # connection start, no round trip of its own.
-                "options": f"-c {OWNER_SETTING}=*",
+                # connection start, no round trip of its own. No JIT: its compilation
+                # costs the store's short reads more than it saves, and a session that
+                # has used it runs later parallel reads slower (docs/design.md).
+                "options": f"-c {OWNER_SETTING}=* -c jit=off",
             }
         return create_engine(
             url, pool_pre_ping=True, pool_size=2, max_overflow=4, connect_args=connect_args

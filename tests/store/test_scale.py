@@ -145,6 +145,27 @@ def test_search_uses_the_trigram_and_id_prefix_indexes(pg_url: str) -> None:
     assert any("ix_jobs_id_prefix" in line for line in by_id), by_id
 
 
+def test_the_stores_sessions_never_compile_with_jit(pg_url: str) -> None:
+    """PostgreSQL compiles a statement whose estimated cost passes ``jit_above_cost``;
+    the store's sessions have JIT off, so none of its reads pays for compilation."""
+    explain = "EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM jobs WHERE retries >= 0"
+    store = Store(pg_url)
+    store.ensure_schema()
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as plain:
+        available = plain.execute("SELECT pg_jit_available()").fetchone()
+        plain.execute("SET jit_above_cost = 0")
+        default = plain.execute(explain).fetchone()
+    with store.engine.connect() as conn:
+        conn.execute(text("SET jit_above_cost = 0"))
+        ours = conn.execute(text(explain)).scalar_one()
+        setting = conn.execute(text("SHOW jit")).scalar_one()
+    store.close()
+    assert default is not None and available is not None
+    assert setting == "off" and "JIT" not in ours[0]
+    if available[0]:  # the server has JIT: an ordinary session would have used it here
+        assert "JIT" in default[0][0]
+
+
 def test_items_page_by_keyset(store: Store) -> None:
     store.write_batch(Batch([JobUpdate.transition("big", JobStatus.RUNNING)]))
     store.write_batch(
