@@ -790,7 +790,7 @@ def tree_cost(size: int) -> None:
         conn.execute("VACUUM ANALYZE jobs")
     store = Store(DB_URL)
     count = store.count_jobs()
-    reads, builds, answers, pages = [], [], [], []
+    reads, builds, answers, pages, lean = [], [], [], [], []
     token = "bench-viewer-token"
     client = TestClient(
         create_app(store, Settings(database_url=DB_URL, web_tokens=f"{token}=viewer")),
@@ -811,14 +811,19 @@ def tree_cost(size: int) -> None:
         t = time.perf_counter()
         page = client.get("/jobs/root")
         pages.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fragment = client.get("/jobs/root", params={"partial": 1, "tree": 0})
+        lean.append(time.perf_counter() - t)
     assert shown["count"] == count and answer.status_code == 200 and page.status_code == 200
+    assert fragment.status_code == 200 and 'data-part="tree"' not in fragment.text
     store.close()
     say(
         f"\nworkflow tree of {count:,} jobs (a chain of 10, each step a group of {per_group:,}),"
         f" medians of 10: read {statistics.median(reads) * 1000:.0f} ms, tree built and as"
         f" JSON {statistics.median(builds) * 1000:.0f} ms; GET /api/jobs/{{id}}/tree"
         f" {statistics.median(answers) * 1000:.0f} ms; the root's job page"
-        f" {statistics.median(pages) * 1000:.0f} ms (server side, in process)"
+        f" {statistics.median(pages) * 1000:.0f} ms, its live fragment without the tree"
+        f" {statistics.median(lean) * 1000:.1f} ms (server side, in process)"
     )
 
 

@@ -330,19 +330,24 @@ def add_pages(
         ] = None,
         item_after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         partial: bool = False,
+        tree: bool = True,
     ) -> Response:
+        """The job page (``partial``: its live fragment). ``tree=0`` leaves the workflow
+        out: the live script asks for it that way between the tree's own, slower-paced
+        refreshes, so a big workflow is not read again on every change of the job."""
         who = visitor(request)
         job = visible_job(store, job_id, who)
         items = store.list_items(
             job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1, after=item_after
         )
         events = store.list_events(job_id)
-        tree = workflow_tree(store, job_id, who)
+        workflow = workflow_tree(store, job_id, who) if tree or not partial else None
         logs = store.list_logs(job_id, limit=LOG_LINES_SHOWN, last=True)
         context = {
             "who": who,
             "job": job,
-            "tree": tree if tree.count > 1 else None,
+            # None: not read (the fragment then has no tree part, and the page keeps its own).
+            "tree": workflow,
             "logs": logs,
             # Counted only when there may be more than are shown.
             "log_count": store.count_logs(job_id) if len(logs) == LOG_LINES_SHOWN else len(logs),

@@ -6,16 +6,19 @@ Screenshots go to ``artifacts/screenshots/`` (or ``$JOBTRACK_ARTIFACTS/screensho
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import jobtrack
 from tests.acceptance.webkit import XSS_ERROR, XSS_NAME, World, serve, tracked_worker
 from tests.conftest import _unavailable, wait_for
 
@@ -295,9 +298,108 @@ def test_a_running_jobs_logs_tail_live_and_its_workflow_shows_as_a_tree(
     shot(page, "job-tree-logs")
 
 
-def test_insights_charts_render_and_read_without_colour(site: tuple[World, str], page: Any) -> None:
-    from datetime import UTC, datetime, timedelta
+#: Logs, in the page, each fragment fetch (page clock, URL) and each stream event's job id.
+WATCH = """
+window.__fetches = [];
+window.__events = [];
+const fetchFirst = window.fetch;
+window.fetch = function (url, options) {
+  window.__fetches.push([Date.now(), String(url)]);
+  return fetchFirst.call(this, url, options);
+};
+const Source = window.EventSource;
+window.EventSource = function (url, options) {
+  const source = new Source(url, options);
+  source.addEventListener("job", (e) => window.__events.push(JSON.parse(e.data).id));
+  return source;
+};
+"""
 
+
+def test_a_workflows_tree_refreshes_at_its_own_pace_and_its_job_at_each_change(
+    site: tuple[World, str], page: Any
+) -> None:
+    """The page's clock is the browser's fake one, standing still unless moved: which
+    fetch asks for what, and when, follows from the events alone."""
+    from playwright.sync_api import expect
+
+    world, base = site
+    store = world.tracker.store
+    root = world.tasks["starter"].delay("paced", user=USER).id
+
+    def steppers() -> list[Any]:
+        found = store.list_jobs(jobtrack.JobFilter(workflow=root), limit=5)
+        return sorted((j for j in found if j.id != root), key=lambda j: j.name or "")
+
+    wait_for(
+        lambda: len(found := steppers()) == 2 and all(j.id in world.gates for j in found),
+        message="both steppers started",
+    )
+    mine, other = steppers()
+    page.add_init_script(WATCH)
+    start = datetime.now(UTC)
+    page.clock.install(time=start)
+    page.clock.pause_at(start + timedelta(minutes=1))  # still from here on, but when moved
+    page.goto(f"{base}/jobs/{mine.id}")
+    expect(page.locator("#live")).to_have_text("live")
+    others_node = page.locator(f'li.tree-job[data-job-id="{other.id}"]')
+    expect(others_node).to_contain_text("25%")
+    page.locator("li.tree-group summary").click()  # opened by hand
+    expect(others_node).to_be_visible()
+
+    def advance(ms: int) -> list[str]:
+        """Moves the page's clock on; the fragments it fetched meanwhile, once shown."""
+        page.evaluate("document.querySelector('[data-part=job]').dataset.old = '1'")
+        seen = page.evaluate("window.__fetches.length")
+        page.clock.run_for(ms)
+        urls = [url for _, url in page.evaluate("window.__fetches")[seen:]]
+        if urls:
+            wait_for(
+                lambda: page.evaluate("!document.querySelector('[data-part=job]').dataset.old"),
+                message="the fragment was shown",
+            )
+        return urls
+
+    def step(job: Any, to: int) -> None:
+        """Lets a stepper take its next step; returns once the stream reported it."""
+        seen = page.evaluate("window.__events.length")
+        world.gates[job.id].set()
+        wait_for(
+            lambda: (
+                (store.get_job(job.id).processed_items >= to)
+                and job.id in page.evaluate("window.__events")[seen:]
+            ),
+            message=f"the stream reported step {to} of {job.id}",
+        )
+
+    # Connected: the job's own parts at once; the tree, read with the page, not yet.
+    assert ["tree=0" in url for url in advance(600)] == [True]
+    step(mine, 2)  # this job's change: its parts follow within 500 ms, without the tree
+    assert advance(600) and "tree=0" in page.evaluate("window.__fetches")[-1][1]
+    expect(page.locator("#job-progress")).to_have_attribute("value", "50")
+
+    def tree_shows(text: str) -> None:
+        for _ in range(20):
+            advance(500)
+            if text in (others_node.text_content() or ""):
+                return
+        raise AssertionError(f"the tree never showed {text!r}: {others_node.inner_html()}")
+
+    step(other, 2)  # another job's changes: the tree, when it is due, 2 s after the last
+    tree_shows("50%")
+    step(other, 3)
+    tree_shows("75%")
+    expect(others_node).to_be_visible()  # the group stayed open
+    fetches = page.evaluate("window.__fetches")
+    trees = [at for at, url in fetches if "tree=0" not in url]
+    assert len(trees) >= 2 and all(b - a >= 2000 for a, b in itertools.pairwise(trees)), fetches
+    step(mine, 3)
+    for job in (mine, other):
+        world.gates[job.id].set()
+    world.finished(mine.id, other.id)
+
+
+def test_insights_charts_render_and_read_without_colour(site: tuple[World, str], page: Any) -> None:
     from playwright.sync_api import expect
 
     from jobtrack.models import Batch, JobStatus, JobUpdate

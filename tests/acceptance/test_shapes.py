@@ -229,6 +229,32 @@ def test_job_page_shows_the_tree_and_logs_and_the_list_its_rollup(
     assert confirm.status_code == 200 and "Retry 2 matching jobs?" in confirm.text
 
 
+def test_the_live_fragment_reads_the_workflow_only_when_asked(
+    world: dict[str, Any], client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, store = world["root"], world["tracker"].store
+    reads: list[str] = []
+    read = store.workflow_jobs
+
+    def counted(job_id: str, **kwargs: Any) -> Any:
+        reads.append(job_id)
+        return read(job_id, **kwargs)
+
+    monkeypatch.setattr(store, "workflow_jobs", counted)
+    parts = re.compile(r'data-part="([a-z-]+)"')
+    whole = client.get(f"/jobs/{root}", params={"partial": 1}, headers=auth(VIEW)).text
+    assert parts.findall(whole) == ["job", "tree", "job-detail"] and reads == [root]
+    assert "11 jobs: 9 of 11 done, 2 failed." in whole and 'data-group-id="' in whole
+    lean = client.get(f"/jobs/{root}", params={"partial": 1, "tree": 0}, headers=auth(VIEW))
+    assert parts.findall(lean.text) == ["job", "job-detail"] and reads == [root]
+    assert 'id="job-status"' in lean.text and 'id="tree"' not in lean.text
+    # A whole page always has its tree; a job alone, an empty tree part to fill later.
+    page = client.get(f"/jobs/{root}", params={"tree": 0}, headers=auth(VIEW)).text
+    assert 'id="tree"' in page and reads == [root, root]
+    alone = client.get(f"/jobs/{world['other']}", params={"partial": 1}, headers=auth(VIEW))
+    assert '<div data-part="tree"></div>' in alone.text
+
+
 def test_insights_page_draws_charts_with_text_legends(
     world: dict[str, Any], client: TestClient
 ) -> None:

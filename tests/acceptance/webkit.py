@@ -152,6 +152,12 @@ def tracked_worker(db_url: str) -> Iterator[World]:
         group(report.s(f"{topic} {n}", user=user) for n in range(3)).apply_async()
         return lines
 
+    @app.task(name=f"{app.main}.starter")
+    @jobtrack.track(job_type="start", name="Start {source}", owner="user")
+    def starter(source: str, user: str) -> None:
+        """Starts a group of two steppers (one workflow) and ends."""
+        group(stepper.s(f"{source} {n}", 4, user=user) for n in (1, 2)).apply_async()
+
     logging.getLogger("web.talker").setLevel(logging.INFO)  # the root is at ERROR here
     world.tasks = {
         "talker": talker,
@@ -161,6 +167,7 @@ def tracked_worker(db_url: str) -> Iterator[World]:
         "flaky": flaky,
         "long": long,
         "check_rows": check_rows,
+        "starter": starter,
     }
     world.tracker = jobtrack.install(app, db_url, flush_interval_s=0.05, heartbeat_interval_s=0.2)
     try:

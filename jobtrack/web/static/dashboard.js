@@ -13,13 +13,32 @@
     if (badge) { badge.textContent = "paused"; }
     return;
   }
-  var pending = null, busy = false, again = false;
+  var pending = null, pendingAt = 0, busy = false, again = false;
+  // On a job page, its workflow's tree is a part of its own, read from the whole
+  // workflow: it is fetched again at most every 2 s, or ten times as long as its last
+  // fetch took, whichever is longer; the job's own parts follow each change of the job.
+  var jobId = section.getAttribute("data-job-id");
+  // Stale while changes !== shown; the page itself was rendered with a fresh one.
+  var tree = {changes: 0, shown: 0, due: Date.now() + 2000};
 
+  function keepOpen(old, part) {  // a group opened by hand stays open
+    old.querySelectorAll("li.tree-group[data-group-id] > details[open]").forEach(function (d) {
+      var id = d.parentNode.getAttribute("data-group-id");
+      part.querySelectorAll("li.tree-group[data-group-id]").forEach(function (li) {
+        if (li.getAttribute("data-group-id") === id) {
+          li.querySelector(":scope > details").setAttribute("open", "");
+        }
+      });
+    });
+  }
   function refresh() {
     pending = null;
     if (busy) { again = true; return; }
     busy = true;
-    fetch(section.getAttribute("data-fragment"), {credentials: "same-origin"})
+    var url = section.getAttribute("data-fragment");
+    var withTree = jobId === null || (tree.changes !== tree.shown && Date.now() >= tree.due);
+    var started = Date.now(), changes = tree.changes;
+    fetch(withTree ? url : url + "&tree=0", {credentials: "same-origin"})
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
         var fresh = document.createElement("template");
@@ -27,18 +46,40 @@
         fresh.content.querySelectorAll("[data-part]").forEach(function (part) {
           var name = part.getAttribute("data-part");
           var old = section.querySelector('[data-part="' + name + '"]');
-          if (old) { old.replaceWith(part); }
+          if (old) {
+            keepOpen(old, part);
+            old.replaceWith(part);
+          }
         });
+        if (withTree) {  // a change during the fetch leaves it stale
+          tree.shown = changes;
+          tree.due = Date.now() + Math.max(2000, 10 * (Date.now() - started));
+        }
       })
       .catch(function () { /* the next change or tick tries again */ })
       .then(function () {
         busy = false;
         if (again) { again = false; soon(); }
+        if (jobId !== null && tree.changes !== tree.shown) { soon(tree.due - Date.now()); }
       });
   }
-  function soon() {  // at most one fetch per 500 ms, however fast changes come
-    if (pending === null) { pending = window.setTimeout(refresh, 500); }
+  function soon(wait) {  // at most one fetch per 500 ms, however fast changes come
+    var at = Date.now() + Math.max(wait || 0, 500);
+    if (pending !== null) {
+      if (pendingAt <= at) { return; }
+      window.clearTimeout(pending);
+    }
+    pendingAt = at;
+    pending = window.setTimeout(refresh, at - Date.now());
   }
+  function changed(event) {
+    if (jobId === null) { soon(); return; }
+    tree.changes += 1;  // every change in the workflow shows in its tree, this job's too
+    var id = null;
+    try { id = JSON.parse(event.data).id; } catch (e) { /* then as another job's */ }
+    soon(id === jobId ? 0 : tree.due - Date.now());
+  }
+  function tick() { tree.changes += 1; soon(); }
   function setLive(text, on) {
     if (!badge) { return; }
     badge.textContent = text;
@@ -46,8 +87,8 @@
   }
 
   var stream = new EventSource(section.getAttribute("data-stream"));
-  stream.addEventListener("open", function () { setLive("live", true); soon(); });
-  stream.addEventListener("job", soon);
+  stream.addEventListener("open", function () { setLive("live", true); tick(); });
+  stream.addEventListener("job", changed);
   stream.addEventListener("error", function () { setLive("reconnecting…", false); });
-  window.setInterval(soon, 30000);
+  window.setInterval(tick, 30000);
 })();
