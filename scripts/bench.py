@@ -22,7 +22,8 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
    runs, then a second run killed with SIGKILL half-way and resumed, with the broker's
    messages counted (every job published once).
 
-Only with --only: scale (every view on --rows jobs), scale-writes (worker throughput on
+Only with --only: hooks (what tracking adds to a task in Celery's own tracer, no broker,
+and the writer thread's part of it), scale (every view on --rows jobs), scale-writes (worker throughput on
 that table against an empty one), write-rate (one PostgreSQL, many writer processes),
 partitions (partitioned tables against plain ones) and filter-indexes (the write rate
 with the filter indexes' INCLUDE columns against without them).
@@ -242,6 +243,62 @@ def items_rate(count: int) -> None:
     say(
         f"\nitems: {count:,} recorded and committed in {elapsed:.2f}s = "
         f"{count / elapsed:,.0f} items/s (failed_items={job.failed_items})"
+    )
+
+
+def hook_cost(tasks: int, rounds: int) -> None:
+    """What tracking adds to one task in the worker process, without a broker: a no-op
+    task run by Celery's own tracer (``apply()``), signals and all, with and without
+    jobtrack installed, alternated; CPU per task of the whole process, and of it the
+    writer thread's (its flushes to PostgreSQL)."""
+    import threading
+
+    empty_tables()
+    app = Celery("bench-hooks", broker="memory://")
+
+    @app.task(name="bench.noop")
+    def noop(i: int) -> int:
+        return i
+
+    def writer_cpu() -> float:
+        for thread in threading.enumerate():
+            if thread.name == "jobtrack-writer" and thread.ident is not None:
+                return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        return 0.0
+
+    def run(tracked: bool) -> tuple[float, float]:
+        if tracked:
+            jobtrack.install(app, DB_URL)
+        for i in range(200):  # warm: imports, the pool, the writer thread
+            noop.apply((i,))
+        if tracked:
+            jobtrack.flush()
+        started, writer = time.process_time(), writer_cpu()
+        for i in range(tasks):
+            noop.apply((i,))
+        if tracked:
+            jobtrack.flush()
+        per_task = (time.process_time() - started) / tasks * 1e6
+        in_writer = (writer_cpu() - writer) / tasks * 1e6
+        if tracked:
+            jobtrack.uninstall()
+        return per_task, in_writer
+
+    bare, tracked, writer = [], [], []
+    for n in range(rounds):
+        for kind in ("bare", "tracked") if n % 2 == 0 else ("tracked", "bare"):
+            cpu, in_writer = run(kind == "tracked")
+            if kind == "bare":
+                bare.append(cpu)
+            else:
+                tracked.append(cpu)
+                writer.append(in_writer)
+    extra = [t - b for t, b in zip(tracked, bare, strict=True)]
+    say(
+        f"\nhooks: a no-op task through Celery's tracer, {tasks:,} x {rounds}, CPU per task:"
+        f" bare {statistics.median(bare):.0f} us, tracked {statistics.median(tracked):.0f} us"
+        f" (the writer thread {statistics.median(writer):.0f} us of it); tracking adds"
+        f" {statistics.median(extra):.0f} us (per round: {', '.join(f'{e:.0f}' for e in extra)})"
     )
 
 
@@ -1357,6 +1414,7 @@ def main() -> int:
             "publish",
             "items",
             "progress",
+            "hooks",
             "query",
             "prune",
             "rls",
@@ -1417,6 +1475,8 @@ def main() -> int:
         items_rate(args.items)
     if "progress" in only:
         progress_cost(args.progress_calls, max(args.rounds, 5))
+    if "hooks" in only:
+        hook_cost(args.tasks, max(args.rounds, 5))
     if "query" in only:
         list_query(args.rows)
     if "prune" in only:
