@@ -23,8 +23,9 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
    messages counted (every job published once).
 
 Only with --only: hooks (what tracking adds to a task in Celery's own tracer, no broker,
-and the writer thread's part of it), scale (every view on --rows jobs), scale-writes (worker throughput on
-that table against an empty one), write-rate (one PostgreSQL, many writer processes),
+and the writer thread's part of it), scale (every view on --rows jobs), scale-writes
+(worker throughput on that table against an empty one), write-rate (one PostgreSQL, many
+writer processes),
 partitions (partitioned tables against plain ones) and filter-indexes (the write rate
 with the filter indexes' INCLUDE columns against without them).
 """
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -59,7 +59,9 @@ BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/0")
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://root@127.0.0.1:5432/postgres")
 DB_NAME = "jobtrack_bench"
 DB_URL = PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
-WORKER_CPU_US: dict[str, list[float]] = {}  # worker CPU (all its processes) per task
+#: Worker CPU (all its processes) per task, while it runs tasks; PostgreSQL's meanwhile.
+WORKER_CPU_US: dict[str, list[float]] = {}
+SERVER_CPU_US: dict[str, list[float]] = {}
 MODES = ["bare", "celery-db-backend", "jobtrack-sync", "jobtrack"]
 
 
@@ -87,12 +89,44 @@ def empty_tables() -> None:
 
 
 def publisher(mode: str, db_url: str = DB_URL) -> tuple[Celery, jobtrack.Tracker | None]:
+    """The app that publishes the benchmark's tasks. It has the task, as code calling
+    ``task.delay()`` does, so jobtrack records each job's input when publishing and the
+    worker skips that (a publisher without the task leaves it to the worker)."""
     app = Celery("bench-publisher", broker=BROKER)
     app.conf.broker_connection_retry_on_startup = True
+
+    @app.task(name="bench.noop", shared=False)
+    def noop(key: str, total: int) -> int:  # runs in the worker (bench_app)
+        raise NotImplementedError
+
     tracker = None
     if mode.startswith("jobtrack"):
         tracker = jobtrack.install(app, db_url)
     return app, tracker
+
+
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user and system, every thread) used so far by a worker process and
+    its pool processes (its children), and by every PostgreSQL server process (on this
+    machine they share the same cores), read from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    worker = server = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                name, _, rest = f.read().rpartition(")")
+        except OSError:  # gone meanwhile
+            continue
+        # After the name: state, ppid, ...; utime and stime are the 12th and 13th.
+        fields = rest.split()
+        ticks = int(fields[11]) + int(fields[12])
+        if int(entry) == pid or int(fields[1]) == pid:
+            worker += ticks
+        elif name.endswith("(postgres"):
+            server += ticks
+    return worker / tick, server / tick
 
 
 def throughput(mode: str, total: int, db_url: str | None = None) -> float:
@@ -147,19 +181,25 @@ def throughput(mode: str, total: int, db_url: str | None = None) -> float:
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 600
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The worker's CPU while it runs tasks (its start and its shutdown left out): from
+    # the first count seen to the last task, over the tasks run in between.
+    window: tuple[int, tuple[float, float]] | None = None
     try:
         while r.get(key + ":last") is None:
             if worker.poll() is not None or time.monotonic() > deadline:
                 errors = worker.stderr.read().decode()[-2000:] if worker.stderr else ""
                 raise RuntimeError(f"{mode} worker stopped early: {errors}")
+            if window is None and (done := int(r.get(key) or 0)) > 0:
+                window = (done, _cpu_s(worker.pid))
             time.sleep(0.05)
+        cpu = _cpu_s(worker.pid)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    WORKER_CPU_US.setdefault(mode, []).append(cpu_s / total * 1e6)
+    if window is not None and total > window[0]:
+        ran = total - window[0]
+        WORKER_CPU_US.setdefault(mode, []).append((cpu[0] - window[1][0]) / ran * 1e6)
+        SERVER_CPU_US.setdefault(mode, []).append((cpu[1] - window[1][1]) / ran * 1e6)
     first, last = float(r.get(key + ":first") or 0), float(r.get(key + ":last") or 0)
     r.delete(key, key + ":first", key + ":last")
     if mode.startswith("jobtrack"):  # every job row must be final after the warm shutdown
@@ -1461,13 +1501,14 @@ def main() -> int:
         say(f"\nthroughput, {args.tasks} no-op tasks x {args.rounds} rounds, prefork c=2:")
         say(
             f"  {'mode':<18} {'median tasks/s':>15} {'median ratio to bare':>22} "
-            f"{'worker CPU/task':>16}"
+            f"{'worker CPU/task':>16} {'PostgreSQL CPU/task':>20}"
         )
         for mode in modes:
             say(
                 f"  {mode:<18} {statistics.median(results[mode]):15,.0f} "
                 f"{statistics.median(ratios[mode]):22.2f} "
                 f"{statistics.median(WORKER_CPU_US[mode]):13,.0f} us"
+                f"{statistics.median(SERVER_CPU_US[mode]):18,.0f} us"
             )
     if "publish" in only:
         publish_rate(args.tasks, args.rounds)
