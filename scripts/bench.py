@@ -25,9 +25,8 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
 Only with --only: hooks (what tracking adds to a task in Celery's own tracer, no broker,
 and the writer thread's part of it), scale (every view on --rows jobs), scale-writes
 (worker throughput on that table against an empty one), write-rate (one PostgreSQL, many
-writer processes),
-partitions (partitioned tables against plain ones) and filter-indexes (the write rate
-with the filter indexes' INCLUDE columns against without them).
+writer processes), partitions (partitioned tables against plain ones) and filter-indexes
+(the write rate with the filter indexes' INCLUDE columns against without them).
 """
 
 from __future__ import annotations
@@ -296,7 +295,7 @@ def hook_cost(tasks: int, rounds: int) -> None:
     empty_tables()
     app = Celery("bench-hooks", broker="memory://")
 
-    @app.task(name="bench.noop")
+    @app.task(name="bench.hooks-noop", shared=False)
     def noop(i: int) -> int:
         return i
 

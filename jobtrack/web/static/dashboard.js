@@ -51,14 +51,12 @@
             old.replaceWith(part);
           }
         });
-        if (withTree) {  // a change during the fetch leaves it stale
-          tree.shown = changes;
-          tree.due = Date.now() + Math.max(2000, 10 * (Date.now() - started));
-        }
+        if (withTree) { tree.shown = changes; }  // a change during the fetch: still stale
       })
-      .catch(function () { /* the next change or tick tries again */ })
+      .catch(function () { /* the next change or tick tries again (a stale tree: when due) */ })
       .then(function () {
         busy = false;
+        if (withTree) { tree.due = Date.now() + Math.max(2000, 10 * (Date.now() - started)); }
         if (again) { again = false; soon(); }
         if (jobId !== null && tree.changes !== tree.shown) { soon(tree.due - Date.now()); }
       });
