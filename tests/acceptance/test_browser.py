@@ -331,9 +331,12 @@ def test_a_workflows_tree_refreshes_at_its_own_pace_and_its_job_at_each_change(
         found = store.list_jobs(jobtrack.JobFilter(workflow=root), limit=5)
         return sorted((j for j in found if j.id != root), key=lambda j: j.name or "")
 
-    wait_for(
-        lambda: len(found := steppers()) == 2 and all(j.id in world.gates for j in found),
-        message="both steppers started",
+    wait_for(  # at their first step, written: the page is not refreshed until moved on
+        lambda: (
+            len(found := steppers()) == 2
+            and all(j.id in world.gates and (j.progress_percent or 0) >= 25 for j in found)
+        ),
+        message="both steppers at their first step",
     )
     mine, other = steppers()
     page.add_init_script(WATCH)
