@@ -1502,12 +1502,20 @@ def main() -> int:
             f"  {'mode':<18} {'median tasks/s':>15} {'median ratio to bare':>22} "
             f"{'worker CPU/task':>16} {'PostgreSQL CPU/task':>20}"
         )
+
+        def cpu(figures: list[float] | None, width: int) -> str:
+            # None when every round ended before the first count was seen (tiny --tasks)
+            return (
+                f"{statistics.median(figures):{width},.0f} us"
+                if figures
+                else "n/a".rjust(width + 3)
+            )
+
         for mode in modes:
             say(
                 f"  {mode:<18} {statistics.median(results[mode]):15,.0f} "
                 f"{statistics.median(ratios[mode]):22.2f} "
-                f"{statistics.median(WORKER_CPU_US[mode]):13,.0f} us"
-                f"{statistics.median(SERVER_CPU_US[mode]):18,.0f} us"
+                f"{cpu(WORKER_CPU_US.get(mode), 13)}{cpu(SERVER_CPU_US.get(mode), 18)}"
             )
     if "publish" in only:
         publish_rate(args.tasks, args.rounds)
