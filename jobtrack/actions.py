@@ -401,7 +401,8 @@ class BulkRun:
         update = JobUpdate.transition(
             job_id, status, self._attempt, retries=self._attempt, **fields
         )
-        self.store.write_batch(Batch([update], [Event.of(update, self._attempt)] if event else []))
+        events = [Event.of(update, self._attempt).row()] if event else []
+        self.store.write_batch(Batch([update.row()], events))
         if action is not None:
             self.store.set_counts(
                 job_id,

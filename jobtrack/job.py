@@ -118,7 +118,12 @@ class JobSpec:
             out["stage_count"] = len(self.stages)
         if self.name is None and self.owner is None and self.ref is None:
             return out
-        bound = _bind(fn, args, kwargs)
+        out.update(self.fill(_bind(fn, args, kwargs)))
+        return out
+
+    def fill(self, bound: dict[str, Any]) -> dict[str, Any]:
+        """``name``, ``ref`` and ``owner_id`` from a call's arguments by name."""
+        out: dict[str, Any] = {}
         for field, template in (("name", self.name), ("ref", self.ref)):
             if template is not None:
                 try:
@@ -198,6 +203,38 @@ class JobHandle:
     tracking switched off the handle still works and records nothing.
     """
 
+    # What most runs never change, as class defaults: a handle is made for every task,
+    # so it sets only what every run has.
+    _stage_index: int | None = None
+    _checkpoint: tuple[Any] | None = None  # (latest,) once read or written
+    #: Set by the writer's thread when an operator asked this job to stop.
+    _stop: Stop | None = None
+    _retry_items: tuple[list[str] | None] | None = None  # (keys,) once read
+    #: This run is an operator's retry of the job's failed items.
+    retrying_items = False
+    _planned = 0
+    #: See :class:`jobtrack.context.RunningJob`.
+    declared_error: tuple[str | None, str | None, str | None] | None = None
+    #: The task replaced itself (``task.replace()``): the name of the task whose
+    #: outcome the job now waits for.
+    replaced_by: str | None = None
+    # The latest unwritten progress, one tuple: assigning it is atomic, so neither
+    # progress() nor the writer thread that collects it needs a lock.
+    _latest: tuple[float | None, int | None, str | None, str | None] | None = None
+    _stage_raw: str | None = None
+    _stage: str | None = None
+    #: Called with (percent, stage, message) at most every progress_interval_s;
+    #: the Celery wiring uses it to send Flower a task-progress event.
+    on_progress: Callable[[float | None, str | None, str | None], None] | None = None
+    _last_announce = 0.0
+    #: (monotonic time, percent) of recent progress, for the time-left estimate.
+    _pace: deque[tuple[float, float]] | None = None
+    #: The run's outcome was handed to the writer (set by the Celery wiring).
+    ended = False
+    #: The worker running it, and its task type's plan (set by the Celery wiring).
+    worker: str | None = None
+    plan: Any = None
+
     def __init__(
         self,
         job_id: str,
@@ -209,35 +246,10 @@ class JobHandle:
         self.job_id = job_id
         self.attempt = attempt
         self.started_at = started_at
-        self.stages = tuple(stages)
+        self.stages = stages if type(stages) is tuple else tuple(stages)
         self._tracker = tracker
-        self._stage_index: int | None = None
-        self._checkpoint: tuple[Any] | None = None  # (latest,) once read or written
-        #: Set by the writer's thread when an operator asked this job to stop.
-        self._stop: Stop | None = None
-        self._retry_items: tuple[list[str] | None] | None = None  # (keys,) once read
-        #: This run is an operator's retry of the job's failed items.
-        self.retrying_items = False
         #: Items recorded by this run, by status (``fail_when``'s fallback count).
         self.item_counts: dict[ItemStatus, int] = {}
-        self._planned = 0
-        #: See :class:`jobtrack.context.RunningJob`.
-        self.declared_error: tuple[str | None, str | None, str | None] | None = None
-        #: The task replaced itself (``task.replace()``): the name of the task whose
-        #: outcome the job now waits for.
-        self.replaced_by: str | None = None
-        self._max_message = tracker.settings.max_message_chars if tracker else 0
-        # The latest unwritten progress, one tuple: assigning it is atomic, so neither
-        # progress() nor the writer thread that collects it needs a lock.
-        self._latest: tuple[float | None, int | None, str | None, str | None] | None = None
-        self._stage_raw: str | None = None
-        self._stage: str | None = None
-        #: Called with (percent, stage, message) at most every progress_interval_s;
-        #: the Celery wiring uses it to send Flower a task-progress event.
-        self.on_progress: Callable[[float | None, str | None, str | None], None] | None = None
-        self._last_announce = 0.0
-        #: (monotonic time, percent) of recent progress, for the time-left estimate.
-        self._pace: deque[tuple[float, float]] = deque(maxlen=PACE_SAMPLES)
 
     @property
     def id(self) -> str:
@@ -410,7 +422,11 @@ class JobHandle:
             total_items=total,
             progress_stage=stage,
             stage_index=self._stage_index if stage is not None else None,
-            progress_message=None if message is None else clean_text(message, self._max_message),
+            progress_message=None
+            if message is None
+            else clean_text(
+                message, self._tracker.settings.max_message_chars if self._tracker else 0
+            ),
         )
 
     def _estimate(self, percent: float | None, now: datetime) -> datetime | None:
@@ -422,6 +438,8 @@ class JobHandle:
             return None
         clock = time.monotonic()
         pace = self._pace
+        if pace is None:
+            pace = self._pace = deque(maxlen=PACE_SAMPLES)
         if pace and percent < pace[-1][1]:
             pace.clear()  # went backwards (a new pass over the work): start again
         if not pace or percent > pace[-1][1]:

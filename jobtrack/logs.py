@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from .context import get_current
 from .models import LogLine
@@ -65,7 +66,9 @@ class LogCapture(logging.Handler):
         super().__init__(level)
         self._write = write
         self._max = max_lines
-        self._jobs: dict[str, _JobLog] = {}
+        #: The runs begun here: how to start their state (made at the first kept line:
+        #: most runs log nothing), or their state.
+        self._jobs: dict[str, _JobLog | tuple[Any, Any]] = {}
         self._last: logging.LogRecord | None = None
         self._busy = threading.local()
         #: Levels changed to install it, to put back when it is removed.
@@ -81,12 +84,12 @@ class LogCapture(logging.Handler):
         ``seed`` (a retry) how many lines the job kept already; each is called at the
         run's first kept line, if there is one, so a task that logs nothing pays
         nothing for them."""
-        self._jobs[job_id] = _JobLog(secrets, seed)
+        self._jobs[job_id] = (secrets, seed)
 
     def finish(self, job_id: str) -> None:
         """The run ended: forget it, and say how many lines were dropped, if any."""
         state = self._jobs.pop(job_id, None)
-        if state is not None and state.dropped:
+        if isinstance(state, _JobLog) and state.dropped:
             self._write(
                 LogLine(
                     job_id,
@@ -112,9 +115,13 @@ class LogCapture(logging.Handler):
         running = get_current()
         if running is None:
             return
-        state = self._jobs.get(running.job_id)
-        if state is None or record.name.startswith(_NOT_THE_JOBS):
+        found = self._jobs.get(running.job_id)
+        if found is None or record.name.startswith(_NOT_THE_JOBS):
             return
+        if isinstance(found, _JobLog):
+            state = found
+        else:
+            state = self._jobs[running.job_id] = _JobLog(found[0], found[1])
         if getattr(self._busy, "on", False):
             return  # a record logged while keeping one (by the writer, say)
         self._busy.on = True

@@ -20,6 +20,7 @@ __all__ = [
     "CANCEL_REQUESTED_SEQ",
     "DELETABLE",
     "ERRORED",
+    "EVENT_COLUMNS",
     "FILTER_FIELDS",
     "FINISHED",
     "PAUSABLE",
@@ -31,6 +32,7 @@ __all__ = [
     "ActionTarget",
     "Batch",
     "Event",
+    "EventRow",
     "Item",
     "ItemStatus",
     "Job",
@@ -39,11 +41,13 @@ __all__ = [
     "JobUpdate",
     "LogLine",
     "Resumed",
+    "Row",
     "Scope",
     "StageSpan",
     "Stats",
     "Stop",
     "Trend",
+    "merge_row",
     "paused_in_queue",
     "progress_applies",
     "queued_pause_seq",
@@ -52,6 +56,7 @@ __all__ = [
     "state_seq",
     "takes",
     "time_left",
+    "unfold_events",
 ]
 
 
@@ -145,6 +150,29 @@ def resumed_seq(seq: int) -> int:
     than ``paused`` on purpose (an operator's explicit move back), so that attempt's
     "running" takes the row again."""
     return seq - seq % _ATTEMPT_SPAN
+
+
+#: A ``jobs`` row on its way to the table: the columns an update sets, by name, with
+#: ``status`` as its text. A missing key or a None value sets nothing. What the writer
+#: buffers and merges (:func:`merge_row`), the spool keeps and the store writes.
+Row = dict[str, Any]
+#: The columns of a ``job_events`` row on its way to the table, in the order an
+#: :data:`EventRow` holds them.
+EVENT_COLUMNS = (
+    "job_id",
+    "at",
+    "status",
+    "attempt",
+    "worker",
+    "error_type",
+    "error_message",
+    "stage",
+    "note",
+    "started_at",
+)
+#: A ``job_events`` row as the writer holds it (values in :data:`EVENT_COLUMNS` order,
+#: ``status`` as its text): a plain tuple, the cheapest thing to make per task.
+EventRow = tuple[Any, ...]
 
 
 class Stop(enum.StrEnum):
@@ -265,6 +293,25 @@ class Event:
     stage: str | None = None
     #: What an operator did, in words ("paused", "resumed", "retrying 3 failed items").
     note: str | None = None
+    #: On the outcome of an attempt whose ``running`` was never written on its own (it
+    #: started and ended between two flushes): when it started. Reading the trace gives
+    #: that ``running`` back as an event of its own (see :func:`unfold_events`).
+    started_at: datetime | None = None
+
+    def row(self) -> EventRow:
+        """The event as the writer holds it: values in :data:`EVENT_COLUMNS` order."""
+        return (
+            self.job_id,
+            self.at,
+            self.status.value,
+            self.attempt,
+            self.worker,
+            self.error_type,
+            self.error_message,
+            self.stage,
+            self.note,
+            self.started_at,
+        )
 
     @classmethod
     def of(cls, update: JobUpdate, attempt: int = 0) -> Event:
@@ -485,6 +532,26 @@ class StageSpan:
         return int((self.ended_at - self.started_at).total_seconds() * 1000)
 
 
+def unfold_events(events: Sequence[Event]) -> list[Event]:
+    """The trace as it happened: an attempt's outcome written with ``started_at`` (its
+    ``running`` folded into it, see :attr:`Event.started_at`) becomes that ``running``
+    and the outcome, each at its own time. ``events`` oldest first; so is the result."""
+    out: list[Event] = []
+    folded = False
+    for event in events:
+        if event.started_at is None:
+            out.append(event)
+            continue
+        folded = True
+        out.append(
+            Event(event.job_id, event.started_at, JobStatus.RUNNING, event.attempt, event.worker)
+        )
+        out.append(dataclasses.replace(event, started_at=None))
+    if folded:  # a running put back may belong before events written between its ends
+        out.sort(key=lambda e: e.at)
+    return out
+
+
 def stage_spans(events: Sequence[Event]) -> list[StageSpan]:
     """The stages in ``events`` (a job's trace, oldest first), each ending where the
     next event of another kind (the next stage, a retry, the end) begins; the stage a
@@ -508,12 +575,22 @@ def stage_spans(events: Sequence[Event]) -> list[StageSpan]:
 
 @dataclass
 class Batch:
-    """What one flush writes, in one transaction."""
+    """What one flush writes, in one transaction: job rows (one per job, merged), trace
+    entries, items and log lines. :class:`JobUpdate` and :class:`Event` values given
+    here are taken as their rows."""
 
-    updates: list[JobUpdate] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    updates: list[Row] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)
     logs: list[LogLine] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        updates: list[Any] = self.updates
+        events: list[Any] = self.events
+        if any(type(u) is not dict for u in updates):
+            self.updates = [u.row() if isinstance(u, JobUpdate) else u for u in updates]
+        if any(type(e) is not tuple for e in events):
+            self.events = [e.row() if isinstance(e, Event) else e for e in events]
 
     def __bool__(self) -> bool:
         return bool(self.updates or self.events or self.items or self.logs)
@@ -521,8 +598,8 @@ class Batch:
     def job_ids(self) -> list[str]:
         """The jobs this batch touches, each once, in first-seen order."""
         ids = (
-            [u.id for u in self.updates]
-            + [e.job_id for e in self.events]
+            [u["id"] for u in self.updates]
+            + [e[0] for e in self.events]
             + [i.job_id for i in self.items]
             + [line.job_id for line in self.logs]
         )
@@ -740,31 +817,19 @@ class JobUpdate:
 
     def merge(self, newer: JobUpdate) -> None:
         """Fold ``newer`` (a later update of the same job) into this one, in place."""
-        wins_ = takes(newer.state_seq, self.state_seq)
-        if progress_applies(newer.state_seq, self.state_seq):
-            for name in PROGRESS_COLUMNS:
-                value = getattr(newer, name)
-                if value is not None:
-                    setattr(self, name, value)
-        if wins_:
-            replaces_cancel = self.state_seq == CANCEL_REQUESTED_SEQ
-            for name in ATTEMPT_COLUMNS:
-                value = getattr(newer, name)
-                if value is not None or (replaces_cancel and name in ERROR_COLUMNS):
-                    setattr(self, name, value)
-            self.status = newer.status
-            self.state_seq = newer.state_seq
-        for name in FILL_COLUMNS:
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(newer, name))
-        for name in MAX_COLUMNS:
-            mine, theirs = getattr(self, name), getattr(newer, name)
-            if theirs is not None and (mine is None or theirs > mine):
-                setattr(self, name, theirs)
-        for name in MIN_COLUMNS:
-            mine, theirs = getattr(self, name), getattr(newer, name)
-            if theirs is not None and (mine is None or theirs < mine):
-                setattr(self, name, theirs)
+        row = self.row()
+        merge_row(row, newer.row())
+        for name in self.COLUMNS:
+            setattr(self, name, row.get(name))
+        self.status = JobStatus(row["status"])
+
+    def row(self) -> Row:
+        """The update as the writer holds it: the columns it sets."""
+        return {
+            name: value
+            for name, value in zip(self.COLUMNS, self.values(), strict=True)
+            if value is not None
+        }
 
     def values(self) -> tuple[Any, ...]:
         """The update as a ``jobs`` row: values in :attr:`COLUMNS` order."""
@@ -774,3 +839,52 @@ class JobUpdate:
 
 JobUpdate.COLUMNS = tuple(f.name for f in fields(JobUpdate))
 _job_update_values = operator.attrgetter(*JobUpdate.COLUMNS)
+
+_ATTEMPT, _PROGRESS, _FILL, _MAX, _MIN = range(5)
+#: Each column's merge rule (the groups above); status, state_seq and id have none.
+_RULES: dict[str, int] = {
+    name: rule
+    for rule, names in (
+        (_ATTEMPT, ATTEMPT_COLUMNS),
+        (_PROGRESS, PROGRESS_COLUMNS),
+        (_FILL, FILL_COLUMNS),
+        (_MAX, MAX_COLUMNS),
+        (_MIN, MIN_COLUMNS),
+    )
+    for name in names
+}
+
+
+def merge_row(row: Row, newer: Row) -> None:
+    """Fold ``newer`` (a later update of the same job) into ``row``, in place, by the
+    rules above: what the store's upsert does when ``newer`` meets the stored row."""
+    seq, new_seq = row["state_seq"], newer["state_seq"]
+    wins = takes(new_seq, seq)
+    progress_ok = progress_applies(new_seq, seq)
+    if wins and seq == CANCEL_REQUESTED_SEQ:
+        # The run's outcome replaces a requested cancel: its error, or none.
+        for name in ERROR_COLUMNS:
+            row[name] = newer.get(name)
+    rules = _RULES
+    for name, value in newer.items():
+        if value is None:
+            continue
+        rule = rules.get(name)
+        if rule is None:
+            continue
+        if rule == _ATTEMPT:
+            if wins:
+                row[name] = value
+        elif rule == _PROGRESS:
+            if progress_ok:
+                row[name] = value
+        elif rule == _FILL:
+            if row.get(name) is None:
+                row[name] = value
+        else:
+            current = row.get(name)
+            if current is None or (value > current if rule == _MAX else value < current):
+                row[name] = value
+    if wins:
+        row["status"] = newer["status"]
+        row["state_seq"] = new_seq

@@ -13,24 +13,31 @@ import base64
 import dataclasses
 import json
 import math
-import operator
 import re
 import reprlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 __all__ = [
+    "NOT_FLAT",
     "REDACTED",
     "TRUNCATED",
     "Cleaner",
     "clean_text",
     "describe_error",
+    "flat_cost",
+    "flat_json",
     "is_secret",
     "jsonable",
     "mask_url_passwords",
+    "pack",
+    "plain_arguments",
     "safe_repr",
     "secret_values",
     "to_json",
+    "unpack",
 ]
 
 REDACTED = "[redacted]"
@@ -78,6 +85,25 @@ def is_secret(key: str, redact_keys: Iterable[str]) -> bool:
     """Whether a parameter or mapping key names a secret (see ``redact_keys``)."""
     lowered = key.lower()
     return any(word in lowered for word in redact_keys)
+
+
+#: Answers of :func:`_secret` per tuple of redacted words: the same few keys (a task's
+#: keyword arguments) are asked about on every call. Bounded: cleared when full.
+_SECRET_ANSWERS: dict[tuple[str, ...], dict[str, bool]] = {}
+_SECRET_ANSWERS_MAX = 4096
+
+
+def _secret(key: str, redact_keys: tuple[str, ...]) -> bool:
+    """:func:`is_secret`, remembered."""
+    answers = _SECRET_ANSWERS.get(redact_keys)
+    if answers is None:
+        answers = _SECRET_ANSWERS[redact_keys] = {}
+    found = answers.get(key)
+    if found is None:
+        if len(answers) >= _SECRET_ANSWERS_MAX:
+            answers.clear()
+        found = answers[key] = is_secret(key, redact_keys)
+    return found
 
 
 #: Shorter values are not masked in text: "[redacted]" in place of every "no" would hide
@@ -177,7 +203,7 @@ class _Walker:
                     out[TRUNCATED] = f"{len(value) - len(out)} more keys"
                     break
                 key = self.text(k if isinstance(k, str) else safe_repr(k, 80))
-                if is_secret(key, self.redact_keys):
+                if _secret(key, self.redact_keys):
                     out[key] = REDACTED
                     self.budget -= len(REDACTED)
                 else:
@@ -208,6 +234,9 @@ def jsonable(value: Any, max_bytes: int, redact_keys: tuple[str, ...] = ()) -> A
 
 def to_json(value: Any, max_bytes: int, redact_keys: tuple[str, ...] = ()) -> Any:
     """:func:`jsonable`, then a final guarantee that the encoding fits ``max_bytes``."""
+    flat = flat_json(value, max_bytes, redact_keys)
+    if flat is not NOT_FLAT:
+        return flat
     walker = _Walker(max_bytes * 9 // 10, redact_keys)  # headroom for JSON syntax
     data = walker.walk(value, 0)
     # Skip encoding to measure when even the worst case fits: JSON escapes grow a
@@ -219,6 +248,135 @@ def to_json(value: Any, max_bytes: int, redact_keys: tuple[str, ...] = ()) -> An
     if len(encoded.encode("utf-8")) <= max_bytes:
         return data
     return {"_truncated": True, "preview": clean_text(encoded, max(max_bytes // 4, 64))}
+
+
+#: What :func:`flat_json` returns for a value it leaves to the walker.
+NOT_FLAT: Any = object()
+_NOTHING_COST = 5  # the walker's count for None and booleans
+_INT_COST = 20
+_FLOAT_COST = 24
+_EXACT_INT = 2**53
+
+
+def _plain_cost(value: Any) -> int:
+    """What the walker counts for a value it would keep exactly as it is (a scalar of
+    an exact built-in type, text that needs no cleaning or masking), or -1."""
+    kind = type(value)
+    if kind is str:
+        if "\x00" in value or ("://" in value and "@" in value):
+            return -1
+        if value.isascii():
+            return len(value) + 2
+        try:
+            return len(value.encode("utf-8")) + 2
+        except UnicodeEncodeError:
+            return -1
+    if kind is int:
+        return _INT_COST if -_EXACT_INT < value < _EXACT_INT else -1
+    if value is None or kind is bool:
+        return _NOTHING_COST
+    if kind is float:
+        return _FLOAT_COST if math.isfinite(value) else -1
+    return -1
+
+
+def flat_json(value: Any, max_bytes: int, redact_keys: tuple[str, ...] = ()) -> Any:
+    """:func:`to_json` of the common small values at a fraction of its cost: a plain
+    scalar, or a list, tuple or dict of them (string keys), when the walker would keep
+    every part as it is and the whole fits without measuring. The same result as the
+    walker (a copy of a container, a secret key's value redacted), or
+    :data:`NOT_FLAT` for anything else."""
+    copy, cost = flat_cost(value, redact_keys)
+    # below max_bytes / 8 the walker returns without encoding to measure
+    return copy if 0 <= cost and cost * 8 < max_bytes else NOT_FLAT
+
+
+def plain_arguments(
+    args: Any, kwargs: dict[str, Any], redact_keys: tuple[str, ...]
+) -> tuple[int, dict[str, Any]]:
+    """What the walker counts for a task's arguments (``args`` a sequence, ``kwargs``
+    a dict) when every one is a plain value it keeps as it is, and ``kwargs`` with the
+    values of secret names redacted (the same dict when there are none); or
+    (-1, ``kwargs``). The per-call check of the input's fast path: no copy is made
+    when nothing needs hiding."""
+    total = 0
+    for item in args:
+        cost = _plain_cost(item)
+        if cost < 0:
+            return -1, kwargs
+        total += cost
+    shown = kwargs
+    for key, item in kwargs.items():
+        key_cost = _plain_cost(key) if type(key) is str else -1
+        if key_cost < 0:
+            return -1, kwargs
+        if _secret(key, redact_keys):
+            if shown is kwargs:
+                shown = dict(kwargs)
+            shown[key] = REDACTED
+            total += key_cost + len(REDACTED)
+            continue
+        cost = _plain_cost(item)
+        if cost < 0:
+            return -1, kwargs
+        total += key_cost + cost
+    return total, shown
+
+
+def flat_cost(value: Any, redact_keys: tuple[str, ...] = ()) -> tuple[Any, int]:
+    """What :func:`flat_json` would return, and what the walker counts for it; or
+    (:data:`NOT_FLAT`, -1)."""
+    kind = type(value)
+    if kind is list or kind is tuple:
+        total = 0
+        for item in value:
+            cost = _plain_cost(item)
+            if cost < 0:
+                return NOT_FLAT, -1
+            total += cost
+        return list(value), total
+    if kind is dict:
+        total = 0
+        out = {}
+        for key, item in value.items():
+            key_cost = _plain_cost(key) if type(key) is str else -1
+            if key_cost < 0:
+                return NOT_FLAT, -1
+            if _secret(key, redact_keys):
+                out[key] = REDACTED
+                total += key_cost + len(REDACTED)
+                continue
+            cost = _plain_cost(item)
+            if cost < 0:
+                return NOT_FLAT, -1
+            out[key] = item
+            total += key_cost + cost
+        return out, total
+    cost = _plain_cost(value)
+    return (value, cost) if cost >= 0 else (NOT_FLAT, -1)
+
+
+#: A JSON document encoded once, where it was captured: what the per-task path puts in a
+#: row (``input_data``, ``output_data``). Unlike the lists and dicts it was made of, it is
+#: invisible to Python's garbage collector while the row waits for its flush, and the
+#: store's encoder copies it into a batch as it is.
+Packed = orjson.Fragment
+
+
+def pack(value: Any) -> Any:
+    """``value`` (already made safe by :func:`to_json`) as a :data:`Packed` document;
+    None stays None, and a plain scalar stays as it is (nothing to hide from the
+    collector)."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    return orjson.Fragment(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+
+
+def unpack(value: Any) -> Any:
+    """The Python value of a :data:`Packed` document (anything else as it is)."""
+    if type(value) is Packed:
+        return orjson.loads(orjson.dumps(value))  # a Fragment shows its bytes only so
+    return value
 
 
 def describe_error(exc: BaseException | None) -> tuple[str | None, str | None]:
@@ -242,43 +400,46 @@ _INT32 = 2**31 - 1
 _INT64 = 2**63 - 1
 
 
-class Cleaner:
-    """Makes every text and number of a job update, item or event one the database takes.
+_TEXT, _INT, _FLOAT, _JSON = range(4)
+#: A column's cleaning rule: its kind, and for text its limit and which end to keep; for
+#: an integer column its bound.
+_Rule = tuple[int, int, str]
 
-    This is the one place user-reachable values are bounded before they are buffered:
+
+class Cleaner:
+    """Makes every text and number of a job row, item, event or log line one the
+    database takes.
+
+    This is the one place user-reachable values are bounded before they are written:
     ids, names, owners, stages, messages, item keys, error fields. Each text field is cut
     to its column's size (or the message / traceback / name limits), NUL characters and
     lone surrogates are replaced, integers are held to their column's range and
     non-finite floats dropped. JSON documents are made safe where they are built
     (:func:`to_json`); :meth:`deep` cleans them again for a row the database refused.
 
-    The common case (short ASCII text) costs a length check and a scan per field.
+    It takes the writer's rows (a ``jobs`` :data:`~jobtrack.models.Row`, changed in
+    place; a ``job_events`` :data:`~jobtrack.models.EventRow`) and the records
+    (:class:`~jobtrack.models.JobUpdate`, ``Item``, ``Event``, ``LogLine``). The common
+    case (short ASCII text) costs a length check and a scan per field.
     """
 
     def __init__(
         self,
-        texts: dict[type, tuple[tuple[str, int, str], ...]],
-        ints: dict[type, tuple[tuple[str, int], ...]],
-        floats: dict[type, tuple[str, ...]],
-        jsons: dict[type, tuple[str, ...]],
+        rules: dict[type, dict[str, _Rule]],
         max_payload_bytes: int,
         redact_keys: tuple[str, ...],
     ) -> None:
-        self._texts = texts
-        self._ints = ints
-        self._floats = floats
-        self._jsons = jsons
+        from .models import EVENT_COLUMNS, Event, JobUpdate
+
+        self._rules = rules
+        self._row_rules = rules[JobUpdate]
+        event_rules = rules[Event]
+        #: The event row's positions that have a rule, with it.
+        self._event_rules = tuple(
+            (n, event_rules[name]) for n, name in enumerate(EVENT_COLUMNS) if name in event_rules
+        )
         self._max_payload_bytes = max_payload_bytes
         self._redact_keys = redact_keys
-        self._getters = {
-            kind: (
-                texts[kind],
-                _getter(n for n, _, _ in texts[kind]),
-                ints[kind],
-                _getter(n for n, _ in ints[kind]),
-            )
-            for kind in texts
-        }
 
     @classmethod
     def for_limits(
@@ -297,10 +458,7 @@ class Cleaner:
         from .schema import job_events, job_items, job_logs, jobs
 
         special = {"name": (name_chars, "start"), "traceback": (traceback_chars, "end")}
-        texts: dict[type, tuple[tuple[str, int, str], ...]] = {}
-        ints: dict[type, tuple[tuple[str, int], ...]] = {}
-        floats: dict[type, tuple[str, ...]] = {}
-        jsons: dict[type, tuple[str, ...]] = {}
+        rules: dict[type, dict[str, _Rule]] = {}
         for record, table in (
             (JobUpdate, jobs),
             (Item, job_items),
@@ -308,63 +466,105 @@ class Cleaner:
             (LogLine, job_logs),
         ):
             names = set(record.__dataclass_fields__)
-            t: list[tuple[str, int, str]] = []
-            i: list[tuple[str, int]] = []
-            fl: list[str] = []
-            js: list[str] = []
+            found: dict[str, _Rule] = {}
             for column in table.columns:
                 name = column.name
                 if name not in names or name in ("status", "state_seq"):
                     continue
                 kind = column.type
                 if isinstance(kind, String) and not isinstance(kind, Text) and kind.length:
-                    t.append((name, kind.length, "start"))
+                    found[name] = (_TEXT, kind.length, "start")
                 elif isinstance(kind, (Text, String)):
                     limit, keep = special.get(name, (message_chars, "start"))
-                    t.append((name, limit, keep))
+                    found[name] = (_TEXT, limit, keep)
                 elif isinstance(kind, BigInteger):
-                    i.append((name, _INT64))
+                    found[name] = (_INT, _INT64, "")
                 elif isinstance(kind, Integer):
-                    i.append((name, _INT32))
+                    found[name] = (_INT, _INT32, "")
                 elif isinstance(kind, Float):
-                    fl.append(name)
+                    found[name] = (_FLOAT, 0, "")
                 elif isinstance(kind, JSON):
-                    js.append(name)
-            texts[record], ints[record] = tuple(t), tuple(i)
-            floats[record], jsons[record] = tuple(fl), tuple(js)
-        return cls(texts, ints, floats, jsons, max_payload_bytes, redact_keys)
+                    found[name] = (_JSON, 0, "")
+            rules[record] = found
+        return cls(rules, max_payload_bytes, redact_keys)
 
     def __call__(self, record: Any) -> Any:
-        """``record`` with every text and number safe; the same object when it was
-        already safe (a mutable record is changed in place)."""
-        kind = type(record)
-        texts, get_texts, ints, get_ints = self._getters[kind]
-        changes: dict[str, Any] = {}
-        for (name, limit, keep), value in zip(texts, get_texts(record), strict=True):
-            if value is not None and (
-                type(value) is not str
-                or len(value) > limit
-                or "\x00" in value
-                or (not value.isascii() and not _encodable(value))
-            ):
-                changes[name] = clean_text(value, limit, keep=keep)
-        for (name, bound), value in zip(ints, get_ints(record), strict=True):
-            if value is not None and (type(value) is not int or not -bound <= value <= bound):
-                changes[name] = _bounded_int(value, bound)
-        for name in self._floats[kind]:
+        """``record`` with every text and number safe: a row is changed in place, a
+        record is the same object when it was already safe (a mutable one is changed in
+        place, a frozen one copied)."""
+        if type(record) is dict:
+            return self.row(record)
+        if type(record) is tuple:
+            return self.event_row(record)
+        rules = self._rules[type(record)]
+        changes = {}
+        for name, rule in rules.items():
             value = getattr(record, name)
-            if value is not None and (type(value) is not float or not math.isfinite(value)):
-                changes[name] = _finite(value)
+            if value is not None and not _clean(rule, value):
+                changes[name] = _cleaned(rule, value)
         return self._apply(record, changes) if changes else record
+
+    def row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A ``jobs`` row made safe, in place (the checks of :func:`_clean` inlined: a
+        row passes here for every transition written)."""
+        rules = self._row_rules
+        changes = None
+        for name, value in row.items():
+            if value is None:
+                continue
+            rule = rules.get(name)
+            if rule is None:
+                continue
+            kind = rule[0]
+            if kind == _TEXT:
+                if (
+                    type(value) is str
+                    and len(value) <= rule[1]
+                    and "\x00" not in value
+                    and (value.isascii() or _encodable(value))
+                ):
+                    continue
+            elif kind == _INT:
+                if type(value) is int and -rule[1] <= value <= rule[1]:
+                    continue
+            elif kind != _FLOAT or (type(value) is float and math.isfinite(value)):
+                continue
+            if changes is None:
+                changes = {}
+            changes[name] = _cleaned(rule, value)
+        if changes:
+            row.update(changes)
+        return row
+
+    def event_row(self, event: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A ``job_events`` row made safe (the same tuple when it was)."""
+        fixed: list[Any] | None = None
+        for n, rule in self._event_rules:
+            value = event[n]
+            if value is not None and not _clean(rule, value):
+                if fixed is None:
+                    fixed = list(event)
+                fixed[n] = _cleaned(rule, value)
+        return event if fixed is None else tuple(fixed)
 
     def deep(self, record: Any) -> Any:
         """:meth:`__call__`, and every JSON document rebuilt through :func:`to_json`: the
         form a refused row is tried again in."""
         record = self(record)
+        if type(record) is tuple:
+            return record  # events hold no JSON
+        if type(record) is dict:
+            rules = self._row_rules
+            for name, value in record.items():
+                if value is not None and rules.get(name, (None,))[0] == _JSON:
+                    record[name] = to_json(
+                        unpack(value), self._max_payload_bytes, self._redact_keys
+                    )
+            return record
         changes = {
             name: to_json(getattr(record, name), self._max_payload_bytes, self._redact_keys)
-            for name in self._jsons[type(record)]
-            if getattr(record, name) is not None
+            for name, rule in self._rules[type(record)].items()
+            if rule[0] == _JSON and getattr(record, name) is not None
         }
         return self._apply(record, changes)
 
@@ -379,15 +579,32 @@ class Cleaner:
         return record
 
 
-def _getter(names: Iterable[str]) -> Callable[[Any], tuple[Any, ...]]:
-    """Read several attributes at once, always as a tuple."""
-    wanted = tuple(names)
-    if not wanted:
-        return lambda _record: ()
-    get = operator.attrgetter(*wanted)
-    if len(wanted) == 1:
-        return lambda record: (get(record),)
-    return get
+def _clean(rule: _Rule, value: Any) -> bool:
+    """Whether a (non-None) value already meets its column's rule."""
+    kind, limit, _keep = rule
+    if kind == _TEXT:
+        return (
+            type(value) is str
+            and len(value) <= limit
+            and "\x00" not in value
+            and (value.isascii() or _encodable(value))
+        )
+    if kind == _INT:
+        return type(value) is int and -limit <= value <= limit
+    if kind == _FLOAT:
+        return type(value) is float and math.isfinite(value)
+    return True
+
+
+def _cleaned(rule: _Rule, value: Any) -> Any:
+    kind, limit, keep = rule
+    if kind == _TEXT:
+        return clean_text(value, limit, keep=keep)
+    if kind == _INT:
+        return _bounded_int(value, limit)
+    if kind == _FLOAT:
+        return _finite(value)
+    return value
 
 
 def _encodable(text: str) -> bool:

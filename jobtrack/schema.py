@@ -47,6 +47,7 @@ __all__ = [
     "SEARCH_INDEX_DDL",
     "SEARCH_TEXT",
     "SEARCH_WORDS",
+    "TRACE_VIEW",
     "WORDS_INDEX",
     "WORDS_INDEX_DDL",
     "action_targets",
@@ -64,6 +65,7 @@ __all__ = [
     "metadata",
     "partitioned_twin",
     "partitioning",
+    "trace_view_ddl",
 ]
 
 
@@ -277,8 +279,40 @@ job_events = Table(
     Column("error_message", Text),
     Column("stage", String(255), comment="set on the event of a stage change"),
     Column("note", String(255), comment="what an operator did: paused, resumed, ..."),
+    Column(
+        "started_at",
+        UTCDateTime,
+        comment="on an attempt's outcome whose running was not written apart: its start",
+    ),
     Index(None, "job_id", "at"),
 )
+
+#: Every transition of every job as its own row: ``job_events`` with an attempt written
+#: as one row (its outcome, carrying ``started_at``) given back as its ``running`` and its
+#: outcome. ``id`` is the ``job_events`` row's; ``step`` orders the two halves of one
+#: row (0 its start, 1 the row itself): ``ORDER BY at, id, step``.
+TRACE_VIEW = "job_trace"
+
+
+def trace_view_ddl(dialect: str, server_version: int = 0) -> str:
+    """The statement creating :data:`TRACE_VIEW`. On PostgreSQL 15 and later it reads
+    with the rights of whoever queries it (``security_invoker``), so row-level security
+    binds through it exactly as it binds ``job_events`` itself."""
+    invoker = (
+        " WITH (security_invoker = true)"
+        if dialect == "postgresql" and server_version >= 150000
+        else ""
+    )
+    return (
+        f"CREATE VIEW {TRACE_VIEW}{invoker} AS "
+        "SELECT job_id, started_at AS at, 'running' AS status, attempt, worker, "
+        "NULL AS error_type, NULL AS error_message, NULL AS stage, NULL AS note, id, 0 AS step "
+        "FROM job_events WHERE started_at IS NOT NULL "
+        "UNION ALL "
+        "SELECT job_id, at, status, attempt, worker, error_type, error_message, stage, note, "
+        "id, 1 AS step FROM job_events"
+    )
+
 
 #: What the job's task logged while it ran (``job_log_level`` and up), bounded per job.
 job_logs = Table(

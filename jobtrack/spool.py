@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .models import Batch, Event, Item, ItemStatus, JobStatus, JobUpdate, LogLine
-from .payload import safe_repr
+from .models import EVENT_COLUMNS, Batch, Item, ItemStatus, JobStatus, JobUpdate, LogLine, Row
+from .payload import Packed, safe_repr, unpack
 
 __all__ = ["DeadLetter", "Spool"]
 
@@ -35,9 +35,12 @@ log = logging.getLogger("jobtrack.spool")
 _UPDATE_TIMES = frozenset(
     f.name for f in dataclasses.fields(JobUpdate) if "datetime" in str(f.type)
 )
+_EVENT_TIMES = ("at", "started_at")
 
 
 def _default(value: Any) -> Any:
+    if type(value) is Packed:
+        return unpack(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, (JobStatus, ItemStatus)):
@@ -49,8 +52,9 @@ def _encode(batch: Batch, **extra: Any) -> str:
     """JSON text of a batch. ASCII-escaped: a lone surrogate survives the round trip."""
     data = {
         **extra,
-        "updates": [dataclasses.asdict(u) for u in batch.updates],
-        "events": [dataclasses.asdict(e) for e in batch.events],
+        # Every column named (a row's missing ones as null), as files always had them.
+        "updates": [{name: row.get(name) for name in JobUpdate.COLUMNS} for row in batch.updates],
+        "events": [dict(zip(EVENT_COLUMNS, e, strict=True)) for e in batch.events],
         "items": [dataclasses.asdict(i) for i in batch.items],
         "logs": [dataclasses.asdict(line) for line in batch.logs],
     }
@@ -180,16 +184,22 @@ class Spool:
     @staticmethod
     def read(path: Path) -> Batch:
         data = json.loads(path.read_text(encoding="utf-8"))
-        updates = []
+        updates: list[Row] = []
         for raw in data["updates"]:
-            raw["status"] = JobStatus(raw["status"])
-            for name in _UPDATE_TIMES:
-                raw[name] = _time(raw[name])
-            updates.append(JobUpdate(**raw))
-        events = [
-            Event(**{**raw, "status": JobStatus(raw["status"]), "at": _time(raw["at"])})
-            for raw in data["events"]
-        ]
+            unknown = set(raw) - set(JobUpdate.COLUMNS)
+            if unknown:
+                raise ValueError(f"unknown job columns {sorted(unknown)}")
+            row = {name: value for name, value in raw.items() if value is not None}
+            row["status"] = JobStatus(row["status"]).value
+            for name in _UPDATE_TIMES & row.keys():
+                row[name] = _time(row[name])
+            updates.append(row)
+        events = []
+        for raw in data["events"]:  # (files from before folded attempts have no started_at)
+            JobStatus(raw["status"])
+            for name in _EVENT_TIMES:
+                raw[name] = _time(raw.get(name))
+            events.append(tuple(raw.get(name) for name in EVENT_COLUMNS))
         items = [
             Item(
                 **{

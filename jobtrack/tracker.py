@@ -22,13 +22,29 @@ from .settings import Settings
 from .store import Store
 from .writer import Writer, make_writer
 
-__all__ = ["Tracker", "active_tracker", "active_tracker_or_none", "set_active_tracker"]
+__all__ = [
+    "Tracker",
+    "active_tracker",
+    "active_tracker_or_none",
+    "handler_failed",
+    "set_active_tracker",
+]
 
 log = logging.getLogger("jobtrack")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def handler_failed(action: str, job_id: Any) -> None:
+    """Log a Celery signal handler's failure (from inside its ``except``): tracking
+    never raises into a task, and says so with the job's id."""
+    logging.getLogger("jobtrack.celery").exception(
+        "jobtrack %s handler failed; the task is not affected",
+        action,
+        extra={"job_id": job_id, "action": action},
+    )
 
 
 class Tracker:
@@ -122,7 +138,7 @@ class Tracker:
                 progress_percent=100.0,
             )
         )
-        self.store.write_batch(Batch([update], [Event.of(update)]))
+        self.store.write_batch(Batch([update.row()], [Event.of(update).row()]))
         self.store.set_counts(
             job_id, processed=processed, failed=failed, skipped=skipped, total=total
         )
@@ -173,7 +189,7 @@ class Tracker:
                 traceback=traceback,
             )
         )
-        self.store.write_batch(Batch([update], [Event.of(update)]))
+        self.store.write_batch(Batch([update.row()], [Event.of(update).row()]))
 
     def get_job(self, job_id: str) -> Job:
         return self.store.get_job(job_id)

@@ -1,19 +1,33 @@
 """How writes reach the store.
 
-:class:`BufferedWriter` (the default) keeps transitions in memory per process, folds
-several transitions of one job into one row (:meth:`JobUpdate.merge`, the same rules as
-the store's SQL), and writes them in one transaction every ``flush_interval_s`` or as
-soon as ``flush_max_jobs`` / ``flush_max_items`` are waiting. A task never waits for the
-database: it only takes a short in-memory lock. If a write fails the batch is kept and
-tried again with backoff, merged under anything newer, so order is preserved. Every
-value is cleaned and bounded on the way in (:class:`~jobtrack.payload.Cleaner`), and a
-row the database still refuses is isolated and set aside, never left to block the rest.
+The per-task path only appends. Every signal handler and handle call gives the writer
+one *fact* (a tuple: a job row or a change to one, an attempt's start or end, a trace
+entry, an item, a log line) and goes on: no lock, no copy, no cleaning, no JSON. Facts
+queue in arrival order; whoever flushes (the writer's thread, every
+``flush_interval_s`` or as soon as ``flush_max_jobs`` / ``flush_max_items`` are
+waiting) takes them in that order and folds them into the batch it is building:
+
+* rows of one job merge into one (:func:`~jobtrack.models.merge_row`, the same rules as
+  the store's SQL), each cleaned once on the way (:class:`~jobtrack.payload.Cleaner`);
+* an attempt whose start and end both arrive before a flush is one row and one trace
+  entry: nobody could have read its ``running`` (it was never written), so the outcome's
+  entry carries the start instead (``started_at``; reading the trace gives the two
+  back). Once a flush has written the ``running`` (or progress, or a heartbeat), the
+  outcome is a write of its own, as before;
+* running attempts are watched from their start on: at each flush their latest progress
+  is collected, with a heartbeat every ``heartbeat_interval_s``, and with each heartbeat
+  the operator's pause and cancel requests are read for them.
+
+The batch is written in one transaction. A task never waits for the database. If a
+write fails the batch is kept and tried again with backoff (what arrives meanwhile is
+folded over it, so order is preserved), spooled to disk past ``buffer_max_jobs``; a row
+the database still refuses is isolated and set aside, never left to block the rest.
 
 :class:`SyncWriter` commits every transition before the task goes on, for people who
 prefer that to throughput; the same buffered writer underneath is its heartbeat and
 progress pump.
 
-Both are fork-safe: a forked child starts with an empty buffer, no thread, and a store
+Both are fork-safe: a forked child starts with an empty queue, no thread, and a store
 whose pool holds none of the parent's connections.
 """
 
@@ -25,24 +39,58 @@ import tempfile
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import DataRefused, StoreError
-from .models import Event, Item, JobStatus, JobUpdate, LogLine, Stop
+from .models import (
+    Batch,
+    Event,
+    EventRow,
+    Item,
+    JobStatus,
+    JobUpdate,
+    LogLine,
+    Row,
+    Stop,
+    merge_row,
+    state_seq,
+)
 from .payload import Cleaner
 from .settings import Settings
 from .spool import Spool
-from .store import Batch, Store
+from .store import Store
 
-__all__ = ["BufferedWriter", "ProgressSource", "SyncWriter", "Writer", "cleaner_for", "make_writer"]
+__all__ = [
+    "BufferedWriter",
+    "ProgressSource",
+    "SyncWriter",
+    "Writer",
+    "cleaner_for",
+    "make_writer",
+]
 
 log = logging.getLogger("jobtrack.writer")
 
 _MAX_BACKOFF_S = 5.0
 _SPOOL_CHECK_S = 30.0
+_RUNNING = JobStatus.RUNNING.value
+
+# A fact about a job's row is the row itself (a plain dict the writer now owns), with
+# the writer's own keys, which no column has, saying what it is. Dicts of plain values
+# and strings are invisible to Python's garbage collector, so facts waiting for a flush
+# never make it scan more: a hot path that kept objects alive until the next flush would
+# pay for full collections of the whole process.
+_KIND = "_fact"
+_ROW = 0  # a change to the row; "_trace": attempt for its trace entry; "_note"; "_event"
+_START = 1  # an attempt began ("_attempt"): its running row
+_END = 2  # the attempt ended: its outcome ("_attempt", "_note", "_progress": its last)
+#: (kind, job id, its last progress row or None): an attempt ended with no outcome to
+#: write here. Other facts are an Event, an Item or a LogLine.
+_RELEASED = 3
 
 
 def default_spool_dir() -> str:
@@ -51,7 +99,7 @@ def default_spool_dir() -> str:
 
 
 class ProgressSource(Protocol):
-    """A running job whose progress the writer collects at each flush."""
+    """A running job (its handle), watched by the writer from its start to its end."""
 
     job_id: str
     attempt: int
@@ -64,13 +112,19 @@ class Writer(Protocol):
     clean: Cleaner
 
     def update(
-        self, update: JobUpdate, event: Event | None = None, *, trace: int | None = None
+        self,
+        update: JobUpdate | Row,
+        event: Event | None = None,
+        *,
+        trace: int | None = None,
+        note: str | None = None,
     ) -> None: ...
+    def started(self, source: ProgressSource, row: Row) -> None: ...
+    def ended(self, source: ProgressSource, row: Row, note: str | None = None) -> None: ...
+    def released(self, source: ProgressSource) -> None: ...
     def item(self, item: Item) -> None: ...
     def event(self, event: Event) -> None: ...
     def log(self, line: LogLine) -> None: ...
-    def watch(self, source: ProgressSource) -> None: ...
-    def unwatch(self, source: ProgressSource) -> None: ...
     def flush(self) -> bool: ...
     def close(self, timeout_s: float | None = None) -> None: ...
 
@@ -91,26 +145,40 @@ def _now() -> datetime:
 
 
 class BufferedWriter:
-    """Buffer, coalesce and batch transitions; see the module docstring."""
+    """Queue facts, fold them into batches, write; see the module docstring."""
 
     def __init__(self, store: Store, settings: Settings, cleaner: Cleaner | None = None) -> None:
         self.store = store
         self.settings = settings
         self.clean = cleaner or cleaner_for(settings)
         self._spool = Spool(settings.spool_dir or default_spool_dir(), settings.database_url)
+        #: Wake the thread once this many job facts (rows, starts, ends) are queued:
+        #: about ``flush_max_jobs`` jobs, each with its start and end.
+        self._wake_jobs = settings.flush_max_jobs * 2
+        self._wake_items = settings.flush_max_items
         self._init_process_state()
         _live_writers.add(self)
 
     def _init_process_state(self) -> None:
-        self._lock = threading.Lock()  # guards the buffers below
-        self._flush_lock = threading.RLock()  # one flush at a time: keeps order
+        #: Facts not folded yet: appended by any thread, taken by the one that flushes.
+        self._queue: deque[Any] = deque()
+        self._queued_jobs = 0  # approximate counts (no lock): when to wake the thread
+        self._queued_items = 0
+        self._flush_lock = threading.RLock()  # one folder and writer at a time: order
+        self._thread_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
-        self._updates: dict[str, JobUpdate] = {}
-        self._events: list[Event] = []
+        # The batch being built; touched only under _flush_lock.
+        self._rows: dict[str, Row] = {}
+        self._events: list[EventRow] = []
         self._items: list[Item] = []
         self._logs: list[LogLine] = []
-        self._watched: dict[str, ProgressSource] = {}
+        #: Job id -> (attempt, when, worker) of an attempt that started since the last
+        #: flush: its ``running`` entry, made at the flush unless its outcome came first.
+        self._open: dict[str, tuple[int, datetime, str | None]] = {}
+        #: The attempts running in this process, by job id: from their start to their
+        #: end (set and cleared by the per-task path itself).
+        self._running: dict[str, ProgressSource] = {}
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._outage: _Outage | None = None
@@ -125,78 +193,231 @@ class BufferedWriter:
         """True while the database is known to be unreachable (writes are kept)."""
         return self._outage is not None
 
-    # -- what the wiring calls (hot path: memory only) ------------------------------
+    # -- what the per-task path calls: append a fact, nothing else --------------------
 
     def update(
-        self, update: JobUpdate, event: Event | None = None, *, trace: int | None = None
+        self,
+        update: JobUpdate | Row,
+        event: Event | None = None,
+        *,
+        trace: int | None = None,
+        note: str | None = None,
     ) -> None:
-        """Buffer a transition; with ``trace`` (the attempt), also its trace entry,
-        made from the cleaned update (so it needs no cleaning of its own)."""
-        update = self.clean(update)
+        """A change to a job's row (a :class:`JobUpdate`, or a fresh row the writer now
+        owns); with ``trace`` (the attempt), also its trace entry, made from the cleaned
+        row, with ``note`` (how it came about); or ``event``, an entry of the caller's."""
+        row = update.row() if isinstance(update, JobUpdate) else update
+        row[_KIND] = _ROW
+        if trace is not None:
+            row["_trace"] = trace
+        if note is not None:
+            row["_note"] = note
         if event is not None:
-            event = self.clean(event)
-        elif trace is not None:
-            event = Event.of(update, trace)
-        with self._lock:
-            current = self._updates.get(update.id)
-            if current is None:
-                self._updates[update.id] = update
-            else:
-                current.merge(update)
-            if event is not None:
-                self._events.append(event)
-            full = len(self._updates) >= self.settings.flush_max_jobs
-        self._ensure_thread()
-        if full:
-            self._wake.set()
+            row["_event"] = event.row()
+        self._queue.append(row)
+        self._queued_job()
+
+    def started(self, source: ProgressSource, row: Row) -> None:
+        """An attempt began: its ``running`` row (a fresh dict the writer now owns). The
+        writer watches ``source`` until it ends."""
+        row[_KIND] = _START
+        row["_attempt"] = source.attempt
+        self._queue.append(row)
+        self._running[source.job_id] = source
+        self._queued_job()
+
+    def ended(self, source: ProgressSource, row: Row, note: str | None = None) -> None:
+        """The attempt ``source`` began ended: the outcome's row (a fresh dict)."""
+        progress = self._let_go(source)
+        row[_KIND] = _END
+        row["_attempt"] = source.attempt
+        if note is not None:
+            row["_note"] = note
+        if progress is not None:
+            row["_progress"] = progress
+        self._queue.append(row)
+        self._queued_job()
+
+    def released(self, source: ProgressSource) -> None:
+        """The attempt ``source`` began ended without an outcome this process writes
+        (another process reports it): stop watching it; its last progress is written."""
+        self._queue.append((_RELEASED, source.job_id, self._let_go(source)))
+        self._queued_job()
+
+    def _let_go(self, source: ProgressSource) -> Row | None:
+        """Stop watching ``source`` (at once: nothing keeps the handle alive after its
+        run); its last progress, if it has some unwritten."""
+        if self._running.get(source.job_id) is source:
+            self._running.pop(source.job_id, None)
+        progress = source.take_progress()
+        return progress.row() if progress is not None else None
 
     def event(self, event: Event) -> None:
-        event = self.clean(event)
-        with self._lock:
-            self._events.append(event)
-        self._ensure_thread()
+        self._queue.append(event)
+        self._queued_job()
 
     def item(self, item: Item) -> None:
-        item = self.clean(item)
-        with self._lock:
-            self._items.append(item)
-            full = len(self._items) >= self.settings.flush_max_items
-        self._ensure_thread()
-        if full:
-            self._wake.set()
+        self._queue.append(item)
+        self._queued_item()
 
     def log(self, line: LogLine) -> None:
-        """Buffer a captured log line (the items' path: flushed at the interval, or at
-        once past ``flush_max_items``)."""
-        line = self.clean(line)
-        with self._lock:
-            self._logs.append(line)
-            full = len(self._logs) >= self.settings.flush_max_items
-        self._ensure_thread()
-        if full:
+        """A captured log line (the items' path: flushed at the interval, or at once
+        past ``flush_max_items``)."""
+        self._queue.append(line)
+        self._queued_item()
+
+    def _queued_job(self) -> None:
+        if self._thread is None:
+            self._start_thread()
+        self._queued_jobs += 1
+        if self._queued_jobs >= self._wake_jobs:
+            self._queued_jobs = 0
             self._wake.set()
 
-    def watch(self, source: ProgressSource) -> None:
-        with self._lock:
-            self._watched[source.job_id] = source
-        self._ensure_thread()
+    def _queued_item(self) -> None:
+        if self._thread is None:
+            self._start_thread()
+        self._queued_items += 1
+        if self._queued_items >= self._wake_items:
+            self._queued_items = 0
+            self._wake.set()
 
-    def unwatch(self, source: ProgressSource) -> None:
-        with self._lock:
-            if self._watched.get(source.job_id) is source:
-                del self._watched[source.job_id]
-        pending = source.take_progress()
-        if pending is not None:
-            self.update(pending)
+    # -- folding facts into the batch (under _flush_lock) -----------------------------
+
+    def _fold(self) -> None:
+        """Take every fact queued so far, in order, into the batch being built."""
+        queue = self._queue
+        take = queue.popleft
+        while queue:
+            fact = take()
+            kind = type(fact)
+            if kind is dict:
+                what = fact.pop(_KIND)
+                if what == _START:
+                    self._start(fact)
+                elif what == _END:
+                    self._end(fact)
+                else:
+                    trace, note = fact.pop("_trace", None), fact.pop("_note", None)
+                    given = fact.pop("_event", None)
+                    row = self._merge(fact)
+                    if given is not None:
+                        self._events.append(self.clean.event_row(given))
+                    elif trace is not None:
+                        self._events.append(self._entry(row, trace, note))
+            elif kind is Item:
+                self._items.append(self.clean(fact))
+            elif kind is LogLine:
+                self._logs.append(self.clean(fact))
+            elif kind is Event:
+                self._events.append(self.clean.event_row(fact.row()))
+            else:  # released
+                if fact[2] is not None:
+                    self._merge(fact[2])
+
+    def _merge(self, row: Row) -> Row:
+        """Clean ``row`` and merge it into the batch's row of its job; returns ``row``
+        (cleaned: what its trace entry is made from)."""
+        row = self.clean.row(row)
+        current = self._rows.get(row["id"])
+        if current is None:
+            self._rows[row["id"]] = row  # merged into later: read it now, not after
+        else:
+            merge_row(current, row)
+        return row
+
+    def _entry(self, row: Row, attempt: int, note: str | None) -> EventRow:
+        """The trace entry of a transition: its time, status, worker and error."""
+        entry = (
+            row["id"],
+            row["updated_at"],
+            row["status"],
+            attempt,
+            row.get("worker"),
+            row.get("error_type"),
+            row.get("error_message"),
+            None,
+            note,
+            None,
+        )
+        return entry if note is None else self.clean.event_row(entry)
+
+    def _start(self, row: Row) -> None:
+        attempt = row.pop("_attempt")
+        row = self._merge(row)
+        # Its trace entry waits: the outcome takes it in if it comes before the flush.
+        self._open[row["id"]] = (attempt, row["updated_at"], row.get("worker"))
+
+    def _end(self, row: Row) -> None:
+        attempt, note = row.pop("_attempt"), row.pop("_note", None)
+        progress = row.pop("_progress", None)
+        if progress is not None:  # the last of it lands before the outcome
+            self._merge(progress)
+        row = self._merge(row)
+        entry = self._entry(row, attempt, note)
+        opened = self._open.pop(row["id"], None)
+        if opened is not None:
+            if opened[0] == attempt:
+                # Started and ended between two flushes: one entry, carrying the start.
+                entry = (*entry[:9], opened[1])
+            else:
+                self._events.append(_running_entry(row["id"], opened))
+        self._events.append(entry)
+
+    def _collect_watched(self, *, heartbeat: bool) -> None:
+        """Fold the running jobs' latest progress (and a heartbeat) into the batch."""
+        now = _now() if heartbeat else None
+        for source in list(self._running.values()):
+            progress = source.take_progress()
+            row = progress.row() if progress is not None else None
+            if now is not None:
+                beat: Row = {
+                    "id": source.job_id,
+                    "status": _RUNNING,
+                    "state_seq": state_seq(JobStatus.RUNNING, source.attempt),
+                    "created_at": now,
+                    "updated_at": now,
+                    "heartbeat_at": now,
+                    "retries": source.attempt,
+                }
+                if row is None:
+                    row = beat
+                else:
+                    merge_row(row, beat)
+            if row is not None:
+                self._merge(row)
+
+    def _take_batch(self) -> Batch:
+        events = self._events
+        if self._open:  # attempts still running: their start is written on its own
+            events.extend(_running_entry(job_id, opened) for job_id, opened in self._open.items())
+            self._open.clear()
+        batch = Batch(list(self._rows.values()), events, self._items, self._logs)
+        self._rows, self._events, self._items, self._logs = {}, [], [], []
+        return batch
+
+    def _give_back(self, batch: Batch) -> None:
+        """Put a failed batch back in front of what was folded since."""
+        newer = self._rows
+        self._rows = {row["id"]: row for row in batch.updates}
+        for row in newer.values():
+            older = self._rows.get(row["id"])
+            if older is None:
+                self._rows[row["id"]] = row
+            else:
+                merge_row(older, row)
+        self._events = [*batch.events, *self._events]
+        self._items = batch.items + self._items
+        self._logs = batch.logs + self._logs
+        self._open.clear()
 
     # -- flushing -----------------------------------------------------------------
 
-    def _ensure_thread(self) -> None:
-        thread = self._thread
-        if (thread is not None and thread.is_alive()) or self._closed:
+    def _start_thread(self) -> None:
+        if self._closed:
             return
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+        with self._thread_lock:
+            if self._thread is not None:
                 return
             self._thread = threading.Thread(target=self._run, name="jobtrack-writer", daemon=True)
             self._thread.start()
@@ -215,43 +436,21 @@ class BufferedWriter:
                 beat = now - self._last_heartbeat >= self.settings.heartbeat_interval_s
                 if beat:
                     self._last_heartbeat = now
-                self._collect_watched(heartbeat=beat)
-                if self.flush() and beat:
-                    self._read_stop_requests()
+                with self._flush_lock:
+                    self._fold()
+                    self._collect_watched(heartbeat=beat)
+                    if self.flush() and beat:
+                        self._read_stop_requests()
             except Exception:  # the thread must survive anything a flush meets
                 log.exception(
                     "tracking writer loop error", extra={"job_id": None, "action": "flush"}
                 )
 
-    def _collect_watched(self, *, heartbeat: bool) -> None:
-        """Take the running jobs' latest progress (and a heartbeat) into the buffer."""
-        with self._lock:
-            sources = list(self._watched.values())
-        now = _now()
-        for source in sources:
-            pending = source.take_progress()
-            if heartbeat:
-                beat = JobUpdate.transition(
-                    source.job_id,
-                    JobStatus.RUNNING,
-                    source.attempt,
-                    at=now,
-                    heartbeat_at=now,
-                    retries=source.attempt,
-                )
-                if pending is None:
-                    pending = beat
-                else:
-                    pending.merge(beat)
-            if pending is not None:
-                self.update(pending)
-
     def _read_stop_requests(self) -> None:
         """With each heartbeat: which running jobs of this process an operator asked to
         pause or cancel (one read by primary key for all of them). The job's next handle
         call stops it; nothing is read per call."""
-        with self._lock:
-            sources = dict(self._watched)
+        sources = dict(self._running)
         if not sources:
             return
         try:
@@ -263,33 +462,13 @@ class BufferedWriter:
             if source is not None:
                 source.request_stop(stop)
 
-    def _take_batch(self) -> Batch:
-        with self._lock:
-            batch = Batch(list(self._updates.values()), self._events, self._items, self._logs)
-            self._updates, self._events, self._items, self._logs = {}, [], [], []
-        return batch
-
-    def _give_back(self, batch: Batch) -> None:
-        """Put a failed batch back in front of what arrived since."""
-        with self._lock:
-            newer = self._updates
-            self._updates = {u.id: u for u in batch.updates}
-            for update in newer.values():
-                older = self._updates.get(update.id)
-                if older is None:
-                    self._updates[update.id] = update
-                else:
-                    older.merge(update)
-            self._events = batch.events + self._events
-            self._items = batch.items + self._items
-            self._logs = batch.logs + self._logs
-
     def flush(self) -> bool:
-        """Write everything buffered now. Returns False if the database could not be
+        """Write everything queued now. Returns False if the database could not be
         reached (the data stays buffered, or spooled past ``buffer_max_jobs``, for the
         next try). Rows the database refuses for their data never block the others:
         see :meth:`_settle`."""
         with self._flush_lock:
+            self._fold()
             if not self._replay_spool():
                 self._spill_if_over_bound()
                 return False
@@ -338,7 +517,7 @@ class BufferedWriter:
         from its items; dead-letter what is still refused."""
         deep = self.clean.deep
         parts = [
-            Batch([deep(u) for u in batch.updates], [deep(e) for e in batch.events]),
+            Batch([deep(row) for row in batch.updates], [deep(e) for e in batch.events]),
             Batch(items=[deep(i) for i in batch.items]),
             Batch(logs=[deep(line) for line in batch.logs]),
         ]
@@ -382,7 +561,10 @@ class BufferedWriter:
                 "past %d jobs) and retried; tasks are not affected",
                 error,
                 self.settings.buffer_max_jobs,
-                extra={"job_id": batch.updates[0].id if batch.updates else None, "action": "flush"},
+                extra={
+                    "job_id": batch.updates[0]["id"] if batch.updates else None,
+                    "action": "flush",
+                },
             )
 
     def _recovered(self) -> None:
@@ -419,7 +601,7 @@ class BufferedWriter:
             try:  # cleaned again: the file may come from before values were cleaned
                 batch = self._spool.read(claimed)
                 batch = Batch(
-                    [self.clean(u) for u in batch.updates],
+                    [self.clean(row) for row in batch.updates],
                     [self.clean(e) for e in batch.events],
                     [self.clean(i) for i in batch.items],
                     [self.clean(line) for line in batch.logs],
@@ -448,12 +630,11 @@ class BufferedWriter:
 
     def _spill_if_over_bound(self, *, force: bool = False) -> None:
         """Move the buffer to a spool file when it is over the memory bound."""
-        with self._lock:
-            over = (
-                len(self._updates) > self.settings.buffer_max_jobs
-                or len(self._items) > self.settings.buffer_max_jobs * 10
-                or len(self._logs) > self.settings.buffer_max_jobs * 10
-            )
+        over = (
+            len(self._rows) > self.settings.buffer_max_jobs
+            or len(self._items) > self.settings.buffer_max_jobs * 10
+            or len(self._logs) > self.settings.buffer_max_jobs * 10
+        )
         if not (over or force):
             return
         batch = self._take_batch()
@@ -480,8 +661,10 @@ class BufferedWriter:
         )
 
     def pending(self) -> int:
-        with self._lock:
-            return len(self._updates) + len(self._events) + len(self._items) + len(self._logs)
+        """Facts and rows not written yet."""
+        with self._flush_lock:
+            buffered = len(self._rows) + len(self._events) + len(self._items) + len(self._logs)
+            return len(self._queue) + buffered
 
     def close(self, timeout_s: float | None = None) -> None:
         """Flush what is buffered, spool what could not be written, stop the thread.
@@ -491,15 +674,23 @@ class BufferedWriter:
         during an outage spools at once and goes (another process replays the file).
         """
         limit = self.settings.exit_flush_timeout_s if timeout_s is None else timeout_s
-        self._collect_watched(heartbeat=False)
-        deadline = time.monotonic() + limit
-        if self._outage is None:  # not during a known outage: one that starts now, retried
-            while not self.flush() and time.monotonic() < deadline:
-                time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
-        self._closed = True
-        self._wake.set()
-        if self.pending():
-            self._spill_if_over_bound(force=True)
+        with self._flush_lock:
+            self._fold()
+            self._collect_watched(heartbeat=False)
+            deadline = time.monotonic() + limit
+            if self._outage is None:  # not during a known outage: one starting now, retried
+                while not self.flush() and time.monotonic() < deadline:
+                    time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+            self._closed = True
+            self._wake.set()
+            self._fold()
+            if self._rows or self._events or self._items or self._logs:
+                self._spill_if_over_bound(force=True)
+
+
+def _running_entry(job_id: str, opened: tuple[int, datetime, str | None]) -> EventRow:
+    attempt, at, worker = opened
+    return (job_id, at, _RUNNING, attempt, worker, None, None, None, None, None)
 
 
 @dataclass
@@ -509,12 +700,12 @@ class _Outage:
 
 
 def _by_job(batch: Batch) -> list[Batch]:
-    """``batch`` split into one batch per job (its update, events and items)."""
+    """``batch`` split into one batch per job (its row, events, items and log lines)."""
     groups: dict[str, Batch] = {}
-    for update in batch.updates:
-        groups.setdefault(update.id, Batch()).updates.append(update)
+    for row in batch.updates:
+        groups.setdefault(row["id"], Batch()).updates.append(row)
     for event in batch.events:
-        groups.setdefault(event.job_id, Batch()).events.append(event)
+        groups.setdefault(event[0], Batch()).events.append(event)
     for item in batch.items:
         groups.setdefault(item.job_id, Batch()).items.append(item)
     for line in batch.logs:
@@ -525,8 +716,8 @@ def _by_job(batch: Batch) -> list[Batch]:
 class SyncWriter:
     """Commit each transition before the task goes on.
 
-    A :class:`BufferedWriter` underneath does the writing: each transition is added and
-    flushed at once (after anything still buffered, so order holds), and its thread
+    A :class:`BufferedWriter` underneath does the writing: each transition is queued
+    and flushed at once (after anything still queued, so order holds), and its thread
     is the heartbeat and progress pump, as in buffered mode. While the database is
     unreachable transitions stay buffered and are retried in the background, so tasks
     do not wait on a dead connection. A failure is logged, never raised.
@@ -539,10 +730,26 @@ class SyncWriter:
         self.clean = self._buffer.clean
 
     def update(
-        self, update: JobUpdate, event: Event | None = None, *, trace: int | None = None
+        self,
+        update: JobUpdate | Row,
+        event: Event | None = None,
+        *,
+        trace: int | None = None,
+        note: str | None = None,
     ) -> None:
-        self._buffer.update(update, event, trace=trace)
+        self._buffer.update(update, event, trace=trace, note=note)
         self._write_now()
+
+    def started(self, source: ProgressSource, row: Row) -> None:
+        self._buffer.started(source, row)
+        self._write_now()
+
+    def ended(self, source: ProgressSource, row: Row, note: str | None = None) -> None:
+        self._buffer.ended(source, row, note)
+        self._write_now()
+
+    def released(self, source: ProgressSource) -> None:
+        self._buffer.released(source)
 
     def item(self, item: Item) -> None:
         self._buffer.item(item)
@@ -560,12 +767,6 @@ class SyncWriter:
     def _write_now(self) -> None:
         if not self._buffer.in_outage:
             self._buffer.flush()
-
-    def watch(self, source: ProgressSource) -> None:
-        self._buffer.watch(source)
-
-    def unwatch(self, source: ProgressSource) -> None:
-        self._buffer.unwatch(source)
 
     def flush(self) -> bool:
         return self._buffer.flush()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import json
 import logging
 import os
@@ -25,8 +24,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    ColumnElement,
     Connection,
     Engine,
     and_,
@@ -58,32 +55,28 @@ from sqlalchemy.pool import NullPool
 
 from ..errors import DataRefused, JobNotFound, NotSupported, QueryTimeout, StoreError
 from ..models import (
-    ATTEMPT_COLUMNS,
     CANCEL_REQUESTED_SEQ,
-    ERROR_COLUMNS,
-    FILL_COLUMNS,
     FINISHED,
-    MAX_COLUMNS,
-    MIN_COLUMNS,
     PAUSABLE,
-    PROGRESS_COLUMNS,
     TERMINAL_SEQ,
     Batch,
     Event,
+    EventRow,
     Item,
     ItemStatus,
     Job,
     JobFilter,
     JobStatus,
     JobUpdate,
-    LogLine,
     Resumed,
+    Row,
     Stats,
     Stop,
     paused_in_queue,
     queued_pause_seq,
     resumed_seq,
     state_seq,
+    unfold_events,
 )
 from ..schema import (
     OWNER_SETTING,
@@ -96,7 +89,6 @@ from ..schema import (
     leases,
     metadata,
     partitioning,
-    staging_table,
 )
 from .actions import ActionQueries
 from .alerts import AlertQueries
@@ -106,6 +98,7 @@ from .common import (
     filtered,
     job_of,
     notify,
+    notify_payload,
     search_matches,
 )
 from .insights import InsightQueries
@@ -118,6 +111,22 @@ from .partitions import (
     period_start,
 )
 from .workflows import WorkflowQueries
+from .writes import (
+    ALL_STAGING,
+    JSON_COLUMNS,
+    STAGING,
+    TABLES,
+    WRITE_COLUMNS,
+    encode_events,
+    encode_rows,
+    event_dicts,
+    item_row,
+    jobs_and_events_sql,
+    json_text,
+    log_row,
+    row_dicts,
+    write_statement,
+)
 
 __all__ = [
     "CHANGES_CHANNEL",
@@ -365,28 +374,55 @@ class Store(
     # -- writes ----------------------------------------------------------------------
 
     def write_batch(self, batch: Batch) -> None:
-        """Apply job updates, then items, then events, in one transaction.
+        """Apply job rows, trace entries, items and log lines, in one transaction.
 
-        Updates of one job must already be merged (one ``JobUpdate`` per id). On
-        PostgreSQL rows are streamed with COPY (into a temporary staging table where they
-        must be merged with existing rows); elsewhere they go through executemany.
+        Rows of one job must already be merged (one row per id). See
+        :mod:`jobtrack.store.writes` for how each kind reaches the tables.
         """
         if not batch:
             return
         with self._begin("write batch", writes_data=True) as conn:
-            if batch.updates:
-                self._write_rows(conn, "jobs", [u.values() for u in batch.updates])
+            ids = batch.job_ids()
+            if batch.updates or batch.events:
+                self._write_jobs(conn, batch.updates, batch.events, ids)
+            else:
+                notify(conn, ids)
             if batch.items:
                 latest: dict[tuple[str, str], Item] = {}
                 for item in batch.items:  # a key recorded twice in a batch: the later counts
                     latest[(item.job_id, item.key)] = item
-                self._write_rows(conn, "job_items", [_item_row(i) for i in latest.values()])
+                self._write_rows(conn, "job_items", [item_row(i) for i in latest.values()])
                 self._recount(conn, sorted({job_id for job_id, _ in latest}))
-            if batch.events:
-                self._write_rows(conn, "job_events", [_event_row(e) for e in batch.events])
             if batch.logs:
-                self._write_rows(conn, "job_logs", [_log_row(line) for line in batch.logs])
-            notify(conn, batch.job_ids())
+                self._write_rows(conn, "job_logs", [log_row(line) for line in batch.logs])
+
+    def _write_jobs(
+        self,
+        conn: Connection,
+        rows: Sequence[Row],
+        events: Sequence[EventRow],
+        notify_ids: Sequence[str],
+    ) -> None:
+        """Upsert job rows and insert trace entries; tell listeners about ``notify_ids``
+        (PostgreSQL: all in one statement)."""
+        if conn.dialect.name != "postgresql":
+            if rows:
+                conn.execute(write_statement(conn.dialect.name, "jobs"), row_dicts(rows))
+            if events:
+                conn.execute(write_statement(conn.dialect.name, "job_events"), event_dicts(events))
+            return
+        part = self._new_part(conn, creates_jobs=bool(rows))
+        sql, constants = jobs_and_events_sql(
+            conn.dialect, bool(rows), bool(events), part is not None
+        )
+        params = {**constants, "ids": notify_payload(notify_ids)}
+        if rows:
+            params["jobs"] = encode_rows(rows)
+        if events:
+            params["job_events"] = encode_events(events)
+        if part is not None:
+            params["part"] = part
+        conn.exec_driver_sql(sql, params)
 
     def _new_part(self, conn: Connection, *, creates_jobs: bool = True) -> date | None:
         """On partitioned tables, the period a new job row takes here (the writer's
@@ -402,20 +438,21 @@ class Store(
         return period_start(moment, period)
 
     def _write_rows(self, conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Write rows (values in ``_WRITE_COLUMNS[table]`` order) to one table."""
-        columns = _WRITE_COLUMNS[table]
+        """Write rows (values in ``WRITE_COLUMNS[table]`` order) to items, events or logs;
+        on PostgreSQL with COPY, into a staging table where they must be merged."""
+        columns = WRITE_COLUMNS[table]
         if conn.dialect.name != "postgresql":
             conn.execute(
-                _write_statement(conn.dialect.name, table, False),
+                write_statement(conn.dialect.name, table),
                 [dict(zip(columns, row, strict=True)) for row in rows],
             )
             return
-        json_at = [i for i, name in enumerate(columns) if name in _JSON_COLUMNS[table]]
-        part = self._new_part(conn, creates_jobs=table == "jobs")
+        json_at = [i for i, name in enumerate(columns) if name in JSON_COLUMNS[table]]
+        part = self._new_part(conn, creates_jobs=False)
         # events and log lines never conflict: COPY straight in (unless partitioned:
         # their partition is their job's, looked up when merged from the staging table)
-        staged = table in _STAGING or part is not None
-        target = _ALL_STAGING[table] if staged else _TABLES[table]
+        staged = table in STAGING or part is not None
+        target = ALL_STAGING[table] if staged else TABLES[table]
         if staged:
             info = conn.connection.info
             if target.name not in info:  # once per database session (forgotten on error)
@@ -431,12 +468,12 @@ class Store(
                 if json_at:
                     row = list(row)
                     for i in json_at:
-                        row[i] = _json_text(row[i])
+                        row[i] = json_text(row[i])
                 copy.write_row(row)
         if part is not None:
-            conn.execute(_write_statement("postgresql", table, True, True), {"part": part})
+            conn.execute(write_statement("postgresql", table, "staging", True), {"part": part})
         elif staged:
-            conn.execute(_write_statement("postgresql", table, True))
+            conn.execute(write_statement("postgresql", table, "staging"))
 
     def _recount(self, conn: Connection, job_ids: Sequence[str]) -> None:
         """Set each job's item counters from its items: idempotent under replays."""
@@ -464,11 +501,10 @@ class Store(
         over what the Celery wiring filled in.
         """
         with self._begin("upsert job", writes_data=True) as conn:
-            self._write_rows(conn, "jobs", [update_.values()])
+            self._write_jobs(conn, [update_.row()], [], [update_.id])
             values = {name: getattr(update_, name) for name in overwrite}
             if values:
                 conn.execute(update(jobs).where(jobs.c.id == update_.id).values(**values))
-            notify(conn, [update_.id])
 
     def create_job(self, update_: JobUpdate) -> bool:
         """Insert the job row unless one with its id exists; True if this call made it.
@@ -671,26 +707,31 @@ class Store(
             ]
 
     def list_events(self, job_id: str) -> list[Event]:
+        """The job's trace, oldest first; an attempt written as one entry (its
+        ``running`` folded into its outcome) is given back as the two it stands for."""
         query = (
             select(job_events)
             .where(job_events.c.job_id == job_id)
             .order_by(job_events.c.at, job_events.c.id)
         )
         with self._begin("list events") as conn:
-            return [
-                Event(
-                    job_id=r.job_id,
-                    at=r.at,
-                    status=JobStatus(r.status),
-                    attempt=r.attempt,
-                    worker=r.worker,
-                    error_type=r.error_type,
-                    error_message=r.error_message,
-                    stage=r.stage,
-                    note=r.note,
-                )
-                for r in conn.execute(query)
-            ]
+            return unfold_events(
+                [
+                    Event(
+                        job_id=r.job_id,
+                        at=r.at,
+                        status=JobStatus(r.status),
+                        attempt=r.attempt,
+                        worker=r.worker,
+                        error_type=r.error_type,
+                        error_message=r.error_message,
+                        stage=r.stage,
+                        note=r.note,
+                        started_at=r.started_at,
+                    )
+                    for r in conn.execute(query)
+                ]
+            )
 
     def stats(self, *, since: datetime | None = None) -> Stats:
         """Counts by status and by type, failure rate and durations (percentiles by
@@ -794,17 +835,15 @@ class Store(
                     continue
                 marked.append(row.id)
                 events.append(
-                    _event_row(
-                        Event(
-                            job_id=row.id,
-                            at=now,
-                            status=JobStatus.LOST,
-                            attempt=found.retries,
-                            worker=row.worker,
-                            error_type="WorkerLost",
-                            error_message=reason,
-                        )
-                    )
+                    Event(
+                        job_id=row.id,
+                        at=now,
+                        status=JobStatus.LOST,
+                        attempt=found.retries,
+                        worker=row.worker,
+                        error_type="WorkerLost",
+                        error_message=reason,
+                    ).row()
                 )
             if events:
                 self._write_rows(conn, "job_events", events)
@@ -847,16 +886,14 @@ class Store(
                     conn,
                     "job_events",
                     [
-                        _event_row(
-                            Event(
-                                job_id=job_id,
-                                at=now,
-                                status=JobStatus.CANCELLED,
-                                attempt=row.retries,
-                                error_type="Revoked",
-                                error_message=reason,
-                            )
-                        )
+                        Event(
+                            job_id=job_id,
+                            at=now,
+                            status=JobStatus.CANCELLED,
+                            attempt=row.retries,
+                            error_type="Revoked",
+                            error_message=reason,
+                        ).row()
                     ],
                 )
                 status = JobStatus.CANCELLED
@@ -1054,7 +1091,7 @@ class Store(
     ) -> None:
         """An operator's action in the job's trace (and a change notification)."""
         event = Event(job_id, at, status, row.retries if attempt is None else attempt, note=note)
-        self._write_rows(conn, "job_events", [_event_row(event)])
+        self._write_rows(conn, "job_events", [event.row()])
         notify(conn, [job_id])
 
     def try_lease(self, name: str, holder: str, ttl_s: float) -> bool:
@@ -1304,132 +1341,6 @@ class Store(
                     conn.execute(delete(table))
 
 
-#: The columns each write statement sets, in order.
-_WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "jobs": JobUpdate.COLUMNS,
-    "job_items": (
-        "job_id",
-        "key",
-        "status",
-        "message",
-        "error_code",
-        "before_state",
-        "after_state",
-        "processed_at",
-    ),
-    "job_events": (
-        "job_id",
-        "at",
-        "status",
-        "attempt",
-        "worker",
-        "error_type",
-        "error_message",
-        "stage",
-        "note",
-    ),
-    "job_logs": ("job_id", "at", "level", "logger", "message"),
-}
-_TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events, "job_logs": job_logs}
-_STAGING = {"jobs": staging_table(jobs), "job_items": staging_table(job_items)}
-#: With partitioned tables events and log lines are staged too (their partition is
-#: their job's, looked up in the merge).
-_ALL_STAGING = {
-    **_STAGING,
-    "job_events": staging_table(job_events),
-    "job_logs": staging_table(job_logs),
-}
-
-
-def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-#: Columns holding JSON documents, per table (COPY sends them as JSON text).
-_JSON_COLUMNS = {
-    name: frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
-    for name, table in _TABLES.items()
-}
-
-
-@functools.cache
-def _write_statement(dialect: str, table_name: str, staged: bool, partitioned: bool = False) -> Any:
-    """The insert/upsert for one table, built once: every flush runs it. Partitioned
-    (PostgreSQL, staged): a row takes its job's partition if the job has a row, else
-    the ``part`` parameter (the writer's period)."""
-    table = TWINS[table_name] if partitioned else _TABLES[table_name]
-    columns = _WRITE_COLUMNS[table_name]
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table)
-    if staged:  # PostgreSQL: merge what COPY put in the staging table
-        stage = _ALL_STAGING[table_name]
-        chosen: list[ColumnElement[Any]] = [stage.c[name] for name in columns]
-        targets = list(columns)
-        if partitioned:
-            owner = TWINS["jobs"]
-            job_id = stage.c.id if table_name == "jobs" else stage.c.job_id
-            adopted = select(owner.c.part).where(owner.c.id == job_id).limit(1)
-            chosen.append(
-                func.coalesce(adopted.scalar_subquery(), bindparam("part", type_=owner.c.part.type))
-            )
-            targets.append("part")
-        stmt = insert(table).from_select(targets, select(*chosen))
-    key = [table.c.part] if partitioned else []
-    if table_name == "jobs":
-        return stmt.on_conflict_do_update(
-            index_elements=[table.c.id, *key], set_=_job_merge_rules(stmt, table)
-        )
-    if table_name == "job_items":
-        # A planned (pending) item never replaces a recorded outcome.
-        return stmt.on_conflict_do_update(
-            index_elements=[table.c.job_id, table.c.key, *key],
-            set_={name: stmt.excluded[name] for name in columns[2:]},
-            where=stmt.excluded.status != ItemStatus.PENDING.value,
-        )
-    return stmt
-
-
-def _job_merge_rules(stmt: Any, table: Any = jobs) -> dict[str, ColumnElement[Any]]:
-    """The merge rules of :mod:`jobtrack.models`, as the SET of the jobs upsert."""
-    new, cur = stmt.excluded, table.c
-    takes = or_(
-        new.state_seq > cur.state_seq,
-        and_(new.state_seq == cur.state_seq, new.state_seq < TERMINAL_SEQ),
-    )
-    progress_ok = cur.state_seq < TERMINAL_SEQ
-    sets: dict[str, ColumnElement[Any]] = {
-        "status": case((takes, new.status), else_=cur.status),
-        "state_seq": case((takes, new.state_seq), else_=cur.state_seq),
-    }
-    replaces_cancel = cur.state_seq == CANCEL_REQUESTED_SEQ
-    for name in ATTEMPT_COLUMNS:
-        given = new[name].is_not(None)
-        if name in ERROR_COLUMNS:
-            given = or_(given, replaces_cancel)
-        sets[name] = case((and_(takes, given), new[name]), else_=cur[name])
-    for name in PROGRESS_COLUMNS:
-        sets[name] = case((and_(progress_ok, new[name].is_not(None)), new[name]), else_=cur[name])
-    for name in FILL_COLUMNS:
-        sets[name] = func.coalesce(cur[name], new[name])
-    for name in MAX_COLUMNS:
-        sets[name] = case(
-            (
-                and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] > cur[name])),
-                new[name],
-            ),
-            else_=cur[name],
-        )
-    for name in MIN_COLUMNS:
-        sets[name] = case(
-            (
-                and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] < cur[name])),
-                new[name],
-            ),
-            else_=cur[name],
-        )
-    return sets
-
-
 class ChangeListener:
     """Waits for job changes on a LISTEN connection (see :meth:`Store.listen_changes`)."""
 
@@ -1545,7 +1456,7 @@ def _forget_staging(conn: Connection) -> None:
     forget that this connection has them."""
     with contextlib.suppress(Exception):
         if not conn.invalidated:
-            for table in _ALL_STAGING.values():
+            for table in ALL_STAGING.values():
                 conn.connection.info.pop(table.name, None)
 
 
@@ -1572,20 +1483,6 @@ def _sqlite_on_begin(conn: Connection) -> None:
     # Take the write lock at BEGIN, so a busy database waits (busy timeout) instead of
     # failing half-way through a transaction with "database is locked".
     conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _event_row(e: Event) -> tuple[Any, ...]:
-    return (
-        e.job_id,
-        e.at,
-        e.status.value,
-        e.attempt,
-        e.worker,
-        e.error_type,
-        e.error_message,
-        e.stage,
-        e.note,
-    )
 
 
 def _by_status_index(where: JobFilter) -> bool:
@@ -1622,23 +1519,6 @@ def _page(
             < tuple_(moment, bindparam("before_id", before[1]))
         )
     return query.order_by(source.c.created_at.desc(), source.c.id.desc()).limit(limit)
-
-
-def _log_row(line: LogLine) -> tuple[Any, ...]:
-    return (line.job_id, line.at, line.level, line.logger, line.message)
-
-
-def _item_row(i: Item) -> tuple[Any, ...]:
-    return (
-        i.job_id,
-        i.key,
-        i.status.value,
-        i.message,
-        i.error_code,
-        i.before_state,
-        i.after_state,
-        i.processed_at,
-    )
 
 
 def utcnow() -> datetime:

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from ..errors import JobNotFound
-from ..models import DELETABLE, Action, ActionTarget, Job, JobFilter, JobUpdate
+from ..models import DELETABLE, Action, ActionTarget, EventRow, Job, JobFilter, JobUpdate, Row
 from ..schema import action_targets, actions, job_events, job_items, job_logs, jobs
 from .common import filtered, job_of, notify
 
@@ -92,7 +92,13 @@ class ActionQueries:
     ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
-    def _write_rows(self, conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    def _write_jobs(
+        self,
+        conn: Connection,
+        rows: Sequence[Row],
+        events: Sequence[EventRow],
+        notify_ids: Sequence[str],
+    ) -> None:
         raise NotImplementedError  # provided by Store
 
     def count_matching(self, where: JobFilter) -> int:
@@ -328,8 +334,7 @@ class ActionQueries:
             return
         with self._begin("mark sending", writes_data=True) as conn:
             if new_jobs:
-                self._write_rows(conn, "jobs", [u.values() for u in new_jobs])
-                notify(conn, [u.id for u in new_jobs])
+                self._write_jobs(conn, [u.row() for u in new_jobs], [], [u.id for u in new_jobs])
             conn.execute(
                 update(action_targets)
                 .where(

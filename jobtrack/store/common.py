@@ -42,6 +42,7 @@ __all__ = [
     "filtered",
     "job_of",
     "notify",
+    "notify_payload",
     "search_matches",
     "searching",
 ]
@@ -368,15 +369,18 @@ def escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def notify_payload(job_ids: Sequence[str]) -> str:
+    """What a change notification says: the ids, or ``*`` when they do not fit."""
+    payload = json.dumps(sorted(set(job_ids)), separators=(",", ":"))
+    return "*" if len(payload.encode()) > NOTIFY_MAX_BYTES else payload
+
+
 def notify(conn: Connection, job_ids: Sequence[str]) -> None:
     """Tell LISTENers (the dashboard's live stream) which jobs this transaction changed;
     delivered at commit, and only if it commits."""
     if conn.dialect.name != "postgresql" or not job_ids:
         return
-    payload = json.dumps(sorted(set(job_ids)), separators=(",", ":"))
-    if len(payload.encode()) > NOTIFY_MAX_BYTES:
-        payload = "*"
-    conn.execute(select(func.pg_notify(CHANGES_CHANNEL, payload)))
+    conn.execute(select(func.pg_notify(CHANGES_CHANNEL, notify_payload(job_ids))))
 
 
 def job_of(row: Any) -> Job:

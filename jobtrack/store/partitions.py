@@ -41,6 +41,7 @@ from ..schema import (
     SCHEMA_LOCK_ID,
     SEARCH_INDEX,
     SEARCH_INDEX_DDL,
+    TRACE_VIEW,
     WORDS_INDEX,
     WORDS_INDEX_DDL,
     job_events,
@@ -49,6 +50,7 @@ from ..schema import (
     jobs,
     partitioned_twin,
     partitioning,
+    trace_view_ddl,
 )
 
 __all__ = [
@@ -380,6 +382,10 @@ def _convert(conn: Connection, period: str, moment: datetime) -> None:
         ).scalars()
     )
     oldest = conn.execute(select(func.min(jobs.c.created_at))).scalar()
+    # The trace view reads job_events: made again over the new table at the end.
+    had_view = conn.execute(text("SELECT to_regclass(:v)"), {"v": TRACE_VIEW}).scalar()
+    if had_view:
+        conn.execute(text(f"DROP VIEW {TRACE_VIEW}"))
     # Out of the way: the old tables keep their data under another name until copied;
     # their constraints, indexes and sequences' names are freed for the new ones.
     for table in reversed(names):  # children first: their foreign keys go first
@@ -475,6 +481,9 @@ def _convert(conn: Connection, period: str, moment: datetime) -> None:
         if with_check is not None:
             sql += f" WITH CHECK ({with_check})"
         conn.execute(text(sql))
+    if had_view:
+        version = int(conn.execute(text("SHOW server_version_num")).scalar_one())
+        conn.execute(text(trace_view_ddl("postgresql", version)))
     conn.execute(insert(partitioning).values(period=period, since=moment))
     for table in names:
         conn.execute(text(f"ANALYZE {table}"))

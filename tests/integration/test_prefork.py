@@ -57,8 +57,8 @@ def test_lifecycle_through_plain_sql(publisher: Any, start_worker: Any) -> None:
             text("SELECT status, count(*) FROM job_items WHERE job_id = :id GROUP BY status"),
             {"id": imp.id},
         ).all()
-        attempts = conn.execute(
-            text("SELECT status, attempt FROM job_events WHERE job_id = :id ORDER BY at, id"),
+        attempts = conn.execute(  # every transition, each its own row (docs/schema.md)
+            text("SELECT status, attempt FROM job_trace WHERE job_id = :id ORDER BY at, id, step"),
             {"id": retried.id},
         ).all()
 

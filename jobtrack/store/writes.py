@@ -1,0 +1,287 @@
+"""The write path's statements: built once, run by :meth:`Store.write_batch`.
+
+Builders only, no I/O. Job rows (:data:`~jobtrack.models.Row`, sparse: a missing key
+sets nothing) and trace entries reach PostgreSQL as two JSON documents in one
+statement: ``json_populate_recordset`` reads them (a missing key reads as NULL, a nested
+document lands in its ``jsonb`` column as it is), the jobs upsert and the events insert
+are its two data-modifying parts, and the change notification is its result. A short
+task's whole lifecycle, many tasks at once, is one round trip. Items and log lines, which
+come in thousands, are streamed with ``COPY`` (into a staging table where they must be
+merged). Elsewhere (SQLite) the same upsert runs through executemany.
+
+The merge rules of :mod:`jobtrack.models` are the SET of the upsert
+(:func:`job_merge_rules`), so concurrent writers in many processes cannot move a job
+backwards, whatever order their batches land in.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+
+from ..models import (
+    ATTEMPT_COLUMNS,
+    CANCEL_REQUESTED_SEQ,
+    ERROR_COLUMNS,
+    EVENT_COLUMNS,
+    FILL_COLUMNS,
+    MAX_COLUMNS,
+    MIN_COLUMNS,
+    PROGRESS_COLUMNS,
+    TERMINAL_SEQ,
+    EventRow,
+    Item,
+    ItemStatus,
+    JobUpdate,
+    LogLine,
+    Row,
+)
+from ..payload import Packed, unpack
+from ..schema import job_events, job_items, job_logs, jobs, staging_table
+from .common import CHANGES_CHANNEL
+from .partitions import TWINS
+
+__all__ = [
+    "ALL_STAGING",
+    "JSON_COLUMNS",
+    "STAGING",
+    "TABLES",
+    "WRITE_COLUMNS",
+    "encode_events",
+    "encode_rows",
+    "event_dicts",
+    "item_row",
+    "job_merge_rules",
+    "jobs_and_events",
+    "jobs_and_events_sql",
+    "json_text",
+    "log_row",
+    "row_dicts",
+    "write_statement",
+]
+
+#: The columns each write statement sets, in order.
+WRITE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "jobs": JobUpdate.COLUMNS,
+    "job_items": (
+        "job_id",
+        "key",
+        "status",
+        "message",
+        "error_code",
+        "before_state",
+        "after_state",
+        "processed_at",
+    ),
+    "job_events": EVENT_COLUMNS,
+    "job_logs": ("job_id", "at", "level", "logger", "message"),
+}
+TABLES = {"jobs": jobs, "job_items": job_items, "job_events": job_events, "job_logs": job_logs}
+#: COPY lands here first where rows must be merged with existing ones.
+STAGING = {"jobs": staging_table(jobs), "job_items": staging_table(job_items)}
+#: With partitioned tables events and log lines are staged too (their partition is
+#: their job's, looked up in the merge).
+ALL_STAGING = {
+    **STAGING,
+    "job_events": staging_table(job_events),
+    "job_logs": staging_table(job_logs),
+}
+#: Columns holding JSON documents, per table (COPY sends them as JSON text).
+JSON_COLUMNS = {
+    name: frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+    for name, table in TABLES.items()
+}
+_JOB_DOCUMENTS = tuple(sorted(JSON_COLUMNS["jobs"]))
+#: Naive times are UTC (as the tables' own type takes them); keys that are not text
+#: become text, as the standard library's encoder makes them.
+_ORJSON = orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS
+
+
+def json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_rows(rows: Sequence[Row]) -> str:
+    """Job rows as one JSON array (a missing key or None: NULL, which sets nothing)."""
+    return orjson.dumps(rows, option=_ORJSON).decode()
+
+
+def encode_events(events: Sequence[EventRow]) -> str:
+    """Trace entries as one JSON array of objects."""
+    return orjson.dumps(event_dicts(events), option=_ORJSON).decode()
+
+
+def row_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Job rows with every column (executemany wants the same keys in each), their
+    documents as Python values (the column type encodes them)."""
+    out = []
+    for row in rows:
+        values = {name: row.get(name) for name in JobUpdate.COLUMNS}
+        for name in _JOB_DOCUMENTS:
+            if type(values[name]) is Packed:
+                values[name] = unpack(values[name])
+        out.append(values)
+    return out
+
+
+def event_dicts(events: Sequence[EventRow]) -> list[dict[str, Any]]:
+    return [dict(zip(EVENT_COLUMNS, e, strict=True)) for e in events]
+
+
+def item_row(i: Item) -> tuple[Any, ...]:
+    return (
+        i.job_id,
+        i.key,
+        i.status.value,
+        i.message,
+        i.error_code,
+        i.before_state,
+        i.after_state,
+        i.processed_at,
+    )
+
+
+def log_row(line: LogLine) -> tuple[Any, ...]:
+    return (line.job_id, line.at, line.level, line.logger, line.message)
+
+
+def _json_source(table: Table, param: str) -> Any:
+    """``table``'s rows read from the JSON array parameter ``param`` (one object per
+    row, keyed by column; a missing key reads as NULL)."""
+    document = cast(bindparam(param, type_=Text), postgresql.JSON)
+    records = func.json_populate_recordset(literal_column(f"NULL::{table.name}"), document)
+    return records.table_valued(*(column(c.name, c.type) for c in table.columns)).alias(
+        f"new_{table.name}"
+    )
+
+
+@functools.cache
+def write_statement(
+    dialect: str, table_name: str, source: str = "values", partitioned: bool = False
+) -> Any:
+    """The insert/upsert for one table, built once: every flush runs it.
+
+    ``source``: "values" (executemany's parameters), "staging" (what COPY put in the
+    staging table) or "json" (the JSON array parameter named after the table).
+    Partitioned (PostgreSQL): a row takes its job's partition if the job has a row, else
+    the ``part`` parameter (the writer's period).
+    """
+    table = TWINS[table_name] if partitioned else TABLES[table_name]
+    columns = WRITE_COLUMNS[table_name]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    if source != "values":
+        rows = ALL_STAGING[table_name] if source == "staging" else _json_source(table, table_name)
+        chosen: list[ColumnElement[Any]] = [rows.c[name] for name in columns]
+        targets = list(columns)
+        if partitioned:
+            owner = TWINS["jobs"]
+            job_id = rows.c.id if table_name == "jobs" else rows.c.job_id
+            adopted = select(owner.c.part).where(owner.c.id == job_id).limit(1)
+            chosen.append(
+                func.coalesce(adopted.scalar_subquery(), bindparam("part", type_=owner.c.part.type))
+            )
+            targets.append("part")
+        stmt = insert(table).from_select(targets, select(*chosen))
+    key = [table.c.part] if partitioned else []
+    if table_name == "jobs":
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c.id, *key], set_=job_merge_rules(stmt, table)
+        )
+    if table_name == "job_items":
+        # A planned (pending) item never replaces a recorded outcome.
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c.job_id, table.c.key, *key],
+            set_={name: stmt.excluded[name] for name in columns[2:]},
+            where=stmt.excluded.status != ItemStatus.PENDING.value,
+        )
+    return stmt
+
+
+@functools.cache
+def jobs_and_events_sql(
+    dialect: Dialect, with_jobs: bool, with_events: bool, partitioned: bool
+) -> tuple[str, dict[str, Any]]:
+    """:func:`jobs_and_events` compiled once: its SQL and its constant parameters. Run
+    as it is (every flush runs it; SQLAlchemy would otherwise work out the big
+    statement's cache key each time, which costs more than sending it)."""
+    compiled = jobs_and_events(with_jobs, with_events, partitioned).compile(dialect=dialect)
+    return compiled.string, dict(compiled.params)
+
+
+@functools.cache
+def jobs_and_events(with_jobs: bool, with_events: bool, partitioned: bool) -> Any:
+    """One PostgreSQL statement: the job rows upserted (parameter ``jobs``), the trace
+    entries inserted (``job_events``), and the change notification (``ids``) sent at
+    commit. A job created here is visible to its events' foreign key: constraints are
+    checked at the end of the statement."""
+    parts = []
+    if with_jobs:
+        upsert = write_statement("postgresql", "jobs", "json", partitioned)
+        parts.append(upsert.returning(literal_column("1")).cte("written_jobs"))
+    if with_events:
+        insert = write_statement("postgresql", "job_events", "json", partitioned)
+        parts.append(insert.returning(literal_column("1")).cte("written_events"))
+    return select(func.pg_notify(CHANGES_CHANNEL, bindparam("ids", type_=Text))).add_cte(*parts)
+
+
+def job_merge_rules(stmt: Any, table: Any = jobs) -> dict[str, ColumnElement[Any]]:
+    """The merge rules of :mod:`jobtrack.models`, as the SET of the jobs upsert."""
+    new, cur = stmt.excluded, table.c
+    takes = or_(
+        new.state_seq > cur.state_seq,
+        and_(new.state_seq == cur.state_seq, new.state_seq < TERMINAL_SEQ),
+    )
+    progress_ok = cur.state_seq < TERMINAL_SEQ
+    sets: dict[str, ColumnElement[Any]] = {
+        "status": case((takes, new.status), else_=cur.status),
+        "state_seq": case((takes, new.state_seq), else_=cur.state_seq),
+    }
+    replaces_cancel = cur.state_seq == CANCEL_REQUESTED_SEQ
+    for name in ATTEMPT_COLUMNS:
+        given = new[name].is_not(None)
+        if name in ERROR_COLUMNS:
+            given = or_(given, replaces_cancel)
+        sets[name] = case((and_(takes, given), new[name]), else_=cur[name])
+    for name in PROGRESS_COLUMNS:
+        sets[name] = case((and_(progress_ok, new[name].is_not(None)), new[name]), else_=cur[name])
+    for name in FILL_COLUMNS:
+        sets[name] = func.coalesce(cur[name], new[name])
+    for name in MAX_COLUMNS:
+        sets[name] = case(
+            (
+                and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] > cur[name])),
+                new[name],
+            ),
+            else_=cur[name],
+        )
+    for name in MIN_COLUMNS:
+        sets[name] = case(
+            (
+                and_(new[name].is_not(None), or_(cur[name].is_(None), new[name] < cur[name])),
+                new[name],
+            ),
+            else_=cur[name],
+        )
+    return sets
