@@ -127,6 +127,7 @@ __all__ = [
     "Store",
     "current_owner",
     "describe_url",
+    "is_owner_id",
     "normalize_url",
     "owner_scope",
     "time_limit",
@@ -169,13 +170,19 @@ def owner_scope(owner_id: str) -> Iterator[None]:
     database itself shows and accepts only that owner's jobs, items and events.
     Outside any scope jobtrack's connections serve every owner (``*``). On SQLite,
     which has no row-level security, it changes nothing."""
-    if not owner_id or owner_id == "*" or "\x00" in owner_id:
+    if not is_owner_id(owner_id):
         raise ValueError(f"owner_scope needs one owner id, not {owner_id!r}")
     token = _owner.set(owner_id)
     try:
         yield
     finally:
         _owner.reset(token)
+
+
+def is_owner_id(owner_id: str) -> bool:
+    """Whether ``owner_id`` can name one owner: not empty (no owner), not ``*`` (every
+    owner, to row-level security), no NUL (PostgreSQL cannot compare with one)."""
+    return bool(owner_id) and owner_id != "*" and "\x00" not in owner_id
 
 
 def current_owner() -> str | None:

@@ -76,6 +76,14 @@ def sign_in(c: TestClient, token: str) -> str:
         ("short=viewer", "at least 16 characters"),
         (f"{VIEWER}=viewer:", "an owner id"),
         (f"{VIEWER}=viewer,{VIEWER}=operator", "listed once"),
+        (",,,", "token=role entries"),
+        (" , ", "token=role entries"),
+        ("aaaaaaaaaaaaaaaa=operator", "at least 8 different characters"),
+        ("abababababababab12=operator", "at least 8 different characters"),
+        # '*' means every owner to row-level security: a bound token would serve them all
+        # there (and answered 500 everywhere before this was refused).
+        (f"{VIEWER}=viewer:*", "not '\\*'"),
+        (f"{VIEWER}=operator: * ", "not '\\*'"),
     ],
 )
 def test_weak_or_ambiguous_tokens_are_refused_at_start(tokens: str, says: str) -> None:
