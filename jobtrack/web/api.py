@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..actions import Actor, perform, replay_job, run_in_background, start_bulk
-from ..control import JobControl, NotPublishable, UnknownTask
+from ..control import JobControl, NotPublishable, NotReplayable, UnknownTask
 from ..errors import JobNotFound, JobtrackError
 from ..insights import BadWindow, report, window
 from ..models import Action, Job, JobFilter, stage_spans
@@ -265,17 +265,26 @@ def act(ops: Operations, action: str, job_id: str, who: Principal, **options: bo
 
 def replay_for(ops: Operations, job_id: str, who: Principal, body: "Replay") -> str:
     """Replay a job on behalf of ``who`` (the API's and the dashboard's); returns the new
-    job's id. 403 without the operator role, 404 for a job the caller cannot see, 409
-    for input that cannot be replayed as given, 501 without the app."""
+    job's id. 403 without the operator role, or for edited arguments of a task not in
+    ``web_publishable_tasks`` (as ``POST /api/jobs``); 404 for a job the caller cannot
+    see, 409 for input that cannot be replayed as given, 501 without the app."""
     operator(who, "replay")
     visible_job(ops.store, job_id, who)
     ops.needs_app("replay")
     try:
         return replay_job(
-            ops.app, ops.tracker(), actor(who), job_id, args=body.args, kwargs=body.kwargs
+            ops.app,
+            ops.tracker(),
+            actor(who),
+            job_id,
+            args=body.args,
+            kwargs=body.kwargs,
+            allowed=ops.settings.web_publishable_tasks,
         )
     except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
+    except NotReplayable as exc:
+        raise HTTPException(403, str(exc)) from exc
     except JobtrackError as exc:
         raise HTTPException(409, str(exc)) from exc
 
@@ -474,9 +483,12 @@ def add_api_routes(
         status_code=202,
         responses={
             200: {"description": "an earlier request with this Idempotency-Key made the job"},
-            403: {"description": "not an operator, or the task is not publishable"},
+            403: {
+                "description": "not an operator, or the task is not publishable (whether "
+                "or not the app has it)"
+            },
             413: {"description": "the body is too large"},
-            422: {"description": "no such task, or a body that is not a StartJob"},
+            422: {"description": "a listed task the app lacks, or a body that is not a StartJob"},
         },
         openapi_extra={
             "requestBody": {
@@ -662,8 +674,9 @@ def add_api_routes(
     async def replay(job_id: JobId, who: Who, request: Request) -> JSONResponse:
         """Start a new job running this job's task, with its recorded arguments or with
         ``args``/``kwargs`` given in the body (edited); the new job's ``replay_of`` names
-        this one. 409 when the recorded input was redacted or cut and no complete
-        arguments are given; 422 for a body that is not JSON."""
+        this one. 403 for edited arguments (any that differ from the recorded ones) of a
+        task not in ``web_publishable_tasks``; 409 when the recorded input was redacted
+        or cut and no complete arguments are given; 422 for a body that is not JSON."""
         operator(who, "replay")
         body = parse_body(await read_body(request, settings.web_max_body_bytes), Replay)
         new_id = await run_in_threadpool(replay_for, ops, job_id, who, body)
