@@ -325,16 +325,43 @@ class Replay(BaseModel):
     kwargs: dict[str, Any] | None = None
 
 
+#: Deepest nesting a JSON body may have (arrays and objects). A body deeper than this
+#: is bad input (422), however small: the parser and the validation recurse per level,
+#: and a job's recorded input keeps far fewer levels anyway.
+MAX_BODY_DEPTH = 64
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests arrays or objects deeper than ``limit``;
+    no recursion of its own."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
 def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
-    """``raw`` as ``model``, or 422 with the JSON parse error or the fields' problems."""
+    """``raw`` as ``model``, or 422 with the JSON parse error or the fields' problems
+    (also for a body nested deeper than :data:`MAX_BODY_DEPTH`)."""
+    too_deep = HTTPException(422, f"the body is nested deeper than {MAX_BODY_DEPTH} levels")
     try:
-        return model.model_validate(json.loads(raw) if raw.strip() else {})
-    except (ValueError, ValidationError) as exc:
-        detail: Any = (
-            exc.errors(include_url=False, include_context=False, include_input=False)
-            if isinstance(exc, ValidationError)
-            else f"the body is not JSON: {exc}"
-        )
+        data = json.loads(raw) if raw.strip() else {}
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:
+        raise HTTPException(422, f"the body is not JSON: {exc}") from exc
+    if _nested_deeper(data, MAX_BODY_DEPTH):
+        raise too_deep
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        detail = exc.errors(include_url=False, include_context=False, include_input=False)
         raise HTTPException(422, detail) from exc
 
 

@@ -204,3 +204,56 @@ def test_text_cannot_reorder_itself_on_screen(store: Store) -> None:
     for page in (c.get("/", params={"tab": "all"}).text, c.get("/jobs/spoofed").text):
         assert "\u202e" not in page
         assert "invoicefdp.exe" in page  # shown as stored, in its own order
+
+
+def test_a_deeply_nested_body_is_bad_input(store: Store) -> None:
+    """10 KB of JSON nested 5,000 deep made the parser raise RecursionError (500, a
+    reset connection); anything nested past the limit is bad input, 422, on every route
+    that reads a JSON body, and nothing is started."""
+    from celery import Celery
+
+    from jobtrack.control import JobControl
+
+    app = Celery("deep", broker="memory://")
+
+    @app.task(name="deep.task")
+    def deep_task(*args: Any, **kwargs: Any) -> None: ...
+
+    tracker = Tracker(Settings(database_url="unused", write_mode="sync"), store=store)
+    settings = Settings(
+        database_url="unused", web_tokens=TOKENS, web_publishable_tasks=("deep.task",)
+    )
+    c = client_of(create_app(store, settings, control=JobControl(app, tracker)))
+    before = store.count_jobs()
+    for depth in (5000, 65):
+        for key in ("args", "kwargs"):
+            inner = (
+                "[" * depth + "]" * depth if key == "args" else '{"a":' * depth + "1" + "}" * depth
+            )
+            bodies = {
+                "/api/jobs": f'{{"task": "deep.task", "{key}": {inner}}}',
+                "/api/jobs/spoofed/replay": f'{{"{key}": {inner}}}',
+                "/api/actions": f'{{"action": "cancel", "filter": {{"ids": {inner}}}}}',
+            }
+            for path, body in bodies.items():
+                answer = c.post(path, content=body.encode(), headers=bearer(OPERATOR))
+                assert answer.status_code == 422, (path, depth, answer.text)
+                assert "nested deeper than 64 levels" in answer.json()["detail"], answer.text
+    # The dashboard's replay form reads the same JSON.
+    sign_in(c, OPERATOR)
+    page = c.get("/jobs/spoofed").text
+    form = c.post(
+        "/jobs/spoofed/replay",
+        headers=BROWSER,
+        data={"csrf_token": csrf_of(page), "input": '{"args": ' + "[" * 5000 + "]" * 5000 + "}"},
+    )
+    assert form.status_code == 422 and "nested deeper than 64 levels" in form.text
+    assert store.count_jobs() == before
+    # At the limit it is still a body (here: a job the memory broker takes).
+    ok = "[" * 60 + "]" * 60
+    answer = c.post(
+        "/api/jobs",
+        content=f'{{"task": "deep.task", "args": {ok}}}'.encode(),
+        headers=bearer(OPERATOR),
+    )
+    assert answer.status_code == 202, answer.text
