@@ -1190,10 +1190,9 @@ def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
 def web(obj: Context, port: int, host: str) -> None:
     """Serve the dashboard, the JSON API and /metrics (Retry and Cancel need -A)."""
     try:
-        import uvicorn
-
         from .web import create_app
         from .web.auth import LOOPBACK_HOSTS
+        from .web.server import ListeningServer, server_config
     except ImportError as exc:
         raise click.UsageError(
             "the dashboard needs the web extra (fastapi, uvicorn, jinja2)"
@@ -1208,14 +1207,20 @@ def web(obj: Context, port: int, host: str) -> None:
             highlight=False,
         )
     shown = f"[{host}]" if ":" in host else host
-    console.print(
-        f"dashboard on http://{shown}:{port}/  (API: /api/docs, live stream: "
-        "/api/stream, metrics: /metrics)",
-        highlight=False,
-    )
-    uvicorn.run(
-        create_app(obj.store, settings, control=control), host=host, port=port, log_level="warning"
-    )
+
+    def listening() -> None:  # once the socket is bound: a port in use says so instead
+        console.print(
+            f"dashboard on http://{shown}:{port}/  (API: /api/docs, live stream: "
+            "/api/stream, metrics: /metrics)",
+            highlight=False,
+        )
+
+    asgi = create_app(obj.store, settings, control=control)
+    server = ListeningServer(server_config(asgi, settings, host=host, port=port), listening)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down already
+        server.run()
+    if not server.started:
+        sys.exit(1)
 
 
 @main.command()

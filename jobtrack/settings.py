@@ -10,6 +10,7 @@ switch).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -129,6 +130,10 @@ class Settings:
     #: API tokens, comma-separated ``token=role`` or ``token=role:owner_id`` (role
     #: ``viewer`` or ``operator``). Without any, only loopback clients are served.
     web_tokens: str = ""
+    #: Addresses or networks (``10.0.0.5``, ``10.0.0.0/8``; ``*`` for any) of the proxies
+    #: in front of ``jobtrack web`` whose ``X-Forwarded-For`` and ``X-Forwarded-Proto``
+    #: it believes. Empty: none; the client is the connection's peer.
+    web_trusted_proxies: tuple[str, ...] = ()
     #: Requests per minute per principal (a token, its sessions with it), or per
     #: client address before sign-in, on every route.
     web_rate_limit_per_min: int = 600
@@ -245,6 +250,11 @@ class Settings:
             raise ConfigurationError(
                 "job_log_level", self.job_log_level, "one of " + ", ".join(LOG_LEVELS)
             )
+        for proxy in self.web_trusted_proxies:
+            if proxy != "*" and not _is_address_or_network(proxy):
+                raise ConfigurationError(
+                    "web_trusted_proxies", proxy, "IP addresses or networks (10.0.0.0/8), or *"
+                )
         if not self.database_url:
             raise ConfigurationError("database_url", self.database_url, "a database URL")
         scheme = self.database_url.partition(":")[0].partition("+")[0].lower()
@@ -258,6 +268,14 @@ class Settings:
 
 #: What ``job_log_level`` takes (any case), weakest first.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "OFF")
+
+
+def _is_address_or_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _conf_get(conf: Mapping[str, Any], key: str) -> Any:

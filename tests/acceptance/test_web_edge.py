@@ -6,8 +6,14 @@ boundary dates as bad input, and text that cannot reorder itself on screen."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +27,7 @@ from jobtrack.tracker import Tracker
 from jobtrack.web import auth as auth_module
 from jobtrack.web import create_app
 from jobtrack.web.auth import parse_tokens
+from tests.acceptance.webkit import free_port
 
 OPERATOR, VIEWER = "operator-token-0001", "viewer-token-00001"
 TOKENS = f"{OPERATOR}=operator,{VIEWER}=viewer:acme"
@@ -257,3 +264,65 @@ def test_a_deeply_nested_body_is_bad_input(store: Store) -> None:
         headers=bearer(OPERATOR),
     )
     assert answer.status_code == 202, answer.text
+
+
+def _jobtrack_web(url: str, port: int, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobtrack.cli", "--database-url", url, "web", "--port", str(port)],
+        env={**os.environ, "JOBTRACK_WEB_TOKENS": TOKENS, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wrong_tokens(port: int, forwarded: list[str]) -> list[int]:
+    """One wrong bearer token per forwarded address given; the answers' statuses."""
+    codes = []
+    for n, address in enumerate(forwarded):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/jobs",
+            headers={"Authorization": f"Bearer wrong-token-{n:05d}", "X-Forwarded-For": address},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                codes.append(answer.status)
+        except urllib.error.HTTPError as exc:
+            codes.append(exc.code)
+            exc.close()
+    return codes
+
+
+def test_jobtrack_web_believes_forwarded_addresses_only_from_trusted_proxies(
+    store: Store,
+) -> None:
+    """``jobtrack web`` behind no proxy: X-Forwarded-For is not believed (uvicorn's own
+    default believes it from loopback), so a new forwarded address per guess does not
+    escape the failed-authentication limit. With the proxy's address in
+    ``web_trusted_proxies`` the forwarded client is the client. The server says where
+    it listens only once it does: the first line comes when the port answers, and a
+    port in use ends the command with the reason and no address."""
+    url = str(store.engine.url)
+    forwarded = [f"198.51.100.{n}" for n in range(8)]
+    for trusted, expected in (("", [401] * 5 + [429] * 3), ("127.0.0.1", [401] * 8)):
+        port = free_port()
+        server = _jobtrack_web(
+            url, port, JOBTRACK_WEB_AUTH_FAILURES_PER_MIN="5", JOBTRACK_WEB_TRUSTED_PROXIES=trusted
+        )
+        try:
+            assert server.stdout is not None
+            first = server.stdout.readline()  # blocks until the server says it listens
+            assert first.startswith(f"dashboard on http://127.0.0.1:{port}/"), (
+                first + server.stderr.read() if server.stderr else first
+            )
+            assert _wrong_tokens(port, forwarded) == expected
+        finally:
+            server.terminate()
+            server.communicate(timeout=10)  # and closes its pipes
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = _jobtrack_web(url, busy.getsockname()[1])
+        out, err = taken.communicate(timeout=60)
+    assert taken.returncode != 0
+    assert "dashboard on" not in out and "address already in use" in err.lower()
