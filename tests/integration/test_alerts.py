@@ -508,3 +508,79 @@ channels = "mail"
         assert "ConnectionRefusedError" in logged[0]
     finally:
         store.close()
+
+
+def test_a_server_echoing_the_password_in_its_refusal_never_shows_it(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SMTP server that quotes the password back in its refusal: the client's error
+    holds it as Python prints bytes (backslashes doubled, quotes escaped), which the
+    masking as spelled missed. No rendering of it reaches the log, the stored error,
+    ``/api/alerts`` or the Alerts page."""
+    from aiosmtpd.smtp import AuthResult
+    from fastapi.testclient import TestClient
+
+    from jobtrack.models import Batch, Event, JobUpdate
+    from jobtrack.store import Store
+    from jobtrack.web import create_app
+
+    marker = "Xyzzy"  # in every rendering of the password, in none of anything else
+    password = f"p\\q'{marker}\"r%2F&<s>"
+
+    def refuse(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        echoed = data.password.decode()
+        return AuthResult(success=False, handled=False, message=f"535 5.7.8 refused {echoed}")
+
+    port = free_port()
+    controller = Controller(
+        Inbox(), hostname="127.0.0.1", port=port, authenticator=refuse, auth_require_tls=False
+    )
+    controller.start()
+    store = Store(pg_url)
+    kind = f"echo-{uuid.uuid4().hex[:6]}"
+    update = JobUpdate.transition(
+        f"{kind}-1", JobStatus.FAILED, job_type=kind, completed_at=datetime.now(UTC)
+    )
+    store.write_batch(Batch([update], [Event.of(update)]))
+    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+    config = load(
+        text=f"""
+[channels.mail]
+type = "email"
+host = "127.0.0.1"
+port = {port}
+starttls = false
+username = "jobtrack"
+password = "{escaped}"
+from = "jobtrack@example.com"
+to = "ops@example.com"
+retry_after = "1m"
+
+[[rules]]
+name = "{kind}"
+kind = "failed"
+job_types = "{kind}"
+group_wait = "0s"
+channels = "mail"
+"""
+    )
+    assert config.channels["mail"].secrets() == [password]
+    try:
+        with caplog.at_level(logging.WARNING, logger="jobtrack.alerts"):
+            report = AlertRunner(store, config, Settings(database_url="unused")).run_once()
+        ((_, problem),) = report.failed
+        assert "SMTPAuthenticationError" in problem and "refused [secret]" in problem, problem
+        logged = [r.getMessage() for r in caplog.records if r.name == "jobtrack.alerts"]
+        (shown,) = [d for d in store.recent_deliveries() if d.rule == kind]
+        web = TestClient(
+            create_app(store, Settings(database_url="unused")),
+            base_url="http://localhost",
+            client=("127.0.0.1", 50000),
+        )
+        api, page = web.get("/api/alerts").text, web.get("/alerts").text
+        assert "refused [secret]" in (shown.last_error or "")
+        for text in (problem, *logged, shown.last_error or "", api, page):
+            assert marker not in text, text
+    finally:
+        controller.stop()
+        store.close()
