@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,6 +75,45 @@ def test_threads_pool_lifecycle(installed: Any) -> None:
         (JobStatus.RUNNING, "half"),  # progress(stage=...) entered a stage
         (JobStatus.COMPLETED, None),
     ]
+
+
+class HeldLock(Exception):
+    """Its arguments hold a lock: it cannot be pickled, nor can Exception(*args)."""
+
+
+class LockLost(Exception):
+    """Picklable arguments, an unpicklable attribute: Celery sends Exception(*args)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def test_an_exception_celery_cannot_pickle_is_recorded_as_raised(installed: Any) -> None:
+    """Celery hands the failure signal an ``UnpickleableExceptionWrapper`` (or the
+    nearest base class that pickles, ``Exception``) instead of what the task raised:
+    the record names the real class and its message, as Celery's own log does."""
+    app = make_app()
+
+    @app.task(name=f"{app.main}.held")
+    def held() -> None:
+        raise HeldLock("cannot take the lock", threading.Lock())
+
+    @app.task(name=f"{app.main}.lost")
+    def lost() -> None:
+        raise LockLost("the lock went away")
+
+    tracker = installed(app)
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        ids = held.delay().id, lost.delay().id
+        jobs = [wait_for(lambda i=i: finished(tracker.store, i), message=i) for i in ids]
+    assert [(j.status, j.error_type) for j in jobs] == [
+        (JobStatus.FAILED, f"{__name__}.HeldLock"),
+        (JobStatus.FAILED, f"{__name__}.LockLost"),
+    ]
+    assert "cannot take the lock" in (jobs[0].error_message or "")
+    assert "_thread.lock" in (jobs[0].error_message or "")  # str() of the original
+    assert jobs[1].error_message == "the lock went away"
 
 
 def test_eager_mode_success_and_propagated_failure(installed: Any) -> None:
