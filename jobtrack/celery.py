@@ -33,7 +33,7 @@ from celery.worker.control import control_command, ok
 from .control import ACTION_HEADER, HOLD_COMMAND, INPUT_HEADER, RETRY_ITEMS_HEADER
 from .job import JobHandle, JobSpec, get_current, job_spec, set_current
 from .logs import LogCapture, install_capture, remove_capture
-from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
+from .maintenance import WorkerUpkeep, prune_by_retention, reap, reap_vanished, republish_lost
 from .models import Event, ItemStatus, JobStatus, JobUpdate, Stop
 from .payload import REDACTED, is_secret, secret_values
 from .settings import Settings
@@ -874,7 +874,8 @@ def _reap_task(self: Any, lost_after_s: float | None = None) -> int:
     )
     if tracker.settings.reap_republish:
         republish_lost(self.app, tracker, lost)
-    return len(lost)
+    vanished = reap_vanished(self.app, tracker.store, tracker.settings.pending_lost_after_s)
+    return len(lost) + len(vanished)
 
 
 def _prune_task(self: Any) -> int:

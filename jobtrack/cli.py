@@ -1134,15 +1134,28 @@ def prune(
     type=float,
     help="Seconds without heartbeat (default: the lost_after_s setting).",
 )
+@option(
+    "--pending-after",
+    "pending_after_s",
+    type=float,
+    help="With -A (Redis): seconds a job stays pending before it is marked lost if its "
+    "message is gone from the broker (default: the pending_lost_after_s setting).",
+)
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def reap(obj: Context, lost_after_s: float | None, as_json: bool) -> None:
-    """Mark running jobs whose worker stopped beating as lost."""
+def reap(
+    obj: Context, lost_after_s: float | None, pending_after_s: float | None, as_json: bool
+) -> None:
+    """Mark running jobs whose worker stopped beating as lost; with -A, also pending
+    jobs whose message the broker no longer has (purged, expired: Redis only)."""
     from .maintenance import reap as reap_lost
+    from .maintenance import reap_vanished
 
-    lost = reap_lost(
-        obj.store, obj.settings().lost_after_s if lost_after_s is None else lost_after_s
-    )
+    settings = obj.settings()
+    lost = reap_lost(obj.store, settings.lost_after_s if lost_after_s is None else lost_after_s)
+    if obj.has_app():
+        after = settings.pending_lost_after_s if pending_after_s is None else pending_after_s
+        lost += reap_vanished(obj.celery_app(), obj.store, after)
     if as_json:
         _dump(lost)
         return

@@ -92,6 +92,10 @@ class Settings:
     heartbeat_interval_s: float = 10.0
     #: A running job whose heartbeat is older than this is marked lost by the reaper.
     lost_after_s: float = 120.0
+    #: A job still pending this long after it was queued (or last changed), whose
+    #: message is in no queue and held by no worker (purged, expired), is marked lost
+    #: by the reaper. Only where the broker can be read (Redis); 0 turns it off.
+    pending_lost_after_s: float = 600.0
     #: Workers detect lost jobs themselves: each worker's main process tries every
     #: reap_interval_s, and one worker per database (a lease row) does the work.
     reap_in_workers: bool = True
@@ -225,6 +229,10 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")
+        if self.pending_lost_after_s < 0:
+            raise ConfigurationError(
+                "pending_lost_after_s", self.pending_lost_after_s, "a number of seconds, 0 or more"
+            )
         if self.exit_flush_timeout_s < 0:
             raise ConfigurationError(
                 "exit_flush_timeout_s", self.exit_flush_timeout_s, "a number of seconds, 0 or more"

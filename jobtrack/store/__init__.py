@@ -18,7 +18,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -121,6 +121,7 @@ from .workflows import WorkflowQueries
 
 __all__ = [
     "CHANGES_CHANNEL",
+    "MESSAGE_LOST",
     "Batch",
     "ChangeListener",
     "MetricsSnapshot",
@@ -138,6 +139,8 @@ log = logging.getLogger("jobtrack.store")
 _ATTEMPT_SPAN = state_seq(JobStatus.PENDING, 1)
 _RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
 _LOST_RANK = state_seq(JobStatus.LOST, 0)
+#: ``error_type`` of a pending job whose message the broker no longer has.
+MESSAGE_LOST = "MessageLost"
 #: No worker is running these: a cancel request ends them at once.
 _UNRUN = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST, JobStatus.PAUSED})
 
@@ -813,6 +816,74 @@ class Store(
                         )
                     )
                 )
+            if events:
+                self._write_rows(conn, "job_events", events)
+                notify(conn, marked)
+        return marked
+
+    def stale_pending(self, *, updated_before: datetime, limit: int = 1000) -> dict[str, str]:
+        """Pending jobs unchanged since before ``updated_before`` that name a queue, oldest
+        first: their ids and queues (what the reaper asks the broker about)."""
+        query = (
+            select(jobs.c.id, jobs.c.queue)
+            .where(
+                jobs.c.status == JobStatus.PENDING.value,
+                jobs.c.updated_at < updated_before,
+                jobs.c.queue.is_not(None),
+            )
+            .order_by(jobs.c.created_at)
+            .limit(limit)
+        )
+        with self._begin("stale pending") as conn:
+            return {row.id: row.queue for row in conn.execute(query)}
+
+    def mark_vanished(self, queued: Mapping[str, str], *, updated_before: datetime) -> list[str]:
+        """Mark pending jobs whose message is gone from the broker (purged, expired) as
+        lost, with an event each; ``queued`` maps their ids to the queue read. Returns
+        the ids marked. Only a row still pending and unchanged since ``updated_before``
+        changes, so a job a worker took meanwhile is left alone; and if its worker's
+        "running" comes later, it outranks "lost"."""
+        if not queued:
+            return []
+        now = utcnow()
+        lost_seq = jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK
+        still = and_(
+            jobs.c.status == JobStatus.PENDING.value,
+            jobs.c.updated_at < updated_before,
+            jobs.c.state_seq < lost_seq,
+        )
+        marked: list[str] = []
+        with self._begin("mark vanished") as conn:
+            events = []
+            for job_id, queue in queued.items():
+                reason = (
+                    f"lost: its message is in no queue of the broker ({queue!r} read) and "
+                    "held by no worker: purged, or dropped as expired"
+                )
+                found = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, still)
+                    .values(
+                        status=JobStatus.LOST.value,
+                        state_seq=lost_seq,
+                        updated_at=now,
+                        error_type=MESSAGE_LOST,
+                        error_message=reason,
+                    )
+                    .returning(jobs.c.retries)
+                ).first()
+                if found is None:
+                    continue
+                marked.append(job_id)
+                event = Event(
+                    job_id=job_id,
+                    at=now,
+                    status=JobStatus.LOST,
+                    attempt=found.retries,
+                    error_type=MESSAGE_LOST,
+                    error_message=reason,
+                )
+                events.append(_event_row(event))
             if events:
                 self._write_rows(conn, "job_events", events)
                 notify(conn, marked)
