@@ -137,6 +137,29 @@ to = ["ops@example.com"]
 """
 
 
+def documented_bodies() -> list[dict[str, Any]]:
+    """The webhook bodies docs/alerts.md shows: a rule about jobs, then a rate rule."""
+    import re
+
+    text = (ROOT / "docs" / "alerts.md").read_text()
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+
+
+def assert_documented(sent: dict[str, Any], documented: dict[str, Any]) -> None:
+    """``sent`` has exactly the documented keys (its jobs too), each value of the
+    documented type where both have one."""
+
+    def same(actual: dict[str, Any], shown: dict[str, Any], where: str) -> None:
+        assert sorted(actual) == sorted(shown), where
+        for key, value in shown.items():
+            if value is not None and actual[key] is not None:
+                assert type(actual[key]) is type(value), (where, key, actual[key])
+
+    same(sent, documented, "body")
+    for job in sent["jobs"]:
+        same(job, documented["jobs"][0], "job")
+
+
 @pytest.fixture
 def world(pg_url: str) -> Iterator[dict[str, Any]]:
     app = Celery(f"al{uuid.uuid4().hex[:6]}", broker="memory://")
@@ -235,6 +258,7 @@ group_wait = "1s"
     assert {j["id"] for j in hook["jobs"]} == set(failed)
     assert hook["jobs"][0]["url"].startswith("https://jobs.example.com/jobs/")
     assert "ConnectionError: upstream refused batch" in hook["jobs"][0]["error"]
+    assert_documented(hook, documented_bodies()[0])  # the shape docs/alerts.md shows
     # Signed with the shared secret, one delivery id across its retries.
     posts = [(h, body, code) for p, h, body, code in receiver.got if p == "/hook"]
     ok_headers, ok_body, _ = next(x for x in posts if x[2] == 200)
@@ -310,6 +334,7 @@ channels = ["hook"]
         "firing",
         100.0,
     )
+    assert_documented(firing, documented_bodies()[1])
     assert tracker.store.alert_states()[f"rate-{kind}"].firing is True
     from fastapi.testclient import TestClient
 
