@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -160,18 +161,29 @@ class Context:
 
 
 def _load_app(path: str) -> Any:
-    """``celery -A``'s lookup, with a plain message for each way it can go wrong."""
-    import importlib
-
+    """``celery -A``'s lookup, as Celery does it (the module imported with the current
+    folder first on the path: ``--workdir`` changes that folder), with a plain message
+    for each way it can go wrong."""
     from celery.app.utils import find_app
+    from celery.utils.imports import import_from_cwd
 
-    module, _, attribute = path.partition(":")
+    module, colon, attribute = path.partition(":")
     try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        raise click.UsageError(
-            f"cannot load Celery app {path!r}: no module named {module!r} ({exc})"
-        ) from exc
+        import_from_cwd(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing != module and not module.startswith(missing + "."):
+            raise click.UsageError(
+                f"cannot load Celery app {path!r}: importing {module!r} "
+                f"failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if colon or missing == module.partition(".")[0] or "." not in module:
+            raise click.UsageError(
+                f"cannot load Celery app {path!r}: no module named {missing!r} in the "
+                f"current folder ({Path.cwd()}) or on the Python path (--workdir names "
+                "another folder)"
+            ) from exc
+        # proj.app: a module's attribute, which Celery's lookup below finds
     except Exception as exc:
         raise click.UsageError(
             f"cannot load Celery app {path!r}: importing {module!r} "
@@ -238,7 +250,16 @@ def _dump(data: Any) -> None:
     "--app",
     envvar="JOBTRACK_APP",
     show_envvar=True,
-    help="Celery app, as for celery -A (module or module:attribute).",
+    help="Celery app, as for celery -A (module or module:attribute), found from the "
+    "current folder first.",
+)
+@option(
+    "--workdir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    is_eager=True,
+    expose_value=False,
+    callback=lambda _ctx, _param, folder: os.chdir(folder) if folder else None,
+    help="Change to this folder first, as celery --workdir (where -A is looked for).",
 )
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, app: str | None) -> None:

@@ -71,6 +71,42 @@ def test_app_option_reads_the_database_install_names(project: Path) -> None:
     assert found.returncode == 0 and found.stdout.strip() == "[]"
 
 
+def installed_jobtrack(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``jobtrack`` console script, as a user runs it: unlike ``python -m``, it does
+    not put the current folder on the path by itself; nor does PYTHONPATH here."""
+    script = Path(sys.executable).parent / "jobtrack"
+    return subprocess.run(
+        [str(script), *args],
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_app_is_found_as_celery_finds_it(project: Path, tmp_path_factory: Any) -> None:
+    """``jobtrack -A proj`` in the folder holding proj.py, as ``celery -A proj worker``
+    works there; ``--workdir`` from anywhere else; ``proj.app`` (an attribute, dotted)."""
+    for args in (("-A", "proj"), ("-A", "proj:app"), ("-A", "proj.app")):
+        shown = installed_jobtrack(project, *args, "jobs", "show", "job-in-proj")
+        assert shown.returncode == 0, (args, shown.stderr)
+        assert "the app's job" in shown.stdout
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    away = installed_jobtrack(elsewhere, "-A", "proj", "jobs", "ls", "--json")
+    assert away.returncode != 0
+    assert f"no module named 'proj' in the current folder ({elsewhere})" in away.stderr
+    moved = installed_jobtrack(
+        elsewhere, "--workdir", str(project), "-A", "proj", "jobs", "ls", "--json"
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert '"job-in-proj"' in moved.stdout
+    (project / "broken.py").write_text("import no_such_dependency\n")
+    broken = installed_jobtrack(project, "-A", "broken", "jobs", "ls")
+    assert "importing 'broken' failed: ModuleNotFoundError" in broken.stderr
+    assert "no_such_dependency" in broken.stderr
+
+
 def test_nothing_named_is_an_error_not_an_empty_database(project: Path) -> None:
     done = jobtrack_cli(project, "jobs", "ls")
     assert done.returncode != 0
