@@ -56,7 +56,14 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from ..errors import DataRefused, JobNotFound, NotSupported, QueryTimeout, StoreError
+from ..errors import (
+    AmbiguousJobId,
+    DataRefused,
+    JobNotFound,
+    NotSupported,
+    QueryTimeout,
+    StoreError,
+)
 from ..models import (
     ATTEMPT_COLUMNS,
     CANCEL_REQUESTED_SEQ,
@@ -103,6 +110,7 @@ from .alerts import AlertQueries
 from .common import (
     CHANGES_CHANNEL,
     SearchWords,
+    escape_like,
     filtered,
     job_of,
     notify,
@@ -122,6 +130,7 @@ from .workflows import WorkflowQueries
 __all__ = [
     "CHANGES_CHANNEL",
     "MESSAGE_LOST",
+    "MIN_ID_PREFIX",
     "Batch",
     "ChangeListener",
     "MetricsSnapshot",
@@ -139,6 +148,11 @@ log = logging.getLogger("jobtrack.store")
 _ATTEMPT_SPAN = state_seq(JobStatus.PENDING, 1)
 _RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
 _LOST_RANK = state_seq(JobStatus.LOST, 0)
+#: Shortest start of a job id taken for the id (``jobtrack jobs show a74a``), as git
+#: takes a commit's.
+MIN_ID_PREFIX = 4
+#: Ids an ambiguous start names.
+_AMBIGUOUS_SHOWN = 5
 #: ``error_type`` of a pending job whose message the broker no longer has.
 MESSAGE_LOST = "MessageLost"
 #: No worker is running these: a cancel request ends them at once.
@@ -572,6 +586,37 @@ class Store(
         if row is None:
             raise JobNotFound(job_id)
         return job_of(row)
+
+    def resolve_id(self, given: str, *, owner_id: str | None = None) -> str:
+        """The id of the job ``given`` names: its whole id, or a unique start of it (at
+        least :data:`MIN_ID_PREFIX` characters; case counts, as in ids), as psql and
+        the job list print ids shortened. With ``owner_id``, only that owner's jobs are
+        looked at. Raises :class:`~jobtrack.errors.JobNotFound`, or
+        :class:`~jobtrack.errors.AmbiguousJobId` naming the first few that start so."""
+        owned = [jobs.c.owner_id == owner_id] if owner_id is not None else []
+        with self._begin("resolve id") as conn:
+            exact = conn.execute(select(jobs.c.id).where(jobs.c.id == given, *owned)).scalar()
+            if exact is not None:
+                return str(exact)
+            if len(given) < MIN_ID_PREFIX:
+                raise JobNotFound(given)
+            starts = conn.execute(
+                select(jobs.c.id)
+                .where(
+                    jobs.c.id.like(escape_like(given) + "%", escape="\\"),
+                    func.substr(jobs.c.id, 1, len(given)) == given,  # SQLite's LIKE: any case
+                    *owned,
+                )
+                .order_by(jobs.c.id)
+                .limit(_AMBIGUOUS_SHOWN + 1)
+            ).scalars()
+            found = [str(job_id) for job_id in starts]
+        if not found:
+            raise JobNotFound(given)
+        if len(found) > 1:
+            more = len(found) > _AMBIGUOUS_SHOWN
+            raise AmbiguousJobId(given, found[:_AMBIGUOUS_SHOWN], more)
+        return found[0]
 
     def find_job(self, job_id: str) -> Job | None:
         try:

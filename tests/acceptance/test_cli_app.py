@@ -107,6 +107,37 @@ def test_the_app_is_found_as_celery_finds_it(project: Path, tmp_path_factory: An
     assert "no_such_dependency" in broken.stderr
 
 
+def test_a_unique_start_of_an_id_is_taken_for_it(project: Path) -> None:
+    """``jobtrack jobs show a74a6b49`` (the short id psql and the list print) shows the
+    job; a start two ids share says which, and nothing is acted on."""
+    from jobtrack.models import Batch, JobStatus, JobUpdate
+
+    url = f"sqlite:///{project / 'proj-jobs.db'}"
+    store = Store(url)
+    ids = ["a74a6b49-1f3e-4c1a-9d2b-6f1c2d3e4f51", "a74a6b49-2f3e-4c1a-9d2b-6f1c2d3e4f52"]
+    store.write_batch(
+        Batch([JobUpdate.transition(i, JobStatus.PENDING, name=f"job {i[-1]}") for i in ids])
+    )
+    store.close()
+    shown = jobtrack_cli(project, "-A", "proj", "jobs", "show", "job-in")
+    assert shown.returncode == 0 and "the app's job" in shown.stdout, shown.stderr
+    items = jobtrack_cli(project, "-A", "proj", "jobs", "items", "job-", "--json")
+    assert items.returncode == 0 and items.stdout.strip() == "[]", items.stderr
+    both = jobtrack_cli(project, "-A", "proj", "jobs", "show", "a74a6b49")
+    assert both.returncode == 2  # a usage error
+    assert "'a74a6b49' is the start of 2 job ids" in both.stderr
+    assert ids[0] in both.stderr and ids[1] in both.stderr
+    one = jobtrack_cli(project, "-A", "proj", "jobs", "show", "a74a6b49-2")
+    assert one.returncode == 0 and "job 2" in one.stdout
+    cancelled = jobtrack_cli(project, "-A", "proj", "cancel", "a74a6b49", "a74a6b49-1")
+    assert cancelled.returncode == 1  # the ambiguous one failed, the other was cancelled
+    assert "is the start of 2 job ids" in cancelled.stderr
+    assert f"{ids[0]}: cancelled" in cancelled.stdout
+    listed = jobtrack_cli(project, "-A", "proj", "actions", "ls", "--job", ids[0][:12], "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert f'"{ids[0]}"' in listed.stdout  # its cancel, found by the start of its id
+
+
 def test_nothing_named_is_an_error_not_an_empty_database(project: Path) -> None:
     done = jobtrack_cli(project, "jobs", "ls")
     assert done.returncode != 0

@@ -326,3 +326,37 @@ def test_jobtrack_web_believes_forwarded_addresses_only_from_trusted_proxies(
         out, err = taken.communicate(timeout=60)
     assert taken.returncode != 0
     assert "dashboard on" not in out and "address already in use" in err.lower()
+
+
+def test_a_unique_start_of_an_id_names_the_job_on_every_route(store: Store) -> None:
+    """The API and the dashboard take the start of an id wherever they take an id, as
+    far as the caller may see: an owner-bound token's starts are matched among its
+    owner's jobs only, so they reveal nothing of others'."""
+    from jobtrack.models import Batch, JobStatus, JobUpdate
+
+    store.write_batch(
+        Batch(
+            [
+                JobUpdate.transition("c0ffee01-aaaa", JobStatus.COMPLETED, owner_id="acme"),
+                JobUpdate.transition("c0ffee02-bbbb", JobStatus.COMPLETED, owner_id="other"),
+            ]
+        )
+    )
+    c = app_client(store)
+    op, acme = bearer(OPERATOR), bearer(VIEWER)  # the viewer is bound to acme
+    assert c.get("/api/jobs/spoo", headers=op).json()["job"]["id"] == "spoofed"
+    assert c.get("/api/jobs/spoo/items", headers=op).status_code == 200
+    assert c.get("/api/jobs/spoo/tree", headers=op).json()["focus"] == "spoofed"
+    both = c.get("/api/jobs/c0ffee0", headers=op)
+    assert both.status_code == 409
+    assert "c0ffee01-aaaa, c0ffee02-bbbb" in both.json()["detail"]
+    # acme's token sees one of them: the start is its, unambiguous; the other is absent.
+    assert c.get("/api/jobs/c0ffee0", headers=acme).json()["job"]["id"] == "c0ffee01-aaaa"
+    assert c.get("/api/jobs/c0ffee02", headers=acme).status_code == 404
+    assert c.get("/api/jobs/c0f", headers=op).status_code == 404  # too short to be a start
+    gone = c.delete("/api/jobs/c0ffee02", headers=op)
+    assert gone.json() == {"job_id": "c0ffee02-bbbb", "result": "deleted"}
+    sign_in(c, OPERATOR)
+    page = c.get("/jobs/spoo", params={"item_status": "error"}, follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/jobs/spoofed?item_status=error"

@@ -210,3 +210,28 @@ def test_percentile_interpolates_like_percentile_cont() -> None:
     assert percentile([10.0], 0.95) == 10.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert percentile([0.0, 100.0], 0.95) == pytest.approx(95.0)
+
+
+def test_a_unique_start_of_an_id_names_its_job(store: Store) -> None:
+    from jobtrack.errors import AmbiguousJobId
+
+    ids = ["a74a6b49-1111", "a74a6b49-2222", "a74b0000-3333", "A74C0000-4444", "abc"]
+    ids += [f"bbbb-{n}" for n in range(6)]
+    store.write_batch(Batch([job(i, owner_id="o2" if i.endswith("2222") else "o1") for i in ids]))
+    assert store.resolve_id("a74a6b49-1111") == "a74a6b49-1111"  # whole
+    assert store.resolve_id("a74b") == "a74b0000-3333"  # the only one starting so
+    assert store.resolve_id("abc") == "abc"  # a whole id, shorter than any prefix
+    with pytest.raises(AmbiguousJobId, match="'a74a6b49' is the start of 2 job ids") as info:
+        store.resolve_id("a74a6b49")
+    assert info.value.matches == ["a74a6b49-1111", "a74a6b49-2222"]
+    with pytest.raises(AmbiguousJobId, match="the start of 5 or more job ids") as info:
+        store.resolve_id("bbbb")
+    assert info.value.matches == [f"bbbb-{n}" for n in range(5)]
+    assert store.resolve_id("a74a6b49", owner_id="o1") == "a74a6b49-1111"  # o2's unseen
+    # Case counts; fewer than 4 characters is no start of an id.
+    for missing in ("a74c", "zzzz", "a74", "a74a6b49-1111x", "A74A"):
+        with pytest.raises(JobNotFound):
+            store.resolve_id(missing)
+    with pytest.raises(JobNotFound):
+        store.resolve_id("a74a6b49-2222", owner_id="o1")
+    assert store.resolve_id("A74C") == "A74C0000-4444"
