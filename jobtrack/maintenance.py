@@ -27,7 +27,7 @@ from .control import publish_again, replayable_input
 from .errors import StoreError
 from .models import Stop
 from .settings import Settings
-from .store import Store
+from .store import Store, describe_url
 from .tracker import Tracker
 
 __all__ = [
@@ -174,6 +174,7 @@ class WorkerUpkeep:
         self._thread: threading.Thread | None = None
         self._next_reap = 0.0
         self._unreachable = False  # the database did not answer the last round
+        self._started = False  # the thread has started: the worker takes tasks
 
     def requested(self, job_id: str) -> Stop | None:
         """Whether an operator asked to cancel or pause ``job_id``, as last known here
@@ -187,7 +188,14 @@ class WorkerUpkeep:
     def load_requests(self) -> bool:
         """Read the open cancel and pause requests; False if the database did not
         answer. Logged once when it stops answering and once when it answers again, not
-        at every round of an outage."""
+        at every round of an outage.
+
+        The first read, before the worker takes tasks (``worker_init``), is also the
+        check ``require_database`` asks for: the database unusable then (or its tables
+        behind this jobtrack) raises ``SystemExit`` with the reason, which stops the
+        worker before it starts."""
+        if self.settings.require_database and not self._started:
+            self._require_database()
         try:
             self._requests = self.tracker.store.open_requests()
         except StoreError as exc:
@@ -208,7 +216,34 @@ class WorkerUpkeep:
         self._unreachable = False
         return True
 
+    def _require_database(self) -> None:
+        """Stop the worker (``SystemExit``) unless the tracking database answers and its
+        tables are at this jobtrack's revision."""
+        from .migrate import head_revision
+
+        store = self.tracker.store
+        where = describe_url(self.settings.database_url)
+        try:
+            store.open_requests()  # connects (and creates or upgrades the tables, if told)
+            current, head = store.schema_revision(), head_revision()
+        except StoreError as exc:
+            problem = str(exc)
+        else:
+            if current == head:
+                return
+            problem = (
+                f"its tables are at revision {current or '(none)'}, this jobtrack needs "
+                f"{head}: run jobtrack db upgrade"
+            )
+        message = (
+            f"jobtrack: require_database is set and the tracking database {where} cannot "
+            f"be used: {problem}"
+        )
+        log.critical(message, extra={"job_id": None, "action": "worker_init"})
+        raise SystemExit(message)
+
     def start(self) -> None:
+        self._started = True
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="jobtrack-upkeep", daemon=True)

@@ -49,6 +49,10 @@ class Settings:
     track_all: bool = True
     #: Create or upgrade the tables (Alembic, to head) on first use.
     create_tables: bool = True
+    #: A worker whose tracking database cannot be used when it starts (unreachable,
+    #: refused, tables missing or behind) stops at once, saying why, instead of warning
+    #: and spooling: for deployments that prefer a crash loop to a silent spool.
+    require_database: bool = False
     #: ``buffered``: a background thread per process writes batches; ``sync``: every
     #: transition is committed before the task goes on.
     write_mode: WriteMode = "buffered"
