@@ -17,8 +17,9 @@ It works with Celery's ``celery_worker`` (tasks run in a worker thread: use
 (``task_always_eager``: the job is final when ``apply_async`` returns).
 
 Reading back: ``jobs.get(task_id)`` (or ``jobs.wait(task_id)``) returns a
-:class:`RecordedJob` (``jobs.all(**filters)`` a list of them) with the row, its items, events, stages and checkpoint, and
-``expect(...)``, which fails with the whole record laid out when something differs.
+:class:`RecordedJob` (``jobs.all(**filters)`` a list of them) with the row, its items,
+events, stages and checkpoint, and ``expect(...)``, which fails with the whole record
+laid out when something differs.
 """
 
 from __future__ import annotations
