@@ -38,6 +38,7 @@ from .control import (
     ACTION_HEADER,
     INPUT_HEADER,
     CannotControl,
+    NotReplayable,
     cancel_job,
     pause_job,
     replayable_input,
@@ -197,17 +198,27 @@ def replay_job(
     *,
     args: Sequence[Any] | None = None,
     kwargs: dict[str, Any] | None = None,
+    allowed: Sequence[str] | None = None,
 ) -> str:
     """Start a new job (new id) running ``job_id``'s task with its recorded arguments,
     or with ``args``/``kwargs`` given instead (an operator's edit); the new job's
     ``replay_of`` names the original. Refused for input that was not stored whole
     (redacted or cut) unless complete arguments are given; refused for given arguments
-    that still hold a redaction or cut marker. Returns the new job's id."""
+    that still hold a redaction or cut marker. Returns the new job's id.
+
+    With ``allowed`` (the web's ``web_publishable_tasks``), arguments that differ from
+    the recorded ones start a task with input of the caller's choosing, as
+    ``POST /api/jobs`` does, and obey the same list: :class:`NotReplayable` for a task
+    not in it. A replay as recorded is a retry and needs no listing."""
     job = tracker.store.get_job(job_id)
     if job.task_name is None:
         raise CannotControl("replay", job_id, "its task name is not recorded")
+    recorded = replayable_input(job.input_data)
+    if allowed is not None and job.task_name not in allowed:
+        given = (list(args or ()), dict(kwargs or {}))
+        if (args is not None or kwargs is not None) and given != recorded:
+            raise NotReplayable(job.task_name)
     if args is None and kwargs is None:
-        recorded = replayable_input(job.input_data)
         if recorded is None:
             raise CannotControl(
                 "replay",

@@ -30,7 +30,7 @@ from celery.worker.control import control_command, ok
 
 from .control import HOLD_COMMAND
 from .logs import remove_capture
-from .maintenance import WorkerUpkeep, prune_by_retention, reap, republish_lost
+from .maintenance import WorkerUpkeep, prune_by_retention, reap, reap_vanished, republish_lost
 from .models import JobStatus, JobUpdate, Stop
 from .plans import Plans
 from .publish import Publishing
@@ -361,7 +361,8 @@ def _reap_task(self: Any, lost_after_s: float | None = None) -> int:
     )
     if tracker.settings.reap_republish:
         republish_lost(self.app, tracker, lost)
-    return len(lost)
+    vanished = reap_vanished(self.app, tracker.store, tracker.settings.pending_lost_after_s)
+    return len(lost) + len(vanished)
 
 
 def _prune_task(self: Any) -> int:

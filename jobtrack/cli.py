@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from .errors import JobNotFound, JobtrackError
+from .errors import AmbiguousJobId, JobNotFound, JobtrackError
 from .insights import BadWindow, report, window
 from .models import FINISHED, ItemStatus, JobFilter, JobStatus
 from .settings import Settings
@@ -158,20 +159,44 @@ class Context:
     def store(self) -> Store:
         return self.open_store()
 
+    def job_id(self, given: str, *, must_exist: bool = True) -> str:
+        """The whole id of the job ``given`` names (its id, or a unique start of it);
+        a usage error when the start is ambiguous, or names no job and ``must_exist``
+        (else ``given`` as it is: a filter that matches nothing)."""
+        try:
+            return self.store.resolve_id(given)
+        except AmbiguousJobId as exc:
+            raise click.UsageError(str(exc)) from exc
+        except JobNotFound as exc:
+            if must_exist:
+                raise click.ClickException(str(exc)) from exc
+            return given
+
 
 def _load_app(path: str) -> Any:
-    """``celery -A``'s lookup, with a plain message for each way it can go wrong."""
-    import importlib
-
+    """``celery -A``'s lookup, as Celery does it (the module imported with the current
+    folder first on the path: ``--workdir`` changes that folder), with a plain message
+    for each way it can go wrong."""
     from celery.app.utils import find_app
+    from celery.utils.imports import import_from_cwd
 
-    module, _, attribute = path.partition(":")
+    module, colon, attribute = path.partition(":")
     try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        raise click.UsageError(
-            f"cannot load Celery app {path!r}: no module named {module!r} ({exc})"
-        ) from exc
+        import_from_cwd(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing != module and not module.startswith(missing + "."):
+            raise click.UsageError(
+                f"cannot load Celery app {path!r}: importing {module!r} "
+                f"failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if colon or missing == module.partition(".")[0] or "." not in module:
+            raise click.UsageError(
+                f"cannot load Celery app {path!r}: no module named {missing!r} in the "
+                f"current folder ({Path.cwd()}) or on the Python path (--workdir names "
+                "another folder)"
+            ) from exc
+        # proj.app: a module's attribute, which Celery's lookup below finds
     except Exception as exc:
         raise click.UsageError(
             f"cannot load Celery app {path!r}: importing {module!r} "
@@ -238,7 +263,16 @@ def _dump(data: Any) -> None:
     "--app",
     envvar="JOBTRACK_APP",
     show_envvar=True,
-    help="Celery app, as for celery -A (module or module:attribute).",
+    help="Celery app, as for celery -A (module or module:attribute), found from the "
+    "current folder first.",
+)
+@option(
+    "--workdir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    is_eager=True,
+    expose_value=False,
+    callback=lambda _ctx, _param, folder: os.chdir(folder) if folder else None,
+    help="Change to this folder first, as celery --workdir (where -A is looked for).",
 )
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, app: str | None) -> None:
@@ -444,7 +478,9 @@ def jobs_ls(obj: Context, /, limit: int, offset: int, as_json: bool, **filters: 
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
-    """One job: its row, attempt trace, failing items and traceback."""
+    """One job: its row, attempt trace, failing items and traceback. JOB_ID may be the
+    start of an id (4 characters or more) that only one job's id starts with."""
+    job_id = obj.job_id(job_id)
     try:
         job = obj.store.get_job(job_id)
     except JobNotFound as exc:
@@ -475,6 +511,7 @@ def jobs_tree(obj: Context, job_id: str, as_json: bool) -> None:
     """The workflow JOB_ID belongs to (chain, groups, chords, tasks its tasks started)
     as a tree, each job with its status and progress. Act on it with the bulk
     commands: jobs retry --workflow ROOT_ID, jobs cancel --group GROUP_ID."""
+    job_id = obj.job_id(job_id)
     try:
         found = obj.store.workflow_jobs(job_id)
     except JobNotFound as exc:
@@ -505,6 +542,7 @@ def jobs_logs(
 ) -> None:
     """What the job's task logged while it ran (job_log_level and up), oldest first."""
     store = obj.store
+    job_id = obj.job_id(job_id)
     job = store.find_job(job_id)
     if job is None:
         raise click.ClickException(str(JobNotFound(job_id)))
@@ -541,9 +579,8 @@ def jobs_items(
     obj: Context, job_id: str, status: str | None, limit: int, after: int | None, as_json: bool
 ) -> None:
     """A job's items, in the order they were recorded."""
+    job_id = obj.job_id(job_id)
     found = obj.store.list_items(job_id, status=status, limit=limit, after=after)
-    if not found and obj.store.find_job(job_id) is None:
-        raise click.ClickException(str(JobNotFound(job_id)))
     if as_json:
         _dump([dataclasses.asdict(i) for i in found])
         return
@@ -576,6 +613,9 @@ def _bulk_command(action: str, summary: str) -> None:
         terminate: bool = False,
         **filters: Any,
     ) -> None:
+        if filters.get("workflow"):
+            filters["workflow"] = obj.job_id(filters["workflow"], must_exist=False)
+        ids = tuple(obj.job_id(given, must_exist=False) for given in ids)
         where = _job_filter(ids=ids, **filters)
         if where.is_empty() and not every:
             raise click.UsageError(
@@ -670,6 +710,8 @@ def actions() -> None:
 @click.pass_obj
 def actions_ls(obj: Context, job_id: str | None, limit: int, as_json: bool) -> None:
     """Operator actions, newest first: who did what, when, to which jobs, and the counts."""
+    if job_id is not None:  # a deleted job's entries stay: an id that names none is kept
+        job_id = obj.job_id(job_id, must_exist=False)
     found = obj.store.list_actions(limit=limit, job_id=job_id)
     if as_json:
         _dump([dataclasses.asdict(a) for a in found])
@@ -914,7 +956,7 @@ def retry(obj: Context, job_ids: tuple[str, ...], failed_items: bool) -> None:
         new_id = perform(app, tracker, CLI, "retry", job_id, failed_items=failed_items)
         return "retrying its failed items" if failed_items else f"new job {new_id}"
 
-    ok = _for_each(job_ids, run)
+    ok = _for_each(tracker, job_ids, run)
     tracker.flush()
     if not ok:
         sys.exit(1)
@@ -931,7 +973,9 @@ def cancel(obj: Context, job_ids: tuple[str, ...], terminate: bool) -> None:
 
     app, tracker = obj.tracked_app()
     if not _for_each(
-        job_ids, lambda job_id: perform(app, tracker, CLI, "cancel", job_id, terminate=terminate)
+        tracker,
+        job_ids,
+        lambda job_id: perform(app, tracker, CLI, "cancel", job_id, terminate=terminate),
     ):
         sys.exit(1)
 
@@ -945,7 +989,7 @@ def pause(obj: Context, job_ids: tuple[str, ...]) -> None:
     from .actions import CLI, perform
 
     app, tracker = obj.tracked_app()
-    if not _for_each(job_ids, lambda job_id: perform(app, tracker, CLI, "pause", job_id)):
+    if not _for_each(tracker, job_ids, lambda job_id: perform(app, tracker, CLI, "pause", job_id)):
         sys.exit(1)
 
 
@@ -958,18 +1002,20 @@ def resume(obj: Context, job_ids: tuple[str, ...]) -> None:
     from .actions import CLI, perform
 
     app, tracker = obj.tracked_app()
-    if not _for_each(job_ids, lambda job_id: perform(app, tracker, CLI, "resume", job_id)):
+    if not _for_each(tracker, job_ids, lambda job_id: perform(app, tracker, CLI, "resume", job_id)):
         sys.exit(1)
 
 
-def _for_each(job_ids: tuple[str, ...], action: Callable[[str], str]) -> bool:
-    """Run ``action`` on each id, printing its outcome; False if any failed."""
-    outcomes = [_report(job_id, action) for job_id in job_ids]  # every id, no short cut
+def _for_each(tracker: Tracker, job_ids: tuple[str, ...], action: Callable[[str], str]) -> bool:
+    """Run ``action`` on the job each id names (or starts: a unique start of an id is
+    taken for it), printing its outcome; False if any failed."""
+    outcomes = [_report(tracker, job_id, action) for job_id in job_ids]  # every id
     return all(outcomes)
 
 
-def _report(job_id: str, action: Callable[[str], str]) -> bool:
+def _report(tracker: Tracker, given: str, action: Callable[[str], str]) -> bool:
     try:
+        job_id = tracker.store.resolve_id(given)
         console.print(f"{job_id}: {action(job_id)}")
     except JobtrackError as exc:
         errors.print(f"[red]{exc}[/]", highlight=False)
@@ -1134,15 +1180,28 @@ def prune(
     type=float,
     help="Seconds without heartbeat (default: the lost_after_s setting).",
 )
+@option(
+    "--pending-after",
+    "pending_after_s",
+    type=float,
+    help="With -A (Redis): seconds a job stays pending before it is marked lost if its "
+    "message is gone from the broker (default: the pending_lost_after_s setting).",
+)
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def reap(obj: Context, lost_after_s: float | None, as_json: bool) -> None:
-    """Mark running jobs whose worker stopped beating as lost."""
+def reap(
+    obj: Context, lost_after_s: float | None, pending_after_s: float | None, as_json: bool
+) -> None:
+    """Mark running jobs whose worker stopped beating as lost; with -A, also pending
+    jobs whose message the broker no longer has (purged, expired: Redis only)."""
     from .maintenance import reap as reap_lost
+    from .maintenance import reap_vanished
 
-    lost = reap_lost(
-        obj.store, obj.settings().lost_after_s if lost_after_s is None else lost_after_s
-    )
+    settings = obj.settings()
+    lost = reap_lost(obj.store, settings.lost_after_s if lost_after_s is None else lost_after_s)
+    if obj.has_app():
+        after = settings.pending_lost_after_s if pending_after_s is None else pending_after_s
+        lost += reap_vanished(obj.celery_app(), obj.store, after)
     if as_json:
         _dump(lost)
         return
@@ -1190,10 +1249,9 @@ def metrics(obj: Context, port: int, host: str, window_s: float) -> None:
 def web(obj: Context, port: int, host: str) -> None:
     """Serve the dashboard, the JSON API and /metrics (Retry and Cancel need -A)."""
     try:
-        import uvicorn
-
         from .web import create_app
         from .web.auth import LOOPBACK_HOSTS
+        from .web.server import ListeningServer, server_config
     except ImportError as exc:
         raise click.UsageError(
             "the dashboard needs the web extra (fastapi, uvicorn, jinja2)"
@@ -1208,14 +1266,20 @@ def web(obj: Context, port: int, host: str) -> None:
             highlight=False,
         )
     shown = f"[{host}]" if ":" in host else host
-    console.print(
-        f"dashboard on http://{shown}:{port}/  (API: /api/docs, live stream: "
-        "/api/stream, metrics: /metrics)",
-        highlight=False,
-    )
-    uvicorn.run(
-        create_app(obj.store, settings, control=control), host=host, port=port, log_level="warning"
-    )
+
+    def listening() -> None:  # once the socket is bound: a port in use says so instead
+        console.print(
+            f"dashboard on http://{shown}:{port}/  (API: /api/docs, live stream: "
+            "/api/stream, metrics: /metrics)",
+            highlight=False,
+        )
+
+    asgi = create_app(obj.store, settings, control=control)
+    server = ListeningServer(server_config(asgi, settings, host=host, port=port), listening)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down already
+        server.run()
+    if not server.started:
+        sys.exit(1)
 
 
 @main.command()

@@ -30,6 +30,7 @@ __all__ = [
     "CannotRetry",
     "JobControl",
     "NotPublishable",
+    "NotReplayable",
     "UnknownTask",
     "cancel_job",
     "controller",
@@ -85,6 +86,18 @@ class UnknownTask(JobtrackError, LookupError):
         super().__init__(f"no task named {name!r} is registered in the app")
 
 
+class NotReplayable(JobtrackError, PermissionError):
+    """Replaying with edited arguments starts a task the settings do not let this
+    caller start (``web_publishable_tasks``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"replaying with edited arguments starts task {name!r}, which is not in "
+            "web_publishable_tasks (replay it as recorded, or list the task)"
+        )
+
+
 class NotPublishable(JobtrackError, PermissionError):
     """The task is not one the settings let a caller start (``web_publishable_tasks``)."""
 
@@ -117,12 +130,16 @@ def start_job(
     ``@track(owner=...)``. With ``idempotency_key`` the job id derives from the key and
     the caller, so repeating the call finds the first job instead of starting another.
     If publishing fails the job is marked failed and the error raised.
+
+    A name not in ``allowed`` raises :class:`NotPublishable` whether or not a task of
+    that name exists, so a caller cannot learn the app's task names by trying them;
+    :class:`UnknownTask` is only for an allowed name the app does not register.
     """
+    if task_name not in allowed:  # before the registry: the same answer for any name
+        raise NotPublishable(task_name)
     task = app.tasks.get(task_name)
     if task is None:
         raise UnknownTask(task_name)
-    if task_name not in allowed:
-        raise NotPublishable(task_name)
     kwargs = dict(kwargs or {})
     job_id = (
         str(uuid.uuid5(_IDEMPOTENT, f"{owner_id or ''}\x00{idempotency_key}"))

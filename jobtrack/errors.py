@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousJobId",
     "ConfigurationError",
     "DataRefused",
     "JobNotFound",
@@ -34,6 +35,19 @@ class JobNotFound(JobtrackError, LookupError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"no job with id {job_id!r}")
+
+
+class AmbiguousJobId(JobtrackError, LookupError):
+    """A job id prefix matches more than one job."""
+
+    def __init__(self, prefix: str, matches: list[str], more: bool = False) -> None:
+        self.prefix = prefix
+        self.matches = matches
+        listed = ", ".join(matches) + (", …" if more else "")
+        count = f"{len(matches)}{' or more' if more else ''}"
+        super().__init__(
+            f"{prefix!r} is the start of {count} job ids ({listed}): give more of the id"
+        )
 
 
 class NoCurrentJob(JobtrackError, LookupError):

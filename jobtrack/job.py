@@ -130,8 +130,10 @@ class JobSpec:
                     out[field] = template.format_map(bound)
                 except (KeyError, IndexError, ValueError, AttributeError, TypeError):
                     out[field] = None if field == "ref" else template  # no half-made ref
-        if self.owner is not None and bound.get(self.owner) is not None:
-            out["owner_id"] = str(bound[self.owner])[:255]
+        value = bound.get(self.owner) if self.owner is not None else None
+        owner = "" if value is None else str(value)
+        if owner:  # an empty owner is none: never a scope (docs/schema.md)
+            out["owner_id"] = owner[:255]
         return out
 
 

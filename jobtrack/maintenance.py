@@ -2,6 +2,8 @@
 
 * :func:`reap` marks running jobs whose worker stopped beating as lost;
   :func:`republish_lost` publishes them again when the settings ask for it.
+  :func:`reap_vanished` marks lost the pending jobs whose message the broker no longer
+  has (purged, expired), where the broker can be read (Redis).
 * :func:`prune_by_retention` applies the ``keep_*_days`` settings.
 * :class:`WorkerUpkeep` runs in each worker's main process: it keeps the open cancel
   and pause requests (read when the worker starts, refreshed every heartbeat interval,
@@ -20,14 +22,22 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .brokers import vanished_messages
 from .control import publish_again, replayable_input
 from .errors import StoreError
 from .models import Stop
 from .settings import Settings
-from .store import Store
+from .store import Store, describe_url
 from .tracker import Tracker
 
-__all__ = ["REAP_LEASE", "WorkerUpkeep", "prune_by_retention", "reap", "republish_lost"]
+__all__ = [
+    "REAP_LEASE",
+    "WorkerUpkeep",
+    "prune_by_retention",
+    "reap",
+    "reap_vanished",
+    "republish_lost",
+]
 
 log = logging.getLogger("jobtrack.maintenance")
 
@@ -49,6 +59,32 @@ def reap(store: Store, lost_after_s: float) -> list[str]:
             extra={"job_id": job_id, "action": "reap"},
         )
     return lost
+
+
+def reap_vanished(app: Any, store: Store, pending_lost_after_s: float) -> list[str]:
+    """Mark lost the jobs pending for over ``pending_lost_after_s`` (unchanged since)
+    whose message is in no queue of the broker and held by no worker: purged (``celery
+    purge``, ``app.control.purge()``) or dropped as expired, they will never run. Only
+    where the broker can be read (Redis, the queues ``app`` declares: see
+    :func:`jobtrack.brokers.vanished_messages`); elsewhere nothing changes. 0: off.
+    Such jobs are not re-published (a purge is someone's decision). Returns their ids."""
+    if pending_lost_after_s <= 0:
+        return []
+    before = utcnow() - timedelta(seconds=pending_lost_after_s)
+    candidates = store.stale_pending(updated_before=before)
+    gone = vanished_messages(app, candidates) if candidates else None
+    if not gone:
+        return []
+    marked = store.mark_vanished({i: candidates[i] for i in gone}, updated_before=before)
+    for job_id in marked:
+        log.warning(
+            "job marked lost: pending for over %g s and its message is in no queue %r of "
+            "the broker nor held by a worker",
+            pending_lost_after_s,
+            candidates[job_id],
+            extra={"job_id": job_id, "action": "reap"},
+        )
+    return marked
 
 
 def republish_lost(app: Any, tracker: Tracker, job_ids: list[str]) -> list[str]:
@@ -138,6 +174,7 @@ class WorkerUpkeep:
         self._thread: threading.Thread | None = None
         self._next_reap = 0.0
         self._unreachable = False  # the database did not answer the last round
+        self._started = False  # the thread has started: the worker takes tasks
 
     def requested(self, job_id: str) -> Stop | None:
         """Whether an operator asked to cancel or pause ``job_id``, as last known here
@@ -151,7 +188,14 @@ class WorkerUpkeep:
     def load_requests(self) -> bool:
         """Read the open cancel and pause requests; False if the database did not
         answer. Logged once when it stops answering and once when it answers again, not
-        at every round of an outage."""
+        at every round of an outage.
+
+        The first read, before the worker takes tasks (``worker_init``), is also the
+        check ``require_database`` asks for: the database unusable then (or its tables
+        behind this jobtrack) raises ``SystemExit`` with the reason, which stops the
+        worker before it starts."""
+        if self.settings.require_database and not self._started:
+            self._require_database()
         try:
             self._requests = self.tracker.store.open_requests()
         except StoreError as exc:
@@ -172,7 +216,34 @@ class WorkerUpkeep:
         self._unreachable = False
         return True
 
+    def _require_database(self) -> None:
+        """Stop the worker (``SystemExit``) unless the tracking database answers and its
+        tables are at this jobtrack's revision."""
+        from .migrate import head_revision
+
+        store = self.tracker.store
+        where = describe_url(self.settings.database_url)
+        try:
+            store.open_requests()  # connects (and creates or upgrades the tables, if told)
+            current, head = store.schema_revision(), head_revision()
+        except StoreError as exc:
+            problem = str(exc)
+        else:
+            if current == head:
+                return
+            problem = (
+                f"its tables are at revision {current or '(none)'}, this jobtrack needs "
+                f"{head}: run jobtrack db upgrade"
+            )
+        message = (
+            f"jobtrack: require_database is set and the tracking database {where} cannot "
+            f"be used: {problem}"
+        )
+        log.critical(message, extra={"job_id": None, "action": "worker_init"})
+        raise SystemExit(message)
+
     def start(self) -> None:
+        self._started = True
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="jobtrack-upkeep", daemon=True)
@@ -225,6 +296,7 @@ class WorkerUpkeep:
             lost = reap(store, self.settings.lost_after_s)
             if lost and self.settings.reap_republish:
                 republish_lost(self.app, self.tracker, lost)
+            lost += reap_vanished(self.app, store, self.settings.pending_lost_after_s)
         except StoreError as exc:
             log.warning(
                 "reaping lost jobs failed: %s", exc, extra={"job_id": None, "action": "reap"}

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import reprlib
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -380,18 +381,57 @@ def unpack(value: Any) -> Any:
 
 
 def describe_error(exc: BaseException | None) -> tuple[str | None, str | None]:
-    """The error's type name and message, never raising."""
+    """The error's type name and message, never raising.
+
+    An exception Celery could not pickle reaches the failure signal replaced: by the
+    nearest base class that pickles with its arguments (``Exception(*args)``), or by an
+    ``UnpickleableExceptionWrapper`` naming the original's module and class. The signal
+    runs inside the task's ``except``, so the original is the exception being handled:
+    when it is the one replaced, it is described instead. A wrapper met elsewhere is
+    described by the names it carries and the message its arguments make."""
     if exc is None:
         return None, None
-    name = type(exc).__qualname__
-    module = type(exc).__module__
-    if module not in ("builtins", "__main__"):
-        name = f"{module}.{name}"
+    handled = sys.exc_info()[1]
+    if handled is not None and handled is not exc and _replaced_by(handled, exc):
+        exc = handled
+    cls_name = getattr(exc, "exc_cls_name", None)
+    if type(exc).__name__ == _WRAPPER and isinstance(cls_name, str):
+        args = tuple(getattr(exc, "exc_args", None) or ())
+        message = str(args[0]) if len(args) == 1 else str(args) if args else ""
+        return _qualified(str(getattr(exc, "exc_module", None) or "builtins"), cls_name), message
+    name = _qualified(type(exc).__module__, type(exc).__qualname__)
     try:
         message = str(exc)
     except Exception:
         message = safe_repr(exc)
     return name, message
+
+
+#: Celery's stand-in for an exception that cannot be pickled
+#: (``celery.utils.serialization``), known by name: this module imports no Celery.
+_WRAPPER = "UnpickleableExceptionWrapper"
+
+
+def _replaced_by(original: BaseException, given: BaseException) -> bool:
+    """Whether ``given`` is what Celery made of ``original`` to pickle it."""
+    try:
+        if type(given).__name__ == _WRAPPER:
+            return (
+                type(original).__name__ == getattr(given, "exc_cls_name", None)
+                and type(original).__module__ == getattr(given, "exc_module", None)
+                and type(original).__name__ != _WRAPPER
+            )
+        return (
+            type(original) is not type(given)
+            and isinstance(original, type(given))
+            and original.args == given.args
+        )
+    except Exception:  # an odd __eq__ in the arguments: keep what was given
+        return False
+
+
+def _qualified(module: str, name: str) -> str:
+    return name if module in ("builtins", "__main__") else f"{module}.{name}"
 
 
 # -- whole records ----------------------------------------------------------------------

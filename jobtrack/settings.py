@@ -10,6 +10,7 @@ switch).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -48,6 +49,10 @@ class Settings:
     track_all: bool = True
     #: Create or upgrade the tables (Alembic, to head) on first use.
     create_tables: bool = True
+    #: A worker whose tracking database cannot be used when it starts (unreachable,
+    #: refused, tables missing or behind) stops at once, saying why, instead of warning
+    #: and spooling: for deployments that prefer a crash loop to a silent spool.
+    require_database: bool = False
     #: ``buffered``: a background thread per process writes batches; ``sync``: every
     #: transition is committed before the task goes on.
     write_mode: WriteMode = "buffered"
@@ -91,6 +96,10 @@ class Settings:
     heartbeat_interval_s: float = 10.0
     #: A running job whose heartbeat is older than this is marked lost by the reaper.
     lost_after_s: float = 120.0
+    #: A job still pending this long after it was queued (or last changed), whose
+    #: message is in no queue and held by no worker (purged, expired), is marked lost
+    #: by the reaper. Only where the broker can be read (Redis); 0 turns it off.
+    pending_lost_after_s: float = 600.0
     #: Workers detect lost jobs themselves: each worker's main process tries every
     #: reap_interval_s, and one worker per database (a lease row) does the work.
     reap_in_workers: bool = True
@@ -129,6 +138,10 @@ class Settings:
     #: API tokens, comma-separated ``token=role`` or ``token=role:owner_id`` (role
     #: ``viewer`` or ``operator``). Without any, only loopback clients are served.
     web_tokens: str = ""
+    #: Addresses or networks (``10.0.0.5``, ``10.0.0.0/8``; ``*`` for any) of the proxies
+    #: in front of ``jobtrack web`` whose ``X-Forwarded-For`` and ``X-Forwarded-Proto``
+    #: it believes. Empty: none; the client is the connection's peer.
+    web_trusted_proxies: tuple[str, ...] = ()
     #: Requests per minute per principal (a token, its sessions with it), or per
     #: client address before sign-in, on every route.
     web_rate_limit_per_min: int = 600
@@ -220,6 +233,10 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")
+        if self.pending_lost_after_s < 0:
+            raise ConfigurationError(
+                "pending_lost_after_s", self.pending_lost_after_s, "a number of seconds, 0 or more"
+            )
         if self.exit_flush_timeout_s < 0:
             raise ConfigurationError(
                 "exit_flush_timeout_s", self.exit_flush_timeout_s, "a number of seconds, 0 or more"
@@ -245,6 +262,11 @@ class Settings:
             raise ConfigurationError(
                 "job_log_level", self.job_log_level, "one of " + ", ".join(LOG_LEVELS)
             )
+        for proxy in self.web_trusted_proxies:
+            if proxy != "*" and not _is_address_or_network(proxy):
+                raise ConfigurationError(
+                    "web_trusted_proxies", proxy, "IP addresses or networks (10.0.0.0/8), or *"
+                )
         if not self.database_url:
             raise ConfigurationError("database_url", self.database_url, "a database URL")
         scheme = self.database_url.partition(":")[0].partition("+")[0].lower()
@@ -258,6 +280,14 @@ class Settings:
 
 #: What ``job_log_level`` takes (any case), weakest first.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "OFF")
+
+
+def _is_address_or_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _conf_get(conf: Mapping[str, Any], key: str) -> Any:

@@ -17,8 +17,9 @@ It works with Celery's ``celery_worker`` (tasks run in a worker thread: use
 (``task_always_eager``: the job is final when ``apply_async`` returns).
 
 Reading back: ``jobs.get(task_id)`` (or ``jobs.wait(task_id)``) returns a
-:class:`RecordedJob` with the row, its items, events, stages and checkpoint, and
-``expect(...)``, which fails with the whole record laid out when something differs.
+:class:`RecordedJob` (``jobs.all(**filters)`` a list of them) with the row, its items,
+events, stages and checkpoint, and ``expect(...)``, which fails with the whole record
+laid out when something differs.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class RecordedJob:
         self.job = job
         self.items = items
         self.events = events
+
+    @property
+    def id(self) -> str:
+        return self.job.id
 
     @property
     def status(self) -> str:
@@ -162,14 +167,15 @@ class Jobs:
         """The job of ``task_id`` as recorded now; fails if there is none."""
         __tracebackhide__ = True
         self.tracker.flush()
-        store = self.tracker.store
         try:
-            job = store.get_job(task_id)
+            job = self.tracker.store.get_job(task_id)
         except JobNotFound:
             raise AssertionError(f"jobtrack recorded no job with id {task_id!r}") from None
-        return RecordedJob(
-            job, store.list_items(task_id, limit=100_000), store.list_events(task_id)
-        )
+        return self._recorded(job)
+
+    def _recorded(self, job: Job) -> RecordedJob:
+        store = self.tracker.store
+        return RecordedJob(job, store.list_items(job.id, limit=100_000), store.list_events(job.id))
 
     def wait(
         self, task_id: str, *, timeout_s: float = 10.0, status: str | None = None
@@ -191,10 +197,12 @@ class Jobs:
                 raise AssertionError(f"job {task_id} not {wanted} after {timeout_s} s\n{seen}")
             time.sleep(0.02)
 
-    def all(self, **filters: Any) -> list[Job]:
-        """Every job recorded in this test, newest first (``JobFilter`` keywords)."""
+    def all(self, **filters: Any) -> list[RecordedJob]:
+        """Every job recorded in this test, newest first (``JobFilter`` keywords), each
+        a :class:`RecordedJob` as :meth:`get` gives."""
         self.tracker.flush()
-        return self.tracker.store.list_jobs(JobFilter.of(**filters), limit=10_000)
+        found = self.tracker.store.list_jobs(JobFilter.of(**filters), limit=10_000)
+        return [self._recorded(job) for job in found]
 
 
 @pytest.fixture

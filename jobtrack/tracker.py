@@ -102,7 +102,7 @@ class Tracker:
             "job_type": job_type,
             "job_subtype": job_subtype,
             "name": self.text(name),
-            "owner_id": owner_id,
+            "owner_id": owner_id or None,  # an empty owner is none (docs/schema.md)
             "task_name": task_name,
             "queue": queue,
             "input_data": self.json(input_data) if input_data is not None else None,

@@ -8,12 +8,17 @@ they are kept out of every message, log line and page (:meth:`AlertConfig.mask`)
 
 from __future__ import annotations
 
+import codecs
+import html
+import json
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from ..errors import JobtrackError
 from ..models import Scope
@@ -135,10 +140,40 @@ class AlertConfig:
         return [s for channel in self.channels.values() for s in channel.secrets() if s]
 
     def mask(self, text: str) -> str:
-        """``text`` with every secret of every channel replaced (errors, logs, pages)."""
-        for secret in sorted(self.secrets(), key=len, reverse=True):
-            text = text.replace(secret, "[secret]")
+        """``text`` with every secret of every channel replaced (errors, logs, pages),
+        in every form it may take there: as written, and as a server's reply or an
+        exception quotes it (``repr`` of text or bytes, JSON, URL-encoded, HTML-escaped,
+        and each of those once more)."""
+        forms = {form for secret in self.secrets() for form in _renderings(secret)}
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "[secret]")
         return text
+
+
+def _rendered(text: str) -> Iterator[str]:
+    """The ways ``text`` is commonly written inside other text (quotes left out)."""
+    yield repr(text)[1:-1]
+    for quote_char in ("'", '"'):  # a repr quoted with either, escaping that one
+        yield text.replace("\\", "\\\\").replace(quote_char, "\\" + quote_char)
+    yield json.dumps(text)[1:-1]
+    yield text.encode("unicode_escape").decode("ascii")
+    raw = text.encode("utf-8", "surrogateescape")
+    yield repr(raw)[2:-1]  # b'...': how an SMTP reply (bytes) prints in an exception
+    yield codecs.escape_encode(raw)[0].decode("ascii")  # the same, quotes escaped
+    yield quote(text, safe="")
+    yield quote(text)
+    yield quote_plus(text)
+    yield html.escape(text)
+    yield html.escape(text, quote=False)
+
+
+def _renderings(secret: str) -> set[str]:
+    """``secret``, its renderings, and theirs (an escaped form escaped again: a reply
+    quoted in an exception, quoted in a log line)."""
+    forms = {secret}
+    for _ in range(2):
+        forms |= {form for known in list(forms) for form in _rendered(known)}
+    return {form for form in forms if form}
 
 
 class _Locator:

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -53,7 +53,14 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from ..errors import DataRefused, JobNotFound, NotSupported, QueryTimeout, StoreError
+from ..errors import (
+    AmbiguousJobId,
+    DataRefused,
+    JobNotFound,
+    NotSupported,
+    QueryTimeout,
+    StoreError,
+)
 from ..models import (
     CANCEL_REQUESTED_SEQ,
     FINISHED,
@@ -95,6 +102,7 @@ from .alerts import AlertQueries
 from .common import (
     CHANGES_CHANNEL,
     SearchWords,
+    escape_like,
     filtered,
     job_of,
     notify,
@@ -115,9 +123,9 @@ from .writes import (
     ALL_STAGING,
     JSON_COLUMNS,
     STAGING,
-    TABLES,
     WRITE_COLUMNS,
     encode_events,
+    encode_records,
     encode_rows,
     event_dicts,
     item_row,
@@ -130,12 +138,15 @@ from .writes import (
 
 __all__ = [
     "CHANGES_CHANNEL",
+    "MESSAGE_LOST",
+    "MIN_ID_PREFIX",
     "Batch",
     "ChangeListener",
     "MetricsSnapshot",
     "Store",
     "current_owner",
     "describe_url",
+    "is_owner_id",
     "normalize_url",
     "owner_scope",
     "time_limit",
@@ -146,6 +157,13 @@ log = logging.getLogger("jobtrack.store")
 _ATTEMPT_SPAN = state_seq(JobStatus.PENDING, 1)
 _RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
 _LOST_RANK = state_seq(JobStatus.LOST, 0)
+#: Shortest start of a job id taken for the id (``jobtrack jobs show a74a``), as git
+#: takes a commit's.
+MIN_ID_PREFIX = 4
+#: Ids an ambiguous start names.
+_AMBIGUOUS_SHOWN = 5
+#: ``error_type`` of a pending job whose message the broker no longer has.
+MESSAGE_LOST = "MessageLost"
 #: No worker is running these: a cancel request ends them at once.
 _UNRUN = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST, JobStatus.PAUSED})
 
@@ -178,13 +196,19 @@ def owner_scope(owner_id: str) -> Iterator[None]:
     database itself shows and accepts only that owner's jobs, items and events.
     Outside any scope jobtrack's connections serve every owner (``*``). On SQLite,
     which has no row-level security, it changes nothing."""
-    if not owner_id or owner_id == "*" or "\x00" in owner_id:
+    if not is_owner_id(owner_id):
         raise ValueError(f"owner_scope needs one owner id, not {owner_id!r}")
     token = _owner.set(owner_id)
     try:
         yield
     finally:
         _owner.reset(token)
+
+
+def is_owner_id(owner_id: str) -> bool:
+    """Whether ``owner_id`` can name one owner: not empty (no owner), not ``*`` (every
+    owner, to row-level security), no NUL (PostgreSQL cannot compare with one)."""
+    return bool(owner_id) and owner_id != "*" and "\x00" not in owner_id
 
 
 def current_owner() -> str | None:
@@ -438,8 +462,12 @@ class Store(
         return period_start(moment, period)
 
     def _write_rows(self, conn: Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Write rows (values in ``WRITE_COLUMNS[table]`` order) to items, events or logs;
-        on PostgreSQL with COPY, into a staging table where they must be merged."""
+        """Write rows (values in ``WRITE_COLUMNS[table]`` order) to items, events or logs.
+
+        On PostgreSQL, items are streamed with COPY into a staging table and merged from
+        there; events and log lines, which never conflict, go in as one JSON document
+        (a COPY straight into a table is refused where row-level security binds it).
+        """
         columns = WRITE_COLUMNS[table]
         if conn.dialect.name != "postgresql":
             conn.execute(
@@ -447,17 +475,19 @@ class Store(
                 [dict(zip(columns, row, strict=True)) for row in rows],
             )
             return
-        json_at = [i for i, name in enumerate(columns) if name in JSON_COLUMNS[table]]
         part = self._new_part(conn, creates_jobs=False)
-        # events and log lines never conflict: COPY straight in (unless partitioned:
-        # their partition is their job's, looked up when merged from the staging table)
-        staged = table in STAGING or part is not None
-        target = ALL_STAGING[table] if staged else TABLES[table]
-        if staged:
-            info = conn.connection.info
-            if target.name not in info:  # once per database session (forgotten on error)
-                target.create(conn, checkfirst=True)
-                info[target.name] = True
+        if table != "job_items":
+            params: dict[str, Any] = {table: encode_records(columns, rows)}
+            if part is not None:
+                params["part"] = part
+            conn.execute(write_statement("postgresql", table, "json", part is not None), params)
+            return
+        json_at = [i for i, name in enumerate(columns) if name in JSON_COLUMNS[table]]
+        target = STAGING[table]
+        info = conn.connection.info
+        if target.name not in info:  # once per database session (forgotten on error)
+            target.create(conn, checkfirst=True)
+            info[target.name] = True
         driver = conn.connection.driver_connection
         assert driver is not None
         with (
@@ -470,10 +500,9 @@ class Store(
                     for i in json_at:
                         row[i] = json_text(row[i])
                 copy.write_row(row)
-        if part is not None:
-            conn.execute(write_statement("postgresql", table, "staging", True), {"part": part})
-        elif staged:
-            conn.execute(write_statement("postgresql", table, "staging"))
+        conn.execute(
+            write_statement("postgresql", table, "staging", part is not None), {"part": part}
+        )
 
     def _recount(self, conn: Connection, job_ids: Sequence[str]) -> None:
         """Set each job's item counters from its items: idempotent under replays."""
@@ -598,6 +627,37 @@ class Store(
         if row is None:
             raise JobNotFound(job_id)
         return job_of(row)
+
+    def resolve_id(self, given: str, *, owner_id: str | None = None) -> str:
+        """The id of the job ``given`` names: its whole id, or a unique start of it (at
+        least :data:`MIN_ID_PREFIX` characters; case counts, as in ids), as psql and
+        the job list print ids shortened. With ``owner_id``, only that owner's jobs are
+        looked at. Raises :class:`~jobtrack.errors.JobNotFound`, or
+        :class:`~jobtrack.errors.AmbiguousJobId` naming the first few that start so."""
+        owned = [jobs.c.owner_id == owner_id] if owner_id is not None else []
+        with self._begin("resolve id") as conn:
+            exact = conn.execute(select(jobs.c.id).where(jobs.c.id == given, *owned)).scalar()
+            if exact is not None:
+                return str(exact)
+            if len(given) < MIN_ID_PREFIX:
+                raise JobNotFound(given)
+            starts = conn.execute(
+                select(jobs.c.id)
+                .where(
+                    jobs.c.id.like(escape_like(given) + "%", escape="\\"),
+                    func.substr(jobs.c.id, 1, len(given)) == given,  # SQLite's LIKE: any case
+                    *owned,
+                )
+                .order_by(jobs.c.id)
+                .limit(_AMBIGUOUS_SHOWN + 1)
+            ).scalars()
+            found = [str(job_id) for job_id in starts]
+        if not found:
+            raise JobNotFound(given)
+        if len(found) > 1:
+            more = len(found) > _AMBIGUOUS_SHOWN
+            raise AmbiguousJobId(given, found[:_AMBIGUOUS_SHOWN], more)
+        return found[0]
 
     def find_job(self, job_id: str) -> Job | None:
         try:
@@ -845,6 +905,74 @@ class Store(
                         error_message=reason,
                     ).row()
                 )
+            if events:
+                self._write_rows(conn, "job_events", events)
+                notify(conn, marked)
+        return marked
+
+    def stale_pending(self, *, updated_before: datetime, limit: int = 1000) -> dict[str, str]:
+        """Pending jobs unchanged since before ``updated_before`` that name a queue, oldest
+        first: their ids and queues (what the reaper asks the broker about)."""
+        query = (
+            select(jobs.c.id, jobs.c.queue)
+            .where(
+                jobs.c.status == JobStatus.PENDING.value,
+                jobs.c.updated_at < updated_before,
+                jobs.c.queue.is_not(None),
+            )
+            .order_by(jobs.c.created_at)
+            .limit(limit)
+        )
+        with self._begin("stale pending") as conn:
+            return {row.id: row.queue for row in conn.execute(query)}
+
+    def mark_vanished(self, queued: Mapping[str, str], *, updated_before: datetime) -> list[str]:
+        """Mark pending jobs whose message is gone from the broker (purged, expired) as
+        lost, with an event each; ``queued`` maps their ids to the queue read. Returns
+        the ids marked. Only a row still pending and unchanged since ``updated_before``
+        changes, so a job a worker took meanwhile is left alone; and if its worker's
+        "running" comes later, it outranks "lost"."""
+        if not queued:
+            return []
+        now = utcnow()
+        lost_seq = jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK
+        still = and_(
+            jobs.c.status == JobStatus.PENDING.value,
+            jobs.c.updated_at < updated_before,
+            jobs.c.state_seq < lost_seq,
+        )
+        marked: list[str] = []
+        with self._begin("mark vanished") as conn:
+            events = []
+            for job_id, queue in queued.items():
+                reason = (
+                    f"lost: its message is in no queue of the broker ({queue!r} read) and "
+                    "held by no worker: purged, or dropped as expired"
+                )
+                found = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, still)
+                    .values(
+                        status=JobStatus.LOST.value,
+                        state_seq=lost_seq,
+                        updated_at=now,
+                        error_type=MESSAGE_LOST,
+                        error_message=reason,
+                    )
+                    .returning(jobs.c.retries)
+                ).first()
+                if found is None:
+                    continue
+                marked.append(job_id)
+                event = Event(
+                    job_id=job_id,
+                    at=now,
+                    status=JobStatus.LOST,
+                    attempt=found.retries,
+                    error_type=MESSAGE_LOST,
+                    error_message=reason,
+                )
+                events.append(event.row())
             if events:
                 self._write_rows(conn, "job_events", events)
                 notify(conn, marked)

@@ -20,15 +20,36 @@ from typing import Any
 from sqlalchemy import Connection, Float, cast, func, literal, select, tuple_
 
 from ..models import JobStatus, Trend
-from ..schema import jobs
+from ..schema import job_events, jobs
 
-__all__ = ["TREND_KEYS", "InsightQueries", "percentile"]
+__all__ = ["TREND_KEYS", "InsightQueries", "percentile", "queued_at"]
 
 #: What trends can be grouped by: the name in the API and CLI, and the column.
 TREND_KEYS = {"task": "task_name", "type": "job_type"}
 _FINISHED = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
 #: Shown for jobs without a task name (or type).
 NO_KEY = "(none)"
+#: Statuses of the events that queue a job: its publish (and a retry's), a resume, a
+#: retry of its failed items.
+_QUEUED = (JobStatus.PENDING.value, JobStatus.RETRYING.value)
+
+
+def queued_at() -> Any:
+    """When the attempt that ran last was queued: the latest event that queued the job
+    at or before its last start (its publish, a retry's, a resume, a retry of its failed
+    items), else its creation (a job made by the helpers has no such event). Queue wait
+    is ``started_at`` minus this: time paused, or finished before a retry of its items,
+    is not waiting. One index probe per job (``job_events (job_id, at)``)."""
+    last_queued = (
+        select(func.max(job_events.c.at))
+        .where(
+            job_events.c.job_id == jobs.c.id,
+            job_events.c.status.in_(_QUEUED),
+            job_events.c.at <= jobs.c.started_at,
+        )
+        .scalar_subquery()
+    )
+    return func.coalesce(last_queued, jobs.c.created_at, type_=jobs.c.created_at.type)
 
 
 def percentile(ordered: Sequence[float], q: float) -> float | None:
@@ -93,7 +114,7 @@ def _trends_in_sql(
     bucket = func.floor(seconds / float(bucket_s)).label("bucket")
     # Clocks differ between publisher and worker: a wait below zero counts as none.
     wait_ms = func.greatest(
-        func.date_part("epoch", jobs.c.started_at - jobs.c.created_at, type_=Float) * 1000, 0
+        func.date_part("epoch", jobs.c.started_at - queued_at(), type_=Float) * 1000, 0
     )
     name = func.coalesce(column, NO_KEY).label("key")
     run = cast(jobs.c.duration_ms, Float)
@@ -135,16 +156,16 @@ def _trends_here(
         jobs.c.completed_at,
         jobs.c.duration_ms,
         jobs.c.started_at,
-        jobs.c.created_at,
+        queued_at(),
     ).where(*where)
     groups: dict[tuple[str, int | None], list[tuple[bool, float | None, float | None]]] = (
         defaultdict(list)
     )
-    for key, status, completed_at, duration_ms, started_at, created_at in conn.execute(query):
+    for key, status, completed_at, duration_ms, started_at, queued in conn.execute(query):
         bucket = int((completed_at - since).total_seconds() // bucket_s)
         wait = (
-            max((started_at - created_at).total_seconds() * 1000, 0.0)
-            if started_at is not None and created_at is not None
+            max((started_at - queued).total_seconds() * 1000, 0.0)
+            if started_at is not None and queued is not None
             else None
         )
         run = float(duration_ms) if duration_ms is not None else None

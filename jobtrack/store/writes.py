@@ -69,6 +69,7 @@ __all__ = [
     "TABLES",
     "WRITE_COLUMNS",
     "encode_events",
+    "encode_records",
     "encode_rows",
     "event_dicts",
     "item_row",
@@ -125,6 +126,13 @@ def json_text(value: Any) -> str | None:
 def encode_rows(rows: Sequence[Row]) -> str:
     """Job rows as one JSON array (a missing key or None: NULL, which sets nothing)."""
     return orjson.dumps(rows, option=_ORJSON).decode()
+
+
+def encode_records(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows of values (in ``columns`` order) as one JSON array of objects."""
+    return orjson.dumps(
+        [dict(zip(columns, row, strict=True)) for row in rows], option=_ORJSON
+    ).decode()
 
 
 def encode_events(events: Sequence[EventRow]) -> str:

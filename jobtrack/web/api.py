@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..actions import Actor, perform, replay_job, run_in_background, start_bulk
-from ..control import JobControl, NotPublishable, UnknownTask
-from ..errors import JobNotFound, JobtrackError
+from ..control import JobControl, NotPublishable, NotReplayable, UnknownTask
+from ..errors import AmbiguousJobId, JobNotFound, JobtrackError
 from ..insights import BadWindow, report, window
 from ..models import Action, Job, JobFilter, stage_spans
 from ..settings import Settings
@@ -52,6 +52,7 @@ __all__ = [
     "add_api_routes",
     "decode_cursor",
     "encode_cursor",
+    "job_id_of",
     "replay_for",
     "searched",
     "visible_job",
@@ -163,9 +164,23 @@ def searched(search: str | None) -> str | None:
     return search
 
 
+def job_id_of(store: Store, given: str, who: Principal) -> str:
+    """The whole id of the job ``given`` names among those the caller may see: its id,
+    or a unique start of it (see :meth:`Store.resolve_id`). 404 for none (another
+    owner's job answers as a missing one), 409 naming the candidates when the start is
+    ambiguous."""
+    try:
+        return store.resolve_id(given, owner_id=who.owner_id)
+    except JobNotFound as exc:
+        raise HTTPException(404, f"no job with id {given!r}") from exc
+    except AmbiguousJobId as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
 def visible_job(store: Store, job_id: str, who: Principal) -> Job:
-    """The job, if it exists and the caller may see it; else 404 (the same answer)."""
-    job = store.find_job(job_id)
+    """The job ``job_id`` names (its id, or a unique start of it), if it exists and the
+    caller may see it; else 404 (the same answer), or 409 for an ambiguous start."""
+    job = store.find_job(job_id_of(store, job_id, who))
     if job is None or (who.owner_id is not None and job.owner_id != who.owner_id):
         raise HTTPException(404, f"no job with id {job_id!r}")
     return job
@@ -174,6 +189,7 @@ def visible_job(store: Store, job_id: str, who: Principal) -> Job:
 def workflow_tree(store: Store, job_id: str, who: Principal) -> Tree:
     """The tree of the workflow the job belongs to, as far as the caller may see it
     (an owner-bound caller: its owner's jobs only); 404 like :func:`visible_job`."""
+    job_id = job_id_of(store, job_id, who)
     try:
         found = store.workflow_jobs(job_id, owner_id=who.owner_id)
     except JobNotFound as exc:
@@ -252,7 +268,7 @@ def act(ops: Operations, action: str, job_id: str, who: Principal, **options: bo
     403 without the operator role, 404 for a job the caller cannot see, 409 for one that
     cannot take the action now."""
     operator(who, action)
-    visible_job(ops.store, job_id, who)
+    job_id = visible_job(ops.store, job_id, who).id
     if action != "delete":
         ops.needs_app(action)
     try:
@@ -265,17 +281,26 @@ def act(ops: Operations, action: str, job_id: str, who: Principal, **options: bo
 
 def replay_for(ops: Operations, job_id: str, who: Principal, body: "Replay") -> str:
     """Replay a job on behalf of ``who`` (the API's and the dashboard's); returns the new
-    job's id. 403 without the operator role, 404 for a job the caller cannot see, 409
-    for input that cannot be replayed as given, 501 without the app."""
+    job's id. 403 without the operator role, or for edited arguments of a task not in
+    ``web_publishable_tasks`` (as ``POST /api/jobs``); 404 for a job the caller cannot
+    see, 409 for input that cannot be replayed as given, 501 without the app."""
     operator(who, "replay")
-    visible_job(ops.store, job_id, who)
+    job_id = visible_job(ops.store, job_id, who).id
     ops.needs_app("replay")
     try:
         return replay_job(
-            ops.app, ops.tracker(), actor(who), job_id, args=body.args, kwargs=body.kwargs
+            ops.app,
+            ops.tracker(),
+            actor(who),
+            job_id,
+            args=body.args,
+            kwargs=body.kwargs,
+            allowed=ops.settings.web_publishable_tasks,
         )
     except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
+    except NotReplayable as exc:
+        raise HTTPException(403, str(exc)) from exc
     except JobtrackError as exc:
         raise HTTPException(409, str(exc)) from exc
 
@@ -316,16 +341,43 @@ class Replay(BaseModel):
     kwargs: dict[str, Any] | None = None
 
 
+#: Deepest nesting a JSON body may have (arrays and objects). A body deeper than this
+#: is bad input (422), however small: the parser and the validation recurse per level,
+#: and a job's recorded input keeps far fewer levels anyway.
+MAX_BODY_DEPTH = 64
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests arrays or objects deeper than ``limit``;
+    no recursion of its own."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
 def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
-    """``raw`` as ``model``, or 422 with the JSON parse error or the fields' problems."""
+    """``raw`` as ``model``, or 422 with the JSON parse error or the fields' problems
+    (also for a body nested deeper than :data:`MAX_BODY_DEPTH`)."""
+    too_deep = HTTPException(422, f"the body is nested deeper than {MAX_BODY_DEPTH} levels")
     try:
-        return model.model_validate(json.loads(raw) if raw.strip() else {})
-    except (ValueError, ValidationError) as exc:
-        detail: Any = (
-            exc.errors(include_url=False, include_context=False, include_input=False)
-            if isinstance(exc, ValidationError)
-            else f"the body is not JSON: {exc}"
-        )
+        data = json.loads(raw) if raw.strip() else {}
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:
+        raise HTTPException(422, f"the body is not JSON: {exc}") from exc
+    if _nested_deeper(data, MAX_BODY_DEPTH):
+        raise too_deep
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        detail = exc.errors(include_url=False, include_context=False, include_input=False)
         raise HTTPException(422, detail) from exc
 
 
@@ -474,9 +526,12 @@ def add_api_routes(
         status_code=202,
         responses={
             200: {"description": "an earlier request with this Idempotency-Key made the job"},
-            403: {"description": "not an operator, or the task is not publishable"},
+            403: {
+                "description": "not an operator, or the task is not publishable (whether "
+                "or not the app has it)"
+            },
             413: {"description": "the body is too large"},
-            422: {"description": "no such task, or a body that is not a StartJob"},
+            422: {"description": "a listed task the app lacks, or a body that is not a StartJob"},
         },
         openapi_extra={
             "requestBody": {
@@ -530,7 +585,7 @@ def add_api_routes(
         """The job's row, its attempt/transition trace, and its stages with their
         durations (``duration_ms`` null for the stage it is in)."""
         job = visible_job(store, job_id, who)
-        events = store.list_events(job_id)
+        events = store.list_events(job.id)
         return {
             "job": dataclasses.asdict(job),
             "events": [dataclasses.asdict(e) for e in events],
@@ -554,7 +609,7 @@ def add_api_routes(
         """The job's recorded items, in the order they were recorded. Page with
         ``after=next_after`` (a keyset: as fast at the millionth item as at the first);
         ``offset`` still works, reading and skipping what it skips."""
-        visible_job(store, job_id, who)
+        job_id = visible_job(store, job_id, who).id
         items = store.list_items(
             job_id,
             status=status.value if status else None,
@@ -585,7 +640,7 @@ def add_api_routes(
     ) -> dict[str, Any]:
         """What the job's task logged (``job_log_level`` and up), oldest first: the
         lines after ``after``. Poll with ``after=next_after`` to follow a running job."""
-        visible_job(store, job_id, who)
+        job_id = visible_job(store, job_id, who).id
         lines = store.list_logs(job_id, after=after, limit=limit)
         return {
             "lines": [dataclasses.asdict(line) for line in lines],
@@ -621,6 +676,7 @@ def add_api_routes(
         ``result``). With ``failed_items=true``, a finished job with failed items runs
         again under its own id, its task given exactly the failed keys
         (``job.retry_items``); ``result`` is then the job's own id."""
+        job_id = job_id_of(store, job_id, who)
         new_id = act(ops, "retry", job_id, who, failed_items=failed_items)
         return {"job_id": job_id, "result": new_id}
 
@@ -628,6 +684,7 @@ def add_api_routes(
     def cancel(job_id: JobId, who: Who, terminate: bool = False) -> dict[str, Any]:
         """Cancel a job: a queued or paused one at once, a running one at its next handle
         call (``terminate`` also sends its pool process SIGTERM)."""
+        job_id = job_id_of(store, job_id, who)
         done = act(ops, "cancel", job_id, who, terminate=terminate)
         return {"job_id": job_id, "result": done}
 
@@ -635,18 +692,21 @@ def add_api_routes(
     def pause(job_id: JobId, who: Who) -> dict[str, Any]:
         """Pause a job: a queued one at once, a running one at its next handle call
         (within one heartbeat interval). 409 for a finished job."""
+        job_id = job_id_of(store, job_id, who)
         return {"job_id": job_id, "result": act(ops, "pause", job_id, who)}
 
     @api.post("/api/jobs/{job_id}/resume")
     def resume(job_id: JobId, who: Who) -> dict[str, Any]:
         """Resume a paused job under its own id (its task reads ``job.last_checkpoint``).
         409 for a job that is not paused, or whose input was not stored whole."""
+        job_id = job_id_of(store, job_id, who)
         return {"job_id": job_id, "result": act(ops, "resume", job_id, who)}
 
     @api.delete("/api/jobs/{job_id}")
     def delete(job_id: JobId, who: Who) -> dict[str, Any]:
         """Delete a finished (or paused) job with its items and events. 409 for a job a
         worker may still run (cancel it first)."""
+        job_id = job_id_of(store, job_id, who)
         return {"job_id": job_id, "result": act(ops, "delete", job_id, who)}
 
     @api.post(
@@ -662,10 +722,12 @@ def add_api_routes(
     async def replay(job_id: JobId, who: Who, request: Request) -> JSONResponse:
         """Start a new job running this job's task, with its recorded arguments or with
         ``args``/``kwargs`` given in the body (edited); the new job's ``replay_of`` names
-        this one. 409 when the recorded input was redacted or cut and no complete
-        arguments are given; 422 for a body that is not JSON."""
+        this one. 403 for edited arguments (any that differ from the recorded ones) of a
+        task not in ``web_publishable_tasks``; 409 when the recorded input was redacted
+        or cut and no complete arguments are given; 422 for a body that is not JSON."""
         operator(who, "replay")
         body = parse_body(await read_body(request, settings.web_max_body_bytes), Replay)
+        job_id = await run_in_threadpool(job_id_of, store, job_id, who)
         new_id = await run_in_threadpool(replay_for, ops, job_id, who, body)
         location = (request.scope.get("root_path") or "") + f"/api/jobs/{new_id}"
         return JSONResponse(

@@ -42,6 +42,7 @@ from starlette.responses import Response
 
 from ..errors import ConfigurationError
 from ..settings import Settings
+from ..store import is_owner_id
 
 __all__ = ["MIN_TOKEN_CHARS", "Auth", "Identity", "Principal", "Role", "parse_tokens"]
 
@@ -74,14 +75,27 @@ class Principal:
 
 #: Shortest token accepted: a guessable token is no authentication.
 MIN_TOKEN_CHARS = 16
+#: Fewest different characters a token must hold: ``aaaaaaaaaaaaaaaa`` is 16 characters
+#: and no secret. (``secrets.token_urlsafe(32)`` holds about 30.)
+MIN_TOKEN_DISTINCT_CHARS = 8
 
 
 def parse_tokens(text: str) -> dict[str, Principal]:
-    """``token=role`` or ``token=role:owner_id``, comma-separated."""
+    """``token=role`` or ``token=role:owner_id``, comma-separated. Refused (a
+    :class:`~jobtrack.errors.ConfigurationError` at start-up): text with no entry at all
+    (``,,,``: it would serve as if no token were set), a short token or one of too few
+    different characters, an unknown role, an owner that names no single owner (empty,
+    ``*``: every owner to row-level security), a token listed twice."""
     tokens: dict[str, Principal] = {}
-    for n, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
+    entries = [p.strip() for p in text.split(",") if p.strip()]
+    if text.strip() and not entries:
+        raise ConfigurationError(
+            "web_tokens", text, "token=role entries (unset it to serve loopback clients only)"
+        )
+    for n, part in enumerate(entries):
         token, _, grant = part.partition("=")
         role, bound, owner = grant.partition(":")
+        owner = owner.strip()
         where = f"entry {n + 1}"
         if not token or role not in (r.value for r in Role):
             raise ConfigurationError("web_tokens", where, "token=viewer|operator[:owner_id]")
@@ -89,13 +103,27 @@ def parse_tokens(text: str) -> dict[str, Principal]:
             raise ConfigurationError(
                 "web_tokens", where, f"a token of at least {MIN_TOKEN_CHARS} characters"
             )
-        if bound and not owner.strip():
+        if len(set(token)) < MIN_TOKEN_DISTINCT_CHARS:
+            raise ConfigurationError(
+                "web_tokens",
+                where,
+                f"a random token (at least {MIN_TOKEN_DISTINCT_CHARS} different characters; "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))" makes one)',
+            )
+        if bound and not owner:
             raise ConfigurationError(
                 "web_tokens", where, "an owner id after 'role:' (or no ':' for all owners)"
             )
+        if bound and not is_owner_id(owner):
+            raise ConfigurationError(
+                "web_tokens",
+                where,
+                f"one owner id after 'role:', not {owner!r} ('*' means every owner: "
+                "leave out ':' for that)",
+            )
         if token in tokens:
             raise ConfigurationError("web_tokens", where, "each token listed once")
-        tokens[token] = Principal(f"token {n + 1}", Role(role), owner.strip() or None)
+        tokens[token] = Principal(f"token {n + 1}", Role(role), owner or None)
     return tokens
 
 

@@ -51,6 +51,7 @@ from .api import (
     decode_cursor,
     encode_cursor,
     insights_report,
+    job_id_of,
     operator,
     parse_body,
     replay_for,
@@ -337,6 +338,9 @@ def add_pages(
         refreshes, so a big workflow is not read again on every change of the job."""
         who = visitor(request)
         job = visible_job(store, job_id, who)
+        if job.id != job_id:  # the start of its id: the page lives under the whole id
+            query = f"?{request.url.query}" if request.url.query else ""
+            return redirect(request, f"/jobs/{quote(job.id, safe='')}{query}")
         items = store.list_items(
             job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1, after=item_after
         )
@@ -394,6 +398,7 @@ def add_pages(
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
         flags = {"retry": "failed_items", "cancel": "terminate"}
         options = {flags[action]: form.get(flags[action]) == "1"} if action in flags else {}
+        job_id = await run_in_threadpool(job_id_of, store, job_id, who)
         shown = await run_in_threadpool(act, ops, action, job_id, who, **options)
         if action == "delete":
             return redirect(request, "/")

@@ -71,6 +71,73 @@ def test_app_option_reads_the_database_install_names(project: Path) -> None:
     assert found.returncode == 0 and found.stdout.strip() == "[]"
 
 
+def installed_jobtrack(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``jobtrack`` console script, as a user runs it: unlike ``python -m``, it does
+    not put the current folder on the path by itself; nor does PYTHONPATH here."""
+    script = Path(sys.executable).parent / "jobtrack"
+    return subprocess.run(
+        [str(script), *args],
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_app_is_found_as_celery_finds_it(project: Path, tmp_path_factory: Any) -> None:
+    """``jobtrack -A proj`` in the folder holding proj.py, as ``celery -A proj worker``
+    works there; ``--workdir`` from anywhere else; ``proj.app`` (an attribute, dotted)."""
+    for args in (("-A", "proj"), ("-A", "proj:app"), ("-A", "proj.app")):
+        shown = installed_jobtrack(project, *args, "jobs", "show", "job-in-proj")
+        assert shown.returncode == 0, (args, shown.stderr)
+        assert "the app's job" in shown.stdout
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    away = installed_jobtrack(elsewhere, "-A", "proj", "jobs", "ls", "--json")
+    assert away.returncode != 0
+    assert f"no module named 'proj' in the current folder ({elsewhere})" in away.stderr
+    moved = installed_jobtrack(
+        elsewhere, "--workdir", str(project), "-A", "proj", "jobs", "ls", "--json"
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert '"job-in-proj"' in moved.stdout
+    (project / "broken.py").write_text("import no_such_dependency\n")
+    broken = installed_jobtrack(project, "-A", "broken", "jobs", "ls")
+    assert "importing 'broken' failed: ModuleNotFoundError" in broken.stderr
+    assert "no_such_dependency" in broken.stderr
+
+
+def test_a_unique_start_of_an_id_is_taken_for_it(project: Path) -> None:
+    """``jobtrack jobs show a74a6b49`` (the short id psql and the list print) shows the
+    job; a start two ids share says which, and nothing is acted on."""
+    from jobtrack.models import Batch, JobStatus, JobUpdate
+
+    url = f"sqlite:///{project / 'proj-jobs.db'}"
+    store = Store(url)
+    ids = ["a74a6b49-1f3e-4c1a-9d2b-6f1c2d3e4f51", "a74a6b49-2f3e-4c1a-9d2b-6f1c2d3e4f52"]
+    store.write_batch(
+        Batch([JobUpdate.transition(i, JobStatus.PENDING, name=f"job {i[-1]}") for i in ids])
+    )
+    store.close()
+    shown = jobtrack_cli(project, "-A", "proj", "jobs", "show", "job-in")
+    assert shown.returncode == 0 and "the app's job" in shown.stdout, shown.stderr
+    items = jobtrack_cli(project, "-A", "proj", "jobs", "items", "job-", "--json")
+    assert items.returncode == 0 and items.stdout.strip() == "[]", items.stderr
+    both = jobtrack_cli(project, "-A", "proj", "jobs", "show", "a74a6b49")
+    assert both.returncode == 2  # a usage error
+    assert "'a74a6b49' is the start of 2 job ids" in both.stderr
+    assert ids[0] in both.stderr and ids[1] in both.stderr
+    one = jobtrack_cli(project, "-A", "proj", "jobs", "show", "a74a6b49-2")
+    assert one.returncode == 0 and "job 2" in one.stdout
+    cancelled = jobtrack_cli(project, "-A", "proj", "cancel", "a74a6b49", "a74a6b49-1")
+    assert cancelled.returncode == 1  # the ambiguous one failed, the other was cancelled
+    assert "is the start of 2 job ids" in cancelled.stderr
+    assert f"{ids[0]}: cancelled" in cancelled.stdout
+    listed = jobtrack_cli(project, "-A", "proj", "actions", "ls", "--job", ids[0][:12], "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert f'"{ids[0]}"' in listed.stdout  # its cancel, found by the start of its id
+
+
 def test_nothing_named_is_an_error_not_an_empty_database(project: Path) -> None:
     done = jobtrack_cli(project, "jobs", "ls")
     assert done.returncode != 0

@@ -37,13 +37,13 @@ def world(pg_url: str) -> Iterator[World]:
         yield w
 
 
-def api(w: World) -> TestClient:
-    return TestClient(w.web(web_tokens=TOKENS))
+def api(w: World, **settings: Any) -> TestClient:
+    return TestClient(w.web(web_tokens=TOKENS, **settings))
 
 
-def pages(w: World) -> TestClient:
+def pages(w: World, **settings: Any) -> TestClient:
     """The dashboard as a loopback visitor sees it (no tokens: an operator)."""
-    return TestClient(w.web(), base_url="http://localhost", client=("127.0.0.1", 50000))
+    return TestClient(w.web(**settings), base_url="http://localhost", client=("127.0.0.1", 50000))
 
 
 def auth(token: str) -> dict[str, str]:
@@ -181,7 +181,7 @@ def test_delete_one_job_and_clear_completed(world: World) -> None:
 
 
 def test_replay_with_edited_arguments(world: World) -> None:
-    c = api(world)
+    c = api(world, web_publishable_tasks=(world.tasks["report"].name,))
     original = world.tasks["report"].delay("march", user=U1).id
     world.finished(original)
     replay = c.post(
@@ -230,6 +230,55 @@ def test_replay_with_edited_arguments(world: World) -> None:
     assert world.tracker.store.get_job(whole.json()["id"]).output_data == {"title": "may"}
 
 
+def test_edited_replay_obeys_the_publishable_list(world: World) -> None:
+    """Edited arguments start a task with input of the caller's choosing, as
+    ``POST /api/jobs`` does: the same list (``web_publishable_tasks``) applies. A replay
+    as recorded is a retry: no list needed. Nothing refused is published."""
+    flaky, report = world.tasks["flaky"], world.tasks["report"]
+    c = api(world, web_publishable_tasks=(report.name,))
+    (unlisted,) = failed_syncs(world, U1, 1)  # a flaky job: its task is not listed
+    before = world.tracker.store.count_matching(JobFilter.of(owner_id=U1))
+    for body in (
+        {"args": ["elsewhere", U1]},  # the owner-bound operator's own job, new arguments
+        {"kwargs": {"account": "x", "user": U2}},  # or another tenant's id as argument
+    ):
+        refused = c.post(f"/api/jobs/{unlisted}/replay", json=body, headers=auth(OP1))
+        assert refused.status_code == 403, refused.text
+        assert "not in web_publishable_tasks" in refused.json()["detail"]
+        assert c.post(f"/api/jobs/{unlisted}/replay", json=body, headers=auth(OP)).status_code == (
+            403
+        )
+    assert world.tracker.store.count_matching(JobFilter.of(owner_id=U1)) == before
+    # The recorded arguments given back unchanged, or none: a retry, allowed.
+    recorded = world.tracker.store.get_job(unlisted).input_data
+    for body in (None, recorded):
+        again = c.post(f"/api/jobs/{unlisted}/replay", json=body, headers=auth(OP1))
+        assert again.status_code == 202, again.text
+        world.finished(again.json()["id"])
+        assert world.tracker.store.get_job(again.json()["id"]).task_name == flaky.name
+    # The dashboard's form obeys the same list.
+    page = pages(world, web_publishable_tasks=(report.name,))
+    form = page.get(f"/jobs/{unlisted}").text
+    answer = page.post(
+        f"/jobs/{unlisted}/replay",
+        headers=BROWSER,
+        data={"csrf_token": csrf_of(form), "input": json.dumps({"args": ["other", U2]})},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 403 and "web_publishable_tasks" in answer.text
+    # A listed task takes edited arguments; the job stays its caller's owner's.
+    original = report.delay("august", user=U1).id
+    world.finished(original)
+    edited = c.post(
+        f"/api/jobs/{original}/replay",
+        json={"kwargs": {"title": "september", "user": U2}},
+        headers=auth(OP1),
+    )
+    assert edited.status_code == 202, edited.text
+    world.finished(edited.json()["id"])
+    assert world.tracker.store.get_job(edited.json()["id"]).owner_id == U1
+
+
 def csrf_of(page: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert found, "the page carries no CSRF field"
@@ -276,7 +325,7 @@ def test_the_dashboard_confirms_the_count_then_shows_the_action(world: World) ->
 def test_the_dashboard_deletes_and_replays_with_edited_input(world: World) -> None:
     original = world.tasks["report"].delay("june", user=U1).id
     world.finished(original)
-    c = pages(world)
+    c = pages(world, web_publishable_tasks=(world.tasks["report"].name,))
     page = c.get(f"/jobs/{original}").text
     assert "Replay with edited input" in page and f'action="/jobs/{original}/delete"' in page
     token = csrf_of(page)

@@ -137,6 +137,29 @@ to = ["ops@example.com"]
 """
 
 
+def documented_bodies() -> list[dict[str, Any]]:
+    """The webhook bodies docs/alerts.md shows: a rule about jobs, then a rate rule."""
+    import re
+
+    text = (ROOT / "docs" / "alerts.md").read_text()
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+
+
+def assert_documented(sent: dict[str, Any], documented: dict[str, Any]) -> None:
+    """``sent`` has exactly the documented keys (its jobs too), each value of the
+    documented type where both have one."""
+
+    def same(actual: dict[str, Any], shown: dict[str, Any], where: str) -> None:
+        assert sorted(actual) == sorted(shown), where
+        for key, value in shown.items():
+            if value is not None and actual[key] is not None:
+                assert type(actual[key]) is type(value), (where, key, actual[key])
+
+    same(sent, documented, "body")
+    for job in sent["jobs"]:
+        same(job, documented["jobs"][0], "job")
+
+
 @pytest.fixture
 def world(pg_url: str) -> Iterator[dict[str, Any]]:
     app = Celery(f"al{uuid.uuid4().hex[:6]}", broker="memory://")
@@ -235,6 +258,7 @@ group_wait = "1s"
     assert {j["id"] for j in hook["jobs"]} == set(failed)
     assert hook["jobs"][0]["url"].startswith("https://jobs.example.com/jobs/")
     assert "ConnectionError: upstream refused batch" in hook["jobs"][0]["error"]
+    assert_documented(hook, documented_bodies()[0])  # the shape docs/alerts.md shows
     # Signed with the shared secret, one delivery id across its retries.
     posts = [(h, body, code) for p, h, body, code in receiver.got if p == "/hook"]
     ok_headers, ok_body, _ = next(x for x in posts if x[2] == 200)
@@ -310,6 +334,7 @@ channels = ["hook"]
         "firing",
         100.0,
     )
+    assert_documented(firing, documented_bodies()[1])
     assert tracker.store.alert_states()[f"rate-{kind}"].firing is True
     from fastapi.testclient import TestClient
 
@@ -507,4 +532,80 @@ channels = "mail"
         assert logged and all(password not in line for line in logged)
         assert "ConnectionRefusedError" in logged[0]
     finally:
+        store.close()
+
+
+def test_a_server_echoing_the_password_in_its_refusal_never_shows_it(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SMTP server that quotes the password back in its refusal: the client's error
+    holds it as Python prints bytes (backslashes doubled, quotes escaped), which the
+    masking as spelled missed. No rendering of it reaches the log, the stored error,
+    ``/api/alerts`` or the Alerts page."""
+    from aiosmtpd.smtp import AuthResult
+    from fastapi.testclient import TestClient
+
+    from jobtrack.models import Batch, Event, JobUpdate
+    from jobtrack.store import Store
+    from jobtrack.web import create_app
+
+    marker = "Xyzzy"  # in every rendering of the password, in none of anything else
+    password = f"p\\q'{marker}\"r%2F&<s>"
+
+    def refuse(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        echoed = data.password.decode()
+        return AuthResult(success=False, handled=False, message=f"535 5.7.8 refused {echoed}")
+
+    port = free_port()
+    controller = Controller(
+        Inbox(), hostname="127.0.0.1", port=port, authenticator=refuse, auth_require_tls=False
+    )
+    controller.start()
+    store = Store(pg_url)
+    kind = f"echo-{uuid.uuid4().hex[:6]}"
+    update = JobUpdate.transition(
+        f"{kind}-1", JobStatus.FAILED, job_type=kind, completed_at=datetime.now(UTC)
+    )
+    store.write_batch(Batch([update], [Event.of(update)]))
+    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+    config = load(
+        text=f"""
+[channels.mail]
+type = "email"
+host = "127.0.0.1"
+port = {port}
+starttls = false
+username = "jobtrack"
+password = "{escaped}"
+from = "jobtrack@example.com"
+to = "ops@example.com"
+retry_after = "1m"
+
+[[rules]]
+name = "{kind}"
+kind = "failed"
+job_types = "{kind}"
+group_wait = "0s"
+channels = "mail"
+"""
+    )
+    assert config.channels["mail"].secrets() == [password]
+    try:
+        with caplog.at_level(logging.WARNING, logger="jobtrack.alerts"):
+            report = AlertRunner(store, config, Settings(database_url="unused")).run_once()
+        ((_, problem),) = report.failed
+        assert "SMTPAuthenticationError" in problem and "refused [secret]" in problem, problem
+        logged = [r.getMessage() for r in caplog.records if r.name == "jobtrack.alerts"]
+        (shown,) = [d for d in store.recent_deliveries() if d.rule == kind]
+        web = TestClient(
+            create_app(store, Settings(database_url="unused")),
+            base_url="http://localhost",
+            client=("127.0.0.1", 50000),
+        )
+        api, page = web.get("/api/alerts").text, web.get("/alerts").text
+        assert "refused [secret]" in (shown.last_error or "")
+        for text in (problem, *logged, shown.last_error or "", api, page):
+            assert marker not in text, text
+    finally:
+        controller.stop()
         store.close()

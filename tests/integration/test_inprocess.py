@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,6 +75,45 @@ def test_threads_pool_lifecycle(installed: Any) -> None:
         (JobStatus.RUNNING, "half"),  # progress(stage=...) entered a stage
         (JobStatus.COMPLETED, None),
     ]
+
+
+class HeldLock(Exception):
+    """Its arguments hold a lock: it cannot be pickled, nor can Exception(*args)."""
+
+
+class LockLost(Exception):
+    """Picklable arguments, an unpicklable attribute: Celery sends Exception(*args)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def test_an_exception_celery_cannot_pickle_is_recorded_as_raised(installed: Any) -> None:
+    """Celery hands the failure signal an ``UnpickleableExceptionWrapper`` (or the
+    nearest base class that pickles, ``Exception``) instead of what the task raised:
+    the record names the real class and its message, as Celery's own log does."""
+    app = make_app()
+
+    @app.task(name=f"{app.main}.held")
+    def held() -> None:
+        raise HeldLock("cannot take the lock", threading.Lock())
+
+    @app.task(name=f"{app.main}.lost")
+    def lost() -> None:
+        raise LockLost("the lock went away")
+
+    tracker = installed(app)
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        ids = held.delay().id, lost.delay().id
+        jobs = [wait_for(lambda i=i: finished(tracker.store, i), message=i) for i in ids]
+    assert [(j.status, j.error_type) for j in jobs] == [
+        (JobStatus.FAILED, f"{__name__}.HeldLock"),
+        (JobStatus.FAILED, f"{__name__}.LockLost"),
+    ]
+    assert "cannot take the lock" in (jobs[0].error_message or "")
+    assert "_thread.lock" in (jobs[0].error_message or "")  # str() of the original
+    assert jobs[1].error_message == "the lock went away"
 
 
 def test_eager_mode_success_and_propagated_failure(installed: Any) -> None:
@@ -246,3 +286,65 @@ def test_reaper_republishes_lost_jobs_within_max_retries(installed: Any) -> None
     assert trace == [("lost", 0), ("running", 1), ("completed", 1)]
     failed = tracker.store.get_job(exhausted)
     assert failed.status is JobStatus.FAILED and "max_retries=3" in (failed.error_message or "")
+
+
+def test_a_worker_that_requires_its_database_stops_at_once_saying_why(tmp_path: Any) -> None:
+    """``celery worker`` on an unreachable tracking database: by default it warns and
+    spools; with ``JOBTRACK_REQUIRE_DATABASE=1`` it stops before taking any task, exit
+    status not 0, the reason on its output (a crash loop, not a silent spool)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "JT_BROKER": "memory://",
+        "JOBTRACK_DATABASE_URL": "postgresql://root@127.0.0.1:1/nowhere",
+        "JOBTRACK_CONNECT_TIMEOUT_S": "1",
+        "JOBTRACK_REQUIRE_DATABASE": "1",
+    }
+    worker = ["celery", "-A", "tests.apps.worker_app", "worker", "-P", "solo", "-l", "WARNING"]
+    done = subprocess.run(
+        [sys.executable, "-m", *worker, "--without-gossip", "--without-mingle"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said
+    assert "require_database is set and the tracking database" in said
+    assert "postgresql://root@127.0.0.1:1/nowhere cannot be used" in said
+    assert "ready." not in said
+
+
+def test_a_required_database_must_be_at_this_jobtracks_revision(tmp_path: Any) -> None:
+    """Reachable but behind (create_tables off, no ``db upgrade`` run): the worker's
+    first read stops it, naming the command; once upgraded it starts."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from jobtrack.maintenance import WorkerUpkeep
+    from jobtrack.migrate import alembic_config
+    from jobtrack.settings import Settings
+    from jobtrack.tracker import Tracker
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0010")
+    engine.dispose()
+    settings = Settings(database_url=url, create_tables=False, require_database=True)
+    tracker = Tracker(settings)
+    try:
+        with pytest.raises(SystemExit, match=r"at revision 0010, .* run jobtrack db upgrade"):
+            WorkerUpkeep(None, tracker).load_requests()
+        tracker.store.ensure_schema()  # what jobtrack db upgrade does
+        assert WorkerUpkeep(None, tracker).load_requests() is True
+    finally:
+        tracker.close()
+        tracker.store.close()

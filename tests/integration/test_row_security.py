@@ -134,6 +134,51 @@ def test_plain_sql_sees_and_changes_only_its_owners_rows(store: Store, app_url: 
     assert store.get_job("b1").name == "job of b"  # the store itself serves every owner
 
 
+def test_a_session_whose_owner_setting_ended_sees_nothing(store: Store, app_url: str) -> None:
+    """After ``set_config(..., true)`` and its transaction's end the setting reads '',
+    not NULL: it must match no job, not the jobs whose owner is ''. (Such a row can only
+    come from before this was fixed, or from a hand-written insert: jobtrack stores an
+    empty owner as none.)"""
+    store.write_batch(Batch([job("e1", "")]))
+    sql(  # its item, event and log line, as a session serving every owner
+        app_url,
+        "INSERT INTO job_items (job_id, key, status, processed_at) "
+        "VALUES ('e1', 'k1', 'success', now())",
+        "INSERT INTO job_events (job_id, at, status, attempt) VALUES ('e1', now(), 'running', 0)",
+        "INSERT INTO job_logs (job_id, at, level, message) VALUES ('e1', now(), 'INFO', 'x')",
+        owner="*",
+    )
+    with psycopg.connect(app_url) as conn:
+        with conn.transaction():
+            conn.execute("SELECT set_config('jobtrack.owner_id', 'a', true)")
+        assert conn.execute("SELECT current_setting('jobtrack.owner_id', true)").fetchone() == ("",)
+        for table in RLS_TABLES:
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+        # Nor can it write a row with the owner ''.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute(
+                "INSERT INTO jobs (id, status, state_seq, created_at, updated_at, owner_id) "
+                "VALUES ('e2', 'pending', 0, now(), now(), '')"
+            )
+    assert sql(app_url, "DELETE FROM jobs WHERE id = 'e1'", owner="*") == [1]
+
+
+def test_an_empty_owner_is_stored_as_none(store: Store, app_url: str) -> None:
+    """``@track(owner=...)`` given an empty value, and the helpers given owner_id='',
+    store no owner: an empty owner is never a scope."""
+    from jobtrack.job import JobSpec
+    from jobtrack.tracker import Tracker
+
+    def report(user_id: str) -> None: ...
+
+    assert "owner_id" not in JobSpec(owner="user_id").describe(report, ("",), {})
+    assert JobSpec(owner="user_id").describe(report, ("u1",), {})["owner_id"] == "u1"
+    tracker = Tracker(Settings(database_url="unused", write_mode="sync"), store=store)
+    tracker.upsert_job("e3", owner_id="", name="no owner")
+    assert store.get_job("e3").owner_id is None
+    assert sql(app_url, "DELETE FROM jobs WHERE id = 'e3'", owner="*") == [1]
+
+
 def test_owner_scope_narrows_the_store(store: Store) -> None:
     with owner_scope("a"):
         assert sorted(j.id for j in store.list_jobs(JobFilter())) == ["a1", "a2"]

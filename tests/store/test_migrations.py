@@ -136,3 +136,39 @@ def test_revision_0012_keeps_filter_indexes_built_by_hand_and_rebuilds_the_rest(
             assert [inc for _, inc in _filter_indexes(url).values()] == [[]] * len(FILTER_COLUMNS)
         finally:
             engine.dispose()
+
+
+def test_revision_0014_gives_jobs_owned_by_nobody_no_owner_and_back() -> None:
+    """Jobs stored with the owner '' before the upgrade have none after it (the policy
+    change itself is proven in tests/integration/test_row_security.py); downgrading
+    restores revision 0005's policy."""
+    with fresh_pg_database() as url:
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0012")
+            with psycopg.connect(url) as conn:
+                for job_id, owner in (("j1", ""), ("j2", "acme"), ("j3", None)):
+                    conn.execute(
+                        "INSERT INTO jobs (id, status, state_seq, created_at, updated_at, "
+                        "owner_id) VALUES (%s, 'pending', 0, now(), now(), %s)",
+                        (job_id, owner),
+                    )
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0014")
+            with psycopg.connect(url) as conn:
+                owners = conn.execute("SELECT id, owner_id FROM jobs ORDER BY id").fetchall()
+                policy = conn.execute(
+                    "SELECT qual FROM pg_policies WHERE tablename = 'jobs'"
+                ).fetchone()
+            assert owners == [("j1", None), ("j2", "acme"), ("j3", None)]
+            assert policy is not None and "NULLIF" in policy[0]
+            with engine.begin() as conn:
+                command.downgrade(alembic_config(conn), "0012")
+            with psycopg.connect(url) as conn:
+                policy = conn.execute(
+                    "SELECT qual FROM pg_policies WHERE tablename = 'jobs'"
+                ).fetchone()
+            assert policy is not None and "NULLIF" not in policy[0]
+        finally:
+            engine.dispose()

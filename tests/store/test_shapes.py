@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jobtrack.errors import JobNotFound
-from jobtrack.models import Batch, JobFilter, JobStatus, JobUpdate, LogLine
+from jobtrack.models import (
+    Batch,
+    Event,
+    Item,
+    ItemStatus,
+    JobFilter,
+    JobStatus,
+    JobUpdate,
+    LogLine,
+)
 from jobtrack.store import Store
 from jobtrack.store.insights import percentile
 
@@ -149,8 +158,80 @@ def test_trends_per_task_and_bucket_match_on_every_backend(store: Store) -> None
     assert {t.key for t in only_b} == {"b.task"}
 
 
+def test_queue_wait_counts_from_the_attempts_publish_or_resume(store: Store) -> None:
+    """Wait is from the last time the job was queued (its publish, its resume, a retry
+    of its failed items) to the start that ran it: the time it sat paused, or finished
+    before its items were retried, is not waiting. The operator moves are the store's
+    own; the worker's writes are what a worker writes."""
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+
+    def publish(job_id: str) -> None:
+        queued = JobUpdate.transition(job_id, JobStatus.PENDING, at=hour_ago, task_name="w.task")
+        store.write_batch(Batch([queued], [Event.of(queued)]))
+
+    def run(job_id: str, attempt: int, start: datetime) -> None:
+        running = JobUpdate.transition(
+            job_id, JobStatus.RUNNING, attempt, at=start, started_at=start
+        )
+        end = start + timedelta(seconds=1)
+        done = JobUpdate.transition(job_id, JobStatus.COMPLETED, attempt, at=end, completed_at=end)
+        for update in (running, done):
+            store.write_batch(Batch([update], [Event.of(update, attempt)]))
+
+    def queued_again(job_id: str, note: str) -> datetime:
+        (event,) = [e for e in store.list_events(job_id) if e.note == note]
+        return event.at
+
+    # Published an hour ago, started 1 s later.
+    publish("plain")
+    run("plain", 0, hour_ago + timedelta(seconds=1))
+    # Published an hour ago, paused in the queue, resumed, started 2 s after the resume.
+    publish("paused")
+    assert store.request_pause("paused") is JobStatus.PAUSED
+    assert store.resume("paused", can_publish=True).action == "lifted"
+    run("paused", 0, queued_again("paused", "resumed") + timedelta(seconds=2))
+    # Ran an hour ago with a failed item; its failed items retried now, started 3 s later.
+    publish("items")
+    run("items", 0, hour_ago + timedelta(seconds=1))
+    store.write_batch(Batch(items=[Item("items", "k1", ItemStatus.ERROR, processed_at=hour_ago)]))
+    attempt, _ = store.reopen_for_items("items")
+    run("items", attempt, queued_again("items", "retrying 1 failed items") + timedelta(seconds=3))
+    found = store.trends(
+        since=hour_ago, until=datetime.now(UTC) + timedelta(minutes=1), bucket_s=7200
+    )
+    total = next(t for t in found if t.key == "w.task" and t.start is None)
+    assert total.completed == 3
+    assert total.wait_p50_ms == pytest.approx(2000.0, abs=1)
+    assert total.wait_p95_ms == pytest.approx(percentile([1000.0, 2000.0, 3000.0], 0.95), abs=1)
+
+
 def test_percentile_interpolates_like_percentile_cont() -> None:
     assert percentile([], 0.5) is None
     assert percentile([10.0], 0.95) == 10.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert percentile([0.0, 100.0], 0.95) == pytest.approx(95.0)
+
+
+def test_a_unique_start_of_an_id_names_its_job(store: Store) -> None:
+    from jobtrack.errors import AmbiguousJobId
+
+    ids = ["a74a6b49-1111", "a74a6b49-2222", "a74b0000-3333", "A74C0000-4444", "abc"]
+    ids += [f"bbbb-{n}" for n in range(6)]
+    store.write_batch(Batch([job(i, owner_id="o2" if i.endswith("2222") else "o1") for i in ids]))
+    assert store.resolve_id("a74a6b49-1111") == "a74a6b49-1111"  # whole
+    assert store.resolve_id("a74b") == "a74b0000-3333"  # the only one starting so
+    assert store.resolve_id("abc") == "abc"  # a whole id, shorter than any prefix
+    with pytest.raises(AmbiguousJobId, match="'a74a6b49' is the start of 2 job ids") as info:
+        store.resolve_id("a74a6b49")
+    assert info.value.matches == ["a74a6b49-1111", "a74a6b49-2222"]
+    with pytest.raises(AmbiguousJobId, match="the start of 5 or more job ids") as info:
+        store.resolve_id("bbbb")
+    assert info.value.matches == [f"bbbb-{n}" for n in range(5)]
+    assert store.resolve_id("a74a6b49", owner_id="o1") == "a74a6b49-1111"  # o2's unseen
+    # Case counts; fewer than 4 characters is no start of an id.
+    for missing in ("a74c", "zzzz", "a74", "a74a6b49-1111x", "A74A"):
+        with pytest.raises(JobNotFound):
+            store.resolve_id(missing)
+    with pytest.raises(JobNotFound):
+        store.resolve_id("a74a6b49-2222", owner_id="o1")
+    assert store.resolve_id("A74C") == "A74C0000-4444"

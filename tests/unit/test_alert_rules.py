@@ -149,3 +149,27 @@ def test_durations(value: object, seconds: float) -> None:
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(value)
+
+
+def test_every_rendering_of_a_secret_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import html
+    import json
+    from urllib.parse import quote, quote_plus
+
+    secret = "pw\\with'quotes\" & 50%/ünï"
+    monkeypatch.setenv("JT_TEST_HOOK_SECRET", secret)
+    config = load(text=GOOD)
+    renderings = {
+        "as written": secret,
+        "repr": repr(secret),
+        "repr of bytes": repr(secret.encode()),
+        "repr of a repr": repr(repr(secret.encode())),
+        "JSON": json.dumps(secret),
+        "JSON of JSON": json.dumps(json.dumps(secret)),
+        "URL-encoded": quote(secret, safe=""),
+        "form-encoded": quote_plus(secret),
+        "HTML-escaped": html.escape(secret),
+    }
+    for how, text in renderings.items():
+        shown = config.mask(f"the server said: {text} (refused)")
+        assert "quotes" not in shown and "[secret]" in shown, (how, shown)

@@ -94,3 +94,18 @@ def test_escape_heavy_text_still_fits() -> None:
     for size in (100, 1000, 7000, 20_000):
         out = to_json({"k": "\x01" * size, "q": '"' * size}, 8 * 1024)
         assert encoded_size(out) <= 8 * 1024, size
+
+
+def test_a_wrapper_met_outside_the_task_is_described_by_what_it_carries() -> None:
+    """Celery's stand-in for an unpicklable exception, described where the original is
+    not at hand (say a result read back): the class it names and its arguments."""
+    from celery.utils.serialization import UnpickleableExceptionWrapper
+
+    wrapper = UnpickleableExceptionWrapper("shop.errors", "LockHeld", ("no lock",), "repr")
+    assert describe_error(wrapper) == ("shop.errors.LockHeld", "no lock")
+    two = UnpickleableExceptionWrapper("builtins", "ValueError", ("a", 2), "repr")
+    assert describe_error(two) == ("ValueError", "('a', 2)")
+    try:
+        raise KeyError("unrelated")
+    except KeyError:  # another exception being handled is not taken for the original
+        assert describe_error(wrapper) == ("shop.errors.LockHeld", "no lock")

@@ -38,12 +38,19 @@ def test_lists_and_booleans_from_text() -> None:
         ({"JOBTRACK_ENABLED": "maybe"}, "enabled"),
         ({"JOBTRACK_DATABASE_URL": "mysql://u:pw@h/db"}, "supports PostgreSQL and SQLite"),
         ({"JOBTRACK_EXIT_FLUSH_TIMEOUT_S": "-1"}, "exit_flush_timeout_s"),
+        ({"JOBTRACK_WEB_TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "web_trusted_proxies"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigurationError, match=fragment) as info:
         Settings.resolve({}, env)
     assert isinstance(info.value, JobtrackError) and isinstance(info.value, ValueError)
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    env = {"JOBTRACK_WEB_TRUSTED_PROXIES": "10.0.0.5, 10.1.0.0/16,::1"}
+    assert Settings.resolve({}, env).web_trusted_proxies == ("10.0.0.5", "10.1.0.0/16", "::1")
+    assert Settings.resolve({}, {}).web_trusted_proxies == ()
 
 
 def test_unknown_keyword_is_refused() -> None:

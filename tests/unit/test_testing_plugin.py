@@ -58,12 +58,18 @@ def test_with_a_worker(celery_app, celery_worker, jobs):
 
 def test_in_eager_mode(celery_app, jobs):
     celery_app.conf.task_always_eager = True
-    result = define(celery_app).delay([True, False])
+    task = define(celery_app)
+    result = task.delay([True, False])
     job = jobs.get(result.id).expect(
         status="failed", items={"success": 1, "error": 1}, error="1 of 2 items failed"
     )
     assert job.keys("error") == ["row-1"]
     assert [j.id for j in jobs.all(status="failed")] == [result.id]
+    # jobs.all() gives what get() gives, as the docs say: each one a RecordedJob.
+    ok = task.delay([True]).id
+    (listed,) = jobs.all(status="completed")
+    assert listed.id == ok and listed.keys() == ["row-0"]
+    listed.expect(status="completed", items={"success": 1}, stages=["read", "write"])
 
 
 def test_a_wrong_expectation_shows_the_record(celery_app, jobs):
