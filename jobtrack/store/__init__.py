@@ -47,6 +47,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
+    DisconnectionError,
     IntegrityError,
     SQLAlchemyError,
     StatementError,
@@ -319,9 +320,9 @@ class Store(
                 # has used it runs later parallel reads slower (docs/design.md).
                 "options": f"-c {OWNER_SETTING}=* -c jit=off",
             }
-        return create_engine(
-            url, pool_pre_ping=True, pool_size=2, max_overflow=4, connect_args=connect_args
-        )
+        engine = create_engine(url, pool_size=2, max_overflow=4, connect_args=connect_args)
+        _ping_when_idle(engine)
+        return engine
 
     def _after_fork(self) -> None:
         """In a forked child (prefork pool, gunicorn …): drop the parent's pool without
@@ -338,15 +339,30 @@ class Store(
             self._engine = None
 
     @contextmanager
-    def _begin(self, action: str, *, writes_data: bool = False) -> Iterator[Connection]:
+    def _begin(
+        self, action: str, *, writes_data: bool = False, single: bool = False
+    ) -> Iterator[Connection]:
         """One transaction; every driver error leaves as a :class:`StoreError`
         (:class:`DataRefused` when the database refused the data itself). With
-        ``writes_data``, a value the driver cannot even send counts as refused data."""
+        ``writes_data``, a value the driver cannot even send counts as refused data.
+
+        ``single``: the caller runs one statement, atomic on its own: it runs without
+        BEGIN and COMMIT (two round trips fewer), outside any owner scope or time limit.
+        """
         refusable: tuple[type[BaseException], ...] = _PYTHON_DATA_ERRORS if writes_data else ()
         limit = _limit.get()
         try:
             if not self._schema_ready and self._create_tables:
                 self.ensure_schema()
+            if single:
+                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    try:
+                        yield conn
+                    except BaseException:
+                        if writes_data:
+                            self.forget_partitioning()
+                        raise
+                return
             with self.engine.begin() as conn:
                 owner = _owner.get()
                 if owner is not None and conn.dialect.name == "postgresql":
@@ -405,6 +421,11 @@ class Store(
         """
         if not batch:
             return
+        if self._one_statement(batch):
+            # The common flush (job rows and trace entries of plain tables): one statement.
+            with self._begin("write batch", writes_data=True, single=True) as conn:
+                self._write_jobs(conn, batch.updates, batch.events, batch.job_ids())
+            return
         with self._begin("write batch", writes_data=True) as conn:
             ids = batch.job_ids()
             if batch.updates or batch.events:
@@ -419,6 +440,21 @@ class Store(
                 self._recount(conn, sorted({job_id for job_id, _ in latest}))
             if batch.logs:
                 self._write_rows(conn, "job_logs", [log_row(line) for line in batch.logs])
+
+    def _one_statement(self, batch: Batch) -> bool:
+        """Whether ``batch`` is written by one statement with no transaction around it:
+        job rows and trace entries only, on PostgreSQL tables known not to be partitioned
+        (near a period boundary a partitioned write takes a lock for its transaction),
+        outside any owner scope or time limit."""
+        return (
+            self.dialect == "postgresql"
+            and not batch.items
+            and not batch.logs
+            and self._period_known
+            and self._period is None
+            and _owner.get() is None
+            and _limit.get() is None
+        )
 
     def _write_jobs(
         self,
@@ -436,17 +472,18 @@ class Store(
                 conn.execute(write_statement(conn.dialect.name, "job_events"), event_dicts(events))
             return
         part = self._new_part(conn, creates_jobs=bool(rows))
-        sql, constants = jobs_and_events_sql(
-            conn.dialect, bool(rows), bool(events), part is not None
-        )
-        params = {**constants, "ids": notify_payload(notify_ids)}
+        statement = jobs_and_events_sql(conn.dialect, bool(rows), bool(events), part is not None)
+        values = {"ids": notify_payload(notify_ids), "part": part}
         if rows:
-            params["jobs"] = encode_rows(rows)
+            values["jobs"] = encode_rows(rows)
         if events:
-            params["job_events"] = encode_events(events)
-        if part is not None:
-            params["part"] = part
-        conn.exec_driver_sql(sql, params)
+            values["job_events"] = encode_events(events)
+        from psycopg import RawCursor
+
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with RawCursor(driver) as cursor:
+            cursor.execute(statement.sql, statement.parameters(values), prepare=True)
 
     def _new_part(self, conn: Connection, *, creates_jobs: bool = True) -> date | None:
         """On partitioned tables, the period a new job row takes here (the writer's
@@ -1586,6 +1623,37 @@ def _forget_staging(conn: Connection) -> None:
         if not conn.invalidated:
             for table in ALL_STAGING.values():
                 conn.connection.info.pop(table.name, None)
+
+
+#: A pooled connection unused for longer than this is pinged before it is lent.
+PING_AFTER_S = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Test a pooled connection before lending it, if it sat unused for longer than
+    :data:`PING_AFTER_S` (a server restart, an idle timeout in between): a dead one is
+    replaced, and the caller never sees it. A connection in steady use (a writer
+    flushing every quarter second) is lent without that round trip; if it died within
+    the last few seconds, the statement fails, the pool drops it, and the next try
+    (a flush is retried) gets a new one."""
+
+    def connected(_dbapi_conn: Any, record: Any) -> None:
+        record.info["jobtrack_used"] = time.monotonic()
+
+    def checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["jobtrack_used"] = time.monotonic()
+
+    def checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("jobtrack_used", 0.0) < PING_AFTER_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError(str(exc)) from exc
+
+    event.listen(engine, "connect", connected)
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checked_out)
 
 
 def _serve_every_owner(dbapi_conn: Any, _record: Any) -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -68,6 +70,7 @@ __all__ = [
     "STAGING",
     "TABLES",
     "WRITE_COLUMNS",
+    "NativeStatement",
     "encode_events",
     "encode_records",
     "encode_rows",
@@ -227,15 +230,46 @@ def write_statement(
     return stmt
 
 
+@dataclass(frozen=True)
+class NativeStatement:
+    """A statement compiled once to the server's own placeholders (``$1`` …), to run on
+    the driver's raw cursor: every flush runs it, and neither SQLAlchemy (which would
+    work out the big statement's cache key) nor the driver (which would parse its
+    placeholders again: it caches that only for short statements) does any work on it
+    per run."""
+
+    sql: str
+    names: tuple[str, ...]
+    constants: dict[str, Any]
+
+    @classmethod
+    def of(cls, stmt: Any, dialect: Dialect) -> NativeStatement:
+        compiled = stmt.compile(dialect=dialect)
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in names:
+                names.append(match[1])
+            return f"${names.index(match[1]) + 1}"
+
+        sql = _PYFORMAT.sub(number, compiled.string).replace("%%", "%")
+        return cls(sql, tuple(names), dict(compiled.params))
+
+    def parameters(self, values: dict[str, Any]) -> list[Any]:
+        """The values in placeholder order (the constants where ``values`` has none)."""
+        return [values[n] if n in values else self.constants.get(n) for n in self.names]
+
+
+#: SQLAlchemy's psycopg placeholders: ``%(name)s``.
+_PYFORMAT = re.compile(r"%\((\w+)\)s")
+
+
 @functools.cache
 def jobs_and_events_sql(
     dialect: Dialect, with_jobs: bool, with_events: bool, partitioned: bool
-) -> tuple[str, dict[str, Any]]:
-    """:func:`jobs_and_events` compiled once: its SQL and its constant parameters. Run
-    as it is (every flush runs it; SQLAlchemy would otherwise work out the big
-    statement's cache key each time, which costs more than sending it)."""
-    compiled = jobs_and_events(with_jobs, with_events, partitioned).compile(dialect=dialect)
-    return compiled.string, dict(compiled.params)
+) -> NativeStatement:
+    """:func:`jobs_and_events`, compiled once for the raw cursor."""
+    return NativeStatement.of(jobs_and_events(with_jobs, with_events, partitioned), dialect)
 
 
 @functools.cache

@@ -348,3 +348,22 @@ def test_a_required_database_must_be_at_this_jobtracks_revision(tmp_path: Any) -
     finally:
         tracker.close()
         tracker.store.close()
+
+
+def test_a_publish_that_fails_leaves_no_row(installed: Any) -> None:
+    """The pending row is made before the message is serialized and written only once
+    it is sent: an argument the serializer refuses raises to the caller, and no row
+    claims a message that was never sent (the next publish of the thread is recorded)."""
+    from kombu.exceptions import EncodeError
+
+    app = make_app()
+    tracker = installed(app, flush_interval_s=3600)
+    add = task(app, "add")
+    refused, sent = f"refused-{uuid.uuid4().hex[:6]}", f"sent-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(EncodeError):
+        add.apply_async((object(), 1), task_id=refused)
+    add.apply_async((1, 2), task_id=sent)
+    assert tracker.flush()
+    assert tracker.store.find_job(refused) is None
+    job = tracker.store.get_job(sent)
+    assert job.status is JobStatus.PENDING and job.input_data == {"args": [1, 2], "kwargs": {}}

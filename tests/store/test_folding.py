@@ -1,0 +1,146 @@
+"""An attempt that starts and ends between two flushes is one row and one trace entry.
+
+Nobody could have read its ``running`` (it was never written), so the writer folds it
+into the outcome's entry (``started_at``); reading the trace, through the store or the
+``job_trace`` view, gives every transition back. Once a flush has written the
+``running``, the outcome is an entry of its own. On SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from jobtrack.job import JobHandle
+from jobtrack.models import TERMINAL_SEQ, JobStatus, JobUpdate, state_seq
+from jobtrack.settings import Settings
+from jobtrack.store import Store
+from jobtrack.writer import BufferedWriter
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def writer_for(store: Store, tmp_path: Path) -> BufferedWriter:
+    settings = Settings(
+        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
+    )
+    return BufferedWriter(store, settings)
+
+
+def running(job_id: str, attempt: int, at: datetime) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "status": "running",
+        "state_seq": state_seq(JobStatus.RUNNING, attempt),
+        "created_at": at,
+        "updated_at": at,
+        "started_at": at,
+        "retries": attempt,
+        "worker": "w1",
+    }
+
+
+def outcome(job_id: str, attempt: int, at: datetime, status: JobStatus) -> dict[str, Any]:
+    final = status is not JobStatus.RETRYING
+    return {
+        "id": job_id,
+        "status": status.value,
+        "state_seq": TERMINAL_SEQ if final else state_seq(status, attempt),
+        "created_at": at,
+        "updated_at": at,
+        "completed_at": at if final else None,
+        "retries": attempt if final else attempt + 1,
+        "worker": "w1",
+    }
+
+
+def raw_events(store: Store, job_id: str) -> list[tuple[str, int, bool]]:
+    with store.engine.connect() as conn:
+        return [
+            (r.status, r.attempt, r.started_at is not None)
+            for r in conn.execute(
+                text("SELECT * FROM job_events WHERE job_id = :j ORDER BY at, id"), {"j": job_id}
+            )
+        ]
+
+
+def trace_view(store: Store, job_id: str) -> list[tuple[str, int]]:
+    with store.engine.connect() as conn:
+        return [
+            (r.status, r.attempt)
+            for r in conn.execute(
+                text("SELECT * FROM job_trace WHERE job_id = :j ORDER BY at, id, step"),
+                {"j": job_id},
+            )
+        ]
+
+
+def test_a_short_attempt_is_one_row_and_one_entry(store: Store, tmp_path: Path) -> None:
+    writer = writer_for(store, tmp_path)
+    job_id = f"fold-{uuid.uuid4().hex[:8]}"
+    handle = JobHandle(job_id, 0, None)
+    writer.update(
+        JobUpdate.transition(job_id, JobStatus.PENDING, 0, at=T0 - timedelta(seconds=1)), trace=0
+    )
+    writer.started(handle, running(job_id, 0, T0))
+    writer.ended(handle, outcome(job_id, 0, T0 + timedelta(seconds=1), JobStatus.COMPLETED))
+    assert writer.flush()
+    assert raw_events(store, job_id) == [("pending", 0, False), ("completed", 0, True)]
+    expected = [("pending", 0), ("running", 0), ("completed", 0)]
+    assert [(e.status.value, e.attempt) for e in store.list_events(job_id)] == expected
+    assert trace_view(store, job_id) == expected
+    job = store.get_job(job_id)
+    assert job.status is JobStatus.COMPLETED and job.started_at == T0 and job.worker == "w1"
+
+
+def test_a_running_already_written_stays_an_entry_of_its_own(store: Store, tmp_path: Path) -> None:
+    writer = writer_for(store, tmp_path)
+    job_id = f"split-{uuid.uuid4().hex[:8]}"
+    handle = JobHandle(job_id, 0, None)
+    writer.started(handle, running(job_id, 0, T0))
+    assert writer.flush()
+    assert store.get_job(job_id).status is JobStatus.RUNNING  # seen: not foldable any more
+    writer.ended(handle, outcome(job_id, 0, T0 + timedelta(seconds=1), JobStatus.FAILED))
+    assert writer.flush()
+    assert raw_events(store, job_id) == [("running", 0, False), ("failed", 0, False)]
+    assert trace_view(store, job_id) == [("running", 0), ("failed", 0)]
+
+
+def test_retried_attempts_fold_each_into_its_own_outcome(store: Store, tmp_path: Path) -> None:
+    writer = writer_for(store, tmp_path)
+    job_id = f"retry-{uuid.uuid4().hex[:8]}"
+    first, second = JobHandle(job_id, 0, None), JobHandle(job_id, 1, None)
+    writer.started(first, running(job_id, 0, T0))
+    writer.ended(first, outcome(job_id, 0, T0 + timedelta(seconds=1), JobStatus.RETRYING))
+    writer.started(second, running(job_id, 1, T0 + timedelta(seconds=2)))
+    writer.ended(second, outcome(job_id, 1, T0 + timedelta(seconds=3), JobStatus.COMPLETED))
+    assert writer.flush()
+    assert raw_events(store, job_id) == [("retrying", 0, True), ("completed", 1, True)]
+    assert trace_view(store, job_id) == [
+        ("running", 0),
+        ("retrying", 0),
+        ("running", 1),
+        ("completed", 1),
+    ]
+    job = store.get_job(job_id)
+    assert (job.status, job.retries) == (JobStatus.COMPLETED, 1)
+
+
+def test_an_attempt_still_running_at_a_flush_is_written_as_running(
+    store: Store, tmp_path: Path
+) -> None:
+    """A flush while the attempt runs writes its row and its running entry (a heartbeat
+    or progress can be read now), whatever else the batch holds."""
+    writer = writer_for(store, tmp_path)
+    job_id, other = f"long-{uuid.uuid4().hex[:8]}", f"short-{uuid.uuid4().hex[:8]}"
+    handle, quick = JobHandle(job_id, 0, None), JobHandle(other, 0, None)
+    writer.started(handle, running(job_id, 0, T0))
+    writer.started(quick, running(other, 0, T0))
+    writer.ended(quick, outcome(other, 0, T0 + timedelta(seconds=1), JobStatus.COMPLETED))
+    assert writer.flush()
+    assert raw_events(store, job_id) == [("running", 0, False)]
+    assert raw_events(store, other) == [("completed", 0, True)]

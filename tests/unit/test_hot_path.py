@@ -1,0 +1,215 @@
+"""The per-task path's shortcuts give exactly what the general code gives.
+
+The input and result documents are made by a fast path when every value is plain (the
+walker of ``to_json`` would keep each as it is), rows are merged in memory by the same
+rules as the store's SQL, and nothing the per-task path leaves waiting for a flush is an
+object the garbage collector has to look at. Each shortcut is checked here against the
+general code it replaces, on values hypothesis makes up, hostile ones included.
+"""
+
+from __future__ import annotations
+
+import gc
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from celery import Celery
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jobtrack.job import _bind
+from jobtrack.models import (
+    CANCEL_REQUESTED_SEQ,
+    TERMINAL_SEQ,
+    Event,
+    JobStatus,
+    JobUpdate,
+    merge_row,
+    state_seq,
+    unfold_events,
+)
+from jobtrack.payload import NOT_FLAT, Packed, flat_json, pack, to_json, unpack
+from jobtrack.plans import TaskPlan
+from jobtrack.settings import Settings
+
+KEYS = Settings(database_url="sqlite://").redact_keys
+MAX = 64 * 1024
+
+#: Values a task may take or return: plain ones, and ones the walker changes (NUL, lone
+#: surrogates, passwords in URLs, huge or non-finite numbers, bytes, sets, nesting).
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**60), max_value=2**60),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        ["a\x00b", "lone \ud800", "postgresql://u:pw@h/db", "ok", "é", "x" * 9000, "\\ \" ' \n"]
+    ),
+)
+values = st.recursive(
+    st.one_of(scalars, st.binary(max_size=8)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.one_of(st.text(max_size=10), st.sampled_from(KEYS)), inner, max_size=4),
+    ),
+    max_leaves=8,
+)
+keyword_names = st.one_of(st.text(min_size=1, max_size=12), st.sampled_from(["password", "token"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=values)
+def test_flat_json_is_the_walker_or_steps_aside(value: Any) -> None:
+    fast = flat_json(value, MAX, KEYS)
+    if fast is not NOT_FLAT:
+        assert fast == to_json(value, MAX, KEYS)
+        assert orjson.dumps(fast) == orjson.dumps(to_json(value, MAX, KEYS))
+
+
+def _plan(fn: Any) -> TaskPlan:
+    app = Celery("plans", broker="memory://")
+    task = app.task(name="plans.t", shared=False)(fn)
+    return TaskPlan("plans.t", task, Settings(database_url="sqlite://"), 1024)
+
+
+def _two(first: Any, password: Any = None, *rest: Any, **more: Any) -> None:
+    raise NotImplementedError
+
+
+@settings(max_examples=400, deadline=None)
+@given(args=st.lists(values, max_size=4), kwargs=st.dictionaries(keyword_names, values, max_size=3))
+def test_recorded_input_is_the_walkers_document(args: list[Any], kwargs: dict[str, Any]) -> None:
+    """What the general path would store: the document to_json makes of the arguments
+    (a secret passed by position redacted), whichever path made it."""
+    plan = _plan(_two)
+    got = plan.input(args, kwargs, None, None)
+    shown = ["[redacted]" if n == 1 else value for n, value in enumerate(args)]
+    expected = to_json({"args": shown, "kwargs": dict(kwargs)}, MAX, KEYS)
+    assert unpack(got) == expected
+
+
+def test_arguments_the_caller_hid_are_recorded_as_shown() -> None:
+    plan = _plan(_two)
+    hidden = plan.input([1, "secret"], {}, "(<hidden>)", "{}")
+    assert unpack(hidden) == {"argsrepr": "(<hidden>)", "kwargsrepr": "{}"}
+
+
+def test_a_worker_sees_a_tuple_published_as_a_list_and_takes_it_as_not_hidden() -> None:
+    """Celery's argsrepr is made from the publisher's tuple; the worker has the
+    arguments as a list (JSON has no tuples): that is not the caller hiding them."""
+    plan = _plan(_two)
+    recorded = plan.input([1, "a"], {}, "(1, 'a')", "{}")
+    assert unpack(recorded) == {"args": [1, "[redacted]"], "kwargs": {}}
+
+
+def test_a_publisher_without_the_task_leaves_positional_input_to_the_worker() -> None:
+    plan = TaskPlan("unknown.task", None, Settings(database_url="sqlite://"), 1024)
+    assert plan.input([1], {}, None, None) is None
+    assert unpack(plan.input([], {"a": 1}, None, None)) == {"args": [], "kwargs": {"a": 1}}
+
+
+def _signature(a: Any, b: Any = 2, *, c: Any = 3) -> None:
+    raise NotImplementedError
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    args=st.lists(st.integers(), max_size=4),
+    kwargs=st.dictionaries(st.sampled_from(["a", "b", "c", "zzz"]), st.integers(), max_size=3),
+)
+def test_binding_by_name_is_inspects(args: list[int], kwargs: dict[str, int]) -> None:
+    """The plan binds without inspect when it can; the answer is bind_partial's (just the
+    keyword arguments when the call does not fit)."""
+    assert _plan(_signature).bind(args, kwargs) == _bind(_signature, args, kwargs)
+    assert _plan(_two).bind(args, kwargs) == _bind(_two, args, kwargs)
+
+
+times = st.datetimes(
+    min_value=datetime(2026, 1, 1), max_value=datetime(2026, 1, 2), timezones=st.just(UTC)
+)
+statuses = st.sampled_from(list(JobStatus))
+
+
+@st.composite
+def updates(draw: Any) -> JobUpdate:
+    status = draw(statuses)
+    update = JobUpdate.transition(
+        "j",
+        status,
+        draw(st.integers(0, 3)),
+        at=draw(times),
+        worker=draw(st.sampled_from([None, "w1", "w2"])),
+    )
+    update.error_type = draw(st.sampled_from([None, "E"]))
+    update.progress_percent = draw(st.sampled_from([None, 10.0, 90.0]))
+    update.task_name = draw(st.sampled_from([None, "t1", "t2"]))
+    update.heartbeat_at = draw(st.one_of(st.none(), times))
+    if draw(st.booleans()):
+        update.state_seq = CANCEL_REQUESTED_SEQ
+        update.status = JobStatus.CANCELLED
+    return update
+
+
+def _by_the_rules(older: JobUpdate, newer: JobUpdate) -> dict[str, Any]:
+    """The merge written out column group by column group, as docs/design.md states it."""
+    wins = newer.state_seq > older.state_seq or (
+        newer.state_seq == older.state_seq and newer.state_seq < TERMINAL_SEQ
+    )
+    out = older.row()
+    if older.state_seq < TERMINAL_SEQ and newer.progress_percent is not None:
+        out["progress_percent"] = newer.progress_percent
+    if wins:
+        for name in ("worker", "error_type"):
+            value = getattr(newer, name)
+            if value is not None or (
+                name == "error_type" and older.state_seq == CANCEL_REQUESTED_SEQ
+            ):
+                out[name] = value
+        out["status"], out["state_seq"] = newer.status.value, newer.state_seq
+    if out.get("task_name") is None and newer.task_name is not None:
+        out["task_name"] = newer.task_name
+    for name, pick in (("heartbeat_at", max), ("updated_at", max), ("created_at", min)):
+        given = [v for v in (out.get(name), getattr(newer, name)) if v is not None]
+        if given:
+            out[name] = pick(given)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+@settings(max_examples=300, deadline=None)
+@given(older=updates(), newer=updates())
+def test_rows_merge_by_the_stated_rules(older: JobUpdate, newer: JobUpdate) -> None:
+    row = older.row()
+    merge_row(row, newer.row())
+    assert {k: v for k, v in row.items() if v is not None} == _by_the_rules(older, newer)
+
+
+def test_a_folded_attempt_reads_back_as_its_running_and_its_outcome() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = start + timedelta(seconds=2)
+    stage = Event("j", start + timedelta(seconds=1), JobStatus.RUNNING, 0, stage="parse")
+    folded = Event("j", end, JobStatus.COMPLETED, 0, worker="w", started_at=start)
+    pending = Event("j", start - timedelta(seconds=1), JobStatus.PENDING, 0)
+    trace = unfold_events([pending, stage, folded])
+    assert [(e.status, e.at, e.stage) for e in trace] == [
+        (JobStatus.PENDING, pending.at, None),
+        (JobStatus.RUNNING, start, None),
+        (JobStatus.RUNNING, stage.at, "parse"),
+        (JobStatus.COMPLETED, end, None),
+    ]
+    assert trace[1].worker == "w" and all(e.started_at is None for e in trace)
+
+
+def test_documents_in_rows_are_invisible_to_the_collector() -> None:
+    """The per-task path keeps rows until the next flush: dicts of plain values and
+    packed documents, never containers the collector tracks (they would make it scan
+    the whole process more often)."""
+    document = pack({"args": [1, [2, {"k": "v"}]], "kwargs": {"a": None}})
+    assert type(document) is Packed
+    row = {"id": "j", "status": "running", "state_seq": state_seq(JobStatus.RUNNING, 0)}
+    row.update(created_at=datetime.now(UTC), input_data=document, output_data=pack(5))
+    assert not gc.is_tracked(row) and not gc.is_tracked(document)
+    assert unpack(document) == {"args": [1, [2, {"k": "v"}]], "kwargs": {"a": None}}
+    assert pack(None) is None and pack("s") == "s"
