@@ -236,6 +236,9 @@ class JobHandle:
     #: The worker running it, and its task type's plan (set by the Celery wiring).
     worker: str | None = None
     plan: Any = None
+    #: The job whose task ran this one in-process (``other.apply()`` inside a task), if
+    #: any: the current job again once this one ends.
+    outer: JobHandle | None = None
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ from typing import Any
 from .control import INPUT_HEADER, RETRY_ITEMS_HEADER
 from .job import JobHandle, get_current, set_current
 from .logs import LogCapture, install_capture
-from .models import TERMINAL_SEQ, ItemStatus, JobStatus, Row, Stop, state_seq
+from .models import TERMINAL_SEQ, ItemStatus, JobStatus, JobUpdate, Row, Stop, state_seq
 from .payload import pack
 from .plans import Plans
 from .tracker import Tracker, handler_failed
@@ -37,6 +37,13 @@ _COMPLETED, _FAILED, _CANCELLED = "completed", "failed", "cancelled"
 
 
 _now = functools.partial(datetime.now, UTC)
+
+
+def _signatures(value: Any) -> list[dict[str, Any]]:
+    """A request's ``chain``: the signatures (dicts) of the tasks after this one."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [member for member in value if isinstance(member, dict)]
 
 
 def _parent(parent_id: Any, job_id: str) -> Any:
@@ -85,6 +92,9 @@ class Runs:
         tracked = plan.tracked or replacement
         now = _now()
         handle = JobHandle(task_id, attempt, self.tracker if tracked else None, now, plan.stages)
+        # A task run inside another's (``other.apply()``, an eager canvas): the outer
+        # job's handle comes back when this one ends.
+        handle.outer = get_current()
         set_current(handle)
         if not tracked:
             return
@@ -296,6 +306,8 @@ class Runs:
             duration_ms = int((_now() - handle.started_at).total_seconds() * 1000)
         error = self.tracker.error_fields(exception)
         now = _now()
+        if own:
+            self._never_ran(request, task_id, error, now)
         row: Row = {
             "id": task_id,
             "status": _FAILED,
@@ -313,13 +325,66 @@ class Runs:
         }
         self._end(handle, task_id, row, attempt)
 
+    def _never_ran(
+        self, request: Any, upstream: str, error: tuple[str | None, str | None], now: datetime
+    ) -> None:
+        """The work that will never run because ``upstream`` failed, each with a row of
+        its own (Celery stores FAILURE for each, so nobody waits forever): the members
+        of a chain after it, and the body of a chord whose header it belongs to."""
+        kind, message = error
+        cause = f"{kind}: {message}" if message else str(kind)
+        for member in _signatures(getattr(request, "chain", None)):
+            self._unrun(
+                member, request, upstream, now, kind, f"never ran: {upstream} failed ({cause})"
+            )
+        body = getattr(request, "chord", None)
+        if isinstance(body, dict):
+            self._unrun(
+                body,
+                request,
+                upstream,
+                now,
+                "celery.exceptions.ChordError",
+                f"never ran: {upstream} of its chord's header failed ({cause})",
+            )
+
+    def _unrun(
+        self,
+        signature: dict[str, Any],
+        request: Any,
+        upstream: str,
+        now: datetime,
+        kind: str | None,
+        message: str,
+    ) -> None:
+        options = signature.get("options") or {}
+        job_id, name = options.get("task_id"), signature.get("task")
+        if not isinstance(job_id, str) or not isinstance(name, str):
+            return  # a complex signature with no id of its own: nothing to key a row on
+        if not self.plans.get(name).tracked:
+            return
+        update = JobUpdate.transition(
+            job_id,
+            JobStatus.FAILED,
+            0,
+            at=now,
+            completed_at=now,
+            task_name=name,
+            parent_id=upstream,
+            root_id=getattr(request, "root_id", None),
+            group_id=options.get("group_id"),
+            error_type=kind,
+            error_message=self.tracker.text(message),
+        )
+        self.writer.update(update, trace=0, note=f"never ran: {upstream} failed")
+
     # -- task_postrun -----------------------------------------------------------------
 
     def postrun(
         self, sender: Any = None, task_id: Any = None, task: Any = None, state: Any = None, **_: Any
     ) -> None:
         handle = get_current()
-        set_current(None)
+        set_current(handle.outer if handle is not None else None)
         if handle is None or not handle.tracked:
             return
         try:

@@ -367,3 +367,53 @@ def test_a_publish_that_fails_leaves_no_row(installed: Any) -> None:
     assert tracker.store.find_job(refused) is None
     job = tracker.store.get_job(sent)
     assert job.status is JobStatus.PENDING and job.input_data == {"args": [1, 2], "kwargs": {}}
+
+
+def test_work_that_never_ran_because_upstream_failed_has_a_row(installed: Any) -> None:
+    """A failed chain member leaves the rest of the chain unrun, a failed chord header
+    member its body: Celery stores FAILURE for each; each has a row saying so."""
+    from celery import chain, chord
+
+    app = make_app()
+    tracker = installed(app)
+    add, fail = task(app, "add"), task(app, "fail")
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        flow = chain(add.si(1, 2), fail.si(), add.si(3, 4), add.si(5, 6)).apply_async()
+        header = chord([add.si(1, 1), fail.si()], add.s(7))
+        joined = header.apply_async()
+        later = [flow.id, flow.parent.id]  # the last two members, never published
+        for job_id in [*later, joined.id]:
+            wait_for(lambda j=job_id: finished(tracker.store, j), message=f"{job_id} recorded")
+        upstream = flow.parent.parent.id  # the member that failed
+        assert finished(tracker.store, upstream).status is JobStatus.FAILED
+    for job_id in later:
+        job = tracker.store.get_job(job_id)
+        assert job.status is JobStatus.FAILED and job.task_name == f"{app.main}.add"
+        assert job.error_message is not None
+        assert job.error_message.startswith(f"never ran: {upstream} failed (RuntimeError")
+        assert job.started_at is None and job.parent_id == upstream
+    body = tracker.store.get_job(joined.id)
+    assert body.status is JobStatus.FAILED and body.error_type == "celery.exceptions.ChordError"
+    assert body.error_message is not None and "never ran" in body.error_message
+
+
+def test_a_task_run_inside_another_gives_the_outer_job_back(installed: Any) -> None:
+    """``other.apply()`` inside a task runs that task in-process: its job is recorded,
+    and the outer job is the current one again when it ends, and is recorded too."""
+    app = make_app()
+    tracker = installed(app)
+    add = task(app, "add")
+
+    @app.task(name=f"{app.main}.outer")
+    def outer() -> int:
+        inner = add.apply((2, 3)).get()
+        jobtrack.current_job().progress(50, stage="after the inner task")
+        return int(inner) * 10
+
+    result = outer.apply()
+    assert result.get() == 50
+    job = wait_for(lambda: finished(tracker.store, result.id), message="outer done")
+    assert job.status is JobStatus.COMPLETED and job.output_data == 50
+    assert job.progress_stage == "after the inner task"
+    inner_jobs = tracker.list_jobs(task_name=f"{app.main}.add")
+    assert [(j.status, j.output_data) for j in inner_jobs] == [(JobStatus.COMPLETED, 5)]
