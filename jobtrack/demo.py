@@ -99,8 +99,8 @@ EXAMPLE_SQL = [
     ),
     (
         "The trace of a retried job:",
-        "SELECT e.status, e.attempt, e.error_message FROM job_events e JOIN jobs j "
-        "ON j.id = e.job_id WHERE j.job_type = 'sync' ORDER BY e.at, e.id",
+        "SELECT e.status, e.attempt, e.error_message FROM job_trace e JOIN jobs j "
+        "ON j.id = e.job_id WHERE j.job_type = 'sync' ORDER BY e.at, e.id, e.step",
     ),
 ]
 
