@@ -13,10 +13,10 @@ def import_csv(self, filename, user_id):
 
 from __future__ import annotations
 
+import importlib
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .celery import install, uninstall
 from .errors import (
     ConfigurationError,
     JobNotFound,
@@ -27,12 +27,59 @@ from .errors import (
     QueryTimeout,
     StoreError,
 )
-from .job import CancelRequested, JobHandle, PauseRequested, StopRequested, current_job, track
 from .models import Event, Item, ItemStatus, Job, JobFilter, JobStatus, Stats
-from .schema import metadata
 from .settings import Settings
-from .store import owner_scope
-from .tracker import Tracker, active_tracker
+
+if TYPE_CHECKING:
+    from .celery import install, uninstall
+    from .job import (
+        CancelRequested,
+        JobHandle,
+        PauseRequested,
+        StopRequested,
+        current_job,
+        track,
+    )
+    from .schema import metadata
+    from .store import owner_scope
+    from .tracker import Tracker
+
+#: Public names whose modules import Celery or SQLAlchemy, imported on first use: a
+#: command such as ``jobtrack --help`` then starts without them (the names and the
+#: vocabulary above cost nothing to import).
+_LAZY = {
+    "install": "celery",
+    "uninstall": "celery",
+    "CancelRequested": "job",
+    "JobHandle": "job",
+    "PauseRequested": "job",
+    "StopRequested": "job",
+    "current_job": "job",
+    "track": "job",
+    "metadata": "schema",
+    "owner_scope": "store",
+    "Tracker": "tracker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobtrack' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def active_tracker() -> Tracker:
+    """This process's tracker (the one ``install()`` made); :class:`NotInstalled` if none."""
+    from .tracker import active_tracker as active
+
+    return active()
 
 __all__ = [
     "CancelRequested",

@@ -25,8 +25,9 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
 Only with --only: hooks (what tracking adds to a task in Celery's own tracer, no broker,
 and the writer thread's part of it), scale (every view on --rows jobs), scale-writes
 (worker throughput on that table against an empty one), write-rate (one PostgreSQL, many
-writer processes), partitions (partitioned tables against plain ones) and filter-indexes
-(the write rate with the filter indexes' INCLUDE columns against without them).
+writer processes), partitions (partitioned tables against plain ones), filter-indexes
+(the write rate with the filter indexes' INCLUDE columns against without them) and cli
+(the command's start-up against python -c pass and celery --help).
 """
 
 from __future__ import annotations
@@ -1437,6 +1438,63 @@ def filter_index_cost(rounds: int, seconds: float = 10.0, writers: int = 2) -> N
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _wall_s(command: list[str], env: dict[str, str], runs: int) -> list[float]:
+    """Wall-clock seconds of each of ``runs`` runs of ``command`` (one warm-up first)."""
+    times = []
+    for n in range(runs + 1):
+        started = time.perf_counter()
+        subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=True)
+        if n:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def cli_start(runs: int) -> None:
+    """How long the command takes to start, against ``python -c pass`` and ``celery
+    --help`` in the same run (alternated, round by round): ``jobtrack --help``; ``jobs ls``
+    on an empty database named by ``--database-url`` (no Celery app); and ``-A`` with an
+    app, against importing that app alone."""
+    empty_tables()
+    bin_dir = Path(sys.executable).parent
+    jobtrack_cmd, celery_cmd = str(bin_dir / "jobtrack"), str(bin_dir / "celery")
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{ROOT}",
+        "BENCH_DB": DB_URL,
+        "BENCH_MODE": "jobtrack",  # the app calls jobtrack.install(app, BENCH_DB)
+    }
+    env.pop("JOBTRACK_DATABASE_URL", None)
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "celery --help": [celery_cmd, "--help"],
+        "jobtrack --help": [jobtrack_cmd, "--help"],
+        "jobtrack --database-url URL jobs ls": [
+            jobtrack_cmd,
+            "--database-url",
+            DB_URL,
+            "jobs",
+            "ls",
+        ],
+        "import the app (bench_app)": [sys.executable, "-c", "import bench_app"],
+        "jobtrack -A bench_app jobs ls": [jobtrack_cmd, "-A", "bench_app", "jobs", "ls"],
+    }
+    figures: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):  # alternated: the machine's drift reaches every command alike
+        for name, command in commands.items():
+            figures[name] += _wall_s(command, env, 1)
+    median = {name: statistics.median(values) * 1000 for name, values in figures.items()}
+    base = median["python -c pass"]
+    say(f"\ncli start-up, wall clock, median of {runs} runs (alternated):")
+    for name, ms in median.items():
+        say(f"  {name:<38} {ms:7.0f} ms  ({ms - base:+5.0f} ms over python -c pass)")
+    with_app = median["jobtrack -A bench_app jobs ls"] - median["import the app (bench_app)"]
+    say(
+        f"  jobtrack --help / celery --help: "
+        f"{median['jobtrack --help'] / median['celery --help']:.2f}; -A on top of importing "
+        f"the app: {with_app:+.0f} ms"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1472,6 +1530,7 @@ def main() -> int:
             "write-rate",
             "partitions",
             "filter-indexes",
+            "cli",
         ],
         action="append",
     )
@@ -1556,6 +1615,8 @@ def main() -> int:
         partitions_cost(args.rows, args.tasks, args.rounds)
     if "filter-indexes" in only:
         filter_index_cost(args.rounds)
+    if "cli" in only:
+        cli_start(max(args.rounds, 7))
     return 0
 
 
