@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import json
 import math
+import operator
 import re
 import reprlib
 import sys
@@ -472,6 +473,11 @@ class Cleaner:
         from .models import EVENT_COLUMNS, Event, JobUpdate
 
         self._rules = rules
+        #: Per record type: its checked fields with their rules, and one call reading
+        #: them all (an item passes here for every one recorded).
+        self._fields = {
+            kind: (tuple(found.items()), _reader(tuple(found))) for kind, found in rules.items()
+        }
         self._row_rules = rules[JobUpdate]
         event_rules = rules[Event]
         #: The event row's positions that have a rule, with it.
@@ -536,11 +542,12 @@ class Cleaner:
             return self.row(record)
         if type(record) is tuple:
             return self.event_row(record)
-        rules = self._rules[type(record)]
-        changes = {}
-        for name, rule in rules.items():
-            value = getattr(record, name)
+        checked, read = self._fields[type(record)]
+        changes = None
+        for (name, rule), value in zip(checked, read(record), strict=True):
             if value is not None and not _clean(rule, value):
+                if changes is None:
+                    changes = {}
                 changes[name] = _cleaned(rule, value)
         return self._apply(record, changes) if changes else record
 
@@ -617,6 +624,14 @@ class Cleaner:
         for name, value in changes.items():
             setattr(record, name, value)
         return record
+
+
+def _reader(names: tuple[str, ...]) -> Any:
+    """Reads ``names`` of a record at once, always as a tuple."""
+    if not names:
+        return lambda _record: ()
+    get = operator.attrgetter(*names)
+    return (lambda record: (get(record),)) if len(names) == 1 else get
 
 
 def _clean(rule: _Rule, value: Any) -> bool:
