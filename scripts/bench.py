@@ -56,7 +56,8 @@ from jobtrack.web.pages import COUNT_CAP
 ROOT = Path(__file__).resolve().parents[1]
 BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/0")
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://root@127.0.0.1:5432/postgres")
-DB_NAME = "jobtrack_bench"
+#: BENCH_DB: another database name (two benchmarks on one server keep apart).
+DB_NAME = os.environ.get("BENCH_DB", "jobtrack_bench")
 DB_URL = PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
 #: Worker CPU (all its processes) per task, while it runs tasks; PostgreSQL's meanwhile.
 WORKER_CPU_US: dict[str, list[float]] = {}
@@ -1016,7 +1017,9 @@ SCALE_STATUSES = (
 
 def scale_fixture(rows: int) -> None:
     """``rows`` realistic jobs over 90 days (40 task names, 10 job types, 200 owners, 5
-    queues; 85 % completed, 8 % failed, the rest spread over the other states), loaded in
+    queues; 85 % completed, 8 % failed, the rest spread over the other states; half of
+    them named "Resize thumbnail …", the other half "Import batch …", one in 99,991
+    "Rebuild index …"), loaded in
     SQL in chunks of a million with the jobs indexes built once at the end; one job with
     100,000 items and the newest 100,000 jobs with a trace of three events each."""
     started = time.perf_counter()
@@ -1040,7 +1043,10 @@ def scale_fixture(rows: int) -> None:
                     skipped_items, retries, max_retries, error_type, error_message, ref,
                     progress_percent)
                 SELECT id, 'app.tasks.task_' || (g %% 40), 'type_' || (g %% 10),
-                       'Import batch ' || g || ' of customer ' || (g %% 5003),
+                       CASE WHEN g %% 99991 = 0 THEN 'Rebuild index ' || g
+                            WHEN g %% 2 = 0 THEN
+                                 'Resize thumbnail ' || g || ' for customer ' || (g %% 5003)
+                            ELSE 'Import batch ' || g || ' of customer ' || (g %% 5003) END,
                        'owner-' || (g %% 200), status, 0, 'queue-' || (g %% 5), id, t,
                        t + interval '2 seconds',
                        CASE WHEN status IN ('completed', 'failed', 'cancelled', 'lost')
@@ -1118,31 +1124,31 @@ def scale_views(rows: int, reuse: bool) -> None:
         "list, owner": lambda: store.list_jobs(JobFilter(owner_id="owner-42"), limit=51),
         "list, task": lambda: store.list_jobs(JobFilter(task_name="app.tasks.task_7"), limit=51),
         "list, queue": lambda: store.list_jobs(JobFilter(queue="queue-2"), limit=51),
-        "tab counts, no filter": lambda: store.count_by_status(counts, cap=COUNT_CAP),
-        "tab counts, job type": lambda: store.count_by_status(counts, cap=COUNT_CAP, where=one),
-        "tab counts, owner": lambda: store.count_by_status(
+        "tab counts, no filter": lambda: store.tab_counts(counts, cap=COUNT_CAP),
+        "tab counts, job type": lambda: store.tab_counts(counts, cap=COUNT_CAP, where=one),
+        "tab counts, owner": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(owner_id="owner-42")
         ),
-        "tab counts, task": lambda: store.count_by_status(
+        "tab counts, task": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(task_name="app.tasks.task_7")
         ),
-        "tab counts, queue": lambda: store.count_by_status(
+        "tab counts, queue": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(queue="queue-2")
         ),
         "search text (about 9,000 match), list": lambda: store.list_jobs(
             JobFilter(search="db-42 timed"), limit=51
         ),
         "search text (one job's name), list": lambda: store.list_jobs(
-            JobFilter(search="batch 4242424 of"), limit=51
+            JobFilter(search="batch 4242423 of"), limit=51
         ),
-        "search text (one job's name), tab counts": lambda: store.count_by_status(
-            counts, cap=COUNT_CAP, where=JobFilter(search="batch 4242424 of")
+        "search text (one job's name), tab counts": lambda: store.tab_counts(
+            counts, cap=COUNT_CAP, where=JobFilter(search="batch 4242423 of")
         ),
-        "search text (about 9,000 match), tab counts": lambda: store.count_by_status(
+        "search text (about 9,000 match), tab counts": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(search="db-42 timed")
         ),
         "search exact id, list": lambda: store.list_jobs(JobFilter(search=sample.id), limit=51),
-        "search exact id, tab counts": lambda: store.count_by_status(
+        "search exact id, tab counts": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(search=sample.id)
         ),
         "search id prefix (8), list": lambda: store.list_jobs(
@@ -1152,23 +1158,45 @@ def scale_views(rows: int, reuse: bool) -> None:
             JobFilter(job_type="type_2", owner_id="owner-42", status=(JobStatus.FAILED,)),
             limit=51,
         ),
-        "combined: type + owner, tab counts": lambda: store.count_by_status(
+        "combined: type + owner, tab counts": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(job_type="type_2", owner_id="owner-42")
         ),
         # Filters whose jobs never meet: each status's whole range of one is read.
-        "combined: task + owner (disjoint), tab counts": lambda: store.count_by_status(
+        "combined: task + owner (disjoint), tab counts": lambda: store.tab_counts(
             counts,
             cap=COUNT_CAP,
             where=JobFilter(task_name="app.tasks.task_7", owner_id="owner-42"),
         ),
-        "combined: type + queue (disjoint), tab counts": lambda: store.count_by_status(
+        "combined: type + queue (disjoint), tab counts": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(job_type="type_3", queue="queue-1")
         ),
-        "combined: task + search, tab counts": lambda: store.count_by_status(
+        "combined: task + search, tab counts": lambda: store.tab_counts(
             counts,
             cap=COUNT_CAP,
             where=JobFilter(task_name="app.tasks.task_7", search="db-47 timed"),
         ),
+        # A word half the jobs hold, a word a hundred hold (all among old jobs), a word
+        # none holds, and two common words no job holds together.
+        **{
+            f"search {kind} ({word!r}), {view}": call
+            for kind, word in SEARCHES
+            for view, call in (
+                ("list", lambda w=word: store.list_jobs(JobFilter(search=w), limit=51)),
+                (
+                    "running tab",
+                    lambda w=word: store.list_jobs(
+                        JobFilter(search=w, status=(JobStatus.RUNNING, JobStatus.RETRYING)),
+                        limit=51,
+                    ),
+                ),
+                (
+                    "tab counts",
+                    lambda w=word: store.tab_counts(
+                        counts, cap=COUNT_CAP, where=JobFilter(search=w)
+                    ),
+                ),
+            )
+        },
         "job page: get job + events": lambda: (
             store.get_job(sample.id),
             store.list_events(sample.id),
@@ -1189,8 +1217,50 @@ def scale_views(rows: int, reuse: bool) -> None:
             t = time.perf_counter()
             view()
             times.append((time.perf_counter() - t) * 1000)
-        say(f"  {name:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+        say(f"  {name:<58} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+    scale_pages(store)
     store.close()
+
+
+#: The searches the scale views try: (kind, search).
+SEARCHES = (
+    ("common word", "thumbnail"),
+    ("rare word", "rebuild"),
+    ("no match", "zebra"),
+    ("no match, common words", "thumbnail batch"),
+)
+
+
+def scale_pages(store: Store) -> None:
+    """Whole dashboard pages (the list, its tab counts, rendering) through the web app
+    in this process, medians of 10, with the tabs each shows."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from jobtrack.settings import Settings
+    from jobtrack.web import create_app
+
+    app = create_app(store, Settings(database_url=DB_URL))
+    client = TestClient(app, base_url="http://localhost", client=("127.0.0.1", 50000))
+    pages = [("all", None), ("running", None)] + [
+        (tab, word) for _, word in SEARCHES for tab in ("all", "running")
+    ]
+    say("\nscale: whole dashboard pages (medians of 10, ms; tabs as shown)")
+    for tab, word in pages:
+        params = {"tab": tab, **({"search": word} if word else {})}
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            answer = client.get("/", params=params)
+            times.append((time.perf_counter() - t) * 1000)
+        assert answer.status_code == 200, answer.text[:500]
+        shown = re.findall(
+            r'data-tab="(\w+)">\w+ <span class="count[^"]*"[^>]*>([^<]*)<', answer.text
+        )
+        label = f"/?tab={tab}" + (f"&search={word}" if word else "")
+        say(f"  {label:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+        say("      " + ", ".join(f"{name} {count}" for name, count in shown))
 
 
 EMPTY_DB = DB_NAME + "_empty"

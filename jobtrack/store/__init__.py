@@ -69,6 +69,7 @@ from ..models import (
     PROGRESS_COLUMNS,
     TERMINAL_SEQ,
     Batch,
+    Count,
     Event,
     Item,
     ItemStatus,
@@ -104,6 +105,7 @@ from .common import (
     CHANGES_CHANNEL,
     SearchWords,
     filtered,
+    id_only,
     job_of,
     notify,
     search_matches,
@@ -116,6 +118,13 @@ from .partitions import (
     PartitionQueries,
     near_boundary,
     period_start,
+)
+from .searches import (
+    EXACT_MATCHES,
+    SAMPLE_ROWS,
+    TableStats,
+    search_counts,
+    search_page,
 )
 from .workflows import WorkflowQueries
 
@@ -242,6 +251,7 @@ class Store(
         self._schema_ready = False
         self._lock = threading.Lock()
         self._search_words = SearchWords()
+        self._table_stats = TableStats()
         if engine is not None and engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _serve_every_owner)
         _live_stores.add(self)
@@ -295,6 +305,7 @@ class Store(
         touching its sockets; the child connects anew on first use."""
         self._lock = threading.Lock()
         self._search_words = SearchWords()
+        self._table_stats = TableStats()
         if self._engine is not None and self._owns_engine:
             self._engine.dispose(close=False)
 
@@ -619,6 +630,19 @@ class Store(
                 )
             else:
                 word = self._search_words.word(conn, where.search) if where.search else None
+                if word is None and where.search and not id_only(where.search):
+                    # The page among a bounded number of jobs (the search's few matches,
+                    # or the newest jobs when many match), else the search's index.
+                    ids = search_page(conn, where, before, limit + offset, self._search_words)
+                    if ids is not None:
+                        query = (
+                            select(jobs)
+                            .where(jobs.c.id.in_(ids))
+                            .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+                            .limit(limit)
+                            .offset(offset)
+                        )
+                        return [job_of(r) for r in conn.execute(query).mappings()]
                 # Many jobs hold the word: the page is first looked for among the newest
                 # of them; it is the page if that slice holds a whole one.
                 since = (
@@ -1195,6 +1219,43 @@ class Store(
             )
             row = conn.execute(capped).one()
         return {status.value: int(n) for status, n in zip(wanted, row, strict=True) if n}
+
+    def tab_counts(
+        self,
+        statuses: Sequence[str],
+        *,
+        cap: int,
+        where: JobFilter | None = None,
+        exact_matches: int = EXACT_MATCHES,
+        sample_rows: int = SAMPLE_ROWS,
+    ) -> dict[str, Count]:
+        """Each of ``statuses``' count of the jobs ``where`` matches, as the dashboard's
+        tabs show them, each read bounded whatever the table holds: exact up to ``cap``,
+        past it a floor ("more than ``cap``"). Under a search (PostgreSQL) a count is
+        exact when at most ``exact_matches`` jobs match (or the status holds fewer than
+        ``sample_rows``), else estimated from the status's newest ``sample_rows`` jobs
+        (see :mod:`jobtrack.store.searches`). Elsewhere as :meth:`count_by_status`."""
+        base = where or JobFilter()
+        wanted = tuple(JobStatus(s) for s in statuses)
+        cap = max(cap, 0)
+        if base.search and self.dialect == "postgresql":
+            with self._begin("tab counts") as conn:
+                return search_counts(
+                    conn,
+                    wanted,
+                    cap,
+                    base,
+                    self._search_words,
+                    self._table_stats,
+                    exact_matches=max(exact_matches, 0),
+                    sample_rows=max(sample_rows, 1),
+                )
+        found = self.count_by_status([s.value for s in wanted], cap=cap, where=base)
+        return {
+            s.value: Count(min(n, cap), exact=n <= cap)
+            for s in wanted
+            for n in [found.get(s.value, 0)]
+        }
 
     def metrics_snapshot(
         self, *, since: datetime, stale_before: datetime, buckets_s: Sequence[float]

@@ -40,6 +40,7 @@ __all__ = [
     "SearchWords",
     "escape_like",
     "filtered",
+    "id_only",
     "job_of",
     "notify",
     "search_matches",
@@ -112,6 +113,11 @@ _ID_LIKE = re.compile(r"[0-9a-fA-F]{8}[0-9a-fA-F-]*")
 #: An id-like search up to this long may be a word too ("deadbeef"): it is looked for in
 #: names and error text as well. Longer, it is an id (or the start of one) only.
 _WORD_CHARS = 12
+
+
+def id_only(search: str) -> bool:
+    """Whether a search can only mean an id, or the start of one (see :func:`searching`)."""
+    return bool(_ID_LIKE.fullmatch(search)) and len(search) > _WORD_CHARS
 
 
 def searching(search: str, *, word: str | None = None) -> ColumnElement[bool]:
@@ -196,6 +202,9 @@ _CREATED_STATS = text(
     )
     """
 )
+#: A search's runs of letters and digits (the index splits words at anything else).
+_RUNS = re.compile(r"[^\W_]+")
+
 #: One table's ``created_at`` histogram: its bounds and its rows.
 Histogram = tuple[list[datetime], float]
 
@@ -284,6 +293,21 @@ class SearchWords:
                 high = mid - 1
         return None if found is None else starts[found]
 
+    def holding(self, conn: Connection, word: str) -> float:
+        """How many jobs the statistics say hold ``word``."""
+        return self._estimate(self._stats(conn), word)
+
+    def all_common(self, conn: Connection, search: str) -> bool:
+        """Whether every run of letters and digits in the search lies inside a word the
+        statistics list as common. Its trigrams are then all common too, so reading the
+        trigram index for it means reading long lists, however few jobs match (with one
+        uncommon part, the index's scan is led by that part's short lists)."""
+        if conn.dialect.name != "postgresql":
+            return False
+        common = {w for freqs, _, _ in self._stats(conn) for w in freqs}
+        runs = _RUNS.findall(search.lower())
+        return bool(runs) and all(any(run in w for w in common) for run in runs)
+
     @staticmethod
     def _estimate(parts: list[tuple[dict[str, float], float, float]], word: str) -> float:
         return sum(rows * freqs.get(word, floor) for freqs, floor, rows in parts)
@@ -350,6 +374,9 @@ class SearchText(ColumnElement[str]):
     the index answers; SQLite reads the rows (it has no such index)."""
 
     inherit_cache = True
+    #: No state of its own: statements holding it are cached once compiled (without
+    #: this, SQLAlchemy compiles every search statement anew).
+    _traverse_internals = []  # noqa: RUF012 - SQLAlchemy's own attribute
     type = Text()
 
 

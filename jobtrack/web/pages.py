@@ -11,6 +11,7 @@ on the server, where every user-supplied string is escaped.
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -32,6 +33,7 @@ from ..models import (
     PAUSABLE,
     RETRYABLE,
     STARTED,
+    Count,
     Job,
     JobFilter,
     JobStatus,
@@ -42,6 +44,7 @@ from ..settings import Settings
 from ..store import Store
 from ..workflows import MAX_DEPTH, summarize
 from .api import (
+    COUNT_CAP,
     ID_PATTERN,
     BulkAction,
     Operations,
@@ -76,9 +79,6 @@ TABS: dict[str, tuple[str, ...]] = {
     "all": tuple(s.value for s in JobStatus),
 }
 PAGE_SIZE = 50
-#: Tabs count each status up to this many jobs, then show "10,000+": the count stops
-#: early in the status index instead of reading every row on each live refresh.
-COUNT_CAP = 10_000
 ITEMS_PAGE_SIZE = 100
 FILTERS = ("job_type", "task_name", "queue", "owner_id", "ref", "search", "workflow", "group")
 #: A job page shows this many of its newest log lines (all of them: the API).
@@ -211,11 +211,32 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
 
 
-def _tab_count(counts: Mapping[str, int], statuses: tuple[str, ...]) -> str:
-    """A tab's count as shown: "1,234", or "10,000+" past :data:`COUNT_CAP`."""
-    each = [counts.get(s, 0) for s in statuses]
-    total = sum(min(n, COUNT_CAP) for n in each)
-    return f"{total:,}{'+' if any(n > COUNT_CAP for n in each) else ''}"
+@dataclass(frozen=True)
+class TabCount:
+    """A tab's count as shown ("1,234", "10,000+" past :data:`COUNT_CAP`, "~4,300,000"
+    for an estimate), and whether it is exact or estimated."""
+
+    text: str
+    exact: bool
+    estimated: bool
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _tab_count(counts: Mapping[str, Count], statuses: tuple[str, ...]) -> TabCount:
+    """A tab's count: the sum of its statuses' (see :class:`TabCount`)."""
+    each = [counts.get(s, Count(0)) for s in statuses]
+    total = sum(c.n for c in each)
+    if any(c.estimated for c in each):
+        return TabCount(f"~{_rough(total):,}", exact=False, estimated=True)
+    exact = all(c.exact for c in each)
+    return TabCount(f"{total:,}{'' if exact else '+'}", exact=exact, estimated=False)
+
+
+def _rough(n: int) -> int:
+    """``n`` to two significant digits (an estimate claims no more)."""
+    return n if n < 100 else round(n, 2 - len(str(n)))
 
 
 def qs(params: Mapping[str, Any], **changes: Any) -> str:
@@ -304,7 +325,7 @@ def add_pages(
             limit=PAGE_SIZE + 1,
             before=decode_cursor(cursor) if cursor else None,
         )
-        counts = store.count_by_status([s.value for s in JobStatus], cap=COUNT_CAP, where=scope)
+        counts = store.tab_counts([s.value for s in JobStatus], cap=COUNT_CAP, where=scope)
         tab_counts = {name: _tab_count(counts, wanted) for name, wanted in TABS.items()}
         page = found[:PAGE_SIZE]
         context = {
