@@ -25,6 +25,7 @@ from .errors import (
     NotInstalled,
     NotSupported,
     QueryTimeout,
+    ReplicaUnavailable,
     StoreError,
 )
 from .job import CancelRequested, JobHandle, PauseRequested, StopRequested, current_job, track
@@ -51,6 +52,7 @@ __all__ = [
     "NotSupported",
     "PauseRequested",
     "QueryTimeout",
+    "ReplicaUnavailable",
     "Settings",
     "Stats",
     "StopRequested",

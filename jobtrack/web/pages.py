@@ -41,7 +41,7 @@ from ..models import (
     time_left,
 )
 from ..settings import Settings
-from ..store import Store
+from ..store import Store, current_route
 from ..workflows import MAX_DEPTH, summarize
 from .api import (
     COUNT_CAP,
@@ -275,9 +275,12 @@ def add_pages(
         request: Request, name: str, context: dict[str, Any], status_code: int = 200
     ) -> HTMLResponse:
         base = request.scope.get("root_path") or ""
+        route = current_route()
         context.update(
             request=request,
             base=base,
+            # Which server the page's reads went to, and how far behind it is.
+            served=route.describe() if route is not None and store.replicas else None,
             csrf=auth.csrf_token(request),
             csrf_field=CSRF_FIELD,
             flower_url=flower_url,

@@ -38,12 +38,34 @@ def test_lists_and_booleans_from_text() -> None:
         ({"JOBTRACK_ENABLED": "maybe"}, "enabled"),
         ({"JOBTRACK_DATABASE_URL": "mysql://u:pw@h/db"}, "supports PostgreSQL and SQLite"),
         ({"JOBTRACK_EXIT_FLUSH_TIMEOUT_S": "-1"}, "exit_flush_timeout_s"),
+        ({"JOBTRACK_READ_FALLBACK": "ignore"}, "read_fallback"),
+        ({"JOBTRACK_READ_WAIT_S": "-1"}, "read_wait_s"),
+        ({"JOBTRACK_READ_MAX_LAG_S": "0"}, "read_max_lag_s"),
+        ({"JOBTRACK_READ_DATABASE_URL": "sqlite:///copy.db"}, "streaming replicas"),
+        (  # replicas of SQLite: there are none
+            {"JOBTRACK_READ_DATABASE_URL": "postgresql://r/db"},
+            "read_database_url",
+        ),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigurationError, match=fragment) as info:
         Settings.resolve({}, env)
     assert isinstance(info.value, JobtrackError) and isinstance(info.value, ValueError)
+
+
+def test_read_replicas_from_text() -> None:
+    s = Settings.resolve(
+        {},
+        {
+            "JOBTRACK_DATABASE_URL": "postgresql://primary/jobs",
+            "JOBTRACK_READ_DATABASE_URL": "postgresql://r1/jobs, postgresql://r2:5433/jobs",
+            "JOBTRACK_READ_FALLBACK": "error",
+        },
+    )
+    assert s.read_database_url == ("postgresql://r1/jobs", "postgresql://r2:5433/jobs")
+    assert (s.read_fallback, s.read_wait_s, s.read_max_lag_s) == ("error", 2.0, 30.0)
+    assert Settings().read_database_url == ()  # by default every read on database_url
 
 
 def test_unknown_keyword_is_refused() -> None:
