@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -167,3 +168,26 @@ class StreamingPair:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         assert row is not None
         return str(row[0])
+
+    def caught_up(self, timeout_s: float = 20.0) -> None:
+        """Wait until the replica has replayed everything the primary has written."""
+        target = _number(self.primary_lsn())
+        deadline = time.monotonic() + timeout_s
+        while _number(self.replayed()) < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the replica did not catch up in {timeout_s} s")
+            time.sleep(0.02)
+
+    def reset(self) -> None:
+        """Running, replaying at once, caught up: how each test finds the pair."""
+        if not (self.replica_dir / "postmaster.pid").exists():
+            self.start_replica()
+        if self.on_replica("SELECT pg_is_wal_replay_paused()"):
+            self.resume_replay()
+        self.apply_delay(0)
+        self.caught_up()
+
+
+def _number(lsn: str) -> int:
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)

@@ -279,8 +279,10 @@ def add_pages(
         context.update(
             request=request,
             base=base,
-            # Which server the page's reads went to, and how far behind it is.
+            # Which server the page's reads went to, and how far behind it is (a live
+            # fragment carries it too, for the footer).
             served=route.describe() if route is not None and store.replicas else None,
+            fragment=name.startswith("_"),
             csrf=auth.csrf_token(request),
             csrf_field=CSRF_FIELD,
             flower_url=flower_url,

@@ -34,8 +34,8 @@ from jobtrack.store.replicas import lsn_number
 from jobtrack.tracker import open_store
 from jobtrack.web import create_app
 from tests.acceptance.webkit import read_events, serve
-from tests.conftest import IN_CI, wait_for
-from tests.pgcluster import StreamingPair, server_bin
+from tests.conftest import wait_for
+from tests.pgcluster import StreamingPair
 
 pytestmark = pytest.mark.postgres
 
@@ -44,37 +44,15 @@ BROWSER = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
 LOCAL = ("127.0.0.1", 50000)
 
 
-@pytest.fixture(scope="module")
-def pair() -> Iterator[StreamingPair]:
-    found = server_bin()
-    if found is None:
-        message = "PostgreSQL's server programs (initdb) are needed: apt-get install postgresql"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    with StreamingPair(found) as made:
-        schema = Store(made.primary_url)
-        schema.ensure_schema()  # on the primary; the replica gets it by streaming
-        schema.close()
-        caught_up(made)
-        yield made
-
-
 @pytest.fixture
-def fresh(pair: StreamingPair) -> Iterator[StreamingPair]:
-    """Each test starts with the replica running, replaying at once, caught up."""
-    yield pair
-    if not (pair.replica_dir / "postmaster.pid").exists():
-        pair.start_replica()
-    if pair.on_replica("SELECT pg_is_wal_replay_paused()"):
-        pair.resume_replay()
-    pair.apply_delay(0)
-    caught_up(pair)
+def fresh(streaming_pair: StreamingPair) -> Iterator[StreamingPair]:
+    """Each test leaves the replica running, replaying at once, caught up."""
+    yield streaming_pair
+    streaming_pair.reset()
 
 
 def caught_up(pair: StreamingPair) -> None:
-    target = lsn_number(pair.primary_lsn())
-    wait_for(lambda: lsn_number(pair.replayed()) >= target, 20, message="the replica caught up")
+    pair.caught_up()
 
 
 def routed_store(pair: StreamingPair, **policy: Any) -> Store:
