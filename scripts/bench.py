@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -1452,20 +1454,80 @@ def _run_writers(
     return made, time.perf_counter() - started
 
 
+class _ServerCpu:
+    """CPU seconds every PostgreSQL process on this machine used while inside, those
+    that ended meanwhile (a writer's backend) included: /proc read every 0.2 s, each
+    process counted up to its last reading."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._first: dict[int, int] = {}
+        self._last: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _read(self) -> dict[int, int]:
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    name, _, rest = f.read().rpartition(")")
+            except OSError:
+                continue
+            if name.endswith("(postgres"):
+                fields = rest.split()
+                found[int(entry)] = int(fields[11]) + int(fields[12])
+        return found
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            self._last.update(self._read())
+
+    def __enter__(self) -> _ServerCpu:
+        self._first = self._read()
+        self._last = dict(self._first)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._last.update(self._read())
+        ticks = sum(last - self._first.get(pid, 0) for pid, last in self._last.items())
+        self.seconds = ticks / os.sysconf("SC_CLK_TCK")
+
+
 def write_rate(seconds: float, counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> None:
     """Jobs (three transitions and three trace rows each) one PostgreSQL commits per
     second from N writer processes at once: where it saturates."""
-    say(f"\nwrite rate from many processes ({seconds:.0f} s each, {os.cpu_count()} cores):")
+    cores = os.cpu_count() or 1
+    say(f"\nwrite rate from many processes ({seconds:.0f} s each, {cores} cores):")
+    say("  (CPU: the writers' and every PostgreSQL process's on this machine, per second)")
     name = DB_NAME + "_writes"
     for count in counts:
         url = _fresh_schema(name)
-        made, elapsed = _run_writers(url, seconds, count, f"p{count}")
+        with psycopg.connect(url, autocommit=True) as conn:
+            wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with _ServerCpu() as server:
+            made, elapsed = _run_writers(url, seconds, count, f"p{count}")
+        done = resource.getrusage(resource.RUSAGE_CHILDREN)
         with psycopg.connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM jobs WHERE status = 'completed'").fetchone()
+            wal = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", wal_before
+            ).fetchone()
         assert stored is not None and stored[0] == made, (stored, made)
+        assert wal is not None
+        used = done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime
+        writers_cpu, server_cpu = used / elapsed, server.seconds / elapsed
         say(
             f"  {count:>2} processes: {made / elapsed:8,.0f} jobs/s committed "
-            f"({3 * made / elapsed:,.0f} row writes/s and as many trace rows)"
+            f"({3 * made / elapsed:,.0f} row writes/s and as many trace rows); CPU "
+            f"writers {writers_cpu:.2f} + PostgreSQL {server_cpu:.2f} of {cores} cores; "
+            f"WAL {float(wal[0]) / made:,.0f} bytes a job, {float(wal[0]) / elapsed / 1e6:.1f} MB/s"
         )
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -132,6 +132,7 @@ from .replicas import routed as _routed
 from .replicas import unreachable as _unreachable
 from .searches import (
     EXACT_MATCHES,
+    PROBE_S,
     SAMPLE_ROWS,
     TableStats,
     search_counts,
@@ -695,6 +696,30 @@ class Store(
         of them) is read as one backward range per status, merged: each range stops after
         the page, however many rows match.
         """
+        return self._list(where, limit, offset, before, exhaustive=True)[0]
+
+    def list_page(
+        self,
+        where: JobFilter | None = None,
+        *,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> tuple[list[Job], bool]:
+        """A dashboard page: :meth:`list_jobs`, except that a search whose page no
+        bounded read finds (its matches too many to read, too few among the newest jobs;
+        see :mod:`jobtrack.store.searches`) is not read any further: the matches among
+        the newest jobs are returned, and False says the page may miss older ones."""
+        return self._list(where, limit, 0, before, exhaustive=False)
+
+    def _list(
+        self,
+        where: JobFilter | None,
+        limit: int,
+        offset: int,
+        before: tuple[datetime, str] | None,
+        *,
+        exhaustive: bool,
+    ) -> tuple[list[Job], bool]:
         where = where or JobFilter()
         limit = max(min(limit, 10_000), 1)
         offset = max(offset, 0)
@@ -732,8 +757,10 @@ class Store(
                 if word is None and where.search and not id_only(where.search):
                     # The page among a bounded number of jobs (the search's few matches,
                     # or the newest jobs when many match), else the search's index.
-                    ids = search_page(conn, where, before, limit + offset, self._search_words)
-                    if ids is not None:
+                    ids, complete = search_page(
+                        conn, where, before, limit + offset, self._search_words
+                    )
+                    if complete or not exhaustive:
                         query = (
                             select(jobs)
                             .where(jobs.c.id.in_(ids))
@@ -741,7 +768,7 @@ class Store(
                             .limit(limit)
                             .offset(offset)
                         )
-                        return [job_of(r) for r in conn.execute(query).mappings()]
+                        return [job_of(r) for r in conn.execute(query).mappings()], complete
                 # Many jobs hold the word: the page is first looked for among the newest
                 # of them; it is the page if that slice holds a whole one.
                 since = (
@@ -755,9 +782,9 @@ class Store(
                     sliced = _page(where, before, limit, word=word, since=since).offset(offset)
                     found = conn.execute(sliced).mappings().all()
                     if len(found) == limit:
-                        return [job_of(r) for r in found]
+                        return [job_of(r) for r in found], True
                 query = _page(where, before, limit, word=word).offset(offset)
-            return [job_of(r) for r in conn.execute(query).mappings()]
+            return [job_of(r) for r in conn.execute(query).mappings()], True
 
     def list_items(
         self,
@@ -1327,13 +1354,15 @@ class Store(
         where: JobFilter | None = None,
         exact_matches: int = EXACT_MATCHES,
         sample_rows: int = SAMPLE_ROWS,
+        probe_s: float = PROBE_S,
     ) -> dict[str, Count]:
         """Each of ``statuses``' count of the jobs ``where`` matches, as the dashboard's
         tabs show them, each read bounded whatever the table holds: exact up to ``cap``,
         past it a floor ("more than ``cap``"). Under a search (PostgreSQL) a count is
-        exact when at most ``exact_matches`` jobs match (or the status holds fewer than
-        ``sample_rows``), else estimated from the status's newest ``sample_rows`` jobs
-        (see :mod:`jobtrack.store.searches`). Elsewhere as :meth:`count_by_status`."""
+        exact when at most ``exact_matches`` jobs match and its index reads them within
+        ``probe_s`` seconds (or the status holds fewer than ``sample_rows``), else
+        estimated from the status's newest ``sample_rows`` jobs (see
+        :mod:`jobtrack.store.searches`). Elsewhere as :meth:`count_by_status`."""
         base = where or JobFilter()
         wanted = tuple(JobStatus(s) for s in statuses)
         cap = max(cap, 0)
@@ -1348,6 +1377,7 @@ class Store(
                     self._table_stats,
                     exact_matches=max(exact_matches, 0),
                     sample_rows=max(sample_rows, 1),
+                    probe_s=probe_s,
                 )
         found = self.count_by_status([s.value for s in wanted], cap=cap, where=base)
         return {

@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -202,6 +203,10 @@ _CREATED_STATS = text(
     )
     """
 )
+#: How long a search whose index read stopped short skips that read, and how many such
+#: searches are remembered.
+_PROBED_FOR_S = 60.0
+_PROBED_KEPT = 256
 #: A search's runs of letters and digits (the index splits words at anything else).
 _RUNS = re.compile(r"[^\W_]+")
 
@@ -234,6 +239,8 @@ class SearchWords:
         #: The table's histogram, or each partition's, and all their bounds in order.
         self._created: tuple[list[Histogram], list[datetime]] = ([], [])
         self._lock = threading.Lock()
+        #: Searches whose index read stopped short: until when to skip it, what it saw.
+        self._probed: dict[str, tuple[float, Counter[str]]] = {}
 
     def word(self, conn: Connection, search: str) -> str | None:
         """The word, or None (no whole word, all of them common, no index or statistics
@@ -293,18 +300,40 @@ class SearchWords:
                 high = mid - 1
         return None if found is None else starts[found]
 
+    def probed(self, key: str) -> Counter[str] | None:
+        """What the index read of a search's matches (``key``: the search and its
+        filters) found when it last stopped at its bound or its time limit, in the last
+        minute: the matches it saw, by status (a floor of each count). None: no such
+        read lately; the next may try the index again."""
+        with self._lock:
+            found = self._probed.get(key)
+            return found[1] if found is not None and found[0] > time.monotonic() else None
+
+    def remember(self, key: str, floors: Counter[str]) -> None:
+        """The index read of ``key`` stopped at its bound or its time limit: skip it for
+        a minute (a live page asks again every few seconds)."""
+        with self._lock:
+            now = time.monotonic()
+            if len(self._probed) >= _PROBED_KEPT:
+                self._probed = {k: v for k, v in self._probed.items() if v[0] > now}
+            if len(self._probed) < _PROBED_KEPT:
+                self._probed[key] = (now + _PROBED_FOR_S, floors)
+
     def holding(self, conn: Connection, word: str) -> float:
         """How many jobs the statistics say hold ``word``."""
         return self._estimate(self._stats(conn), word)
 
-    def all_common(self, conn: Connection, search: str) -> bool:
+    def all_common(self, conn: Connection, search: str, jobs_at_least: float) -> bool:
         """Whether every run of letters and digits in the search lies inside a word the
-        statistics list as common. Its trigrams are then all common too, so reading the
-        trigram index for it means reading long lists, however few jobs match (with one
-        uncommon part, the index's scan is led by that part's short lists)."""
+        statistics put in at least ``jobs_at_least`` jobs. Its trigrams are then all
+        that common too, so reading the trigram index for it means reading long lists,
+        however few jobs match (with one uncommon part, the index's scan is led by that
+        part's short lists)."""
         if conn.dialect.name != "postgresql":
             return False
-        common = {w for freqs, _, _ in self._stats(conn) for w in freqs}
+        parts = self._stats(conn)
+        words = {w for freqs, _, _ in parts for w in freqs}
+        common = {w for w in words if self._estimate(parts, w) >= jobs_at_least}
         runs = _RUNS.findall(search.lower())
         return bool(runs) and all(any(run in w for w in common) for run in runs)
 

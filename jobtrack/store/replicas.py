@@ -8,7 +8,8 @@ read outside ``reading()``, stay on the primary.
 * Each replica is checked at most once per ``check_interval_s``, by the read that needs
   it: is it up, is it a standby, what has it replayed, how far behind is it. One that is
   down, not a standby, or more than ``max_lag_s`` behind is left out, logged once when it
-  goes and once when it is back.
+  goes and once when it is back; one that does not answer is checked less and less
+  often (the wait doubles, up to a minute), as a check may wait for its connect timeout.
 * The reads of one ``reading()`` block go to one server, chosen at its first read: a
   healthy replica (each in turn), else the primary (``fallback`` "primary") or
   :class:`~jobtrack.errors.ReplicaUnavailable` with the reason (``fallback`` "error").
@@ -190,6 +191,10 @@ class Replica:
         self.replayed: int | None = None
         self.lag_s: float | None = None
         self.checked_at = float("-inf")
+        #: Seconds until the next check: the policy's interval, doubled after each
+        #: failed connection (at most a minute), so a replica that does not answer
+        #: stalls one read per that long, not one a second.
+        self.wait_s = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -302,12 +307,10 @@ class Replicas:
     # -- checking ----------------------------------------------------------------------
 
     def refresh(self, *, force: bool = False) -> None:
-        """Check every replica whose last check is older than ``check_interval_s`` (one
-        thread checks; the others use what it last found)."""
+        """Check every replica whose next check is due (one thread checks; the others
+        use what it last found)."""
         now = time.monotonic()
-        stale = [
-            r for r in self.replicas if force or now - r.checked_at >= self.policy.check_interval_s
-        ]
+        stale = [r for r in self.replicas if force or now - r.checked_at >= r.wait_s]
         if not stale or not self._lock.acquire(
             blocking=not any(r.checked_at > float("-inf") for r in stale)
         ):
@@ -332,7 +335,9 @@ class Replicas:
                 standby, replayed, since_commit = conn.execute(_STATE_CHECK).one()
         except SQLAlchemyError as exc:
             self._set(replica, "down", _short(exc))
+            replica.wait_s = min(max(2 * replica.wait_s, self.policy.check_interval_s), 60.0)
             return
+        replica.wait_s = self.policy.check_interval_s
         if not standby:
             self._set(replica, "primary", "is not a standby (pg_is_in_recovery() is false)")
             return

@@ -17,9 +17,12 @@ and count it by status: 4,000,000 matches for a word half the jobs hold. Here
 
 1. A search that few jobs match is counted exactly: its matches are read by an index
    (the word index for a rare whole word, the id indexes for an id, the trigram index
-   otherwise), at most :data:`EXACT_MATCHES` of them. The trigram index is only tried
-   when some part of the search lies in no word the statistics list as common: a search
-   made of common words only would read their long trigram lists first.
+   otherwise), at most :data:`EXACT_MATCHES` of them, for at most :data:`PROBE_S`. The
+   trigram index is only tried when some part of the search lies in no word the
+   statistics put in that many jobs: a search made of such words only would read their
+   long trigram lists first. A read stopped short (too many matches, or past its time)
+   is skipped for a minute by the search's next pages and counts, what it saw kept as
+   each count's floor.
 2. Otherwise each status's newest :data:`SAMPLE_ROWS` jobs (under the other filters) are
    read and checked for the search. A status with fewer jobs than that is counted
    exactly; a larger one is estimated: the share of its newest jobs that match, times
@@ -30,6 +33,7 @@ Builders and reads on a caller's connection only; no transactions here.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -49,6 +53,7 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
+from sqlalchemy.exc import DBAPIError
 
 from ..models import Count, JobFilter, JobStatus
 from ..schema import jobs
@@ -56,12 +61,14 @@ from .common import SearchWords, filtered, id_only, search_matches, searching
 
 __all__ = [
     "EXACT_MATCHES",
+    "PROBE_S",
     "SAMPLE_ROWS",
     "SCAN_ROWS",
     "TableStats",
     "newest_matches",
     "search_counts",
     "search_page",
+    "within",
 ]
 
 #: A newest page is looked for among at most this many of the newest jobs (split evenly
@@ -70,6 +77,10 @@ SCAN_ROWS = 4_000
 
 #: A search matched by at most this many jobs is counted exactly (each read once).
 EXACT_MATCHES = 2_000
+#: The read of a search's matches by its index is given this long (seconds): an index
+#: whose lists turn out long (a rare search made of common trigrams) is left for the
+#: bounded reads of the newest jobs.
+PROBE_S = 0.03
 #: Past that, each status's newest this many jobs are read to estimate its share.
 SAMPLE_ROWS = 500
 #: A status the statistics put under this many times the tab cap is counted (up to the
@@ -181,26 +192,42 @@ def search_page(
     *,
     exact_matches: int = EXACT_MATCHES,
     scan_rows: int = SCAN_ROWS,
-) -> list[str] | None:
+    probe_s: float = PROBE_S,
+) -> tuple[list[str], bool]:
     """Ids among which the newest ``need`` jobs ``where`` (with a search, no rare whole
     word) matches, older than the cursor ``before``, are: the newest ``need`` of them,
     with others. First, when no index read of the matches is known to be long, at most
     ``exact_matches`` of them (all, if there are no more); then the newest jobs, a
-    bounded read (:func:`newest_matches`). None: neither found the page (the caller
-    reads the search's index)."""
+    bounded read (:func:`newest_matches`). False with the ids: neither found the page,
+    and the ids are the matches among the newest jobs read (the caller reads the
+    search's index, or shows them for what they are)."""
     assert where.search
     if "\x00" in where.search:
-        return []  # nothing stored holds one (see filtered)
+        return [], True  # nothing stored holds one (see filtered)
     rest = where.where(search=None)
-    if not words.all_common(conn, where.search):
+    key = _probe_key(where)
+    if words.probed(key) is None and not words.all_common(conn, where.search, exact_matches):
         matches = select(*jobs.c).where(searching(where.search)).offset(0).subquery("matches")
-        probe = filtered(select(matches.c.id, matches.c.created_at), rest, columns=matches.c)
+        probe = filtered(
+            select(matches.c.id, matches.c.created_at, matches.c.status),
+            rest,
+            columns=matches.c,
+        )
         if before is not None:
             probe = probe.where(_older(matches.c, before))
-        found = conn.execute(probe.limit(exact_matches + 1)).all()
-        if len(found) <= exact_matches:
-            return _newest_ids(found, need)
+        found = within(conn, probe.limit(exact_matches + 1), probe_s)
+        if found is not None and len(found) <= exact_matches:
+            return _newest_ids(found, need), True
+        # Stopped short: skipped for a while (the tab counts too), what it saw kept.
+        words.remember(key, Counter(row[2] for row in found or ()) if before is None else Counter())
     return newest_matches(conn, where, before, need, scan_rows=scan_rows)
+
+
+def _probe_key(where: JobFilter) -> str:
+    """A search with its filters but its statuses: what an index read of its matches
+    is remembered by (its floors hold for every status, a floor of 0 for those it did
+    not read)."""
+    return json.dumps(where.where(status=None).to_json(), sort_keys=True)
 
 
 def _older(columns: Any, before: tuple[datetime, str]) -> Any:
@@ -227,12 +254,14 @@ def newest_matches(
     need: int,
     *,
     scan_rows: int = SCAN_ROWS,
-) -> list[str] | None:
+) -> tuple[list[str], bool]:
     """Ids among which the newest ``need`` jobs ``where`` (with a search) matches, older
     than the cursor ``before``, are found (with at most ``need`` others per range, all
-    older), if a bounded read of the newest jobs finds them (see the module's text);
-    else None. A tab's statuses are read one range each (so are all of them, under a
-    filter whose index holds the status after it); otherwise one range."""
+    older), and True, if a bounded read of the newest jobs finds them (see the module's
+    text); else the matches it read that are surely the newest (newer than where the
+    first range stopped by the bound stopped: a true start of the answer), and False.
+    A tab's statuses are read one range each (so are all of them, under a filter whose
+    index holds the status after it); otherwise one range."""
     assert where.search
     hit = searching(where.search)
     rest = where.where(search=None)
@@ -290,8 +319,11 @@ def newest_matches(
     if stops:
         times = sorted((moment for _, moment in found), reverse=True)
         if len(times) < need or any(times[need - 1] <= moment for moment in stops):
-            return None
-    return _newest_ids(found, need)
+            # Not the page for sure; these are the matches read (each range's newest),
+            # kept only as new as where the range that stopped first stopped.
+            floor = max(stops)
+            return [job_id for job_id, moment in found if moment > floor], False
+    return _newest_ids(found, need), True
 
 
 def search_counts(
@@ -304,6 +336,7 @@ def search_counts(
     *,
     exact_matches: int = EXACT_MATCHES,
     sample_rows: int = SAMPLE_ROWS,
+    probe_s: float = PROBE_S,
 ) -> dict[str, Count]:
     """Each status's count of the jobs ``where`` (with a search) matches, exact when a
     few thousand reads can tell, else estimated (see the module's text)."""
@@ -312,13 +345,18 @@ def search_counts(
     if "\x00" in search:  # nothing stored holds one (see filtered)
         return {s.value: Count(0) for s in statuses}
     rest = where.where(search=None, status=tuple(statuses))
-    probe = _cheap_matches(conn, search, words, exact_matches)
+    key = _probe_key(where)
+    floors = words.probed(key)  # matches known to exist, by status
+    probe = _cheap_matches(conn, search, words, exact_matches) if floors is None else None
     if probe is not None:
         query = filtered(select(probe.c.status), rest, columns=probe.c).limit(exact_matches + 1)
-        found = conn.execute(query).scalars().all()
-        if len(found) <= exact_matches:
-            by_status = Counter(found)
-            return {s.value: Count(by_status.get(s.value, 0)) for s in statuses}
+        found = within(conn, query, probe_s)
+        if found is not None and len(found) <= exact_matches:
+            exact = Counter(row[0] for row in found)
+            return {s.value: Count(exact.get(s.value, 0)) for s in statuses}
+        floors = Counter(row[0] for row in found or ())
+        words.remember(key, floors)
+    floors = floors or Counter()
     counts: dict[str, Count] = {}
     hit = case((searching(search), 1), else_=0)
     samples = [
@@ -344,9 +382,34 @@ def search_counts(
     if estimate:
         totals = _totals(conn, list(estimate), cap, rest, stats)
         for status, (read, hits) in estimate.items():
-            share = hits / read
-            counts[status.value] = Count(round(share * totals[status]), exact=False, estimated=True)
+            # The share among its newest jobs, times its jobs; no fewer than the index
+            # read found (matches older than the newest jobs).
+            guess = max(round(hits / read * totals[status]), floors.get(status.value, 0))
+            counts[status.value] = Count(guess, exact=False, estimated=True)
     return {s.value: counts[s.value] for s in statuses}
+
+
+def within(conn: Connection, query: Any, seconds: float) -> list[Any] | None:
+    """The rows of ``query``, or None if it ran past ``seconds`` (PostgreSQL: the
+    statement is stopped, in a savepoint, and the transaction goes on as before; other
+    databases: no limit)."""
+    if conn.dialect.name != "postgresql":
+        return list(conn.execute(query).all())
+    before = conn.execute(_TIMEOUT_NOW).scalar_one()
+    try:
+        with conn.begin_nested():
+            conn.execute(_SET_TIMEOUT, {"ms": str(max(int(seconds * 1000), 1))})
+            rows = list(conn.execute(query).all())
+            conn.execute(_SET_TIMEOUT, {"ms": before})
+            return rows
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "57014":  # query_canceled: the limit
+            return None
+        raise
+
+
+_TIMEOUT_NOW = text("SELECT current_setting('statement_timeout')")
+_SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
 
 
 def _cheap_matches(
@@ -362,7 +425,7 @@ def _cheap_matches(
         if words.holding(conn, word) > 4 * exact_matches:
             return None
         return search_matches(search, word)
-    if words.all_common(conn, search):
+    if words.all_common(conn, search, exact_matches):
         return None
     return select(*jobs.c).where(searching(search)).offset(0).subquery("matches")
 

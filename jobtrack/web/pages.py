@@ -308,7 +308,11 @@ def add_pages(
         group: Annotated[str | None, Query(max_length=255)] = None,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
         partial: bool = False,
+        full: bool = False,
     ) -> Response:
+        """The list. A search whose page no bounded read finds shows its matches among
+        the newest jobs, says so, and offers the full search (``full=1``: every job,
+        within ``web_query_timeout_s``)."""
         who = visitor(request)
         filters = {
             "job_type": job_type,
@@ -323,13 +327,14 @@ def add_pages(
         scope = JobFilter.of(**filters)
         if who.owner_id is not None:
             filters["owner_id"], scope = None, scope.where(owner_id=who.owner_id)
-        found = store.list_jobs(
-            scope.where(
-                status=tuple(JobStatus(s) for s in ([status.value] if status else TABS[tab]))
-            ),
-            limit=PAGE_SIZE + 1,
-            before=decode_cursor(cursor) if cursor else None,
+        listed = scope.where(
+            status=tuple(JobStatus(s) for s in ([status.value] if status else TABS[tab]))
         )
+        before = decode_cursor(cursor) if cursor else None
+        if full:
+            found, complete = store.list_jobs(listed, limit=PAGE_SIZE + 1, before=before), True
+        else:
+            found, complete = store.list_page(listed, limit=PAGE_SIZE + 1, before=before)
         counts = store.tab_counts([s.value for s in JobStatus], cap=COUNT_CAP, where=scope)
         tab_counts = {name: _tab_count(counts, wanted) for name, wanted in TABS.items()}
         page = found[:PAGE_SIZE]
@@ -340,8 +345,13 @@ def add_pages(
             "jobs": page,
             "rollups": store.workflow_rollups([j.id for j in page], owner_id=who.owner_id),
             "filters": filters,
-            "params": {"tab": tab, **filters},
-            "next_cursor": encode_cursor(page[-1]) if len(found) > PAGE_SIZE else None,
+            "params": {"tab": tab, **filters, "full": "1" if full else None},
+            # Not complete: what the bounded read found starts the answer; the next page
+            # reads on from its last job.
+            "next_cursor": encode_cursor(page[-1])
+            if len(found) > PAGE_SIZE or (not complete and page)
+            else None,
+            "complete": complete,
             "first_page": cursor is None,
             "now": datetime.now(UTC),
         }

@@ -147,3 +147,42 @@ def test_tab_counts_of_a_common_search_are_estimates_the_page_and_api_say_so(
     finally:
         with store.engine.begin() as conn:
             conn.execute(text("DELETE FROM jobs WHERE id LIKE 'common-%'"))
+
+
+def test_a_page_no_bounded_read_finds_says_so_and_offers_the_full_search(
+    store: Store,
+) -> None:
+    """2,500 old jobs hold a word, the newest 4,000 none: more matches than a page reads
+    by the index, none among the newest jobs a page reads. The page says it searched
+    the newest jobs only and links to the full search, which finds them; the API's list
+    reads them all."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, task_name, name, status, state_seq, created_at, "
+                "updated_at) SELECT 'older-' || g, 't', CASE WHEN g > 4000 "
+                "THEN 'Reindex zqxjkv ' || g ELSE 'Newer ' || g END, 'completed', 0, "
+                "now() - make_interval(secs => g), now() FROM generate_series(1, 6500) AS g"
+            )
+        )
+    try:
+        c = client(store)
+        page = c.get("/", params={"tab": "all", "search": "zqxjkv"})
+        assert page.status_code == 200
+        assert "Only the newest jobs were searched, and none of them matches" in page.text
+        assert 'data-job-id="older-' not in page.text
+        full = re.search(r'href="(/\?[^"]*full=1[^"]*)"', page.text)
+        assert full
+        every = c.get(full.group(1).replace("&amp;", "&"))
+        assert every.status_code == 200 and "Only the newest jobs" not in every.text
+        assert 'data-job-id="older-4001"' in every.text  # the newest match
+        listed = c.get("/api/jobs", params={"search": "zqxjkv", "limit": 3}).json()
+        assert [j["id"] for j in listed["jobs"]] == ["older-4001", "older-4002", "older-4003"]
+        # Its count: none among the newest completed jobs, but the index read found
+        # 2,001 before it stopped: an estimate no lower than that.
+        counts = c.get("/api/counts", params={"search": "zqxjkv", "status": "completed"})
+        completed = counts.json()["counts"]["completed"]
+        assert completed["estimated"] is True and completed["count"] == 2_001
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text("DELETE FROM jobs WHERE id LIKE 'older-%'"))

@@ -63,6 +63,11 @@ def holds(search: str) -> Callable[[JobUpdate], bool]:
     return keep
 
 
+def matches(u: JobUpdate, where: JobFilter) -> bool:
+    assert where.search is not None
+    return holds(where.search)(u) and (where.status is None or u.status in where.status)
+
+
 TAB = (JobStatus.FAILED, JobStatus.LOST)
 
 
@@ -97,17 +102,20 @@ def test_every_page_of_a_search_is_its_newest_matches(store: Store, search: str)
 
 def test_the_newest_jobs_are_read_up_to_a_bound_then_left_to_the_index(store: Store) -> None:
     """A search many jobs match has its page among the newest few; one the newest jobs
-    do not hold (or not a page of) is given up at the bound: None, not a wrong page."""
+    do not hold (or not a page of) is given up at the bound: None, not a wrong page.
+    What the bound did read is still a true start of the answer (a dashboard page
+    shows it as such)."""
     jobs = made(400)
     store.write_batch(Batch(jobs))
+    by_time = {u.id: u.created_at for u in jobs}
     with store.engine.connect() as conn:
 
         def page(where: JobFilter, bound: int, need: int = 10) -> list[str] | None:
-            ids = newest_matches(conn, where, None, need, scan_rows=bound)
-            if ids is None:
-                return None
-            by_time = {u.id: u.created_at for u in jobs}
-            return sorted(ids, key=by_time.__getitem__, reverse=True)[:need]
+            ids, complete = newest_matches(conn, where, None, need, scan_rows=bound)
+            shown = sorted(ids, key=by_time.__getitem__, reverse=True)[:need]
+            wanted = newest(jobs, lambda u: matches(u, where), need)
+            assert shown == wanted[: len(shown)], (where, bound)  # a start of it, always
+            return shown if complete else None
 
         common = JobFilter(search="thumbnail")
         assert page(common, 30) == newest(jobs, holds("thumbnail"), 10)
@@ -197,8 +205,60 @@ def test_tab_counts_of_a_common_search_are_estimated_and_say_so(
         conn.execute(text("ANALYZE jobs"))
     analyzed = Store(pg_url)  # statistics are read once per five minutes: a new store
     try:
-        together = analyzed.tab_counts(EVERY, cap=10_000, where=JobFilter(search="thumbnail batch"))
+        together = analyzed.tab_counts(
+            EVERY, cap=10_000, where=JobFilter(search="thumbnail batch"), **bounds
+        )
     finally:
         analyzed.close()
     assert together["completed"] == Count(0, exact=False, estimated=True)
-    assert together["running"] == Count(0)  # 40 jobs: all read
+    assert together["running"] == Count(0)  # 40 jobs, fewer than the sample: all read
+
+
+@pytest.mark.postgres
+def test_an_index_read_past_its_time_is_left_for_the_newest_jobs_and_remembered(
+    pg_store: Store, pg_url: str
+) -> None:
+    """A search's index read is given ``probe_s``: one held up (here by another
+    session's lock) is stopped, the counts estimated from the newest jobs instead, and
+    the read skipped by the next counts of that search for a while."""
+    import threading
+
+    import psycopg
+
+    from tests.conftest import wait_for
+
+    store = pg_store
+    store.write_batch(Batch(made(300)))
+    bounds = {"cap": 10_000, "sample_rows": 50, "probe_s": 0.05}
+    rare = JobFilter(search="rebuild")
+    found: dict[str, dict[str, Count]] = {}
+    holder = psycopg.connect(pg_url, autocommit=False)
+    holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")  # every read waits
+    try:
+        counting = threading.Thread(
+            target=lambda: found.update(first=store.tab_counts(EVERY, where=rare, **bounds))
+        )
+        counting.start()
+
+        def sampling() -> bool:  # the index read gave up; the newest jobs' read waits
+            with psycopg.connect(pg_url, autocommit=True) as watcher:
+                row = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'jobtrack' AND wait_event_type = 'Lock' AND query LIKE '%UNION ALL%'"
+                ).fetchone()
+            return bool(row and row[0])
+
+        wait_for(sampling, 10, message="the counts reading the newest jobs")
+    finally:
+        holder.rollback()
+        holder.close()
+    counting.join(10)
+    assert found["first"]["completed"].estimated  # 264 completed jobs: 50 of them read
+    assert found["first"]["running"] == Count(0)  # 12 jobs: all read, none holds it
+    again = store.tab_counts(EVERY, where=rare, **bounds)  # the index is free now, but
+    assert again["completed"].estimated  # the search's read is skipped for a while
+    fresh = Store(pg_url)
+    try:
+        assert fresh.tab_counts(EVERY, where=rare, **bounds)["completed"] == Count(3)
+    finally:
+        fresh.close()
