@@ -1230,6 +1230,7 @@ SEARCHES = (
     ("rare word", "rebuild"),
     ("no match", "zebra"),
     ("no match, common words", "thumbnail batch"),
+    ("common words, rare together", "customer 4242"),
 )
 
 
@@ -1245,12 +1246,12 @@ def scale_pages(store: Store) -> None:
 
     app = create_app(store, Settings(database_url=DB_URL))
     client = TestClient(app, base_url="http://localhost", client=("127.0.0.1", 50000))
-    pages = [("all", None), ("running", None)] + [
-        (tab, word) for _, word in SEARCHES for tab in ("all", "running")
-    ]
+    pages: list[tuple[str, str | None, bool]] = [("all", None, False), ("running", None, False)]
+    pages += [(tab, word, False) for _, word in SEARCHES for tab in ("all", "running")]
+    pages += [("all", word, True) for word in ("thumbnail batch", "customer 4242")]
     say("\nscale: whole dashboard pages (medians of 10, ms; tabs as shown)")
-    for tab, word in pages:
-        params = {"tab": tab, **({"search": word} if word else {})}
+    for tab, word, full in pages:
+        params = {"tab": tab, **({"search": word} if word else {}), **({"full": 1} if full else {})}
         times = []
         for _ in range(10):
             t = time.perf_counter()
@@ -1260,9 +1261,16 @@ def scale_pages(store: Store) -> None:
         shown = re.findall(
             r'data-tab="(\w+)">\w+ <span class="count[^"]*"[^>]*>([^<]*)<', answer.text
         )
-        label = f"/?tab={tab}" + (f"&search={word}" if word else "")
+        label = f"/?tab={tab}" + (f"&search={word}" if word else "") + ("&full=1" if full else "")
+        partial = "Only the newest jobs were searched" in answer.text
         say(f"  {label:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
-        say("      " + ", ".join(f"{name} {count}" for name, count in shown))
+        rows = answer.text.count('class="job status-')
+        say(
+            "      "
+            + ", ".join(f"{name} {count}" for name, count in shown)
+            + f"; {rows} jobs listed"
+            + (" (the newest jobs only: said so)" if partial else "")
+        )
 
 
 EMPTY_DB = DB_NAME + "_empty"

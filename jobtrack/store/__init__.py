@@ -1355,6 +1355,7 @@ class Store(
         exact_matches: int = EXACT_MATCHES,
         sample_rows: int = SAMPLE_ROWS,
         probe_s: float = PROBE_S,
+        every_match: bool = False,
     ) -> dict[str, Count]:
         """Each of ``statuses``' count of the jobs ``where`` matches, as the dashboard's
         tabs show them, each read bounded whatever the table holds: exact up to ``cap``,
@@ -1362,11 +1363,13 @@ class Store(
         exact when at most ``exact_matches`` jobs match and its index reads them within
         ``probe_s`` seconds (or the status holds fewer than ``sample_rows``), else
         estimated from the status's newest ``sample_rows`` jobs (see
-        :mod:`jobtrack.store.searches`). Elsewhere as :meth:`count_by_status`."""
+        :mod:`jobtrack.store.searches`). Elsewhere, or with ``every_match`` (the
+        dashboard's full search), as :meth:`count_by_status`: every match read, up to
+        the cap per status, however long that takes."""
         base = where or JobFilter()
         wanted = tuple(JobStatus(s) for s in statuses)
         cap = max(cap, 0)
-        if base.search and self.dialect == "postgresql":
+        if base.search and self.dialect == "postgresql" and not every_match:
             with self._read("tab counts") as conn:
                 return search_counts(
                     conn,

@@ -81,8 +81,10 @@ EXACT_MATCHES = 2_000
 #: whose lists turn out long (a rare search made of common trigrams) is left for the
 #: bounded reads of the newest jobs.
 PROBE_S = 0.03
-#: Past that, each status's newest this many jobs are read to estimate its share.
-SAMPLE_ROWS = 500
+#: Past that, each status's newest this many jobs are read to estimate its share (a
+#: share near one half is then within about six points, 19 times in 20; the eight
+#: statuses' samples read in a few milliseconds on ten million jobs).
+SAMPLE_ROWS = 300
 #: A status the statistics put under this many times the tab cap is counted (up to the
 #: cap, index-only) for its estimate's total; above it the statistics' figure is used.
 _COUNTED_BELOW = 3

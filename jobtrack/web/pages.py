@@ -335,7 +335,9 @@ def add_pages(
             found, complete = store.list_jobs(listed, limit=PAGE_SIZE + 1, before=before), True
         else:
             found, complete = store.list_page(listed, limit=PAGE_SIZE + 1, before=before)
-        counts = store.tab_counts([s.value for s in JobStatus], cap=COUNT_CAP, where=scope)
+        counts = store.tab_counts(
+            [s.value for s in JobStatus], cap=COUNT_CAP, where=scope, every_match=full
+        )
         tab_counts = {name: _tab_count(counts, wanted) for name, wanted in TABS.items()}
         page = found[:PAGE_SIZE]
         context = {

@@ -107,8 +107,8 @@ def test_items_page_by_keyset_in_the_api_and_on_the_page(store: Store) -> None:
 def test_tab_counts_of_a_common_search_are_estimates_the_page_and_api_say_so(
     store: Store,
 ) -> None:
-    """A word 2,400 jobs hold: past what a count reads exactly, so completed (2,000 jobs)
-    is estimated from its newest jobs; failed (400, fewer than the sample) is counted.
+    """A word 2,400 jobs hold: past what a count reads exactly, so completed (2,160 jobs)
+    is estimated from its newest jobs; failed (240, fewer than the sample) is counted.
     The dashboard marks the estimate, the API says ``exact: false``. One job's own
     name is counted exactly."""
     with store.engine.begin() as conn:
@@ -116,7 +116,7 @@ def test_tab_counts_of_a_common_search_are_estimates_the_page_and_api_say_so(
             text(
                 "INSERT INTO jobs (id, task_name, name, status, state_seq, created_at, "
                 "updated_at) SELECT 'common-' || g, 't', 'Resize thumbnail ' || g, "
-                "CASE WHEN g % 6 = 0 THEN 'failed' ELSE 'completed' END, 0, "
+                "CASE WHEN g % 10 = 0 THEN 'failed' ELSE 'completed' END, 0, "
                 "now() - make_interval(secs => g), now() FROM generate_series(1, 2400) AS g"
             )
         )
@@ -126,8 +126,8 @@ def test_tab_counts_of_a_common_search_are_estimates_the_page_and_api_say_so(
         assert counted["cap"] == 10_000
         completed, failed = counted["counts"]["completed"], counted["counts"]["failed"]
         assert completed["exact"] is False and completed["estimated"] is True
-        assert 1_800 <= completed["count"] <= 2_200
-        assert failed == {"count": 400, "exact": True, "estimated": False}
+        assert 1_900 <= completed["count"] <= 2_400
+        assert failed == {"count": 240, "exact": True, "estimated": False}
         assert counted["counts"]["paused"] == {"count": 0, "exact": True, "estimated": False}
         one = c.get("/api/counts", params={"search": "thumbnail 1234", "status": "completed"})
         assert one.json()["counts"] == {
@@ -140,7 +140,7 @@ def test_tab_counts_of_a_common_search_are_estimates_the_page_and_api_say_so(
         )
         shown = {name: (kind.strip(), text_) for name, kind, text_ in tabs}
         assert shown["completed"][0] == "estimate" and shown["completed"][1].startswith("~")
-        assert shown["failed"] == ("", "400")
+        assert shown["failed"] == ("", "240")
         assert shown["all"][1].startswith("~")  # a sum with an estimate in it is one
         listed = c.get("/api/jobs", params={"search": "thumbnail", "limit": 5}).json()
         assert [j["id"] for j in listed["jobs"]] == [f"common-{g}" for g in range(1, 6)]
@@ -176,6 +176,7 @@ def test_a_page_no_bounded_read_finds_says_so_and_offers_the_full_search(
         every = c.get(full.group(1).replace("&amp;", "&"))
         assert every.status_code == 200 and "Only the newest jobs" not in every.text
         assert 'data-job-id="older-4001"' in every.text  # the newest match
+        assert re.search(r'data-tab="completed">Completed <span class="count">2,500<', every.text)
         listed = c.get("/api/jobs", params={"search": "zqxjkv", "limit": 3}).json()
         assert [j["id"] for j in listed["jobs"]] == ["older-4001", "older-4002", "older-4003"]
         # Its count: none among the newest completed jobs, but the index read found
