@@ -76,6 +76,13 @@ def create_app(
     only for tests that prove the first one alone holds."""
     auth = Auth(settings, owner_filter=owner_filter)
     feed = ChangeFeed(store, poll_interval_s=settings.web_poll_interval_s)
+    if settings.read_database_url and store.replicas is None:
+        log.warning(
+            "read_database_url is set, but the store given to create_app has no replicas: "
+            "every read goes to its database (build the store with "
+            "jobtrack.tracker.open_store(settings))",
+            extra={"action": "replica", "job_id": None},
+        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -3,6 +3,9 @@ in the footer, and a policy that refuses an unknown fallback."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
 from jobtrack.store.replicas import ReadRoute, ReplicaPolicy, lsn_number, lsn_text, server_name
@@ -38,3 +41,20 @@ def test_a_policy_takes_primary_or_error_only() -> None:
     assert ReplicaPolicy(("postgresql://r/db",), fallback="error").fallback == "error"
     with pytest.raises(ValueError, match="fallback"):
         ReplicaPolicy(("postgresql://r/db",), fallback="replica")
+
+
+def test_an_app_over_a_store_without_the_replicas_its_settings_name_says_so(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from jobtrack.settings import Settings
+    from jobtrack.store import Store
+    from jobtrack.web import create_app
+
+    settings = Settings(
+        database_url="postgresql://jobs@db1/jobs", read_database_url=("postgresql://jobs@db2/jobs",)
+    )
+    store = Store(f"sqlite:///{tmp_path / 'unused.db'}", create_tables=False)
+    with caplog.at_level(logging.WARNING, logger="jobtrack.web"):
+        create_app(store, settings)
+    assert any("has no replicas" in r.getMessage() for r in caplog.records)
+    store.close()
