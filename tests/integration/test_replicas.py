@@ -195,6 +195,8 @@ def test_the_dashboard_reads_the_replica_and_sees_its_own_delete(fresh: Streamin
         page = c.get("/", params={"tab": "all", "search": "Replica check"})
         assert f"deleted-{RUN}" in page.text
         assert f"served by replica 127.0.0.1:{fresh.replica_port}/jobtrack" in footer(page.text)
+        live = c.get("/", params={"tab": "all", "partial": 1})  # a live refresh says it too
+        assert '<span class="served" data-part="served"> · served by replica' in live.text
         # The replica applies each change a second late: the page after a delete waits
         # for it (the position the delete's answer carries), and shows the job gone.
         fresh.apply_delay(1.0)
