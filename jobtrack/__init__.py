@@ -25,6 +25,7 @@ from .errors import (
     NotInstalled,
     NotSupported,
     QueryTimeout,
+    ReplicaUnavailable,
     StoreError,
 )
 from .models import Event, Item, ItemStatus, Job, JobFilter, JobStatus, Stats
@@ -98,6 +99,7 @@ __all__ = [
     "NotSupported",
     "PauseRequested",
     "QueryTimeout",
+    "ReplicaUnavailable",
     "Settings",
     "Stats",
     "StopRequested",

@@ -30,7 +30,7 @@ from .models import FINISHED, ItemStatus, JobFilter, JobStatus
 from .settings import Settings
 from .spool import DeadLetter, Spool
 from .store import Store, describe_url
-from .tracker import Tracker, active_tracker_or_none
+from .tracker import Tracker, active_tracker_or_none, open_store
 from .views import (
     actions_table,
     dead_letters_table,
@@ -148,11 +148,7 @@ class Context:
                     f"[dim]database: {describe_url(settings.database_url)} (from {source})[/]",
                     highlight=False,
                 )
-            self._store = Store(
-                settings.database_url,
-                connect_timeout_s=settings.connect_timeout_s,
-                create_tables=False,
-            )
+            self._store = open_store(settings, create_tables=False)
         return self._store
 
     @property
@@ -230,6 +226,18 @@ def _since(value: str | None) -> datetime | None:
     except ValueError as exc:
         raise click.BadParameter(f"{value!r}: use 30m, 2h, 7d or an ISO timestamp") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _reads(command: Callable[..., None]) -> Callable[..., None]:
+    """A read-only command: its reads go to a replica when ``read_database_url`` names
+    any (the primary when none can serve, or an error with ``read_fallback=error``)."""
+
+    @functools.wraps(command)
+    def run(obj: Context, *args: Any, **kwargs: Any) -> None:
+        with obj.store.reading():
+            command(obj, *args, **kwargs)
+
+    return run
 
 
 def _json_default(value: Any) -> Any:
@@ -464,6 +472,7 @@ def _job_filter(
 @option("--offset", type=click.IntRange(0), default=0)
 @option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
+@_reads
 def jobs_ls(obj: Context, /, limit: int, offset: int, as_json: bool, **filters: Any) -> None:
     """Jobs, newest first."""
     found = obj.store.list_jobs(_job_filter(**filters), limit=limit, offset=offset)
@@ -477,6 +486,7 @@ def jobs_ls(obj: Context, /, limit: int, offset: int, as_json: bool, **filters: 
 @click.argument("job_id")
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
+@_reads
 def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
     """One job: its row, attempt trace, failing items and traceback. JOB_ID may be the
     start of an id (4 characters or more) that only one job's id starts with."""
@@ -507,6 +517,7 @@ def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
 @click.argument("job_id")
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
+@_reads
 def jobs_tree(obj: Context, job_id: str, as_json: bool) -> None:
     """The workflow JOB_ID belongs to (chain, groups, chords, tasks its tasks started)
     as a tree, each job with its status and progress. Act on it with the bulk
@@ -531,6 +542,7 @@ def jobs_tree(obj: Context, job_id: str, as_json: bool) -> None:
 @option("--interval", type=click.FloatRange(0.05), default=1.0, help="Seconds between reads.")
 @option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_obj
+@_reads
 def jobs_logs(
     obj: Context,
     job_id: str,
@@ -575,6 +587,7 @@ def jobs_logs(
 @option("--after", type=click.IntRange(0), help="Only items after this item id (a page).")
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
+@_reads
 def jobs_items(
     obj: Context, job_id: str, status: str | None, limit: int, after: int | None, as_json: bool
 ) -> None:
@@ -708,6 +721,7 @@ def actions() -> None:
 @option("--limit", type=click.IntRange(1, 1000), default=50)
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
+@_reads
 def actions_ls(obj: Context, job_id: str | None, limit: int, as_json: bool) -> None:
     """Operator actions, newest first: who did what, when, to which jobs, and the counts."""
     if job_id is not None:  # a deleted job's entries stay: an id that names none is kept
@@ -723,6 +737,7 @@ def actions_ls(obj: Context, job_id: str | None, limit: int, as_json: bool) -> N
 @click.argument("action_id", type=int)
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
+@_reads
 def actions_show(obj: Context, action_id: int, as_json: bool) -> None:
     """One action: its filter, progress and counts."""
     try:
@@ -877,6 +892,7 @@ def alerts_test(obj: Context, rule: str, rules_file: str | None) -> None:
 @option("--key", help="With --by: one task name (or job type) only.")
 @option("--json", "as_json", is_flag=True)
 @click.pass_obj
+@_reads
 def stats(
     obj: Context, since: str, by: str | None, every: str, key: str | None, as_json: bool
 ) -> None:
@@ -913,6 +929,10 @@ def watch(obj: Context, interval: float, job_type: str | None, limit: int, once:
     active = ["running", "retrying", "pending"]
 
     def view() -> Table:
+        with obj.store.reading():  # each refresh chooses its server again
+            return read_view()
+
+    def read_view() -> Table:
         found = obj.store.list_jobs(JobFilter.of(status=active, job_type=job_type), limit=limit)
         found.sort(
             key=lambda j: (

@@ -12,6 +12,7 @@ __all__ = [
     "NotInstalled",
     "NotSupported",
     "QueryTimeout",
+    "ReplicaUnavailable",
     "StoreError",
 ]
 
@@ -88,6 +89,15 @@ class QueryTimeout(StoreError):
     def __init__(self, action: str, limit_s: float) -> None:
         self.limit_s = limit_s
         super().__init__(action, f"stopped after {limit_s:g} s (its time limit)")
+
+
+class ReplicaUnavailable(StoreError):
+    """No replica can serve a read, and reads may not fall back to the primary
+    (``read_fallback="error"``): ``reason`` says what each replica is doing."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__("read on a replica", f"no replica can serve it: {reason}")
 
 
 class DataRefused(StoreError):

@@ -31,6 +31,7 @@ __all__ = [
     "Action",
     "ActionTarget",
     "Batch",
+    "Count",
     "Event",
     "EventRow",
     "Item",
@@ -629,6 +630,23 @@ class Stats:
     duration_ms_p50: int | None = None
     duration_ms_p95: int | None = None
     duration_ms_p99: int | None = None
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many jobs one status holds under a filter, as a dashboard tab shows it.
+
+    ``exact``: ``n`` is the number. Otherwise either ``estimated`` (``n`` is an estimate
+    from a sample: shown as "~4,300,000") or a floor (there are more than ``n``: shown
+    as "10,000+"), for counts that would read too many jobs to be exact.
+    """
+
+    n: int
+    exact: bool = True
+    estimated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.n, "exact": self.exact, "estimated": self.estimated}
 
 
 def time_left(job: Job, now: datetime) -> str | None:

@@ -43,6 +43,21 @@ class Settings:
 
     #: SQLAlchemy URL of the tracking database.
     database_url: str = "sqlite:///jobtrack.db"
+    #: Streaming replicas of the tracking database (PostgreSQL) for reads: the
+    #: dashboard's, the API's, Insights', the CLI's and the alert rules'. Several:
+    #: comma-separated, each read going to one in turn. Writes, actions, leases and the
+    #: workers stay on ``database_url``. Empty: every read on ``database_url``.
+    read_database_url: tuple[str, ...] = ()
+    #: A replica further behind than this many seconds is left out of reads.
+    read_max_lag_s: float = 30.0
+    #: What reads do when no replica can serve them (all down or too far behind):
+    #: ``primary`` reads ``database_url``; ``error`` answers 503 (the CLI: an error)
+    #: with the reason.
+    read_fallback: str = "primary"
+    #: After an operator action, the next read waits up to this many seconds for a
+    #: replica to replay it (read-your-writes); then it reads the primary (``error``:
+    #: the replica, saying it is behind).
+    read_wait_s: float = 2.0
     #: Track at all. ``JOBTRACK_ENABLED=0`` is the operator's kill switch.
     enabled: bool = True
     #: Track every task of the app (True) or only tasks decorated with ``@track``.
@@ -230,12 +245,21 @@ class Settings:
             "action_rate_per_s",
             "alerts_interval_s",
             "web_query_timeout_s",
+            "read_max_lag_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(name, getattr(self, name), "a number above 0")
         if self.pending_lost_after_s < 0:
             raise ConfigurationError(
                 "pending_lost_after_s", self.pending_lost_after_s, "a number of seconds, 0 or more"
+            )
+        if self.read_wait_s < 0:
+            raise ConfigurationError(
+                "read_wait_s", self.read_wait_s, "a number of seconds, 0 or more"
+            )
+        if self.read_fallback not in READ_FALLBACKS:
+            raise ConfigurationError(
+                "read_fallback", self.read_fallback, " or ".join(map(repr, READ_FALLBACKS))
             )
         if self.exit_flush_timeout_s < 0:
             raise ConfigurationError(
@@ -269,15 +293,28 @@ class Settings:
                 )
         if not self.database_url:
             raise ConfigurationError("database_url", self.database_url, "a database URL")
-        scheme = self.database_url.partition(":")[0].partition("+")[0].lower()
+        scheme = _scheme(self.database_url)
         if scheme not in SUPPORTED_DATABASES:
             raise ConfigurationError(
                 "database_url",
                 f"{scheme}://…",
                 "a postgresql:// or sqlite:/// URL (jobtrack supports PostgreSQL and SQLite)",
             )
+        for url in self.read_database_url:
+            if _scheme(url) not in ("postgresql", "postgres") or scheme == "sqlite":
+                raise ConfigurationError(
+                    "read_database_url",
+                    f"{_scheme(url)}://…",
+                    "postgresql:// URLs of streaming replicas of a PostgreSQL database_url",
+                )
 
 
+def _scheme(url: str) -> str:
+    return url.partition(":")[0].partition("+")[0].lower()
+
+
+#: What ``read_fallback`` takes.
+READ_FALLBACKS = ("primary", "error")
 #: What ``job_log_level`` takes (any case), weakest first.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "OFF")
 

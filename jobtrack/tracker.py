@@ -19,7 +19,7 @@ from .errors import NotInstalled
 from .models import Batch, Event, Job, JobFilter, JobStatus, JobUpdate, Stats
 from .payload import clean_text, describe_error, to_json
 from .settings import Settings
-from .store import Store
+from .store import ReplicaPolicy, Store
 from .writer import Writer, make_writer
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "active_tracker",
     "active_tracker_or_none",
     "handler_failed",
+    "open_store",
     "set_active_tracker",
 ]
 
@@ -47,16 +48,33 @@ def handler_failed(action: str, job_id: Any) -> None:
     )
 
 
+def open_store(settings: Settings, *, create_tables: bool | None = None) -> Store:
+    """The store ``settings`` describe: the tracking database, and its read replicas
+    (``read_database_url``) for the reads made inside ``Store.reading()``."""
+    replicas = (
+        ReplicaPolicy(
+            urls=settings.read_database_url,
+            max_lag_s=settings.read_max_lag_s,
+            fallback=settings.read_fallback,
+            wait_s=settings.read_wait_s,
+        )
+        if settings.read_database_url
+        else None
+    )
+    return Store(
+        settings.database_url,
+        connect_timeout_s=settings.connect_timeout_s,
+        create_tables=settings.create_tables if create_tables is None else create_tables,
+        replicas=replicas,
+    )
+
+
 class Tracker:
     """What jobtrack needs in one process. Usually made by ``install(app)``."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store or Store(
-            settings.database_url,
-            connect_timeout_s=settings.connect_timeout_s,
-            create_tables=settings.create_tables,
-        )
+        self.store = store or open_store(settings)
         self.writer: Writer = make_writer(self.store, settings)
 
     # -- bounded, safe values -----------------------------------------------------

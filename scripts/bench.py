@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -57,7 +59,8 @@ from jobtrack.web.pages import COUNT_CAP
 ROOT = Path(__file__).resolve().parents[1]
 BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/0")
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://root@127.0.0.1:5432/postgres")
-DB_NAME = "jobtrack_bench"
+#: BENCH_DB: another database name (two benchmarks on one server keep apart).
+DB_NAME = os.environ.get("BENCH_DB", "jobtrack_bench")
 DB_URL = PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
 #: Worker CPU (all its processes) per task, while it runs tasks; PostgreSQL's meanwhile.
 WORKER_CPU_US: dict[str, list[float]] = {}
@@ -1022,7 +1025,9 @@ SCALE_STATUSES = (
 
 def scale_fixture(rows: int) -> None:
     """``rows`` realistic jobs over 90 days (40 task names, 10 job types, 200 owners, 5
-    queues; 85 % completed, 8 % failed, the rest spread over the other states), loaded in
+    queues; 85 % completed, 8 % failed, the rest spread over the other states; half of
+    them named "Resize thumbnail …", the other half "Import batch …", one in 99,991
+    "Rebuild index …"), loaded in
     SQL in chunks of a million with the jobs indexes built once at the end; one job with
     100,000 items and the newest 100,000 jobs with a trace of three events each."""
     started = time.perf_counter()
@@ -1046,7 +1051,10 @@ def scale_fixture(rows: int) -> None:
                     skipped_items, retries, max_retries, error_type, error_message, ref,
                     progress_percent)
                 SELECT id, 'app.tasks.task_' || (g %% 40), 'type_' || (g %% 10),
-                       'Import batch ' || g || ' of customer ' || (g %% 5003),
+                       CASE WHEN g %% 99991 = 0 THEN 'Rebuild index ' || g
+                            WHEN g %% 2 = 0 THEN
+                                 'Resize thumbnail ' || g || ' for customer ' || (g %% 5003)
+                            ELSE 'Import batch ' || g || ' of customer ' || (g %% 5003) END,
                        'owner-' || (g %% 200), status, 0, 'queue-' || (g %% 5), id, t,
                        t + interval '2 seconds',
                        CASE WHEN status IN ('completed', 'failed', 'cancelled', 'lost')
@@ -1124,31 +1132,31 @@ def scale_views(rows: int, reuse: bool) -> None:
         "list, owner": lambda: store.list_jobs(JobFilter(owner_id="owner-42"), limit=51),
         "list, task": lambda: store.list_jobs(JobFilter(task_name="app.tasks.task_7"), limit=51),
         "list, queue": lambda: store.list_jobs(JobFilter(queue="queue-2"), limit=51),
-        "tab counts, no filter": lambda: store.count_by_status(counts, cap=COUNT_CAP),
-        "tab counts, job type": lambda: store.count_by_status(counts, cap=COUNT_CAP, where=one),
-        "tab counts, owner": lambda: store.count_by_status(
+        "tab counts, no filter": lambda: store.tab_counts(counts, cap=COUNT_CAP),
+        "tab counts, job type": lambda: store.tab_counts(counts, cap=COUNT_CAP, where=one),
+        "tab counts, owner": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(owner_id="owner-42")
         ),
-        "tab counts, task": lambda: store.count_by_status(
+        "tab counts, task": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(task_name="app.tasks.task_7")
         ),
-        "tab counts, queue": lambda: store.count_by_status(
+        "tab counts, queue": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(queue="queue-2")
         ),
         "search text (about 9,000 match), list": lambda: store.list_jobs(
             JobFilter(search="db-42 timed"), limit=51
         ),
         "search text (one job's name), list": lambda: store.list_jobs(
-            JobFilter(search="batch 4242424 of"), limit=51
+            JobFilter(search="batch 4242423 of"), limit=51
         ),
-        "search text (one job's name), tab counts": lambda: store.count_by_status(
-            counts, cap=COUNT_CAP, where=JobFilter(search="batch 4242424 of")
+        "search text (one job's name), tab counts": lambda: store.tab_counts(
+            counts, cap=COUNT_CAP, where=JobFilter(search="batch 4242423 of")
         ),
-        "search text (about 9,000 match), tab counts": lambda: store.count_by_status(
+        "search text (about 9,000 match), tab counts": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(search="db-42 timed")
         ),
         "search exact id, list": lambda: store.list_jobs(JobFilter(search=sample.id), limit=51),
-        "search exact id, tab counts": lambda: store.count_by_status(
+        "search exact id, tab counts": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(search=sample.id)
         ),
         "search id prefix (8), list": lambda: store.list_jobs(
@@ -1158,23 +1166,45 @@ def scale_views(rows: int, reuse: bool) -> None:
             JobFilter(job_type="type_2", owner_id="owner-42", status=(JobStatus.FAILED,)),
             limit=51,
         ),
-        "combined: type + owner, tab counts": lambda: store.count_by_status(
+        "combined: type + owner, tab counts": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(job_type="type_2", owner_id="owner-42")
         ),
         # Filters whose jobs never meet: each status's whole range of one is read.
-        "combined: task + owner (disjoint), tab counts": lambda: store.count_by_status(
+        "combined: task + owner (disjoint), tab counts": lambda: store.tab_counts(
             counts,
             cap=COUNT_CAP,
             where=JobFilter(task_name="app.tasks.task_7", owner_id="owner-42"),
         ),
-        "combined: type + queue (disjoint), tab counts": lambda: store.count_by_status(
+        "combined: type + queue (disjoint), tab counts": lambda: store.tab_counts(
             counts, cap=COUNT_CAP, where=JobFilter(job_type="type_3", queue="queue-1")
         ),
-        "combined: task + search, tab counts": lambda: store.count_by_status(
+        "combined: task + search, tab counts": lambda: store.tab_counts(
             counts,
             cap=COUNT_CAP,
             where=JobFilter(task_name="app.tasks.task_7", search="db-47 timed"),
         ),
+        # A word half the jobs hold, a word a hundred hold (all among old jobs), a word
+        # none holds, and two common words no job holds together.
+        **{
+            f"search {kind} ({word!r}), {view}": call
+            for kind, word in SEARCHES
+            for view, call in (
+                ("list", lambda w=word: store.list_jobs(JobFilter(search=w), limit=51)),
+                (
+                    "running tab",
+                    lambda w=word: store.list_jobs(
+                        JobFilter(search=w, status=(JobStatus.RUNNING, JobStatus.RETRYING)),
+                        limit=51,
+                    ),
+                ),
+                (
+                    "tab counts",
+                    lambda w=word: store.tab_counts(
+                        counts, cap=COUNT_CAP, where=JobFilter(search=w)
+                    ),
+                ),
+            )
+        },
         "job page: get job + events": lambda: (
             store.get_job(sample.id),
             store.list_events(sample.id),
@@ -1195,8 +1225,58 @@ def scale_views(rows: int, reuse: bool) -> None:
             t = time.perf_counter()
             view()
             times.append((time.perf_counter() - t) * 1000)
-        say(f"  {name:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+        say(f"  {name:<58} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+    scale_pages(store)
     store.close()
+
+
+#: The searches the scale views try: (kind, search).
+SEARCHES = (
+    ("common word", "thumbnail"),
+    ("rare word", "rebuild"),
+    ("no match", "zebra"),
+    ("no match, common words", "thumbnail batch"),
+    ("common words, rare together", "customer 4242"),
+)
+
+
+def scale_pages(store: Store) -> None:
+    """Whole dashboard pages (the list, its tab counts, rendering) through the web app
+    in this process, medians of 10, with the tabs each shows."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from jobtrack.settings import Settings
+    from jobtrack.web import create_app
+
+    app = create_app(store, Settings(database_url=DB_URL))
+    client = TestClient(app, base_url="http://localhost", client=("127.0.0.1", 50000))
+    pages: list[tuple[str, str | None, bool]] = [("all", None, False), ("running", None, False)]
+    pages += [(tab, word, False) for _, word in SEARCHES for tab in ("all", "running")]
+    pages += [("all", word, True) for word in ("thumbnail batch", "customer 4242")]
+    say("\nscale: whole dashboard pages (medians of 10, ms; tabs as shown)")
+    for tab, word, full in pages:
+        params = {"tab": tab, **({"search": word} if word else {}), **({"full": 1} if full else {})}
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            answer = client.get("/", params=params)
+            times.append((time.perf_counter() - t) * 1000)
+        assert answer.status_code == 200, answer.text[:500]
+        shown = re.findall(
+            r'data-tab="(\w+)">\w+ <span class="count[^"]*"[^>]*>([^<]*)<', answer.text
+        )
+        label = f"/?tab={tab}" + (f"&search={word}" if word else "") + ("&full=1" if full else "")
+        partial = "Only the newest jobs were searched" in answer.text
+        say(f"  {label:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+        rows = answer.text.count('class="job status-')
+        say(
+            "      "
+            + ", ".join(f"{name} {count}" for name, count in shown)
+            + f"; {rows} jobs listed"
+            + (" (the newest jobs only: said so)" if partial else "")
+        )
 
 
 EMPTY_DB = DB_NAME + "_empty"
@@ -1388,20 +1468,80 @@ def _run_writers(
     return made, time.perf_counter() - started
 
 
+class _ServerCpu:
+    """CPU seconds every PostgreSQL process on this machine used while inside, those
+    that ended meanwhile (a writer's backend) included: /proc read every 0.2 s, each
+    process counted up to its last reading."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._first: dict[int, int] = {}
+        self._last: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _read(self) -> dict[int, int]:
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    name, _, rest = f.read().rpartition(")")
+            except OSError:
+                continue
+            if name.endswith("(postgres"):
+                fields = rest.split()
+                found[int(entry)] = int(fields[11]) + int(fields[12])
+        return found
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            self._last.update(self._read())
+
+    def __enter__(self) -> _ServerCpu:
+        self._first = self._read()
+        self._last = dict(self._first)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._last.update(self._read())
+        ticks = sum(last - self._first.get(pid, 0) for pid, last in self._last.items())
+        self.seconds = ticks / os.sysconf("SC_CLK_TCK")
+
+
 def write_rate(seconds: float, counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> None:
     """Jobs (three transitions and three trace rows each) one PostgreSQL commits per
     second from N writer processes at once: where it saturates."""
-    say(f"\nwrite rate from many processes ({seconds:.0f} s each, {os.cpu_count()} cores):")
+    cores = os.cpu_count() or 1
+    say(f"\nwrite rate from many processes ({seconds:.0f} s each, {cores} cores):")
+    say("  (CPU: the writers' and every PostgreSQL process's on this machine, per second)")
     name = DB_NAME + "_writes"
     for count in counts:
         url = _fresh_schema(name)
-        made, elapsed = _run_writers(url, seconds, count, f"p{count}")
+        with psycopg.connect(url, autocommit=True) as conn:
+            wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with _ServerCpu() as server:
+            made, elapsed = _run_writers(url, seconds, count, f"p{count}")
+        done = resource.getrusage(resource.RUSAGE_CHILDREN)
         with psycopg.connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM jobs WHERE status = 'completed'").fetchone()
+            wal = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", wal_before
+            ).fetchone()
         assert stored is not None and stored[0] == made, (stored, made)
+        assert wal is not None
+        used = done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime
+        writers_cpu, server_cpu = used / elapsed, server.seconds / elapsed
         say(
             f"  {count:>2} processes: {made / elapsed:8,.0f} jobs/s committed "
-            f"({3 * made / elapsed:,.0f} row writes/s and as many trace rows)"
+            f"({3 * made / elapsed:,.0f} row writes/s and as many trace rows); CPU "
+            f"writers {writers_cpu:.2f} + PostgreSQL {server_cpu:.2f} of {cores} cores; "
+            f"WAL {float(wal[0]) / made:,.0f} bytes a job, {float(wal[0]) / elapsed / 1e6:.1f} MB/s"
         )
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

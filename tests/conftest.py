@@ -23,6 +23,7 @@ import redis
 from sqlalchemy.engine import make_url
 
 from jobtrack.store import Store
+from tests.pgcluster import StreamingPair, server_bin
 
 PG_ADMIN_URL = os.environ.get("JOBTRACK_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("JOBTRACK_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -69,6 +70,22 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session."""
     with fresh_pg_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def streaming_pair() -> Iterator[StreamingPair]:
+    """A PostgreSQL primary and its streaming replica, both this session's own (see
+    tests/pgcluster.py), jobtrack's tables made on the primary and replayed."""
+    found = server_bin()
+    if found is None:
+        _unavailable("PostgreSQL's server programs (initdb)", "apt-get install postgresql")
+    assert found is not None
+    with StreamingPair(found) as pair:
+        schema = Store(pair.primary_url)
+        schema.ensure_schema()
+        schema.close()
+        pair.caught_up()
+        yield pair
 
 
 @pytest.fixture(scope="session")

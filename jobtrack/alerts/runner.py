@@ -24,6 +24,7 @@ hour) up to the channel's ``max_attempts``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -146,6 +147,11 @@ class AlertRunner:
         self.settings = settings
         self.clock = clock
         self.holder = leases.holder_id()
+        #: The primary's WAL position after the last pass's writes: the next pass's
+        #: reads on a replica wait until it has replayed them (its rules' states, the
+        #: jobs already reported), so no job is reported twice. "" when unknown: the
+        #: next pass reads the primary.
+        self._written: str | None = None
 
     # -- one pass --------------------------------------------------------------------------
 
@@ -163,22 +169,42 @@ class AlertRunner:
 
     def _pass(self, now: datetime) -> PassReport:
         report = PassReport()
-        states = self.store.alert_states()
-        for rule in self.config.rules:
-            try:
-                made = self._evaluate(rule, states.get(rule.name), now)
-            except JobtrackError as exc:
-                log.warning(
-                    "could not evaluate alert rule %s: %s",
-                    rule.name,
-                    exc,
-                    extra={"job_id": None, "action": "alerts"},
-                )
-                continue
-            if made is not None:
-                report.alerts.append(made)
+        # The rules' reads go to a replica when there are any (read_database_url), once
+        # it has replayed the last pass's writes; writes and deliveries stay on the
+        # primary.
+        reading = (
+            self.store.reading(min_lsn=self._written)
+            if self._written != ""
+            else contextlib.nullcontext()
+        )
+        try:
+            with reading:
+                states = self.store.alert_states()
+                for rule in self.config.rules:
+                    try:
+                        made = self._evaluate(rule, states.get(rule.name), now)
+                    except JobtrackError as exc:
+                        log.warning(
+                            "could not evaluate alert rule %s: %s",
+                            rule.name,
+                            exc,
+                            extra={"job_id": None, "action": "alerts"},
+                        )
+                        continue
+                    if made is not None:
+                        report.alerts.append(made)
+        finally:
+            self._note_written()
         self.deliver(report, now)
         return report
+
+    def _note_written(self) -> None:
+        if self.store.replicas is None:
+            return
+        try:
+            self._written = self.store.primary_lsn()
+        except JobtrackError:
+            self._written = ""  # unknown: the next pass reads the primary
 
     def run_forever(self, stop: threading.Event) -> None:
         """Passes every ``alerts_interval_s`` until ``stop`` is set; an unreachable

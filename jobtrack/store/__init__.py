@@ -68,6 +68,7 @@ from ..models import (
     PAUSABLE,
     TERMINAL_SEQ,
     Batch,
+    Count,
     Event,
     EventRow,
     Item,
@@ -105,6 +106,7 @@ from .common import (
     SearchWords,
     escape_like,
     filtered,
+    id_only,
     job_of,
     notify,
     notify_payload,
@@ -118,6 +120,25 @@ from .partitions import (
     PartitionQueries,
     near_boundary,
     period_start,
+)
+from .replicas import (
+    ReadRoute,
+    ReplicaPolicy,
+    Replicas,
+    current_route,
+    lsn_number,
+    lsn_text,
+    server_name,
+)
+from .replicas import routed as _routed
+from .replicas import unreachable as _unreachable
+from .searches import (
+    EXACT_MATCHES,
+    PROBE_S,
+    SAMPLE_ROWS,
+    TableStats,
+    search_counts,
+    search_page,
 )
 from .workflows import WorkflowQueries
 from .writes import (
@@ -144,10 +165,14 @@ __all__ = [
     "Batch",
     "ChangeListener",
     "MetricsSnapshot",
+    "ReadRoute",
+    "ReplicaPolicy",
     "Store",
     "current_owner",
+    "current_route",
     "describe_url",
     "is_owner_id",
+    "lsn_number",
     "normalize_url",
     "owner_scope",
     "time_limit",
@@ -265,6 +290,7 @@ class Store(
         engine: Engine | None = None,
         connect_timeout_s: float = 5.0,
         create_tables: bool = True,
+        replicas: ReplicaPolicy | None = None,
     ) -> None:
         if (url is None) == (engine is None):
             raise ValueError("give a database URL or an engine, not both or neither")
@@ -276,6 +302,19 @@ class Store(
         self._schema_ready = False
         self._lock = threading.Lock()
         self._search_words = SearchWords()
+        self._table_stats = TableStats()
+        # Reads inside reading() go to these (see store/replicas.py); their engines are
+        # the store's own kind, made on first use.
+        self._replicas = (
+            Replicas(
+                replicas,
+                self._make_engine,
+                self._primary_position,
+                server_name(self._url or (engine.url.render_as_string() if engine else "")),
+            )
+            if replicas is not None and replicas.urls
+            else None
+        )
         if engine is not None and engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _serve_every_owner)
         _live_stores.add(self)
@@ -294,9 +333,9 @@ class Store(
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def _make_engine(self) -> Engine:
-        assert self._url is not None
-        url = make_url(self._url)
+    def _make_engine(self, url_text: str | None = None) -> Engine:
+        """The engine for the store's URL (or a replica's: ``url_text``)."""
+        url = make_url(normalize_url(url_text) if url_text is not None else self._url or "")
         if url.get_backend_name() == "sqlite":
             engine = create_engine(
                 url,
@@ -329,18 +368,92 @@ class Store(
         touching its sockets; the child connects anew on first use."""
         self._lock = threading.Lock()
         self._search_words = SearchWords()
+        self._table_stats = TableStats()
         if self._engine is not None and self._owns_engine:
             self._engine.dispose(close=False)
+        if self._replicas is not None:
+            self._replicas.after_fork()
 
     def close(self) -> None:
-        """Dispose the engine if this store created it."""
+        """Dispose the engine if this store created it (and the replicas' engines)."""
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
             self._engine = None
+        if self._replicas is not None:
+            self._replicas.close()
+
+    # -- reads on replicas -------------------------------------------------------------
+
+    @property
+    def replicas(self) -> Replicas | None:
+        """The replicas reads inside :meth:`reading` may go to (None: none given)."""
+        return self._replicas
+
+    @contextmanager
+    def reading(self, *, min_lsn: str | None = None) -> Iterator[ReadRoute]:
+        """Send this store's reads in this context (thread, asyncio task, request) to a
+        replica, when it has any (see :mod:`jobtrack.store.replicas`); writes stay on
+        the primary. ``min_lsn``: the primary's WAL position after a write the reads
+        must see (:meth:`primary_lsn`), waited for up to the policy's ``wait_s``. The
+        route says which server served, once a read has been made; an unreadable
+        ``min_lsn`` is ignored (a read then sees what the replica has)."""
+        wanted = None
+        if min_lsn:
+            try:
+                wanted = lsn_number(min_lsn)
+            except ValueError:
+                wanted = None
+        with _routed(ReadRoute(min_lsn=wanted, owner=self)) as route:
+            yield route
+
+    def primary_lsn(self) -> str | None:
+        """The primary's WAL position now (PostgreSQL; None elsewhere): a read given it
+        as ``reading(min_lsn=...)`` sees every write committed before this call."""
+        if self.dialect != "postgresql":
+            return None
+        return lsn_text(self._primary_position())
+
+    def _primary_position(self) -> int:
+        with self._begin("primary position") as conn:
+            return lsn_number(conn.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one())
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[Connection]:
+        """A read-only transaction: on the route's server inside :meth:`reading` (a
+        replica that cannot be reached is left out and the route chosen again), else
+        on the primary, as :meth:`_begin`."""
+        route = current_route()
+        if self._replicas is None or route is None or route.owner is not self:
+            with self._begin(action) as conn:
+                yield conn
+            return
+        engine: Engine | None = None
+        try:
+            with contextlib.ExitStack() as stack:
+                while True:
+                    engine = self._replicas.choose(route)
+                    try:
+                        conn = stack.enter_context(self._begin(action, engine=engine))
+                    except StoreError as exc:
+                        if engine is None or not _unreachable(exc):
+                            raise
+                        self._replicas.failed(route, exc)  # and choose again
+                        continue
+                    break
+                yield conn
+        except StoreError as exc:
+            if engine is not None and route.engine is engine and _unreachable(exc):
+                self._replicas.failed(route, exc)  # gone mid-read: the next read chooses
+            raise
 
     @contextmanager
     def _begin(
-        self, action: str, *, writes_data: bool = False, single: bool = False
+        self,
+        action: str,
+        *,
+        writes_data: bool = False,
+        single: bool = False,
+        engine: Engine | None = None,
     ) -> Iterator[Connection]:
         """One transaction; every driver error leaves as a :class:`StoreError`
         (:class:`DataRefused` when the database refused the data itself). With
@@ -348,6 +461,7 @@ class Store(
 
         ``single``: the caller runs one statement, atomic on its own: it runs without
         BEGIN and COMMIT (two round trips fewer), outside any owner scope or time limit.
+        ``engine``: a replica's (a read), instead of the primary's.
         """
         refusable: tuple[type[BaseException], ...] = _PYTHON_DATA_ERRORS if writes_data else ()
         limit = _limit.get()
@@ -363,7 +477,7 @@ class Store(
                             self.forget_partitioning()
                         raise
                 return
-            with self.engine.begin() as conn:
+            with (engine or self.engine).begin() as conn:
                 owner = _owner.get()
                 if owner is not None and conn.dialect.name == "postgresql":
                     conn.execute(_SET_OWNER, {"owner": owner})
@@ -659,7 +773,7 @@ class Store(
     # -- reads -----------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:
-        with self._begin("get job") as conn:
+        with self._read("get job") as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
@@ -718,13 +832,37 @@ class Store(
         of them) is read as one backward range per status, merged: each range stops after
         the page, however many rows match.
         """
+        return self._list(where, limit, offset, before, exhaustive=True)[0]
+
+    def list_page(
+        self,
+        where: JobFilter | None = None,
+        *,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> tuple[list[Job], bool]:
+        """A dashboard page: :meth:`list_jobs`, except that a search whose page no
+        bounded read finds (its matches too many to read, too few among the newest jobs;
+        see :mod:`jobtrack.store.searches`) is not read any further: the matches among
+        the newest jobs are returned, and False says the page may miss older ones."""
+        return self._list(where, limit, 0, before, exhaustive=False)
+
+    def _list(
+        self,
+        where: JobFilter | None,
+        limit: int,
+        offset: int,
+        before: tuple[datetime, str] | None,
+        *,
+        exhaustive: bool,
+    ) -> tuple[list[Job], bool]:
         where = where or JobFilter()
         limit = max(min(limit, 10_000), 1)
         offset = max(offset, 0)
         statuses = where.status
         if statuses is None and _by_status_index(where):
             statuses = tuple(JobStatus)
-        with self._begin("list jobs") as conn:
+        with self._read("list jobs") as conn:
             if statuses is not None and len(statuses) > 1 and _by_status_index(where):
                 # The ranges merged give the page's keys; its jobs are then read by id:
                 # the rows every range reads past the page are never carried (nor their
@@ -752,6 +890,21 @@ class Store(
                 )
             else:
                 word = self._search_words.word(conn, where.search) if where.search else None
+                if word is None and where.search and not id_only(where.search):
+                    # The page among a bounded number of jobs (the search's few matches,
+                    # or the newest jobs when many match), else the search's index.
+                    ids, complete = search_page(
+                        conn, where, before, limit + offset, self._search_words
+                    )
+                    if complete or not exhaustive:
+                        query = (
+                            select(jobs)
+                            .where(jobs.c.id.in_(ids))
+                            .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+                            .limit(limit)
+                            .offset(offset)
+                        )
+                        return [job_of(r) for r in conn.execute(query).mappings()], complete
                 # Many jobs hold the word: the page is first looked for among the newest
                 # of them; it is the page if that slice holds a whole one.
                 since = (
@@ -765,9 +918,9 @@ class Store(
                     sliced = _page(where, before, limit, word=word, since=since).offset(offset)
                     found = conn.execute(sliced).mappings().all()
                     if len(found) == limit:
-                        return [job_of(r) for r in found]
+                        return [job_of(r) for r in found], True
                 query = _page(where, before, limit, word=word).offset(offset)
-            return [job_of(r) for r in conn.execute(query).mappings()]
+            return [job_of(r) for r in conn.execute(query).mappings()], True
 
     def list_items(
         self,
@@ -787,7 +940,7 @@ class Store(
         if after is not None:
             query = query.where(job_items.c.id > after)
         query = query.order_by(job_items.c.id).limit(max(limit, 1)).offset(max(offset, 0))
-        with self._begin("list items") as conn:
+        with self._read("list items") as conn:
             return [
                 Item(
                     job_id=r.job_id,
@@ -811,7 +964,7 @@ class Store(
             .where(job_events.c.job_id == job_id)
             .order_by(job_events.c.at, job_events.c.id)
         )
-        with self._begin("list events") as conn:
+        with self._read("list events") as conn:
             return unfold_events(
                 [
                     Event(
@@ -846,7 +999,7 @@ class Store(
             *where,
         ]
         durations = [func.avg(jobs.c.duration_ms), func.max(jobs.c.duration_ms), func.count()]
-        with self._begin("stats") as conn:
+        with self._read("stats") as conn:
             by_status: dict[str, int] = {}
             by_type: dict[str, dict[str, int]] = {}
             for job_type, status, n in conn.execute(by_type_q):
@@ -1350,10 +1503,10 @@ class Store(
             query = filtered(
                 select(jobs.c.status, func.count()), base.where(status=wanted)
             ).group_by(jobs.c.status)
-            with self._begin("count by status") as conn:
+            with self._read("count by status") as conn:
                 return {status: int(n) for status, n in conn.execute(query)}
         cap = max(cap, 0)
-        with self._begin("count by status") as conn:
+        with self._read("count by status") as conn:
             word = self._search_words.word(conn, base.search) if base.search else None
             if word is not None and base.search:
                 # Few jobs hold the search's word (by the statistics): its matches are
@@ -1398,6 +1551,49 @@ class Store(
             row = conn.execute(capped).one()
         return {status.value: int(n) for status, n in zip(wanted, row, strict=True) if n}
 
+    def tab_counts(
+        self,
+        statuses: Sequence[str],
+        *,
+        cap: int,
+        where: JobFilter | None = None,
+        exact_matches: int = EXACT_MATCHES,
+        sample_rows: int = SAMPLE_ROWS,
+        probe_s: float = PROBE_S,
+        every_match: bool = False,
+    ) -> dict[str, Count]:
+        """Each of ``statuses``' count of the jobs ``where`` matches, as the dashboard's
+        tabs show them, each read bounded whatever the table holds: exact up to ``cap``,
+        past it a floor ("more than ``cap``"). Under a search (PostgreSQL) a count is
+        exact when at most ``exact_matches`` jobs match and its index reads them within
+        ``probe_s`` seconds (or the status holds fewer than ``sample_rows``), else
+        estimated from the status's newest ``sample_rows`` jobs (see
+        :mod:`jobtrack.store.searches`). Elsewhere, or with ``every_match`` (the
+        dashboard's full search), as :meth:`count_by_status`: every match read, up to
+        the cap per status, however long that takes."""
+        base = where or JobFilter()
+        wanted = tuple(JobStatus(s) for s in statuses)
+        cap = max(cap, 0)
+        if base.search and self.dialect == "postgresql" and not every_match:
+            with self._read("tab counts") as conn:
+                return search_counts(
+                    conn,
+                    wanted,
+                    cap,
+                    base,
+                    self._search_words,
+                    self._table_stats,
+                    exact_matches=max(exact_matches, 0),
+                    sample_rows=max(sample_rows, 1),
+                    probe_s=probe_s,
+                )
+        found = self.count_by_status([s.value for s in wanted], cap=cap, where=base)
+        return {
+            s.value: Count(min(n, cap), exact=n <= cap)
+            for s in wanted
+            for n in [found.get(s.value, 0)]
+        }
+
     def metrics_snapshot(
         self, *, since: datetime, stale_before: datetime, buckets_s: Sequence[float]
     ) -> MetricsSnapshot:
@@ -1436,7 +1632,7 @@ class Store(
         oldest_pending = select(func.min(jobs.c.created_at)).where(
             jobs.c.status == JobStatus.PENDING.value
         )
-        with self._begin("metrics") as conn:
+        with self._read("metrics") as conn:
             return MetricsSnapshot(
                 by_status={s: int(n) for s, n in conn.execute(by_status)},
                 finished=[(t, jt, s, int(n)) for t, jt, s, n in conn.execute(by_task)],
@@ -1471,7 +1667,7 @@ class Store(
             .order_by(jobs.c.updated_at.desc())
             .limit(max(limit, 1))
         )
-        with self._begin("recent changes") as conn:
+        with self._read("recent changes") as conn:
             return [(row[0], tuple(row[1:])) for row in conn.execute(query)]
 
     def listen_changes(self) -> ChangeListener | None:
@@ -1495,7 +1691,7 @@ class Store(
         return ChangeListener(conn)
 
     def count_jobs(self) -> int:
-        with self._begin("count jobs") as conn:
+        with self._read("count jobs") as conn:
             return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
 
     def delete_all(self) -> None:

@@ -92,6 +92,9 @@ class ActionQueries:
     ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
+    def _read(self, action: str) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # provided by Store: a read, on a replica where routed
+
     def _write_jobs(
         self,
         conn: Connection,
@@ -104,7 +107,7 @@ class ActionQueries:
     def count_matching(self, where: JobFilter) -> int:
         """How many jobs ``where`` matches now (exact: what a bulk action would cover)."""
         query = filtered(select(func.count()).select_from(jobs), where)
-        with self._begin("count matching") as conn:
+        with self._read("count matching") as conn:
             return int(conn.execute(query).scalar_one())
 
     # -- the audit trail ---------------------------------------------------------------
@@ -171,7 +174,7 @@ class ActionQueries:
         return action_id
 
     def get_action(self, action_id: int) -> Action:
-        with self._begin("get action") as conn:
+        with self._read("get action") as conn:
             row = conn.execute(select(actions).where(actions.c.id == action_id)).mappings().first()
         if row is None:
             raise JobNotFound(f"action {action_id}")
@@ -199,7 +202,7 @@ class ActionQueries:
                 )
             )
         query = query.order_by(actions.c.id.desc()).limit(max(min(limit, 1000), 1))
-        with self._begin("list actions") as conn:
+        with self._read("list actions") as conn:
             return [_action(r) for r in conn.execute(query).mappings()]
 
     def actions_for_job(self, job_id: str, *, limit: int = 50) -> list[tuple[Action, ActionTarget]]:
@@ -212,7 +215,7 @@ class ActionQueries:
             .limit(max(limit, 1))
         )
         found = []
-        with self._begin("actions for job") as conn:
+        with self._read("actions for job") as conn:
             for row in conn.execute(query).mappings():
                 values = dict(row)
                 target = {k[2:]: values.pop(k) for k in list(values) if k.startswith("t_")}
@@ -448,5 +451,5 @@ class ActionQueries:
             .order_by(jobs.c.created_at.desc())
             .limit(limit)
         )
-        with self._begin("replays") as conn:
+        with self._read("replays") as conn:
             return list(conn.execute(query).scalars())

@@ -117,6 +117,9 @@ class AlertQueries:
     ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
+    def _read(self, action: str) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # provided by Store: a read, on a replica where routed
+
     @property
     def dialect(self) -> str:  # provided by Store
         raise NotImplementedError
@@ -171,7 +174,7 @@ class AlertQueries:
             raise ValueError(f"{kind!r} is not a rule on single jobs read here")
         query = _in_scope(query, scope).where(~_seen(rule))
         query = query.order_by(jobs.c.created_at).limit(max(limit, 1))
-        with self._begin("alert candidates") as conn:
+        with self._read("alert candidates") as conn:
             return [job_of(row._mapping) for row in conn.execute(query)]
 
     def stuck_jobs(
@@ -202,7 +205,7 @@ class AlertQueries:
         ).limit(100_000)
         insert_ = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         cutoff = now - timedelta(seconds=after_s)
-        with self._begin("stuck jobs") as conn:
+        with self._read("stuck jobs") as conn:
             seen_now = {row.id: row.fingerprint for row in conn.execute(running)}
             if seen_now:
                 stmt = insert_(alert_progress)
@@ -253,7 +256,7 @@ class AlertQueries:
             ).where(jobs.c.status.in_(_FINISHED), jobs.c.completed_at >= since),
             scope,
         )
-        with self._begin("finished counts") as conn:
+        with self._read("finished counts") as conn:
             completed, failed = conn.execute(query).one()
         return int(completed), int(failed)
 
@@ -329,7 +332,7 @@ class AlertQueries:
         )
 
     def alert_states(self) -> dict[str, AlertState]:
-        with self._begin("alert states") as conn:
+        with self._read("alert states") as conn:
             return {
                 row.rule: AlertState(**row._mapping)
                 for row in conn.execute(select(alert_state).order_by(alert_state.c.rule))
@@ -363,7 +366,7 @@ class AlertQueries:
         )
         if where is not None:
             query = query.where(where)
-        with self._begin("deliveries") as conn:
+        with self._read("deliveries") as conn:
             return [Delivery(**row._mapping) for row in conn.execute(query)]
 
     def delivery_sent(self, delivery_id: int, *, now: datetime) -> None:

@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "SearchWords",
     "escape_like",
     "filtered",
+    "id_only",
     "job_of",
     "notify",
     "notify_payload",
@@ -113,6 +115,11 @@ _ID_LIKE = re.compile(r"[0-9a-fA-F]{8}[0-9a-fA-F-]*")
 #: An id-like search up to this long may be a word too ("deadbeef"): it is looked for in
 #: names and error text as well. Longer, it is an id (or the start of one) only.
 _WORD_CHARS = 12
+
+
+def id_only(search: str) -> bool:
+    """Whether a search can only mean an id, or the start of one (see :func:`searching`)."""
+    return bool(_ID_LIKE.fullmatch(search)) and len(search) > _WORD_CHARS
 
 
 def searching(search: str, *, word: str | None = None) -> ColumnElement[bool]:
@@ -197,6 +204,13 @@ _CREATED_STATS = text(
     )
     """
 )
+#: How long a search whose index read stopped short skips that read, and how many such
+#: searches are remembered.
+_PROBED_FOR_S = 60.0
+_PROBED_KEPT = 256
+#: A search's runs of letters and digits (the index splits words at anything else).
+_RUNS = re.compile(r"[^\W_]+")
+
 #: One table's ``created_at`` histogram: its bounds and its rows.
 Histogram = tuple[list[datetime], float]
 
@@ -226,6 +240,8 @@ class SearchWords:
         #: The table's histogram, or each partition's, and all their bounds in order.
         self._created: tuple[list[Histogram], list[datetime]] = ([], [])
         self._lock = threading.Lock()
+        #: Searches whose index read stopped short: until when to skip it, what it saw.
+        self._probed: dict[str, tuple[float, Counter[str]]] = {}
 
     def word(self, conn: Connection, search: str) -> str | None:
         """The word, or None (no whole word, all of them common, no index or statistics
@@ -284,6 +300,43 @@ class SearchWords:
             else:
                 high = mid - 1
         return None if found is None else starts[found]
+
+    def probed(self, key: str) -> Counter[str] | None:
+        """What the index read of a search's matches (``key``: the search and its
+        filters) found when it last stopped at its bound or its time limit, in the last
+        minute: the matches it saw, by status (a floor of each count). None: no such
+        read lately; the next may try the index again."""
+        with self._lock:
+            found = self._probed.get(key)
+            return found[1] if found is not None and found[0] > time.monotonic() else None
+
+    def remember(self, key: str, floors: Counter[str]) -> None:
+        """The index read of ``key`` stopped at its bound or its time limit: skip it for
+        a minute (a live page asks again every few seconds)."""
+        with self._lock:
+            now = time.monotonic()
+            if len(self._probed) >= _PROBED_KEPT:
+                self._probed = {k: v for k, v in self._probed.items() if v[0] > now}
+            if len(self._probed) < _PROBED_KEPT:
+                self._probed[key] = (now + _PROBED_FOR_S, floors)
+
+    def holding(self, conn: Connection, word: str) -> float:
+        """How many jobs the statistics say hold ``word``."""
+        return self._estimate(self._stats(conn), word)
+
+    def all_common(self, conn: Connection, search: str, jobs_at_least: float) -> bool:
+        """Whether every run of letters and digits in the search lies inside a word the
+        statistics put in at least ``jobs_at_least`` jobs. Its trigrams are then all
+        that common too, so reading the trigram index for it means reading long lists,
+        however few jobs match (with one uncommon part, the index's scan is led by that
+        part's short lists)."""
+        if conn.dialect.name != "postgresql":
+            return False
+        parts = self._stats(conn)
+        words = {w for freqs, _, _ in parts for w in freqs}
+        common = {w for w in words if self._estimate(parts, w) >= jobs_at_least}
+        runs = _RUNS.findall(search.lower())
+        return bool(runs) and all(any(run in w for w in common) for run in runs)
 
     @staticmethod
     def _estimate(parts: list[tuple[dict[str, float], float, float]], word: str) -> float:
@@ -351,6 +404,9 @@ class SearchText(ColumnElement[str]):
     the index answers; SQLite reads the rows (it has no such index)."""
 
     inherit_cache = True
+    #: No state of its own: statements holding it are cached once compiled (without
+    #: this, SQLAlchemy compiles every search statement anew).
+    _traverse_internals = []  # noqa: RUF012 - SQLAlchemy's own attribute
     type = Text()
 
 

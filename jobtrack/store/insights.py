@@ -70,6 +70,9 @@ class InsightQueries:
     ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
+    def _read(self, action: str) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # provided by Store: a read, on a replica where routed
+
     def trends(
         self,
         *,
@@ -95,7 +98,7 @@ class InsightQueries:
             where.append(jobs.c.owner_id == owner_id)
         if key is not None:
             where.append(column.is_(None) if key == NO_KEY else column == key)
-        with self._begin("trends") as conn:
+        with self._read("trends") as conn:
             if conn.dialect.name == "postgresql":
                 found = _trends_in_sql(conn, column, where, since, bucket_s)
             else:

@@ -24,6 +24,9 @@ class LogQueries:
     ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
+    def _read(self, action: str) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # provided by Store: a read, on a replica where routed
+
     def list_logs(
         self, job_id: str, *, after: int = 0, limit: int = 1000, last: bool = False
     ) -> list[LogLine]:
@@ -32,7 +35,7 @@ class LogQueries:
         query = select(job_logs).where(job_logs.c.job_id == job_id, job_logs.c.seq > after)
         order = job_logs.c.seq.desc() if last else job_logs.c.seq
         query = query.order_by(order).limit(max(min(limit, 10_000), 1))
-        with self._begin("list logs") as conn:
+        with self._read("list logs") as conn:
             lines = [
                 LogLine(
                     job_id=r.job_id,
@@ -49,5 +52,5 @@ class LogQueries:
     def count_logs(self, job_id: str) -> int:
         """How many log lines the job has kept."""
         query = select(func.count()).select_from(job_logs).where(job_logs.c.job_id == job_id)
-        with self._begin("count logs") as conn:
+        with self._read("count logs") as conn:
             return int(conn.execute(query).scalar_one())

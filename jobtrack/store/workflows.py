@@ -64,6 +64,9 @@ class WorkflowQueries:
     ) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
+    def _read(self, action: str) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # provided by Store: a read, on a replica where routed
+
     def workflow_jobs(
         self, job_id: str, *, owner_id: str | None = None, limit: int = 100_000
     ) -> Workflow:
@@ -72,7 +75,7 @@ class WorkflowQueries:
         another owner's) job. Each round is one read by the root and group indexes."""
         columns = [jobs.c[name] for name in TREE_COLUMNS]
         scope = [] if owner_id is None else [jobs.c.owner_id == owner_id]
-        with self._begin("workflow") as conn:
+        with self._read("workflow") as conn:
             first = conn.execute(select(*columns).where(jobs.c.id == job_id, *scope)).first()
             if first is None:
                 raise JobNotFound(job_id)
@@ -130,7 +133,7 @@ class WorkflowQueries:
             .group_by(jobs.c.root_id, jobs.c.status)
         )
         out: dict[str, dict[str, int]] = {}
-        with self._begin("workflow rollups") as conn:
+        with self._read("workflow rollups") as conn:
             for root, status, n in conn.execute(query):
                 out.setdefault(root, {})[status] = int(n)
         return out

@@ -35,7 +35,7 @@ from ..actions import Actor, perform, replay_job, run_in_background, start_bulk
 from ..control import JobControl, NotPublishable, NotReplayable, UnknownTask
 from ..errors import AmbiguousJobId, JobNotFound, JobtrackError
 from ..insights import BadWindow, report, window
-from ..models import Action, Job, JobFilter, stage_spans
+from ..models import Action, Count, Job, JobFilter, JobStatus, stage_spans
 from ..settings import Settings
 from ..store import Store, time_limit
 from ..tracker import Tracker
@@ -44,6 +44,7 @@ from .auth import Auth, Principal
 from .stream import ChangeFeed, job_event
 
 __all__ = [
+    "COUNT_CAP",
     "ID_PATTERN",
     "Control",
     "Operations",
@@ -63,6 +64,11 @@ __all__ = [
 Control = JobControl
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,255}$"
+#: Tabs count each status up to this many jobs, then show "10,000+": the count stops
+#: early in the status index instead of reading every row on each live refresh. Under
+#: a search that many jobs match, an estimate instead ("~4,300,000"; see
+#: ``Store.tab_counts``).
+COUNT_CAP = 10_000
 
 
 class StatusFilter(StrEnum):
@@ -467,8 +473,7 @@ def add_api_routes(
     api.state.streams = streams
     JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the Celery task id")]
 
-    @api.get("/api/jobs")
-    def list_jobs(
+    def job_filter(
         who: Who,
         status: Annotated[list[StatusFilter] | None, Query()] = None,
         job_type: Annotated[str | None, Query(max_length=100)] = None,
@@ -487,17 +492,14 @@ def add_api_routes(
             str | None, Query(max_length=255, description="every job under this root id")
         ] = None,
         group: Annotated[str | None, Query(max_length=255, description="a group id")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Query(max_length=1000)] = None,
-    ) -> dict[str, Any]:
-        """Jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
-        A job that started others (a workflow's root) has ``workflow``: how many jobs
-        are under it, by status, and in words."""
+    ) -> JobFilter | None:
+        """The list's filters as given (None: an owner-bound caller asked for another
+        owner's jobs, which it sees none of)."""
         if who.owner_id is not None:
             if owner_id not in (None, who.owner_id):
-                return {"jobs": [], "next_cursor": None}
+                return None
             owner_id = who.owner_id
-        where = JobFilter.of(
+        return JobFilter.of(
             status=[s.value for s in status] if status else None,
             job_type=job_type,
             owner_id=owner_id,
@@ -511,6 +513,21 @@ def add_api_routes(
             workflow=workflow,
             group=group,
         )
+
+    Filter = Annotated[JobFilter | None, Depends(job_filter)]
+
+    @api.get("/api/jobs")
+    def list_jobs(
+        where: Filter,
+        who: Who,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    ) -> dict[str, Any]:
+        """Jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+        A job that started others (a workflow's root) has ``workflow``: how many jobs
+        are under it, by status, and in words."""
+        if where is None:
+            return {"jobs": [], "next_cursor": None}
         found = store.list_jobs(
             where, limit=limit + 1, before=decode_cursor(cursor) if cursor else None
         )
@@ -520,6 +537,22 @@ def add_api_routes(
             "jobs": [{**dataclasses.asdict(j), **rollup_json(rollups.get(j.id))} for j in page],
             "next_cursor": encode_cursor(page[-1]) if more else None,
         }
+
+    @api.get("/api/counts")
+    def counts(
+        where: Filter, status: Annotated[list[StatusFilter] | None, Query()] = None
+    ) -> dict[str, Any]:
+        """How many jobs each status (``status``, repeatable; all by default) holds under
+        the list's filters, as the dashboard's tabs count them: ``exact`` true, or
+        false past a bound, where ``estimated`` says whether ``count`` is an estimate
+        (a search that many jobs match) or a floor (more than ``cap``)."""
+        wanted = [s.value for s in status] if status else [s.value for s in JobStatus]
+        found = (
+            {s: Count(0) for s in wanted}
+            if where is None
+            else store.tab_counts(wanted, cap=COUNT_CAP, where=where.where(status=None))
+        )
+        return {"counts": {s: c.to_json() for s, c in found.items()}, "cap": COUNT_CAP}
 
     @api.post(
         "/api/jobs",

@@ -11,6 +11,7 @@ Every link it renders is relative to where it is mounted (the ASGI ``root_path``
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,17 +24,28 @@ from fastapi.exception_handlers import (
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import QueryTimeout, StoreError
+from ..errors import QueryTimeout, ReplicaUnavailable, StoreError
 from ..settings import Settings
-from ..store import Store, owner_scope, time_limit
+from ..store import Store, lsn_number, owner_scope, time_limit
 from .api import Control, Operations, add_api_routes
 from .auth import Auth
 from .pages import NeedLogin, add_pages, redirect
 from .stream import ChangeFeed
 
-__all__ = ["create_app"]
+__all__ = ["LSN_COOKIE", "LSN_HEADER", "create_app"]
+
+log = logging.getLogger("jobtrack.web")
+
+#: Read-your-writes with replicas: after a request that may have written, the primary's
+#: WAL position is sent back in this header (and, for the dashboard, this cookie); a
+#: read carrying either waits for a replica that has replayed it (``read_wait_s``).
+LSN_HEADER = "X-Jobtrack-Lsn"
+LSN_COOKIE = "jobtrack_lsn"
+#: How long the dashboard's cookie lasts: well past any wait for a replica.
+LSN_COOKIE_MAX_AGE_S = 60
 
 #: Sent with every response: no inline script or style can run, nothing is framed.
 SECURITY_HEADERS = {
@@ -64,6 +76,13 @@ def create_app(
     only for tests that prove the first one alone holds."""
     auth = Auth(settings, owner_filter=owner_filter)
     feed = ChangeFeed(store, poll_interval_s=settings.web_poll_interval_s)
+    if settings.read_database_url and store.replicas is None:
+        log.warning(
+            "read_database_url is set, but the store given to create_app has no replicas: "
+            "every read goes to its database (build the store with "
+            "jobtrack.tracker.open_store(settings))",
+            extra={"action": "replica", "job_id": None},
+        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -106,12 +125,19 @@ def create_app(
         else:
             identity = getattr(request.state, "identity", None)
             owner = identity.principal.owner_id if identity is not None else None
-            # The whole request (and the stream it may open) runs as that owner's.
+            reads = request.method in ("GET", "HEAD")
+            # The whole request (and the stream it may open) runs as that owner's; a
+            # read-only one reads a replica, if any (the primary if none can serve).
             with (
                 owner_scope(owner) if owner else contextlib.nullcontext(),
                 time_limit(settings.web_query_timeout_s),
+                store.reading(min_lsn=_written_before(request))
+                if reads
+                else contextlib.nullcontext(),
             ):
                 response = await call_next(request)
+            if not reads and response.status_code < 400 and store.replicas is not None:
+                await _say_written(request, response, store)
         response.headers.update(SECURITY_HEADERS)
         return response
 
@@ -121,6 +147,13 @@ def create_app(
             f"This read took longer than {exc.limit_s:g} s and was stopped: narrow the "
             "search or the filters (web_query_timeout_s)."
         )
+        if is_api(request):
+            return JSONResponse({"detail": message}, 503, headers={"Retry-After": "5"})
+        return render(request, "error.html", {"code": 503, "message": message}, 503)
+
+    @app.exception_handler(ReplicaUnavailable)
+    async def no_replica(request: Request, exc: ReplicaUnavailable) -> Response:
+        message = f"No replica can serve this read now: {exc.reason}."
         if is_api(request):
             return JSONResponse({"detail": message}, 503, headers={"Retry-After": "5"})
         return render(request, "error.html", {"code": 503, "message": message}, 503)
@@ -164,6 +197,48 @@ def create_app(
         )
 
     return app
+
+
+def _written_before(request: Request) -> str | None:
+    """The newest WAL position the request says it wrote (header or cookie), if any."""
+    cookie = (request.cookies.get(LSN_COOKIE) or "").replace("-", "/")
+    found = [
+        value for value in (request.headers.get(LSN_HEADER), cookie) if value and len(value) <= 20
+    ]
+    return max(found, key=_lsn_order) if found else None
+
+
+def _lsn_order(value: str) -> int:
+    try:
+        return lsn_number(value)
+    except ValueError:
+        return -1
+
+
+async def _say_written(request: Request, response: Response, store: Store) -> None:
+    """After a request that may have written: the primary's WAL position, so that the
+    caller's next read sees it (read-your-writes)."""
+    try:
+        lsn = await run_in_threadpool(store.primary_lsn)
+    except StoreError as exc:
+        log.warning(
+            "could not read the primary's WAL position: %s",
+            exc,
+            extra={"action": "read your writes", "job_id": None},
+        )
+        return
+    if lsn is None:
+        return
+    response.headers[LSN_HEADER] = lsn
+    response.set_cookie(
+        LSN_COOKIE,
+        lsn.replace("/", "-"),  # a cookie value without quotes
+        max_age=LSN_COOKIE_MAX_AGE_S,
+        path=(request.scope.get("root_path") or "") + "/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 def _no_nul_characters(request: Request) -> None:

@@ -11,6 +11,7 @@ on the server, where every user-supplied string is escaped.
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -32,6 +33,7 @@ from ..models import (
     PAUSABLE,
     RETRYABLE,
     STARTED,
+    Count,
     Job,
     JobFilter,
     JobStatus,
@@ -39,9 +41,10 @@ from ..models import (
     time_left,
 )
 from ..settings import Settings
-from ..store import Store
+from ..store import Store, current_route
 from ..workflows import MAX_DEPTH, summarize
 from .api import (
+    COUNT_CAP,
     ID_PATTERN,
     BulkAction,
     Operations,
@@ -77,9 +80,6 @@ TABS: dict[str, tuple[str, ...]] = {
     "all": tuple(s.value for s in JobStatus),
 }
 PAGE_SIZE = 50
-#: Tabs count each status up to this many jobs, then show "10,000+": the count stops
-#: early in the status index instead of reading every row on each live refresh.
-COUNT_CAP = 10_000
 ITEMS_PAGE_SIZE = 100
 FILTERS = ("job_type", "task_name", "queue", "owner_id", "ref", "search", "workflow", "group")
 #: A job page shows this many of its newest log lines (all of them: the API).
@@ -212,11 +212,32 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
 
 
-def _tab_count(counts: Mapping[str, int], statuses: tuple[str, ...]) -> str:
-    """A tab's count as shown: "1,234", or "10,000+" past :data:`COUNT_CAP`."""
-    each = [counts.get(s, 0) for s in statuses]
-    total = sum(min(n, COUNT_CAP) for n in each)
-    return f"{total:,}{'+' if any(n > COUNT_CAP for n in each) else ''}"
+@dataclass(frozen=True)
+class TabCount:
+    """A tab's count as shown ("1,234", "10,000+" past :data:`COUNT_CAP`, "~4,300,000"
+    for an estimate), and whether it is exact or estimated."""
+
+    text: str
+    exact: bool
+    estimated: bool
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _tab_count(counts: Mapping[str, Count], statuses: tuple[str, ...]) -> TabCount:
+    """A tab's count: the sum of its statuses' (see :class:`TabCount`)."""
+    each = [counts.get(s, Count(0)) for s in statuses]
+    total = sum(c.n for c in each)
+    if any(c.estimated for c in each):
+        return TabCount(f"~{_rough(total):,}", exact=False, estimated=True)
+    exact = all(c.exact for c in each)
+    return TabCount(f"{total:,}{'' if exact else '+'}", exact=exact, estimated=False)
+
+
+def _rough(n: int) -> int:
+    """``n`` to two significant digits (an estimate claims no more)."""
+    return n if n < 100 else round(n, 2 - len(str(n)))
 
 
 def qs(params: Mapping[str, Any], **changes: Any) -> str:
@@ -255,9 +276,14 @@ def add_pages(
         request: Request, name: str, context: dict[str, Any], status_code: int = 200
     ) -> HTMLResponse:
         base = request.scope.get("root_path") or ""
+        route = current_route()
         context.update(
             request=request,
             base=base,
+            # Which server the page's reads went to, and how far behind it is (a live
+            # fragment carries it too, for the footer).
+            served=route.describe() if route is not None and store.replicas else None,
+            fragment=name.startswith("_"),
             csrf=auth.csrf_token(request),
             csrf_field=CSRF_FIELD,
             flower_url=flower_url,
@@ -283,7 +309,11 @@ def add_pages(
         group: Annotated[str | None, Query(max_length=255)] = None,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
         partial: bool = False,
+        full: bool = False,
     ) -> Response:
+        """The list. A search whose page no bounded read finds shows its matches among
+        the newest jobs, says so, and offers the full search (``full=1``: every job,
+        within ``web_query_timeout_s``)."""
         who = visitor(request)
         filters = {
             "job_type": job_type,
@@ -298,14 +328,17 @@ def add_pages(
         scope = JobFilter.of(**filters)
         if who.owner_id is not None:
             filters["owner_id"], scope = None, scope.where(owner_id=who.owner_id)
-        found = store.list_jobs(
-            scope.where(
-                status=tuple(JobStatus(s) for s in ([status.value] if status else TABS[tab]))
-            ),
-            limit=PAGE_SIZE + 1,
-            before=decode_cursor(cursor) if cursor else None,
+        listed = scope.where(
+            status=tuple(JobStatus(s) for s in ([status.value] if status else TABS[tab]))
         )
-        counts = store.count_by_status([s.value for s in JobStatus], cap=COUNT_CAP, where=scope)
+        before = decode_cursor(cursor) if cursor else None
+        if full:
+            found, complete = store.list_jobs(listed, limit=PAGE_SIZE + 1, before=before), True
+        else:
+            found, complete = store.list_page(listed, limit=PAGE_SIZE + 1, before=before)
+        counts = store.tab_counts(
+            [s.value for s in JobStatus], cap=COUNT_CAP, where=scope, every_match=full
+        )
         tab_counts = {name: _tab_count(counts, wanted) for name, wanted in TABS.items()}
         page = found[:PAGE_SIZE]
         context = {
@@ -315,8 +348,13 @@ def add_pages(
             "jobs": page,
             "rollups": store.workflow_rollups([j.id for j in page], owner_id=who.owner_id),
             "filters": filters,
-            "params": {"tab": tab, **filters},
-            "next_cursor": encode_cursor(page[-1]) if len(found) > PAGE_SIZE else None,
+            "params": {"tab": tab, **filters, "full": "1" if full else None},
+            # Not complete: what the bounded read found starts the answer; the next page
+            # reads on from its last job.
+            "next_cursor": encode_cursor(page[-1])
+            if len(found) > PAGE_SIZE or (not complete and page)
+            else None,
+            "complete": complete,
             "first_page": cursor is None,
             "now": datetime.now(UTC),
         }

@@ -11,7 +11,12 @@ One thread per app learns which jobs changed and hands their ids to every open s
   an outage) shows on the next page load rather than live.
 
 If the LISTEN connection drops, the thread polls until it is back, then scans once
-for what it missed. The thread reads each round's changed rows once and hands the rows
+for what it missed. With read replicas (``read_database_url``) the thread still LISTENs
+on the primary (a standby cannot), and reads the changed rows on a replica once it has
+replayed past the primary's WAL position at the notification (at most ``read_wait_s``;
+then on the primary), so no event carries a row older than the change it announces.
+
+The thread reads each round's changed rows once and hands the rows
 to every open stream; each stream keeps those it may see (an owner-bound token sees its
 owner's only) and sends one ``job`` event per row. A stream holds no thread and no
 connection of its own, so any number of them cost the database nothing more.
@@ -159,19 +164,22 @@ class ChangeFeed:
         wanted = sorted(set(ids))
         with self._lock:
             owners = {sub.owner for sub in self._subscribers}
-        for owner in owners:
-            rows: dict[str, Job] = {}
-            try:
-                with owner_scope(owner) if owner else contextlib.nullcontext():
-                    for start in range(0, len(wanted), _READ_CHUNK):
-                        chunk = tuple(wanted[start : start + _READ_CHUNK])
-                        found = self.store.list_jobs(JobFilter(ids=chunk), limit=len(chunk))
-                        rows.update((job.id, job) for job in found)
-            except StoreError as exc:
-                log.warning("live feed: %s", exc, extra={"action": "feed", "job_id": None})
-                return
-            if rows:
-                self._hand_out(rows, owners={owner})
+        try:
+            # The changes are committed on the primary (LISTEN needs it); read on a
+            # replica, they are read once it has replayed them (else on the primary).
+            seen = self.store.primary_lsn() if self.store.replicas is not None else None
+            with self.store.reading(min_lsn=seen):
+                for owner in owners:
+                    rows: dict[str, Job] = {}
+                    with owner_scope(owner) if owner else contextlib.nullcontext():
+                        for start in range(0, len(wanted), _READ_CHUNK):
+                            chunk = tuple(wanted[start : start + _READ_CHUNK])
+                            found = self.store.list_jobs(JobFilter(ids=chunk), limit=len(chunk))
+                            rows.update((job.id, job) for job in found)
+                    if rows:
+                        self._hand_out(rows, owners={owner})
+        except StoreError as exc:
+            log.warning("live feed: %s", exc, extra={"action": "feed", "job_id": None})
 
     def _hand_out(self, rows: dict[str, Job], owners: set[str | None] | None = None) -> None:
         """Give ``rows`` to the streams opened in one of ``owners`` (None: every one)."""
@@ -224,7 +232,8 @@ class ChangeFeed:
         """Poll: ids whose version changed within the lookback window."""
         since = datetime.now(UTC) - timedelta(seconds=LOOKBACK_S)
         try:
-            rows = self.store.recent_changes(since=since)
+            with self.store.reading():
+                rows = self.store.recent_changes(since=since)
         except StoreError as exc:
             log.warning("live feed: %s", exc, extra={"action": "feed", "job_id": None})
             return

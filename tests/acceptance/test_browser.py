@@ -460,3 +460,70 @@ def test_insights_charts_render_and_read_without_colour(site: tuple[World, str],
     expect(section.locator("svg.chart")).to_have_count(3)
     page.goto(f"{base}/insights?since=24h&every=1h")
     shot(page, "insights")
+
+
+def test_live_updates_read_on_a_replica_once_it_has_the_change(
+    chromium: Any, streaming_pair: Any
+) -> None:
+    """Reads on a streaming replica (the test's own pair of clusters): the dashboard's
+    live update of a job written on the primary arrives once the replica has replayed
+    it, and the footer says the replica served. Printed (FIGURE): the time from the
+    primary's commit to the stream's event in the browser, and to the row in the page
+    (which refreshes at most every 500 ms)."""
+    import time
+
+    from playwright.sync_api import expect
+
+    from jobtrack.models import Batch, JobStatus, JobUpdate
+    from jobtrack.settings import Settings
+    from jobtrack.store import Store
+    from jobtrack.tracker import open_store
+    from jobtrack.web import create_app
+
+    pair = streaming_pair
+    config = Settings(
+        database_url=pair.primary_url, read_database_url=(pair.replica_url,), read_wait_s=30
+    )
+    store, writer = open_store(config), Store(pair.primary_url)
+    figures = []
+    try:
+        with serve(create_app(store, config)) as base:
+            context = chromium.new_context()
+            page = context.new_page()
+            page.goto(f"{base}/?tab=all&search=Replica+browser")
+            expect(page.locator("#live")).to_have_text("live")
+            expect(page.locator("footer .served")).to_contain_text("served by replica")
+            page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+            page.evaluate(  # when each job's first event reaches this browser
+                """() => { window.__seen = {};
+                  const events = new EventSource("/api/stream");
+                  events.addEventListener("job", (e) => { const job = JSON.parse(e.data);
+                    if (!(job.id in window.__seen)) window.__seen[job.id] = Date.now(); });
+                  window.__events = events; }"""
+            )
+            wait_for(lambda: page.evaluate("window.__events.readyState") == 1, 10)
+            for n, delay in enumerate((0.0, 1.0)):  # replayed at once, then a second late
+                pair.apply_delay(delay)
+                job_id = f"rb-{n}-{USER}"
+                committed = time.time()
+                writer.write_batch(
+                    Batch([JobUpdate.transition(job_id, JobStatus.FAILED, name="Replica browser")])
+                )
+                expect(page.locator(f'tr[data-job-id="{job_id}"] .badge')).to_have_text("failed")
+                shown = time.time()
+                event = page.evaluate(f"window.__seen[{job_id!r}]") / 1000
+                figures.append((event - committed, shown - committed))
+            assert page.evaluate("window.__sameDocument") is True  # they arrived live
+            expect(page.locator("footer .served")).to_contain_text("served by replica")
+            shot(page, "replica-live")
+            context.close()  # its streams end before the server does
+        (event_0, row_0), (event_1, row_1) = figures
+        print(
+            "\nFIGURE browser via a replica, commit -> event / row in the page: "
+            f"{event_0 * 1000:.0f} / {row_0 * 1000:.0f} ms replayed at once, "
+            f"{event_1 * 1000:.0f} / {row_1 * 1000:.0f} ms with a 1 s apply delay"
+        )
+    finally:
+        store.close()
+        writer.close()
+        pair.reset()

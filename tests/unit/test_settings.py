@@ -39,6 +39,14 @@ def test_lists_and_booleans_from_text() -> None:
         ({"JOBTRACK_DATABASE_URL": "mysql://u:pw@h/db"}, "supports PostgreSQL and SQLite"),
         ({"JOBTRACK_EXIT_FLUSH_TIMEOUT_S": "-1"}, "exit_flush_timeout_s"),
         ({"JOBTRACK_WEB_TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "web_trusted_proxies"),
+        ({"JOBTRACK_READ_FALLBACK": "ignore"}, "read_fallback"),
+        ({"JOBTRACK_READ_WAIT_S": "-1"}, "read_wait_s"),
+        ({"JOBTRACK_READ_MAX_LAG_S": "0"}, "read_max_lag_s"),
+        ({"JOBTRACK_READ_DATABASE_URL": "sqlite:///copy.db"}, "streaming replicas"),
+        (  # replicas of SQLite: there are none
+            {"JOBTRACK_READ_DATABASE_URL": "postgresql://r/db"},
+            "read_database_url",
+        ),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
@@ -51,6 +59,20 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
     env = {"JOBTRACK_WEB_TRUSTED_PROXIES": "10.0.0.5, 10.1.0.0/16,::1"}
     assert Settings.resolve({}, env).web_trusted_proxies == ("10.0.0.5", "10.1.0.0/16", "::1")
     assert Settings.resolve({}, {}).web_trusted_proxies == ()
+
+
+def test_read_replicas_from_text() -> None:
+    s = Settings.resolve(
+        {},
+        {
+            "JOBTRACK_DATABASE_URL": "postgresql://primary/jobs",
+            "JOBTRACK_READ_DATABASE_URL": "postgresql://r1/jobs, postgresql://r2:5433/jobs",
+            "JOBTRACK_READ_FALLBACK": "error",
+        },
+    )
+    assert s.read_database_url == ("postgresql://r1/jobs", "postgresql://r2:5433/jobs")
+    assert (s.read_fallback, s.read_wait_s, s.read_max_lag_s) == ("error", 2.0, 30.0)
+    assert Settings().read_database_url == ()  # by default every read on database_url
 
 
 def test_unknown_keyword_is_refused() -> None:

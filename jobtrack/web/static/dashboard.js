@@ -45,7 +45,8 @@
         fresh.innerHTML = html;
         fresh.content.querySelectorAll("[data-part]").forEach(function (part) {
           var name = part.getAttribute("data-part");
-          var old = section.querySelector('[data-part="' + name + '"]');
+          var old = section.querySelector('[data-part="' + name + '"]') ||
+            document.querySelector('footer [data-part="' + name + '"]');  // which server
           if (old) {
             keepOpen(old, part);
             old.replaceWith(part);
