@@ -786,7 +786,7 @@ class Store(
         looked at. Raises :class:`~jobtrack.errors.JobNotFound`, or
         :class:`~jobtrack.errors.AmbiguousJobId` naming the first few that start so."""
         owned = [jobs.c.owner_id == owner_id] if owner_id is not None else []
-        with self._begin("resolve id") as conn:
+        with self._read("resolve id") as conn:
             exact = conn.execute(select(jobs.c.id).where(jobs.c.id == given, *owned)).scalar()
             if exact is not None:
                 return str(exact)
