@@ -359,6 +359,14 @@ def _search_text_postgresql(element: SearchText, compiler: Any, **kw: Any) -> st
     return SEARCH_TEXT
 
 
+@compiles(SearchText, "mysql")
+@compiles(SearchText, "mariadb")
+def _search_text_mysql(element: SearchText, compiler: Any, **kw: Any) -> str:
+    # ``||`` is OR there; CHAR() alone gives a binary string, which would make the whole
+    # text binary (LIKE then ignores lower()).
+    return "concat(coalesce(name, ''), char(31 USING utf8mb4), coalesce(error_message, ''))"
+
+
 @compiles(SearchText)
 def _search_text(element: SearchText, compiler: Any, **kw: Any) -> str:
     return SEARCH_TEXT.replace("chr(31)", "char(31)")  # SQLite's name for it
