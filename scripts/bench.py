@@ -467,7 +467,7 @@ def items_rate(count: int, db_url: str = DB_URL) -> None:
     app.conf.task_always_eager = True
     tracker = jobtrack.install(app, db_url)
 
-    @app.task(name="bench.items")
+    @app.task(name="bench.items", shared=False)
     def many_items(n: int) -> None:
         job = jobtrack.current_job()
         for i in range(n):
