@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 __all__ = [
     "CHANGES_INDEX",
     "DIALECT_ONLY_INDEXES",
+    "FULLTEXT_INDEX",
     "ID_PREFIX_INDEX",
     "ID_PREFIX_INDEX_DDL",
     "MYSQL",
@@ -525,8 +526,12 @@ POSTGRESQL_ONLY_INDEXES = (SEARCH_INDEX, ID_PREFIX_INDEX, WORDS_INDEX)
 #: many jobs the table holds. PostgreSQL is told of changes at commit instead, and pays
 #: no index write per transition for it.
 CHANGES_INDEX = "ix_jobs_updated_at"
+#: The FULLTEXT index over name and error text (MySQL, MariaDB; revision 0017): a search
+#: holding whole words reads the jobs holding them, each then checked for the whole
+#: search (``store.common.fulltext_words``); other searches read the table.
+FULLTEXT_INDEX = "ix_jobs_search_fulltext"
 #: Indexes revision 0017 makes on MySQL and MariaDB only, outside ``metadata``.
-MYSQL_ONLY_INDEXES = (CHANGES_INDEX,)
+MYSQL_ONLY_INDEXES = (CHANGES_INDEX, FULLTEXT_INDEX)
 #: Every index a revision makes on some backends only (not part of ``metadata``).
 DIALECT_ONLY_INDEXES = POSTGRESQL_ONLY_INDEXES + MYSQL_ONLY_INDEXES
 

@@ -84,6 +84,10 @@ def test_a_tabs_page_merged_per_status_is_the_newest_page(store: Store) -> None:
     ("search", "expect"),
     [
         ("shop 12", lambda u: u.name.endswith("of shop 12")),
+        # whole words inside the search (MySQL: read by the FULLTEXT index, then checked)
+        ("4 OF SHOP 1", lambda u: "4 of shop 1" in u.name.lower()),
+        ("m db-3 timed o", lambda u: "m db-3 timed o" in (u.error_message or "")),
+        ("t 12 of shop 1", lambda u: u.name == "Import 12 of shop 12"),
         ("DB-3 TIMED", lambda u: (u.error_message or "").startswith("upstream db-3 ")),
         ("100%", lambda u: False),  # a wildcard is a literal character
         ("of_shop", lambda u: False),
