@@ -1682,8 +1682,10 @@ def _mysql_code(cause: BaseException) -> int | None:
     return code if type(code) is int else None
 
 
-#: MariaDB's max_statement_time, MySQL's max_execution_time exceeded.
-_MYSQL_TIME_LIMIT_CODES = frozenset({1969, 3024})
+#: MariaDB's max_statement_time, MySQL's max_execution_time exceeded; 188 (aborted by
+#: user) is what MariaDB reports when the limit stops a FULLTEXT search inside InnoDB (only
+#: taken for the limit when the statement ran under one).
+_MYSQL_TIME_LIMIT_CODES = frozenset({1969, 3024, 188})
 #: What the NotSupported messages call a backend.
 _BACKEND_NAMES = {"sqlite": "SQLite", "mysql": "MySQL", "mariadb": "MariaDB"}
 #: MySQL's duplicate key error.
