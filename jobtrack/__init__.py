@@ -82,6 +82,7 @@ def active_tracker() -> Tracker:
 
     return active()
 
+
 __all__ = [
     "CancelRequested",
     "ConfigurationError",

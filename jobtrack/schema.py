@@ -2,7 +2,10 @@
 
 ``metadata`` is public: add it to your own Alembic ``target_metadata`` (or
 ``include_object``) to join these tables from your models. PostgreSQL gets JSONB and
-``timestamptz``; SQLite gets JSON text and ISO timestamps read back as UTC.
+``timestamptz``; SQLite gets JSON text and ISO timestamps read back as UTC; MySQL and
+MariaDB get ``DATETIME(6)`` holding UTC, ``LONGTEXT`` for long text, ``DOUBLE`` for
+floats, and utf8mb4 tables whose text compares byte for byte (see
+:data:`MYSQL_TABLE_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -32,11 +35,17 @@ from sqlalchemy import (
     false,
     text,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
+    "CHANGES_INDEX",
+    "DIALECT_ONLY_INDEXES",
+    "FULLTEXT_INDEX",
     "ID_PREFIX_INDEX",
     "ID_PREFIX_INDEX_DDL",
+    "MYSQL",
+    "MYSQL_ONLY_INDEXES",
     "OWNER_SETTING",
     "PARTITIONED_TABLES",
     "PARTITION_KEY",
@@ -69,11 +78,21 @@ __all__ = [
 ]
 
 
+#: The names SQLAlchemy gives MySQL's dialect and MariaDB's (``mariadb://`` URLs).
+MYSQL = ("mysql", "mariadb")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp that is always timezone-aware UTC in Python, on every backend."""
+    """A timestamp that is always timezone-aware UTC in Python, on every backend.
+    MySQL and MariaDB have no zoned type: ``DATETIME(6)`` (microseconds) holding UTC."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in MYSQL:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -81,8 +100,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         value = value.astimezone(UTC)
-        if dialect.name == "sqlite":  # stored as text: keep one fixed, sortable form
-            return value.replace(tzinfo=None)
+        if dialect.name == "sqlite" or dialect.name in MYSQL:
+            return value.replace(tzinfo=None)  # no zone stored: UTC, one sortable form
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
@@ -98,6 +117,20 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 #: BIGSERIAL on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
+#: Unbounded text: MySQL's TEXT holds 64 KB, too little for a traceback of 32,000
+#: characters in utf8mb4.
+LongText = Text().with_variant(mysql.LONGTEXT(), *MYSQL)
+#: MySQL's FLOAT is single precision (33.333333 reads back as 33.3333): DOUBLE there.
+Double = Float().with_variant(mysql.DOUBLE(asdecimal=False), *MYSQL)
+#: Every table on MySQL and MariaDB: utf8mb4 (any text PostgreSQL holds), and a binary
+#: collation, so ids, keys and filters compare as on PostgreSQL (case counts). Revisions
+#: pick the server's NO PAD binary collation (``migrations.dialects``), so trailing
+#: spaces count too.
+MYSQL_TABLE_OPTIONS = {
+    f"{name}_{option}": value
+    for name in MYSQL
+    for option, value in (("charset", "utf8mb4"), ("collate", "utf8mb4_bin"))
+}
 
 metadata = MetaData(
     naming_convention={
@@ -130,7 +163,7 @@ jobs = Table(
     Column("task_name", String(255)),
     Column("job_type", String(100)),
     Column("job_subtype", String(100)),
-    Column("name", Text),
+    Column("name", LongText),
     Column("owner_id", String(255)),
     Column("status", String(20), nullable=False),
     Column(
@@ -153,18 +186,18 @@ jobs = Table(
     Column("processed_items", Integer, nullable=False, server_default="0"),
     Column("failed_items", Integer, nullable=False, server_default="0"),
     Column("skipped_items", Integer, nullable=False, server_default="0"),
-    Column("progress_percent", Float),
+    Column("progress_percent", Double),
     Column("progress_stage", String(255)),
     Column(
         "stage_index", Integer, comment="position of progress_stage in the declared plan, from 1"
     ),
     Column("stage_count", Integer, comment="how many stages @track(stages=...) declares"),
-    Column("progress_message", Text),
+    Column("progress_message", LongText),
     Column("retries", Integer, nullable=False, server_default="0"),
     Column("max_retries", Integer),
     Column("error_type", String(255)),
-    Column("error_message", Text),
-    Column("traceback", Text),
+    Column("error_message", LongText),
+    Column("traceback", LongText),
     Column("worker", String(255)),
     Column("pid", Integer),
     Column("created_at", UTCDateTime, nullable=False),
@@ -255,7 +288,7 @@ job_items = Table(
     Column("job_id", String(ID_LENGTH), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("key", String(ITEM_KEY_LENGTH), nullable=False),
     Column("status", String(20), nullable=False),
-    Column("message", Text),
+    Column("message", LongText),
     Column("error_code", String(100)),
     Column("before_state", JSONDoc),
     Column("after_state", JSONDoc),
@@ -276,7 +309,7 @@ job_events = Table(
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("worker", String(255)),
     Column("error_type", String(255)),
-    Column("error_message", Text),
+    Column("error_message", LongText),
     Column("stage", String(255), comment="set on the event of a stage change"),
     Column("note", String(255), comment="what an operator did: paused, resumed, ..."),
     Column(
@@ -323,7 +356,7 @@ job_logs = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("level", String(10), nullable=False),
     Column("logger", String(255)),
-    Column("message", Text),
+    Column("message", LongText),
     Index(None, "job_id", "seq"),
 )
 
@@ -345,7 +378,7 @@ actions = Table(
     Column("done", Integer, nullable=False, server_default="0"),
     Column("skipped", Integer, nullable=False, server_default="0"),
     Column("failed", Integer, nullable=False, server_default="0"),
-    Column("outcome", Text, comment="what it did, in words (single actions), or its error"),
+    Column("outcome", LongText, comment="what it did, in words (single actions), or its error"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
     Index(None, "created_at"),
@@ -378,7 +411,7 @@ alerts = Table(
     Column("id", RowId, primary_key=True, autoincrement=True),
     Column("rule", String(100), nullable=False),
     Column("kind", String(20), nullable=False, comment="firing, resolved or test"),
-    Column("title", Text, nullable=False),
+    Column("title", LongText, nullable=False),
     Column("body", JSONDoc, comment="what it says: counts, a sample of the jobs, the rule"),
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "created_at"),
@@ -394,7 +427,7 @@ alert_deliveries = Table(
     Column("status", String(20), nullable=False, comment="pending, sent or failed"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", UTCDateTime, nullable=False),
-    Column("last_error", Text, comment="the last failure, with every secret masked"),
+    Column("last_error", LongText, comment="the last failure, with every secret masked"),
     Column("sent_at", UTCDateTime),
     Index(None, "status", "next_attempt_at"),
     Index(None, "alert_id"),
@@ -417,7 +450,7 @@ alert_state = Table(
     metadata,
     Column("rule", String(100), primary_key=True),
     Column("firing", Boolean, nullable=False, server_default=false()),
-    Column("value", Float, comment="what a rate rule measured last"),
+    Column("value", Double, comment="what a rate rule measured last"),
     Column("last_sent_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -453,6 +486,10 @@ partitioning = Table(
 )
 
 
+for _table in metadata.tables.values():  # one place for what every table takes there
+    _table.dialect_kwargs.update(MYSQL_TABLE_OPTIONS)
+
+
 #: What a job search matches as text (PostgreSQL): its name and error text in one text,
 #: so one trigram index answers for either. The chr(31) between them keeps a match from
 #: spanning the two. Ids are not in it: their hex digits would make every digit trigram
@@ -484,6 +521,19 @@ WORDS_INDEX = "ix_jobs_search_words"
 WORDS_INDEX_DDL = f"CREATE INDEX IF NOT EXISTS {WORDS_INDEX} ON jobs USING gin ({SEARCH_WORDS})"
 #: Indexes revisions 0009 and 0011 make on PostgreSQL only, outside ``metadata``.
 POSTGRESQL_ONLY_INDEXES = (SEARCH_INDEX, ID_PREFIX_INDEX, WORDS_INDEX)
+#: The change cursor of the live stream where the database has no LISTEN/NOTIFY (MySQL,
+#: MariaDB; revision 0017): the jobs changed since a moment are one range of it, however
+#: many jobs the table holds. PostgreSQL is told of changes at commit instead, and pays
+#: no index write per transition for it.
+CHANGES_INDEX = "ix_jobs_updated_at"
+#: The FULLTEXT index over name and error text (MySQL, MariaDB; revision 0017): a search
+#: holding whole words reads the jobs holding them, each then checked for the whole
+#: search (``store.common.fulltext_words``); other searches read the table.
+FULLTEXT_INDEX = "ix_jobs_search_fulltext"
+#: Indexes revision 0017 makes on MySQL and MariaDB only, outside ``metadata``.
+MYSQL_ONLY_INDEXES = (CHANGES_INDEX, FULLTEXT_INDEX)
+#: Every index a revision makes on some backends only (not part of ``metadata``).
+DIALECT_ONLY_INDEXES = POSTGRESQL_ONLY_INDEXES + MYSQL_ONLY_INDEXES
 
 #: The PostgreSQL session setting row-level security reads: an owner id, or ``*`` for
 #: every owner (what jobtrack's own connections set; see docs/schema.md).

@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_REDACT_KEYS", "ENV_PREFIX", "Settings", "WriteMode"]
 
 ENV_PREFIX = "JOBTRACK_"
 #: URL schemes of the databases jobtrack supports.
-SUPPORTED_DATABASES = frozenset({"postgresql", "postgres", "sqlite"})
+SUPPORTED_DATABASES = frozenset({"postgresql", "postgres", "sqlite", "mysql", "mariadb"})
 WriteMode = Literal["buffered", "sync"]
 DEFAULT_REDACT_KEYS = (
     "password",
@@ -298,7 +298,8 @@ class Settings:
             raise ConfigurationError(
                 "database_url",
                 f"{scheme}://…",
-                "a postgresql:// or sqlite:/// URL (jobtrack supports PostgreSQL and SQLite)",
+                "a postgresql://, mysql://, mariadb:// or sqlite:/// URL "
+                "(jobtrack supports PostgreSQL, MySQL, MariaDB and SQLite)",
             )
         for url in self.read_database_url:
             if _scheme(url) not in ("postgresql", "postgres") or scheme == "sqlite":

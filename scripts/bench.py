@@ -22,12 +22,15 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
    runs, then a second run killed with SIGKILL half-way and resumed, with the broker's
    messages counted (every job published once).
 
-Only with --only: hooks (what tracking adds to a task in Celery's own tracer, no broker,
-and the writer thread's part of it), scale (every view on --rows jobs), scale-writes
-(worker throughput on that table against an empty one), write-rate (one PostgreSQL, many
-writer processes), partitions (partitioned tables against plain ones), filter-indexes
-(the write rate with the filter indexes' INCLUDE columns against without them) and cli
-(the command's start-up against python -c pass and celery --help).
+Only with --only: mariadb (worker drain ratio and items/s on MariaDB beside PostgreSQL's
+in the same run, then the dashboard's list and tab counts on --rows jobs there, and a
+search with and without a FULLTEXT index), hooks (what tracking adds to a task in
+Celery's own tracer, no broker, and the writer thread's part of it), scale (every view
+on --rows jobs), scale-writes (worker throughput on that table against an empty one),
+write-rate (one PostgreSQL, many writer processes), partitions (partitioned tables
+against plain ones), filter-indexes (the write rate with the filter indexes' INCLUDE
+columns against without them) and cli (the command's start-up against python -c pass and
+celery --help).
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import redis
 from celery import Celery
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 
 import jobtrack
 from jobtrack.models import Batch, JobFilter, JobStatus, JobUpdate
+from jobtrack.schema import FULLTEXT_INDEX
 from jobtrack.store import Store
 from jobtrack.web.pages import COUNT_CAP
 
@@ -66,10 +71,13 @@ DB_URL = PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME
 WORKER_CPU_US: dict[str, list[float]] = {}
 SERVER_CPU_US: dict[str, list[float]] = {}
 MODES = ["bare", "celery-db-backend", "jobtrack-sync", "jobtrack"]
+#: MariaDB (--only mariadb): an account that may create databases.
+MYSQL_ADMIN = os.environ.get("BENCH_MYSQL_ADMIN", "mariadb://root@127.0.0.1:3306/test")
+MYSQL_URL = make_url(MYSQL_ADMIN).set(database=DB_NAME).render_as_string(hide_password=False)
 
 
-def say(*parts: Any) -> None:
-    print(*parts, flush=True)  # noqa: T201 - a benchmark reports on stdout
+def say(*parts: Any, end: str = "\n") -> None:
+    print(*parts, flush=True, end=end)  # noqa: T201 - a benchmark reports on stdout
 
 
 def fresh_database() -> None:
@@ -205,7 +213,9 @@ def throughput(mode: str, total: int, db_url: str | None = None) -> float:
         SERVER_CPU_US.setdefault(mode, []).append((cpu[1] - window[1][1]) / ran * 1e6)
     first, last = float(r.get(key + ":first") or 0), float(r.get(key + ":last") or 0)
     r.delete(key, key + ":first", key + ":last")
-    if mode.startswith("jobtrack"):  # every job row must be final after the warm shutdown
+    if mode.startswith("jobtrack") and db.startswith(("mysql", "mariadb")):
+        _check_mysql_jobs(db, mode, total)
+    elif mode.startswith("jobtrack"):  # every job row must be final after the warm shutdown
         with psycopg.connect(db, autocommit=True) as conn:
             row = conn.execute(
                 "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM jobs "
@@ -219,6 +229,198 @@ def throughput(mode: str, total: int, db_url: str | None = None) -> float:
                 conn.execute("DELETE FROM jobs WHERE task_name = 'bench.noop'")
         assert row is not None and row[0] == row[1] == total, f"{mode}: {row} of {total}"
     return (total - 1) / (last - first)
+
+
+def _check_mysql_jobs(db: str, mode: str, total: int) -> None:
+    """Every job row is final after the warm shutdown (MariaDB); then they go."""
+    engine = create_engine(Store(db)._url or db)
+    with engine.begin() as conn:
+        row = conn.execute(
+            text(
+                "SELECT sum(status = 'completed'), count(*) FROM jobs "
+                "WHERE task_name = 'bench.noop'"
+            )
+        ).one()
+        conn.execute(text("DELETE FROM jobs WHERE task_name = 'bench.noop'"))  # cascades
+    engine.dispose()
+    assert int(row[0] or 0) == int(row[1]) == total, f"{mode}: {tuple(row)} of {total}"
+
+
+def _mysql_admin() -> Any:
+    url = make_url(MYSQL_ADMIN)
+    return pymysql.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 3306,
+        user=url.username or "root",
+        password=url.password or "",
+        autocommit=True,
+    )
+
+
+def fresh_mysql_database() -> None:
+    admin = _mysql_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{DB_NAME}`")
+        cursor.execute(f"CREATE DATABASE `{DB_NAME}` CHARACTER SET utf8mb4")
+    admin.close()
+    store = Store(MYSQL_URL)
+    store.ensure_schema()
+    store.close()
+
+
+def mariadb_figures(tasks: int, rounds: int, items: int, rows: int) -> None:
+    """MariaDB beside PostgreSQL in one run: the worker drain ratio (tasks/s of a
+    prefork worker tracked into each, against bare Celery, interleaved rounds), items/s,
+    then the dashboard's list page and tab counts on ``rows`` jobs, and a search with
+    and without the FULLTEXT index over name and error text (with its write cost)."""
+    fresh_mysql_database()
+    setups = [("bare", None), ("jobtrack", None), ("jobtrack", MYSQL_URL)]
+    names = ["bare", "jobtrack PostgreSQL", "jobtrack MariaDB"]
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for n in range(rounds):
+        for k in [*range(n % 3, 3), *range(n % 3)]:  # rotate the order
+            mode, db = setups[k]
+            rates[names[k]].append(throughput(mode, tasks, db))
+            say(f"  round {n + 1} {names[k]:<20} {rates[names[k]][-1]:8,.0f} tasks/s")
+    say(f"\ndrain, {tasks} no-op tasks x {rounds} rounds, prefork c=2, Redis broker:")
+    for name in names:
+        ratio = statistics.median(r / b for r, b in zip(rates[name], rates["bare"], strict=True))
+        say(
+            f"  {name:<20} {statistics.median(rates[name]):9,.0f} tasks/s, "
+            f"median ratio to bare {ratio:.2f}"
+        )
+    for url, label in ((DB_URL, "PostgreSQL"), (MYSQL_URL, "MariaDB")):
+        say(f"\n{label}:", end="")
+        items_rate(items, url)
+    mariadb_scale(rows)
+
+
+def mariadb_scale(rows: int) -> None:
+    """The dashboard's reads on ``rows`` MariaDB jobs (the scale fixture's shape, made
+    with MariaDB's sequence engine), medians of 10 (ms)."""
+    store = Store(MYSQL_URL)
+    started = time.perf_counter()
+    cases = " ".join(f"WHEN r < {p} THEN '{s}'" for p, s in SCALE_STATUSES)
+    chunk = 250_000
+    with store.engine.begin() as conn:
+        for low in range(1, rows + 1, chunk):
+            high = min(low + chunk - 1, rows)
+            conn.execute(
+                text(
+                    f"""
+                INSERT INTO jobs (id, task_name, job_type, name, owner_id, status, state_seq,
+                    queue, root_id, created_at, started_at, completed_at, updated_at,
+                    heartbeat_at, duration_ms, total_items, processed_items, failed_items,
+                    skipped_items, retries, max_retries, error_type, error_message, ref)
+                SELECT id, concat('app.tasks.task_', g % 40), concat('type_', g % 10),
+                       concat('Import batch ', g, ' of customer ', g % 5003),
+                       concat('owner-', g % 200), status, 0, concat('queue-', g % 5), id, t,
+                       t + INTERVAL 2 SECOND,
+                       CASE WHEN status IN ('completed', 'failed', 'cancelled', 'lost')
+                            THEN t + INTERVAL 2 SECOND + INTERVAL d * 1000 MICROSECOND END,
+                       t + INTERVAL 2 SECOND + INTERVAL d * 1000 MICROSECOND,
+                       t + INTERVAL 2 SECOND, d, 100, 100, g % 7, 0,
+                       CASE WHEN status = 'failed' THEN 3 ELSE g % 17 = 0 END, 3,
+                       CASE WHEN status IN ('failed', 'lost') THEN 'ConnectionError' END,
+                       CASE WHEN status IN ('failed', 'lost') THEN
+                            concat('upstream db-', g % 97, ' timed out after 30s (attempt ',
+                                   g % 4, ')') END,
+                       concat('order:', g % 1000003)
+                FROM (
+                    SELECT g, id, r, t, d, CASE {cases} END AS status FROM (
+                        SELECT seq AS g, md5(seq) AS id, rand() AS r,
+                               utc_timestamp(6) - INTERVAL (seq * 7776000 DIV {rows})
+                                   SECOND AS t,
+                               50 + (seq * 7919) % 20000 AS d
+                        FROM seq_{low}_to_{high}
+                    ) AS raw
+                ) AS made
+                """
+                )
+            )
+            say(f"  loaded {high:,} of {rows:,} jobs ({time.perf_counter() - started:.0f}s)")
+        conn.execute(text("ANALYZE TABLE jobs"))
+    say(f"scale fixture (MariaDB): {rows:,} jobs in {time.perf_counter() - started:.0f}s")
+    counts = [s.value for s in JobStatus]
+    one = JobFilter(job_type="type_3")
+    views: dict[str, Any] = {
+        "list, newest page": lambda: store.list_jobs(JobFilter(), limit=51),
+        "list, failed tab": lambda: store.list_jobs(
+            JobFilter(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
+        ),
+        "list, job type": lambda: store.list_jobs(one, limit=51),
+        "list, job type, failed tab": lambda: store.list_jobs(
+            one.where(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
+        ),
+        "list, owner": lambda: store.list_jobs(JobFilter(owner_id="owner-42"), limit=51),
+        "tab counts, no filter": lambda: store.count_by_status(counts, cap=COUNT_CAP),
+        "tab counts, job type": lambda: store.count_by_status(counts, cap=COUNT_CAP, where=one),
+        "tab counts, owner": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(owner_id="owner-42")
+        ),
+        "combined: type + owner, tab counts": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(job_type="type_2", owner_id="owner-42")
+        ),
+        "changes since 60 s ago (live stream poll)": lambda: store.recent_changes(
+            since=datetime.now(UTC) - timedelta(seconds=60)
+        ),
+        "search text (one job's name), list": lambda: store.list_jobs(
+            JobFilter(search="batch 424242 of"), limit=51
+        ),
+        "search text (one job's name), tab counts": lambda: store.count_by_status(
+            counts, cap=COUNT_CAP, where=JobFilter(search="batch 424242 of")
+        ),
+        "search text (about 9,000 match), list": lambda: store.list_jobs(
+            JobFilter(search="m db-42 timed o"), limit=51
+        ),
+    }
+
+    def measure(title: str, chosen: dict[str, Any]) -> None:
+        say(f"\n{title} (medians of 10, ms)")
+        for name, view in chosen.items():
+            times = []
+            for _ in range(10):
+                t = time.perf_counter()
+                view()
+                times.append((time.perf_counter() - t) * 1000)
+            say(f"  {name:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+
+    measure(f"MariaDB: the dashboard's reads on {store.count_jobs():,} jobs", views)
+    # Without the FULLTEXT index (revision 0017) a search reads the table: once each,
+    # the statement the store would run then (the store itself needs the index there).
+    scan = text(
+        "SELECT id FROM jobs WHERE lower(concat(coalesce(name, ''), char(31 USING utf8mb4), "
+        "coalesce(error_message, ''))) LIKE lower(:p) ORDER BY created_at DESC LIMIT 51"
+    )
+    with store.engine.begin() as conn:
+        conn.execute(text(f"DROP INDEX {FULLTEXT_INDEX} ON jobs"))
+    say("\nwithout the FULLTEXT index: the table read (one run each, ms)")
+    with store.engine.connect() as conn:
+        for label, pattern in (
+            ("one job's name, list", "%batch 424242 of%"),
+            ("about 9,000 match, list", "%m db-42 timed o%"),
+        ):
+            t = time.perf_counter()
+            conn.execute(scan, {"p": pattern}).all()
+            say(f"  search text ({label}){'':<20} {(time.perf_counter() - t) * 1000:9.1f}")
+    # Its write cost: the drain on this table without the index, then with it again.
+    drains = {}
+    for with_index in (False, True):
+        if with_index:
+            with store.engine.begin() as conn:
+                t = time.perf_counter()
+                conn.execute(
+                    text(f"CREATE FULLTEXT INDEX {FULLTEXT_INDEX} ON jobs (name, error_message)")
+                )
+                say(f"  FULLTEXT index rebuilt in {time.perf_counter() - t:.1f}s")
+        drains[with_index] = statistics.median(
+            throughput("jobtrack", 3000, MYSQL_URL) for _ in range(2)
+        )
+    store.close()
+    say(
+        f"  worker drain on the {rows:,}-job table: {drains[True]:,.0f} tasks/s with the "
+        f"FULLTEXT index, {drains[False]:,.0f} without"
+    )
 
 
 def publish_rate(total: int, rounds: int) -> None:
@@ -262,13 +464,14 @@ def publish_rate(total: int, rounds: int) -> None:
     )
 
 
-def items_rate(count: int) -> None:
-    empty_tables()
+def items_rate(count: int, db_url: str = DB_URL) -> None:
+    if db_url == DB_URL:
+        empty_tables()
     app = Celery("bench-items", broker="memory://")
     app.conf.task_always_eager = True
-    tracker = jobtrack.install(app, DB_URL)
+    tracker = jobtrack.install(app, db_url)
 
-    @app.task(name="bench.items")
+    @app.task(name="bench.items", shared=False)
     def many_items(n: int) -> None:
         job = jobtrack.current_job()
         for i in range(n):
@@ -1671,6 +1874,7 @@ def main() -> int:
             "partitions",
             "filter-indexes",
             "cli",
+            "mariadb",
         ],
         action="append",
     )
@@ -1757,6 +1961,8 @@ def main() -> int:
         filter_index_cost(args.rounds)
     if "cli" in only:
         cli_start(max(args.rounds, 7))
+    if "mariadb" in only:
+        mariadb_figures(args.tasks, args.rounds, args.items, args.rows)
     return 0
 
 

@@ -1,10 +1,11 @@
-"""Shared fixtures: real PostgreSQL, SQLite and Redis; no mocks.
+"""Shared fixtures: real PostgreSQL, MariaDB, SQLite and Redis; no mocks.
 
 A missing service fails the run in CI (CI=true) and skips outside it, with a message
 saying how to start it. Every service address comes from the environment
-(JOBTRACK_TEST_PG, JOBTRACK_TEST_REDIS, JOBTRACK_TEST_REDIS_BACKEND), and every test
-spools into a folder of its own. PostgreSQL tests get a database of their own for the session,
-dropped at the end; every store is checked for leaked connections when it closes.
+(JOBTRACK_TEST_PG, JOBTRACK_TEST_MYSQL, JOBTRACK_TEST_REDIS, JOBTRACK_TEST_REDIS_BACKEND),
+and every test spools into a folder of its own. PostgreSQL and MariaDB tests get a
+database of their own for the session, dropped at the end; every store is checked for
+leaked connections when it closes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import pytest
 import redis
 from sqlalchemy.engine import make_url
@@ -26,6 +28,8 @@ from jobtrack.store import Store
 from tests.pgcluster import StreamingPair, server_bin
 
 PG_ADMIN_URL = os.environ.get("JOBTRACK_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
+#: A MariaDB (or MySQL) server and an account that may create databases.
+MYSQL_ADMIN_URL = os.environ.get("JOBTRACK_TEST_MYSQL", "mariadb://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("JOBTRACK_TEST_REDIS", "redis://127.0.0.1:6379/0")
 #: Result backend for the tests that need one: the broker's server, the next database.
 REDIS_BACKEND_URL = os.environ.get(
@@ -70,6 +74,66 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session."""
     with fresh_pg_database() as url:
         yield url
+
+
+def _mysql_admin() -> pymysql.connections.Connection[Any]:
+    url = make_url(MYSQL_ADMIN_URL)
+    try:
+        return pymysql.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 3306,
+            user=url.username or "root",
+            password=url.password or "",
+            connect_timeout=5,
+            autocommit=True,
+        )
+    except pymysql.err.OperationalError:
+        _unavailable(
+            "MariaDB at 127.0.0.1:3306",
+            "./scripts/test (it starts it) or start-stop-daemon --start --oknodo "
+            "--background --exec /usr/sbin/mariadbd",
+        )
+        raise
+
+
+@contextmanager
+def fresh_mysql_database(prefix: str = "jobtrack_test") -> Iterator[str]:
+    """A new MariaDB database (utf8mb4), dropped afterwards: its URL (no driver named,
+    so the store picks its own)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = _mysql_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield make_url(MYSQL_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A fresh MariaDB database for this test session."""
+    with fresh_mysql_database() as url:
+        yield url
+
+
+def mysql_connections(url: str) -> int:
+    """Connections open to the database of ``url`` (other than the asking one)."""
+    admin = _mysql_admin()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.processlist "
+                "WHERE db = %s AND id <> CONNECTION_ID()",
+                (make_url(url).database,),
+            )
+            row = cursor.fetchone()
+    finally:
+        admin.close()
+    assert row is not None
+    return int(row[0])
 
 
 @pytest.fixture(scope="session")
@@ -149,13 +213,13 @@ def pg_address(url: str) -> tuple[str, int]:
     return parsed.host or "127.0.0.1", parsed.port or 5432
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
-    """Each store test runs on both backends."""
+    """Each store test runs on every backend."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'jobtrack.db'}"
         return
-    url = request.getfixturevalue("pg_url")
+    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "mysql_url")
     _empty(url)
     yield url
     _empty(url)  # the session's database is shared: leave nothing behind
@@ -176,3 +240,5 @@ def store(db_url: str) -> Iterator[Store]:
     store.close()
     if db_url.startswith("postgresql"):
         wait_for(lambda: pg_connections(db_url) == 0, 5, message="store connections closed")
+    elif db_url.startswith(("mysql", "mariadb")):
+        wait_for(lambda: mysql_connections(db_url) == 0, 5, message="store connections closed")

@@ -112,6 +112,7 @@ from .common import (
     notify_payload,
     search_matches,
 )
+from .dialects import MYSQL_INIT, insert_for, is_mysql, mysql_session, updated, upsert
 from .insights import InsightQueries
 from .logs import LogQueries
 from .partitions import (
@@ -250,11 +251,19 @@ def describe_url(url: str) -> str:
         return "(an unreadable database URL)"
 
 
+#: The driver a bare ``mysql://`` or ``mariadb://`` URL gets (see docs/design.md,
+#: "MySQL and MariaDB": measured against mysqlclient).
+MYSQL_DRIVER = "pymysql"
+
+
 def normalize_url(url: str) -> str:
-    """Pick psycopg 3 for a bare ``postgresql://`` URL (SQLAlchemy would pick psycopg2)."""
+    """Pick psycopg 3 for a bare ``postgresql://`` URL (SQLAlchemy would pick psycopg2),
+    and :data:`MYSQL_DRIVER` for a bare ``mysql://`` or ``mariadb://`` one."""
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername in ("mysql", "mariadb"):
+        parsed = parsed.set(drivername=f"{parsed.drivername}+{MYSQL_DRIVER}")
     return parsed.render_as_string(hide_password=False)
 
 
@@ -317,6 +326,8 @@ class Store(
         )
         if engine is not None and engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _serve_every_owner)
+        if engine is not None and is_mysql(engine.dialect.name):
+            event.listen(engine, "connect", mysql_session)
         _live_stores.add(self)
 
     # -- connection handling -------------------------------------------------------
@@ -359,7 +370,20 @@ class Store(
                 # has used it runs later parallel reads slower (docs/design.md).
                 "options": f"-c {OWNER_SETTING}=* -c jit=off",
             }
-        engine = create_engine(url, pool_size=2, max_overflow=4, connect_args=connect_args)
+        options: dict[str, Any] = {}
+        if is_mysql(url.get_backend_name()):
+            connect_args = {
+                "connect_timeout": max(int(self._connect_timeout_s), 1),
+                "charset": "utf8mb4",
+                "init_command": MYSQL_INIT,
+            }
+            options["isolation_level"] = "READ COMMITTED"  # see dialects.mysql_session
+            # A connection idle longer than the server's wait_timeout is gone: recycle
+            # before the usual 8 hours (the ping of an idle connection catches the rest).
+            options["pool_recycle"] = 3600
+        engine = create_engine(
+            url, pool_size=2, max_overflow=4, connect_args=connect_args, **options
+        )
         _ping_when_idle(engine)
         return engine
 
@@ -510,7 +534,13 @@ class Store(
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_ID)))
-                upgrade_to_head(conn)
+                    upgrade_to_head(conn)
+                elif is_mysql(conn.dialect.name):
+                    # DDL commits there as it goes: a named lock of the session instead.
+                    with _mysql_lock(conn, f"jobtrack_schema_{SCHEMA_LOCK_ID}"):
+                        upgrade_to_head(conn)
+                else:
+                    upgrade_to_head(conn)
         except SQLAlchemyError as exc:
             raise StoreError("schema upgrade", _short(exc)) from exc
         self._schema_ready = True
@@ -693,6 +723,11 @@ class Store(
         values = dict(zip(JobUpdate.COLUMNS, update_.values(), strict=True))
         with self._begin("create job", writes_data=True) as conn:
             part = self._new_part(conn)
+            if is_mysql(conn.dialect.name):
+                made = _insert_new(conn, insert_for(conn.dialect.name)(jobs).values(values))
+                if made:
+                    notify(conn, [update_.id])
+                return made
             if part is None:
                 insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
                 stmt = (
@@ -723,9 +758,10 @@ class Store(
         policies themselves come with the schema (see docs/schema.md). Raises
         :class:`~jobtrack.errors.NotSupported` on SQLite."""
         if self.dialect != "postgresql":
+            backend = _BACKEND_NAMES.get(self.dialect, self.dialect)
             raise NotSupported(
-                "row-level security needs PostgreSQL; SQLite has none (the dashboard and "
-                "API still show an owner-bound token only its owner's jobs)"
+                f"row-level security needs PostgreSQL; {backend} has none (the dashboard "
+                "and API still show an owner-bound token only its owner's jobs)"
             )
         with self._begin("row-level security") as conn:
             if enable is not None:
@@ -1069,20 +1105,22 @@ class Store(
                     f"lost: no heartbeat from worker {row.worker or '(unknown)'} "
                     f"since {since.isoformat(timespec='seconds')}"
                 )
-                found = conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == row.id, still_running)
-                    .values(
-                        status=JobStatus.LOST.value,
-                        state_seq=jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK,
-                        updated_at=now,
-                        error_type="WorkerLost",
-                        error_message=reason,
-                    )
-                    .returning(jobs.c.retries)
-                ).first()
-                if found is None:
+                changed = updated(
+                    conn,
+                    jobs,
+                    [jobs.c.id == row.id, still_running],
+                    {
+                        "status": JobStatus.LOST.value,
+                        "state_seq": jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK,
+                        "updated_at": now,
+                        "error_type": "WorkerLost",
+                        "error_message": reason,
+                    },
+                    [jobs.c.retries],
+                )
+                if not changed:
                     continue
+                found = changed[0]
                 marked.append(row.id)
                 events.append(
                     Event(
@@ -1139,20 +1177,22 @@ class Store(
                     f"lost: its message is in no queue of the broker ({queue!r} read) and "
                     "held by no worker: purged, or dropped as expired"
                 )
-                found = conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id, still)
-                    .values(
-                        status=JobStatus.LOST.value,
-                        state_seq=lost_seq,
-                        updated_at=now,
-                        error_type=MESSAGE_LOST,
-                        error_message=reason,
-                    )
-                    .returning(jobs.c.retries)
-                ).first()
-                if found is None:
+                changed = updated(
+                    conn,
+                    jobs,
+                    [jobs.c.id == job_id, still],
+                    {
+                        "status": JobStatus.LOST.value,
+                        "state_seq": lost_seq,
+                        "updated_at": now,
+                        "error_type": MESSAGE_LOST,
+                        "error_message": reason,
+                    },
+                    [jobs.c.retries],
+                )
+                if not changed:
                     continue
+                found = changed[0]
                 marked.append(job_id)
                 event = Event(
                     job_id=job_id,
@@ -1176,15 +1216,17 @@ class Store(
         the row says so). Returns the job's status afterwards."""
         now = utcnow()
         with self._begin("request cancel") as conn:
-            row = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(
-                    cancel_requested_at=func.coalesce(jobs.c.cancel_requested_at, now),
-                    updated_at=now,
-                )
-                .returning(jobs.c.status, jobs.c.state_seq, jobs.c.retries)
-            ).first()
+            changed = updated(
+                conn,
+                jobs,
+                [jobs.c.id == job_id],
+                {
+                    "cancel_requested_at": func.coalesce(jobs.c.cancel_requested_at, now),
+                    "updated_at": now,
+                },
+                [jobs.c.status, jobs.c.state_seq, jobs.c.retries],
+            )
+            row = changed[0] if changed else None
             if row is None:
                 raise JobNotFound(job_id)
             status = JobStatus(row.status)
@@ -1257,19 +1299,21 @@ class Store(
         now = utcnow()
         pausable = [s.value for s in (*PAUSABLE, JobStatus.PAUSED)]
         with self._begin("request pause") as conn:
-            row = conn.execute(
-                update(jobs)
-                .where(
+            changed = updated(
+                conn,
+                jobs,
+                [
                     jobs.c.id == job_id,
                     jobs.c.status.in_(pausable),
                     jobs.c.state_seq < literal_column(str(CANCEL_REQUESTED_SEQ)),
-                )
-                .values(
-                    pause_requested_at=func.coalesce(jobs.c.pause_requested_at, now),
-                    updated_at=now,
-                )
-                .returning(jobs.c.status, jobs.c.state_seq, jobs.c.retries)
-            ).first()
+                ],
+                {
+                    "pause_requested_at": func.coalesce(jobs.c.pause_requested_at, now),
+                    "updated_at": now,
+                },
+                [jobs.c.status, jobs.c.state_seq, jobs.c.retries],
+            )
+            row = changed[0] if changed else None
             if row is None:
                 return self._status_of(conn, job_id)
             status = JobStatus(row.status)
@@ -1417,10 +1461,11 @@ class Store(
         holder's lease runs. One row per lease, on every backend: whoever takes it does
         the chore, the others skip it until it expires."""
         now = utcnow()
+        expires_at = now + timedelta(seconds=ttl_s)
+        if is_mysql(self.dialect):
+            return self._try_lease_mysql(name, holder, now, expires_at)
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(leases).values(
-            name=name, holder=holder, expires_at=now + timedelta(seconds=ttl_s)
-        )
+        stmt = insert(leases).values(name=name, holder=holder, expires_at=expires_at)
         take = stmt.on_conflict_do_update(
             index_elements=[leases.c.name],
             set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
@@ -1428,6 +1473,27 @@ class Store(
         ).returning(leases.c.name)
         with self._begin("take lease") as conn:
             return conn.execute(take).first() is not None
+
+    def _try_lease_mysql(self, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
+        """:meth:`try_lease` on MySQL and MariaDB, whose upsert has no condition and no
+        RETURNING: ``holder`` is assigned first, by the condition; ``expires_at`` then
+        follows it (it has become ours exactly when the condition held, or it was ours
+        already), and the row read back says who holds it."""
+
+        def take(new: Any) -> dict[str, Any]:
+            free = or_(leases.c.expires_at < now, leases.c.holder == new.holder)
+            return {
+                "holder": case((free, new.holder), else_=leases.c.holder),
+                "expires_at": case(
+                    (leases.c.holder == new.holder, new.expires_at), else_=leases.c.expires_at
+                ),
+            }
+
+        values = {"name": name, "holder": holder, "expires_at": expires_at}
+        with self._begin("take lease") as conn:
+            conn.execute(upsert(self.dialect, leases, values, keys=["name"], update=take))
+            held = conn.execute(select(leases.c.holder).where(leases.c.name == name)).scalar()
+        return held == holder
 
     def lease_holder(self, name: str) -> tuple[str, datetime] | None:
         """Who holds the lease ``name`` and until when (None: nobody ever took it)."""
@@ -1769,6 +1835,23 @@ def _limited(conn: Connection, limit: float | None) -> Iterator[None]:
         conn.execute(_SET_TIMEOUT, {"ms": str(max(int(limit * 1000), 1))})
         yield
         return
+    if is_mysql(conn.dialect.name):
+        # MariaDB: max_statement_time (seconds, every statement); MySQL:
+        # max_execution_time (milliseconds, reads only). Set for the session, put back
+        # before the connection goes back to the pool.
+        mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
+        name, value = (
+            ("max_statement_time", f"{limit:.3f}")
+            if mariadb
+            else ("max_execution_time", str(max(int(limit * 1000), 1)))
+        )
+        conn.exec_driver_sql(f"SET SESSION {name} = {value}")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                conn.exec_driver_sql(f"SET SESSION {name} = DEFAULT")
+        return
     driver = conn.connection.driver_connection
     assert driver is not None
     deadline = time.monotonic() + limit
@@ -1781,9 +1864,14 @@ def _limited(conn: Connection, limit: float | None) -> Iterator[None]:
 
 def _stopped_by_limit(exc: BaseException) -> bool:
     """A statement stopped by :func:`_limited`: PostgreSQL's query_canceled (57014),
-    SQLite's "interrupted"."""
+    SQLite's "interrupted", MariaDB's 1969 and MySQL's 3024 (max statement or execution
+    time exceeded)."""
     cause = getattr(exc, "orig", None) or exc
-    return getattr(cause, "sqlstate", None) == "57014" or "interrupted" in str(cause)
+    return (
+        getattr(cause, "sqlstate", None) == "57014"
+        or "interrupted" in str(cause)
+        or _mysql_code(cause) in _MYSQL_TIME_LIMIT_CODES
+    )
 
 
 def _translate(action: str, exc: BaseException) -> StoreError:
@@ -1793,6 +1881,7 @@ def _translate(action: str, exc: BaseException) -> StoreError:
     refused = (
         isinstance(exc, (DataError, IntegrityError))
         or isinstance(cause, _DRIVER_DATA_ERRORS)
+        or (isinstance(exc, DBAPIError) and _mysql_code(cause) in _MYSQL_REFUSED)
         or (
             isinstance(exc, StatementError)
             and not isinstance(exc, DBAPIError)
@@ -1805,11 +1894,64 @@ def _translate(action: str, exc: BaseException) -> StoreError:
     return (DataRefused if refused else StoreError)(action, detail)
 
 
-#: How PostgreSQL and SQLite say a table is not there.
+#: How PostgreSQL, SQLite and MySQL say a table is not there.
 _MISSING_TABLE = re.compile(
     r'relation "(jobs|job_items|job_events|jobtrack_\w+)" does not '
     r"exist|no such table: (jobs|job_items|job_events|jobtrack_\w+)"
+    r"|Table '[^']*\.(jobs|job_items|job_events|jobtrack_\w+)' doesn't exist"
 )
+#: MySQL and MariaDB errors that refuse the data itself, whatever class the driver
+#: gives them: a CHECK failed (MariaDB's JSON columns check json_valid), invalid JSON,
+#: a wrong value for the column (text not in utf8mb4, a date), out of range, too long.
+_MYSQL_REFUSED = frozenset({4025, 3819, 3140, 1366, 1292, 1264, 1406, 1048, 1452})
+
+
+def _mysql_code(cause: BaseException) -> int | None:
+    """The error number of a MySQL driver's error (its first argument)."""
+    code = cause.args[0] if cause.args else None
+    return code if type(code) is int else None
+
+
+#: MariaDB's max_statement_time, MySQL's max_execution_time exceeded; 188 (aborted by
+#: user) is what MariaDB reports when the limit stops a FULLTEXT search inside InnoDB (only
+#: taken for the limit when the statement ran under one).
+_MYSQL_TIME_LIMIT_CODES = frozenset({1969, 3024, 188})
+#: What the NotSupported messages call a backend.
+_BACKEND_NAMES = {"sqlite": "SQLite", "mysql": "MySQL", "mariadb": "MariaDB"}
+#: MySQL's duplicate key error.
+_MYSQL_DUPLICATE_KEY = 1062
+
+
+def _insert_new(conn: Connection, stmt: Any) -> bool:
+    """Run an INSERT of one row; False, and nothing changed, if a row with its key is
+    there already (MySQL and MariaDB: their upsert cannot tell a duplicate apart, so the
+    duplicate key error is caught in a savepoint)."""
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(stmt)
+    except IntegrityError as exc:
+        savepoint.rollback()
+        orig = exc.orig
+        if orig is not None and orig.args and orig.args[0] == _MYSQL_DUPLICATE_KEY:
+            return False
+        raise
+    savepoint.commit()
+    return True
+
+
+@contextmanager
+def _mysql_lock(conn: Connection, name: str, timeout_s: int = 300) -> Iterator[None]:
+    """A MySQL named lock held by ``conn``'s session for the block (released after,
+    whatever happens: the session outlives the transaction)."""
+    got = conn.execute(
+        text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": timeout_s}
+    )
+    if got.scalar() != 1:
+        raise StoreError("schema upgrade", f"could not take the lock {name!r} in {timeout_s} s")
+    try:
+        yield
+    finally:
+        conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
 
 
 def _forget_staging(conn: Connection) -> None:

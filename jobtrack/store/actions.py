@@ -32,6 +32,7 @@ from ..errors import JobNotFound
 from ..models import DELETABLE, Action, ActionTarget, EventRow, Job, JobFilter, JobUpdate, Row
 from ..schema import action_targets, actions, job_events, job_items, job_logs, jobs
 from .common import filtered, job_of, notify
+from .dialects import updated
 
 __all__ = ["ActionQueries", "TargetState", "WorkItem"]
 
@@ -136,8 +137,7 @@ class ActionQueries:
         with self._begin("record action", writes_data=True) as conn:
             action_id = int(
                 conn.execute(
-                    insert(actions)
-                    .values(
+                    insert(actions).values(
                         action=action,
                         actor=actor,
                         role=role,
@@ -152,8 +152,7 @@ class ActionQueries:
                         finished_at=None if status in ("pending", "running") else now,
                         **counts,
                     )
-                    .returning(actions.c.id)
-                ).scalar_one()
+                ).inserted_primary_key[0]  # type: ignore[index]
             )
             if targets:
                 conn.execute(
@@ -364,19 +363,20 @@ class ActionQueries:
         with self._begin("settle targets", writes_data=True) as conn:
             counts = {"done": 0, "skipped": 0, "failed": 0}
             for (state, outcome), job_ids in groups.items():
-                changed = conn.execute(
-                    update(action_targets)
-                    .where(
+                changed = updated(
+                    conn,
+                    action_targets,
+                    [
                         action_targets.c.action_id == action_id,
                         # A batch is a run of the key: the range keeps the index scan to
                         # it, whatever the statistics of a fresh action say.
                         action_targets.c.job_id.between(min(job_ids), max(job_ids)),
                         action_targets.c.job_id.in_(job_ids),
                         action_targets.c.state.in_(_OPEN),
-                    )
-                    .values(state=state, outcome=outcome)
-                    .returning(action_targets.c.job_id)
-                ).all()
+                    ],
+                    {"state": state, "outcome": outcome},
+                    [action_targets.c.job_id],
+                )
                 counts[TargetState.COUNTER[state]] += len(changed)
             conn.execute(
                 update(actions)

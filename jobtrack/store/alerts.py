@@ -28,11 +28,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..models import Job, JobStatus, Scope
 from ..schema import alert_deliveries, alert_progress, alert_seen, alert_state, alerts, jobs
 from .common import escape_like, job_of
+from .dialects import upsert
 
 __all__ = ["AlertQueries", "AlertState", "Delivery", "glob_to_like"]
 
@@ -203,20 +203,21 @@ class AlertQueries:
             ),
             scope,
         ).limit(100_000)
-        insert_ = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         cutoff = now - timedelta(seconds=after_s)
         with self._read("stuck jobs") as conn:
             seen_now = {row.id: row.fingerprint for row in conn.execute(running)}
             if seen_now:
-                stmt = insert_(alert_progress)
                 conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[alert_progress.c.job_id],
-                        set_={
-                            "fingerprint": stmt.excluded.fingerprint,
-                            "changed_at": stmt.excluded.changed_at,
+                    upsert(
+                        conn.dialect.name,
+                        alert_progress,
+                        keys=["job_id"],
+                        # the fingerprint, which the condition reads, last (MySQL)
+                        update=lambda new: {
+                            "changed_at": new.changed_at,
+                            "fingerprint": new.fingerprint,
                         },
-                        where=alert_progress.c.fingerprint != stmt.excluded.fingerprint,
+                        where=lambda new: alert_progress.c.fingerprint != new.fingerprint,
                     ),
                     [
                         {"job_id": job_id, "fingerprint": (print_ or "")[:255], "changed_at": now}
@@ -281,10 +282,10 @@ class AlertQueries:
         with self._begin("record alert", writes_data=True) as conn:
             alert_id = int(
                 conn.execute(
-                    insert(alerts)
-                    .values(rule=rule, kind=kind, title=title, body=body, created_at=now)
-                    .returning(alerts.c.id)
-                ).scalar_one()
+                    insert(alerts).values(
+                        rule=rule, kind=kind, title=title, body=body, created_at=now
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
             )
             conn.execute(
                 insert(alert_deliveries),
@@ -317,17 +318,19 @@ class AlertQueries:
         """Upsert the rule's state row: the columns given (None leaves a column as it is,
         except ``value``, which None clears: nothing measured)."""
         given = {k: v for k, v in values.items() if v is not None or k == "value"}
-        insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        stmt = insert_(alert_state).values(
-            rule=rule,
-            updated_at=now,
-            firing=bool(given.get("firing", False)),
+        values = {
+            "rule": rule,
+            "updated_at": now,
+            "firing": bool(given.get("firing", False)),
             **{k: v for k, v in given.items() if k != "firing"},
-        )
+        }
         conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[alert_state.c.rule],
-                set_={"updated_at": now, **{k: stmt.excluded[k] for k in given}},
+            upsert(
+                conn.dialect.name,
+                alert_state,
+                values,
+                keys=["rule"],
+                update=lambda new: {"updated_at": now, **{k: new[k] for k in given}},
             )
         )
 
@@ -416,5 +419,5 @@ def _joined(*columns: Any) -> Any:
         parts.append(func.coalesce(cast(column, Text), ""))
     joined = parts[0]
     for part in parts[1:]:
-        joined = joined.op("||")(part)
+        joined = joined + part  # text: || (PostgreSQL, SQLite), concat() on MySQL
     return joined

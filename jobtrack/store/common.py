@@ -27,20 +27,24 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
 from ..models import Job, JobFilter, JobStatus
-from ..schema import SEARCH_TEXT, SEARCH_WORDS, WORDS_INDEX, jobs
+from ..schema import MYSQL, SEARCH_TEXT, SEARCH_WORDS, WORDS_INDEX, jobs
 
 __all__ = [
     "CHANGES_CHANNEL",
     "WORD_ROWS_MAX",
+    "FullTextWords",
     "SearchWords",
     "escape_like",
     "filtered",
+    "fulltext_words",
     "id_only",
     "job_of",
     "notify",
@@ -122,6 +126,18 @@ def id_only(search: str) -> bool:
     return bool(_ID_LIKE.fullmatch(search)) and len(search) > _WORD_CHARS
 
 
+def _by_id(search: str) -> ColumnElement[bool]:
+    """The id half of a search: the exact id, and for an id-like search its prefix."""
+    by_id: ColumnElement[bool] = jobs.c.id == search
+    if _ID_LIKE.fullmatch(search):
+        prefix = and_(
+            jobs.c.id.like(escape_like(search) + "%", escape="\\"),
+            func.substr(jobs.c.id, 1, len(search)) == search,  # SQLite's LIKE ignores case
+        )
+        by_id = or_(by_id, prefix)
+    return by_id
+
+
 def searching(search: str, *, word: str | None = None) -> ColumnElement[bool]:
     """The condition of a search: the name or error text containing it (any case, taken
     literally), or the exact id. An id-like search (see :data:`_ID_LIKE`) is also an id
@@ -132,16 +148,17 @@ def searching(search: str, *, word: str | None = None) -> ColumnElement[bool]:
     every job containing the search holds among its words. The jobs holding it are found
     by the word index and each is checked for the whole search: the same jobs as the
     trigram condition, without reading the trigram lists of the search's common parts.
+    On MySQL and MariaDB it is a :class:`FullTextWords`: the search's whole words, which
+    the FULLTEXT index finds, each job then checked for the whole search alike.
     """
-    by_id = jobs.c.id == search
-    if _ID_LIKE.fullmatch(search):
-        prefix = and_(
-            jobs.c.id.like(escape_like(search) + "%", escape="\\"),
-            func.substr(jobs.c.id, 1, len(search)) == search,  # SQLite's LIKE ignores case
-        )
-        by_id = or_(by_id, prefix)
-        if len(search) > _WORD_CHARS:
-            return by_id
+    by_id = _by_id(search)
+    if _ID_LIKE.fullmatch(search) and len(search) > _WORD_CHARS:
+        return by_id
+    if isinstance(word, FullTextWords):
+        pattern = "%" + escape_like(search) + "%"
+        indexed = mysql.match(jobs.c.name, jobs.c.error_message, against=str(word))
+        literal = SearchText().ilike(pattern, escape="\\")
+        return and_(or_(indexed.in_boolean_mode(), by_id), or_(literal, by_id))
     if word is not None:
         # (word or id) and (text or id): the first is the index's bitmap, exact, so only
         # the text is checked row by row. ILIKE is lower() on both sides (UTF-8), and
@@ -245,7 +262,12 @@ class SearchWords:
 
     def word(self, conn: Connection, search: str) -> str | None:
         """The word, or None (no whole word, all of them common, no index or statistics
-        yet, not PostgreSQL): the trigram index answers."""
+        yet, not PostgreSQL): the trigram index answers. On MySQL and MariaDB the
+        search's whole words for the FULLTEXT index (:func:`fulltext_words`)."""
+        if conn.dialect.name in MYSQL and "\x00" not in search:
+            if _ID_LIKE.fullmatch(search) and len(search) > _WORD_CHARS:
+                return None  # an id only
+            return fulltext_words(search)
         if conn.dialect.name != "postgresql" or "\x00" in search:
             return None
         if _ID_LIKE.fullmatch(search) and len(search) > _WORD_CHARS:
@@ -277,6 +299,8 @@ class SearchWords:
         jobs (:data:`_ENTRY_COST`)."""
         if before is not None and before.tzinfo is None:
             return None  # not comparable with the statistics' times: no guess
+        if conn.dialect.name != "postgresql":
+            return None  # no statistics to guess from
         holding = self._estimate(self._stats(conn), word)
         tables, bounds_all = self._created
         total = sum(rows for _, rows in tables)
@@ -369,6 +393,48 @@ class SearchWords:
         return parts
 
 
+class FullTextWords(str):
+    """A boolean-mode FULLTEXT query (``+word +word``): every job containing the search
+    holds each of these words (MySQL, MariaDB; revision 0017's index)."""
+
+
+#: InnoDB's default stopwords (``INFORMATION_SCHEMA.INNODB_FT_DEFAULT_STOPWORD``): not in
+#: the FULLTEXT index, so never required of a job.
+_STOPWORDS = frozenset(
+    "a about an are as at be by com de en for from how i in is it la of on or that the "
+    "this to was what when where who will with und www".split()
+)
+#: InnoDB's default token sizes (``innodb_ft_min_token_size``, ``..._max_...``).
+_TOKEN_CHARS = (3, 84)
+
+
+def fulltext_words(search: str) -> FullTextWords | None:
+    """The whole words of ``search`` every job containing it holds as FULLTEXT tokens:
+    runs of ASCII letters and digits with a separator on both sides inside the search
+    (one at its start or end may be part of a longer word in the job), of a size InnoDB
+    indexes, not a stopword, and not next to characters InnoDB joins into a word (``_``,
+    ``'``, letters beyond ASCII). None when there are none: the text is read instead."""
+    found = []
+    for match in re.finditer(r"[0-9A-Za-z]+", search):
+        start, end = match.span()
+        if start == 0 or end == len(search):
+            continue
+        if not (_separates(search[start - 1]) and _separates(search[end])):
+            continue
+        word = match.group().lower()
+        if _TOKEN_CHARS[0] <= len(word) <= _TOKEN_CHARS[1] and word not in _STOPWORDS:
+            found.append(word)
+    if not found:
+        return None
+    return FullTextWords(" ".join(f"+{w}" for w in dict.fromkeys(found)))
+
+
+def _separates(char: str) -> bool:
+    """Whether InnoDB's FULLTEXT parser ends a word at ``char`` (ASCII punctuation other
+    than ``_`` and ``'``, or white space)."""
+    return char.isascii() and not char.isalnum() and char not in "_'"
+
+
 def _below(histogram: Histogram, moment: datetime) -> float:
     """How many of a table's rows its histogram puts before ``moment`` (spread evenly in
     time within each of its parts)."""
@@ -391,11 +457,26 @@ def search_matches(search: str, word: str, since: datetime | None = None) -> Any
     a read of the word's few jobs by the word index, whatever the query around it
     filters, sorts or limits (planned together, a page's small limit or a filter's large
     index would draw the planner off the word index)."""
+    if isinstance(word, FullTextWords):
+        return _fulltext_matches(search, word)
     query = select(jobs).where(searching(search, word=word))
     if since is not None:
         moment = bindparam("slice_since", since, type_=jobs.c.created_at.type)
         query = query.where(jobs.c.created_at >= moment)
     return query.offset(0).subquery("matches")
+
+
+def _fulltext_matches(search: str, words: FullTextWords) -> Any:
+    """:func:`search_matches` on MySQL and MariaDB: the jobs the FULLTEXT index finds
+    holding ``words``, checked for the whole search, and the job the search names by
+    id, as a UNION: each half one index read (the two conditions OR-ed in one WHERE
+    make MySQL read the whole table: 830 ms against 4 ms on a million jobs)."""
+    pattern = "%" + escape_like(search) + "%"
+    indexed = mysql.match(jobs.c.name, jobs.c.error_message, against=str(words))
+    by_text = select(jobs).where(
+        indexed.in_boolean_mode(), SearchText().ilike(pattern, escape="\\")
+    )
+    return union(by_text, select(jobs).where(_by_id(search))).subquery("matches")
 
 
 class SearchText(ColumnElement[str]):
@@ -413,6 +494,14 @@ class SearchText(ColumnElement[str]):
 @compiles(SearchText, "postgresql")
 def _search_text_postgresql(element: SearchText, compiler: Any, **kw: Any) -> str:
     return SEARCH_TEXT
+
+
+@compiles(SearchText, "mysql")
+@compiles(SearchText, "mariadb")
+def _search_text_mysql(element: SearchText, compiler: Any, **kw: Any) -> str:
+    # ``||`` is OR there; CHAR() alone gives a binary string, which would make the whole
+    # text binary (LIKE then ignores lower()).
+    return "concat(coalesce(name, ''), char(31 USING utf8mb4), coalesce(error_message, ''))"
 
 
 @compiles(SearchText)

@@ -7,7 +7,9 @@ document lands in its ``jsonb`` column as it is), the jobs upsert and the events
 are its two data-modifying parts, and the change notification is its result. A short
 task's whole lifecycle, many tasks at once, is one round trip. Items and log lines, which
 come in thousands, are streamed with ``COPY`` (into a staging table where they must be
-merged). Elsewhere (SQLite) the same upsert runs through executemany.
+merged). Elsewhere (SQLite) the same upsert runs through executemany; on MySQL and
+MariaDB it is ``INSERT … ON DUPLICATE KEY UPDATE``, which the drivers send as one
+multi-row statement per batch (see :func:`write_statement`).
 
 The merge rules of :mod:`jobtrack.models` are the SET of the upsert
 (:func:`job_merge_rules`), so concurrent writers in many processes cannot move a job
@@ -26,6 +28,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     JSON,
+    BindParameter,
     ColumnElement,
     Table,
     Text,
@@ -39,8 +42,9 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from ..models import (
     ATTEMPT_COLUMNS,
@@ -60,7 +64,7 @@ from ..models import (
     Row,
 )
 from ..payload import Packed, unpack
-from ..schema import job_events, job_items, job_logs, jobs, staging_table
+from ..schema import MYSQL, job_events, job_items, job_logs, jobs, staging_table
 from .common import CHANGES_CHANNEL
 from .partitions import TWINS
 
@@ -198,6 +202,8 @@ def write_statement(
     Partitioned (PostgreSQL): a row takes its job's partition if the job has a row, else
     the ``part`` parameter (the writer's period).
     """
+    if dialect in MYSQL:
+        return _mysql_write_statement(table_name)
     table = TWINS[table_name] if partitioned else TABLES[table_name]
     columns = WRITE_COLUMNS[table_name]
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -264,6 +270,50 @@ class NativeStatement:
 _PYFORMAT = re.compile(r"%\((\w+)\)s")
 
 
+def _mysql_write_statement(table_name: str) -> Any:
+    """The insert/upsert for one table on MySQL and MariaDB: ``ON DUPLICATE KEY
+    UPDATE`` with the same rules as elsewhere. MySQL assigns left to right, each
+    assignment seeing the ones before it, so ``state_seq``, the order key every other
+    rule reads as it was, is assigned last; a pending item's guard reads only the new
+    row's values, so its order does not matter."""
+    table = TABLES[table_name]
+    stmt = mysql.insert(table)
+    if table_name == "jobs":
+        rules = job_merge_rules(stmt, table)
+        last = rules.pop("state_seq")
+        sets = [*rules.items(), ("state_seq", last)]
+    elif table_name == "job_items":
+        new = stmt.inserted
+        # A planned (pending) item never replaces a recorded outcome.
+        recorded = new.status != ItemStatus.PENDING.value
+        sets = [
+            (name, case((recorded, new[name]), else_=table.c[name]))
+            for name in WRITE_COLUMNS[table_name][2:]
+        ]
+    else:
+        return stmt
+    # The drivers send a batch as one multi-row INSERT, repeating the VALUES part per
+    # row and copying the rest as it is: the update's constants must be in its text.
+    return stmt.on_duplicate_key_update([(name, _inline(rule)) for name, rule in sets])
+
+
+def _inline(rule: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``rule`` with its constants (the order keys, a status) written into the SQL."""
+
+    def constant(element: Any, **_kw: Any) -> Any:
+        if isinstance(element, BindParameter) and not element.callable:
+            value = element.value
+            if type(value) is int:
+                return literal_column(str(value))
+            if type(value) is str and value.isalnum():
+                return literal_column(f"'{value}'")
+            raise ValueError(f"a constant the upsert cannot hold as text: {value!r}")
+        return None
+
+    inlined: ColumnElement[Any] = replacement_traverse(rule, {}, constant)
+    return inlined
+
+
 @functools.cache
 def jobs_and_events_sql(
     dialect: Dialect, with_jobs: bool, with_events: bool, partitioned: bool
@@ -289,8 +339,10 @@ def jobs_and_events(with_jobs: bool, with_events: bool, partitioned: bool) -> An
 
 
 def job_merge_rules(stmt: Any, table: Any = jobs) -> dict[str, ColumnElement[Any]]:
-    """The merge rules of :mod:`jobtrack.models`, as the SET of the jobs upsert."""
-    new, cur = stmt.excluded, table.c
+    """The merge rules of :mod:`jobtrack.models`, as the SET of the jobs upsert (its
+    ``ON CONFLICT DO UPDATE``; on MySQL its ``ON DUPLICATE KEY UPDATE``)."""
+    new = stmt.inserted if isinstance(stmt, mysql.Insert) else stmt.excluded
+    cur = table.c
     takes = or_(
         new.state_seq > cur.state_seq,
         and_(new.state_seq == cur.state_seq, new.state_seq < TERMINAL_SEQ),

@@ -31,7 +31,7 @@ from ..errors import QueryTimeout, ReplicaUnavailable, StoreError
 from ..settings import Settings
 from ..store import Store, lsn_number, owner_scope, time_limit
 from .api import Control, Operations, add_api_routes
-from .auth import Auth
+from .auth import Auth, Principal
 from .pages import NeedLogin, add_pages, redirect
 from .stream import ChangeFeed
 
@@ -65,6 +65,7 @@ def create_app(
     *,
     control: Control | None = None,
     owner_filter: bool = True,
+    sign_in: Callable[[Request], Principal | None] | None = None,
 ) -> FastAPI:
     """The whole web app over ``store``. ``control`` (see
     :class:`jobtrack.control.JobControl`) retries, cancels, pauses and resumes through a Celery app;
@@ -73,8 +74,12 @@ def create_app(
     An owner-bound token's requests run inside :func:`~jobtrack.store.owner_scope`, so
     with row-level security enabled (PostgreSQL) the database itself keeps owners apart;
     the handlers also filter by owner. ``owner_filter=False`` drops that second layer:
-    only for tests that prove the first one alone holds."""
-    auth = Auth(settings, owner_filter=owner_filter)
+    only for tests that prove the first one alone holds.
+
+    ``sign_in``: who a request is by its host framework's own sign-in (see
+    :mod:`jobtrack.contrib.django`), asked when it carries no bearer token; the
+    dashboard's token sign-in and the loopback rule are then off."""
+    auth = Auth(settings, owner_filter=owner_filter, sign_in=sign_in)
     feed = ChangeFeed(store, poll_interval_s=settings.web_poll_interval_s)
     if settings.read_database_url and store.replicas is None:
         log.warning(

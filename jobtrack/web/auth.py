@@ -35,6 +35,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from enum import StrEnum
 
 from fastapi import HTTPException, Request
@@ -176,8 +177,18 @@ class Identity:
 class Auth:
     """Resolves the caller of a request; raises ``HTTPException`` when refused."""
 
-    def __init__(self, settings: Settings, *, owner_filter: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        owner_filter: bool = True,
+        sign_in: Callable[[Request], Principal | None] | None = None,
+    ) -> None:
         self.tokens = parse_tokens(settings.web_tokens)
+        #: Who a request's own sign-in says it is (a host framework's session, e.g.
+        #: Django's): asked after a bearer token, instead of the dashboard's sessions
+        #: and the loopback rule.
+        self.sign_in = sign_in
         #: False only in tests proving that the database's row-level security alone
         #: keeps owners apart: handlers then see every principal as unbound.
         self.owner_filter = owner_filter
@@ -193,8 +204,9 @@ class Auth:
 
     @property
     def open_on_loopback(self) -> bool:
-        """True when no tokens are configured (loopback clients need no login)."""
-        return not self.tokens
+        """True when no tokens are configured (loopback clients need no login) and no
+        host framework signs requests in."""
+        return not self.tokens and self.sign_in is None
 
     # -- sessions ------------------------------------------------------------------
 
@@ -240,6 +252,9 @@ class Auth:
         if scheme.lower() == "bearer" and token:
             who = self.tokens.get(token)
             return Identity(who, ambient=False) if who else None
+        if self.sign_in is not None:
+            signed = self.sign_in(request)
+            return Identity(signed, ambient=True) if signed is not None else None
         session = request.cookies.get(SESSION_COOKIE, "")
         if session:
             found = self._session(session)

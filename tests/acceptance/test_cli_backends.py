@@ -82,9 +82,15 @@ def test_every_read_command(db_url: str, produced: list[str]) -> None:
     assert "up to date" in run(db_url, "db", "check")
     assert [j["id"] for j in run(db_url, "jobs", "ls", "--ref", "source:a", "--json")] == [loaded_a]
     assert len(run(db_url, "jobs", "ls", "--ref", "source:*", "--json")) == 2
-    if db_url.startswith("sqlite"):
+    if not db_url.startswith("postgresql"):  # PostgreSQL's features: one clear line
         refused = CliRunner().invoke(main, ["--database-url", db_url, "db", "rls", "enable"])
         assert isinstance(refused.exception, jobtrack.NotSupported)
+        assert "row-level security needs PostgreSQL" in str(refused.exception)
+        refused = CliRunner().invoke(
+            main, ["--database-url", db_url, "db", "partition", "--by", "month"]
+        )
+        assert isinstance(refused.exception, jobtrack.NotSupported)
+        assert "partitioning needs PostgreSQL" in str(refused.exception)
     else:  # the shared test database: shown, not changed
         assert "jobs: row-level security off" in run(db_url, "db", "rls")
 

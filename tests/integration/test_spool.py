@@ -1,6 +1,7 @@
 """Bounded memory during an outage: past buffer_max_jobs the buffer goes to a spool file,
 replayed oldest first when the database returns; a writer closed during an outage spools
-what it holds, and the next writer replays it. Real PostgreSQL behind a cuttable proxy."""
+what it holds, and the next writer replays it. Real PostgreSQL and MariaDB behind a
+cuttable proxy."""
 
 from __future__ import annotations
 
@@ -20,18 +21,25 @@ from tests.proxy import CuttableProxy
 pytestmark = pytest.mark.postgres
 
 
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server_url(request: pytest.FixtureRequest) -> str:
+    """The database server behind the proxy."""
+    url: str = request.getfixturevalue("pg_url" if request.param == "postgresql" else "mysql_url")
+    return url
+
+
 @pytest.fixture
-def proxy(pg_url: str) -> Iterator[CuttableProxy]:
-    schema = Store(pg_url)
+def proxy(server_url: str) -> Iterator[CuttableProxy]:
+    schema = Store(server_url)
     schema.ensure_schema()
     schema.close()
-    with CuttableProxy(*pg_address(pg_url)) as p:
+    with CuttableProxy(*pg_address(server_url)) as p:
         yield p
 
 
 @pytest.fixture
-def direct(pg_url: str) -> Iterator[Store]:
-    store = Store(pg_url)
+def direct(server_url: str) -> Iterator[Store]:
+    store = Store(server_url)
     yield store
     store.close()
 
@@ -60,9 +68,9 @@ def writer_for(url: str, spool: Path) -> BufferedWriter:
 
 
 def test_spill_past_the_bound_and_replay_in_order(
-    proxy: CuttableProxy, pg_url: str, direct: Store, tmp_path: Path
+    proxy: CuttableProxy, server_url: str, direct: Store, tmp_path: Path
 ) -> None:
-    writer = writer_for(proxy.url(pg_url), tmp_path)
+    writer = writer_for(proxy.url(server_url), tmp_path)
     proxy.cut()
     ids = [f"spill-{n}-{tmp_path.name}" for n in range(12)]
     for job_id in ids:
@@ -87,9 +95,9 @@ def test_spill_past_the_bound_and_replay_in_order(
 
 
 def test_close_during_outage_spools_and_next_writer_replays(
-    proxy: CuttableProxy, pg_url: str, direct: Store, tmp_path: Path
+    proxy: CuttableProxy, server_url: str, direct: Store, tmp_path: Path
 ) -> None:
-    first = writer_for(proxy.url(pg_url), tmp_path)
+    first = writer_for(proxy.url(server_url), tmp_path)
     proxy.cut()
     job_id = f"closed-{tmp_path.name}"
     first.update(transition(job_id, JobStatus.FAILED))
@@ -98,7 +106,7 @@ def test_close_during_outage_spools_and_next_writer_replays(
     assert len(list(tmp_path.glob("*.jsonl"))) == 1
 
     proxy.restore()
-    second = writer_for(proxy.url(pg_url), tmp_path)
+    second = writer_for(proxy.url(server_url), tmp_path)
     assert second.flush() is True  # its first flush looks for spooled data
     assert direct.get_job(job_id).status is JobStatus.FAILED
     assert list(tmp_path.glob("*.jsonl")) == []

@@ -471,11 +471,39 @@ def test_uncleaned_text_is_refused_data_on_postgresql(store: Store, value: str) 
     cannot take fails the batch as refused data, never as an outage, on the COPY path
     too; the connection is fine for the next write."""
     bad = upd("bad", JobStatus.PENDING, owner_id=value)
-    if store.dialect == "postgresql" or "\ud800" in value:
+    refused = {
+        "postgresql": True,
+        # SQLite stores NUL and long text as given
+        "sqlite": "\ud800" in value,
+        # MySQL in strict mode refuses text too long for its column; NUL is text there
+        "mysql": "\x00" not in value,
+        "mariadb": "\x00" not in value,
+    }
+    if refused[store.dialect]:
         with pytest.raises(DataRefused):
             store.write_batch(Batch([bad]))
     else:
-        store.write_batch(Batch([bad]))  # SQLite stores NUL and long text as given
+        store.write_batch(Batch([bad]))
+    write(store, upd("next", JobStatus.PENDING))
+    assert store.get_job("next").status is JobStatus.PENDING
+
+
+def test_values_the_columns_cannot_hold_are_refused_data(store: Store) -> None:
+    """A number out of its column's range, or a document that is not JSON, written
+    uncleaned: refused data where the database refuses it (MySQL and MariaDB in the
+    strict mode the store sets, whatever error class the driver gives them: the range,
+    and MariaDB's json_valid check), never an outage. PostgreSQL refuses the number (its
+    JSON encoder writes NaN as null); SQLite holds both."""
+    mysql = store.dialect in ("mysql", "mariadb")
+    for bad, refused in (
+        (upd("big", JobStatus.RUNNING, pid=2**40), store.dialect != "sqlite"),
+        (upd("nan", JobStatus.RUNNING, metadata={"n": float("nan")}), mysql),
+    ):
+        if refused:
+            with pytest.raises(DataRefused):
+                store.write_batch(Batch([bad]))
+        else:
+            store.write_batch(Batch([bad]))
     write(store, upd("next", JobStatus.PENDING))
     assert store.get_job("next").status is JobStatus.PENDING
 

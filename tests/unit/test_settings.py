@@ -36,7 +36,7 @@ def test_lists_and_booleans_from_text() -> None:
         ({"JOBTRACK_FLUSH_INTERVAL_S": "-1"}, "flush_interval_s"),
         ({"JOBTRACK_FLUSH_MAX_JOBS": "many"}, "flush_max_jobs"),
         ({"JOBTRACK_ENABLED": "maybe"}, "enabled"),
-        ({"JOBTRACK_DATABASE_URL": "mysql://u:pw@h/db"}, "supports PostgreSQL and SQLite"),
+        ({"JOBTRACK_DATABASE_URL": "oracle://u:pw@h/db"}, "supports PostgreSQL, MySQL"),
         ({"JOBTRACK_EXIT_FLUSH_TIMEOUT_S": "-1"}, "exit_flush_timeout_s"),
         ({"JOBTRACK_WEB_TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "web_trusted_proxies"),
         ({"JOBTRACK_READ_FALLBACK": "ignore"}, "read_fallback"),
@@ -82,5 +82,5 @@ def test_unknown_keyword_is_refused() -> None:
 
 def test_an_unsupported_database_is_one_line_without_the_password() -> None:
     with pytest.raises(ConfigurationError) as info:
-        Settings.resolve({}, {}, database_url="mysql+pymysql://user:hunter2@db/jobs")
+        Settings.resolve({}, {}, database_url="oracle+oracledb://user:hunter2@db/jobs")
     assert "hunter2" not in str(info.value) and "\n" not in str(info.value)

@@ -179,3 +179,17 @@ def test_watch_and_show_say_the_time_left() -> None:
     quiet = Console(width=120, record=True)
     quiet.print(progress_table([Job(id="r2", status=JobStatus.RUNNING)], "jobs"))
     assert " left " not in quiet.export_text()
+
+
+def test_a_fulltext_query_holds_only_the_searchs_whole_words() -> None:
+    """MySQL's FULLTEXT index is asked only for words every match holds whole: inside
+    the search, between separators, of a size InnoDB indexes, not a stopword."""
+    from jobtrack.store.common import fulltext_words
+
+    assert fulltext_words("m db-3 timed o") == "+timed"
+    assert fulltext_words("Import orders of acme") == "+orders"  # "of": a stopword
+    assert fulltext_words("t 12 of shop 1") == "+shop"
+    assert fulltext_words("orders") is None  # may be part of a longer word
+    assert fulltext_words("a my_orders b") is None  # "_" joins words there
+    assert fulltext_words("x é orders y") == "+orders"
+    assert fulltext_words("x éorders y") is None  # a letter beyond ASCII joins too

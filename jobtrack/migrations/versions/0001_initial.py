@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from jobtrack.migrations.dialects import FLOAT, JSON_DOC, ROW_ID, TEXT, TS, table_options
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-JSONDoc = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
-RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
@@ -28,7 +25,7 @@ def upgrade() -> None:
         sa.Column("task_name", sa.String(255)),
         sa.Column("job_type", sa.String(100)),
         sa.Column("job_subtype", sa.String(100)),
-        sa.Column("name", sa.Text),
+        sa.Column("name", TEXT),
         sa.Column("owner_id", sa.String(255)),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column(
@@ -44,21 +41,21 @@ def upgrade() -> None:
         sa.Column("parent_id", sa.String(255)),
         sa.Column("root_id", sa.String(255)),
         sa.Column("group_id", sa.String(255)),
-        sa.Column("input_data", JSONDoc),
-        sa.Column("output_data", JSONDoc),
-        sa.Column("metadata", JSONDoc),
+        sa.Column("input_data", JSON_DOC),
+        sa.Column("output_data", JSON_DOC),
+        sa.Column("metadata", JSON_DOC),
         sa.Column("total_items", sa.Integer),
         sa.Column("processed_items", sa.Integer, nullable=False, server_default="0"),
         sa.Column("failed_items", sa.Integer, nullable=False, server_default="0"),
         sa.Column("skipped_items", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("progress_percent", sa.Float),
+        sa.Column("progress_percent", FLOAT),
         sa.Column("progress_stage", sa.String(255)),
-        sa.Column("progress_message", sa.Text),
+        sa.Column("progress_message", TEXT),
         sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
         sa.Column("max_retries", sa.Integer),
         sa.Column("error_type", sa.String(255)),
-        sa.Column("error_message", sa.Text),
-        sa.Column("traceback", sa.Text),
+        sa.Column("error_message", TEXT),
+        sa.Column("traceback", TEXT),
         sa.Column("worker", sa.String(255)),
         sa.Column("pid", sa.Integer),
         sa.Column("created_at", TS, nullable=False),
@@ -68,6 +65,7 @@ def upgrade() -> None:
         sa.Column("updated_at", TS, nullable=False),
         sa.Column("heartbeat_at", TS),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
+        **table_options(),
     )
     op.create_index("ix_jobs_status_created_at", "jobs", ["status", "created_at"])
     op.create_index("ix_jobs_job_type_created_at", "jobs", ["job_type", "created_at"])
@@ -76,37 +74,39 @@ def upgrade() -> None:
 
     op.create_table(
         "job_items",
-        sa.Column("id", RowId, nullable=False, autoincrement=True),
+        sa.Column("id", ROW_ID, nullable=False, autoincrement=True),
         sa.Column("job_id", sa.String(255), nullable=False),
         sa.Column("key", sa.String(500), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
-        sa.Column("message", sa.Text),
+        sa.Column("message", TEXT),
         sa.Column("error_code", sa.String(100)),
-        sa.Column("before_state", JSONDoc),
-        sa.Column("after_state", JSONDoc),
+        sa.Column("before_state", JSON_DOC),
+        sa.Column("after_state", JSON_DOC),
         sa.Column("processed_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_job_items"),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], ondelete="CASCADE", name="fk_job_items_job_id_jobs"
         ),
         sa.UniqueConstraint("job_id", "key", name="uq_job_items_job_id_key"),
+        **table_options(),
     )
     op.create_index("ix_job_items_job_id_status", "job_items", ["job_id", "status"])
 
     op.create_table(
         "job_events",
-        sa.Column("id", RowId, nullable=False, autoincrement=True),
+        sa.Column("id", ROW_ID, nullable=False, autoincrement=True),
         sa.Column("job_id", sa.String(255), nullable=False),
         sa.Column("at", TS, nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
         sa.Column("worker", sa.String(255)),
         sa.Column("error_type", sa.String(255)),
-        sa.Column("error_message", sa.Text),
+        sa.Column("error_message", TEXT),
         sa.PrimaryKeyConstraint("id", name="pk_job_events"),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], ondelete="CASCADE", name="fk_job_events_job_id_jobs"
         ),
+        **table_options(),
     )
     op.create_index("ix_job_events_job_id_at", "job_events", ["job_id", "at"])
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from jobtrack.migrations.dialects import TS, table_options
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-TS = sa.DateTime(timezone=True)
 _OPEN_CANCEL = "cancel_requested_at IS NOT NULL AND state_seq < 1099511627776"
 
 
@@ -42,6 +43,7 @@ def upgrade() -> None:
         sa.Column("expires_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_jobtrack_leases"),
         comment="who does a periodic chore (the in-worker reaper) until when",
+        **table_options(),
     )
     # Celery gives a retried or replaced task its own id as parent; such rows had none.
     op.execute("UPDATE jobs SET parent_id = NULL WHERE parent_id = id")

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from jobtrack.migrations.dialects import JSON_DOC, TS
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
-
-JSONDoc = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
-TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
@@ -35,7 +33,7 @@ def upgrade() -> None:
             )
         )
         batch.add_column(
-            sa.Column("checkpoint", JSONDoc, comment="the latest job.checkpoint(data)")
+            sa.Column("checkpoint", JSON_DOC, comment="the latest job.checkpoint(data)")
         )
         batch.add_column(sa.Column("checkpoint_at", TS))
     with op.batch_alter_table("job_events") as batch:

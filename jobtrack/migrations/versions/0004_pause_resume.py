@@ -10,12 +10,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from jobtrack.migrations.dialects import TS
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-TS = sa.DateTime(timezone=True)
 _OPEN_PAUSE = "pause_requested_at IS NOT NULL AND state_seq < 1099511627776"
 
 

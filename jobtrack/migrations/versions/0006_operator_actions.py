@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from jobtrack.migrations.dialects import JSON_DOC, ROW_ID, TEXT, TS, table_options
 
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
-_ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_TS = sa.DateTime(timezone=True)
 _REPLAYS = "replay_of IS NOT NULL"
 
 
@@ -40,30 +38,31 @@ def upgrade() -> None:
     )
     op.create_table(
         "jobtrack_actions",
-        sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+        sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
         sa.Column("action", sa.String(20), nullable=False),
         sa.Column("actor", sa.String(255), nullable=False),
         sa.Column("role", sa.String(20), nullable=False),
         sa.Column("owner_id", sa.String(255)),
         sa.Column("bulk", sa.Boolean, nullable=False, server_default=sa.false()),
-        sa.Column("filter", _JSON),
-        sa.Column("options", _JSON),
+        sa.Column("filter", JSON_DOC),
+        sa.Column("options", JSON_DOC),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("job_id", sa.String(255)),
         sa.Column("matched", sa.Integer, nullable=False, server_default="0"),
         sa.Column("done", sa.Integer, nullable=False, server_default="0"),
         sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
         sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("outcome", sa.Text),
-        sa.Column("created_at", _TS, nullable=False),
-        sa.Column("finished_at", _TS),
+        sa.Column("outcome", TEXT),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("finished_at", TS),
         sa.PrimaryKeyConstraint("id", name="pk_jobtrack_actions"),
         comment="the audit trail: every operator action, from any interface (append-only)",
+        **table_options(),
     )
     op.create_index("ix_jobtrack_actions_created_at", "jobtrack_actions", ["created_at"])
     op.create_table(
         "jobtrack_action_targets",
-        sa.Column("action_id", _ROW_ID, nullable=False),
+        sa.Column("action_id", ROW_ID, nullable=False),
         sa.Column("job_id", sa.String(255), nullable=False),
         sa.Column("state", sa.String(20), nullable=False),
         sa.Column("sends", sa.Integer, nullable=False, server_default="0"),
@@ -76,6 +75,7 @@ def upgrade() -> None:
             name="fk_jobtrack_action_targets_action_id_jobtrack_actions",
             ondelete="CASCADE",
         ),
+        **table_options(),
     )
     op.create_index("ix_jobtrack_action_targets_job_id", "jobtrack_action_targets", ["job_id"])
 

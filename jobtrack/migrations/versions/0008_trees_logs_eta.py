@@ -10,13 +10,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from jobtrack.migrations.dialects import ROW_ID, TEXT, TS, is_mysql, table_options
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-_ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_TS = sa.DateTime(timezone=True)
 _GROUPED = "group_id IS NOT NULL"
 #: The same rule as the other job-scoped tables (revision 0005): the session serves every
 #: owner, or the line belongs to a job it may see.
@@ -49,7 +49,7 @@ _COMMENTS = {
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(
-            sa.Column("eta_at", _TS, comment="estimated finish, from the recent progress rate")
+            sa.Column("eta_at", TS, comment="estimated finish, from the recent progress rate")
         )
     op.create_index("ix_jobs_root_id", "jobs", ["root_id"])
     op.create_index(
@@ -62,23 +62,37 @@ def upgrade() -> None:
     op.create_table(
         "job_logs",
         sa.Column(
-            "seq", _ROW_ID, primary_key=True, autoincrement=True, comment="orders and pages lines"
+            "seq", ROW_ID, primary_key=True, autoincrement=True, comment="orders and pages lines"
         ),
         sa.Column("job_id", sa.String(255), nullable=False),
-        sa.Column("at", _TS, nullable=False),
+        sa.Column("at", TS, nullable=False),
         sa.Column("level", sa.String(10), nullable=False),
         sa.Column("logger", sa.String(255)),
-        sa.Column("message", sa.Text),
+        sa.Column("message", TEXT),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name="fk_job_logs_job_id_jobs", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("seq", name="pk_job_logs"),
+        **table_options(),
     )
     op.create_index("ix_job_logs_job_id_seq", "job_logs", ["job_id", "seq"])
     if op.get_context().dialect.name == "postgresql":
         op.execute(_LOGS_POLICY)
         for (table, column), comment in _COMMENTS.items():
             op.alter_column(table, column, comment=comment)
+    elif is_mysql():  # a comment is set there by restating the whole column
+        inspector = sa.inspect(op.get_bind())
+        for (table, column), comment in _COMMENTS.items():
+            found = {c["name"]: c for c in inspector.get_columns(table)}[column]
+            default = found.get("default")
+            op.alter_column(
+                table,
+                column,
+                comment=comment,
+                existing_type=found["type"],
+                existing_nullable=found["nullable"],
+                existing_server_default=sa.text(default) if default is not None else None,
+            )
 
 
 def downgrade() -> None:

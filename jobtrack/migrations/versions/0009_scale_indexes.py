@@ -17,6 +17,8 @@ import logging
 import sqlalchemy as sa
 from alembic import op
 
+from jobtrack.migrations.dialects import is_mysql
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -41,17 +43,22 @@ _FILTERS = ("job_type", "owner_id", "task_name", "queue")
 
 def upgrade() -> None:
     # IF NOT EXISTS: an operator may have built them concurrently first (see
-    # docs/operations.md, "Upgrading a large table").
+    # docs/operations.md, "Upgrading a large table"). MySQL 8 has neither IF NOT EXISTS
+    # nor IF EXISTS for indexes (nor builds them concurrently): plain statements there.
+    guard = not is_mysql()
     for column in _FILTERS:
         op.create_index(
             f"ix_jobs_{column}_status_created_at",
             "jobs",
             [column, "status", "created_at"],
-            if_not_exists=True,
+            if_not_exists=guard,
         )
-    op.create_index("ix_job_items_job_id_id", "job_items", ["job_id", "id"], if_not_exists=True)
+    op.create_index("ix_job_items_job_id_id", "job_items", ["job_id", "id"], if_not_exists=guard)
     op.create_index(
-        "ix_job_items_job_id_status_id", "job_items", ["job_id", "status", "id"], if_not_exists=True
+        "ix_job_items_job_id_status_id",
+        "job_items",
+        ["job_id", "status", "id"],
+        if_not_exists=guard,
     )
     if op.get_context().dialect.name == "postgresql" and not _carries_stats():
         # stats read from the index alone
@@ -62,9 +69,9 @@ def upgrade() -> None:
             ["created_at"],
             postgresql_include=["status", "job_type", "duration_ms"],
         )
-    op.drop_index("ix_jobs_job_type_created_at", "jobs", if_exists=True)
-    op.drop_index("ix_jobs_owner_id_created_at", "jobs", if_exists=True)
-    op.drop_index("ix_job_items_job_id_status", "job_items", if_exists=True)
+    op.drop_index("ix_jobs_job_type_created_at", "jobs", if_exists=guard)
+    op.drop_index("ix_jobs_owner_id_created_at", "jobs", if_exists=guard)
+    op.drop_index("ix_job_items_job_id_status", "job_items", if_exists=guard)
     if op.get_context().dialect.name == "postgresql":
         op.execute(_ID_PREFIX_INDEX_DDL)
         _search_index()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from jobtrack.migrations.dialects import TS, table_options
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
@@ -26,12 +28,13 @@ def upgrade() -> None:
         sa.Column("period", sa.String(10), nullable=False, comment="month or day"),
         sa.Column(
             "since",
-            sa.DateTime(timezone=True),
+            TS,
             nullable=False,
             comment="when the tables were converted",
         ),
         sa.PrimaryKeyConstraint("period", name="pk_jobtrack_partitioning"),
         comment="set by jobtrack db partition: the job tables are partitioned by this period",
+        **table_options(),
     )
 
 

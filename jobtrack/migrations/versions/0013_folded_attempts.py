@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from jobtrack.migrations.dialects import TS
+
 revision = "0013"
 down_revision = "0012"
 branch_labels = None
@@ -38,7 +40,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column(
                 "started_at",
-                sa.DateTime(timezone=True),
+                TS,
                 comment="on an attempt's outcome whose running was not written apart: its start",
             )
         )

@@ -1,0 +1,1 @@
+"""Integrations with frameworks Celery users run jobtrack inside (each needs its extra)."""
