@@ -113,7 +113,10 @@ def test_chains_groups_and_chords_make_one_tree(installed: Any) -> None:
     assert len(groups) == 1 and len(groups[0].children) == 5
     assert groups[0].summary() == "4 of 5 done, 1 failed"
     shown = chord_tree.to_json()
-    assert shown["nodes"][0]["kind"] == "group" and shown["counts"]["failed"] == 1
+    # The body never ran (its header failed): it has a row, failed, saying so.
+    body = store.get_job(chorded.id)
+    assert body.status is JobStatus.FAILED and (body.error_message or "").startswith("never ran")
+    assert shown["nodes"][0]["kind"] == "group" and shown["counts"]["failed"] == 2
     # The chain's root rolls up what it started.
     assert store.workflow_rollups([first.job.id]) == {first.job.id: {"completed": 2}}
 
