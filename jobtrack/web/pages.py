@@ -87,6 +87,8 @@ LOG_LINES_SHOWN = 200
 GROUP_MEMBERS_SHOWN = 100
 #: The Insights page draws charts for this many of the busiest tasks (a table: all).
 CHARTED_SERIES = 8
+#: A bulk action's confirmation shows this many of the jobs it covers (the newest).
+BULK_SAMPLE = 10
 #: The bulk actions each tab offers (on every job it shows, filters applied).
 BULK_BY_TAB: dict[str, tuple[str, ...]] = {
     "running": ("cancel", "pause"),
@@ -97,6 +99,8 @@ BULK_BY_TAB: dict[str, tuple[str, ...]] = {
     "cancelled": ("retry", "delete"),
     "all": ("delete",),
 }
+#: One job's actions done only from their confirmation page: they stop or remove work.
+CONFIRMED = frozenset({"cancel", "delete"})
 _PAST = {
     "retry": "Retried",
     "cancel": "Cancelled",
@@ -222,6 +226,70 @@ def qs(params: Mapping[str, Any], **changes: Any) -> str:
     """A query string from ``params`` with ``changes``, leaving out empty values."""
     merged = {**params, **changes}
     return urlencode({k: v for k, v in merged.items() if v not in (None, "")})
+
+
+def confirmation(job: Job, action: str, *, failed_items: bool = False) -> dict[str, str]:
+    """What a confirmation page says of one job's action: ``verb`` (its button),
+    ``effect`` (what it will do, in words) or ``refusal`` (why it cannot be done now)."""
+    status = job.status.value
+    if action == "retry" and failed_items:
+        n = job.failed_items
+        if job.status not in FINISHED or not n:
+            refusal = f"It is {status} with no failed items."
+            return {"verb": "Retry failed items", "refusal": refusal}
+        return {
+            "verb": f"Retry {n} failed item{'' if n == 1 else 's'}",
+            "effect": f"The job runs again under its own id, its task given only the {n} "
+            "failed items' keys.",
+        }
+    if action == "retry":
+        if job.status not in RETRYABLE:
+            return {
+                "verb": "Retry",
+                "refusal": f"It is {status}: only failed, cancelled and lost jobs are retried.",
+            }
+        return {
+            "verb": "Retry",
+            "effect": "It is published again with its recorded arguments, as a new job "
+            "linked to this one.",
+        }
+    if action == "cancel":
+        if job.status not in ACTIVE:
+            return {"verb": "Cancel", "refusal": f"It is {status}: there is nothing to cancel."}
+        effect = {
+            JobStatus.PENDING: "It has not started: it is cancelled now, and a worker that "
+            "meets its message skips it.",
+            JobStatus.PAUSED: "It is paused: it is cancelled now and will not run again.",
+        }.get(
+            job.status,
+            f"It is {status}{f' on {job.worker}' if job.worker else ''}: its task is stopped.",
+        )
+        return {"verb": "Cancel the job", "effect": effect}
+    if action == "delete":
+        if job.status not in DELETABLE:
+            return {
+                "verb": "Delete",
+                "refusal": f"It is {status}: a job a worker may still run is not deleted "
+                "(cancel it first).",
+            }
+        items = job.processed_items
+        return {
+            "verb": "Delete the job",
+            "effect": "The job is deleted with its items"
+            + (f" ({items:,})" if items else "")
+            + ", its trace and its logs. This cannot be undone.",
+        }
+    if action == "pause":
+        if job.status not in PAUSABLE or job.pause_requested_at:
+            return {"verb": "Pause", "refusal": f"It is {status}: it cannot be paused now."}
+        return {
+            "verb": "Pause",
+            "effect": "A queued job is held now; a running one stops at its next progress, "
+            "item, stage, checkpoint or check call. Resume runs it again under its id.",
+        }
+    if job.status is not JobStatus.PAUSED and not job.pause_requested_at:
+        return {"verb": "Resume", "refusal": f"It is {status}: there is nothing to resume."}
+    return {"verb": "Resume", "effect": "It runs again under its own id."}
 
 
 # -- routes -----------------------------------------------------------------------------
@@ -381,17 +449,39 @@ def add_pages(
         new_id = await run_in_threadpool(replay_for, ops, job_id, who, given)
         return redirect(request, f"/jobs/{quote(new_id, safe='')}")
 
-    @app.post("/jobs/{job_id}/{action}", include_in_schema=False)
-    async def action_form(
-        request: Request,
-        job_id: JobId,
-        action: Annotated[str, Path(pattern="^(" + "|".join((*ACTIONS, "delete")) + ")$")],
+    OneAction = Annotated[str, Path(pattern="^(" + "|".join((*ACTIONS, "delete")) + ")$")]
+
+    @app.get("/jobs/{job_id}/{action}", response_class=HTMLResponse, include_in_schema=False)
+    def confirm_page(
+        request: Request, job_id: JobId, action: OneAction, failed_items: bool = False
     ) -> Response:
+        """One job's action, asked first: what it will do to this job, and the form that
+        does it. Cancel and Delete are only done from here (see :data:`CONFIRMED`); the
+        keyboard's Retry comes here too."""
+        who = visitor(request)
+        operator(who, action)
+        job = visible_job(store, job_id, who)
+        failed_items = failed_items and action == "retry"
+        context = {
+            "who": who,
+            "job": job,
+            "action": action,
+            "failed_items": failed_items,
+            **confirmation(job, action, failed_items=failed_items),
+        }
+        return render(request, "confirm.html", context)
+
+    @app.post("/jobs/{job_id}/{action}", include_in_schema=False)
+    async def action_form(request: Request, job_id: JobId, action: OneAction) -> Response:
         """The job page's and the list's buttons: Retry (``failed_items=1``: only the
         failed items), Cancel (``terminate=1``), Pause, Resume, Delete. Then the job's
-        page (a retry's new job's; the list after a delete)."""
+        page (a retry's new job's; the list after a delete). Cancel and Delete without
+        ``confirmed=1`` (not sent from their confirmation page) change nothing: they
+        answer with that page's address."""
         form = await form_of(request)
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        if action in CONFIRMED and form.get("confirmed") != "1":
+            return redirect(request, f"/jobs/{quote(job_id, safe='')}/{action}")
         flags = {"retry": "failed_items", "cancel": "terminate"}
         options = {flags[action]: form.get(flags[action]) == "1"} if action in flags else {}
         shown = await run_in_threadpool(act, ops, action, job_id, who, **options)
@@ -424,7 +514,8 @@ def add_pages(
         request: Request,
         action: Annotated[str, Query(pattern="^(retry|cancel|pause|resume|delete)$")],
     ) -> Response:
-        """The confirmation of a bulk action: how many jobs it covers, exactly."""
+        """The confirmation of a bulk action: how many jobs it covers, exactly, and the
+        newest of them (:data:`BULK_SAMPLE`) with their names and errors."""
         who = visitor(request)
         operator(who, action)
         params = dict(request.query_params)
@@ -436,6 +527,7 @@ def add_pages(
             "who": who,
             "action": action,
             "matched": store.count_matching(scoped),
+            "sample": store.list_jobs(scoped, limit=BULK_SAMPLE),
             "params": bulk_params(params),
             "scope": " ".join(f"{k}={v}" for k, v in bulk_params(params).items()),
         }

@@ -460,3 +460,44 @@ def test_insights_charts_render_and_read_without_colour(site: tuple[World, str],
     expect(section.locator("svg.chart")).to_have_count(3)
     page.goto(f"{base}/insights?since=24h&every=1h")
     shot(page, "insights")
+
+
+def test_cancel_and_delete_ask_first_and_name_who_did_it(
+    chromium: Any, site: tuple[World, str]
+) -> None:
+    """One click on Cancel or Delete changes nothing: a confirmation page (no script,
+    nothing the Content-Security-Policy blocks) asks first; the audit names the token."""
+    from playwright.sync_api import expect
+
+    world, _ = site
+    store = world.tracker.store
+    queued = world.tasks["report"].apply_async(("held", USER), queue=f"nobody-{USER}").id
+    wait_for(lambda: store.find_job(queued), message="the queued job's row")
+    with serve(world.web(web_tokens="alice:alice-ops-token-01=operator")) as base:
+        context = chromium.new_context()
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("dialog", lambda d: (problems.append(d.message), d.dismiss()))
+        page.on(
+            "console", lambda m: "Content Security Policy" in m.text and problems.append(m.text)
+        )
+        page.goto(f"{base}/login")
+        page.fill("input[name=token]", "alice-ops-token-01")
+        page.click("button[type=submit]")
+        page.goto(f"{base}/jobs/{queued}")
+        page.get_by_role("button", name="Cancel…").click()
+        expect(page.locator("#confirm-title")).to_contain_text("Cancel the job")
+        expect(page.locator("#confirm-effect")).to_contain_text("It has not started")
+        assert store.get_job(queued).status.value == "pending"  # asked, not done
+        page.locator("#confirm").click()
+        expect(page.locator("#job-status")).to_have_text("cancelled")
+        expect(page.locator("#audit")).to_contain_text("Cancelled by alice")
+        page.get_by_role("button", name="Delete…").click()
+        expect(page.locator("#confirm-effect")).to_contain_text("This cannot be undone")
+        shot(page, "confirm-delete")
+        assert store.find_job(queued) is not None
+        page.locator("#confirm").click()
+        expect(page).to_have_url(f"{base}/")
+        assert store.find_job(queued) is None
+        context.close()
+        assert problems == []

@@ -113,11 +113,23 @@ def test_cancel_a_queued_job_from_its_page(world: tuple[World, dict[str, str]]) 
     c = client(w)
     page = c.get(f"/jobs/{queued}").text
     assert f'action="/jobs/{queued}/cancel"' in page and 'class="retry"' not in page
-    assert 'name="terminate"' not in page  # nothing runs yet: a revoke is enough
-    done = c.post(
+    # The button opens its confirmation page; a post that did not come from there (no
+    # "confirmed") is sent to it and changes nothing.
+    asked = c.get(f"/jobs/{queued}/cancel")
+    assert asked.status_code == 200 and "It has not started" in asked.text
+    assert 'name="terminate"' not in asked.text  # nothing runs yet: a revoke is enough
+    unasked = c.post(
         f"/jobs/{queued}/cancel",
         headers=BROWSER,
         data={"csrf_token": csrf_of(page)},
+        follow_redirects=False,
+    )
+    assert unasked.status_code == 303 and unasked.headers["location"] == f"/jobs/{queued}/cancel"
+    assert w.tracker.store.get_job(queued).status.value == "pending"
+    done = c.post(
+        f"/jobs/{queued}/cancel",
+        headers=BROWSER,
+        data={"csrf_token": csrf_of(asked.text), "confirmed": "1"},
         follow_redirects=False,
     )
     assert done.status_code == 303 and done.headers["location"] == f"/jobs/{queued}"
@@ -125,6 +137,7 @@ def test_cancel_a_queued_job_from_its_page(world: tuple[World, dict[str, str]]) 
     assert w.tracker.store.get_job(queued).status.value == "cancelled"
     after = c.get(f"/jobs/{queued}").text
     assert "/cancel" not in after and f'action="/jobs/{queued}/retry"' in after
+    assert "there is nothing to cancel" in c.get(f"/jobs/{queued}/cancel").text
 
 
 def test_sign_in_with_a_token_and_owner_scope(world: tuple[World, dict[str, str]]) -> None:

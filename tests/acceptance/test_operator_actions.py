@@ -9,6 +9,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from jobtrack.cli import main
-from jobtrack.models import JobFilter, JobStatus, JobUpdate
+from jobtrack.models import Batch, JobFilter, JobStatus, JobUpdate
 from jobtrack.payload import REDACTED
 from tests.acceptance.webkit import World, tracked_worker
 from tests.conftest import wait_for
@@ -298,10 +299,20 @@ def test_the_dashboard_deletes_and_replays_with_edited_input(world: World) -> No
     world.finished(new_id)
     assert world.tracker.store.get_job(new_id).output_data == {"title": "july"}
     assert f'id="replay-of">{original}' in c.get(f"/jobs/{new_id}").text
-    gone = c.post(
+    kept = c.post(  # not from its confirmation page: nothing is deleted
         f"/jobs/{original}/delete",
         headers=BROWSER,
         data={"csrf_token": token},
+        follow_redirects=False,
+    )
+    assert kept.headers["location"] == f"/jobs/{original}/delete"
+    assert world.tracker.store.find_job(original) is not None
+    asked = c.get(f"/jobs/{original}/delete").text
+    assert "This cannot be undone" in asked and 'name="confirmed" value="1"' in asked
+    gone = c.post(
+        f"/jobs/{original}/delete",
+        headers=BROWSER,
+        data={"csrf_token": token, "confirmed": "1"},
         follow_redirects=False,
     )
     assert gone.status_code == 303 and gone.headers["location"] == "/"
@@ -326,3 +337,47 @@ def test_the_cli_counts_asks_and_refuses_an_empty_filter(world: World, pg_url: s
     assert not any(world.tracker.store.find_job(i) for i in done)
     listed = runner.invoke(main, ["--database-url", pg_url, "actions", "ls", "--json"])
     assert '"actor": "cli"' in listed.output and '"action": "delete"' in listed.output
+
+
+def test_a_bulk_confirmation_shows_its_newest_jobs_and_no_tab_offers_zero(world: World) -> None:
+    owner = f"sample-{RUN}"
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    world.tracker.store.write_batch(
+        Batch(
+            [
+                JobUpdate.transition(
+                    f"sample-{RUN}-{n:02d}",
+                    JobStatus.FAILED,
+                    at=start + timedelta(seconds=n),
+                    name=f"Sample {n}",
+                    task_name="samples.load",
+                    owner_id=owner,
+                    error_type="ValueError",
+                    error_message=f"bad row {n}",
+                )
+                for n in range(12)
+            ]
+        )
+    )
+    c = pages(world)
+    page = c.get("/actions/new", params={"action": "retry", "tab": "failed", "owner_id": owner})
+    assert "Retry 12 matching jobs?" in page.text and "The newest 10 of them" in page.text
+    shown = re.findall(r'<tr data-job-id="([^"]+)"', page.text)
+    assert shown == [f"sample-{RUN}-{n:02d}" for n in range(11, 1, -1)]
+    assert "Sample 11" in page.text and "bad row 11" in page.text and "bad row 1<" not in page.text
+    assert "Retry all 12 matching…" in c.get("/", params={"tab": "failed", "owner_id": owner}).text
+    empty = c.get("/", params={"tab": "cancelled", "owner_id": owner}).text
+    assert "matching…" not in empty and 'id="bulk"' not in empty
+
+
+def test_a_named_token_acts_under_its_name(world: World, pg_url: str) -> None:
+    alice = "alice-ops-token-0001"
+    c = TestClient(world.web(web_tokens=f"alice:{alice}=operator,{VIEW}=viewer"))
+    [failed] = failed_syncs(world, f"named-{RUN}", 1)
+    assert c.post(f"/api/jobs/{failed}/retry", headers=auth(alice)).status_code == 200
+    audit = c.get("/api/actions", params={"job_id": failed}, headers=auth(VIEW)).json()
+    assert [a["actor"] for a in audit["actions"]] == ["alice"]
+    listed = CliRunner().invoke(main, ["--database-url", pg_url, "actions", "ls", "--job", failed])
+    assert listed.exit_code == 0 and "alice" in listed.output and "token" not in listed.output
+    page = pages(world).get(f"/jobs/{failed}").text
+    assert "Retried by <b>alice</b>" in page
