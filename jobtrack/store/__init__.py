@@ -107,7 +107,9 @@ from .common import (
     job_of,
     notify,
     search_matches,
+    sqlite_functions,
 )
+from .failures import FailureQueries
 from .insights import InsightQueries
 from .logs import LogQueries
 from .partitions import (
@@ -244,7 +246,14 @@ class Store(
         self._search_words = SearchWords()
         if engine is not None and engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _serve_every_owner)
+        elif engine is not None and engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", lambda dbapi_conn, _: sqlite_functions(dbapi_conn))
         _live_stores.add(self)
+
+    @functools.cached_property
+    def failures(self) -> FailureQueries:
+        """The failure groups' reads (:mod:`jobtrack.store.failures`)."""
+        return FailureQueries(self._begin)
 
     # -- connection handling -------------------------------------------------------
 
@@ -1566,6 +1575,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    sqlite_functions(dbapi_conn)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
