@@ -69,6 +69,7 @@ __all__ = [
     "CLI",
     "Actor",
     "BulkRun",
+    "bulk_filter",
     "delete_job",
     "perform",
     "replay_job",
@@ -137,8 +138,20 @@ def perform(
         raise
     result_id = result if action == "retry" else None
     outcome = f"new job {result}" if action == "retry" and result != job_id else result
+    if action == "retry" and result != job_id:  # (a retry of failed items reruns the job)
+        _mark_retried(tracker, job_id, result)
     _record_single(tracker, actor, action, job_id, options, TargetState.DONE, result_id, outcome)
     return result
+
+
+def _mark_retried(tracker: Tracker, job_id: str, new_id: str) -> None:
+    """The failure is handled: its ``retried_by`` names the new job."""
+    try:
+        tracker.store.mark_retried([(job_id, new_id)])
+    except JobtrackError:  # the retry happened; the link is what is missing
+        log.exception(
+            "could not link the job to its retry", extra={"job_id": job_id, "action": "retry"}
+        )
 
 
 def _record_single(
@@ -231,6 +244,7 @@ def replay_job(
     except Exception as exc:
         tracker.fail_job(new_id, f"could not be published: {exc}")
         raise
+    _mark_retried(tracker, job_id, new_id)
     _record_single(
         tracker, actor, "replay", job_id, {}, TargetState.DONE, new_id, f"new job {new_id}"
     )
@@ -238,6 +252,14 @@ def replay_job(
 
 
 # -- every job a filter matches ----------------------------------------------------------
+
+
+def bulk_filter(action: str, where: JobFilter, *, include_retried: bool = False) -> JobFilter:
+    """What a bulk action covers of what ``where`` matches: a retry leaves out the jobs
+    an operator retried (or replayed) already, unless ``include_retried``."""
+    if action == "retry" and not include_retried and where.handled is None:
+        return where.where(handled=False)
+    return where
 
 
 def start_bulk(
@@ -251,11 +273,14 @@ def start_bulk(
 ) -> int:
     """Record a bulk action on every job ``where`` matches (run it with
     :class:`BulkRun`); returns its id. An empty filter is refused (``ValueError``)
-    unless ``every`` says "every job" explicitly."""
+    unless ``every`` says "every job" explicitly. A retry covers only the jobs not
+    retried already (see :func:`bulk_filter`) unless ``options`` says
+    ``include_retried``."""
     if action not in BULK_ACTIONS:
         raise ValueError(f"unknown action {action!r}: one of {', '.join(BULK_ACTIONS)}")
     if where.is_empty() and not every:
         raise ValueError("an empty filter: name what to act on, or say all explicitly")
+    where = bulk_filter(action, where, include_retried=bool((options or {}).get("include_retried")))
     return tracker.store.record_action(
         action,
         actor=actor.name,
@@ -479,12 +504,17 @@ class BulkRun:
     def _retry(self, batch: list[WorkItem], action: Action) -> list[tuple[str, str, str | None]]:
         outcomes, ready, superseded = [], [], []
         sent = self._sent_already([item for item in batch if item.state == TargetState.SENDING])
+        again = bool((action.options or {}).get("include_retried"))
         for item in batch:
             job = item.job
             if item.result_id in sent:  # published before the run that sent it died
                 outcomes.append(_outcome(item, TargetState.DONE))
             elif job is None:
                 outcomes.append(_outcome(item, TargetState.SKIPPED, "gone: deleted meanwhile"))
+            elif job.retried_by and job.retried_by != item.result_id and not again:
+                outcomes.append(  # retried meanwhile, by another action
+                    _outcome(item, TargetState.SKIPPED, f"retried already, as {job.retried_by}")
+                )
             elif job.status not in RETRYABLE:
                 outcomes.append(
                     _outcome(

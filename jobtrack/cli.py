@@ -29,10 +29,12 @@ from .models import FINISHED, ItemStatus, JobFilter, JobStatus
 from .settings import Settings
 from .spool import DeadLetter, Spool
 from .store import Store, describe_url
+from .store.failures import HOURS as FAILURE_HOURS
 from .tracker import Tracker, active_tracker_or_none
 from .views import (
     actions_table,
     dead_letters_table,
+    failures_table,
     items_table,
     job_detail,
     job_list_table,
@@ -402,6 +404,12 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             ),
             option("--workflow", help="Every job of the workflow whose root is this job id."),
             option("--group", help="The members of this group or chord header (group id)."),
+            option(
+                "--unhandled",
+                is_flag=True,
+                help="Only jobs no operator retried or replayed yet (no retried_by).",
+            ),
+            option("--error-group", help="The jobs of this failure group (failures ls)."),
         ]
     ):
         command = decorator(command)
@@ -413,6 +421,7 @@ def _job_filter(
     since: str | None,
     until: str | None,
     ids: tuple[str, ...] = (),
+    unhandled: bool = False,
     **fields: str | None,
 ) -> JobFilter:
     return JobFilter.of(
@@ -420,6 +429,7 @@ def _job_filter(
         ids=list(ids) or None,
         since=_since(since),
         until=_since(until),
+        handled=False if unhandled else None,
         **fields,
     )
 
@@ -574,14 +584,19 @@ def _bulk_command(action: str, summary: str) -> None:
         yes: bool,
         rate: float | None,
         terminate: bool = False,
+        include_retried: bool = False,
         **filters: Any,
     ) -> None:
+        from .actions import CLI, BulkRun, bulk_filter, start_bulk
+
         where = _job_filter(ids=ids, **filters)
         if where.is_empty() and not every:
             raise click.UsageError(
                 "an empty filter: give filter options or --id, or --all for every job"
             )
-        matched = obj.store.count_matching(where)
+        matched = obj.store.count_matching(
+            bulk_filter(action, where, include_retried=include_retried)
+        )
         console.print(f"{matched:,} job(s) match", highlight=False)
         if dry_run or not matched:
             return
@@ -591,9 +606,8 @@ def _bulk_command(action: str, summary: str) -> None:
             app, tracker = obj.tracked_app() if obj.has_app() else (None, obj.tracker())
         else:
             app, tracker = obj.tracked_app()
-        from .actions import CLI, BulkRun, start_bulk
-
-        options = {"terminate": True} if terminate else None
+        chosen = {"terminate": terminate, "include_retried": include_retried}
+        options = {k: True for k, v in chosen.items() if v} or None
         action_id = start_bulk(tracker, CLI, action, where, every=every, options=options)
         console.print(f"action #{action_id}: {action}", highlight=False)
         _run_bulk(BulkRun(app, tracker, action_id, rate_per_s=rate))
@@ -603,6 +617,12 @@ def _bulk_command(action: str, summary: str) -> None:
         option("--terminate", is_flag=True, help="Also stop running jobs at once (SIGTERM).")(
             command
         )
+    if action == "retry":
+        option(
+            "--include-retried",
+            is_flag=True,
+            help="Also the jobs an operator retried (or replayed) already; left out otherwise.",
+        )(command)
 
 
 _BULK_HELP = """
@@ -616,7 +636,8 @@ for _action, _summary in (
     (
         "retry",
         "Retry every failed, cancelled or lost job the filter matches (needs -A); "
-        "jobs whose input was not stored whole are skipped.",
+        "jobs retried already (unless --include-retried) and jobs whose input was not "
+        "stored whole are skipped.",
     ),
     ("cancel", "Cancel every job the filter matches (needs -A); finished ones are skipped."),
     ("pause", "Pause every job the filter matches (needs -A)."),
@@ -656,6 +677,40 @@ def _run_bulk(run: Any) -> None:
     )
     if done.failed:
         sys.exit(1)
+
+
+@main.group()
+def failures() -> None:
+    """Failed jobs grouped by what failed: task, error type and masked message."""
+
+
+@failures.command("ls")
+@option("--task", "task_name", help="Celery task name")
+@option("--type", "job_type", help="job_type")
+@option("--queue")
+@option("--owner", "owner_id", help="owner_id")
+@option("--limit", type=click.IntRange(1, 1000), default=50)
+@option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def failures_ls(obj: Context, /, limit: int, as_json: bool, **filters: str | None) -> None:
+    """Failure groups: failed and lost jobs nobody retried or replayed yet, grouped by
+    task, error type and message (numbers, ids and quoted values masked), the most
+    recently seen first, with their counts over the last 24 hours. Retry a group with
+    jobs retry --error-group KEY --status failed --status lost."""
+    now = datetime.now(UTC)
+    found = obj.store.failures.groups(JobFilter.of(**filters), now=now, limit=limit)
+    if as_json:
+        _dump(
+            {
+                "groups": [dataclasses.asdict(g) for g in found],
+                "hours_from": now - timedelta(hours=FAILURE_HOURS),
+            }
+        )
+        return
+    if not found:
+        console.print("no unhandled failures")
+        return
+    console.print(failures_table(found))
 
 
 @main.group()

@@ -14,7 +14,18 @@ from rich.text import Text
 from rich.tree import Tree as RichTree
 
 from .insights import Report
-from .models import Action, Event, Item, Job, JobStatus, LogLine, Stats, stage_spans, time_left
+from .models import (
+    Action,
+    Event,
+    FailureGroup,
+    Item,
+    Job,
+    JobStatus,
+    LogLine,
+    Stats,
+    stage_spans,
+    time_left,
+)
 from .spool import DeadLetter
 from .workflows import MAX_DEPTH, Node, Tree
 
@@ -23,6 +34,7 @@ __all__ = [
     "ago",
     "dead_letters_table",
     "error_text",
+    "failures_table",
     "items_table",
     "items_text",
     "job_detail",
@@ -97,8 +109,34 @@ def job_list_table(jobs: list[Job], width: int = 120) -> Table:
             if wide
             else ()
         )
+        status = styled_status(job) + (" [dim]retried[/]" if job.retried_by else "")
+        table.add_row(job.id, job.name or job.task_name or "", status, *extra, error_text(job))
+    return table
+
+
+def _hourly(counts: tuple[int, ...]) -> str:
+    """A failure group's hours as a line of block characters (oldest first)."""
+    marks = " ▁▂▃▄▅▆▇█"
+    top = max(counts, default=0)
+    return "".join(marks[0 if not n else max(1, round(8 * n / top))] for n in counts)
+
+
+def failures_table(groups: list[FailureGroup]) -> Table:
+    """``failures ls``: each failure group, the most recently seen first: its count,
+    when last and first seen, its last 24 hours, the error, the task and its key (fits
+    80 columns with the key whole)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("jobs", justify="right", no_wrap=True)
+    table.add_column("last/first", no_wrap=True)
+    table.add_column("last 24 h", no_wrap=True)
+    table.add_column("failure (task · key)", overflow="fold", min_width=34)
+    for g in groups:
+        error = (g.error_type or "Error") + (f": {g.message}" if g.message else "")
         table.add_row(
-            job.id, job.name or job.task_name or "", styled_status(job), *extra, error_text(job)
+            f"{g.count:,}",
+            f"{ago(g.last_seen)}\n[dim]{ago(g.first_seen)}[/]",
+            _hourly(g.hourly),
+            f"{escape(error[:200])}\n[dim]{escape(g.task_name or '')} · {g.key or '-'}[/]",
         )
     return table
 

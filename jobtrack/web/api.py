@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -31,13 +31,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..actions import Actor, perform, replay_job, run_in_background, start_bulk
+from ..actions import Actor, bulk_filter, perform, replay_job, run_in_background, start_bulk
 from ..control import JobControl, NotPublishable, UnknownTask
 from ..errors import JobNotFound, JobtrackError
 from ..insights import BadWindow, report, window
-from ..models import Action, Job, JobFilter, stage_spans
+from ..models import Action, FailureGroup, Job, JobFilter, stage_spans
 from ..settings import Settings
 from ..store import Store, time_limit
+from ..store.failures import HOURS as FAILURE_HOURS
 from ..tracker import Tracker
 from ..workflows import Tree, build_tree, summarize
 from .auth import Auth, Principal
@@ -52,6 +53,7 @@ __all__ = [
     "add_api_routes",
     "decode_cursor",
     "encode_cursor",
+    "failure_groups",
     "replay_for",
     "searched",
     "visible_job",
@@ -209,6 +211,21 @@ def insights_report(
         raise HTTPException(422, str(exc)) from exc
 
 
+def failure_groups(
+    store: Store, who: Principal, filters: dict[str, str | None], *, limit: int = 50
+) -> tuple[list[FailureGroup], datetime]:
+    """The failure groups the caller may see (an owner-bound caller: its owner's; one
+    that names another owner: none) and when their hours start."""
+    filters = dict(filters)
+    now = datetime.now(UTC)
+    since = now - timedelta(hours=FAILURE_HOURS)
+    if who.owner_id is not None:
+        if filters.get("owner_id") not in (None, who.owner_id):
+            return [], since
+        filters["owner_id"] = who.owner_id
+    return store.failures.groups(JobFilter.of(**filters), now=now, limit=limit), since
+
+
 def actor(who: Principal) -> Actor:
     """The audit trail's name for a caller."""
     return Actor(who.name, who.role.value, who.owner_id)
@@ -301,10 +318,15 @@ class BulkAction(BaseModel):
         default_factory=dict,
         description="the list's filters: status, job_type, task_name, queue, owner_id, ref, "
         "stage, since, until, search, ids, workflow (a root job id: its whole workflow), "
-        "group (a group id)",
+        "group (a group id), handled (true or false), error_group (a failure group's key)",
     )
     all: bool = Field(default=False, description="true with an empty filter: every job")
     terminate: bool = Field(default=False, description="cancel: also SIGTERM running jobs")
+    include_retried: bool = Field(
+        default=False,
+        description="retry: also the jobs an operator retried (or replayed) already, "
+        "which are left out otherwise",
+    )
 
 
 class Replay(BaseModel):
@@ -339,6 +361,7 @@ def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
         where = JobFilter.from_json(body.filter)
         searched(where.search)
         tracker = ops.tracker()
+        options = {"terminate": body.terminate, "include_retried": body.include_retried}
         # The operator asked for it: taking the ids of millions of jobs may take longer
         # than a read may (web_query_timeout_s), and must not be cut short.
         with time_limit(None):
@@ -348,8 +371,9 @@ def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
                 body.action,
                 where,
                 every=body.all,
-                options={"terminate": True} if body.terminate else None,
+                options={k: True for k, v in options.items() if v} or None,
             )
+        where = bulk_filter(body.action, where, include_retried=body.include_retried)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
     ops.store.snapshot_targets(action_id, where)
@@ -435,12 +459,24 @@ def add_api_routes(
             str | None, Query(max_length=255, description="every job under this root id")
         ] = None,
         group: Annotated[str | None, Query(max_length=255, description="a group id")] = None,
+        handled: Annotated[
+            bool | None,
+            Query(
+                description="false: jobs no operator retried or replayed yet (retried_by "
+                "empty); true: those one did"
+            ),
+        ] = None,
+        error_group: Annotated[
+            str | None, Query(max_length=32, description="a failure group's key")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
     ) -> dict[str, Any]:
         """Jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
         A job that started others (a workflow's root) has ``workflow``: how many jobs
-        are under it, by status, and in words."""
+        are under it, by status, and in words. A job an operator retried or replayed
+        has ``retried_by`` (the newest such job's id): ``handled=false`` leaves those
+        out (``status=failed&handled=false``: the failures nobody acted on yet)."""
         if who.owner_id is not None:
             if owner_id not in (None, who.owner_id):
                 return {"jobs": [], "next_cursor": None}
@@ -458,6 +494,8 @@ def add_api_routes(
             ref=ref,
             workflow=workflow,
             group=group,
+            handled=handled,
+            error_group=error_group,
         )
         found = store.list_jobs(
             where, limit=limit + 1, before=decode_cursor(cursor) if cursor else None
@@ -590,6 +628,29 @@ def add_api_routes(
         return {
             "lines": [dataclasses.asdict(line) for line in lines],
             "next_after": lines[-1].seq if lines else after,
+        }
+
+    @api.get("/api/failures")
+    def failures(
+        who: Who,
+        task_name: Annotated[str | None, Query(max_length=255)] = None,
+        job_type: Annotated[str | None, Query(max_length=100)] = None,
+        queue: Annotated[str | None, Query(max_length=255)] = None,
+        owner_id: Annotated[str | None, Query(max_length=255)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> dict[str, Any]:
+        """The failure groups: failed and lost jobs no operator retried or replayed yet,
+        grouped by task, error type and error message with its numbers, ids and quoted
+        values masked; the most recently seen first. Each has its ``key`` (list its jobs
+        with ``GET /api/jobs?error_group=KEY``, act on them with ``POST /api/actions``
+        and the filter ``{"error_group": KEY}``), ``count``, ``first_seen``,
+        ``last_seen``, ``hourly`` (the last 24 hours, oldest first, from ``hours_from``)
+        and its newest job (``example_id``, ``example_message``)."""
+        given = {"task_name": task_name, "job_type": job_type, "queue": queue}
+        groups, since = failure_groups(store, who, {**given, "owner_id": owner_id}, limit=limit)
+        return {
+            "groups": [dataclasses.asdict(g) for g in groups],
+            "hours_from": since,
         }
 
     @api.get("/api/insights")

@@ -10,6 +10,7 @@ on the server, where every user-supplied string is escaped.
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from ..actions import bulk_filter
 from ..control import ACTIONS, replayable_input
 from ..models import (
     ACTIVE,
@@ -50,6 +52,7 @@ from .api import (
     act,
     decode_cursor,
     encode_cursor,
+    failure_groups,
     insights_report,
     operator,
     parse_body,
@@ -61,7 +64,7 @@ from .api import (
     workflow_tree,
 )
 from .auth import CSRF_FIELD, Auth, Principal
-from .charts import PATTERNS, duration_label, lines_chart, throughput_chart
+from .charts import PATTERNS, duration_label, lines_chart, sparkline, throughput_chart
 
 __all__ = ["COUNT_CAP", "TABS", "add_pages", "redirect", "templates"]
 
@@ -80,7 +83,20 @@ PAGE_SIZE = 50
 #: early in the status index instead of reading every row on each live refresh.
 COUNT_CAP = 10_000
 ITEMS_PAGE_SIZE = 100
-FILTERS = ("job_type", "task_name", "queue", "owner_id", "ref", "search", "workflow", "group")
+FILTERS = (
+    "job_type",
+    "task_name",
+    "queue",
+    "owner_id",
+    "ref",
+    "search",
+    "workflow",
+    "group",
+    "error_group",
+)
+#: The list's "handled" switch: which jobs a tab shows of those an operator retried or
+#: replayed (``retried_by``). The Failed tab shows the unhandled ones unless told.
+HANDLED = {"all": None, "false": False, "true": True}
 #: A job page shows this many of its newest log lines (all of them: the API).
 LOG_LINES_SHOWN = 200
 #: A group node of a job page's tree shows this many members (all of them: the API).
@@ -213,6 +229,12 @@ def percent(job: Job) -> float | None:
 
 def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def shown_handled(tab: str, given: str | None) -> str:
+    """The "handled" switch's position on a tab: as given, else the Failed tab's
+    unhandled failures ("false") and every job elsewhere ("all")."""
+    return given or ("false" if tab == "failed" else "all")
 
 
 def _tab_count(counts: Mapping[str, int], statuses: tuple[str, ...]) -> str:
@@ -348,6 +370,8 @@ def add_pages(
         search: Annotated[str | None, Query(max_length=200)] = None,
         workflow: Annotated[str | None, Query(max_length=255)] = None,
         group: Annotated[str | None, Query(max_length=255)] = None,
+        error_group: Annotated[str | None, Query(max_length=32)] = None,
+        handled: Annotated[str | None, Query(pattern="^(all|true|false)$")] = None,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
         partial: bool = False,
     ) -> Response:
@@ -361,28 +385,42 @@ def add_pages(
             "search": searched(search),
             "workflow": workflow,
             "group": group,
+            "error_group": error_group,
         }  # as given: form and links
         scope = JobFilter.of(**filters)
         if who.owner_id is not None:
             filters["owner_id"], scope = None, scope.where(owner_id=who.owner_id)
+        shown = shown_handled(tab, handled)
         found = store.list_jobs(
             scope.where(
-                status=tuple(JobStatus(s) for s in ([status.value] if status else TABS[tab]))
+                status=tuple(JobStatus(s) for s in ([status.value] if status else TABS[tab])),
+                handled=HANDLED[shown],
             ),
             limit=PAGE_SIZE + 1,
             before=decode_cursor(cursor) if cursor else None,
         )
         counts = store.count_by_status([s.value for s in JobStatus], cap=COUNT_CAP, where=scope)
         tab_counts = {name: _tab_count(counts, wanted) for name, wanted in TABS.items()}
+        failed_shown = shown_handled("failed", handled)
+        if HANDLED[failed_shown] is not None:  # the Failed tab counts what it shows
+            failed = store.count_by_status(
+                TABS["failed"], cap=COUNT_CAP, where=scope.where(handled=HANDLED[failed_shown])
+            )
+            tab_counts["failed"] = _tab_count(failed, TABS["failed"])
         page = found[:PAGE_SIZE]
         context = {
             "who": who,
             "tab": tab,
             "tabs": tab_counts,
             "jobs": page,
+            "retries": store.job_statuses([j.retried_by for j in page if j.retried_by]),
+            "handled": shown,
+            "handled_counts": {"all": _tab_count(counts, TABS[tab]), "shown": tab_counts[tab]}
+            if tab == "failed"
+            else None,
             "rollups": store.workflow_rollups([j.id for j in page], owner_id=who.owner_id),
             "filters": filters,
-            "params": {"tab": tab, **filters},
+            "params": {"tab": tab, **filters, "handled": handled},
             "next_cursor": encode_cursor(page[-1]) if len(found) > PAGE_SIZE else None,
             "first_page": cursor is None,
             "now": datetime.now(UTC),
@@ -430,6 +468,7 @@ def add_pages(
             "replays": store.replays_of(job_id),
             "replayable": replayable_input(job.input_data) is not None,
             "operator_actions": store.actions_for_job(job_id),
+            "retries": store.job_statuses([job.retried_by] if job.retried_by else []),
         }
         return render(request, "_job.html" if partial else "job.html", context)
 
@@ -500,14 +539,27 @@ def add_pages(
             statuses = [JobStatus(status).value] if status else list(TABS[tab])
         except ValueError as exc:
             raise HTTPException(422, f"status: {exc}") from exc
-        given = {name: params.get(name) for name in FILTERS}
+        given: dict[str, Any] = {name: params.get(name) for name in FILTERS}
         given["search"] = searched(given.get("search"))
         if who.owner_id is not None:
             given["owner_id"] = None  # the store scopes an owner-bound operator's action
-        return JobFilter.of(status=statuses if tab != "all" or status else None, **given)
+        ids = [i for i in (params.get("ids") or "").split(",") if i] or None
+        if ids is not None and not all(re.fullmatch(ID_PATTERN, i) for i in ids[:1000]):
+            raise HTTPException(422, "ids: job ids, comma-separated")
+        handled = params.get("handled")
+        if handled not in (None, "", *HANDLED):
+            raise HTTPException(422, f"handled: one of {', '.join(HANDLED)}")
+        return JobFilter.of(
+            status=statuses if tab != "all" or status else None,
+            ids=ids[:1000] if ids else None,
+            handled=HANDLED[shown_handled(tab, handled or None)],
+            **given,
+        )
 
     def bulk_params(params: Mapping[str, str]) -> dict[str, str]:
-        return {k: params[k] for k in ("tab", "status", *FILTERS) if params.get(k)}
+        return {
+            k: params[k] for k in ("tab", "status", "handled", "ids", *FILTERS) if params.get(k)
+        }
 
     @app.get("/actions/new", response_class=HTMLResponse, include_in_schema=False)
     def action_new(
@@ -523,11 +575,14 @@ def add_pages(
         if where.is_empty():
             raise HTTPException(422, "an empty filter: choose a tab or a filter first")
         scoped = where.where(owner_id=who.owner_id) if who.owner_id else where
+        covered = bulk_filter(action, scoped)  # a retry: not those retried already
+        matched = store.count_matching(covered)
         context = {
             "who": who,
             "action": action,
-            "matched": store.count_matching(scoped),
-            "sample": store.list_jobs(scoped, limit=BULK_SAMPLE),
+            "matched": matched,
+            "left_out": store.count_matching(scoped) - matched if covered != scoped else 0,
+            "sample": store.list_jobs(covered, limit=BULK_SAMPLE),
             "params": bulk_params(params),
             "scope": " ".join(f"{k}={v}" for k, v in bulk_params(params).items()),
         }
@@ -606,6 +661,29 @@ def add_pages(
             "params": {"by": by, "since": since, "every": every, "key": key},
         }
         return render(request, "insights.html", context)
+
+    @app.get("/failures", response_class=HTMLResponse, include_in_schema=False)
+    def failures_page(
+        request: Request,
+        task_name: Annotated[str | None, Query(max_length=255)] = None,
+        queue: Annotated[str | None, Query(max_length=255)] = None,
+        owner_id: Annotated[str | None, Query(max_length=255)] = None,
+        partial: bool = False,
+    ) -> Response:
+        """The failure groups: what is failing, how often, since when, with Retry,
+        Delete and the list of each group's jobs (owner-bound visitors: their owner's)."""
+        who = visitor(request)
+        given = {"task_name": task_name, "queue": queue, "owner_id": owner_id}
+        groups, since = failure_groups(store, who, given)
+        context = {
+            "who": who,
+            "groups": groups,
+            "sparks": {g.key: sparkline(g.hourly) for g in groups},
+            "since": since,
+            "params": {**given, "owner_id": owner_id if who.owner_id is None else None},
+            "now": datetime.now(UTC),
+        }
+        return render(request, "_failures.html" if partial else "failures.html", context)
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
     def alerts_page(request: Request) -> Response:

@@ -501,3 +501,50 @@ def test_cancel_and_delete_ask_first_and_name_who_did_it(
         assert store.find_job(queued) is None
         context.close()
         assert problems == []
+
+
+def test_the_failed_tab_shows_what_nobody_handled_and_groups_it_by_error(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    owner = f"h-{uuid.uuid4().hex[:8]}"
+    failed = [world.tasks["flaky"].delay(f"{owner}-{n}", user=owner).id for n in range(3)]
+    world.finished(*failed)
+    page.goto(f"{base}/?tab=failed&owner_id={owner}")
+    count = page.locator('a[data-tab="failed"] .count')
+    expect(count).to_have_text("3")
+    page.locator(f'tr[data-job-id="{failed[0]}"]').get_by_role("button", name="Retry").click()
+    expect(page.locator("#job-status")).to_have_text("completed")
+    retry = page.url.rsplit("/", 1)[1]
+    # Handled: gone from the Failed tab (and its count), shown with its retry under "all".
+    page.goto(f"{base}/?tab=failed&owner_id={owner}")
+    expect(page.locator("tr.job")).to_have_count(2)
+    expect(count).to_have_text("2")
+    page.get_by_role("link", name="Show all 3, retried ones too").click()
+    handled = page.locator(f'tr[data-job-id="{failed[0]}"] .handled')
+    expect(handled).to_contain_text("retried → ")
+    expect(handled).to_contain_text("completed")
+    page.goto(f"{base}/jobs/{failed[0]}")
+    expect(page.locator("#retried-as")).to_contain_text(f"retried → {retry}, completed")
+    # The two left are one failure group: counted, listed, retried together.
+    page.goto(f"{base}/failures?owner_id={owner}")
+    group = page.locator("tr.failure-group")
+    expect(group).to_have_count(1)
+    expect(group.locator(".count")).to_have_text("2")
+    expect(group).to_contain_text("ConnectionError: upstream timed out for h-<id>-<n>")
+    expect(group.locator("svg.spark rect.spark-bar")).to_have_count(24)
+    shot(page, "failures")
+    group.get_by_role("link", name="Show jobs").click()
+    expect(page.locator("tr.job")).to_have_count(2)
+    expect(page.locator(".chip")).to_contain_text("failure group")
+    page.go_back()
+    group.get_by_role("button", name="Retry 2…").click()
+    expect(page.locator("h1")).to_have_text("Retry 2 matching jobs?")
+    expect(page.locator("#sample tbody tr")).to_have_count(2)
+    page.locator("#confirm").click()
+    expect(page.locator("#action-status")).to_have_text("completed")
+    page.goto(f"{base}/failures?owner_id={owner}")
+    expect(page.locator("#failures-empty")).to_be_visible()
+    world.finished(*(world.tracker.store.get_job(i).retried_by or i for i in failed))

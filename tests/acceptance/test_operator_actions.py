@@ -381,3 +381,73 @@ def test_a_named_token_acts_under_its_name(world: World, pg_url: str) -> None:
     assert listed.exit_code == 0 and "alice" in listed.output and "token" not in listed.output
     page = pages(world).get(f"/jobs/{failed}").text
     assert "Retried by <b>alice</b>" in page
+
+
+def test_a_retried_failure_is_handled_and_a_second_bulk_retry_skips_it(
+    world: World, pg_url: str
+) -> None:
+    owner = f"handled-{RUN}"
+    ids = failed_syncs(world, owner, 3)
+    c = api(world)
+    one = c.post(f"/api/jobs/{ids[0]}/retry", headers=auth(OP)).json()["result"]
+    world.finished(one)
+    job = c.get(f"/api/jobs/{ids[0]}", headers=auth(VIEW)).json()["job"]
+    assert job["retried_by"] == one
+    query = {"status": "failed", "owner_id": owner, "handled": "false"}
+    unhandled = c.get("/api/jobs", params=query, headers=auth(VIEW)).json()["jobs"]
+    assert sorted(j["id"] for j in unhandled) == sorted(ids[1:])
+    runner = CliRunner()
+    ls = ["--database-url", pg_url, "jobs", "ls", "--owner", owner, "--status", "failed"]
+    listed = runner.invoke(main, [*ls, "--unhandled", "--json"])
+    assert sorted(j["id"] for j in json.loads(listed.output)) == sorted(ids[1:])
+    # A bulk retry by filter covers the two nobody retried; a second one finds none.
+    body = {"action": "retry", "filter": {"status": ["failed"], "owner_id": owner}}
+    first = c.post("/api/actions", json=body, headers=auth(OP)).json()
+    assert first["matched"] == 2 and first["filter"]["handled"] is False
+    assert wait_action(c, first["id"])["done"] == 2
+    again = c.post("/api/actions", json=body, headers=auth(OP)).json()
+    assert again["matched"] == 0
+    cli = ["--database-url", pg_url, "jobs", "retry", "--status", "failed", "--owner", owner]
+    dry = runner.invoke(main, [*cli, "--dry-run"])
+    assert dry.exit_code == 0 and "0 job(s) match" in dry.output
+    dry_all = runner.invoke(main, [*cli, "--dry-run", "--include-retried"])
+    assert "3 job(s) match" in dry_all.output
+    every = c.post("/api/actions", json={**body, "include_retried": True}, headers=auth(OP))
+    assert every.json()["matched"] == 3 and every.json()["options"] == {"include_retried": True}
+    assert wait_action(c, every.json()["id"])["done"] == 3
+    newest = c.get("/api/jobs", params={"owner_id": owner, "handled": "true"}, headers=auth(VIEW))
+    assert {j["id"] for j in newest.json()["jobs"]} == set(ids)  # each names its newest
+    assert all(j["retried_by"] != one for j in newest.json()["jobs"])
+
+
+def test_failure_groups_over_the_api_and_the_cli(world: World, pg_url: str) -> None:
+    owner = f"groups-{RUN}"
+    ids = failed_syncs(world, owner, 3)
+    c = api(world)
+    found = c.get("/api/failures", params={"owner_id": owner}, headers=auth(VIEW)).json()
+    [group] = found["groups"]
+    assert group["count"] == 3 and group["error_type"] == "ConnectionError"
+    assert group["message"] == "upstream timed out for <id>-<n>"
+    assert group["example_id"] in ids and sum(group["hourly"]) == 3 and len(group["hourly"]) == 24
+    members = c.get(
+        "/api/jobs", params={"error_group": group["key"], "owner_id": owner}, headers=auth(VIEW)
+    )
+    assert sorted(j["id"] for j in members.json()["jobs"]) == sorted(ids)
+    bound = c.get("/api/failures", params={"owner_id": owner}, headers=auth(OP2)).json()
+    assert bound["groups"] == []  # another owner's token sees none of them
+    listed = CliRunner().invoke(
+        main, ["--database-url", pg_url, "failures", "ls", "--owner", owner, "--json"]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert [g["count"] for g in json.loads(listed.output)["groups"]] == [3]
+    table = CliRunner().invoke(main, ["--database-url", pg_url, "failures", "ls", "--owner", owner])
+    assert group["key"] in table.output and "<id>-<n>" in table.output
+    # Retrying the group (by its key) handles it: the group is gone.
+    body = {
+        "action": "retry",
+        "filter": {"error_group": group["key"], "status": ["failed"], "owner_id": owner},
+    }
+    action = c.post("/api/actions", json=body, headers=auth(OP)).json()
+    assert action["matched"] == 3 and wait_action(c, action["id"])["done"] == 3
+    after = c.get("/api/failures", params={"owner_id": owner}, headers=auth(VIEW)).json()
+    assert after["groups"] == []
