@@ -679,6 +679,15 @@ class Store(
                 for r in conn.execute(query)
             ]
 
+    def count_items(self, job_id: str, status: str) -> int:
+        """How many of the job's items are in ``status`` (one range of the
+        ``(job_id, status, id)`` index; the row's counters hold the others)."""
+        query = select(func.count()).where(
+            job_items.c.job_id == job_id, job_items.c.status == ItemStatus(status).value
+        )
+        with self._begin("count items") as conn:
+            return int(conn.execute(query).scalar_one())
+
     def list_events(self, job_id: str) -> list[Event]:
         query = (
             select(job_events)

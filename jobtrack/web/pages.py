@@ -8,6 +8,7 @@ on the server, where every user-supplied string is escaped.
 (No ``from __future__ import annotations``: FastAPI reads these annotations at run time.)
 """
 
+import functools
 import json
 import math
 import re
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo, available_timezones
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -65,6 +67,7 @@ from .api import (
 )
 from .auth import CSRF_FIELD, Auth, Principal
 from .charts import PATTERNS, duration_label, lines_chart, sparkline, throughput_chart
+from .tracebacks import fold
 
 __all__ = ["COUNT_CAP", "TABS", "add_pages", "redirect", "templates"]
 
@@ -128,7 +131,37 @@ _PAST = {
 
 
 class NeedLogin(Exception):
-    """Raised by a page when the visitor is not signed in (answered by a redirect)."""
+    """Raised by a page when the visitor is not signed in (answered by a redirect to
+    the sign-in page, which comes back to ``then`` after it)."""
+
+    def __init__(self, then: str = "/") -> None:
+        super().__init__(then)
+        self.then = then
+
+
+def wanted(request: Request) -> str:
+    """The page asked for, as a path under the app's mount (with its query, without
+    ``partial``): where sign-in sends the visitor back to."""
+    base = request.scope.get("root_path") or ""
+    path = request.url.path
+    path = path[len(base) :] if base and path.startswith(base) else path
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "partial"])
+    return path + (f"?{query}" if query else "")
+
+
+def safe_next(value: str | None) -> str:
+    """A sign-in's ``next``: a path of this app (one leading ``/``, no scheme, no host,
+    no backslash), else the jobs list."""
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or any(ord(c) < 32 for c in value)
+        or len(value) > 2000
+    ):
+        return "/"
+    return value
 
 
 def redirect(request: Request, path: str) -> RedirectResponse:
@@ -143,6 +176,7 @@ def templates() -> Jinja2Templates:
     env.filters.update(
         ago=ago,
         when=when,
+        local=local,
         duration=duration,
         pretty=pretty,
         percent=percent,
@@ -200,6 +234,41 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
 
 def when(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+#: The cookie the page's script sets to the browser's time zone (an IANA name): times are
+#: then shown in it too, beside UTC, by the server (the script writes no text).
+ZONE_COOKIE = "jobtrack_tz"
+
+
+_ZONES = functools.cache(available_timezones)
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name) if name in _ZONES() else None
+    except (ValueError, OSError):
+        return None
+
+
+def viewer_zone(request: Request) -> ZoneInfo | None:
+    """The visitor's time zone, when their browser said which and it is a known one
+    other than UTC."""
+    name = request.cookies.get(ZONE_COOKIE, "")
+    if not name or len(name) > 64 or name in ("UTC", "Etc/UTC"):
+        return None
+    return _zone(name)
+
+
+def local(moment: datetime | None, zone: ZoneInfo | None) -> str:
+    """``moment`` in the viewer's zone ("16:14:03 EST", with the date when it is not
+    the UTC date), or nothing without a zone."""
+    if moment is None or zone is None:
+        return ""
+    here = moment.astimezone(zone)
+    day = "" if here.date() == moment.astimezone(UTC).date() else here.strftime("%Y-%m-%d ")
+    return f"{day}{here.strftime('%H:%M:%S')} {here.tzname() or zone.key}"
 
 
 def duration(ms: int | None) -> str:
@@ -337,7 +406,8 @@ def add_pages(
             return auth.require(request, csrf_token=csrf_token)
         except HTTPException as exc:
             if exc.status_code == 401 and not auth.open_on_loopback:
-                raise NeedLogin() from exc  # signing in helps: offer the form
+                # Signing in helps: offer the form, and come back here after it.
+                raise NeedLogin(wanted(request) if request.method == "GET" else "/") from exc
             raise
 
     def render(
@@ -346,6 +416,7 @@ def add_pages(
         base = request.scope.get("root_path") or ""
         context.update(
             request=request,
+            tz=viewer_zone(request),
             base=base,
             csrf=auth.csrf_token(request),
             csrf_field=CSRF_FIELD,
@@ -432,7 +503,7 @@ def add_pages(
         request: Request,
         job_id: JobId,
         item_status: Annotated[
-            str | None, Query(pattern="^(success|error|skipped|pending)$")
+            str | None, Query(pattern="^(all|success|error|skipped|pending)$")
         ] = None,
         item_after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         partial: bool = False,
@@ -440,12 +511,20 @@ def add_pages(
     ) -> Response:
         """The job page (``partial``: its live fragment). ``tree=0`` leaves the workflow
         out: the live script asks for it that way between the tree's own, slower-paced
-        refreshes, so a big workflow is not read again on every change of the job."""
+        refreshes, so a big workflow is not read again on every change of the job. The
+        items open on the failed ones when there are any (``item_status=all``: every
+        one)."""
         who = visitor(request)
         job = visible_job(store, job_id, who)
+        shown_items = item_status or ("error" if job.failed_items else "all")
         items = store.list_items(
-            job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1, after=item_after
+            job_id,
+            status=None if shown_items == "all" else shown_items,
+            limit=ITEMS_PAGE_SIZE + 1,
+            after=item_after,
         )
+        pending = store.count_items(job_id, "pending") if job.total_items else 0
+        done = job.processed_items - job.failed_items - job.skipped_items
         events = store.list_events(job_id)
         workflow = workflow_tree(store, job_id, who) if tree or not partial else None
         logs = store.list_logs(job_id, limit=LOG_LINES_SHOWN, last=True)
@@ -461,8 +540,17 @@ def add_pages(
             "stages": stage_spans(events),
             "items": items[:ITEMS_PAGE_SIZE],
             "more_items": len(items) > ITEMS_PAGE_SIZE,
-            "item_status": item_status,
+            "item_status": shown_items,
+            "item_param": item_status,
+            "item_counts": {
+                "all": job.processed_items + pending,
+                "success": max(done, 0),
+                "error": job.failed_items,
+                "skipped": job.skipped_items,
+                "pending": pending,
+            },
             "item_after": item_after,
+            "traceback_runs": fold(job.traceback) if job.traceback else [],
             "now": datetime.now(UTC),
             "retry_of": job.metadata.get("retry_of") if isinstance(job.metadata, dict) else None,
             "replays": store.replays_of(job_id),
@@ -710,18 +798,22 @@ def add_pages(
         return render(request, "_action.html" if partial else "action.html", context)
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
-    def login_page(request: Request) -> Response:
-        return render(request, "login.html", {"error": None})
+    def login_page(
+        request: Request, next: Annotated[str | None, Query(max_length=2000)] = None
+    ) -> Response:
+        return render(request, "login.html", {"error": None, "next": safe_next(next)})
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         form = await form_of(request)
         auth.check_form(request, str(form.get(CSRF_FIELD) or ""))
+        then = safe_next(str(form.get("next") or ""))
         session = auth.login(str(form.get("token") or ""))
         if session is None:
             auth.failed(request.client.host if request.client else "")
-            return render(request, "login.html", {"error": "That token is not valid."}, 401)
-        response = redirect(request, "/")
+            failed = {"error": "That token is not valid.", "next": then}
+            return render(request, "login.html", failed, 401)
+        response = redirect(request, then)
         auth.set_cookies(request, response, session=session)
         return response
 

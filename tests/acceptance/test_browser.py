@@ -548,3 +548,50 @@ def test_the_failed_tab_shows_what_nobody_handled_and_groups_it_by_error(
     page.goto(f"{base}/failures?owner_id={owner}")
     expect(page.locator("#failures-empty")).to_be_visible()
     world.finished(*(world.tracker.store.get_job(i).retried_by or i for i in failed))
+
+
+def test_a_failed_job_leads_with_its_cause_after_sign_in(
+    chromium: Any, site: tuple[World, str]
+) -> None:
+    """The link to a failed job survives sign-in; its page opens on the error and the
+    task's own frames (library frames folded), its failed items, times in local time."""
+    from playwright.sync_api import expect
+
+    world, _ = site
+    exploded = world.tasks["explode"].delay(user=USER).id
+    checked = world.tasks["check_rows"].delay("cause", user=USER).id
+    world.finished(exploded, checked)
+    with serve(world.web(web_tokens="ops:ops-token-012345678=operator")) as base:
+        context = chromium.new_context(timezone_id="America/New_York")
+        page = context.new_page()
+        page.goto(f"{base}/jobs/{exploded}")
+        expect(page).to_have_url(re.compile(r"/login\?next=%2Fjobs%2F"))
+        page.get_by_label("Token").fill("ops-token-012345678")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{base}/jobs/{exploded}")
+        head = "document.querySelector('.job-head')"
+        assert page.evaluate(f"{head}.nextElementSibling.id") == "job-error"
+        assert page.evaluate(f"{head}.nextElementSibling.nextElementSibling.id") == (
+            "job-traceback"
+        )
+        traceback = page.locator("#job-traceback")
+        expect(traceback.locator("pre.own").first).to_be_visible()
+        expect(traceback.locator("pre.own").nth(1)).to_contain_text("webkit.py")
+        folded = traceback.locator("details.library").first
+        expect(folded.locator("summary")).to_contain_text(re.compile(r"library frames? \(celery"))
+        expect(folded.locator("pre")).not_to_be_visible()
+        # Times in the viewer's zone beside UTC, once the browser has told it (live).
+        expect(page.locator("#live")).to_have_text("live")
+        expect(page.locator("dl.fields .local").first).to_contain_text(re.compile(r"E[SD]T"))
+        page.goto(f"{base}/jobs/{checked}")
+        expect(page.locator('a[data-items="error"]')).to_have_attribute("aria-current", "page")
+        expect(page.locator('a[data-items="error"] .count')).to_have_text("2")
+        expect(page.locator('a[data-items="all"] .count')).to_have_text("5")
+        expect(page.locator('a[data-items="success"] .count')).to_have_text("3")
+        expect(page.locator("table.items tbody tr")).to_have_count(2)
+        page.get_by_role("link", name="All 5").click()
+        expect(page.locator("table.items tbody tr")).to_have_count(5)
+        page.get_by_role("link", name="2 failed items").click()  # leads to them
+        expect(page.locator("table.items tbody tr")).to_have_count(2)
+        shot(page, "job-failed-cause")
+        context.close()

@@ -6,6 +6,15 @@
 // inserts nothing of its own.
 (function () {
   "use strict";
+  // The browser's time zone, for the server to show times in it beside UTC (the next
+  // render: a live page's first refresh, or the next page).
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && /^[A-Za-z0-9_\/+-]{1,64}$/.test(zone) &&
+        document.cookie.split("; ").indexOf("jobtrack_tz=" + zone) < 0) {
+      document.cookie = "jobtrack_tz=" + zone + "; path=/; max-age=31536000; SameSite=Strict";
+    }
+  } catch (e) { /* no Intl: times stay in UTC */ }
   var section = document.querySelector("[data-live]");
   var badge = document.getElementById("live");
   if (!section || !window.EventSource) { return; }
