@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import leases
+from . import fleet, leases
 from .brokers import find_messages
 from .control import (
     ACTION_HEADER,
@@ -70,6 +70,7 @@ __all__ = [
     "Actor",
     "BulkRun",
     "bulk_filter",
+    "change_workers",
     "delete_job",
     "perform",
     "replay_job",
@@ -197,6 +198,79 @@ def _new_job_like(job: Job, new_id: str, **fields: Any) -> JobUpdate:
         ref=job.ref,
         **fields,
     )
+
+
+# -- workers and queues ------------------------------------------------------------------
+
+
+def change_workers(app: Any, tracker: Tracker, actor: Actor, action: str, **given: Any) -> str:
+    """Change what the live workers do, through Celery's remote control, and add it to
+    the audit trail: ``queue-pause`` / ``queue-resume`` (``queue``; a pause records the
+    workers it stopped, and the resume after it starts those again), ``worker-scale``
+    (``worker``, ``concurrency``), ``rate-limit`` (``task``, ``rate``). Returns what the
+    workers said; what they refused (or nobody answered) is recorded too, then raised
+    (:class:`~jobtrack.errors.WorkersRefused`)."""
+    given = dict(given)
+
+    def pause() -> str:
+        outcome, workers = fleet.pause_queue(app, given["queue"])
+        given["workers"] = workers  # what a resume starts again
+        return outcome
+
+    def resume() -> str:
+        outcome, workers = fleet.resume_queue(
+            app, given["queue"], workers=_paused_on(tracker, given["queue"])
+        )
+        given["workers"] = workers
+        return outcome
+
+    calls: dict[str, Callable[[], str]] = {
+        "queue-pause": pause,
+        "queue-resume": resume,
+        "worker-scale": lambda: fleet.scale_pool(app, given["worker"], given["concurrency"]),
+        "rate-limit": lambda: fleet.rate_limit(app, given["task"], given["rate"]),
+    }
+    if action not in calls:
+        raise ValueError(f"unknown control {action!r}: one of {', '.join(calls)}")
+    try:
+        outcome = calls[action]()
+    except JobtrackError as exc:
+        _record_control(tracker, actor, action, given, "failed", str(exc))
+        raise
+    _record_control(tracker, actor, action, given, "completed", outcome)
+    return outcome
+
+
+def _paused_on(tracker: Tracker, queue: str) -> list[str] | None:
+    """The workers the queue's last pause stopped (if its last control was a pause)."""
+    for action in tracker.store.list_actions(limit=100, kinds=fleet.QUEUE_ACTIONS):
+        if (action.options or {}).get("queue") != queue or action.status != "completed":
+            continue
+        workers = (action.options or {}).get("workers")
+        if action.action == "queue-pause" and isinstance(workers, list):
+            return [str(w) for w in workers]
+        return None
+    return None
+
+
+def _record_control(
+    tracker: Tracker, actor: Actor, action: str, given: dict[str, Any], status: str, outcome: str
+) -> None:
+    try:
+        tracker.store.record_action(
+            action,
+            actor=actor.name,
+            role=actor.role,
+            owner_id=actor.owner_id,
+            options=given,
+            status=status,
+            outcome=outcome,
+        )
+    except JobtrackError:  # it happened; a missing audit line must not hide it
+        log.exception(
+            "could not record the control in the audit trail",
+            extra={"job_id": None, "action": action},
+        )
 
 
 # -- replay ------------------------------------------------------------------------------

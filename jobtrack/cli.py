@@ -40,9 +40,11 @@ from .views import (
     job_list_table,
     log_lines,
     progress_table,
+    queues_view,
     stats_view,
     tree_view,
     trends_view,
+    workers_view,
 )
 from .workflows import build_tree
 
@@ -711,6 +713,117 @@ def failures_ls(obj: Context, /, limit: int, as_json: bool, **filters: str | Non
         console.print("no unhandled failures")
         return
     console.print(failures_table(found))
+
+
+def _survey(obj: Context) -> Any:
+    from .fleet import survey
+
+    app = obj.celery_app() if obj.has_app() else None
+    return survey(app, obj.store, now=datetime.now(UTC))
+
+
+def _survey_json(found: Any, part: str) -> None:
+    _dump(
+        {
+            "at": found.at,
+            "inspected": found.inspected,
+            "answered": found.answered,
+            part: [
+                {**dataclasses.asdict(x), **({"paused": x.paused} if part == "queues" else {})}
+                for x in getattr(found, part)
+            ],
+            **({"rate_limits": found.rate_limits} if part == "workers" else {}),
+        }
+    )
+
+
+@main.group(invoke_without_command=True)
+@option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def workers(ctx: click.Context, as_json: bool) -> None:
+    """The workers: pool and size, busy slots, tasks a minute, last heartbeat, the
+    queues each consumes (from jobtrack's rows, and with -A from the workers
+    themselves). Subcommands change them (needs -A; recorded in the audit trail)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = _survey(ctx.obj)
+    if as_json:
+        _survey_json(found, "workers")
+        return
+    if not found.workers:
+        console.print("no worker seen (none running a job or finishing one lately)")
+    else:
+        console.print(workers_view(found))
+    for task, rate in sorted(found.rate_limits.items()):
+        console.print(f"rate limit in effect: {task} {rate}", highlight=False)
+    if not found.inspected:
+        errors.print("without -A the workers are not asked: their rows only")
+
+
+def _control(obj: Context, action: str, **given: Any) -> None:
+    from .actions import CLI, change_workers
+
+    app, tracker = obj.tracked_app()
+    try:
+        console.print(change_workers(app, tracker, CLI, action, **given), highlight=False)
+    except JobtrackError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@workers.command("scale")
+@click.argument("worker")
+@click.argument("concurrency", type=click.IntRange(1, 1000))
+@click.pass_obj
+def workers_scale(obj: Context, worker: str, concurrency: int) -> None:
+    """Grow or shrink WORKER's pool (celery@host, or the host) to CONCURRENCY
+    processes (prefork pools; needs -A)."""
+    _control(obj, "worker-scale", worker=worker, concurrency=concurrency)
+
+
+@workers.command("rate-limit")
+@click.argument("task")
+@click.argument("rate")
+@click.pass_obj
+def workers_rate_limit(obj: Context, task: str, rate: str) -> None:
+    """Set TASK's rate limit on every live worker: 10/s, 100/m, 1000/h, or 0 for none
+    (needs -A)."""
+    _control(obj, "rate-limit", task=task, rate=rate)
+
+
+@main.group(invoke_without_command=True)
+@option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool) -> None:
+    """The queues: depth in the broker, jobs queued per jobtrack, the oldest one's
+    wait, which live workers consume each; a queue with jobs and no consumer is a
+    problem (with -A; without it, jobtrack's rows only)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = _survey(ctx.obj)
+    if as_json:
+        _survey_json(found, "queues")
+        return
+    console.print(queues_view(found))
+    if not found.inspected:
+        errors.print(
+            "without -A neither the workers nor the broker are asked: jobtrack's rows only"
+        )
+
+
+@queues.command("pause")
+@click.argument("queue")
+@click.pass_obj
+def queues_pause(obj: Context, queue: str) -> None:
+    """Every live worker stops consuming QUEUE: its jobs wait in the broker (needs -A)."""
+    _control(obj, "queue-pause", queue=queue)
+
+
+@queues.command("resume")
+@click.argument("queue")
+@click.pass_obj
+def queues_resume(obj: Context, queue: str) -> None:
+    """Every live worker consumes QUEUE again (needs -A)."""
+    _control(obj, "queue-resume", queue=queue)
 
 
 @main.group()

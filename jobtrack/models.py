@@ -42,12 +42,14 @@ __all__ = [
     "JobStatus",
     "JobUpdate",
     "LogLine",
+    "QueueBacklog",
     "Resumed",
     "Scope",
     "StageSpan",
     "Stats",
     "Stop",
     "Trend",
+    "WorkerActivity",
     "error_group_of",
     "masked_error",
     "paused_in_queue",
@@ -470,8 +472,14 @@ class Action:
     finished_at: datetime | None = None
 
     def scope(self) -> str:
-        """What it covered, in one line: its job ids, or its filter's fields."""
+        """What it covered, in one line: its job ids, or its filter's fields (a control
+        of workers, which covers no job: what it named, ``queue=imports``)."""
         where = dict(self.filter or {})
+        if not where and self.options:
+            return " ".join(
+                f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                for k, v in dict(self.options).items()
+            )
         ids = where.pop("ids", None)
         shown = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in where.items()]
         if ids:
@@ -859,3 +867,31 @@ class FailureGroup:
     hourly: tuple[int, ...] = ()
     example_id: str | None = None
     example_message: str | None = None
+
+
+# -- workers and queues, as jobtrack's rows show them -------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerActivity:
+    """A worker (Celery's hostname, ``celery@host``) as its jobs' rows show it: the
+    jobs running on it now, its newest heartbeat, and the jobs it finished in the
+    window asked for."""
+
+    name: str
+    running: int = 0
+    last_heartbeat: datetime | None = None
+    finished: int = 0
+    last_finished: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueueBacklog:
+    """A queue as jobtrack's rows show it: jobs published to it and not started
+    (``pending``), of which ``waiting`` are due (no ETA ahead), the oldest of those
+    since ``oldest_waiting``."""
+
+    queue: str | None
+    pending: int = 0
+    waiting: int = 0
+    oldest_waiting: datetime | None = None

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree as RichTree
 
+from .fleet import Survey
 from .insights import Report
 from .models import (
     Action,
@@ -41,10 +42,12 @@ __all__ = [
     "job_list_table",
     "log_lines",
     "progress_table",
+    "queues_view",
     "stats_view",
     "styled_status",
     "tree_view",
     "trends_view",
+    "workers_view",
 ]
 
 
@@ -394,5 +397,55 @@ def actions_table(found: list[Action]) -> Table:
             a.scope(),
             a.status,
             counts if a.bulk else (a.outcome or ""),
+        )
+    return table
+
+
+def workers_view(found: Survey) -> Table:
+    """``workers``: each worker's pool and size, busy slots, pace, heartbeat, queues."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("worker", "state", "pool", "busy", "tasks/min", "heartbeat", "queues"):
+        table.add_column(column, overflow="fold")
+    for w in found.workers:
+        state = (
+            "[green]online[/]"
+            if w.online
+            else ("[dim]not asked[/]" if not found.inspected else "[red]silent[/]")
+        )
+        size = f"/{w.concurrency}" if w.concurrency else ""
+        table.add_row(
+            escape(w.name),
+            state,
+            escape(w.pool or "-"),
+            f"{w.busy}{size}",
+            f"{w.tasks_per_min:g}",
+            ago(w.last_heartbeat),
+            escape(", ".join(w.queues)),
+        )
+    return table
+
+
+def queues_view(found: Survey) -> Table:
+    """``queues``: each queue's depth (broker), queued jobs (jobtrack), the oldest's
+    wait, who consumes it, and its problem."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("queue", "broker", "queued", "oldest waits", "consumers", "state"):
+        table.add_column(column, overflow="fold")
+    for q in found.queues:
+        waits = ago(q.oldest_waiting).removesuffix(" ago") if q.oldest_waiting else ""
+        state = (
+            f"[red]{escape(q.problem)}[/]"
+            if q.problem
+            else "[yellow]paused[/]"
+            if q.paused
+            else "ok"
+        )
+        table.add_row(
+            escape(q.name),
+            "?" if q.depth is None else f"{q.depth:,}",
+            f"{q.queued:,}",
+            waits,
+            escape(", ".join(q.consumers)) or ("-" if found.inspected else "?"),
+            state,
         )
     return table

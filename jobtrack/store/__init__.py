@@ -110,6 +110,7 @@ from .common import (
     sqlite_functions,
 )
 from .failures import FailureQueries
+from .fleet import FleetQueries
 from .insights import InsightQueries
 from .logs import LogQueries
 from .partitions import (
@@ -254,6 +255,11 @@ class Store(
     def failures(self) -> FailureQueries:
         """The failure groups' reads (:mod:`jobtrack.store.failures`)."""
         return FailureQueries(self._begin)
+
+    @functools.cached_property
+    def fleet(self) -> FleetQueries:
+        """What the rows say of workers and queues (:mod:`jobtrack.store.fleet`)."""
+        return FleetQueries(self._begin)
 
     # -- connection handling -------------------------------------------------------
 

@@ -179,10 +179,14 @@ class ActionQueries:
         before_id: int | None = None,
         owner_id: str | None = None,
         job_id: str | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> list[Action]:
         """Audit entries, newest first; ``owner_id`` keeps those an operator bound to
-        that owner made, ``job_id`` those that touched that job."""
+        that owner made, ``job_id`` those that touched that job, ``kinds`` those of
+        these actions."""
         query = select(actions)
+        if kinds is not None:
+            query = query.where(actions.c.action.in_(list(kinds)))
         if before_id is not None:
             query = query.where(actions.c.id < before_id)
         if owner_id is not None:

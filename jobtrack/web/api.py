@@ -31,9 +31,18 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..actions import Actor, bulk_filter, perform, replay_job, run_in_background, start_bulk
+from ..actions import (
+    Actor,
+    bulk_filter,
+    change_workers,
+    perform,
+    replay_job,
+    run_in_background,
+    start_bulk,
+)
 from ..control import JobControl, NotPublishable, UnknownTask
 from ..errors import JobNotFound, JobtrackError
+from ..fleet import Survey, survey
 from ..insights import BadWindow, report, window
 from ..models import Action, FailureGroup, Job, JobFilter, stage_spans
 from ..settings import Settings
@@ -224,6 +233,43 @@ def failure_groups(
             return [], since
         filters["owner_id"] = who.owner_id
     return store.failures.groups(JobFilter.of(**filters), now=now, limit=limit), since
+
+
+def fleet_for(ops: "Operations", who: Principal) -> Survey:
+    """Workers and queues now (every owner's: not for an owner-bound caller)."""
+    if who.owner_id is not None:
+        raise HTTPException(403, "workers and queues serve every owner; this token is bound to one")
+    return survey(ops.app, ops.store, now=datetime.now(UTC))
+
+
+def survey_json(found: Survey, part: str) -> dict[str, Any]:
+    """The workers (with the rate limits in effect) or the queues, as the API shows them."""
+    listed = [
+        {**dataclasses.asdict(x), **({"paused": x.paused} if part == "queues" else {})}
+        for x in getattr(found, part)
+    ]
+    extra = {"rate_limits": found.rate_limits} if part == "workers" else {}
+    return {
+        "at": found.at,
+        "inspected": found.inspected,
+        "answered": found.answered,
+        part: listed,
+        **extra,
+    }
+
+
+def control_for(ops: "Operations", who: Principal, action: str, **given: Any) -> str:
+    """Change what the workers do on behalf of ``who``, recorded in the audit trail:
+    403 without the operator role or for an owner-bound token, 501 without the app,
+    409 when no worker did it."""
+    operator(who, action)
+    if who.owner_id is not None:
+        raise HTTPException(403, "workers serve every owner; this token is bound to one")
+    ops.needs_app(action)
+    try:
+        return change_workers(ops.app, ops.tracker(), actor(who), action, **given)
+    except JobtrackError as exc:
+        raise HTTPException(409, str(exc)) from exc
 
 
 def actor(who: Principal) -> Actor:
@@ -652,6 +698,62 @@ def add_api_routes(
             "groups": [dataclasses.asdict(g) for g in groups],
             "hours_from": since,
         }
+
+    @api.get("/api/workers")
+    def list_workers(who: Who) -> dict[str, Any]:
+        """Each worker seen (running a job now, or finishing one in the last 5 minutes,
+        or answering now): ``online`` (it answered Celery's remote control), ``pool``,
+        ``concurrency`` (its pool's size now), ``busy`` (jobs running on it),
+        ``tasks_per_min`` (over the last 5 minutes), ``last_heartbeat``, ``queues`` (those
+        it consumes); and ``rate_limits`` in effect. Without the Celery app the workers
+        are not asked (``inspected`` false): jobtrack's rows only. Not for owner-bound
+        tokens."""
+        return survey_json(fleet_for(ops, who), "workers")
+
+    @api.get("/api/queues")
+    def list_queues(who: Who) -> dict[str, Any]:
+        """Each queue (the app's, those workers consume, those jobs wait in): ``depth``
+        (the broker's count; null when it cannot say), ``queued`` (jobs jobtrack has
+        pending in it), ``waiting`` (of those, due now), ``oldest_waiting``,
+        ``consumers`` (live workers consuming it), ``paused`` (by an operator, as the
+        workers say), ``last_control`` (its last pause or resume in the audit trail) and
+        ``problem`` ("23 queued, and no live worker consumes it"). Not for owner-bound
+        tokens."""
+        return survey_json(fleet_for(ops, who), "queues")
+
+    QueueName = Annotated[str, Path(pattern=r"^[^\x00-\x1f/]{1,255}$")]
+
+    @api.post("/api/queues/{queue}/pause")
+    def pause_queue(queue: QueueName, who: Who) -> dict[str, Any]:
+        """Every live worker stops consuming the queue (Celery's ``cancel_consumer``);
+        its messages wait in the broker. Operator role; recorded in the audit trail. 409
+        when no worker answered."""
+        return {"queue": queue, "result": control_for(ops, who, "queue-pause", queue=queue)}
+
+    @api.post("/api/queues/{queue}/resume")
+    def resume_queue(queue: QueueName, who: Who) -> dict[str, Any]:
+        """Every live worker consumes the queue again (Celery's ``add_consumer``)."""
+        return {"queue": queue, "result": control_for(ops, who, "queue-resume", queue=queue)}
+
+    @api.post("/api/workers/{worker}/scale")
+    def scale_worker(
+        worker: QueueName,
+        who: Who,
+        concurrency: Annotated[int, Query(ge=1, le=1000, description="processes")],
+    ) -> dict[str, Any]:
+        """Grow or shrink the worker's pool (``celery@host`` or the host) to
+        ``concurrency`` processes (prefork; Celery's ``pool_grow``/``pool_shrink``)."""
+        done = control_for(ops, who, "worker-scale", worker=worker, concurrency=concurrency)
+        return {"worker": worker, "result": done}
+
+    @api.post("/api/tasks/{task}/rate-limit")
+    def set_rate_limit(
+        task: QueueName,
+        who: Who,
+        rate: Annotated[str, Query(max_length=20, description="10/s, 100/m, 1000/h, 0: none")],
+    ) -> dict[str, Any]:
+        """Set the task's rate limit on every live worker (Celery's ``rate_limit``)."""
+        return {"task": task, "result": control_for(ops, who, "rate-limit", task=task, rate=rate)}
 
     @api.get("/api/insights")
     def insights(

@@ -52,9 +52,11 @@ from .api import (
     Replay,
     StatusFilter,
     act,
+    control_for,
     decode_cursor,
     encode_cursor,
     failure_groups,
+    fleet_for,
     insights_report,
     operator,
     parse_body,
@@ -772,6 +774,41 @@ def add_pages(
             "now": datetime.now(UTC),
         }
         return render(request, "_failures.html" if partial else "failures.html", context)
+
+    @app.get("/workers", response_class=HTMLResponse, include_in_schema=False)
+    def workers_page(request: Request) -> Response:
+        """Workers & Queues: each worker's pool, busy slots, pace and heartbeat, each
+        queue's depth, backlog, oldest wait and consumers, and the operators' controls
+        (not for owner-bound visitors: they cover every owner)."""
+        who = visitor(request)
+        found = fleet_for(ops, who)
+        context = {"who": who, "survey": found, "now": datetime.now(UTC)}
+        return render(request, "workers.html", context)
+
+    @app.post("/workers/control", include_in_schema=False)
+    async def workers_control(request: Request) -> Response:
+        """The page's controls: pause or resume a queue, resize a pool, set a task's
+        rate limit; then the page again, showing what is in effect."""
+        form = await form_of(request)
+        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        action = str(form.get("action") or "")
+        fields = {
+            "queue-pause": ("queue",),
+            "queue-resume": ("queue",),
+            "worker-scale": ("worker", "concurrency"),
+            "rate-limit": ("task", "rate"),
+        }
+        if action not in fields:
+            raise HTTPException(422, f"action: one of {', '.join(fields)}")
+        given: dict[str, Any] = {name: str(form.get(name) or "") for name in fields[action]}
+        if "concurrency" in given:
+            if not given["concurrency"].isdigit():
+                raise HTTPException(422, "concurrency: a number of processes, 1 to 1000")
+            given["concurrency"] = int(given["concurrency"])
+        if not all(given.values()):
+            raise HTTPException(422, f"{action}: give {', '.join(fields[action])}")
+        await run_in_threadpool(control_for, ops, who, action, **given)
+        return redirect(request, "/workers")
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
     def alerts_page(request: Request) -> Response:

@@ -595,3 +595,43 @@ def test_a_failed_job_leads_with_its_cause_after_sign_in(
         expect(page.locator("table.items tbody tr")).to_have_count(2)
         shot(page, "job-failed-cause")
         context.close()
+
+
+def test_workers_and_queues_show_what_runs_and_what_waits_and_control_it(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    store = world.tracker.store
+    queue = str(world.app.conf.task_default_queue)
+    try:
+        page.goto(f"{base}/workers")
+        worker = page.locator("#workers-table tr[data-worker]").first
+        expect(worker).to_contain_text("online")
+        expect(worker).to_contain_text("thread")
+        row = page.locator(f'#queues-table tr[data-queue="{queue}"]')
+        expect(row).to_contain_text(worker.get_attribute("data-worker") or "?")
+        row.get_by_role("button", name="Pause").click()
+        expect(row.locator(".state")).to_contain_text("paused")
+        expect(row.locator(".state")).to_contain_text("Paused by loopback")
+        held = world.tasks["report"].delay("held by a pause", user=USER).id
+        wait_for(lambda: store.find_job(held), message="the held job's row")
+        page.goto(f"{base}/workers")
+        expect(row.locator(".problem-text")).to_contain_text(
+            re.compile(r"\d+ queued, and no live worker consumes it")
+        )
+        expect(row.locator(".depth")).not_to_have_text("0")
+        shot(page, "workers-queue-paused")
+        row.get_by_role("button", name="Resume").click()
+        world.finished(held)
+        expect(row.locator(".state")).to_contain_text("Resumed by loopback")
+        page.get_by_label("Task").fill(world.tasks["explode"].name)
+        page.get_by_label("Rate").fill("100/m")
+        page.get_by_role("button", name="Set the rate limit").click()
+        expect(page.locator("#rate-limits-list")).to_contain_text("100/m")
+        page.goto(f"{base}/actions")
+        expect(page.locator("table.actions-list")).to_contain_text("rate-limit")
+    finally:
+        world.app.control.add_consumer(queue, reply=True, timeout=2)
+        world.app.control.rate_limit(world.tasks["explode"].name, "0", reply=True, timeout=2)

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from jobtrack.cli import main
 from jobtrack.models import Batch, JobFilter, JobStatus, JobUpdate
 from jobtrack.payload import REDACTED
+from jobtrack.web import create_app
 from tests.acceptance.webkit import World, tracked_worker
 from tests.conftest import wait_for
 
@@ -451,3 +452,41 @@ def test_failure_groups_over_the_api_and_the_cli(world: World, pg_url: str) -> N
     assert action["matched"] == 3 and wait_action(c, action["id"])["done"] == 3
     after = c.get("/api/failures", params={"owner_id": owner}, headers=auth(VIEW)).json()
     assert after["groups"] == []
+
+
+def test_workers_and_queues_over_the_api(world: World, pg_url: str) -> None:
+    c = api(world)
+    queue = str(world.app.conf.task_default_queue)
+    assert c.get("/api/workers", headers=auth(OP1)).status_code == 403  # bound to an owner
+    found = c.get("/api/workers", headers=auth(VIEW)).json()
+    assert found["inspected"] and found["answered"] == 1
+    [worker] = [w for w in found["workers"] if w["online"]]
+    assert worker["pool"] == "thread" and worker["queues"] == [queue]
+    assert c.post(f"/api/queues/{queue}/pause", headers=auth(VIEW)).status_code == 403
+    try:
+        paused = c.post(f"/api/queues/{queue}/pause", headers=auth(OP))
+        assert paused.status_code == 200 and "no longer consuming" in paused.json()["result"]
+        queues = {q["name"]: q for q in c.get("/api/queues", headers=auth(VIEW)).json()["queues"]}
+        assert queues[queue]["paused"] and queues[queue]["consumers"] == []
+        assert queues[queue]["last_control"]["actor"] == "token 1"
+        again = c.post(f"/api/queues/{queue}/pause", headers=auth(OP))
+        assert again.status_code == 409 and "no live worker consumes it" in again.json()["detail"]
+    finally:
+        resumed = c.post(f"/api/queues/{queue}/resume", headers=auth(OP))
+    assert resumed.status_code == 200
+    assert resumed.json()["result"].startswith("1 worker: ")
+    # The thread pool cannot grow: Celery's refusal is the answer, recorded.
+    refused = c.post(
+        f"/api/workers/{worker['name']}/scale", params={"concurrency": 9}, headers=auth(OP)
+    )
+    assert refused.status_code == 409 and "cannot scale worker" in refused.json()["detail"]
+    audit = c.get("/api/actions", params={"limit": 4}, headers=auth(VIEW)).json()["actions"]
+    assert [(a["action"], a["status"]) for a in audit] == [
+        ("worker-scale", "failed"),
+        ("queue-resume", "completed"),
+        ("queue-pause", "failed"),
+        ("queue-pause", "completed"),
+    ]
+    bare = TestClient(create_app(world.tracker.store, world.settings(web_tokens=TOKENS)))
+    assert bare.post(f"/api/queues/{queue}/pause", headers=auth(OP)).status_code == 501
+    assert bare.get("/api/queues", headers=auth(VIEW)).json()["inspected"] is False

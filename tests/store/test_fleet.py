@@ -1,0 +1,58 @@
+"""What the rows say of workers and queues, on every backend (``store.fleet``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from jobtrack.models import JobStatus, JobUpdate, QueueBacklog, WorkerActivity
+from jobtrack.store import Batch, Store
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+def test_workers_from_their_running_and_finished_jobs(store: Store) -> None:
+    rows = [
+        JobUpdate.transition("r1", JobStatus.RUNNING, worker="celery@a", heartbeat_at=ago(5)),
+        JobUpdate.transition("r2", JobStatus.RUNNING, worker="celery@a", heartbeat_at=ago(2)),
+        JobUpdate.transition("r3", JobStatus.RUNNING, worker="celery@b", heartbeat_at=ago(9)),
+        *(
+            JobUpdate.transition(
+                f"d{n}", JobStatus.COMPLETED, worker="celery@c", completed_at=ago(10 * n + 1)
+            )
+            for n in range(4)
+        ),
+        JobUpdate.transition("f1", JobStatus.FAILED, worker="celery@a", completed_at=ago(30)),
+        # Finished before the window: c's fourth job (31 s ago) is outside a 30 s one.
+        JobUpdate.transition("old", JobStatus.COMPLETED, worker="celery@d", completed_at=ago(900)),
+        JobUpdate.transition("q1", JobStatus.PENDING),
+    ]
+    store.write_batch(Batch(rows))
+    found = store.fleet.workers(now=NOW, window_s=35)
+    assert found == [
+        WorkerActivity("celery@a", 2, ago(2), 1, ago(30)),
+        WorkerActivity("celery@b", 1, ago(9), 0, None),
+        WorkerActivity("celery@c", 0, None, 4, ago(1)),
+    ]
+    assert [w.name for w in store.fleet.workers(now=NOW, window_s=3600)][-1] == "celery@d"
+
+
+def test_queues_from_their_pending_jobs(store: Store) -> None:
+    rows = [
+        JobUpdate.transition("i1", JobStatus.PENDING, at=ago(120), queue="imports"),
+        JobUpdate.transition("i2", JobStatus.PENDING, at=ago(60), queue="imports"),
+        # Not due: a countdown ahead; its age does not count as waiting.
+        JobUpdate.transition(
+            "i3", JobStatus.PENDING, at=ago(600), queue="imports", eta=NOW + timedelta(hours=1)
+        ),
+        JobUpdate.transition("m1", JobStatus.PENDING, at=ago(5), queue="mail"),
+        JobUpdate.transition("m2", JobStatus.RUNNING, at=ago(500), queue="mail"),
+    ]
+    store.write_batch(Batch(rows))
+    assert store.fleet.queues(now=NOW) == [
+        QueueBacklog("imports", pending=3, waiting=2, oldest_waiting=ago(120)),
+        QueueBacklog("mail", pending=1, waiting=1, oldest_waiting=ago(5)),
+    ]
