@@ -44,7 +44,7 @@ from ..models import (
 )
 from ..settings import Settings
 from ..store import Store
-from ..workflows import MAX_DEPTH, summarize
+from ..workflows import MAX_DEPTH, summarize, workflow_state
 from .api import (
     ID_PATTERN,
     BulkAction,
@@ -182,6 +182,7 @@ def templates() -> Jinja2Templates:
         duration=duration,
         pretty=pretty,
         percent=percent,
+        took=took,
         segment=lambda v: quote(str(v), safe=""),
         past=lambda action: _PAST.get(action, action),
         ms=duration_label,
@@ -199,6 +200,7 @@ def templates() -> Jinja2Templates:
         scope_of=lambda action: action.scope(),
         time_left=time_left,
         summarize=summarize,
+        workflow_state=workflow_state,
         GROUP_MEMBERS_SHOWN=GROUP_MEMBERS_SHOWN,
         max_depth=MAX_DEPTH,
     )
@@ -285,6 +287,15 @@ def duration(ms: int | None) -> str:
     if minutes < 120:
         return f"{minutes} min {secs} s"
     return f"{minutes // 60} h {minutes % 60} min"
+
+
+def took(job: Job) -> int | None:
+    """How long a finished job ran, in ms: Celery's runtime, else from its times."""
+    if job.duration_ms is not None:
+        return job.duration_ms
+    if job.started_at is not None and job.completed_at is not None:
+        return max(int((job.completed_at - job.started_at).total_seconds() * 1000), 0)
+    return None
 
 
 def percent(job: Job) -> float | None:

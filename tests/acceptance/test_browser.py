@@ -288,14 +288,24 @@ def test_a_running_jobs_logs_tail_live_and_its_workflow_shows_as_a_tree(
     expect(logs).to_contain_text("said 1 about tides")  # without a reload
     world.gates[job_id].set()
     expect(page.locator("#job-status")).to_have_text("completed")
-    expect(page.locator("#tree-summary")).to_contain_text("4 jobs: 4 of 4 done")
+    expect(page.locator("#tree-summary")).to_contain_text("5 jobs: 5 of 5 done")
+    expect(page.locator("#workflow-state .badge")).to_have_text("completed")
     summary = page.locator("li.tree-group summary")
     expect(summary).to_contain_text("3 of 3 done")
-    expect(page.locator("li.tree-group li.tree-job").first).not_to_be_visible()  # collapsed
+    members = page.locator("li.tree-group details li.tree-job")
+    expect(members.first).not_to_be_visible()  # collapsed: this job is not in it
+    # The chord's body is drawn under the group, after its members, not under one.
+    body = page.locator("li.tree-group > ul.then > li.tree-job")
+    expect(body).to_contain_text("Report tides summed")
+    expect(body.locator(".took")).to_have_count(1)  # each node says how long it took
     summary.click()
-    expect(page.locator("li.tree-group li.tree-job")).to_have_count(3)
+    expect(members).to_have_count(3)
     assert page.evaluate("window.__sameDocument") is True
     shot(page, "job-tree-logs")
+    # On a member's page, the group holding it is drawn open.
+    members.first.locator("a").click()
+    expect(page.locator("li.tree-job.here")).to_be_visible()
+    expect(page.locator("li.tree-group details")).to_have_attribute("open", "")
 
 
 #: Logs, in the page, each fragment fetch (page clock, URL) and each stream event's job id.
@@ -347,8 +357,7 @@ def test_a_workflows_tree_refreshes_at_its_own_pace_and_its_job_at_each_change(
     expect(page.locator("#live")).to_have_text("live")
     others_node = page.locator(f'li.tree-job[data-job-id="{other.id}"]')
     expect(others_node).to_contain_text("25%")
-    page.locator("li.tree-group summary").click()  # opened by hand
-    expect(others_node).to_be_visible()
+    expect(others_node).to_be_visible()  # the group holding this job is drawn open
 
     def advance(ms: int) -> list[str]:
         """Moves the page's clock on; the fragments it fetched meanwhile, once shown."""
