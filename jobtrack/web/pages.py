@@ -672,6 +672,12 @@ def add_pages(
         who = visitor(request)
         operator(who, action)
         params = dict(request.query_params)
+        picked = [i for given in request.query_params.getlist("ids") for i in given.split(",") if i]
+        params.pop("selection", None)
+        if picked:
+            params["ids"] = ",".join(dict.fromkeys(picked))
+        elif request.query_params.get("selection"):
+            raise HTTPException(422, "no job selected: tick the jobs to act on first")
         where = list_filter(params, who)
         if where.is_empty():
             raise HTTPException(422, "an empty filter: choose a tab or a filter first")

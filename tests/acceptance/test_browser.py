@@ -720,3 +720,50 @@ def test_every_page_reads_on_a_phone_in_dark_mode_and_passes_axe(
             shot(page, "phone-dark-list")
         context.close()
     assert found == [], "\n".join(found)
+
+
+def test_keys_move_open_select_and_retry_with_its_confirmation(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    owner = f"k-{uuid.uuid4().hex[:8]}"
+    ids = [world.tasks["flaky"].delay(f"{owner}-{n}", user=owner).id for n in range(3)]
+    world.finished(*ids)
+    newest = [j.id for j in world.tracker.store.list_jobs(jobtrack.JobFilter(owner_id=owner))]
+    listing = f"{base}/?tab=failed&owner_id={owner}"
+    page.goto(listing)
+    page.keyboard.press("?")
+    expect(page.locator("#keys")).to_be_visible()
+    page.keyboard.press("?")
+    expect(page.locator("#keys")).to_be_hidden()
+    page.keyboard.press("/")
+    expect(page.locator('input[name="search"]')).to_be_focused()
+    page.keyboard.press("Escape")
+    current = page.locator("tr.job.current")
+    for key, at in (("j", 0), ("j", 1), ("k", 0)):
+        page.keyboard.press(key)
+        expect(current).to_have_attribute("data-job-id", newest[at])
+    page.keyboard.press("x")
+    page.keyboard.press("j")
+    page.keyboard.press("x")
+    picked = page.locator('input[name="ids"]:checked')
+    expect(picked).to_have_count(2)
+    page.get_by_role("button", name="Retry the selected…").click()
+    expect(page.locator("h1")).to_have_text("Retry 2 matching jobs?")
+    shown = page.locator("#sample tbody tr")
+    expect(shown).to_have_count(2)
+    assert sorted(shown.evaluate_all("rows => rows.map(r => r.dataset.jobId)")) == sorted(
+        newest[:2]
+    )
+    page.goto(listing)
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")  # the row's link has the focus
+    expect(page).to_have_url(f"{base}/jobs/{newest[0]}")
+    page.keyboard.press("r")  # retry: its confirmation page first
+    expect(page).to_have_url(f"{base}/jobs/{newest[0]}/retry")
+    expect(page.locator("#confirm")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    assert world.tracker.store.get_job(newest[0]).retried_by == page.url.rsplit("/", 1)[1]

@@ -369,6 +369,13 @@ def test_a_bulk_confirmation_shows_its_newest_jobs_and_no_tab_offers_zero(world:
     assert "Retry all 12 matching…" in c.get("/", params={"tab": "failed", "owner_id": owner}).text
     empty = c.get("/", params={"tab": "cancelled", "owner_id": owner}).text
     assert "matching…" not in empty and 'id="bulk"' not in empty
+    # "The selected…" with nothing ticked acts on nothing (not on the whole tab).
+    nothing = c.get("/actions/new", params={"action": "retry", "tab": "failed", "selection": 1})
+    assert nothing.status_code == 422 and "no job selected" in nothing.text
+    ticked = [("ids", f"sample-{RUN}-03"), ("ids", f"sample-{RUN}-07")]
+    asked = [("action", "delete"), ("tab", "failed"), ("selection", "1"), *ticked]
+    two = c.get("/actions/new", params=asked)
+    assert "Delete 2 matching jobs?" in two.text
 
 
 def test_a_named_token_acts_under_its_name(world: World, pg_url: str) -> None:
