@@ -120,6 +120,7 @@ from .partitions import (
     near_boundary,
     period_start,
 )
+from .suggest import SuggestQueries
 from .workflows import WorkflowQueries
 
 __all__ = [
@@ -255,6 +256,11 @@ class Store(
     def failures(self) -> FailureQueries:
         """The failure groups' reads (:mod:`jobtrack.store.failures`)."""
         return FailureQueries(self._begin)
+
+    @functools.cached_property
+    def suggest(self) -> SuggestQueries:
+        """The values the dashboard's filters suggest (:mod:`jobtrack.store.suggest`)."""
+        return SuggestQueries(self._begin)
 
     @functools.cached_property
     def fleet(self) -> FleetQueries:

@@ -12,8 +12,9 @@ import functools
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -108,6 +109,8 @@ LOG_LINES_SHOWN = 200
 GROUP_MEMBERS_SHOWN = 100
 #: The Insights page draws charts for this many of the busiest tasks (a table: all).
 CHARTED_SERIES = 8
+#: How long the filter boxes' suggestions are kept before they are read again.
+SUGGESTIONS_TTL_S = 60.0
 #: A bulk action's confirmation shows this many of the jobs it covers (the newest).
 BULK_SAMPLE = 10
 #: The bulk actions each tab offers (on every job it shows, filters applied).
@@ -313,6 +316,36 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
 
 
+#: The list's time ranges: jobs created in the last hour, day or week (or from/to).
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+
+
+def time_range(
+    window: str | None, since: datetime | None, until: datetime | None
+) -> dict[str, datetime | None]:
+    """The list's ``since``/``until`` from its time range: one of :data:`WINDOWS` back
+    from now, or ``custom`` (its from/to, in UTC when they carry no zone)."""
+    if window in WINDOWS:
+        return {"since": datetime.now(UTC) - WINDOWS[window], "until": None}
+    if window == "custom":
+        return {
+            "since": since.replace(tzinfo=since.tzinfo or UTC) if since else None,
+            "until": until.replace(tzinfo=until.tzinfo or UTC) if until else None,
+        }
+    return {"since": None, "until": None}
+
+
+def moment(given: str | None, name: str) -> datetime | None:
+    """A time range's end as the form sends it (``2026-12-06T10:30``, UTC unless it
+    says otherwise; empty: none); 422 for anything else."""
+    if not given:
+        return None
+    try:
+        return datetime.fromisoformat(given)
+    except ValueError as exc:
+        raise HTTPException(422, f"{name}: a date and time such as 2026-12-06T10:30") from exc
+
+
 def shown_handled(tab: str, given: str | None) -> str:
     """The "handled" switch's position on a tab: as given, else the Failed tab's
     unhandled failures ("false") and every job elsewhere ("all")."""
@@ -456,10 +489,15 @@ def add_pages(
         group: Annotated[str | None, Query(max_length=255)] = None,
         error_group: Annotated[str | None, Query(max_length=32)] = None,
         handled: Annotated[str | None, Query(pattern="^(all|true|false)$")] = None,
+        window: Annotated[str | None, Query(pattern="^(1h|24h|7d|custom)?$")] = None,
+        since: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+        until: Annotated[str | None, Query(alias="to", max_length=40)] = None,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
         partial: bool = False,
     ) -> Response:
         who = visitor(request)
+        span = {"window": window, "from": since, "to": until}
+        starts, ends = moment(since, "from"), moment(until, "to")
         filters = {
             "job_type": job_type,
             "task_name": task_name,
@@ -471,7 +509,7 @@ def add_pages(
             "group": group,
             "error_group": error_group,
         }  # as given: form and links
-        scope = JobFilter.of(**filters)
+        scope = JobFilter.of(**filters).where(**time_range(window, starts, ends))
         if who.owner_id is not None:
             filters["owner_id"], scope = None, scope.where(owner_id=who.owner_id)
         shown = shown_handled(tab, handled)
@@ -504,7 +542,13 @@ def add_pages(
             else None,
             "rollups": store.workflow_rollups([j.id for j in page], owner_id=who.owner_id),
             "filters": filters,
-            "params": {"tab": tab, **filters, "handled": handled},
+            "params": {
+                "tab": tab,
+                **filters,
+                "handled": handled,
+                **span,
+            },
+            "suggestions": {} if partial else suggestions(who),
             "next_cursor": encode_cursor(page[-1]) if len(found) > PAGE_SIZE else None,
             "first_page": cursor is None,
             "now": datetime.now(UTC),
@@ -629,6 +673,23 @@ def add_pages(
             return redirect(request, "/")
         return redirect(request, f"/jobs/{quote(shown if action == 'retry' else job_id, safe='')}")
 
+    remembered: dict[tuple[str, str | None], tuple[float, list[str]]] = {}
+
+    def suggestions(who: Principal) -> dict[str, list[str]]:
+        """What the filter boxes suggest: the values each field holds (an owner-bound
+        visitor: its owner's), read once a minute at most."""
+        found = {}
+        for field in ("task_name", "job_type", "queue", "owner_id"):
+            if field == "owner_id" and who.owner_id is not None:
+                continue
+            key = (field, who.owner_id)
+            at, values = remembered.get(key, (0.0, []))
+            if time.monotonic() - at > SUGGESTIONS_TTL_S:
+                values = store.suggest.values(field, owner_id=who.owner_id)
+                remembered[key] = (time.monotonic(), values)
+            found[field] = values
+        return found
+
     def list_filter(params: Mapping[str, str], who: Principal) -> JobFilter:
         """The list's filter from its query or form fields (the tab, a status, the
         filter boxes), as the bulk action's filter; 422 for an unknown tab or status."""
@@ -650,17 +711,20 @@ def add_pages(
         handled = params.get("handled")
         if handled not in (None, "", *HANDLED):
             raise HTTPException(422, f"handled: one of {', '.join(HANDLED)}")
+        since, until = (moment(params.get(k), k) for k in ("from", "to"))
+        window = params.get("window") or None
+        if window not in (None, "custom", *WINDOWS):
+            raise HTTPException(422, f"window: one of {', '.join(WINDOWS)}, custom")
         return JobFilter.of(
             status=statuses if tab != "all" or status else None,
             ids=ids[:1000] if ids else None,
             handled=HANDLED[shown_handled(tab, handled or None)],
             **given,
-        )
+        ).where(**time_range(window, since, until))
 
     def bulk_params(params: Mapping[str, str]) -> dict[str, str]:
-        return {
-            k: params[k] for k in ("tab", "status", "handled", "ids", *FILTERS) if params.get(k)
-        }
+        names = ("tab", "status", "handled", "ids", "window", "from", "to", *FILTERS)
+        return {k: params[k] for k in names if params.get(k)}
 
     @app.get("/actions/new", response_class=HTMLResponse, include_in_schema=False)
     def action_new(

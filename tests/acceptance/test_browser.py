@@ -767,3 +767,32 @@ def test_keys_move_open_select_and_retry_with_its_confirmation(
     page.keyboard.press("Enter")
     expect(page.locator("#job-status")).to_have_text("completed")
     assert world.tracker.store.get_job(newest[0]).retried_by == page.url.rsplit("/", 1)[1]
+
+
+def test_filters_suggest_what_exists_and_a_time_range_narrows(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    job = world.tasks["report"].delay("in range", user=USER).id
+    world.finished(job)
+    page.goto(f"{base}/?tab=all&owner_id={USER}")
+    offered = page.locator("#suggest-task_name option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+    assert world.tasks["report"].name in offered
+    assert USER in page.locator("#suggest-owner_id option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+    expect(page.locator('input[name="task_name"]')).to_have_attribute("list", "suggest-task_name")
+    page.select_option('select[name="window"]', "1h")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"window=1h"))
+    expect(page.locator(f'tr[data-job-id="{job}"]')).to_be_visible()
+    later = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+    page.select_option('select[name="window"]', "custom")
+    page.fill('form.filters input[name="from"]', later)
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("p.empty")).to_contain_text("match these filters")
+    expect(page.locator('form.filters input[name="from"]')).to_have_value(later)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from jobtrack.models import JobStatus, JobUpdate, QueueBacklog, WorkerActivity
 from jobtrack.store import Batch, Store
 
@@ -56,3 +58,26 @@ def test_queues_from_their_pending_jobs(store: Store) -> None:
         QueueBacklog("imports", pending=3, waiting=2, oldest_waiting=ago(120)),
         QueueBacklog("mail", pending=1, waiting=1, oldest_waiting=ago(5)),
     ]
+
+
+def test_filters_suggest_the_values_there_are(store: Store) -> None:
+    rows = [
+        JobUpdate.transition(
+            f"s{n}",
+            JobStatus.COMPLETED if n % 2 else JobStatus.PENDING,
+            task_name=f"app.task_{n % 3}",
+            job_type=None if n % 4 == 0 else f"type_{n % 2}",
+            owner_id=f"owner-{n % 2}",
+            queue="imports" if n < 5 else "mail",
+        )
+        for n in range(12)
+    ]
+    store.write_batch(Batch(rows))
+    assert store.suggest.values("task_name") == ["app.task_0", "app.task_1", "app.task_2"]
+    assert store.suggest.values("job_type") == ["type_0", "type_1"]  # no empty value
+    assert store.suggest.values("queue", limit=1) == ["imports"]
+    assert store.suggest.values("owner_id") == ["owner-0", "owner-1"]
+    # An owner-bound reader: its own jobs' values only (owner-1 has the odd jobs).
+    assert store.suggest.values("job_type", owner_id="owner-1") == ["type_1"]
+    with pytest.raises(ValueError, match="no suggestions for 'name'"):
+        store.suggest.values("name")
