@@ -113,6 +113,36 @@ CHARTED_SERIES = 8
 SUGGESTIONS_TTL_S = 60.0
 #: A bulk action's confirmation shows this many of the jobs it covers (the newest).
 BULK_SAMPLE = 10
+#: Insights' table marks a failure rate from this one up (a tenth of the jobs).
+HIGH_FAILURE_RATE = 0.1
+
+
+def _figure(name: str) -> Callable[[Any], tuple[bool, float | str]]:
+    """A sort key of Insights' table for one column (rows without the figure last)."""
+
+    def of(one: Any) -> tuple[bool, float | str]:
+        if name == "key":
+            return (False, one.key)
+        value = getattr(one.total, name, None) if one.total else None
+        return (value is None, value if value is not None else 0.0)
+
+    return of
+
+
+#: Insights' table's sortable columns.
+INSIGHT_SORTS: dict[str, Callable[[Any], tuple[bool, float | str]]] = {
+    name: _figure(name)
+    for name in (
+        "key",
+        "completed",
+        "failed",
+        "failure_rate",
+        "run_p50_ms",
+        "run_p95_ms",
+        "wait_p50_ms",
+        "wait_p95_ms",
+    )
+}
 #: The bulk actions each tab offers (on every job it shows, filters applied).
 BULK_BY_TAB: dict[str, tuple[str, ...]] = {
     "running": ("cancel", "pause"),
@@ -795,12 +825,22 @@ def add_pages(
         since: Annotated[str, Query(max_length=40)] = "24h",
         every: Annotated[str, Query(max_length=10)] = "1h",
         key: Annotated[str | None, Query(max_length=255)] = None,
+        sort: Annotated[str | None, Query(pattern="^-?(" + "|".join(INSIGHT_SORTS) + ")$")] = None,
     ) -> Response:
         """Per task (or job type): throughput, failure rate, run time and queue wait
-        over the window, as charts and a table (owner-bound visitors: their owner's)."""
+        over the window, as charts and a table (owner-bound visitors: their owner's); the
+        table sorted by a column (``sort=failure_rate``; ``-`` first: descending), failure
+        rates from :data:`HIGH_FAILURE_RATE` up marked."""
         who = visitor(request)
         found = insights_report(store, who, by=by, since=since, every=every, key=key or None)
         charted = found.series[:CHARTED_SERIES]
+        rows = list(found.series)
+        if sort:
+            name = sort.lstrip("-")
+            figure = INSIGHT_SORTS[name]
+            rows.sort(key=lambda one: one.key)
+            rows.sort(key=lambda one: figure(one)[1], reverse=sort.startswith("-"))
+            rows.sort(key=lambda one: figure(one)[0])  # rows without the figure last
         charts = [
             (
                 one,
@@ -830,6 +870,9 @@ def add_pages(
             "charts": charts,
             "patterns": PATTERNS,
             "params": {"by": by, "since": since, "every": every, "key": key},
+            "rows": rows,
+            "sort": sort,
+            "high_rate": HIGH_FAILURE_RATE,
         }
         return render(request, "insights.html", context)
 

@@ -425,10 +425,11 @@ def test_insights_charts_render_and_read_without_colour(site: tuple[World, str],
             ("billing.invoice", 12, 900),
             ("mail.send", 30, 120),
             ("etl.nightly", 2, 40_000),
+            ("pay.refund", 3, 300),
         ):
             for n in range(runs + (hour % 5) * 2):
                 finished_at = now - timedelta(hours=23 - hour, minutes=n % 50)
-                failed = (n + hour) % 11 == 0
+                failed = (n + hour) % 11 == 0 or (task == "pay.refund" and n % 3 == 0)
                 updates.append(
                     JobUpdate.transition(
                         f"ins-{task}-{hour}-{n}-{USER}",
@@ -469,6 +470,18 @@ def test_insights_charts_render_and_read_without_colour(site: tuple[World, str],
     expect(section.locator("svg.chart")).to_have_count(3)
     page.goto(f"{base}/insights?since=24h&every=1h")
     shot(page, "insights")
+    # Each chart titled; the table sorted by a column's heading; high failure rates marked.
+    expect(section.locator("figcaption")).to_have_text(
+        ["Throughput: completed and failed", "Run time, p50 and p95", "Queue wait, p50 and p95"]
+    )
+    page.locator('th a[data-sort="failure_rate"]').click()
+    expect(page).to_have_url(re.compile(r"sort=-failure_rate"))
+    expect(page.locator('th[aria-sort="descending"]')).to_contain_text("Failure rate")
+    cells = page.locator("#insights-table tbody td.rate").all_text_contents()
+    rates = [float(c.strip().rstrip("⚠ ").rstrip("%")) for c in cells if c.strip()]
+    assert rates == sorted(rates, reverse=True) and len(rates) >= 3
+    marks = page.locator("#insights-table tbody td.rate .high").all_text_contents()
+    assert marks and len(marks) == sum(1 for r in rates if r >= 10.0)
 
 
 def test_cancel_and_delete_ask_first_and_name_who_did_it(
