@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from .brokers import queue_depths
 from .errors import WorkersRefused
-from .models import Action
+from .models import Action, WorkerActivity
 from .store import Store
 
 __all__ = [
@@ -173,9 +173,9 @@ def survey(
 ) -> Survey:
     """Workers and queues now, from the rows, and from the workers and the broker when
     ``app`` is given."""
-    activity = {w.name: w for w in store.fleet.workers(now=now, window_s=window_s)}
     backlog = {q.queue: q for q in store.fleet.queues(now=now) if q.queue}
     stats, consumed, rates = inspect(app, timeout_s=timeout_s) if app is not None else ({}, {}, {})
+    activity = _by_node(store.fleet.workers(now=now, window_s=window_s), stats)
     workers = []
     for name in sorted(set(activity) | set(stats)):
         seen = activity.get(name)
@@ -221,6 +221,32 @@ def survey(
             )
         )
     return Survey(now, workers, queues, app is not None, len(stats), rates)
+
+
+def _by_node(seen: list[WorkerActivity], nodes: dict[str, Any]) -> dict[str, WorkerActivity]:
+    """The rows' workers under the names the live workers answer with. Celery gives a
+    task its worker's node name (``celery@host``) in some pools and the machine's host
+    name in others (the thread pool, prefork without its optimizations): a host name
+    that one live node runs on is that node's."""
+    found: dict[str, WorkerActivity] = {}
+    for one in seen:
+        on_host = [n for n in nodes if n.partition("@")[2] == one.name]
+        name = on_host[0] if one.name not in nodes and len(on_host) == 1 else one.name
+        had = found.get(name)
+        if had is not None:
+            one = WorkerActivity(
+                name,
+                running=had.running + one.running,
+                last_heartbeat=max(
+                    (t for t in (had.last_heartbeat, one.last_heartbeat) if t), default=None
+                ),
+                finished=had.finished + one.finished,
+                last_finished=max(
+                    (t for t in (had.last_finished, one.last_finished) if t), default=None
+                ),
+            )
+        found[name] = replace(one, name=name)
+    return found
 
 
 def _last_controls(store: Store) -> dict[str, Action]:

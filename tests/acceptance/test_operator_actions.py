@@ -464,11 +464,15 @@ def test_failure_groups_over_the_api_and_the_cli(world: World, pg_url: str) -> N
 def test_workers_and_queues_over_the_api(world: World, pg_url: str) -> None:
     c = api(world)
     queue = str(world.app.conf.task_default_queue)
+    world.finished(world.tasks["report"].delay("counted", user=U1).id)
     assert c.get("/api/workers", headers=auth(OP1)).status_code == 403  # bound to an owner
     found = c.get("/api/workers", headers=auth(VIEW)).json()
     assert found["inspected"] and found["answered"] == 1
     [worker] = [w for w in found["workers"] if w["online"]]
     assert worker["pool"] == "thread" and worker["queues"] == [queue]
+    # The thread pool's jobs carry the machine's host name, not the node's: they are
+    # that node's all the same (no second, silent worker of the same host).
+    assert worker["tasks_per_min"] > 0 and len(found["workers"]) == 1, found["workers"]
     assert c.post(f"/api/queues/{queue}/pause", headers=auth(VIEW)).status_code == 403
     try:
         paused = c.post(f"/api/queues/{queue}/pause", headers=auth(OP))
