@@ -554,7 +554,7 @@ def test_the_failed_tab_shows_what_nobody_handled_and_groups_it_by_error(
     page.goto(f"{base}/failures?owner_id={owner}")
     group = page.locator("tr.failure-group")
     expect(group).to_have_count(1)
-    expect(group.locator(".count")).to_have_text("2")
+    expect(group.locator(".jobs-count")).to_have_text("2")
     expect(group).to_contain_text("ConnectionError: upstream timed out for h-<id>-<n>")
     expect(group.locator("svg.spark rect.spark-bar")).to_have_count(24)
     shot(page, "failures")
