@@ -78,9 +78,9 @@ def generated(count: int) -> list[JobUpdate]:
             JobStatus.FAILED
             if roll < 0.07
             else JobStatus.RUNNING
-            if roll < 0.08
+            if roll < 0.0703  # a few: a pool of four has as many slots
             else JobStatus.PENDING
-            if roll < 0.09
+            if roll < 0.08
             else JobStatus.COMPLETED
         )
         ran = timedelta(milliseconds=rng.uniform(40, 9000))
@@ -98,7 +98,7 @@ def generated(count: int) -> list[JobUpdate]:
                 started_at=at if status is not JobStatus.PENDING else None,
                 completed_at=at + ran if finished else None,
                 duration_ms=int(ran.total_seconds() * 1000) if finished else None,
-                worker="celery@worker-1" if status is not JobStatus.PENDING else None,
+                worker=socket.gethostname() if status is not JobStatus.PENDING else None,
                 error_type=error if status is JobStatus.FAILED else None,
                 error_message=message.format(n=n % 50, h=uuid.uuid4().hex[:12])
                 if status is JobStatus.FAILED
@@ -204,9 +204,7 @@ def main() -> int:
     tracker = jobtrack.install(app, url, flush_interval_s=0.05)
     store = tracker.store
     store.write_batch(Batch(generated(args.jobs)))
-    with start_worker(
-        app, pool="threads", concurrency=4, perform_ping_check=False, hostname="celery@worker-1"
-    ):
+    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False):
         done = tasks["import"].delay("products-march.csv", 120, user="acme").id
         failed = tasks["sync"].delay("globex", user="globex").id
         closed = tasks["close"].delay("2026-Q3", user="acme").id
