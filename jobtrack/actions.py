@@ -46,6 +46,7 @@ from .control import (
 )
 from .errors import JobNotFound, JobtrackError
 from .models import (
+    ACTION_JOB_TYPE,
     BULK_ACTIONS,
     PAUSABLE,
     RETRYABLE,
@@ -79,8 +80,6 @@ __all__ = [
 
 log = logging.getLogger("jobtrack.actions")
 
-#: The job_type of the jobtrack job that tracks a bulk action's run.
-ACTION_JOB_TYPE = "jobtrack.action"
 #: Retries published by a bulk action get ids derived from the action and the job, in
 #: this namespace: a resumed run that sends one again makes no second job.
 _RETRY_IDS = uuid.UUID("6a6f6274-7261-636b-2d62-756c6b726574")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 __all__ = [
+    "ACTION_JOB_TYPE",
     "ACTIVE",
     "BULK_ACTIONS",
     "CANCEL_REQUESTED_SEQ",
@@ -870,6 +871,10 @@ class FailureGroup:
 
 
 # -- workers and queues, as jobtrack's rows show them -------------------------------------
+
+#: The job_type of the jobtrack job that tracks a bulk action's run (its ``worker`` is
+#: the process that runs it, not a Celery worker).
+ACTION_JOB_TYPE = "jobtrack.action"
 
 
 @dataclass(frozen=True)

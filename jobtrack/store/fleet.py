@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, case, func, or_, select
 
-from ..models import JobStatus, QueueBacklog, WorkerActivity
+from ..models import ACTION_JOB_TYPE, JobStatus, QueueBacklog, WorkerActivity
 from ..schema import jobs
 
 __all__ = ["FleetQueries"]
@@ -29,11 +29,12 @@ class FleetQueries:
 
     def workers(self, *, now: datetime, window_s: float = 300.0) -> list[WorkerActivity]:
         """Each worker that runs a job now or finished one in the ``window_s`` before
-        ``now``, by name."""
+        ``now``, by name (bulk actions' runs, tracked as jobs, are not workers)."""
         since = now - timedelta(seconds=window_s)
+        not_runs = or_(jobs.c.job_type.is_(None), jobs.c.job_type != ACTION_JOB_TYPE)
         running = (
             select(jobs.c.worker, func.count(), func.max(jobs.c.heartbeat_at))
-            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.worker.is_not(None))
+            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.worker.is_not(None), not_runs)
             .group_by(jobs.c.worker)
         )
         finished = (
@@ -42,6 +43,7 @@ class FleetQueries:
                 jobs.c.status.in_([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
                 jobs.c.completed_at >= since,
                 jobs.c.worker.is_not(None),
+                not_runs,
             )
             .group_by(jobs.c.worker)
         )
