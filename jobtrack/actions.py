@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import leases
+from . import fleet, leases
 from .brokers import find_messages
 from .control import (
     ACTION_HEADER,
@@ -47,6 +47,7 @@ from .control import (
 )
 from .errors import JobNotFound, JobtrackError
 from .models import (
+    ACTION_JOB_TYPE,
     BULK_ACTIONS,
     PAUSABLE,
     RETRYABLE,
@@ -70,6 +71,8 @@ __all__ = [
     "CLI",
     "Actor",
     "BulkRun",
+    "bulk_filter",
+    "change_workers",
     "delete_job",
     "perform",
     "replay_job",
@@ -78,8 +81,6 @@ __all__ = [
 
 log = logging.getLogger("jobtrack.actions")
 
-#: The job_type of the jobtrack job that tracks a bulk action's run.
-ACTION_JOB_TYPE = "jobtrack.action"
 #: Retries published by a bulk action get ids derived from the action and the job, in
 #: this namespace: a resumed run that sends one again makes no second job.
 _RETRY_IDS = uuid.UUID("6a6f6274-7261-636b-2d62-756c6b726574")
@@ -138,8 +139,20 @@ def perform(
         raise
     result_id = result if action == "retry" else None
     outcome = f"new job {result}" if action == "retry" and result != job_id else result
+    if action == "retry" and result != job_id:  # (a retry of failed items reruns the job)
+        _mark_retried(tracker, job_id, result)
     _record_single(tracker, actor, action, job_id, options, TargetState.DONE, result_id, outcome)
     return result
+
+
+def _mark_retried(tracker: Tracker, job_id: str, new_id: str) -> None:
+    """The failure is handled: its ``retried_by`` names the new job."""
+    try:
+        tracker.store.mark_retried([(job_id, new_id)])
+    except JobtrackError:  # the retry happened; the link is what is missing
+        log.exception(
+            "could not link the job to its retry", extra={"job_id": job_id, "action": "retry"}
+        )
 
 
 def _record_single(
@@ -185,6 +198,79 @@ def _new_job_like(job: Job, new_id: str, **fields: Any) -> JobUpdate:
         ref=job.ref,
         **fields,
     )
+
+
+# -- workers and queues ------------------------------------------------------------------
+
+
+def change_workers(app: Any, tracker: Tracker, actor: Actor, action: str, **given: Any) -> str:
+    """Change what the live workers do, through Celery's remote control, and add it to
+    the audit trail: ``queue-pause`` / ``queue-resume`` (``queue``; a pause records the
+    workers it stopped, and the resume after it starts those again), ``worker-scale``
+    (``worker``, ``concurrency``), ``rate-limit`` (``task``, ``rate``). Returns what the
+    workers said; what they refused (or nobody answered) is recorded too, then raised
+    (:class:`~jobtrack.errors.WorkersRefused`)."""
+    given = dict(given)
+
+    def pause() -> str:
+        outcome, workers = fleet.pause_queue(app, given["queue"])
+        given["workers"] = workers  # what a resume starts again
+        return outcome
+
+    def resume() -> str:
+        outcome, workers = fleet.resume_queue(
+            app, given["queue"], workers=_paused_on(tracker, given["queue"])
+        )
+        given["workers"] = workers
+        return outcome
+
+    calls: dict[str, Callable[[], str]] = {
+        "queue-pause": pause,
+        "queue-resume": resume,
+        "worker-scale": lambda: fleet.scale_pool(app, given["worker"], given["concurrency"]),
+        "rate-limit": lambda: fleet.rate_limit(app, given["task"], given["rate"]),
+    }
+    if action not in calls:
+        raise ValueError(f"unknown control {action!r}: one of {', '.join(calls)}")
+    try:
+        outcome = calls[action]()
+    except JobtrackError as exc:
+        _record_control(tracker, actor, action, given, "failed", str(exc))
+        raise
+    _record_control(tracker, actor, action, given, "completed", outcome)
+    return outcome
+
+
+def _paused_on(tracker: Tracker, queue: str) -> list[str] | None:
+    """The workers the queue's last pause stopped (if its last control was a pause)."""
+    for action in tracker.store.list_actions(limit=100, kinds=fleet.QUEUE_ACTIONS):
+        if (action.options or {}).get("queue") != queue or action.status != "completed":
+            continue
+        workers = (action.options or {}).get("workers")
+        if action.action == "queue-pause" and isinstance(workers, list):
+            return [str(w) for w in workers]
+        return None
+    return None
+
+
+def _record_control(
+    tracker: Tracker, actor: Actor, action: str, given: dict[str, Any], status: str, outcome: str
+) -> None:
+    try:
+        tracker.store.record_action(
+            action,
+            actor=actor.name,
+            role=actor.role,
+            owner_id=actor.owner_id,
+            options=given,
+            status=status,
+            outcome=outcome,
+        )
+    except JobtrackError:  # it happened; a missing audit line must not hide it
+        log.exception(
+            "could not record the control in the audit trail",
+            extra={"job_id": None, "action": action},
+        )
 
 
 # -- replay ------------------------------------------------------------------------------
@@ -242,6 +328,7 @@ def replay_job(
     except Exception as exc:
         tracker.fail_job(new_id, f"could not be published: {exc}")
         raise
+    _mark_retried(tracker, job_id, new_id)
     _record_single(
         tracker, actor, "replay", job_id, {}, TargetState.DONE, new_id, f"new job {new_id}"
     )
@@ -249,6 +336,14 @@ def replay_job(
 
 
 # -- every job a filter matches ----------------------------------------------------------
+
+
+def bulk_filter(action: str, where: JobFilter, *, include_retried: bool = False) -> JobFilter:
+    """What a bulk action covers of what ``where`` matches: a retry leaves out the jobs
+    an operator retried (or replayed) already, unless ``include_retried``."""
+    if action == "retry" and not include_retried and where.handled is None:
+        return where.where(handled=False)
+    return where
 
 
 def start_bulk(
@@ -262,11 +357,14 @@ def start_bulk(
 ) -> int:
     """Record a bulk action on every job ``where`` matches (run it with
     :class:`BulkRun`); returns its id. An empty filter is refused (``ValueError``)
-    unless ``every`` says "every job" explicitly."""
+    unless ``every`` says "every job" explicitly. A retry covers only the jobs not
+    retried already (see :func:`bulk_filter`) unless ``options`` says
+    ``include_retried``."""
     if action not in BULK_ACTIONS:
         raise ValueError(f"unknown action {action!r}: one of {', '.join(BULK_ACTIONS)}")
     if where.is_empty() and not every:
         raise ValueError("an empty filter: name what to act on, or say all explicitly")
+    where = bulk_filter(action, where, include_retried=bool((options or {}).get("include_retried")))
     return tracker.store.record_action(
         action,
         actor=actor.name,
@@ -491,12 +589,17 @@ class BulkRun:
     def _retry(self, batch: list[WorkItem], action: Action) -> list[tuple[str, str, str | None]]:
         outcomes, ready, superseded = [], [], []
         sent = self._sent_already([item for item in batch if item.state == TargetState.SENDING])
+        again = bool((action.options or {}).get("include_retried"))
         for item in batch:
             job = item.job
             if item.result_id in sent:  # published before the run that sent it died
                 outcomes.append(_outcome(item, TargetState.DONE))
             elif job is None:
                 outcomes.append(_outcome(item, TargetState.SKIPPED, "gone: deleted meanwhile"))
+            elif job.retried_by and job.retried_by != item.result_id and not again:
+                outcomes.append(  # retried meanwhile, by another action
+                    _outcome(item, TargetState.SKIPPED, f"retried already, as {job.retried_by}")
+                )
             elif job.status not in RETRYABLE:
                 outcomes.append(
                     _outcome(

@@ -1,24 +1,31 @@
-"""What jobtrack can ask a broker directly: whether messages are in it.
+"""What jobtrack can ask a broker directly: how many messages wait in a queue, and
+whether given messages are in it.
 
-Two callers need it. A bulk action resuming after its run died, for the one batch it
-was publishing when it died: a message found here was sent, so it is not sent again
-(:func:`find_messages`). And the reaper, for jobs still ``pending`` long after they were
-queued: a job whose message is in no queue and held by no worker (purged, or dropped
-as expired) will never run (:func:`vanished_messages`). Redis is read (the queue lists
-and the hash of messages delivered but not acknowledged, as Kombu's Redis transport
-keeps them); other brokers answer None ("cannot tell") and the caller takes the safe
-way (see :mod:`jobtrack.actions` and :mod:`jobtrack.maintenance`). RabbitMQ offers no
-way to read a queue without taking its messages, nor those a consumer holds.
+* :func:`queue_depths`: the Workers & Queues view's depth of each queue, by a passive
+  declare (Kombu's Redis transport counts its lists, RabbitMQ answers its count; it
+  creates nothing).
+* :func:`find_messages`: a bulk action resuming after its run died, for the one batch it
+  was publishing when it died: a message found here was sent, so it is not sent again.
+* :func:`vanished_messages`: the reaper, for jobs still ``pending`` long after they were
+  queued: a job whose message is in no queue and held by no worker (purged, or dropped
+  as expired) will never run.
+
+Redis is read (the queue lists and the hash of messages delivered but not acknowledged,
+as Kombu's Redis transport keeps them); other brokers answer None ("cannot tell") and the
+caller takes the safe way (see :mod:`jobtrack.actions` and :mod:`jobtrack.maintenance`).
+RabbitMQ offers no way to read a queue without taking its messages, nor those a consumer
+holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["find_messages", "vanished_messages"]
+__all__ = ["find_messages", "queue_depths", "vanished_messages"]
 
 log = logging.getLogger("jobtrack.brokers")
 
@@ -132,3 +139,30 @@ def vanished_messages(
             extra={"job_id": None, "action": "vanished messages"},
         )
         return None
+
+
+def queue_depths(app: Any, queues: Iterable[str]) -> dict[str, int | None]:
+    """How many messages wait in each queue, as the broker says (a passive declare); 0
+    for a queue the broker does not have (nothing was ever sent to it, or Redis holds
+    no list for it: it is empty), None where the broker could not be asked."""
+    names = sorted(set(queues))
+    depths: dict[str, int | None] = dict.fromkeys(names)
+    try:
+        with app.connection_for_read() as conn:
+            for name in names:
+                channel = conn.channel()
+                try:
+                    depths[name] = int(channel.queue_declare(queue=name, passive=True)[1])
+                except conn.channel_errors as exc:  # 404: no such queue, nothing in it
+                    if "NOT_FOUND" in str(exc) or getattr(exc, "code", None) == 404:
+                        depths[name] = 0
+                finally:
+                    with contextlib.suppress(Exception):
+                        channel.close()
+    except Exception as exc:  # a broker we cannot reach: the view says "unknown"
+        log.warning(
+            "could not read the queues' depths (%s)",
+            exc,
+            extra={"job_id": None, "action": "queue depths"},
+        )
+    return depths

@@ -30,18 +30,22 @@ from .models import FINISHED, ItemStatus, JobFilter, JobStatus
 from .settings import Settings
 from .spool import DeadLetter, Spool
 from .store import Store, describe_url
+from .store.failures import HOURS as FAILURE_HOURS
 from .tracker import Tracker, active_tracker_or_none, open_store
 from .views import (
     actions_table,
     dead_letters_table,
+    failures_table,
     items_table,
     job_detail,
     job_list_table,
     log_lines,
     progress_table,
+    queues_view,
     stats_view,
     tree_view,
     trends_view,
+    workers_view,
 )
 from .workflows import build_tree
 
@@ -444,6 +448,12 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             ),
             option("--workflow", help="Every job of the workflow whose root is this job id."),
             option("--group", help="The members of this group or chord header (group id)."),
+            option(
+                "--unhandled",
+                is_flag=True,
+                help="Only jobs no operator retried or replayed yet (no retried_by).",
+            ),
+            option("--error-group", help="The jobs of this failure group (failures ls)."),
         ]
     ):
         command = decorator(command)
@@ -455,6 +465,7 @@ def _job_filter(
     since: str | None,
     until: str | None,
     ids: tuple[str, ...] = (),
+    unhandled: bool = False,
     **fields: str | None,
 ) -> JobFilter:
     return JobFilter.of(
@@ -462,6 +473,7 @@ def _job_filter(
         ids=list(ids) or None,
         since=_since(since),
         until=_since(until),
+        handled=False if unhandled else None,
         **fields,
     )
 
@@ -624,8 +636,11 @@ def _bulk_command(action: str, summary: str) -> None:
         yes: bool,
         rate: float | None,
         terminate: bool = False,
+        include_retried: bool = False,
         **filters: Any,
     ) -> None:
+        from .actions import CLI, BulkRun, bulk_filter, start_bulk
+
         if filters.get("workflow"):
             filters["workflow"] = obj.job_id(filters["workflow"], must_exist=False)
         ids = tuple(obj.job_id(given, must_exist=False) for given in ids)
@@ -634,7 +649,9 @@ def _bulk_command(action: str, summary: str) -> None:
             raise click.UsageError(
                 "an empty filter: give filter options or --id, or --all for every job"
             )
-        matched = obj.store.count_matching(where)
+        matched = obj.store.count_matching(
+            bulk_filter(action, where, include_retried=include_retried)
+        )
         console.print(f"{matched:,} job(s) match", highlight=False)
         if dry_run or not matched:
             return
@@ -644,9 +661,8 @@ def _bulk_command(action: str, summary: str) -> None:
             app, tracker = obj.tracked_app() if obj.has_app() else (None, obj.tracker())
         else:
             app, tracker = obj.tracked_app()
-        from .actions import CLI, BulkRun, start_bulk
-
-        options = {"terminate": True} if terminate else None
+        chosen = {"terminate": terminate, "include_retried": include_retried}
+        options = {k: True for k, v in chosen.items() if v} or None
         action_id = start_bulk(tracker, CLI, action, where, every=every, options=options)
         console.print(f"action #{action_id}: {action}", highlight=False)
         _run_bulk(BulkRun(app, tracker, action_id, rate_per_s=rate))
@@ -656,6 +672,12 @@ def _bulk_command(action: str, summary: str) -> None:
         option("--terminate", is_flag=True, help="Also stop running jobs at once (SIGTERM).")(
             command
         )
+    if action == "retry":
+        option(
+            "--include-retried",
+            is_flag=True,
+            help="Also the jobs an operator retried (or replayed) already; left out otherwise.",
+        )(command)
 
 
 _BULK_HELP = """
@@ -669,7 +691,8 @@ for _action, _summary in (
     (
         "retry",
         "Retry every failed, cancelled or lost job the filter matches (needs -A); "
-        "jobs whose input was not stored whole are skipped.",
+        "jobs retried already (unless --include-retried) and jobs whose input was not "
+        "stored whole are skipped.",
     ),
     ("cancel", "Cancel every job the filter matches (needs -A); finished ones are skipped."),
     ("pause", "Pause every job the filter matches (needs -A)."),
@@ -709,6 +732,151 @@ def _run_bulk(run: Any) -> None:
     )
     if done.failed:
         sys.exit(1)
+
+
+@main.group()
+def failures() -> None:
+    """Failed jobs grouped by what failed: task, error type and masked message."""
+
+
+@failures.command("ls")
+@option("--task", "task_name", help="Celery task name")
+@option("--type", "job_type", help="job_type")
+@option("--queue")
+@option("--owner", "owner_id", help="owner_id")
+@option("--limit", type=click.IntRange(1, 1000), default=50)
+@option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def failures_ls(obj: Context, /, limit: int, as_json: bool, **filters: str | None) -> None:
+    """Failure groups: failed and lost jobs nobody retried or replayed yet, grouped by
+    task, error type and message (numbers, ids and quoted values masked), the most
+    recently seen first, with their counts over the last 24 hours. Retry a group with
+    jobs retry --error-group KEY --status failed --status lost."""
+    now = datetime.now(UTC)
+    found = obj.store.failures.groups(JobFilter.of(**filters), now=now, limit=limit)
+    if as_json:
+        _dump(
+            {
+                "groups": [dataclasses.asdict(g) for g in found],
+                "hours_from": now - timedelta(hours=FAILURE_HOURS),
+            }
+        )
+        return
+    if not found:
+        console.print("no unhandled failures")
+        return
+    console.print(failures_table(found))
+
+
+def _survey(obj: Context) -> Any:
+    from .fleet import survey
+
+    app = obj.celery_app() if obj.has_app() else None
+    return survey(app, obj.store, now=datetime.now(UTC))
+
+
+def _survey_json(found: Any, part: str) -> None:
+    _dump(
+        {
+            "at": found.at,
+            "inspected": found.inspected,
+            "answered": found.answered,
+            part: [
+                {**dataclasses.asdict(x), **({"paused": x.paused} if part == "queues" else {})}
+                for x in getattr(found, part)
+            ],
+            **({"rate_limits": found.rate_limits} if part == "workers" else {}),
+        }
+    )
+
+
+@main.group(invoke_without_command=True)
+@option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def workers(ctx: click.Context, as_json: bool) -> None:
+    """The workers: pool and size, busy slots, tasks a minute, last heartbeat, the
+    queues each consumes (from jobtrack's rows, and with -A from the workers
+    themselves). Subcommands change them (needs -A; recorded in the audit trail)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = _survey(ctx.obj)
+    if as_json:
+        _survey_json(found, "workers")
+        return
+    if not found.workers:
+        console.print("no worker seen (none running a job or finishing one lately)")
+    else:
+        console.print(workers_view(found))
+    for task, rate in sorted(found.rate_limits.items()):
+        console.print(f"rate limit in effect: {task} {rate}", highlight=False)
+    if not found.inspected:
+        errors.print("without -A the workers are not asked: their rows only")
+
+
+def _control(obj: Context, action: str, **given: Any) -> None:
+    from .actions import CLI, change_workers
+
+    app, tracker = obj.tracked_app()
+    try:
+        console.print(change_workers(app, tracker, CLI, action, **given), highlight=False)
+    except JobtrackError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@workers.command("scale")
+@click.argument("worker")
+@click.argument("concurrency", type=click.IntRange(1, 1000))
+@click.pass_obj
+def workers_scale(obj: Context, worker: str, concurrency: int) -> None:
+    """Grow or shrink WORKER's pool (celery@host, or the host) to CONCURRENCY
+    processes (prefork pools; needs -A)."""
+    _control(obj, "worker-scale", worker=worker, concurrency=concurrency)
+
+
+@workers.command("rate-limit")
+@click.argument("task")
+@click.argument("rate")
+@click.pass_obj
+def workers_rate_limit(obj: Context, task: str, rate: str) -> None:
+    """Set TASK's rate limit on every live worker: 10/s, 100/m, 1000/h, or 0 for none
+    (needs -A)."""
+    _control(obj, "rate-limit", task=task, rate=rate)
+
+
+@main.group(invoke_without_command=True)
+@option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool) -> None:
+    """The queues: depth in the broker, jobs queued per jobtrack, the oldest one's
+    wait, which live workers consume each; a queue with jobs and no consumer is a
+    problem (with -A; without it, jobtrack's rows only)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = _survey(ctx.obj)
+    if as_json:
+        _survey_json(found, "queues")
+        return
+    console.print(queues_view(found))
+    if not found.inspected:
+        errors.print(
+            "without -A neither the workers nor the broker are asked: jobtrack's rows only"
+        )
+
+
+@queues.command("pause")
+@click.argument("queue")
+@click.pass_obj
+def queues_pause(obj: Context, queue: str) -> None:
+    """Every live worker stops consuming QUEUE: its jobs wait in the broker (needs -A)."""
+    _control(obj, "queue-pause", queue=queue)
+
+
+@queues.command("resume")
+@click.argument("queue")
+@click.pass_obj
+def queues_resume(obj: Context, queue: str) -> None:
+    """Every live worker consumes QUEUE again (needs -A)."""
+    _control(obj, "queue-resume", queue=queue)
 
 
 @main.group()

@@ -14,6 +14,7 @@ __all__ = [
     "QueryTimeout",
     "ReplicaUnavailable",
     "StoreError",
+    "WorkersRefused",
 ]
 
 
@@ -65,6 +66,16 @@ class NotInstalled(JobtrackError, RuntimeError):
         super().__init__(
             "jobtrack is not installed in this process: call jobtrack.install(app) first"
         )
+
+
+class WorkersRefused(JobtrackError, ValueError):
+    """The workers did not do what an operator asked of them (pause a queue, resize a
+    pool, set a rate limit): none answered, or each one refused."""
+
+    def __init__(self, action: str, subject: str, reason: str) -> None:
+        self.action = action
+        self.subject = subject
+        super().__init__(f"cannot {action} {subject}: {reason}")
 
 
 class NotSupported(JobtrackError):

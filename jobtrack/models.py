@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import operator
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 __all__ = [
+    "ACTION_JOB_TYPE",
     "ACTIVE",
     "BULK_ACTIONS",
     "CANCEL_REQUESTED_SEQ",
     "DELETABLE",
     "ERRORED",
+    "ERROR_MASKS",
     "EVENT_COLUMNS",
     "FILTER_FIELDS",
     "FINISHED",
@@ -34,6 +38,7 @@ __all__ = [
     "Count",
     "Event",
     "EventRow",
+    "FailureGroup",
     "Item",
     "ItemStatus",
     "Job",
@@ -41,6 +46,7 @@ __all__ = [
     "JobStatus",
     "JobUpdate",
     "LogLine",
+    "QueueBacklog",
     "Resumed",
     "Row",
     "Scope",
@@ -48,6 +54,9 @@ __all__ = [
     "Stats",
     "Stop",
     "Trend",
+    "WorkerActivity",
+    "error_group_of",
+    "masked_error",
     "merge_row",
     "paused_in_queue",
     "progress_applies",
@@ -261,6 +270,11 @@ class Job:
     replay_of: str | None = None
     #: When the job should finish at its recent pace (running jobs with a known end).
     eta_at: datetime | None = None
+    #: The job an operator retried or replayed this one as (the newest): a failure
+    #: with one is handled.
+    retried_by: str | None = None
+    #: The failure group of its error (see :func:`error_group_of`).
+    error_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -369,6 +383,11 @@ class JobFilter:
     workflow: str | None = None
     #: The members of one group or chord header (Celery's ``group_id``).
     group: str | None = None
+    #: False: jobs no operator retried or replayed yet (``retried_by`` empty); True:
+    #: those one did.
+    handled: bool | None = None
+    #: The jobs of one failure group (:func:`error_group_of`).
+    error_group: str | None = None
 
     @classmethod
     def of(
@@ -385,7 +404,10 @@ class JobFilter:
             if status is None
             else tuple(JobStatus(s) for s in ([status] if isinstance(status, str) else status))
         )
-        given = {name: value or None for name, value in fields.items()}
+        given: dict[str, Any] = {
+            name: value if isinstance(value, bool) else value or None
+            for name, value in fields.items()
+        }
         return cls(status=statuses, ids=None if ids is None else tuple(ids), **given)
 
     def where(self, **changes: Any) -> JobFilter:
@@ -428,6 +450,10 @@ class JobFilter:
                 given[name] = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(
                     UTC
                 )
+            elif name == "handled":
+                if not isinstance(value, bool):
+                    raise ValueError("filter field 'handled' takes true or false")
+                given[name] = value
             elif name in ("status", "ids"):
                 values = [value] if isinstance(value, str) else value
                 if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -495,8 +521,14 @@ class Action:
     finished_at: datetime | None = None
 
     def scope(self) -> str:
-        """What it covered, in one line: its job ids, or its filter's fields."""
+        """What it covered, in one line: its job ids, or its filter's fields (a control
+        of workers, which covers no job: what it named, ``queue=imports``)."""
         where = dict(self.filter or {})
+        if not where and self.options:
+            return " ".join(
+                f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                for k, v in dict(self.options).items()
+            )
         ids = where.pop("ids", None)
         shown = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in where.items()]
         if ids:
@@ -906,3 +938,97 @@ def merge_row(row: Row, newer: Row) -> None:
     if wins:
         row["status"] = newer["status"]
         row["state_seq"] = new_seq
+
+
+# -- failure groups ----------------------------------------------------------------------
+
+#: What a failure group leaves out of an error message, in this order: quoted values,
+#: UUIDs, runs of 8 or more hex digits (hashes), words of letters and digits (ids such
+#: as ``e5b6b``, ``user42``, ``30s``), then numbers. The same patterns run in PostgreSQL
+#: (``schema.error_group_sql``: a trigger keeps ``jobs.error_group``) and here (SQLite
+#: reads its groups in Python), each written so that both regular expression engines
+#: match the same text (an alternation's branches start with different characters: no
+#: leftmost-longest against leftmost-first difference).
+ERROR_MASKS: tuple[tuple[str, str], ...] = (
+    ("'[^']*'", "'…'"),
+    ('"[^"]*"', '"…"'),
+    ("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<id>"),
+    ("[0-9a-fA-F]{8,}", "<id>"),
+    ("[A-Za-z_]+[0-9][A-Za-z0-9_]*|[0-9]+[A-Za-z_][A-Za-z0-9_]*", "<id>"),
+    ("[0-9]+", "<n>"),
+)
+#: A failure group reads this much of an error message (the start says what failed).
+ERROR_GROUP_CHARS = 1000
+_MASKS = tuple((re.compile(pattern), replacement) for pattern, replacement in ERROR_MASKS)
+
+
+def masked_error(message: str | None) -> str:
+    """An error message as its failure group shows it: its start, with numbers, ids
+    and quoted values masked ("upstream db-7 timed out after 30s" becomes "upstream
+    db-<n> timed out after <n>s")."""
+    text = (message or "")[:ERROR_GROUP_CHARS]
+    for pattern, replacement in _MASKS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def error_group_of(
+    task_name: str | None, error_type: str | None, error_message: str | None
+) -> str | None:
+    """The failure group of an error: failed jobs of one task, with one error type and
+    the same message once masked (:func:`masked_error`), share it. None with no error."""
+    if error_type is None and error_message is None:
+        return None
+    key = f"{task_name or ''}\x1f{error_type or ''}\x1f{masked_error(error_message)}"
+    return hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed (and lost) jobs no operator handled yet, of one task with one error type
+    and message once masked: how many, when first and last seen, how many an hour over
+    the last 24 hours (``hourly``, oldest first, the last ending now), and the newest
+    of them (``example_id``, its message as written)."""
+
+    key: str | None
+    task_name: str | None
+    error_type: str | None
+    message: str
+    count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    hourly: tuple[int, ...] = ()
+    example_id: str | None = None
+    example_message: str | None = None
+
+
+# -- workers and queues, as jobtrack's rows show them -------------------------------------
+
+#: The job_type of the jobtrack job that tracks a bulk action's run (its ``worker`` is
+#: the process that runs it, not a Celery worker).
+ACTION_JOB_TYPE = "jobtrack.action"
+
+
+@dataclass(frozen=True)
+class WorkerActivity:
+    """A worker (Celery's hostname, ``celery@host``) as its jobs' rows show it: the
+    jobs running on it now, its newest heartbeat, and the jobs it finished in the
+    window asked for."""
+
+    name: str
+    running: int = 0
+    last_heartbeat: datetime | None = None
+    finished: int = 0
+    last_finished: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueueBacklog:
+    """A queue as jobtrack's rows show it: jobs published to it and not started
+    (``pending``), of which ``waiting`` are due (no ETA ahead), the oldest of those
+    since ``oldest_waiting``."""
+
+    queue: str | None
+    pending: int = 0
+    waiting: int = 0
+    oldest_waiting: datetime | None = None

@@ -38,9 +38,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.postgresql import JSONB
 
+from .models import ERROR_GROUP_CHARS, ERROR_MASKS
+
 __all__ = [
     "CHANGES_INDEX",
     "DIALECT_ONLY_INDEXES",
+    "ERROR_GROUP_FUNCTION_DDL",
+    "ERROR_GROUP_TRIGGERS_DDL",
+    "FAILURES",
+    "FAILURE_GROUPS_INDEX",
+    "FAILURE_GROUPS_INDEX_DDL",
     "FULLTEXT_INDEX",
     "ID_PREFIX_INDEX",
     "ID_PREFIX_INDEX_DDL",
@@ -66,6 +73,7 @@ __all__ = [
     "alert_seen",
     "alert_state",
     "alerts",
+    "error_group_sql",
     "job_events",
     "job_items",
     "job_logs",
@@ -225,6 +233,16 @@ jobs = Table(
         comment="the job an operator replayed (with edited arguments) as this one",
     ),
     Column("eta_at", UTCDateTime, comment="estimated finish, from the recent progress rate"),
+    Column(
+        "retried_by",
+        String(ID_LENGTH),
+        comment="the job an operator retried or replayed this one as (the newest)",
+    ),
+    Column(
+        "error_group",
+        String(32),
+        comment="the failure group of its error (PostgreSQL: kept by a trigger)",
+    ),
     Index(None, "status", "created_at"),
     # Jobs that finished in a window (alert rules: failed, failure rate, item failures).
     Index(None, "status", "completed_at"),
@@ -519,8 +537,55 @@ SEARCH_WORDS = f"array_remove(regexp_split_to_array(lower({SEARCH_TEXT}), '[^[:a
 #: The word index over :data:`SEARCH_WORDS` (PostgreSQL, revision 0011).
 WORDS_INDEX = "ix_jobs_search_words"
 WORDS_INDEX_DDL = f"CREATE INDEX IF NOT EXISTS {WORDS_INDEX} ON jobs USING gin ({SEARCH_WORDS})"
-#: Indexes revisions 0009 and 0011 make on PostgreSQL only, outside ``metadata``.
-POSTGRESQL_ONLY_INDEXES = (SEARCH_INDEX, ID_PREFIX_INDEX, WORDS_INDEX)
+
+
+#: The failure group of a row's error, in SQL (PostgreSQL): ``models.error_group_of``
+#: spelled with the same masks (``models.ERROR_MASKS``), over the row ``row`` names
+#: (``NEW`` in a trigger, ``jobs`` in an update).
+def error_group_sql(row: str) -> str:
+    masked = f"left(coalesce({row}.error_message, ''), {ERROR_GROUP_CHARS})"
+    for pattern, replacement in ERROR_MASKS:
+        masked = f"regexp_replace({masked}, {_quoted(pattern)}, {_quoted(replacement)}, 'g')"
+    return (
+        f"CASE WHEN {row}.error_type IS NULL AND {row}.error_message IS NULL THEN NULL "
+        f"ELSE md5(coalesce({row}.task_name, '') || chr(31) || coalesce({row}.error_type, '') "
+        f"|| chr(31) || {masked}) END"
+    )
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+#: PostgreSQL keeps ``jobs.error_group`` with a trigger (revision 0015): a row whose task,
+#: error type or message changes gets its group in the same statement, whichever process
+#: writes it, with no cost to rows without an error (the triggers' WHEN clauses). SQLite
+#: has no regular expressions: its groups are read in Python (``models.error_group_of``).
+ERROR_GROUP_FUNCTION_DDL = (
+    "CREATE OR REPLACE FUNCTION jobtrack_error_group() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN NEW.error_group := {error_group_sql('NEW')}; RETURN NEW; END $$"
+)
+ERROR_GROUP_TRIGGERS_DDL = (
+    "CREATE TRIGGER jobtrack_error_group_insert BEFORE INSERT ON jobs FOR EACH ROW "
+    "WHEN (NEW.error_type IS NOT NULL OR NEW.error_message IS NOT NULL) "
+    "EXECUTE FUNCTION jobtrack_error_group()",
+    "CREATE TRIGGER jobtrack_error_group_update BEFORE UPDATE ON jobs FOR EACH ROW "
+    "WHEN (NEW.error_message IS DISTINCT FROM OLD.error_message "
+    "OR NEW.error_type IS DISTINCT FROM OLD.error_type "
+    "OR NEW.task_name IS DISTINCT FROM OLD.task_name) "
+    "EXECUTE FUNCTION jobtrack_error_group()",
+)
+#: The failures no operator handled yet, by group and time (PostgreSQL, revision 0015):
+#: the failure groups are read from this index alone, however many jobs finished well.
+FAILURE_GROUPS_INDEX = "ix_jobs_failure_groups"
+FAILURES = "status IN ('failed', 'lost') AND retried_by IS NULL"
+FAILURE_GROUPS_INDEX_DDL = (
+    f"CREATE INDEX IF NOT EXISTS {FAILURE_GROUPS_INDEX} ON jobs (error_group, completed_at) "
+    f"INCLUDE (updated_at) WHERE {FAILURES}"
+)
+
+#: Indexes revisions 0009, 0011 and 0015 make on PostgreSQL only, outside ``metadata``.
+POSTGRESQL_ONLY_INDEXES = (SEARCH_INDEX, ID_PREFIX_INDEX, WORDS_INDEX, FAILURE_GROUPS_INDEX)
 #: The change cursor of the live stream where the database has no LISTEN/NOTIFY (MySQL,
 #: MariaDB; revision 0017): the jobs changed since a moment are one range of it, however
 #: many jobs the table holds. PostgreSQL is told of changes at commit instead, and pays

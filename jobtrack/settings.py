@@ -150,8 +150,9 @@ class Settings:
     #: A bulk action's jobs are taken, recorded and published this many at a time; a run
     #: killed mid-way sends at most one such batch again when it is resumed.
     action_batch_size: int = 500
-    #: API tokens, comma-separated ``token=role`` or ``token=role:owner_id`` (role
-    #: ``viewer`` or ``operator``). Without any, only loopback clients are served.
+    #: API tokens, comma-separated ``[name:]token=role[:owner_id]`` (role ``viewer`` or
+    #: ``operator``; the name is what the audit trail shows, else ``token N``). Without
+    #: any, only loopback clients are served.
     web_tokens: str = ""
     #: Addresses or networks (``10.0.0.5``, ``10.0.0.0/8``; ``*`` for any) of the proxies
     #: in front of ``jobtrack web`` whose ``X-Forwarded-For`` and ``X-Forwarded-Proto``

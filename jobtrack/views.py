@@ -13,8 +13,20 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree as RichTree
 
+from .fleet import Survey
 from .insights import Report
-from .models import Action, Event, Item, Job, JobStatus, LogLine, Stats, stage_spans, time_left
+from .models import (
+    Action,
+    Event,
+    FailureGroup,
+    Item,
+    Job,
+    JobStatus,
+    LogLine,
+    Stats,
+    stage_spans,
+    time_left,
+)
 from .spool import DeadLetter
 from .workflows import MAX_DEPTH, Node, Tree
 
@@ -23,16 +35,19 @@ __all__ = [
     "ago",
     "dead_letters_table",
     "error_text",
+    "failures_table",
     "items_table",
     "items_text",
     "job_detail",
     "job_list_table",
     "log_lines",
     "progress_table",
+    "queues_view",
     "stats_view",
     "styled_status",
     "tree_view",
     "trends_view",
+    "workers_view",
 ]
 
 
@@ -97,8 +112,34 @@ def job_list_table(jobs: list[Job], width: int = 120) -> Table:
             if wide
             else ()
         )
+        status = styled_status(job) + (" [dim]retried[/]" if job.retried_by else "")
+        table.add_row(job.id, job.name or job.task_name or "", status, *extra, error_text(job))
+    return table
+
+
+def _hourly(counts: tuple[int, ...]) -> str:
+    """A failure group's hours as a line of block characters (oldest first)."""
+    marks = " ▁▂▃▄▅▆▇█"
+    top = max(counts, default=0)
+    return "".join(marks[0 if not n else max(1, round(8 * n / top))] for n in counts)
+
+
+def failures_table(groups: list[FailureGroup]) -> Table:
+    """``failures ls``: each failure group, the most recently seen first: its count,
+    when last and first seen, its last 24 hours, the error, the task and its key (fits
+    80 columns with the key whole)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("jobs", justify="right", no_wrap=True)
+    table.add_column("last/first", no_wrap=True)
+    table.add_column("last 24 h", no_wrap=True)
+    table.add_column("failure (task · key)", overflow="fold", min_width=34)
+    for g in groups:
+        error = (g.error_type or "Error") + (f": {g.message}" if g.message else "")
         table.add_row(
-            job.id, job.name or job.task_name or "", styled_status(job), *extra, error_text(job)
+            f"{g.count:,}",
+            f"{ago(g.last_seen)}\n[dim]{ago(g.first_seen)}[/]",
+            _hourly(g.hourly),
+            f"{escape(error[:200])}\n[dim]{escape(g.task_name or '')} · {g.key or '-'}[/]",
         )
     return table
 
@@ -356,5 +397,55 @@ def actions_table(found: list[Action]) -> Table:
             a.scope(),
             a.status,
             counts if a.bulk else (a.outcome or ""),
+        )
+    return table
+
+
+def workers_view(found: Survey) -> Table:
+    """``workers``: each worker's pool and size, busy slots, pace, heartbeat, queues."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("worker", "state", "pool", "busy", "tasks/min", "heartbeat", "queues"):
+        table.add_column(column, overflow="fold")
+    for w in found.workers:
+        state = (
+            "[green]online[/]"
+            if w.online
+            else ("[dim]not asked[/]" if not found.inspected else "[red]silent[/]")
+        )
+        size = f"/{w.concurrency}" if w.concurrency else ""
+        table.add_row(
+            escape(w.name),
+            state,
+            escape(w.pool or "-"),
+            f"{w.busy}{size}",
+            f"{w.tasks_per_min:g}",
+            ago(w.last_heartbeat),
+            escape(", ".join(w.queues)),
+        )
+    return table
+
+
+def queues_view(found: Survey) -> Table:
+    """``queues``: each queue's depth (broker), queued jobs (jobtrack), the oldest's
+    wait, who consumes it, and its problem."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("queue", "broker", "queued", "oldest waits", "consumers", "state"):
+        table.add_column(column, overflow="fold")
+    for q in found.queues:
+        waits = ago(q.oldest_waiting).removesuffix(" ago") if q.oldest_waiting else ""
+        state = (
+            f"[red]{escape(q.problem)}[/]"
+            if q.problem
+            else "[yellow]paused[/]"
+            if q.paused
+            else "ok"
+        )
+        table.add_row(
+            escape(q.name),
+            "?" if q.depth is None else f"{q.depth:,}",
+            f"{q.queued:,}",
+            waits,
+            escape(", ".join(q.consumers)) or ("-" if found.inspected else "?"),
+            state,
         )
     return table

@@ -18,7 +18,7 @@ from typing import Any
 
 from .models import Job, JobStatus
 
-__all__ = ["MAX_DEPTH", "Node", "Tree", "build_tree", "summarize"]
+__all__ = ["MAX_DEPTH", "Node", "Tree", "build_tree", "summarize", "workflow_state"]
 
 #: Levels of a tree shown; deeper jobs are counted on the node where it is cut.
 MAX_DEPTH = 64
@@ -37,6 +37,9 @@ class Node:
     hidden: int = 0
     #: This job's recorded parent chain loops back to it; the loop was cut here.
     cycle: bool = False
+    #: A group's callback (a chord's body), run once its members are done: Celery
+    #: records it as the child of whichever member finished last, with the group's id.
+    then: list[Node] = field(default_factory=list)
 
     @property
     def is_group(self) -> bool:
@@ -49,7 +52,13 @@ class Node:
             node = stack.pop()
             if node.job is not None:
                 yield node.job
-            stack.extend(reversed(node.children))
+            stack.extend(reversed(node.children + node.then))
+
+    def holds(self, job_id: str) -> bool:
+        """Whether ``job_id`` is this node's job, or a member's (or below one): a group
+        holding the job a page is about is drawn open. Its callbacks do not count."""
+        nodes = [self] if self.job is not None else list(self.children)
+        return any(j.id == job_id for node in nodes for j in node.jobs())
 
     def counts(self) -> Counter[str]:
         """By status: a group's members, or a job and every job below it (shown ones)."""
@@ -60,6 +69,16 @@ class Node:
     def summary(self) -> str:
         """ "37 of 40 done, 2 failed": the group's (or subtree's) state in words."""
         return summarize(self.counts())
+
+
+def workflow_state(counts: Counter[str] | dict[str, int]) -> str:
+    """A workflow's state from its jobs' statuses (see :meth:`Tree.state`)."""
+    if any(counts.get(s.value) for s in _FAILED):
+        return "failed"
+    finished = (JobStatus.COMPLETED, JobStatus.CANCELLED)
+    if any(n for status, n in counts.items() if status not in {s.value for s in finished}):
+        return "running"
+    return "cancelled" if counts.get(JobStatus.CANCELLED.value) else "completed"
 
 
 def summarize(counts: Counter[str] | dict[str, int]) -> str:
@@ -101,6 +120,21 @@ class Tree:
     def summary(self) -> str:
         return summarize(self.counts())
 
+    def state(self) -> str:
+        """The workflow's own state, apart from any one job's: ``failed`` when a job of
+        it failed (or was lost), else ``running`` while any is not finished, else
+        ``cancelled`` when one was, else ``completed``."""
+        return workflow_state(self.counts())
+
+    def unhandled_failures(self) -> int:
+        """Its failed and lost jobs no operator retried or replayed yet."""
+        return sum(
+            1
+            for node in self.top
+            for j in node.jobs()
+            if j.status in _FAILED and j.retried_by is None
+        )
+
     def ids(self) -> list[str]:
         return [j.id for node in self.top for j in node.jobs()]
 
@@ -122,6 +156,7 @@ class Tree:
             node, into = stack.pop()
             shown = _node_json(node)
             into.append(shown)
+            stack.extend((after, shown["then"]) for after in reversed(node.then))
             stack.extend((child, shown["children"]) for child in reversed(node.children))
         return out
 
@@ -135,6 +170,7 @@ def _node_json(node: Node) -> dict[str, Any]:
             "summary": summarize(counts),
             "counts": dict(counts),
             "children": [],
+            "then": [],
         }
     job = node.job
     shown: dict[str, Any] = {
@@ -152,6 +188,8 @@ def _node_json(node: Node) -> dict[str, Any]:
         "group_id": job.group_id,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "completed_at": job.completed_at.isoformat() if job.completed_at else None,
+        "duration_ms": job.duration_ms,
+        "retried_by": job.retried_by,
         "eta_at": job.eta_at.isoformat() if job.eta_at else None,
         "children": [],
     }
@@ -188,7 +226,30 @@ def build_tree(
         # What is left is only reachable round a loop of parent ids: cut it at its oldest.
         cycles += 1
         starts = [(left[0], True)]
-    return Tree(_grouped(top), focus, len(found), truncated=truncated, hidden=hidden, cycles=cycles)
+    top = _grouped(top)
+    _callbacks_under_their_groups(top)
+    return Tree(top, focus, len(found), truncated=truncated, hidden=hidden, cycles=cycles)
+
+
+def _callbacks_under_their_groups(top: list[Node]) -> None:
+    """A chord's body carries its header's group id and is recorded as the child of the
+    header member that finished last: it moves from under that member to its group
+    (``then``), where it belongs. Without recursion."""
+    stack = list(top)
+    while stack:
+        node = stack.pop()
+        if node.is_group:
+            for member in node.children:
+                bodies = [
+                    c
+                    for c in member.children
+                    if c.job is not None and c.job.group_id == node.group_id
+                ]
+                if bodies:
+                    member.children = [c for c in member.children if c not in bodies]
+                    node.then.extend(bodies)
+        stack.extend(node.children)
+        stack.extend(node.then)
 
 
 def _grow(

@@ -29,8 +29,9 @@ Celery's own tracer, no broker, and the writer thread's part of it), scale (ever
 on --rows jobs), scale-writes (worker throughput on that table against an empty one),
 write-rate (one PostgreSQL, many writer processes), partitions (partitioned tables
 against plain ones), filter-indexes (the write rate with the filter indexes' INCLUDE
-columns against without them) and cli (the command's start-up against python -c pass and
-celery --help).
+columns against without them), cli (the command's start-up against python -c pass and
+celery --help) and failures (the failure groups and the Failed tab's unhandled view on
+--rows jobs).
 """
 
 from __future__ import annotations
@@ -1482,6 +1483,64 @@ def scale_pages(store: Store) -> None:
         )
 
 
+def failures_cost(rows: int, reuse: bool) -> None:
+    """The failure groups (the Failures page, ``GET /api/failures``, ``failures ls``) on
+    the scale fixture of ``rows`` jobs, whose failures are spread over four error types
+    here (160 groups), and the Failed tab's unhandled view; medians of 10, with the
+    groups' EXPLAIN."""
+    store = Store(DB_URL)
+    if not (reuse and store.count_jobs() >= rows):
+        scale_fixture(rows)
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE jobs SET error_type = (ARRAY['ConnectionError', 'TimeoutError', "
+            "'ValueError', 'KeyError'])[1 + abs(hashtext(id)) % 4] "
+            "WHERE status IN ('failed', 'lost') AND error_type = 'ConnectionError'"
+        )
+        conn.execute("VACUUM ANALYZE jobs")
+        failures = conn.execute(
+            "SELECT count(*) FROM jobs WHERE status IN ('failed', 'lost') AND retried_by IS NULL"
+        ).fetchone()
+    now = datetime.now(UTC)
+    unhandled = JobFilter(status=(JobStatus.FAILED, JobStatus.LOST), handled=False)
+    views: dict[str, Any] = {
+        "failure groups (the Failures page)": lambda: store.failures.groups(now=now),
+        "failure groups, one task": lambda: store.failures.groups(
+            JobFilter(task_name="app.tasks.task_7"), now=now
+        ),
+        "failure groups, one owner": lambda: store.failures.groups(
+            JobFilter(owner_id="owner-42"), now=now
+        ),
+        "failed tab, unhandled: newest page": lambda: store.list_jobs(unhandled, limit=51),
+        "failed tab, unhandled: count": lambda: store.count_by_status(
+            ["failed", "lost"], cap=COUNT_CAP, where=JobFilter(handled=False)
+        ),
+    }
+    found = store.failures.groups(now=now, limit=1000)
+    say(
+        f"\nfailures: {store.count_jobs():,} jobs, {failures[0] if failures else 0:,} unhandled "
+        f"failures in {len(found)} groups (medians of 10, ms)"
+    )
+    for name, view in views.items():
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            view()
+            times.append((time.perf_counter() - t) * 1000)
+        say(f"  {name:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+    with store.engine.connect() as conn:
+        plan = conn.execute(
+            text(
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT error_group, count(*), "
+                "min(coalesce(completed_at, updated_at)), max(coalesce(completed_at, updated_at)) "
+                "FROM jobs WHERE status IN ('failed', 'lost') AND retried_by IS NULL "
+                "GROUP BY error_group ORDER BY 4 DESC LIMIT 50"
+            )
+        ).scalars()
+        say("EXPLAIN ANALYZE:\n  " + "\n  ".join(plan))
+    store.close()
+
+
 EMPTY_DB = DB_NAME + "_empty"
 
 
@@ -1875,6 +1934,7 @@ def main() -> int:
             "filter-indexes",
             "cli",
             "mariadb",
+            "failures",
         ],
         action="append",
     )
@@ -1890,7 +1950,9 @@ def main() -> int:
     only = set(
         args.only or ["throughput", "publish", "items", "progress", "query", "prune", "rls", "bulk"]
     )
-    if not (args.reuse and only <= {"scale", "scale-writes", "write-rate", "filter-indexes"}):
+    if not (
+        args.reuse and only <= {"scale", "scale-writes", "write-rate", "filter-indexes", "failures"}
+    ):
         fresh_database()
     say(f"jobtrack bench: {os.cpu_count()} cores, broker {BROKER}, database {DB_NAME}")
 
@@ -1963,6 +2025,8 @@ def main() -> int:
         cli_start(max(args.rounds, 7))
     if "mariadb" in only:
         mariadb_figures(args.tasks, args.rounds, args.items, args.rows)
+    if "failures" in only:
+        failures_cost(args.rows, args.reuse)
     return 0
 
 

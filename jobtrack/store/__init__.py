@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import os
@@ -111,8 +112,11 @@ from .common import (
     notify,
     notify_payload,
     search_matches,
+    sqlite_functions,
 )
 from .dialects import MYSQL_INIT, insert_for, is_mysql, mysql_session, updated, upsert
+from .failures import FailureQueries
+from .fleet import FleetQueries
 from .insights import InsightQueries
 from .logs import LogQueries
 from .partitions import (
@@ -141,6 +145,7 @@ from .searches import (
     search_counts,
     search_page,
 )
+from .suggest import SuggestQueries
 from .workflows import WorkflowQueries
 from .writes import (
     ALL_STAGING,
@@ -328,7 +333,24 @@ class Store(
             event.listen(engine, "connect", _serve_every_owner)
         if engine is not None and is_mysql(engine.dialect.name):
             event.listen(engine, "connect", mysql_session)
+        elif engine is not None and engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", lambda dbapi_conn, _: sqlite_functions(dbapi_conn))
         _live_stores.add(self)
+
+    @functools.cached_property
+    def failures(self) -> FailureQueries:
+        """The failure groups' reads (:mod:`jobtrack.store.failures`)."""
+        return FailureQueries(self._begin)
+
+    @functools.cached_property
+    def suggest(self) -> SuggestQueries:
+        """The values the dashboard's filters suggest (:mod:`jobtrack.store.suggest`)."""
+        return SuggestQueries(self._begin)
+
+    @functools.cached_property
+    def fleet(self) -> FleetQueries:
+        """What the rows say of workers and queues (:mod:`jobtrack.store.fleet`)."""
+        return FleetQueries(self._begin)
 
     # -- connection handling -------------------------------------------------------
 
@@ -991,6 +1013,15 @@ class Store(
                 )
                 for r in conn.execute(query)
             ]
+
+    def count_items(self, job_id: str, status: str) -> int:
+        """How many of the job's items are in ``status`` (one range of the
+        ``(job_id, status, id)`` index; the row's counters hold the others)."""
+        query = select(func.count()).where(
+            job_items.c.job_id == job_id, job_items.c.status == ItemStatus(status).value
+        )
+        with self._begin("count items") as conn:
+            return int(conn.execute(query).scalar_one())
 
     def list_events(self, job_id: str) -> list[Event]:
         """The job's trace, oldest first; an attempt written as one entry (its
@@ -2011,6 +2042,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    sqlite_functions(dbapi_conn)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -29,7 +29,17 @@ from sqlalchemy import (
 )
 
 from ..errors import JobNotFound
-from ..models import DELETABLE, Action, ActionTarget, EventRow, Job, JobFilter, JobUpdate, Row
+from ..models import (
+    DELETABLE,
+    Action,
+    ActionTarget,
+    EventRow,
+    Job,
+    JobFilter,
+    JobStatus,
+    JobUpdate,
+    Row,
+)
 from ..schema import action_targets, actions, job_events, job_items, job_logs, jobs
 from .common import filtered, job_of, notify
 from .dialects import updated
@@ -77,6 +87,7 @@ _TARGET_JOB_FIELDS = (
     "max_retries",
     "input_data",
     "pause_requested_at",
+    "retried_by",
 )
 _TARGET_JOB_COLUMNS = tuple(jobs.c[name].label(f"j_{name}") for name in _TARGET_JOB_FIELDS)
 
@@ -186,10 +197,14 @@ class ActionQueries:
         before_id: int | None = None,
         owner_id: str | None = None,
         job_id: str | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> list[Action]:
         """Audit entries, newest first; ``owner_id`` keeps those an operator bound to
-        that owner made, ``job_id`` those that touched that job."""
+        that owner made, ``job_id`` those that touched that job, ``kinds`` those of
+        these actions."""
         query = select(actions)
+        if kinds is not None:
+            query = query.where(actions.c.action.in_(list(kinds)))
         if before_id is not None:
             query = query.where(actions.c.id < before_id)
         if owner_id is not None:
@@ -337,6 +352,7 @@ class ActionQueries:
         with self._begin("mark sending", writes_data=True) as conn:
             if new_jobs:
                 self._write_jobs(conn, [u.row() for u in new_jobs], [], [u.id for u in new_jobs])
+                _retried(conn, [(old, new) for old, new in targets if new is not None])
             conn.execute(
                 update(action_targets)
                 .where(
@@ -443,6 +459,21 @@ class ActionQueries:
                 notify(conn, ids)
         return ids
 
+    def mark_retried(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Record that each job (first of a pair) was retried or replayed as another
+        (second): its ``retried_by``, which makes a failure handled."""
+        if pairs:
+            with self._begin("mark retried") as conn:
+                _retried(conn, pairs)
+
+    def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """The status of each of ``job_ids`` that exists (by primary key)."""
+        if not job_ids:
+            return {}
+        query = select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(list(job_ids)))
+        with self._begin("job statuses") as conn:
+            return {job_id: JobStatus(status) for job_id, status in conn.execute(query)}
+
     def replays_of(self, job_id: str, *, limit: int = 20) -> list[str]:
         """The jobs an operator replayed ``job_id`` as, newest first."""
         query = (
@@ -453,3 +484,20 @@ class ActionQueries:
         )
         with self._read("replays") as conn:
             return list(conn.execute(query).scalars())
+
+
+def _retried(conn: Connection, pairs: Sequence[tuple[str, str]]) -> None:
+    """Set ``retried_by`` (and ``updated_at``, which SQLite's change feed reads) of each
+    job retried, on the caller's connection; the live stream hears of it."""
+    if not pairs:
+        return
+    now = datetime.now(UTC)
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == bindparam("old"))
+        .values(
+            retried_by=bindparam("new"), updated_at=bindparam("at", type_=jobs.c.updated_at.type)
+        ),
+        [{"old": old, "new": new, "at": now} for old, new in pairs],
+    )
+    notify(conn, [old for old, _ in pairs])

@@ -34,12 +34,13 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
-from ..models import Job, JobFilter, JobStatus
+from ..models import ERROR_GROUP_CHARS, ERROR_MASKS, Job, JobFilter, JobStatus, error_group_of
 from ..schema import MYSQL, SEARCH_TEXT, SEARCH_WORDS, WORDS_INDEX, jobs
 
 __all__ = [
     "CHANGES_CHANNEL",
     "WORD_ROWS_MAX",
+    "ErrorGroupOf",
     "FullTextWords",
     "SearchWords",
     "escape_like",
@@ -51,6 +52,7 @@ __all__ = [
     "notify_payload",
     "search_matches",
     "searching",
+    "sqlite_functions",
 ]
 
 #: The PostgreSQL channel every write notifies with the ids of the jobs it changed
@@ -110,6 +112,12 @@ def filtered(query: Any, where: JobFilter, *, columns: Any = None) -> Any:
         query = query.where(c.created_at < where.until)
     if where.search:
         query = query.where(searching(where.search))
+    if where.handled is not None:
+        query = query.where(c.retried_by.is_not(None) if where.handled else c.retried_by.is_(None))
+    if where.error_group is not None:
+        query = query.where(
+            ErrorGroupOf(c.task_name, c.error_type, c.error_message) == where.error_group
+        )
     return query
 
 
@@ -529,8 +537,67 @@ def notify(conn: Connection, job_ids: Sequence[str]) -> None:
 
 
 def job_of(row: Any) -> Job:
-    """A ``jobs`` row as a :class:`~jobtrack.models.Job`."""
+    """A ``jobs`` row as a :class:`~jobtrack.models.Job`. Its failure group is the
+    row's (PostgreSQL keeps it), else worked out here (SQLite)."""
     values = dict(row)
     values.pop("state_seq", None)
     values["status"] = JobStatus(values["status"])
+    if values.get("error_group") is None and "error_message" in values:
+        values["error_group"] = error_group_of(
+            values.get("task_name"), values.get("error_type"), values["error_message"]
+        )
     return Job(**values)
+
+
+class ErrorGroupOf(ColumnElement[str]):
+    """A job's failure group (``models.error_group_of``): on PostgreSQL its
+    ``error_group`` column (a trigger keeps it, an index serves it), on SQLite the
+    function the store registers on each connection (:func:`sqlite_functions`)."""
+
+    inherit_cache = True
+    type = Text()
+
+    def __init__(self, task_name: Any, error_type: Any, error_message: Any) -> None:
+        self.columns = (task_name, error_type, error_message)
+
+
+@compiles(ErrorGroupOf, "postgresql")
+def _error_group_postgresql(element: ErrorGroupOf, compiler: Any, **kw: Any) -> str:
+    task_name = element.columns[0]
+    return str(compiler.process(task_name.table.c.error_group, **kw))
+
+
+@compiles(ErrorGroupOf, "mysql")
+@compiles(ErrorGroupOf, "mariadb")
+def _error_group_mysql(element: ErrorGroupOf, compiler: Any, **kw: Any) -> str:
+    """MySQL and MariaDB have no Python to call and no trigger keeping a column: the
+    group is worked out in the statement, with the same masks (``models.ERROR_MASKS``,
+    case-sensitive whatever the collation) and the same digest."""
+    task_name, error_type, error_message = (
+        compiler.process(column, **kw) for column in element.columns
+    )
+    masked = f"LEFT(COALESCE({error_message}, ''), {ERROR_GROUP_CHARS})"
+    for pattern, replacement in ERROR_MASKS:
+        found, put = _mysql_text("(?-i)" + pattern), _mysql_text(replacement)
+        masked = f"REGEXP_REPLACE({masked}, {found}, {put})"
+    return (
+        f"(CASE WHEN {error_type} IS NULL AND {error_message} IS NULL THEN NULL ELSE "
+        f"MD5(CONCAT(COALESCE({task_name}, ''), CHAR(31 USING utf8mb4), "
+        f"COALESCE({error_type}, ''), CHAR(31 USING utf8mb4), {masked})) END)"
+    )
+
+
+def _mysql_text(value: str) -> str:
+    """A MySQL string literal (backslashes and quotes escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+@compiles(ErrorGroupOf)
+def _error_group(element: ErrorGroupOf, compiler: Any, **kw: Any) -> str:
+    given = ", ".join(compiler.process(column, **kw) for column in element.columns)
+    return f"jobtrack_error_group({given})"
+
+
+def sqlite_functions(dbapi_conn: Any) -> None:
+    """What SQLite lacks, from Python, on a new connection: ``jobtrack_error_group``."""
+    dbapi_conn.create_function("jobtrack_error_group", 3, error_group_of, deterministic=True)

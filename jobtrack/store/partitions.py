@@ -34,6 +34,9 @@ from sqlalchemy.schema import CreateIndex, CreateTable, SetColumnComment, SetTab
 from ..errors import NotSupported
 from ..models import JobStatus
 from ..schema import (
+    ERROR_GROUP_TRIGGERS_DDL,
+    FAILURE_GROUPS_INDEX,
+    FAILURE_GROUPS_INDEX_DDL,
     ID_PREFIX_INDEX,
     ID_PREFIX_INDEX_DDL,
     PARTITION_KEY,
@@ -378,9 +381,15 @@ def _convert(conn: Connection, period: str, moment: datetime) -> None:
                 "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
                 "AND tablename = 'jobs' AND indexname = ANY(:i)"
             ),
-            {"i": [SEARCH_INDEX, ID_PREFIX_INDEX, WORDS_INDEX]},
+            {"i": [SEARCH_INDEX, ID_PREFIX_INDEX, WORDS_INDEX, FAILURE_GROUPS_INDEX]},
         ).scalars()
     )
+    grouped = conn.execute(  # the error group's triggers (revision 0015): made again below
+        text(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'jobs'::regclass "
+            "AND tgname LIKE 'jobtrack_error_group_%'"
+        )
+    ).scalar()
     oldest = conn.execute(select(func.min(jobs.c.created_at))).scalar()
     # The trace view reads job_events: made again over the new table at the end.
     had_view = conn.execute(text("SELECT to_regclass(:v)"), {"v": TRACE_VIEW}).scalar()
@@ -417,6 +426,9 @@ def _convert(conn: Connection, period: str, moment: datetime) -> None:
         for column in twin.columns:
             if column.comment:
                 conn.execute(SetColumnComment(column))
+    if grouped:  # on the partitioned table, PostgreSQL makes them on every partition
+        for trigger in ERROR_GROUP_TRIGGERS_DDL:
+            conn.execute(text(trigger))
     first = period_start(oldest or moment, period)
     start = first
     here = period_start(moment, period)
@@ -458,6 +470,8 @@ def _convert(conn: Connection, period: str, moment: datetime) -> None:
         conn.execute(text(ID_PREFIX_INDEX_DDL))
     if WORDS_INDEX in extra_indexes:
         conn.execute(text(WORDS_INDEX_DDL))
+    if FAILURE_GROUPS_INDEX in extra_indexes:
+        conn.execute(text(FAILURE_GROUPS_INDEX_DDL))
     for table in reversed(names):
         conn.execute(text(f"DROP TABLE {_OLD}{table}"))
         for key, sequence in _sequences(conn, table, table):

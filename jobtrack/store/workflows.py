@@ -39,8 +39,11 @@ TREE_COLUMNS = (
     "retries",
     "error_type",
     "created_at",
+    "started_at",
     "completed_at",
+    "duration_ms",
     "eta_at",
+    "retried_by",
 )
 #: Rounds of gathering (roots, then groups, then their roots …) before giving up.
 _ROUNDS = 8
@@ -121,19 +124,20 @@ class WorkflowQueries:
     def workflow_rollups(
         self, root_ids: Sequence[str], *, owner_id: str | None = None
     ) -> dict[str, dict[str, int]]:
-        """For each of ``root_ids`` that started other jobs: how many of them (the root
-        not counted; with ``owner_id``, that owner's only) are in each status. Roots
-        with nothing under them are left out."""
+        """For each of ``root_ids`` that started other jobs: how many jobs of its
+        workflow (by Celery's ``root_id``, the root included, as its tree counts them;
+        with ``owner_id``, that owner's only) are in each status. Roots with nothing
+        under them are left out."""
         if not root_ids:
             return {}
         scope = [] if owner_id is None else [jobs.c.owner_id == owner_id]
         query = (
             select(jobs.c.root_id, jobs.c.status, func.count())
-            .where(jobs.c.root_id.in_(list(root_ids)), jobs.c.id != jobs.c.root_id, *scope)
+            .where(jobs.c.root_id.in_(list(root_ids)), *scope)
             .group_by(jobs.c.root_id, jobs.c.status)
         )
         out: dict[str, dict[str, int]] = {}
         with self._read("workflow rollups") as conn:
             for root, status, n in conn.execute(query):
                 out.setdefault(root, {})[status] = int(n)
-        return out
+        return {root: counts for root, counts in out.items() if sum(counts.values()) > 1}

@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -31,13 +31,23 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..actions import Actor, perform, replay_job, run_in_background, start_bulk
+from ..actions import (
+    Actor,
+    bulk_filter,
+    change_workers,
+    perform,
+    replay_job,
+    run_in_background,
+    start_bulk,
+)
 from ..control import JobControl, NotPublishable, NotReplayable, UnknownTask
 from ..errors import AmbiguousJobId, JobNotFound, JobtrackError
+from ..fleet import Survey, survey
 from ..insights import BadWindow, report, window
-from ..models import Action, Count, Job, JobFilter, JobStatus, stage_spans
+from ..models import Action, Count, FailureGroup, Job, JobFilter, JobStatus, stage_spans
 from ..settings import Settings
 from ..store import Store, time_limit
+from ..store.failures import HOURS as FAILURE_HOURS
 from ..tracker import Tracker
 from ..workflows import Tree, build_tree, summarize
 from .auth import Auth, Principal
@@ -53,6 +63,7 @@ __all__ = [
     "add_api_routes",
     "decode_cursor",
     "encode_cursor",
+    "failure_groups",
     "job_id_of",
     "replay_for",
     "searched",
@@ -231,6 +242,58 @@ def insights_report(
         raise HTTPException(422, str(exc)) from exc
 
 
+def failure_groups(
+    store: Store, who: Principal, filters: dict[str, str | None], *, limit: int = 50
+) -> tuple[list[FailureGroup], datetime]:
+    """The failure groups the caller may see (an owner-bound caller: its owner's; one
+    that names another owner: none) and when their hours start."""
+    filters = dict(filters)
+    now = datetime.now(UTC)
+    since = now - timedelta(hours=FAILURE_HOURS)
+    if who.owner_id is not None:
+        if filters.get("owner_id") not in (None, who.owner_id):
+            return [], since
+        filters["owner_id"] = who.owner_id
+    return store.failures.groups(JobFilter.of(**filters), now=now, limit=limit), since
+
+
+def fleet_for(ops: "Operations", who: Principal) -> Survey:
+    """Workers and queues now (every owner's: not for an owner-bound caller)."""
+    if who.owner_id is not None:
+        raise HTTPException(403, "workers and queues serve every owner; this token is bound to one")
+    return survey(ops.app, ops.store, now=datetime.now(UTC))
+
+
+def survey_json(found: Survey, part: str) -> dict[str, Any]:
+    """The workers (with the rate limits in effect) or the queues, as the API shows them."""
+    listed = [
+        {**dataclasses.asdict(x), **({"paused": x.paused} if part == "queues" else {})}
+        for x in getattr(found, part)
+    ]
+    extra = {"rate_limits": found.rate_limits} if part == "workers" else {}
+    return {
+        "at": found.at,
+        "inspected": found.inspected,
+        "answered": found.answered,
+        part: listed,
+        **extra,
+    }
+
+
+def control_for(ops: "Operations", who: Principal, action: str, **given: Any) -> str:
+    """Change what the workers do on behalf of ``who``, recorded in the audit trail:
+    403 without the operator role or for an owner-bound token, 501 without the app,
+    409 when no worker did it."""
+    operator(who, action)
+    if who.owner_id is not None:
+        raise HTTPException(403, "workers serve every owner; this token is bound to one")
+    ops.needs_app(action)
+    try:
+        return change_workers(ops.app, ops.tracker(), actor(who), action, **given)
+    except JobtrackError as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
 def actor(who: Principal) -> Actor:
     """The audit trail's name for a caller."""
     return Actor(who.name, who.role.value, who.owner_id)
@@ -332,10 +395,15 @@ class BulkAction(BaseModel):
         default_factory=dict,
         description="the list's filters: status, job_type, task_name, queue, owner_id, ref, "
         "stage, since, until, search, ids, workflow (a root job id: its whole workflow), "
-        "group (a group id)",
+        "group (a group id), handled (true or false), error_group (a failure group's key)",
     )
     all: bool = Field(default=False, description="true with an empty filter: every job")
     terminate: bool = Field(default=False, description="cancel: also SIGTERM running jobs")
+    include_retried: bool = Field(
+        default=False,
+        description="retry: also the jobs an operator retried (or replayed) already, "
+        "which are left out otherwise",
+    )
 
 
 class Replay(BaseModel):
@@ -397,6 +465,7 @@ def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
         where = JobFilter.from_json(body.filter)
         searched(where.search)
         tracker = ops.tracker()
+        options = {"terminate": body.terminate, "include_retried": body.include_retried}
         # The operator asked for it: taking the ids of millions of jobs may take longer
         # than a read may (web_query_timeout_s), and must not be cut short.
         with time_limit(None):
@@ -406,8 +475,9 @@ def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
                 body.action,
                 where,
                 every=body.all,
-                options={"terminate": True} if body.terminate else None,
+                options={k: True for k, v in options.items() if v} or None,
             )
+        where = bulk_filter(body.action, where, include_retried=body.include_retried)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
     ops.store.snapshot_targets(action_id, where)
@@ -492,6 +562,16 @@ def add_api_routes(
             str | None, Query(max_length=255, description="every job under this root id")
         ] = None,
         group: Annotated[str | None, Query(max_length=255, description="a group id")] = None,
+        handled: Annotated[
+            bool | None,
+            Query(
+                description="false: jobs no operator retried or replayed yet (retried_by "
+                "empty); true: those one did"
+            ),
+        ] = None,
+        error_group: Annotated[
+            str | None, Query(max_length=32, description="a failure group's key")
+        ] = None,
     ) -> JobFilter | None:
         """The list's filters as given (None: an owner-bound caller asked for another
         owner's jobs, which it sees none of)."""
@@ -512,6 +592,8 @@ def add_api_routes(
             ref=ref,
             workflow=workflow,
             group=group,
+            handled=handled,
+            error_group=error_group,
         )
 
     Filter = Annotated[JobFilter | None, Depends(job_filter)]
@@ -525,7 +607,9 @@ def add_api_routes(
     ) -> dict[str, Any]:
         """Jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
         A job that started others (a workflow's root) has ``workflow``: how many jobs
-        are under it, by status, and in words."""
+        are under it, by status, and in words. A job an operator retried or replayed
+        has ``retried_by`` (the newest such job's id): ``handled=false`` leaves those
+        out (``status=failed&handled=false``: the failures nobody acted on yet)."""
         if where is None:
             return {"jobs": [], "next_cursor": None}
         found = store.list_jobs(
@@ -679,6 +763,85 @@ def add_api_routes(
             "lines": [dataclasses.asdict(line) for line in lines],
             "next_after": lines[-1].seq if lines else after,
         }
+
+    @api.get("/api/failures")
+    def failures(
+        who: Who,
+        task_name: Annotated[str | None, Query(max_length=255)] = None,
+        job_type: Annotated[str | None, Query(max_length=100)] = None,
+        queue: Annotated[str | None, Query(max_length=255)] = None,
+        owner_id: Annotated[str | None, Query(max_length=255)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> dict[str, Any]:
+        """The failure groups: failed and lost jobs no operator retried or replayed yet,
+        grouped by task, error type and error message with its numbers, ids and quoted
+        values masked; the most recently seen first. Each has its ``key`` (list its jobs
+        with ``GET /api/jobs?error_group=KEY``, act on them with ``POST /api/actions``
+        and the filter ``{"error_group": KEY}``), ``count``, ``first_seen``,
+        ``last_seen``, ``hourly`` (the last 24 hours, oldest first, from ``hours_from``)
+        and its newest job (``example_id``, ``example_message``)."""
+        given = {"task_name": task_name, "job_type": job_type, "queue": queue}
+        groups, since = failure_groups(store, who, {**given, "owner_id": owner_id}, limit=limit)
+        return {
+            "groups": [dataclasses.asdict(g) for g in groups],
+            "hours_from": since,
+        }
+
+    @api.get("/api/workers")
+    def list_workers(who: Who) -> dict[str, Any]:
+        """Each worker seen (running a job now, or finishing one in the last 5 minutes,
+        or answering now): ``online`` (it answered Celery's remote control), ``pool``,
+        ``concurrency`` (its pool's size now), ``busy`` (jobs running on it),
+        ``tasks_per_min`` (over the last 5 minutes), ``last_heartbeat``, ``queues`` (those
+        it consumes); and ``rate_limits`` in effect. Without the Celery app the workers
+        are not asked (``inspected`` false): jobtrack's rows only. Not for owner-bound
+        tokens."""
+        return survey_json(fleet_for(ops, who), "workers")
+
+    @api.get("/api/queues")
+    def list_queues(who: Who) -> dict[str, Any]:
+        """Each queue (the app's, those workers consume, those jobs wait in): ``depth``
+        (the broker's count; null when it cannot say), ``queued`` (jobs jobtrack has
+        pending in it), ``waiting`` (of those, due now), ``oldest_waiting``,
+        ``consumers`` (live workers consuming it), ``paused`` (by an operator, as the
+        workers say), ``last_control`` (its last pause or resume in the audit trail) and
+        ``problem`` ("23 queued, and no live worker consumes it"). Not for owner-bound
+        tokens."""
+        return survey_json(fleet_for(ops, who), "queues")
+
+    QueueName = Annotated[str, Path(pattern=r"^[^\x00-\x1f/]{1,255}$")]
+
+    @api.post("/api/queues/{queue}/pause")
+    def pause_queue(queue: QueueName, who: Who) -> dict[str, Any]:
+        """Every live worker stops consuming the queue (Celery's ``cancel_consumer``);
+        its messages wait in the broker. Operator role; recorded in the audit trail. 409
+        when no worker answered."""
+        return {"queue": queue, "result": control_for(ops, who, "queue-pause", queue=queue)}
+
+    @api.post("/api/queues/{queue}/resume")
+    def resume_queue(queue: QueueName, who: Who) -> dict[str, Any]:
+        """Every live worker consumes the queue again (Celery's ``add_consumer``)."""
+        return {"queue": queue, "result": control_for(ops, who, "queue-resume", queue=queue)}
+
+    @api.post("/api/workers/{worker}/scale")
+    def scale_worker(
+        worker: QueueName,
+        who: Who,
+        concurrency: Annotated[int, Query(ge=1, le=1000, description="processes")],
+    ) -> dict[str, Any]:
+        """Grow or shrink the worker's pool (``celery@host`` or the host) to
+        ``concurrency`` processes (prefork; Celery's ``pool_grow``/``pool_shrink``)."""
+        done = control_for(ops, who, "worker-scale", worker=worker, concurrency=concurrency)
+        return {"worker": worker, "result": done}
+
+    @api.post("/api/tasks/{task}/rate-limit")
+    def set_rate_limit(
+        task: QueueName,
+        who: Who,
+        rate: Annotated[str, Query(max_length=20, description="10/s, 100/m, 1000/h, 0: none")],
+    ) -> dict[str, Any]:
+        """Set the task's rate limit on every live worker (Celery's ``rate_limit``)."""
+        return {"task": task, "result": control_for(ops, who, "rate-limit", task=task, rate=rate)}
 
     @api.get("/api/insights")
     def insights(

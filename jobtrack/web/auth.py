@@ -1,8 +1,9 @@
 """Who is calling, and whether they may: tokens, dashboard sessions, CSRF, rate limits.
 
 * **Bearer tokens** (``web_tokens``), each with a role (``viewer`` reads, ``operator``
-  also retries and cancels) and optionally an owner id. A token bound to an owner sees
-  only that owner's jobs.
+  also retries and cancels), optionally an owner id, and optionally a name the audit
+  trail shows (``alice:s3cret…=operator``). A token bound to an owner sees only that
+  owner's jobs.
 * **Dashboard sessions:** the login form takes a token and sets an HttpOnly,
   SameSite=Strict cookie holding a signed session (the token's fingerprint, when it was
   issued, a random id; never the token): new at each sign-in, valid for
@@ -32,6 +33,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -81,25 +83,41 @@ MIN_TOKEN_CHARS = 16
 MIN_TOKEN_DISTINCT_CHARS = 8
 
 
+#: A token's name (``name:secret=role``): what the audit trail and the page show.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
 def parse_tokens(text: str) -> dict[str, Principal]:
-    """``token=role`` or ``token=role:owner_id``, comma-separated. Refused (a
+    """``[name:]token=role[:owner_id]``, comma-separated. A named token acts under its
+    name (``alice:s3cret…=operator``: "Retried by alice"); an unnamed one as
+    ``token N``, N its place in the list. A token that itself holds ``:`` must be
+    named (what comes before the first ``:`` is read as the name). Refused (a
     :class:`~jobtrack.errors.ConfigurationError` at start-up): text with no entry at all
     (``,,,``: it would serve as if no token were set), a short token or one of too few
     different characters, an unknown role, an owner that names no single owner (empty,
-    ``*``: every owner to row-level security), a token listed twice."""
+    ``*``: every owner to row-level security), a token listed twice, a name given twice."""
     tokens: dict[str, Principal] = {}
+    names: set[str] = set()
     entries = [p.strip() for p in text.split(",") if p.strip()]
     if text.strip() and not entries:
         raise ConfigurationError(
             "web_tokens", text, "token=role entries (unset it to serve loopback clients only)"
         )
     for n, part in enumerate(entries):
-        token, _, grant = part.partition("=")
+        given, _, grant = part.partition("=")
+        named, colon, secret = given.partition(":")
+        name, token = (named, secret) if colon else (f"token {n + 1}", given)
         role, bound, owner = grant.partition(":")
         owner = owner.strip()
         where = f"entry {n + 1}"
         if not token or role not in (r.value for r in Role):
-            raise ConfigurationError("web_tokens", where, "token=viewer|operator[:owner_id]")
+            raise ConfigurationError("web_tokens", where, "[name:]token=viewer|operator[:owner_id]")
+        if colon and not _NAME.fullmatch(name):
+            raise ConfigurationError(
+                "web_tokens",
+                where,
+                "a name of up to 64 letters, digits, '_', '.', '@' or '-' before ':'",
+            )
         if len(token) < MIN_TOKEN_CHARS:
             raise ConfigurationError(
                 "web_tokens", where, f"a token of at least {MIN_TOKEN_CHARS} characters"
@@ -124,7 +142,10 @@ def parse_tokens(text: str) -> dict[str, Principal]:
             )
         if token in tokens:
             raise ConfigurationError("web_tokens", where, "each token listed once")
-        tokens[token] = Principal(f"token {n + 1}", Role(role), owner or None)
+        if name in names:
+            raise ConfigurationError("web_tokens", where, "each name given to one token")
+        names.add(name)
+        tokens[token] = Principal(name, Role(role), owner.strip() or None)
     return tokens
 
 

@@ -15,7 +15,7 @@ from markupsafe import Markup, escape
 
 from ..models import Trend
 
-__all__ = ["PATTERNS", "duration_label", "lines_chart", "throughput_chart"]
+__all__ = ["PATTERNS", "duration_label", "lines_chart", "sparkline", "throughput_chart"]
 
 WIDTH, HEIGHT = 370, 150
 _LEFT, _RIGHT, _TOP, _BOTTOM = 44, 8, 22, 20
@@ -170,4 +170,28 @@ def lines_chart(
             ('<line x1="0" y1="6" x2="12" y2="6" class="p95-line"/>', "p95"),
         ],
         "".join(body),
+    )
+
+
+def sparkline(hourly: Sequence[int], *, width: int = 120, height: int = 24) -> Markup:
+    """A failure group's last hours as bars, oldest first (the last ending now), with
+    their figures as text for screen readers and in each bar's tooltip."""
+    top = max(hourly, default=0) or 1
+    step = width / max(len(hourly), 1)
+    bars = []
+    for n, count in enumerate(hourly):
+        tall = 0 if not count else max(2.0, (height - 2) * count / top)
+        ago = len(hourly) - n
+        bars.append(
+            f'<rect x="{n * step:.1f}" y="{height - tall:.1f}" width="{max(step - 1, 1):.1f}" '
+            f'height="{tall:.1f}" class="spark-bar"><title>{count:,} in the hour '
+            f"{ago} h ago</title></rect>"
+        )
+    peak = max(hourly, default=0)
+    said = f"{sum(hourly):,} in the last {len(hourly)} hours, at most {peak:,} an hour"
+    return Markup(
+        f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{escape(said)}"><title>{escape(said)}</title>'
+        f'<line x1="0" y1="{height - 0.5}" x2="{width}" y2="{height - 0.5}" class="grid"/>'
+        f"{''.join(bars)}</svg>"
     )

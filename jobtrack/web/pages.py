@@ -8,14 +8,18 @@ on the server, where every user-supplied string is escaped.
 (No ``from __future__ import annotations``: FastAPI reads these annotations at run time.)
 """
 
+import functools
 import json
 import math
+import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo, available_timezones
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -24,6 +28,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from ..actions import bulk_filter
 from ..control import ACTIONS, replayable_input
 from ..models import (
     ACTIVE,
@@ -42,7 +47,7 @@ from ..models import (
 )
 from ..settings import Settings
 from ..store import Store, current_route
-from ..workflows import MAX_DEPTH, summarize
+from ..workflows import MAX_DEPTH, summarize, workflow_state
 from .api import (
     COUNT_CAP,
     ID_PATTERN,
@@ -51,8 +56,11 @@ from .api import (
     Replay,
     StatusFilter,
     act,
+    control_for,
     decode_cursor,
     encode_cursor,
+    failure_groups,
+    fleet_for,
     insights_report,
     job_id_of,
     operator,
@@ -65,7 +73,8 @@ from .api import (
     workflow_tree,
 )
 from .auth import CSRF_FIELD, Auth, Principal
-from .charts import PATTERNS, duration_label, lines_chart, throughput_chart
+from .charts import PATTERNS, duration_label, lines_chart, sparkline, throughput_chart
+from .tracebacks import fold
 
 __all__ = ["COUNT_CAP", "TABS", "add_pages", "redirect", "templates"]
 
@@ -81,13 +90,60 @@ TABS: dict[str, tuple[str, ...]] = {
 }
 PAGE_SIZE = 50
 ITEMS_PAGE_SIZE = 100
-FILTERS = ("job_type", "task_name", "queue", "owner_id", "ref", "search", "workflow", "group")
+FILTERS = (
+    "job_type",
+    "task_name",
+    "queue",
+    "owner_id",
+    "ref",
+    "search",
+    "workflow",
+    "group",
+    "error_group",
+)
+#: The list's "handled" switch: which jobs a tab shows of those an operator retried or
+#: replayed (``retried_by``). The Failed tab shows the unhandled ones unless told.
+HANDLED = {"all": None, "false": False, "true": True}
 #: A job page shows this many of its newest log lines (all of them: the API).
 LOG_LINES_SHOWN = 200
 #: A group node of a job page's tree shows this many members (all of them: the API).
 GROUP_MEMBERS_SHOWN = 100
 #: The Insights page draws charts for this many of the busiest tasks (a table: all).
 CHARTED_SERIES = 8
+#: How long the filter boxes' suggestions are kept before they are read again.
+SUGGESTIONS_TTL_S = 60.0
+#: A bulk action's confirmation shows this many of the jobs it covers (the newest).
+BULK_SAMPLE = 10
+#: Insights' table marks a failure rate from this one up (a tenth of the jobs).
+HIGH_FAILURE_RATE = 0.1
+
+
+def _figure(name: str) -> Callable[[Any], tuple[bool, float | str]]:
+    """A sort key of Insights' table for one column (rows without the figure last)."""
+
+    def of(one: Any) -> tuple[bool, float | str]:
+        if name == "key":
+            return (False, one.key)
+        value = getattr(one.total, name, None) if one.total else None
+        return (value is None, value if value is not None else 0.0)
+
+    return of
+
+
+#: Insights' table's sortable columns.
+INSIGHT_SORTS: dict[str, Callable[[Any], tuple[bool, float | str]]] = {
+    name: _figure(name)
+    for name in (
+        "key",
+        "completed",
+        "failed",
+        "failure_rate",
+        "run_p50_ms",
+        "run_p95_ms",
+        "wait_p50_ms",
+        "wait_p95_ms",
+    )
+}
 #: The bulk actions each tab offers (on every job it shows, filters applied).
 BULK_BY_TAB: dict[str, tuple[str, ...]] = {
     "running": ("cancel", "pause"),
@@ -98,6 +154,8 @@ BULK_BY_TAB: dict[str, tuple[str, ...]] = {
     "cancelled": ("retry", "delete"),
     "all": ("delete",),
 }
+#: One job's actions done only from their confirmation page: they stop or remove work.
+CONFIRMED = frozenset({"cancel", "delete"})
 _PAST = {
     "retry": "Retried",
     "cancel": "Cancelled",
@@ -109,7 +167,37 @@ _PAST = {
 
 
 class NeedLogin(Exception):
-    """Raised by a page when the visitor is not signed in (answered by a redirect)."""
+    """Raised by a page when the visitor is not signed in (answered by a redirect to
+    the sign-in page, which comes back to ``then`` after it)."""
+
+    def __init__(self, then: str = "/") -> None:
+        super().__init__(then)
+        self.then = then
+
+
+def wanted(request: Request) -> str:
+    """The page asked for, as a path under the app's mount (with its query, without
+    ``partial``): where sign-in sends the visitor back to."""
+    base = request.scope.get("root_path") or ""
+    path = request.url.path
+    path = path[len(base) :] if base and path.startswith(base) else path
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "partial"])
+    return path + (f"?{query}" if query else "")
+
+
+def safe_next(value: str | None) -> str:
+    """A sign-in's ``next``: a path of this app (one leading ``/``, no scheme, no host,
+    no backslash), else the jobs list."""
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or any(ord(c) < 32 for c in value)
+        or len(value) > 2000
+    ):
+        return "/"
+    return value
 
 
 def redirect(request: Request, path: str) -> RedirectResponse:
@@ -124,9 +212,11 @@ def templates() -> Jinja2Templates:
     env.filters.update(
         ago=ago,
         when=when,
+        local=local,
         duration=duration,
         pretty=pretty,
         percent=percent,
+        took=took,
         segment=lambda v: quote(str(v), safe=""),
         past=lambda action: _PAST.get(action, action),
         ms=duration_label,
@@ -144,6 +234,7 @@ def templates() -> Jinja2Templates:
         scope_of=lambda action: action.scope(),
         time_left=time_left,
         summarize=summarize,
+        workflow_state=workflow_state,
         GROUP_MEMBERS_SHOWN=GROUP_MEMBERS_SHOWN,
         max_depth=MAX_DEPTH,
     )
@@ -183,6 +274,41 @@ def when(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+#: The cookie the page's script sets to the browser's time zone (an IANA name): times are
+#: then shown in it too, beside UTC, by the server (the script writes no text).
+ZONE_COOKIE = "jobtrack_tz"
+
+
+_ZONES = functools.cache(available_timezones)
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name) if name in _ZONES() else None
+    except (ValueError, OSError):
+        return None
+
+
+def viewer_zone(request: Request) -> ZoneInfo | None:
+    """The visitor's time zone, when their browser said which and it is a known one
+    other than UTC."""
+    name = request.cookies.get(ZONE_COOKIE, "")
+    if not name or len(name) > 64 or name in ("UTC", "Etc/UTC"):
+        return None
+    return _zone(name)
+
+
+def local(moment: datetime | None, zone: ZoneInfo | None) -> str:
+    """``moment`` in the viewer's zone ("16:14:03 EST", with the date when it is not
+    the UTC date), or nothing without a zone."""
+    if moment is None or zone is None:
+        return ""
+    here = moment.astimezone(zone)
+    day = "" if here.date() == moment.astimezone(UTC).date() else here.strftime("%Y-%m-%d ")
+    return f"{day}{here.strftime('%H:%M:%S')} {here.tzname() or zone.key}"
+
+
 def duration(ms: int | None) -> str:
     if ms is None:
         return ""
@@ -195,6 +321,15 @@ def duration(ms: int | None) -> str:
     if minutes < 120:
         return f"{minutes} min {secs} s"
     return f"{minutes // 60} h {minutes % 60} min"
+
+
+def took(job: Job) -> int | None:
+    """How long a finished job ran, in ms: Celery's runtime, else from its times."""
+    if job.duration_ms is not None:
+        return job.duration_ms
+    if job.started_at is not None and job.completed_at is not None:
+        return max(int((job.completed_at - job.started_at).total_seconds() * 1000), 0)
+    return None
 
 
 def percent(job: Job) -> float | None:
@@ -210,6 +345,42 @@ def percent(job: Job) -> float | None:
 
 def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
+
+
+#: The list's time ranges: jobs created in the last hour, day or week (or from/to).
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+
+
+def time_range(
+    window: str | None, since: datetime | None, until: datetime | None
+) -> dict[str, datetime | None]:
+    """The list's ``since``/``until`` from its time range: one of :data:`WINDOWS` back
+    from now, or ``custom`` (its from/to, in UTC when they carry no zone)."""
+    if window in WINDOWS:
+        return {"since": datetime.now(UTC) - WINDOWS[window], "until": None}
+    if window == "custom":
+        return {
+            "since": since.replace(tzinfo=since.tzinfo or UTC) if since else None,
+            "until": until.replace(tzinfo=until.tzinfo or UTC) if until else None,
+        }
+    return {"since": None, "until": None}
+
+
+def moment(given: str | None, name: str) -> datetime | None:
+    """A time range's end as the form sends it (``2026-12-06T10:30``, UTC unless it
+    says otherwise; empty: none); 422 for anything else."""
+    if not given:
+        return None
+    try:
+        return datetime.fromisoformat(given)
+    except ValueError as exc:
+        raise HTTPException(422, f"{name}: a date and time such as 2026-12-06T10:30") from exc
+
+
+def shown_handled(tab: str, given: str | None) -> str:
+    """The "handled" switch's position on a tab: as given, else the Failed tab's
+    unhandled failures ("false") and every job elsewhere ("all")."""
+    return given or ("false" if tab == "failed" else "all")
 
 
 @dataclass(frozen=True)
@@ -246,6 +417,70 @@ def qs(params: Mapping[str, Any], **changes: Any) -> str:
     return urlencode({k: v for k, v in merged.items() if v not in (None, "")})
 
 
+def confirmation(job: Job, action: str, *, failed_items: bool = False) -> dict[str, str]:
+    """What a confirmation page says of one job's action: ``verb`` (its button),
+    ``effect`` (what it will do, in words) or ``refusal`` (why it cannot be done now)."""
+    status = job.status.value
+    if action == "retry" and failed_items:
+        n = job.failed_items
+        if job.status not in FINISHED or not n:
+            refusal = f"It is {status} with no failed items."
+            return {"verb": "Retry failed items", "refusal": refusal}
+        return {
+            "verb": f"Retry {n} failed item{'' if n == 1 else 's'}",
+            "effect": f"The job runs again under its own id, its task given only the {n} "
+            "failed items' keys.",
+        }
+    if action == "retry":
+        if job.status not in RETRYABLE:
+            return {
+                "verb": "Retry",
+                "refusal": f"It is {status}: only failed, cancelled and lost jobs are retried.",
+            }
+        return {
+            "verb": "Retry",
+            "effect": "It is published again with its recorded arguments, as a new job "
+            "linked to this one.",
+        }
+    if action == "cancel":
+        if job.status not in ACTIVE:
+            return {"verb": "Cancel", "refusal": f"It is {status}: there is nothing to cancel."}
+        effect = {
+            JobStatus.PENDING: "It has not started: it is cancelled now, and a worker that "
+            "meets its message skips it.",
+            JobStatus.PAUSED: "It is paused: it is cancelled now and will not run again.",
+        }.get(
+            job.status,
+            f"It is {status}{f' on {job.worker}' if job.worker else ''}: its task is stopped.",
+        )
+        return {"verb": "Cancel the job", "effect": effect}
+    if action == "delete":
+        if job.status not in DELETABLE:
+            return {
+                "verb": "Delete",
+                "refusal": f"It is {status}: a job a worker may still run is not deleted "
+                "(cancel it first).",
+            }
+        items = job.processed_items
+        return {
+            "verb": "Delete the job",
+            "effect": "The job is deleted with its items"
+            + (f" ({items:,})" if items else "")
+            + ", its trace and its logs. This cannot be undone.",
+        }
+    if action == "pause":
+        if job.status not in PAUSABLE or job.pause_requested_at:
+            return {"verb": "Pause", "refusal": f"It is {status}: it cannot be paused now."}
+        return {
+            "verb": "Pause",
+            "effect": "A queued job is held now; a running one stops at its next progress, "
+            "item, stage, checkpoint or check call. Resume runs it again under its id.",
+        }
+    if job.status is not JobStatus.PAUSED and not job.pause_requested_at:
+        return {"verb": "Resume", "refusal": f"It is {status}: there is nothing to resume."}
+    return {"verb": "Resume", "effect": "It runs again under its own id."}
+
+
 # -- routes -----------------------------------------------------------------------------
 
 #: ``render(request, template, context, status_code=200)``: a page, with the context
@@ -269,7 +504,8 @@ def add_pages(
             return auth.require(request, csrf_token=csrf_token)
         except HTTPException as exc:
             if exc.status_code == 401 and not auth.open_on_loopback:
-                raise NeedLogin() from exc  # signing in helps: offer the form
+                # Signing in helps: offer the form, and come back here after it.
+                raise NeedLogin(wanted(request) if request.method == "GET" else "/") from exc
             raise
 
     def render(
@@ -279,6 +515,7 @@ def add_pages(
         route = current_route()
         context.update(
             request=request,
+            tz=viewer_zone(request),
             base=base,
             # Which server the page's reads went to, and how far behind it is (a live
             # fragment carries it too, for the footer).
@@ -307,6 +544,11 @@ def add_pages(
         search: Annotated[str | None, Query(max_length=200)] = None,
         workflow: Annotated[str | None, Query(max_length=255)] = None,
         group: Annotated[str | None, Query(max_length=255)] = None,
+        error_group: Annotated[str | None, Query(max_length=32)] = None,
+        handled: Annotated[str | None, Query(pattern="^(all|true|false)$")] = None,
+        window: Annotated[str | None, Query(pattern="^(1h|24h|7d|custom)?$")] = None,
+        since: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+        until: Annotated[str | None, Query(alias="to", max_length=40)] = None,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
         partial: bool = False,
         full: bool = False,
@@ -315,6 +557,8 @@ def add_pages(
         the newest jobs, says so, and offers the full search (``full=1``: every job,
         within ``web_query_timeout_s``)."""
         who = visitor(request)
+        span = {"window": window, "from": since, "to": until}
+        starts, ends = moment(since, "from"), moment(until, "to")
         filters = {
             "job_type": job_type,
             "task_name": task_name,
@@ -324,12 +568,15 @@ def add_pages(
             "search": searched(search),
             "workflow": workflow,
             "group": group,
+            "error_group": error_group,
         }  # as given: form and links
-        scope = JobFilter.of(**filters)
+        scope = JobFilter.of(**filters).where(**time_range(window, starts, ends))
         if who.owner_id is not None:
             filters["owner_id"], scope = None, scope.where(owner_id=who.owner_id)
+        shown = shown_handled(tab, handled)
         listed = scope.where(
-            status=tuple(JobStatus(s) for s in ([status.value] if status else TABS[tab]))
+            status=tuple(JobStatus(s) for s in ([status.value] if status else TABS[tab])),
+            handled=HANDLED[shown],
         )
         before = decode_cursor(cursor) if cursor else None
         if full:
@@ -340,15 +587,36 @@ def add_pages(
             [s.value for s in JobStatus], cap=COUNT_CAP, where=scope, every_match=full
         )
         tab_counts = {name: _tab_count(counts, wanted) for name, wanted in TABS.items()}
+        failed_shown = shown_handled("failed", handled)
+        if HANDLED[failed_shown] is not None:  # the Failed tab counts what it shows
+            failed = store.tab_counts(
+                list(TABS["failed"]),
+                cap=COUNT_CAP,
+                where=scope.where(handled=HANDLED[failed_shown]),
+                every_match=full,
+            )
+            tab_counts["failed"] = _tab_count(failed, TABS["failed"])
         page = found[:PAGE_SIZE]
         context = {
             "who": who,
             "tab": tab,
             "tabs": tab_counts,
             "jobs": page,
+            "retries": store.job_statuses([j.retried_by for j in page if j.retried_by]),
+            "handled": shown,
+            "handled_counts": {"all": _tab_count(counts, TABS[tab]), "shown": tab_counts[tab]}
+            if tab == "failed"
+            else None,
             "rollups": store.workflow_rollups([j.id for j in page], owner_id=who.owner_id),
             "filters": filters,
-            "params": {"tab": tab, **filters, "full": "1" if full else None},
+            "params": {
+                "tab": tab,
+                **filters,
+                "handled": handled,
+                **span,
+                "full": "1" if full else None,
+            },
+            "suggestions": {} if partial else suggestions(who),
             # Not complete: what the bounded read found starts the answer; the next page
             # reads on from its last job.
             "next_cursor": encode_cursor(page[-1])
@@ -365,7 +633,7 @@ def add_pages(
         request: Request,
         job_id: JobId,
         item_status: Annotated[
-            str | None, Query(pattern="^(success|error|skipped|pending)$")
+            str | None, Query(pattern="^(all|success|error|skipped|pending)$")
         ] = None,
         item_after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         partial: bool = False,
@@ -373,15 +641,23 @@ def add_pages(
     ) -> Response:
         """The job page (``partial``: its live fragment). ``tree=0`` leaves the workflow
         out: the live script asks for it that way between the tree's own, slower-paced
-        refreshes, so a big workflow is not read again on every change of the job."""
+        refreshes, so a big workflow is not read again on every change of the job. The
+        items open on the failed ones when there are any (``item_status=all``: every
+        one)."""
         who = visitor(request)
         job = visible_job(store, job_id, who)
         if job.id != job_id:  # the start of its id: the page lives under the whole id
             query = f"?{request.url.query}" if request.url.query else ""
             return redirect(request, f"/jobs/{quote(job.id, safe='')}{query}")
+        shown_items = item_status or ("error" if job.failed_items else "all")
         items = store.list_items(
-            job_id, status=item_status, limit=ITEMS_PAGE_SIZE + 1, after=item_after
+            job_id,
+            status=None if shown_items == "all" else shown_items,
+            limit=ITEMS_PAGE_SIZE + 1,
+            after=item_after,
         )
+        pending = store.count_items(job_id, "pending") if job.total_items else 0
+        done = job.processed_items - job.failed_items - job.skipped_items
         events = store.list_events(job_id)
         workflow = workflow_tree(store, job_id, who) if tree or not partial else None
         logs = store.list_logs(job_id, limit=LOG_LINES_SHOWN, last=True)
@@ -397,13 +673,23 @@ def add_pages(
             "stages": stage_spans(events),
             "items": items[:ITEMS_PAGE_SIZE],
             "more_items": len(items) > ITEMS_PAGE_SIZE,
-            "item_status": item_status,
+            "item_status": shown_items,
+            "item_param": item_status,
+            "item_counts": {
+                "all": job.processed_items + pending,
+                "success": max(done, 0),
+                "error": job.failed_items,
+                "skipped": job.skipped_items,
+                "pending": pending,
+            },
             "item_after": item_after,
+            "traceback_runs": fold(job.traceback) if job.traceback else [],
             "now": datetime.now(UTC),
             "retry_of": job.metadata.get("retry_of") if isinstance(job.metadata, dict) else None,
             "replays": store.replays_of(job_id),
             "replayable": replayable_input(job.input_data) is not None,
             "operator_actions": store.actions_for_job(job_id),
+            "retries": store.job_statuses([job.retried_by] if job.retried_by else []),
         }
         return render(request, "_job.html" if partial else "job.html", context)
 
@@ -423,17 +709,39 @@ def add_pages(
         new_id = await run_in_threadpool(replay_for, ops, job_id, who, given)
         return redirect(request, f"/jobs/{quote(new_id, safe='')}")
 
-    @app.post("/jobs/{job_id}/{action}", include_in_schema=False)
-    async def action_form(
-        request: Request,
-        job_id: JobId,
-        action: Annotated[str, Path(pattern="^(" + "|".join((*ACTIONS, "delete")) + ")$")],
+    OneAction = Annotated[str, Path(pattern="^(" + "|".join((*ACTIONS, "delete")) + ")$")]
+
+    @app.get("/jobs/{job_id}/{action}", response_class=HTMLResponse, include_in_schema=False)
+    def confirm_page(
+        request: Request, job_id: JobId, action: OneAction, failed_items: bool = False
     ) -> Response:
+        """One job's action, asked first: what it will do to this job, and the form that
+        does it. Cancel and Delete are only done from here (see :data:`CONFIRMED`); the
+        keyboard's Retry comes here too."""
+        who = visitor(request)
+        operator(who, action)
+        job = visible_job(store, job_id, who)
+        failed_items = failed_items and action == "retry"
+        context = {
+            "who": who,
+            "job": job,
+            "action": action,
+            "failed_items": failed_items,
+            **confirmation(job, action, failed_items=failed_items),
+        }
+        return render(request, "confirm.html", context)
+
+    @app.post("/jobs/{job_id}/{action}", include_in_schema=False)
+    async def action_form(request: Request, job_id: JobId, action: OneAction) -> Response:
         """The job page's and the list's buttons: Retry (``failed_items=1``: only the
         failed items), Cancel (``terminate=1``), Pause, Resume, Delete. Then the job's
-        page (a retry's new job's; the list after a delete)."""
+        page (a retry's new job's; the list after a delete). Cancel and Delete without
+        ``confirmed=1`` (not sent from their confirmation page) change nothing: they
+        answer with that page's address."""
         form = await form_of(request)
         who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        if action in CONFIRMED and form.get("confirmed") != "1":
+            return redirect(request, f"/jobs/{quote(job_id, safe='')}/{action}")
         flags = {"retry": "failed_items", "cancel": "terminate"}
         options = {flags[action]: form.get(flags[action]) == "1"} if action in flags else {}
         job_id = await run_in_threadpool(job_id_of, store, job_id, who)
@@ -441,6 +749,23 @@ def add_pages(
         if action == "delete":
             return redirect(request, "/")
         return redirect(request, f"/jobs/{quote(shown if action == 'retry' else job_id, safe='')}")
+
+    remembered: dict[tuple[str, str | None], tuple[float, list[str]]] = {}
+
+    def suggestions(who: Principal) -> dict[str, list[str]]:
+        """What the filter boxes suggest: the values each field holds (an owner-bound
+        visitor: its owner's), read once a minute at most."""
+        found = {}
+        for field in ("task_name", "job_type", "queue", "owner_id"):
+            if field == "owner_id" and who.owner_id is not None:
+                continue
+            key = (field, who.owner_id)
+            at, values = remembered.get(key, (0.0, []))
+            if time.monotonic() - at > SUGGESTIONS_TTL_S:
+                values = store.suggest.values(field, owner_id=who.owner_id)
+                remembered[key] = (time.monotonic(), values)
+            found[field] = values
+        return found
 
     def list_filter(params: Mapping[str, str], who: Principal) -> JobFilter:
         """The list's filter from its query or form fields (the tab, a status, the
@@ -453,32 +778,59 @@ def add_pages(
             statuses = [JobStatus(status).value] if status else list(TABS[tab])
         except ValueError as exc:
             raise HTTPException(422, f"status: {exc}") from exc
-        given = {name: params.get(name) for name in FILTERS}
+        given: dict[str, Any] = {name: params.get(name) for name in FILTERS}
         given["search"] = searched(given.get("search"))
         if who.owner_id is not None:
             given["owner_id"] = None  # the store scopes an owner-bound operator's action
-        return JobFilter.of(status=statuses if tab != "all" or status else None, **given)
+        ids = [i for i in (params.get("ids") or "").split(",") if i] or None
+        if ids is not None and not all(re.fullmatch(ID_PATTERN, i) for i in ids[:1000]):
+            raise HTTPException(422, "ids: job ids, comma-separated")
+        handled = params.get("handled")
+        if handled not in (None, "", *HANDLED):
+            raise HTTPException(422, f"handled: one of {', '.join(HANDLED)}")
+        since, until = (moment(params.get(k), k) for k in ("from", "to"))
+        window = params.get("window") or None
+        if window not in (None, "custom", *WINDOWS):
+            raise HTTPException(422, f"window: one of {', '.join(WINDOWS)}, custom")
+        return JobFilter.of(
+            status=statuses if tab != "all" or status else None,
+            ids=ids[:1000] if ids else None,
+            handled=HANDLED[shown_handled(tab, handled or None)],
+            **given,
+        ).where(**time_range(window, since, until))
 
     def bulk_params(params: Mapping[str, str]) -> dict[str, str]:
-        return {k: params[k] for k in ("tab", "status", *FILTERS) if params.get(k)}
+        names = ("tab", "status", "handled", "ids", "window", "from", "to", *FILTERS)
+        return {k: params[k] for k in names if params.get(k)}
 
     @app.get("/actions/new", response_class=HTMLResponse, include_in_schema=False)
     def action_new(
         request: Request,
         action: Annotated[str, Query(pattern="^(retry|cancel|pause|resume|delete)$")],
     ) -> Response:
-        """The confirmation of a bulk action: how many jobs it covers, exactly."""
+        """The confirmation of a bulk action: how many jobs it covers, exactly, and the
+        newest of them (:data:`BULK_SAMPLE`) with their names and errors."""
         who = visitor(request)
         operator(who, action)
         params = dict(request.query_params)
+        picked = [i for given in request.query_params.getlist("ids") for i in given.split(",") if i]
+        params.pop("selection", None)
+        if picked:
+            params["ids"] = ",".join(dict.fromkeys(picked))
+        elif request.query_params.get("selection"):
+            raise HTTPException(422, "no job selected: tick the jobs to act on first")
         where = list_filter(params, who)
         if where.is_empty():
             raise HTTPException(422, "an empty filter: choose a tab or a filter first")
         scoped = where.where(owner_id=who.owner_id) if who.owner_id else where
+        covered = bulk_filter(action, scoped)  # a retry: not those retried already
+        matched = store.count_matching(covered)
         context = {
             "who": who,
             "action": action,
-            "matched": store.count_matching(scoped),
+            "matched": matched,
+            "left_out": store.count_matching(scoped) - matched if covered != scoped else 0,
+            "sample": store.list_jobs(covered, limit=BULK_SAMPLE),
             "params": bulk_params(params),
             "scope": " ".join(f"{k}={v}" for k, v in bulk_params(params).items()),
         }
@@ -520,12 +872,22 @@ def add_pages(
         since: Annotated[str, Query(max_length=40)] = "24h",
         every: Annotated[str, Query(max_length=10)] = "1h",
         key: Annotated[str | None, Query(max_length=255)] = None,
+        sort: Annotated[str | None, Query(pattern="^-?(" + "|".join(INSIGHT_SORTS) + ")$")] = None,
     ) -> Response:
         """Per task (or job type): throughput, failure rate, run time and queue wait
-        over the window, as charts and a table (owner-bound visitors: their owner's)."""
+        over the window, as charts and a table (owner-bound visitors: their owner's); the
+        table sorted by a column (``sort=failure_rate``; ``-`` first: descending), failure
+        rates from :data:`HIGH_FAILURE_RATE` up marked."""
         who = visitor(request)
         found = insights_report(store, who, by=by, since=since, every=every, key=key or None)
         charted = found.series[:CHARTED_SERIES]
+        rows = list(found.series)
+        if sort:
+            name = sort.lstrip("-")
+            figure = INSIGHT_SORTS[name]
+            rows.sort(key=lambda one: one.key)
+            rows.sort(key=lambda one: figure(one)[1], reverse=sort.startswith("-"))
+            rows.sort(key=lambda one: figure(one)[0])  # rows without the figure last
         charts = [
             (
                 one,
@@ -555,8 +917,69 @@ def add_pages(
             "charts": charts,
             "patterns": PATTERNS,
             "params": {"by": by, "since": since, "every": every, "key": key},
+            "rows": rows,
+            "sort": sort,
+            "high_rate": HIGH_FAILURE_RATE,
         }
         return render(request, "insights.html", context)
+
+    @app.get("/failures", response_class=HTMLResponse, include_in_schema=False)
+    def failures_page(
+        request: Request,
+        task_name: Annotated[str | None, Query(max_length=255)] = None,
+        queue: Annotated[str | None, Query(max_length=255)] = None,
+        owner_id: Annotated[str | None, Query(max_length=255)] = None,
+        partial: bool = False,
+    ) -> Response:
+        """The failure groups: what is failing, how often, since when, with Retry,
+        Delete and the list of each group's jobs (owner-bound visitors: their owner's)."""
+        who = visitor(request)
+        given = {"task_name": task_name, "queue": queue, "owner_id": owner_id}
+        groups, since = failure_groups(store, who, given)
+        context = {
+            "who": who,
+            "groups": groups,
+            "sparks": {g.key: sparkline(g.hourly) for g in groups},
+            "since": since,
+            "params": {**given, "owner_id": owner_id if who.owner_id is None else None},
+            "now": datetime.now(UTC),
+        }
+        return render(request, "_failures.html" if partial else "failures.html", context)
+
+    @app.get("/workers", response_class=HTMLResponse, include_in_schema=False)
+    def workers_page(request: Request) -> Response:
+        """Workers & Queues: each worker's pool, busy slots, pace and heartbeat, each
+        queue's depth, backlog, oldest wait and consumers, and the operators' controls
+        (not for owner-bound visitors: they cover every owner)."""
+        who = visitor(request)
+        found = fleet_for(ops, who)
+        context = {"who": who, "survey": found, "now": datetime.now(UTC)}
+        return render(request, "workers.html", context)
+
+    @app.post("/workers/control", include_in_schema=False)
+    async def workers_control(request: Request) -> Response:
+        """The page's controls: pause or resume a queue, resize a pool, set a task's
+        rate limit; then the page again, showing what is in effect."""
+        form = await form_of(request)
+        who = visitor(request, csrf_token=str(form.get(CSRF_FIELD) or ""))
+        action = str(form.get("action") or "")
+        fields = {
+            "queue-pause": ("queue",),
+            "queue-resume": ("queue",),
+            "worker-scale": ("worker", "concurrency"),
+            "rate-limit": ("task", "rate"),
+        }
+        if action not in fields:
+            raise HTTPException(422, f"action: one of {', '.join(fields)}")
+        given: dict[str, Any] = {name: str(form.get(name) or "") for name in fields[action]}
+        if "concurrency" in given:
+            if not given["concurrency"].isdigit():
+                raise HTTPException(422, "concurrency: a number of processes, 1 to 1000")
+            given["concurrency"] = int(given["concurrency"])
+        if not all(given.values()):
+            raise HTTPException(422, f"{action}: give {', '.join(fields[action])}")
+        await run_in_threadpool(control_for, ops, who, action, **given)
+        return redirect(request, "/workers")
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
     def alerts_page(request: Request) -> Response:
@@ -583,18 +1006,22 @@ def add_pages(
         return render(request, "_action.html" if partial else "action.html", context)
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
-    def login_page(request: Request) -> Response:
-        return render(request, "login.html", {"error": None})
+    def login_page(
+        request: Request, next: Annotated[str | None, Query(max_length=2000)] = None
+    ) -> Response:
+        return render(request, "login.html", {"error": None, "next": safe_next(next)})
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         form = await form_of(request)
         auth.check_form(request, str(form.get(CSRF_FIELD) or ""))
+        then = safe_next(str(form.get("next") or ""))
         session = auth.login(str(form.get("token") or ""))
         if session is None:
             auth.failed(request.client.host if request.client else "")
-            return render(request, "login.html", {"error": "That token is not valid."}, 401)
-        response = redirect(request, "/")
+            failed = {"error": "That token is not valid.", "next": then}
+            return render(request, "login.html", failed, 401)
+        response = redirect(request, then)
         auth.set_cookies(request, response, session=session)
         return response
 

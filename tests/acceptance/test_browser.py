@@ -288,14 +288,24 @@ def test_a_running_jobs_logs_tail_live_and_its_workflow_shows_as_a_tree(
     expect(logs).to_contain_text("said 1 about tides")  # without a reload
     world.gates[job_id].set()
     expect(page.locator("#job-status")).to_have_text("completed")
-    expect(page.locator("#tree-summary")).to_contain_text("4 jobs: 4 of 4 done")
+    expect(page.locator("#tree-summary")).to_contain_text("5 jobs: 5 of 5 done")
+    expect(page.locator("#workflow-state .badge")).to_have_text("completed")
     summary = page.locator("li.tree-group summary")
     expect(summary).to_contain_text("3 of 3 done")
-    expect(page.locator("li.tree-group li.tree-job").first).not_to_be_visible()  # collapsed
+    members = page.locator("li.tree-group details li.tree-job")
+    expect(members.first).not_to_be_visible()  # collapsed: this job is not in it
+    # The chord's body is drawn under the group, after its members, not under one.
+    body = page.locator("li.tree-group > ul.then > li.tree-job")
+    expect(body).to_contain_text("Report tides summed")
+    expect(body.locator(".took")).to_have_count(1)  # each node says how long it took
     summary.click()
-    expect(page.locator("li.tree-group li.tree-job")).to_have_count(3)
+    expect(members).to_have_count(3)
     assert page.evaluate("window.__sameDocument") is True
     shot(page, "job-tree-logs")
+    # On a member's page, the group holding it is drawn open.
+    members.first.locator("a").click()
+    expect(page.locator("li.tree-job.here")).to_be_visible()
+    expect(page.locator("li.tree-group details")).to_have_attribute("open", "")
 
 
 #: Logs, in the page, each fragment fetch (page clock, URL) and each stream event's job id.
@@ -347,8 +357,7 @@ def test_a_workflows_tree_refreshes_at_its_own_pace_and_its_job_at_each_change(
     expect(page.locator("#live")).to_have_text("live")
     others_node = page.locator(f'li.tree-job[data-job-id="{other.id}"]')
     expect(others_node).to_contain_text("25%")
-    page.locator("li.tree-group summary").click()  # opened by hand
-    expect(others_node).to_be_visible()
+    expect(others_node).to_be_visible()  # the group holding this job is drawn open
 
     def advance(ms: int) -> list[str]:
         """Moves the page's clock on; the fragments it fetched meanwhile, once shown."""
@@ -416,10 +425,11 @@ def test_insights_charts_render_and_read_without_colour(site: tuple[World, str],
             ("billing.invoice", 12, 900),
             ("mail.send", 30, 120),
             ("etl.nightly", 2, 40_000),
+            ("pay.refund", 3, 300),
         ):
             for n in range(runs + (hour % 5) * 2):
                 finished_at = now - timedelta(hours=23 - hour, minutes=n % 50)
-                failed = (n + hour) % 11 == 0
+                failed = (n + hour) % 11 == 0 or (task == "pay.refund" and n % 3 == 0)
                 updates.append(
                     JobUpdate.transition(
                         f"ins-{task}-{hour}-{n}-{USER}",
@@ -460,6 +470,18 @@ def test_insights_charts_render_and_read_without_colour(site: tuple[World, str],
     expect(section.locator("svg.chart")).to_have_count(3)
     page.goto(f"{base}/insights?since=24h&every=1h")
     shot(page, "insights")
+    # Each chart titled; the table sorted by a column's heading; high failure rates marked.
+    expect(section.locator("figcaption")).to_have_text(
+        ["Throughput: completed and failed", "Run time, p50 and p95", "Queue wait, p50 and p95"]
+    )
+    page.locator('th a[data-sort="failure_rate"]').click()
+    expect(page).to_have_url(re.compile(r"sort=-failure_rate"))
+    expect(page.locator('th[aria-sort="descending"]')).to_contain_text("Failure rate")
+    cells = page.locator("#insights-table tbody td.rate").all_text_contents()
+    rates = [float(c.strip().rstrip("⚠ ").rstrip("%")) for c in cells if c.strip()]
+    assert rates == sorted(rates, reverse=True) and len(rates) >= 3
+    marks = page.locator("#insights-table tbody td.rate .high").all_text_contents()
+    assert marks and len(marks) == sum(1 for r in rates if r >= 10.0)
 
 
 def test_live_updates_read_on_a_replica_once_it_has_the_change(
@@ -527,3 +549,330 @@ def test_live_updates_read_on_a_replica_once_it_has_the_change(
         store.close()
         writer.close()
         pair.reset()
+
+
+def test_cancel_and_delete_ask_first_and_name_who_did_it(
+    chromium: Any, site: tuple[World, str]
+) -> None:
+    """One click on Cancel or Delete changes nothing: a confirmation page (no script,
+    nothing the Content-Security-Policy blocks) asks first; the audit names the token."""
+    from playwright.sync_api import expect
+
+    world, _ = site
+    store = world.tracker.store
+    queued = world.tasks["report"].apply_async(("held", USER), queue=f"nobody-{USER}").id
+    wait_for(lambda: store.find_job(queued), message="the queued job's row")
+    with serve(world.web(web_tokens="alice:alice-ops-token-01=operator")) as base:
+        context = chromium.new_context()
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("dialog", lambda d: (problems.append(d.message), d.dismiss()))
+        page.on(
+            "console", lambda m: "Content Security Policy" in m.text and problems.append(m.text)
+        )
+        page.goto(f"{base}/login")
+        page.fill("input[name=token]", "alice-ops-token-01")
+        page.click("button[type=submit]")
+        page.goto(f"{base}/jobs/{queued}")
+        page.get_by_role("button", name="Cancel…").click()
+        expect(page.locator("#confirm-title")).to_contain_text("Cancel the job")
+        expect(page.locator("#confirm-effect")).to_contain_text("It has not started")
+        assert store.get_job(queued).status.value == "pending"  # asked, not done
+        page.locator("#confirm").click()
+        expect(page.locator("#job-status")).to_have_text("cancelled")
+        expect(page.locator("#audit")).to_contain_text("Cancelled by alice")
+        page.get_by_role("button", name="Delete…").click()
+        expect(page.locator("#confirm-effect")).to_contain_text("This cannot be undone")
+        shot(page, "confirm-delete")
+        assert store.find_job(queued) is not None
+        page.locator("#confirm").click()
+        expect(page).to_have_url(f"{base}/")
+        assert store.find_job(queued) is None
+        context.close()
+        assert problems == []
+
+
+def test_the_failed_tab_shows_what_nobody_handled_and_groups_it_by_error(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    owner = f"h-{uuid.uuid4().hex[:8]}"
+    failed = [world.tasks["flaky"].delay(f"{owner}-{n}", user=owner).id for n in range(3)]
+    world.finished(*failed)
+    page.goto(f"{base}/?tab=failed&owner_id={owner}")
+    count = page.locator('a[data-tab="failed"] .count')
+    expect(count).to_have_text("3")
+    page.locator(f'tr[data-job-id="{failed[0]}"]').get_by_role("button", name="Retry").click()
+    expect(page.locator("#job-status")).to_have_text("completed")
+    retry = page.url.rsplit("/", 1)[1]
+    # Handled: gone from the Failed tab (and its count), shown with its retry under "all".
+    page.goto(f"{base}/?tab=failed&owner_id={owner}")
+    expect(page.locator("tr.job")).to_have_count(2)
+    expect(count).to_have_text("2")
+    page.get_by_role("link", name="Show all 3, retried ones too").click()
+    handled = page.locator(f'tr[data-job-id="{failed[0]}"] .handled')
+    expect(handled).to_contain_text("retried → ")
+    expect(handled).to_contain_text("completed")
+    page.goto(f"{base}/jobs/{failed[0]}")
+    expect(page.locator("#retried-as")).to_contain_text(f"retried → {retry}, completed")
+    # The two left are one failure group: counted, listed, retried together.
+    page.goto(f"{base}/failures?owner_id={owner}")
+    group = page.locator("tr.failure-group")
+    expect(group).to_have_count(1)
+    expect(group.locator(".jobs-count")).to_have_text("2")
+    expect(group).to_contain_text("ConnectionError: upstream timed out for h-<id>-<n>")
+    expect(group.locator("svg.spark rect.spark-bar")).to_have_count(24)
+    shot(page, "failures")
+    group.get_by_role("link", name="Show jobs").click()
+    expect(page.locator("tr.job")).to_have_count(2)
+    expect(page.locator(".chip")).to_contain_text("failure group")
+    page.go_back()
+    group.get_by_role("button", name="Retry 2…").click()
+    expect(page.locator("h1")).to_have_text("Retry 2 matching jobs?")
+    expect(page.locator("#sample tbody tr")).to_have_count(2)
+    page.locator("#confirm").click()
+    expect(page.locator("#action-status")).to_have_text("completed")
+    page.goto(f"{base}/failures?owner_id={owner}")
+    expect(page.locator("#failures-empty")).to_be_visible()
+    world.finished(*(world.tracker.store.get_job(i).retried_by or i for i in failed))
+
+
+def test_a_failed_job_leads_with_its_cause_after_sign_in(
+    chromium: Any, site: tuple[World, str]
+) -> None:
+    """The link to a failed job survives sign-in; its page opens on the error and the
+    task's own frames (library frames folded), its failed items, times in local time."""
+    from playwright.sync_api import expect
+
+    world, _ = site
+    exploded = world.tasks["explode"].delay(user=USER).id
+    checked = world.tasks["check_rows"].delay("cause", user=USER).id
+    world.finished(exploded, checked)
+    with serve(world.web(web_tokens="ops:ops-token-012345678=operator")) as base:
+        context = chromium.new_context(timezone_id="America/New_York")
+        page = context.new_page()
+        page.goto(f"{base}/jobs/{exploded}")
+        expect(page).to_have_url(re.compile(r"/login\?next=%2Fjobs%2F"))
+        page.get_by_label("Token").fill("ops-token-012345678")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{base}/jobs/{exploded}")
+        head = "document.querySelector('.job-head')"
+        assert page.evaluate(f"{head}.nextElementSibling.id") == "job-error"
+        assert page.evaluate(f"{head}.nextElementSibling.nextElementSibling.id") == (
+            "job-traceback"
+        )
+        traceback = page.locator("#job-traceback")
+        expect(traceback.locator("pre.own").first).to_be_visible()
+        expect(traceback.locator("pre.own").nth(1)).to_contain_text("webkit.py")
+        folded = traceback.locator("details.library").first
+        expect(folded.locator("summary")).to_contain_text(re.compile(r"library frames? \(celery"))
+        expect(folded.locator("pre")).not_to_be_visible()
+        # Times in the viewer's zone beside UTC, once the browser has told it (live).
+        expect(page.locator("#live")).to_have_text("live")
+        expect(page.locator("dl.fields .local").first).to_contain_text(re.compile(r"E[SD]T"))
+        page.goto(f"{base}/jobs/{checked}")
+        expect(page.locator('a[data-items="error"]')).to_have_attribute("aria-current", "page")
+        expect(page.locator('a[data-items="error"] .count')).to_have_text("2")
+        expect(page.locator('a[data-items="all"] .count')).to_have_text("5")
+        expect(page.locator('a[data-items="success"] .count')).to_have_text("3")
+        expect(page.locator("table.items tbody tr")).to_have_count(2)
+        page.get_by_role("link", name="All 5").click()
+        expect(page.locator("table.items tbody tr")).to_have_count(5)
+        page.get_by_role("link", name="2 failed items").click()  # leads to them
+        expect(page.locator("table.items tbody tr")).to_have_count(2)
+        shot(page, "job-failed-cause")
+        context.close()
+
+
+def test_workers_and_queues_show_what_runs_and_what_waits_and_control_it(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    store = world.tracker.store
+    queue = str(world.app.conf.task_default_queue)
+    try:
+        page.goto(f"{base}/workers")
+        worker = page.locator("#workers-table tr[data-worker]").first
+        expect(worker).to_contain_text("online")
+        expect(worker).to_contain_text("thread")
+        row = page.locator(f'#queues-table tr[data-queue="{queue}"]')
+        expect(row).to_contain_text(worker.get_attribute("data-worker") or "?")
+        row.get_by_role("button", name="Pause").click()
+        expect(row.locator(".state")).to_contain_text("paused")
+        expect(row.locator(".state")).to_contain_text("Paused by loopback")
+        held = world.tasks["report"].delay("held by a pause", user=USER).id
+        wait_for(lambda: store.find_job(held), message="the held job's row")
+        page.goto(f"{base}/workers")
+        expect(row.locator(".problem-text")).to_contain_text(
+            re.compile(r"\d+ queued, and no live worker consumes it")
+        )
+        expect(row.locator(".depth")).not_to_have_text("0")
+        shot(page, "workers-queue-paused")
+        row.get_by_role("button", name="Resume").click()
+        world.finished(held)
+        expect(row.locator(".state")).to_contain_text("Resumed by loopback")
+        page.get_by_label("Task").fill(world.tasks["explode"].name)
+        page.get_by_label("Rate").fill("100/m")
+        page.get_by_role("button", name="Set the rate limit").click()
+        expect(page.locator("#rate-limits-list")).to_contain_text("100/m")
+        page.goto(f"{base}/actions")
+        expect(page.locator("table.actions-list")).to_contain_text("rate-limit")
+    finally:
+        world.app.control.add_consumer(queue, reply=True, timeout=2)
+        world.app.control.rate_limit(world.tasks["explode"].name, "0", reply=True, timeout=2)
+
+
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def pages_to_check(world: World) -> list[str]:
+    """Every kind of page, with rows a real worker made (failed, running, a tree)."""
+    store = world.tracker.store
+    failed = store.list_jobs(jobtrack.JobFilter(status=(jobtrack.JobStatus.FAILED,)), limit=1)
+    done = store.list_jobs(jobtrack.JobFilter(status=(jobtrack.JobStatus.COMPLETED,)), limit=1)
+    assert failed and done, "earlier tests made these"
+    action = store.list_actions(limit=1)
+    paths = [
+        "/?tab=running",
+        "/?tab=failed",
+        "/?tab=all",
+        f"/jobs/{failed[0].id}",
+        f"/jobs/{done[0].id}",
+        f"/jobs/{failed[0].id}/retry",
+        "/actions/new?action=retry&tab=failed",
+        "/actions",
+        "/failures",
+        "/workers",
+        "/insights",
+        "/alerts",
+        "/login",
+    ]
+    return paths + ([f"/actions/{action[0].id}"] if action else [])
+
+
+def test_every_page_reads_on_a_phone_in_dark_mode_and_passes_axe(
+    chromium: Any, site: tuple[World, str]
+) -> None:
+    """axe-core (from npm, injected by the test: no CDN) finds no serious or critical
+    violation on any page, at 1440 by 900 in light mode and 390 by 844 in dark mode; on the
+    phone no page scrolls sideways and the list's rows are cards."""
+    if not AXE.exists():
+        _unavailable("axe-core at node_modules/axe-core", "npm ci (./scripts/test does it)")
+    world, base = site
+    made = [  # a failure, a workflow
+        world.tasks["flaky"].delay(f"axe-{USER}", user=USER).id,
+        world.tasks["talker"].delay("axe", 1, user=USER).id,
+    ]
+    world.finished(*made)
+    axe = AXE.read_text()
+    found: list[str] = []
+    for width, height, scheme in ((1440, 900, "light"), (390, 844, "dark")):
+        context = chromium.new_context(
+            viewport={"width": width, "height": height}, color_scheme=scheme
+        )
+        page = context.new_page()
+        for path in pages_to_check(world):
+            page.goto(f"{base}{path}")
+            page.evaluate(axe)  # through the debugger: the page's CSP still holds for it
+            result = page.evaluate(
+                "axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'best-practice']})"
+            )
+            for v in result["violations"]:
+                if v["impact"] in ("serious", "critical"):
+                    targets = [n["target"] for n in v["nodes"][:3]]
+                    found.append(f"{scheme} {path}: {v['id']} ({v['impact']}) {targets}")
+            if width < 500:
+                wide = page.evaluate("document.documentElement.scrollWidth")
+                if wide > width:
+                    found.append(f"{path}: {wide} px wide on a {width} px screen")
+        page.goto(f"{base}/?tab=all")
+        if width < 500:
+            shown = page.locator("tr.job").first.evaluate("r => getComputedStyle(r).display")
+            if shown != "block":
+                found.append(f"a list row on the phone is shown as {shown}, not as a card")
+            background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+            if background == "rgb(248, 249, 251)":
+                found.append("dark mode does not follow the system")
+            shot(page, "phone-dark-list")
+        context.close()
+    assert found == [], "\n".join(found)
+
+
+def test_keys_move_open_select_and_retry_with_its_confirmation(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    owner = f"k-{uuid.uuid4().hex[:8]}"
+    ids = [world.tasks["flaky"].delay(f"{owner}-{n}", user=owner).id for n in range(3)]
+    world.finished(*ids)
+    newest = [j.id for j in world.tracker.store.list_jobs(jobtrack.JobFilter(owner_id=owner))]
+    listing = f"{base}/?tab=failed&owner_id={owner}"
+    page.goto(listing)
+    page.keyboard.press("?")
+    expect(page.locator("#keys")).to_be_visible()
+    page.keyboard.press("?")
+    expect(page.locator("#keys")).to_be_hidden()
+    page.keyboard.press("/")
+    expect(page.locator('input[name="search"]')).to_be_focused()
+    page.keyboard.press("Escape")
+    current = page.locator("tr.job.current")
+    for key, at in (("j", 0), ("j", 1), ("k", 0)):
+        page.keyboard.press(key)
+        expect(current).to_have_attribute("data-job-id", newest[at])
+    page.keyboard.press("x")
+    page.keyboard.press("j")
+    page.keyboard.press("x")
+    picked = page.locator('input[name="ids"]:checked')
+    expect(picked).to_have_count(2)
+    page.get_by_role("button", name="Retry the selected…").click()
+    expect(page.locator("h1")).to_have_text("Retry 2 matching jobs?")
+    shown = page.locator("#sample tbody tr")
+    expect(shown).to_have_count(2)
+    assert sorted(shown.evaluate_all("rows => rows.map(r => r.dataset.jobId)")) == sorted(
+        newest[:2]
+    )
+    page.goto(listing)
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")  # the row's link has the focus
+    expect(page).to_have_url(f"{base}/jobs/{newest[0]}")
+    page.keyboard.press("r")  # retry: its confirmation page first
+    expect(page).to_have_url(f"{base}/jobs/{newest[0]}/retry")
+    expect(page.locator("#confirm")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    assert world.tracker.store.get_job(newest[0]).retried_by == page.url.rsplit("/", 1)[1]
+
+
+def test_filters_suggest_what_exists_and_a_time_range_narrows(
+    site: tuple[World, str], page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    world, base = site
+    job = world.tasks["report"].delay("in range", user=USER).id
+    world.finished(job)
+    page.goto(f"{base}/?tab=all&owner_id={USER}")
+    offered = page.locator("#suggest-task_name option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+    assert world.tasks["report"].name in offered
+    assert USER in page.locator("#suggest-owner_id option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+    expect(page.locator('input[name="task_name"]')).to_have_attribute("list", "suggest-task_name")
+    page.select_option('select[name="window"]', "1h")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"window=1h"))
+    expect(page.locator(f'tr[data-job-id="{job}"]')).to_be_visible()
+    later = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+    page.select_option('select[name="window"]', "custom")
+    page.fill('form.filters input[name="from"]', later)
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("p.empty")).to_contain_text("match these filters")
+    expect(page.locator('form.filters input[name="from"]')).to_have_value(later)

@@ -70,13 +70,15 @@ def test_job_page_shows_trace_items_input_and_output(world: tuple[World, dict[st
     page = (
         client(w, web_flower_url="http://flower.example:5555/").get(f"/jobs/{ids['report']}").text
     )
-    trace = page[page.index("<h2>Trace</h2>") : page.index("<h2>Items</h2>")]
+    trace = page[page.index("<h2>Trace</h2>") : page.index('<h2 id="items">Items</h2>')]
     assert re.findall(r'class="badge (\w+)"', trace) == ["pending", "running", "completed"]
     assert f'href="http://flower.example:5555/task/{ids["report"]}"' in page
     assert "<h2>Input</h2>" in page and "<h2>Output</h2>" in page
     errors_only = client(w).get(f"/jobs/{ids['report']}", params={"item_status": "error"}).text
     assert "&lt;svg onload=" in errors_only and "row-2" not in errors_only
-    assert "row-2" in page
+    assert page.count("row-2") == 0  # a job with failed items opens on them
+    every = client(w).get(f"/jobs/{ids['report']}", params={"item_status": "all"}).text
+    assert "row-2" in every and "&lt;svg onload=" in every
 
 
 def test_retry_needs_a_csrf_token_from_the_same_site(world: tuple[World, dict[str, str]]) -> None:
@@ -113,11 +115,23 @@ def test_cancel_a_queued_job_from_its_page(world: tuple[World, dict[str, str]]) 
     c = client(w)
     page = c.get(f"/jobs/{queued}").text
     assert f'action="/jobs/{queued}/cancel"' in page and 'class="retry"' not in page
-    assert 'name="terminate"' not in page  # nothing runs yet: a revoke is enough
-    done = c.post(
+    # The button opens its confirmation page; a post that did not come from there (no
+    # "confirmed") is sent to it and changes nothing.
+    asked = c.get(f"/jobs/{queued}/cancel")
+    assert asked.status_code == 200 and "It has not started" in asked.text
+    assert 'name="terminate"' not in asked.text  # nothing runs yet: a revoke is enough
+    unasked = c.post(
         f"/jobs/{queued}/cancel",
         headers=BROWSER,
         data={"csrf_token": csrf_of(page)},
+        follow_redirects=False,
+    )
+    assert unasked.status_code == 303 and unasked.headers["location"] == f"/jobs/{queued}/cancel"
+    assert w.tracker.store.get_job(queued).status.value == "pending"
+    done = c.post(
+        f"/jobs/{queued}/cancel",
+        headers=BROWSER,
+        data={"csrf_token": csrf_of(asked.text), "confirmed": "1"},
         follow_redirects=False,
     )
     assert done.status_code == 303 and done.headers["location"] == f"/jobs/{queued}"
@@ -125,6 +139,7 @@ def test_cancel_a_queued_job_from_its_page(world: tuple[World, dict[str, str]]) 
     assert w.tracker.store.get_job(queued).status.value == "cancelled"
     after = c.get(f"/jobs/{queued}").text
     assert "/cancel" not in after and f'action="/jobs/{queued}/retry"' in after
+    assert "there is nothing to cancel" in c.get(f"/jobs/{queued}/cancel").text
 
 
 def test_sign_in_with_a_token_and_owner_scope(world: tuple[World, dict[str, str]]) -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,8 +18,9 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from jobtrack.cli import main
-from jobtrack.models import JobFilter, JobStatus, JobUpdate
+from jobtrack.models import Batch, JobFilter, JobStatus, JobUpdate, masked_error
 from jobtrack.payload import REDACTED
+from jobtrack.web import create_app
 from tests.acceptance.webkit import World, tracked_worker
 from tests.conftest import wait_for
 
@@ -347,10 +350,20 @@ def test_the_dashboard_deletes_and_replays_with_edited_input(world: World) -> No
     world.finished(new_id)
     assert world.tracker.store.get_job(new_id).output_data == {"title": "july"}
     assert f'id="replay-of">{original}' in c.get(f"/jobs/{new_id}").text
-    gone = c.post(
+    kept = c.post(  # not from its confirmation page: nothing is deleted
         f"/jobs/{original}/delete",
         headers=BROWSER,
         data={"csrf_token": token},
+        follow_redirects=False,
+    )
+    assert kept.headers["location"] == f"/jobs/{original}/delete"
+    assert world.tracker.store.find_job(original) is not None
+    asked = c.get(f"/jobs/{original}/delete").text
+    assert "This cannot be undone" in asked and 'name="confirmed" value="1"' in asked
+    gone = c.post(
+        f"/jobs/{original}/delete",
+        headers=BROWSER,
+        data={"csrf_token": token, "confirmed": "1"},
         follow_redirects=False,
     )
     assert gone.status_code == 303 and gone.headers["location"] == "/"
@@ -375,3 +388,171 @@ def test_the_cli_counts_asks_and_refuses_an_empty_filter(world: World, pg_url: s
     assert not any(world.tracker.store.find_job(i) for i in done)
     listed = runner.invoke(main, ["--database-url", pg_url, "actions", "ls", "--json"])
     assert '"actor": "cli"' in listed.output and '"action": "delete"' in listed.output
+
+
+def test_a_bulk_confirmation_shows_its_newest_jobs_and_no_tab_offers_zero(world: World) -> None:
+    owner = f"sample-{RUN}"
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    world.tracker.store.write_batch(
+        Batch(
+            [
+                JobUpdate.transition(
+                    f"sample-{RUN}-{n:02d}",
+                    JobStatus.FAILED,
+                    at=start + timedelta(seconds=n),
+                    name=f"Sample {n}",
+                    task_name="samples.load",
+                    owner_id=owner,
+                    error_type="ValueError",
+                    error_message=f"bad row {n}",
+                )
+                for n in range(12)
+            ]
+        )
+    )
+    c = pages(world)
+    page = c.get("/actions/new", params={"action": "retry", "tab": "failed", "owner_id": owner})
+    assert "Retry 12 matching jobs?" in page.text and "The newest 10 of them" in page.text
+    shown = re.findall(r'<tr data-job-id="([^"]+)"', page.text)
+    assert shown == [f"sample-{RUN}-{n:02d}" for n in range(11, 1, -1)]
+    assert "Sample 11" in page.text and "bad row 11" in page.text and "bad row 1<" not in page.text
+    assert "Retry all 12 matching…" in c.get("/", params={"tab": "failed", "owner_id": owner}).text
+    empty = c.get("/", params={"tab": "cancelled", "owner_id": owner}).text
+    assert "matching…" not in empty and 'id="bulk"' not in empty
+    # "The selected…" with nothing ticked acts on nothing (not on the whole tab).
+    nothing = c.get("/actions/new", params={"action": "retry", "tab": "failed", "selection": 1})
+    assert nothing.status_code == 422 and "no job selected" in nothing.text
+    ticked = [("ids", f"sample-{RUN}-03"), ("ids", f"sample-{RUN}-07")]
+    asked = [("action", "delete"), ("tab", "failed"), ("selection", "1"), *ticked]
+    two = c.get("/actions/new", params=asked)
+    assert "Delete 2 matching jobs?" in two.text
+
+
+def test_a_named_token_acts_under_its_name(world: World, pg_url: str) -> None:
+    alice = "alice-ops-token-0001"
+    c = TestClient(world.web(web_tokens=f"alice:{alice}=operator,{VIEW}=viewer"))
+    [failed] = failed_syncs(world, f"named-{RUN}", 1)
+    assert c.post(f"/api/jobs/{failed}/retry", headers=auth(alice)).status_code == 200
+    audit = c.get("/api/actions", params={"job_id": failed}, headers=auth(VIEW)).json()
+    assert [a["actor"] for a in audit["actions"]] == ["alice"]
+    listed = CliRunner().invoke(main, ["--database-url", pg_url, "actions", "ls", "--job", failed])
+    assert listed.exit_code == 0 and "alice" in listed.output and "token" not in listed.output
+    page = pages(world).get(f"/jobs/{failed}").text
+    assert "Retried by <b>alice</b>" in page
+
+
+def test_a_retried_failure_is_handled_and_a_second_bulk_retry_skips_it(
+    world: World, pg_url: str
+) -> None:
+    owner = f"handled-{RUN}"
+    ids = failed_syncs(world, owner, 3)
+    c = api(world)
+    one = c.post(f"/api/jobs/{ids[0]}/retry", headers=auth(OP)).json()["result"]
+    world.finished(one)
+    job = c.get(f"/api/jobs/{ids[0]}", headers=auth(VIEW)).json()["job"]
+    assert job["retried_by"] == one
+    query = {"status": "failed", "owner_id": owner, "handled": "false"}
+    unhandled = c.get("/api/jobs", params=query, headers=auth(VIEW)).json()["jobs"]
+    assert sorted(j["id"] for j in unhandled) == sorted(ids[1:])
+    runner = CliRunner()
+    ls = ["--database-url", pg_url, "jobs", "ls", "--owner", owner, "--status", "failed"]
+    listed = runner.invoke(main, [*ls, "--unhandled", "--json"])
+    assert sorted(j["id"] for j in json.loads(listed.output)) == sorted(ids[1:])
+    # A bulk retry by filter covers the two nobody retried; a second one finds none.
+    body = {"action": "retry", "filter": {"status": ["failed"], "owner_id": owner}}
+    first = c.post("/api/actions", json=body, headers=auth(OP)).json()
+    assert first["matched"] == 2 and first["filter"]["handled"] is False
+    assert wait_action(c, first["id"])["done"] == 2
+    again = c.post("/api/actions", json=body, headers=auth(OP)).json()
+    assert again["matched"] == 0
+    cli = ["--database-url", pg_url, "jobs", "retry", "--status", "failed", "--owner", owner]
+    dry = runner.invoke(main, [*cli, "--dry-run"])
+    assert dry.exit_code == 0 and "0 job(s) match" in dry.output
+    dry_all = runner.invoke(main, [*cli, "--dry-run", "--include-retried"])
+    assert "3 job(s) match" in dry_all.output
+    every = c.post("/api/actions", json={**body, "include_retried": True}, headers=auth(OP))
+    assert every.json()["matched"] == 3 and every.json()["options"] == {"include_retried": True}
+    assert wait_action(c, every.json()["id"])["done"] == 3
+    newest = c.get("/api/jobs", params={"owner_id": owner, "handled": "true"}, headers=auth(VIEW))
+    assert {j["id"] for j in newest.json()["jobs"]} == set(ids)  # each names its newest
+    assert all(j["retried_by"] != one for j in newest.json()["jobs"])
+
+
+def test_failure_groups_over_the_api_and_the_cli(world: World, pg_url: str) -> None:
+    owner = f"groups-{RUN}"
+    ids = failed_syncs(world, owner, 3)
+    c = api(world)
+    found = c.get("/api/failures", params={"owner_id": owner}, headers=auth(VIEW)).json()
+    [group] = found["groups"]
+    assert group["count"] == 3 and group["error_type"] == "ConnectionError"
+    # The batch's id is masked as an id or, all digits, as a number: as the masks say.
+    assert group["message"] == masked_error(group["example_message"])
+    assert re.fullmatch(r"upstream timed out for <(id|n)>-<n>", group["message"])
+    assert group["example_id"] in ids and sum(group["hourly"]) == 3 and len(group["hourly"]) == 24
+    members = c.get(
+        "/api/jobs", params={"error_group": group["key"], "owner_id": owner}, headers=auth(VIEW)
+    )
+    assert sorted(j["id"] for j in members.json()["jobs"]) == sorted(ids)
+    bound = c.get("/api/failures", params={"owner_id": owner}, headers=auth(OP2)).json()
+    assert bound["groups"] == []  # another owner's token sees none of them
+    listed = CliRunner().invoke(
+        main, ["--database-url", pg_url, "failures", "ls", "--owner", owner, "--json"]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert [g["count"] for g in json.loads(listed.output)["groups"]] == [3]
+    table = CliRunner().invoke(main, ["--database-url", pg_url, "failures", "ls", "--owner", owner])
+    assert group["key"] in table.output and group["message"].split()[-1] in table.output
+    # Retrying the group (by its key) handles it: the group is gone.
+    body = {
+        "action": "retry",
+        "filter": {"error_group": group["key"], "status": ["failed"], "owner_id": owner},
+    }
+    action = c.post("/api/actions", json=body, headers=auth(OP)).json()
+    assert action["matched"] == 3 and wait_action(c, action["id"])["done"] == 3
+    after = c.get("/api/failures", params={"owner_id": owner}, headers=auth(VIEW)).json()
+    assert after["groups"] == []
+
+
+def test_workers_and_queues_over_the_api(world: World, pg_url: str) -> None:
+    c = api(world)
+    queue = str(world.app.conf.task_default_queue)
+    world.finished(world.tasks["report"].delay("counted", user=U1).id)
+    assert c.get("/api/workers", headers=auth(OP1)).status_code == 403  # bound to an owner
+    found = c.get("/api/workers", headers=auth(VIEW)).json()
+    assert found["inspected"] and found["answered"] == 1
+    [worker] = [w for w in found["workers"] if w["online"]]
+    assert worker["pool"] == "thread" and worker["queues"] == [queue]
+    # The thread pool's jobs carry the machine's host name, not the node's: they are
+    # that node's all the same (no second, silent worker of the same host); bulk
+    # actions' runs are no workers.
+    names = [w["name"] for w in found["workers"]]
+    assert worker["tasks_per_min"] > 0 and socket.gethostname() not in names, names
+    assert not any(name.count(":") == 2 for name in names), names
+    assert c.post(f"/api/queues/{queue}/pause", headers=auth(VIEW)).status_code == 403
+    try:
+        paused = c.post(f"/api/queues/{queue}/pause", headers=auth(OP))
+        assert paused.status_code == 200 and "no longer consuming" in paused.json()["result"]
+        queues = {q["name"]: q for q in c.get("/api/queues", headers=auth(VIEW)).json()["queues"]}
+        assert queues[queue]["paused"] and queues[queue]["consumers"] == []
+        assert queues[queue]["last_control"]["actor"] == "token 1"
+        again = c.post(f"/api/queues/{queue}/pause", headers=auth(OP))
+        assert again.status_code == 409 and "no live worker consumes it" in again.json()["detail"]
+    finally:
+        resumed = c.post(f"/api/queues/{queue}/resume", headers=auth(OP))
+    assert resumed.status_code == 200
+    assert resumed.json()["result"].startswith("1 worker: ")
+    # The thread pool cannot grow: Celery's refusal is the answer, recorded.
+    refused = c.post(
+        f"/api/workers/{worker['name']}/scale", params={"concurrency": 9}, headers=auth(OP)
+    )
+    assert refused.status_code == 409 and "cannot scale worker" in refused.json()["detail"]
+    audit = c.get("/api/actions", params={"limit": 4}, headers=auth(VIEW)).json()["actions"]
+    assert [(a["action"], a["status"]) for a in audit] == [
+        ("worker-scale", "failed"),
+        ("queue-resume", "completed"),
+        ("queue-pause", "failed"),
+        ("queue-pause", "completed"),
+    ]
+    bare = TestClient(create_app(world.tracker.store, world.settings(web_tokens=TOKENS)))
+    assert bare.post(f"/api/queues/{queue}/pause", headers=auth(OP)).status_code == 501
+    assert bare.get("/api/queues", headers=auth(VIEW)).json()["inspected"] is False

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 import jobtrack
 from jobtrack.cli import main
 from jobtrack.control import JobControl
+from jobtrack.models import JobFilter, JobStatus
 from jobtrack.settings import Settings
 from jobtrack.web import create_app
 from tests.conftest import wait_for
@@ -103,14 +104,14 @@ def test_tree_api_from_any_job_of_the_workflow(world: dict[str, Any], client: Te
     member = grouped["children"][3]["id"]
     again = client.get(f"/api/jobs/{member}/tree", headers=auth(VIEW)).json()
     assert again["focus"] == member and again["count"] == tree["count"]
-    # The list rolls the workflow up on its root's row.
+    # The list rolls the workflow up on its root's row, counting what its tree counts.
     listed = client.get("/api/jobs", params={"workflow": root, "limit": 50}, headers=auth(VIEW))
     rows = {j["id"]: j for j in listed.json()["jobs"]}
     assert len(rows) == CHILDREN + 1
     assert rows[root]["workflow"] == {
-        "total": CHILDREN,
-        "counts": {"completed": 8, "failed": 2},
-        "summary": "8 of 10 done, 2 failed",
+        "total": CHILDREN + 1,
+        "counts": {"completed": 9, "failed": 2},
+        "summary": tree["summary"],
     }
     assert "workflow" not in rows[member]
 
@@ -213,20 +214,41 @@ def test_job_page_shows_the_tree_and_logs_and_the_list_its_rollup(
     page = client.get(f"/jobs/{root}", headers=auth(OP)).text
     assert 'id="tree"' in page and "8 of 10 done, 2 failed" in page
     assert "11 jobs: 9 of 11 done, 2 failed." in page
-    assert "Retry the workflow's failed jobs…" in page
+    # The workflow's own state, apart from its root's; only the buttons that can act.
+    assert re.search(
+        r'Workflow <span class="badge failed">failed</span> <span class="sub">'
+        r"\(its root job: completed\)",
+        page,
+    )
+    left = world["tracker"].store.count_matching(
+        JobFilter(workflow=root, status=(JobStatus.FAILED,), handled=False)
+    )  # an earlier test may have retried them
+    retry = f"Retry the workflow's {left} failed job{'' if left == 1 else 's'}…"
+    assert (retry in page) == bool(left) and "Retry the workflow's 0" not in page
+    assert "Cancel the workflow's" not in page  # nothing of it runs or waits
     assert "&lt;b&gt;not markup&lt;/b&gt;" in page and "<b>not markup</b>" not in page
     assert f"fanning out {CHILDREN} for {U1}" in page
     listed = client.get("/", params={"tab": "all", "workflow": root}, headers=auth(VIEW)).text
     assert listed.count('class="workflow-rollup"') == 1
     assert re.search(
-        r"workflow</a>: <progress max=\"10\" value=\"8\"></progress> 8 of 10 done", listed
+        r"workflow</a>: <progress max=\"11\" value=\"9\" aria-label=\"workflow progress\">"
+        r"</progress> 9 of 11 done, 2 failed <span class=\"sub\">· root completed · workflow "
+        r"<b>failed</b>",
+        listed,
+    )
+    # The workflow's 2 failed jobs, less those an operator retried already (an earlier
+    # test may have): a retry leaves those out, and says so.
+    unhandled = world["tracker"].store.count_matching(
+        JobFilter(workflow=root, status=(JobStatus.FAILED,), handled=False)
     )
     confirm = client.get(
         "/actions/new",
-        params={"action": "retry", "tab": "failed", "workflow": root},
+        params={"action": "retry", "tab": "failed", "workflow": root, "handled": "all"},
         headers=auth(OP),
     )
-    assert confirm.status_code == 200 and "Retry 2 matching jobs?" in confirm.text
+    assert confirm.status_code == 200
+    assert f"Retry {unhandled} matching job{'' if unhandled == 1 else 's'}?" in confirm.text
+    assert (f"the {2 - unhandled} retried already" in confirm.text) == (unhandled < 2)
 
 
 def test_the_live_fragment_reads_the_workflow_only_when_asked(

@@ -91,11 +91,22 @@ def sign_in(c: TestClient, token: str) -> str:
         # there (and answered 500 everywhere before this was refused).
         (f"{VIEWER}=viewer:*", "not '\\*'"),
         (f"{VIEWER}=operator: * ", "not '\\*'"),
+        (f"ann smith:{VIEWER}=viewer", "a name of up to 64"),
+        (f"ann:{VIEWER}=viewer,ann:{OPERATOR}=operator", "each name given to one token"),
+        ("ann:short=viewer", "at least 16 characters"),
     ],
 )
 def test_weak_or_ambiguous_tokens_are_refused_at_start(tokens: str, says: str) -> None:
     with pytest.raises(ConfigurationError, match=says):
         parse_tokens(tokens)
+
+
+def test_a_token_may_carry_the_name_the_audit_trail_shows() -> None:
+    found = parse_tokens(f"ann.lee:{OPERATOR}=operator:acme, {VIEWER}=viewer")
+    assert {t: (p.name, p.role.value, p.owner_id) for t, p in found.items()} == {
+        OPERATOR: ("ann.lee", "operator", "acme"),
+        VIEWER: ("token 2", "viewer", None),
+    }
 
 
 def test_failed_authentication_is_limited_per_address(store: Store) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from celery import Celery, group
+from celery import Celery, chord, group
 from celery.contrib.testing.worker import start_worker
 
 import jobtrack
@@ -139,7 +139,7 @@ def tracked_worker(db_url: str) -> Iterator[World]:
     @jobtrack.track(job_type="talk", name="Talk about {topic}", owner="user")
     def talker(self: Any, topic: str, lines: int, user: str) -> int:
         """Logs a line per step, each after the test opens its gate; then starts a
-        group of reports (a workflow)."""
+        chord of reports (a workflow: three in a group, then one more)."""
         job = jobtrack.current_job()
         gate = world.gates.setdefault(self.request.id, threading.Event())
         for n in range(lines):
@@ -149,7 +149,8 @@ def tracked_worker(db_url: str) -> Iterator[World]:
             if n < lines - 1:
                 assert gate.wait(60), "the test never opened the gate"
                 gate.clear()
-        group(report.s(f"{topic} {n}", user=user) for n in range(3)).apply_async()
+        header = group(report.s(f"{topic} {n}", user=user) for n in range(3))
+        chord(header, report.si(f"{topic} summed", user=user)).apply_async()
         return lines
 
     @app.task(name=f"{app.main}.starter")

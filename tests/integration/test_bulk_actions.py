@@ -207,7 +207,12 @@ def test_a_bulk_retry_killed_half_way_resumes_and_publishes_each_job_once(
     try:
         action = wait_for(
             lambda: next(
-                (a for a in store.list_actions(limit=5) if a.filter == {"job_type": kind}), None
+                (
+                    a
+                    for a in store.list_actions(limit=5)
+                    if a.filter == {"job_type": kind, "handled": False}
+                ),
+                None,
             ),
             message="the action recorded",
         )

@@ -90,6 +90,9 @@ def test_chains_groups_and_chords_make_one_tree(installed: Any) -> None:
         chorded = chord(group(header), t[f"{n}.total"].s()).apply_async()
         with pytest.raises(Exception, match="bad 9"):
             chorded.get(timeout=20, propagate=True)
+        summed = chord(group(t[f"{n}.add"].s(i, 1) for i in range(3)), t[f"{n}.total"].s())
+        total = summed.apply_async()
+        assert total.get(timeout=20) == 6
         last = chained.id
         wait_for(lambda: finished(tracker.store, last), message="chain done")
         header_ids = [r.id for r in chorded.parent.results]
@@ -117,8 +120,20 @@ def test_chains_groups_and_chords_make_one_tree(installed: Any) -> None:
     body = store.get_job(chorded.id)
     assert body.status is JobStatus.FAILED and (body.error_message or "").startswith("never ran")
     assert shown["nodes"][0]["kind"] == "group" and shown["counts"]["failed"] == 2
-    # The chain's root rolls up what it started.
-    assert store.workflow_rollups([first.job.id]) == {first.job.id: {"completed": 2}}
+    assert chord_tree.state() == "failed" and chord_tree.unhandled_failures() == 2
+    # A chord's body (its header's group id, recorded under the member that finished
+    # last) is drawn under the group, after its members: not under one of them.
+    wait_for(lambda: finished(store, total.id), message="chord body done")
+    summed_tree = build_tree(store.workflow_jobs(total.id).jobs, total.id)
+    (members,) = [node for node in summed_tree.top if node.is_group]
+    assert [n.job.id for n in members.then if n.job] == [total.id]
+    assert all(not m.children for m in members.children)
+    assert members.summary() == "3 of 3 done" and summed_tree.summary() == "4 of 4 done"
+    assert summed_tree.state() == "completed" and not members.holds(total.id)
+    assert members.children[0].job is not None and members.holds(members.children[0].job.id)
+    assert summed_tree.to_json()["nodes"][0]["then"][0]["id"] == total.id
+    # The chain's root rolls up its workflow, itself included, as its tree counts it.
+    assert store.workflow_rollups([first.job.id]) == {first.job.id: {"completed": 3}}
 
 
 def test_what_a_task_logs_is_kept_with_its_job(installed: Any) -> None:

@@ -16,6 +16,9 @@ import jobtrack
 from jobtrack.migrate import alembic_config, head_revision, upgrade_to_head
 from jobtrack.schema import (
     DIALECT_ONLY_INDEXES,
+    ERROR_GROUP_FUNCTION_DDL,
+    ERROR_GROUP_TRIGGERS_DDL,
+    FAILURE_GROUPS_INDEX_DDL,
     FILTER_COLUMNS,
     ID_PREFIX_INDEX_DDL,
     SEARCH_INDEX_DDL,
@@ -58,6 +61,10 @@ def test_the_search_indexes_are_made_as_the_schema_spells_them() -> None:
     assert scale._SEARCH_INDEX_DDL == SEARCH_INDEX_DDL
     assert scale._ID_PREFIX_INDEX_DDL == ID_PREFIX_INDEX_DDL
     assert _revision("0011_search_words")._WORDS_INDEX_DDL == WORDS_INDEX_DDL
+    groups = _revision("0015_handled_failure_groups")
+    assert groups.FUNCTION == ERROR_GROUP_FUNCTION_DDL
+    assert groups.TRIGGERS == ERROR_GROUP_TRIGGERS_DDL
+    assert groups.INDEX == FAILURE_GROUPS_INDEX_DDL
 
 
 def _jobs_indexes(url: str) -> dict[str, tuple[int, list[str]]]:

@@ -28,6 +28,7 @@ from jobtrack.models import (
     JobStatus,
     JobUpdate,
     LogLine,
+    error_group_of,
     state_seq,
 )
 from jobtrack.schema import RLS_TABLES
@@ -162,6 +163,13 @@ def test_conversion_keeps_every_row_security_and_search(plain: Store, clock: Clo
     assert len(indexes) >= 15  # the key and every index of jobs, on each partition
     made_as = " ".join(indexes.values())  # the three search indexes among them
     assert all(s in made_as for s in ("gin_trgm_ops", "regexp_split_to_array", "pattern_ops"))
+    assert "retried_by IS NULL" in made_as  # the failure groups' index
+    # The failure group's trigger went along: a job failing now gets its group.
+    failed = upd("job-2", JobStatus.FAILED, MAR, error_type="OSError", error_message="disk 3")
+    store.write_batch(Batch([failed]))
+    with store.engine.connect() as conn:
+        group = conn.execute(text("SELECT error_group FROM jobs WHERE id = 'job-2'")).scalar()
+    assert group is not None and group == error_group_of(None, "OSError", "disk 7")
     # Ids go on from where they were; search and the id prefix still answer.
     store.write_batch(Batch(items=[Item("job-0", "k9", ItemStatus.SUCCESS, processed_at=MAR)]))
     assert max(i.id for i in store.list_items("job-0")) > top_item

@@ -53,3 +53,53 @@ def test_estimated_tab_counts_are_marked_and_rounded() -> None:
     assert str(_tab_count(few, TABS["completed"])) == "~37"
     none = {"completed": Count(0, exact=False, estimated=True)}
     assert str(_tab_count(none, TABS["completed"])) == "~0"
+
+
+def test_a_traceback_folds_library_frames_and_keeps_the_tasks_own_open() -> None:
+    from jobtrack.web.tracebacks import fold
+
+    text = "\n".join(
+        [
+            "Traceback (most recent call last):",
+            '  File "/venv/lib/python3.12/site-packages/celery/app/trace.py", line 1, in t',
+            "    R = retval = fun(*args, **kwargs)",
+            "                 ^^^^^^^^^^^^^^^^^^^^",
+            '  File "/venv/lib/python3.12/site-packages/kombu/x.py", line 2, in k',
+            "    k()",
+            '  File "/srv/app/billing.py", line 40, in charge',
+            "    raise GatewayError(code)",
+            '  File "/usr/lib/python3.12/socket.py", line 9, in connect',
+            "    pass",
+            "billing.GatewayError: 402",
+        ]
+    )
+    runs = fold(text)
+    assert [(r.library, r.frames) for r in runs] == [
+        (False, 0),
+        (True, 2),
+        (False, 1),
+        (True, 1),
+        (False, 0),
+    ]
+    assert runs[1].summary == "2 library frames (celery, kombu)"
+    assert runs[3].summary == "1 library frame (python)"
+    assert runs[2].text.endswith("raise GatewayError(code)")
+    assert "\n".join(r.text for r in runs) == text  # nothing lost, nothing reordered
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("/jobs/abc?item_status=error", "/jobs/abc?item_status=error"),
+        ("//evil.example/x", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("/jobs/a\nSet-Cookie: x", "/"),
+        ("", "/"),
+        (None, "/"),
+    ],
+)
+def test_sign_in_goes_back_only_to_a_page_of_its_own(given: str | None, kept: str) -> None:
+    from jobtrack.web.pages import safe_next
+
+    assert safe_next(given) == kept

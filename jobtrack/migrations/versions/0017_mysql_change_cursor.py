@@ -7,7 +7,7 @@ table. A search holding whole words reads the jobs holding them by the second.
 PostgreSQL and SQLite are left as they are.
 
 Revision ID: 0017
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-10
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 from jobtrack.migrations.dialects import is_mysql
 
 revision = "0017"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -6,6 +6,15 @@
 // inserts nothing of its own.
 (function () {
   "use strict";
+  // The browser's time zone, for the server to show times in it beside UTC (the next
+  // render: a live page's first refresh, or the next page).
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && /^[A-Za-z0-9_\/+-]{1,64}$/.test(zone) &&
+        document.cookie.split("; ").indexOf("jobtrack_tz=" + zone) < 0) {
+      document.cookie = "jobtrack_tz=" + zone + "; path=/; max-age=31536000; SameSite=Strict";
+    }
+  } catch (e) { /* no Intl: times stay in UTC */ }
   var section = document.querySelector("[data-live]");
   var badge = document.getElementById("live");
   if (!section || !window.EventSource) { return; }
@@ -31,6 +40,15 @@
       });
     });
   }
+  function keepPicked(old, part) {  // rows ticked for a selection stay ticked
+    var picked = {};
+    old.querySelectorAll('input[name="ids"]:checked').forEach(function (box) {
+      picked[box.value] = true;
+    });
+    part.querySelectorAll('input[name="ids"]').forEach(function (box) {
+      if (picked[box.value]) { box.checked = true; }
+    });
+  }
   function refresh() {
     pending = null;
     if (busy) { again = true; return; }
@@ -49,9 +67,11 @@
             document.querySelector('footer [data-part="' + name + '"]');  // which server
           if (old) {
             keepOpen(old, part);
+            keepPicked(old, part);
             old.replaceWith(part);
           }
         });
+        document.dispatchEvent(new CustomEvent("jobtrack:refreshed"));
         if (withTree) { tree.shown = changes; }  // a change during the fetch: still stale
       })
       .catch(function () { /* the next change or tick tries again (a stale tree: when due) */ })
@@ -90,4 +110,65 @@
   stream.addEventListener("job", changed);
   stream.addEventListener("error", function () { setLive("reconnecting…", false); });
   window.setInterval(tick, 30000);
+})();
+
+// Keys (? lists them): / search, j and k move between the list's rows, Enter opens the
+// row (its link has the focus), x ticks it, r retries it (its confirmation page; on a job
+// page, the job's). The help is in the page; the script only shows it.
+(function () {
+  "use strict";
+  var current = null;
+  function rows() {
+    return Array.prototype.slice.call(document.querySelectorAll("tr.job[data-job-id]"));
+  }
+  function row() {
+    return rows().filter(function (r) { return r.getAttribute("data-job-id") === current; })[0];
+  }
+  function mark(found, focus) {
+    rows().forEach(function (r) { r.classList.remove("current"); });
+    if (!found) { current = null; return; }
+    current = found.getAttribute("data-job-id");
+    found.classList.add("current");
+    var link = found.querySelector("td.name a");
+    if (link && focus) { link.focus(); }
+    if (found.scrollIntoView) { found.scrollIntoView({block: "nearest"}); }
+  }
+  function move(step) {
+    var all = rows(), at = all.indexOf(row());
+    if (!all.length) { return; }
+    var next = at < 0 ? (step > 0 ? 0 : all.length - 1) : at + step;
+    mark(all[Math.min(Math.max(next, 0), all.length - 1)], true);
+  }
+  document.addEventListener("jobtrack:refreshed", function () {
+    var found = row();
+    if (found) { mark(found, document.activeElement === document.body); }
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) { return; }
+    var target = event.target, tag = target && target.tagName;
+    var keys = document.getElementById("keys");
+    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (target && target.isContentEditable)) {
+      if (event.key === "Escape" && target.blur) { target.blur(); }
+      return;
+    }
+    if (event.key === "/") {
+      var search = document.querySelector('input[name="search"]');
+      if (search) { event.preventDefault(); search.focus(); }
+    } else if (event.key === "j") {
+      move(1);
+    } else if (event.key === "k") {
+      move(-1);
+    } else if (event.key === "x") {
+      var box = row() && row().querySelector('input[name="ids"]');
+      if (box) { box.checked = !box.checked; }
+    } else if (event.key === "r") {
+      var here = row() || document.querySelector(".job-head[data-retry]");
+      var url = here && here.getAttribute("data-retry");
+      if (url) { window.location.assign(url); }
+    } else if (event.key === "?") {
+      if (keys) { keys.hidden = !keys.hidden; }
+    } else if (event.key === "Escape" && keys) {
+      keys.hidden = true;
+    }
+  });
 })();
