@@ -201,12 +201,14 @@ def test_the_dashboard_reads_the_replica_and_sees_its_own_delete(fresh: Streamin
         # for it (the position the delete's answer carries), and shows the job gone.
         fresh.apply_delay(1.0)
         shown = c.get(f"/jobs/deleted-{RUN}")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', shown.text)
-        assert token and "served by replica" in footer(shown.text)
+        assert "served by replica" in footer(shown.text)
+        asked = c.get(f"/jobs/deleted-{RUN}/delete")  # a delete asks first (its own page)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', asked.text)
+        assert token
         done = c.post(
             f"/jobs/deleted-{RUN}/delete",
             headers=BROWSER,
-            data={"csrf_token": token.group(1)},
+            data={"csrf_token": token.group(1), "confirmed": "1"},
             follow_redirects=False,
         )
         assert done.status_code == 303
