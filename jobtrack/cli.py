@@ -16,46 +16,50 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from .errors import AmbiguousJobId, JobNotFound, JobtrackError
-from .insights import BadWindow, report, window
 from .models import FINISHED, ItemStatus, JobFilter, JobStatus
 from .settings import Settings
-from .spool import DeadLetter, Spool
-from .store import Store, describe_url
-from .store.failures import HOURS as FAILURE_HOURS
-from .tracker import Tracker, active_tracker_or_none, open_store
-from .views import (
-    actions_table,
-    dead_letters_table,
-    failures_table,
-    items_table,
-    job_detail,
-    job_list_table,
-    log_lines,
-    progress_table,
-    queues_view,
-    stats_view,
-    tree_view,
-    trends_view,
-    workers_view,
-)
-from .workflows import build_tree
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .spool import DeadLetter, Spool
+    from .store import Store
+    from .tracker import Tracker
 
 __all__ = ["main"]
 
-console = Console()
+
+class _LazyConsole:
+    """Rich's console, made on first use: importing Rich is a good part of a short
+    command's start-up, and ``--help`` needs none of it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def rich(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rich, name)
+
+
+console = _LazyConsole()
 #: Every option shows its environment variable in --help (JOBTRACK_<COMMAND>_<OPTION>,
 #: derived by Click from auto_envvar_prefix).
 option = functools.partial(click.option, show_envvar=True)
-errors = Console(stderr=True, soft_wrap=True)  # one line per error, even when piped
+errors = _LazyConsole(stderr=True, soft_wrap=True)  # one line per error, even when piped
 STATUSES = [s.value for s in JobStatus]
 
 
@@ -63,6 +67,7 @@ class Context:
     def __init__(
         self, database_url: str | None, app: str | None, url_from_command_line: bool = False
     ) -> None:
+
         self._database_url = database_url
         self._url_from_command_line = url_from_command_line
         self._app_path = app
@@ -80,6 +85,8 @@ class Context:
 
     def tracked_app(self) -> tuple[Any, Tracker]:
         """The Celery app (-A) and the tracker its ``install()`` made."""
+        from .tracker import active_tracker_or_none
+
         app = self.celery_app()
         tracker = active_tracker_or_none()
         if tracker is None:
@@ -91,6 +98,8 @@ class Context:
 
     def tracker(self) -> Tracker:
         """A tracker on the database this command uses (for what needs no Celery app)."""
+        from .tracker import Tracker
+
         if self._tracker is None:
             self._tracker = Tracker(
                 self.settings().replace(create_tables=False), store=self.open_store()
@@ -117,6 +126,8 @@ class Context:
         return self._settings
 
     def _resolve(self) -> tuple[Settings, str]:
+        from .tracker import active_tracker_or_none
+
         if self._url_from_command_line:
             conf = self.celery_app().conf if self._app_path else None
             return Settings.resolve(conf, database_url=self._database_url), "--database-url"
@@ -139,6 +150,9 @@ class Context:
     def open_store(self, *, create: bool = False) -> Store:
         """The tracking database, said on stderr (unless the output is JSON). A default
         SQLite file that does not exist is not created, except by ``create``."""
+        from .store import describe_url
+        from .tracker import open_store
+
         if self._store is None:
             settings, source = self._resolved()
             if source == "the default" and not create and _missing_sqlite(settings.database_url):
@@ -210,6 +224,8 @@ def _load_app(path: str) -> Any:
 
 
 def _missing_sqlite(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     return (
         parsed.get_backend_name() == "sqlite"
@@ -361,6 +377,8 @@ def db_partition(obj: Context, period: str | None, as_json: bool) -> None:
     Converting rebuilds jobs, job_items, job_events and job_logs in one transaction,
     holding them meanwhile: stop the workers first (docs/operations.md). Retention then
     drops whole periods instead of deleting rows."""
+    from rich.table import Table
+
     store = obj.open_store(create=True)
     store.ensure_schema()
     if period is not None:
@@ -487,6 +505,8 @@ def _job_filter(
 @_reads
 def jobs_ls(obj: Context, /, limit: int, offset: int, as_json: bool, **filters: Any) -> None:
     """Jobs, newest first."""
+    from .views import job_list_table
+
     found = obj.store.list_jobs(_job_filter(**filters), limit=limit, offset=offset)
     if as_json:
         _dump([dataclasses.asdict(j) for j in found])
@@ -502,6 +522,8 @@ def jobs_ls(obj: Context, /, limit: int, offset: int, as_json: bool, **filters: 
 def jobs_show(obj: Context, job_id: str, as_json: bool) -> None:
     """One job: its row, attempt trace, failing items and traceback. JOB_ID may be the
     start of an id (4 characters or more) that only one job's id starts with."""
+    from .views import job_detail
+
     job_id = obj.job_id(job_id)
     try:
         job = obj.store.get_job(job_id)
@@ -534,6 +556,9 @@ def jobs_tree(obj: Context, job_id: str, as_json: bool) -> None:
     """The workflow JOB_ID belongs to (chain, groups, chords, tasks its tasks started)
     as a tree, each job with its status and progress. Act on it with the bulk
     commands: jobs retry --workflow ROOT_ID, jobs cancel --group GROUP_ID."""
+    from .views import tree_view
+    from .workflows import build_tree
+
     job_id = obj.job_id(job_id)
     try:
         found = obj.store.workflow_jobs(job_id)
@@ -565,6 +590,8 @@ def jobs_logs(
     as_json: bool,
 ) -> None:
     """What the job's task logged while it ran (job_log_level and up), oldest first."""
+    from .views import log_lines
+
     store = obj.store
     job_id = obj.job_id(job_id)
     job = store.find_job(job_id)
@@ -604,6 +631,8 @@ def jobs_items(
     obj: Context, job_id: str, status: str | None, limit: int, after: int | None, as_json: bool
 ) -> None:
     """A job's items, in the order they were recorded."""
+    from .views import items_table
+
     job_id = obj.job_id(job_id)
     found = obj.store.list_items(job_id, status=status, limit=limit, after=after)
     if as_json:
@@ -711,7 +740,7 @@ def _run_bulk(run: Any) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=errors
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=errors.rich
     ) as bar:
         task = bar.add_task(f"action #{run.action_id}", total=None)
 
@@ -752,6 +781,9 @@ def failures_ls(obj: Context, /, limit: int, as_json: bool, **filters: str | Non
     task, error type and message (numbers, ids and quoted values masked), the most
     recently seen first, with their counts over the last 24 hours. Retry a group with
     jobs retry --error-group KEY --status failed --status lost."""
+    from .store.failures import HOURS as FAILURE_HOURS
+    from .views import failures_table
+
     now = datetime.now(UTC)
     found = obj.store.failures.groups(JobFilter.of(**filters), now=now, limit=limit)
     if as_json:
@@ -797,6 +829,8 @@ def workers(ctx: click.Context, as_json: bool) -> None:
     """The workers: pool and size, busy slots, tasks a minute, last heartbeat, the
     queues each consumes (from jobtrack's rows, and with -A from the workers
     themselves). Subcommands change them (needs -A; recorded in the audit trail)."""
+    from .views import workers_view
+
     if ctx.invoked_subcommand is not None:
         return
     found = _survey(ctx.obj)
@@ -850,6 +884,8 @@ def queues(ctx: click.Context, as_json: bool) -> None:
     """The queues: depth in the broker, jobs queued per jobtrack, the oldest one's
     wait, which live workers consume each; a queue with jobs and no consumer is a
     problem (with -A; without it, jobtrack's rows only)."""
+    from .views import queues_view
+
     if ctx.invoked_subcommand is not None:
         return
     found = _survey(ctx.obj)
@@ -892,6 +928,8 @@ def actions() -> None:
 @_reads
 def actions_ls(obj: Context, job_id: str | None, limit: int, as_json: bool) -> None:
     """Operator actions, newest first: who did what, when, to which jobs, and the counts."""
+    from .views import actions_table
+
     if job_id is not None:  # a deleted job's entries stay: an id that names none is kept
         job_id = obj.job_id(job_id, must_exist=False)
     found = obj.store.list_actions(limit=limit, job_id=job_id)
@@ -908,6 +946,8 @@ def actions_ls(obj: Context, job_id: str | None, limit: int, as_json: bool) -> N
 @_reads
 def actions_show(obj: Context, action_id: int, as_json: bool) -> None:
     """One action: its filter, progress and counts."""
+    from .views import actions_table
+
     try:
         found = obj.store.get_action(action_id)
     except JobNotFound as exc:
@@ -1067,6 +1107,9 @@ def stats(
     """Counts by status and type, failure rate and durations; with --by, per task (or
     type) and per bucket: completed, failed, failure rate, run time and queue wait
     p50/p95 (jobs count in the bucket they finished in)."""
+    from .insights import BadWindow, report, window
+    from .views import stats_view, trends_view
+
     if by is not None:
         try:
             found = report(obj.store, window(since, every), by=by, key=key, limit=10_000)
@@ -1094,6 +1137,10 @@ def stats(
 @click.pass_obj
 def watch(obj: Context, interval: float, job_type: str | None, limit: int, once: bool) -> None:
     """A live view of running jobs with progress bars (Ctrl-C to leave)."""
+    from rich.live import Live
+
+    from .views import progress_table
+
     active = ["running", "retrying", "pending"]
 
     def view() -> Table:
@@ -1117,7 +1164,7 @@ def watch(obj: Context, interval: float, job_type: str | None, limit: int, once:
         return
     with (
         contextlib.suppress(KeyboardInterrupt),
-        Live(view(), console=console, refresh_per_second=4) as live,
+        Live(view(), console=console.rich, refresh_per_second=4) as live,
     ):
         while True:
             time.sleep(interval)
@@ -1224,6 +1271,7 @@ def spool(ctx: click.Context) -> None:
 
 
 def _spool(obj: Context) -> Spool:
+    from .spool import Spool
     from .writer import default_spool_dir
 
     settings = obj.settings()
@@ -1235,6 +1283,8 @@ def _spool(obj: Context) -> Spool:
 @click.pass_obj
 def spool_ls(obj: Context, as_json: bool) -> None:
     """Spool files waiting for replay, and dead letters."""
+    from .views import dead_letters_table
+
     found = _spool(obj)
     pending, dead = found.pending(), found.dead_letters()
     if as_json:
@@ -1275,6 +1325,7 @@ def spool_replay(obj: Context, names: tuple[str, ...], every: bool) -> None:
     removed, each one still refused is kept and said why."""
     from .errors import DataRefused
     from .models import Batch
+    from .spool import Spool
     from .writer import cleaner_for
 
     store, clean = obj.store, cleaner_for(obj.settings())

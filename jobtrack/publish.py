@@ -18,7 +18,7 @@ from typing import Any
 
 from .control import ACTION_HEADER, INPUT_HEADER
 from .job import get_current
-from .models import JobStatus, Row
+from .models import JobStatus, Row, state_seq
 from .plans import Plans
 from .tracker import Tracker, handler_failed
 
@@ -101,9 +101,10 @@ class Publishing:
         job_id = headers["id"]
         retries = int(headers.get("retries") or 0)
         if retries:  # a retry republished: the old attempt is retrying until it starts
-            status, seq, trace = _RETRYING, (retries - 1) * 4 + 3, None  # task_retry traces it
+            status, trace = _RETRYING, None  # the retry's trace entry is task_retry's
+            seq = state_seq(JobStatus.RETRYING, retries - 1)
         else:
-            status, seq, trace = _PENDING, 0, 0
+            status, seq, trace = _PENDING, state_seq(JobStatus.PENDING, 0), 0
         parent = headers.get("parent_id")
         now = datetime.now(UTC)
         row: Row = {

@@ -32,8 +32,17 @@ __all__ = ["Runs"]
 
 log = logging.getLogger("jobtrack.celery")
 
-_RUNNING, _RETRYING, _PAUSED = JobStatus.RUNNING.value, JobStatus.RETRYING.value, "paused"
-_COMPLETED, _FAILED, _CANCELLED = "completed", "failed", "cancelled"
+# The statuses as the rows carry them (text).
+_RUNNING, _RETRYING, _PAUSED = (
+    JobStatus.RUNNING.value,
+    JobStatus.RETRYING.value,
+    JobStatus.PAUSED.value,
+)
+_COMPLETED, _FAILED, _CANCELLED = (
+    JobStatus.COMPLETED.value,
+    JobStatus.FAILED.value,
+    JobStatus.CANCELLED.value,
+)
 
 
 _now = functools.partial(datetime.now, UTC)
@@ -106,7 +115,7 @@ class Runs:
         row: Row = {
             "id": task_id,
             "status": _RUNNING,
-            "state_seq": attempt * 4 + 2,
+            "state_seq": state_seq(JobStatus.RUNNING, attempt),
             "created_at": now,
             "updated_at": now,
             "retries": attempt,
@@ -249,7 +258,7 @@ class Runs:
         row: Row = {
             "id": job_id,
             "status": _RETRYING,
-            "state_seq": attempt * 4 + 3,
+            "state_seq": state_seq(JobStatus.RETRYING, attempt),
             "created_at": now,
             "updated_at": now,
             "retries": attempt + 1,
