@@ -8,6 +8,7 @@ into the outcome's entry (``started_at``); reading the trace, through the store 
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,10 +17,11 @@ from typing import Any
 from sqlalchemy import text
 
 from jobtrack.job import JobHandle
-from jobtrack.models import TERMINAL_SEQ, JobStatus, JobUpdate, state_seq
+from jobtrack.models import TERMINAL_SEQ, Item, ItemStatus, JobStatus, JobUpdate, state_seq
+from jobtrack.payload import Cleaner
 from jobtrack.settings import Settings
 from jobtrack.store import Store
-from jobtrack.writer import BufferedWriter
+from jobtrack.writer import _FOLD_EVERY, BufferedWriter
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -144,3 +146,85 @@ def test_an_attempt_still_running_at_a_flush_is_written_as_running(
     assert writer.flush()
     assert raw_events(store, job_id) == [("running", 0, False)]
     assert raw_events(store, other) == [("completed", 0, True)]
+
+
+def count_jobs(store: Store, prefix: str) -> int:
+    with store.engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT COUNT(*) FROM jobs WHERE id LIKE :p"), {"p": f"{prefix}%"}
+        ).scalar_one()
+    return int(found)
+
+
+def test_the_thread_that_appends_folds_in_bursts_and_never_waits(
+    store: Store, tmp_path: Path
+) -> None:
+    """Tasks back to back leave the writer's thread little of the interpreter: every
+    few hundred job facts, the appending thread folds the queue itself, unless another
+    thread is folding or writing (then it goes on at once)."""
+    writer = writer_for(store, tmp_path)
+    prefix = f"burst-{uuid.uuid4().hex[:8]}"
+
+    def pend(n: int, tag: str) -> None:
+        for i in range(n):
+            writer.update(JobUpdate.transition(f"{prefix}-{tag}{i}", JobStatus.PENDING, 0, at=T0))
+
+    pend(_FOLD_EVERY - 1, "a")
+    assert len(writer._queue) == _FOLD_EVERY - 1  # not yet
+    pend(1, "b")
+    assert not writer._queue  # folded here, by the appending thread
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writer._flush_lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        pend(_FOLD_EVERY, "c")
+        assert len(writer._queue) == _FOLD_EVERY  # the writer is busy: left to it
+    finally:
+        release.set()
+        holder.join(30)
+    assert writer.flush()
+    assert count_jobs(store, prefix) == 2 * _FOLD_EVERY
+
+
+class Echoing(Cleaner):
+    """A cleaner that, for every item it cleans, has another item queued: a producer
+    appending as fast as the fold takes."""
+
+    writer: BufferedWriter | None = None
+
+    def __call__(self, record: object) -> object:
+        if isinstance(record, Item) and self.writer is not None:
+            echo = Item(record.job_id, f"{record.key}+", ItemStatus.SUCCESS, processed_at=T0)
+            self.writer.item(echo)
+        return super().__call__(record)
+
+
+def test_a_fold_takes_what_was_queued_when_it_began(store: Store, tmp_path: Path) -> None:
+    """Facts arriving while a fold runs wait for the next one: otherwise a thread that
+    appends as fast as the fold takes would keep the flush from ever starting."""
+    settings = Settings(
+        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
+    )
+    echoing = Echoing.for_limits(
+        message_chars=settings.max_message_chars,
+        traceback_chars=settings.max_traceback_chars,
+        name_chars=settings.max_name_chars,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    assert isinstance(echoing, Echoing)
+    writer = BufferedWriter(store, settings, echoing)
+    echoing.writer = writer
+    job_id = f"echo-{uuid.uuid4().hex[:8]}"
+    writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING, 0, at=T0))
+    writer.item(Item(job_id, "k", ItemStatus.SUCCESS, processed_at=T0))
+    assert writer.flush()  # returns: the echo of the item it wrote is queued, not chased
+    assert writer._queue and {fact.key for fact in writer._queue} == {"k+"}
+    assert [i.key for i in store.list_items(job_id)] == ["k"]
