@@ -25,13 +25,14 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
 Only with --only: mariadb (worker drain ratio and items/s on MariaDB beside PostgreSQL's
 in the same run, then the dashboard's list and tab counts on --rows jobs there, and a
 search with and without a FULLTEXT index), hooks (what tracking adds to a task in
-Celery's own tracer, no broker, and the writer thread's part of it), scale (every view
-on --rows jobs), scale-writes (worker throughput on that table against an empty one),
-write-rate (one PostgreSQL, many writer processes), partitions (partitioned tables
-against plain ones), filter-indexes (the write rate with the filter indexes' INCLUDE
-columns against without them), cli (the command's start-up against python -c pass and
-celery --help) and failures (the failure groups and the Failed tab's unhandled view on
---rows jobs).
+Celery's own tracer, no broker, and the writer thread's part of it), writer-process (the
+same task with the writer's rows handed to another process instead, two ways), scale
+(every view on --rows jobs), scale-writes (worker throughput on that table against an
+empty one), write-rate (one PostgreSQL, many writer processes), partitions (partitioned
+tables against plain ones), filter-indexes (the write rate with the filter indexes'
+INCLUDE columns against without them), cli (the command's start-up against python -c
+pass and celery --help) and failures (the failure groups and the Failed tab's unhandled
+view on --rows jobs).
 """
 
 from __future__ import annotations
@@ -552,6 +553,142 @@ def hook_cost(tasks: int, rounds: int) -> None:
         f" (the writer thread {statistics.median(writer):.0f} us of it); tracking adds"
         f" {statistics.median(extra):.0f} us (per round: {', '.join(f'{e:.0f}' for e in extra)})"
     )
+
+
+#: The stand-in for a per-host writer process (--only writer-process): reads the frames
+#: a worker sends (a 4-byte length, then an orjson document; length 0 asks for a reply
+#: once all before it is read) and decodes them, as such a process must before it folds.
+_RECEIVER = """
+import resource, socket, struct, sys, orjson
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(sys.argv[1]); server.listen(1); print("ready", flush=True)
+conn, _ = server.accept(); stream = conn.makefile("rb", buffering=1 << 20)
+start = resource.getrusage(resource.RUSAGE_SELF); facts = 0
+while len(head := stream.read(4)) == 4:
+    (size,) = struct.unpack("!I", head)
+    if size == 0:
+        conn.sendall(b"k")
+    else:
+        facts += len(orjson.loads(stream.read(size)))
+end = resource.getrusage(resource.RUSAGE_SELF)
+cpu = end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime
+print(f"{cpu:.6f} {facts}", flush=True)
+"""
+
+
+def writer_process_cost(tasks: int, rounds: int) -> None:
+    """The in-process writer thread against handing the rows to another process (a
+    per-host writer), in the hooks bench's setting: a no-op task through Celery's tracer.
+    Two hand-offs, each a stand-in wired into the real writer for the measurement only:
+    the queue's facts as they come (the other process would fold, clean and write), or
+    the batch as folded here (it would only write). Each sends orjson frames over a Unix
+    socket to a process that decodes them. Prints the task process's CPU per task over
+    bare, the writer thread's part, the context switches of the task's thread, and the
+    receiving process's CPU (decoding only: folding and writing would come on top)."""
+    import gc
+    import socket
+    import struct
+    import tempfile
+
+    import orjson
+
+    empty_tables()
+    app = Celery("bench-writer-process", broker="memory://")
+
+    @app.task(name="bench.writer-process-noop", shared=False)
+    def noop(i: int) -> int:
+        return i
+
+    def thread_cpu() -> float:
+        for thread in threading.enumerate():
+            if thread.name == "jobtrack-writer" and thread.ident is not None:
+                return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        return 0.0
+
+    def switches(name: str = "MainThread") -> int:
+        """Context switches (voluntary and not) of the thread named ``name`` so far."""
+        tid = next((t.native_id for t in threading.enumerate() if t.name == name), None)
+        if tid is None:
+            return 0
+        with open(f"/proc/self/task/{tid}/status") as status:
+            return sum(int(line.split()[1]) for line in status if "ctxt_switches" in line)
+
+    def send(sock: socket.socket, value: Any) -> None:
+        data = orjson.dumps(value, default=str)
+        sock.sendall(struct.pack("!I", len(data)) + data)
+
+    def run(mode: str) -> tuple[float, float, float, float, float]:
+        receiver = sock = None
+        if mode != "bare":
+            tracker = jobtrack.install(app, DB_URL)
+            writer: Any = tracker.writer
+        if mode.startswith("process"):
+            path = os.path.join(tempfile.mkdtemp(prefix="jt-bench-"), "writer.sock")
+            receiver = subprocess.Popen(
+                [sys.executable, "-c", _RECEIVER, path], stdout=subprocess.PIPE, text=True
+            )
+            assert receiver.stdout is not None and receiver.stdout.readline() == "ready\n"
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            to = sock
+            if mode == "process-facts":
+                queue = writer._queue
+
+                def hand_over() -> None:  # stands in for the fold
+                    if count := len(queue):
+                        send(to, [queue.popleft() for _ in range(count)])
+
+                writer._fold = hand_over
+            else:
+                writer.store.write_batch = lambda batch: send(to, [batch.updates, batch.events])
+
+        def settle() -> None:
+            if mode != "bare":
+                jobtrack.flush()
+            if sock is not None:
+                sock.sendall(struct.pack("!I", 0))
+                assert sock.recv(1) == b"k"
+
+        for i in range(200):
+            noop.apply((i,))
+        settle()
+        gc.collect()
+        started, in_writer = time.process_time(), thread_cpu()
+        switched, woken = switches(), switches("jobtrack-writer")
+        for i in range(tasks):
+            noop.apply((i,))
+        settle()
+        per_task = (time.process_time() - started) / tasks * 1e6
+        in_writer = (thread_cpu() - in_writer) / tasks * 1e6
+        switched = (switches() - switched) / tasks
+        woken = (switches("jobtrack-writer") - woken) / tasks
+        received = 0.0
+        if mode != "bare":
+            jobtrack.uninstall()
+        if sock is not None and receiver is not None:
+            sock.close()
+            received = float(receiver.communicate()[0].split()[0]) / tasks * 1e6
+        return per_task, in_writer, switched, received, woken
+
+    modes = ["bare", "thread", "process-facts", "process-batch"]
+    figures: dict[str, list[tuple[float, float, float, float, float]]] = {m: [] for m in modes}
+    for n in range(rounds):
+        for mode in modes[n % 4 :] + modes[: n % 4]:
+            figures[mode].append(run(mode))
+    bare = [f[0] for f in figures["bare"]]
+    say(f"\nwriter-process: a no-op task through Celery's tracer, {tasks:,} x {rounds}:")
+    say(f"  bare: {statistics.median(bare):.0f} us of CPU per task")
+    for mode in modes[1:]:
+        rows = figures[mode]
+        extra = [f[0] - b for f, b in zip(rows, bare, strict=True)]
+        say(
+            f"  {mode}: adds {statistics.median(extra):.0f} us (per round: "
+            f"{', '.join(f'{e:.0f}' for e in extra)}); the writer thread "
+            f"{statistics.median(f[1] for f in rows):.0f} us; context switches a task: "
+            f"the task's thread {statistics.median(f[2] for f in rows):.2f}, the writer's "
+            f"{statistics.median(f[4] for f in rows):.2f}; the "
+            f"receiving process {statistics.median(f[3] for f in rows):.1f} us (decoding)"
+        )
 
 
 def progress_cost(calls: int, rounds: int) -> None:
@@ -1919,6 +2056,7 @@ def main() -> int:
             "items",
             "progress",
             "hooks",
+            "writer-process",
             "query",
             "prune",
             "rls",
@@ -1995,6 +2133,8 @@ def main() -> int:
         progress_cost(args.progress_calls, max(args.rounds, 5))
     if "hooks" in only:
         hook_cost(args.tasks, max(args.rounds, 5))
+    if "writer-process" in only:
+        writer_process_cost(args.tasks, max(args.rounds, 5))
     if "query" in only:
         list_query(args.rows)
     if "prune" in only:
