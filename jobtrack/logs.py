@@ -40,8 +40,15 @@ __all__ = ["LogCapture", "install_capture", "remove_capture"]
 log = logging.getLogger("jobtrack.logs")
 
 #: Loggers whose records describe the worker, not the job (Celery's own "Task ...
-#: succeeded" lines repeat the row, and the result in them is not the job's to show).
-_NOT_THE_JOBS = ("celery.app.trace", "celery.worker", "celery.pool", "celery.bootsteps")
+#: succeeded" lines repeat the row, and the result in them is not the job's to show;
+#: the writer's say how the process's writes fare, whichever task's thread logs them).
+_NOT_THE_JOBS = (
+    "celery.app.trace",
+    "celery.worker",
+    "celery.pool",
+    "celery.bootsteps",
+    "jobtrack.writer",
+)
 #: Celery's task logger: ``get_task_logger(__name__)`` loggers are its children.
 _TASK_LOGGER = "celery.task"
 #: The loggers the handler sits on: the root, and the task logger (propagate off).

@@ -1,11 +1,12 @@
 """How writes reach the store.
 
 The per-task path only appends. Every signal handler and handle call gives the writer
-one *fact* (a tuple: a job row or a change to one, an attempt's start or end, a trace
-entry, an item, a log line) and goes on: no lock, no copy, no cleaning, no JSON. Facts
-queue in arrival order; whoever flushes (the writer's thread, every
-``flush_interval_s`` or as soon as ``flush_max_jobs`` / ``flush_max_items`` are
-waiting) takes them in that order and folds them into the batch it is building:
+one *fact* (a job row or a change to one, an attempt's start or end, a trace entry, an
+item, a log line) and goes on: no lock, no copy, no cleaning, no JSON (but for a bounded
+burst of folding every few hundred job facts, see ``_fold_here``). Facts queue in
+arrival order; whoever flushes (the writer's thread, every ``flush_interval_s`` or as
+soon as ``flush_max_jobs`` / ``flush_max_items`` are waiting) takes them in that order
+and folds them into the batch it is building:
 
 * rows of one job merge into one (:func:`~jobtrack.models.merge_row`, the same rules as
   the store's SQL), each cleaned once on the way (:class:`~jobtrack.payload.Cleaner`);
@@ -91,9 +92,11 @@ _END = 2  # the attempt ended: its outcome ("_attempt", "_note", "_progress": it
 #: (kind, job id, its last progress row or None): an attempt ended with no outcome to
 #: write here. Other facts are an Event, an Item or a LogLine.
 _RELEASED = 3
-#: Every this many job facts, the thread appending them folds what is queued (if no other
-#: thread is folding or writing): a burst of a few hundred microseconds.
+#: Every this many job facts appended in a process, the thread appending the last one
+#: folds what is queued (if no other thread is folding or writing), at most
+#: :data:`_BURST_MAX` facts: a burst of a few hundred microseconds to a few milliseconds.
 _FOLD_EVERY = 512
+_BURST_MAX = 2 * _FOLD_EVERY
 
 
 def default_spool_dir() -> str:
@@ -167,6 +170,10 @@ class BufferedWriter:
         self._queue: deque[Any] = deque()
         self._queued_jobs = 0  # approximate counts (no lock): when to wake the thread
         self._queued_items = 0
+        self._unfolded = 0  # job facts appended since the last burst (approximate too)
+        #: True while a fold runs (under _flush_lock, which the folding thread may take
+        #: again): a burst never starts inside a fold.
+        self._folding = False
         self._flush_lock = threading.RLock()  # one folder and writer at a time: order
         self._thread_lock = threading.Lock()
         self._wake = threading.Event()
@@ -273,26 +280,31 @@ class BufferedWriter:
         if self._thread is None:
             self._start_thread()
         self._queued_jobs += 1
-        if self._queued_jobs % _FOLD_EVERY == 0:
+        self._unfolded += 1
+        if self._unfolded >= _FOLD_EVERY:
+            self._unfolded = 0
             self._fold_here()
         if self._queued_jobs >= self._wake_jobs:
             self._queued_jobs = 0
             self._wake.set()
 
     def _fold_here(self) -> None:
-        """Fold what is queued on this thread (a task's), if nobody is folding or
-        writing now; never waits. A thread that keeps the interpreter busy (tasks back
-        to back) leaves the writer's thread only the moments the interpreter switches
-        to it, in which it folded slowly, and the queue grew faster than it went: the
-        thread that makes the facts folds them, in bursts, and the writer's thread
-        writes."""
-        if self._flush_lock.acquire(blocking=False):
-            try:
-                self._fold()
-            except Exception:  # never into the task: the writer's thread folds the rest
-                log.exception("tracking fold error", extra={"job_id": None, "action": "fold"})
-            finally:
-                self._flush_lock.release()
+        """Fold up to :data:`_BURST_MAX` queued facts on this thread (a task's), if
+        nobody is folding or writing now; never waits. A thread that keeps the
+        interpreter busy (tasks back to back) leaves the writer's thread only the
+        moments the interpreter switches to it, in which it folded slowly, and the queue
+        grew faster than it went: the thread that makes the facts folds them, in bursts,
+        and the writer's thread writes."""
+        if self._folding or not self._flush_lock.acquire(blocking=False):
+            return
+        try:
+            self._fold(_BURST_MAX)
+        except Exception as exc:  # never into the task: the writer's thread folds the rest
+            if type(exc).__name__ == "SoftTimeLimitExceeded":
+                raise  # the task's own soft time limit, raised in its thread: its own
+            log.exception("tracking fold error", extra={"job_id": None, "action": "fold"})
+        finally:
+            self._flush_lock.release()
 
     def _queued_item(self) -> None:
         if self._thread is None:
@@ -304,14 +316,26 @@ class BufferedWriter:
 
     # -- folding facts into the batch (under _flush_lock) -----------------------------
 
-    def _fold(self) -> None:
-        """Take every fact queued so far, in order, into the batch being built."""
+    def _fold(self, limit: int | None = None) -> None:
+        """Take the facts queued so far (at most ``limit``), in order, into the batch
+        being built."""
+        folding, self._folding = self._folding, True
+        try:
+            queued = len(self._queue)
+            self._fold_queued(queued if limit is None else min(queued, limit))
+        finally:
+            self._folding = folding
+
+    def _fold_queued(self, count: int) -> None:
         queue = self._queue
         take = queue.popleft
         # What is queued now, not what arrives meanwhile: a task thread appending as fast
         # as this folds would otherwise keep the flush from ever starting.
-        for _ in range(len(queue)):
-            fact = take()
+        for _ in range(count):
+            try:
+                fact = take()
+            except IndexError:  # fewer than the limit, or taken by a fold inside this one
+                return
             kind = type(fact)
             if kind is dict:
                 what = fact.pop(_KIND)

@@ -15,6 +15,7 @@ from celery import Celery, chain, chord, group
 from celery.contrib.testing.worker import start_worker
 
 import jobtrack
+from jobtrack.job import JobHandle, set_current
 from jobtrack.logs import LogCapture, install_capture, remove_capture
 from jobtrack.models import JobStatus, LogLine
 from jobtrack.store import Store
@@ -288,3 +289,21 @@ def test_a_pool_child_keeps_its_lines_bounded_across_a_retry(
     printed = worker.log()
     assert "printed by attempt 0" in printed  # print() goes to the log, at WARNING
     assert "line 0 token" not in printed and "succeeded in" not in printed
+
+
+def test_the_writers_own_lines_are_not_the_jobs() -> None:
+    """A burst folds on a task's thread: what the writer logs there (its own trouble)
+    is the worker's to show, not a line of whichever job runs."""
+    kept: list[LogLine] = []
+    capture = install_capture(kept.append, "INFO", 100)
+    assert capture is not None
+    set_current(JobHandle("own-lines", 0, None))
+    capture.start("own-lines")
+    try:
+        logging.getLogger("tests.shapes.job").warning("the job's line")
+        logging.getLogger("jobtrack.writer").warning("tracking fold error")
+    finally:
+        capture.finish("own-lines")
+        set_current(None)
+        remove_capture()
+    assert [line.message for line in kept] == ["the job's line"]

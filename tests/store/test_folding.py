@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import text
 
 from jobtrack.job import JobHandle
@@ -21,7 +23,7 @@ from jobtrack.models import TERMINAL_SEQ, Item, ItemStatus, JobStatus, JobUpdate
 from jobtrack.payload import Cleaner
 from jobtrack.settings import Settings
 from jobtrack.store import Store
-from jobtrack.writer import _FOLD_EVERY, BufferedWriter
+from jobtrack.writer import _BURST_MAX, _FOLD_EVERY, BufferedWriter
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -176,22 +178,78 @@ def test_the_thread_that_appends_folds_in_bursts_and_never_waits(
 
     held, release = threading.Event(), threading.Event()
 
-    def hold() -> None:
+    def hold() -> None:  # the writer's thread, folding or writing for a while
         with writer._flush_lock:
             held.set()
-            release.wait(30)
+            release.wait(10)
 
     holder = threading.Thread(target=hold)
     holder.start()
     try:
         assert held.wait(30)
-        pend(_FOLD_EVERY, "c")
+        pend(_FOLD_EVERY, "c")  # a burst is due at the last one, and cannot take the lock
+        assert writer._unfolded == 0  # it was due (and went on: a wait folds after 10 s)
         assert len(writer._queue) == _FOLD_EVERY  # the writer is busy: left to it
     finally:
         release.set()
         holder.join(30)
+    assert not holder.is_alive()
     assert writer.flush()
     assert count_jobs(store, prefix) == 2 * _FOLD_EVERY
+
+
+def test_a_burst_folds_a_bounded_number_of_facts(store: Store, tmp_path: Path) -> None:
+    """Items and log lines do not make a burst due, but wait in the same queue: a burst
+    takes at most a bounded number of facts, the writer's thread the rest."""
+    writer = writer_for(store, tmp_path)
+    job_id = f"bound-{uuid.uuid4().hex[:8]}"
+    writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING, 0, at=T0))
+    items = 2 * _BURST_MAX
+    for i in range(items):
+        writer.item(Item(job_id, f"k{i}", ItemStatus.SUCCESS, processed_at=T0))
+    for _ in range(_FOLD_EVERY - 1):  # one running job's heartbeats, say
+        writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING, 0, at=T0))
+    assert len(writer._queue) == 1 + items + _FOLD_EVERY - 1 - _BURST_MAX
+    assert writer.flush()
+    assert len(store.list_items(job_id, limit=items + 1)) == items
+
+
+class Burst(Cleaner):
+    """A cleaner that, at the first row it cleans, has a burst's worth of job facts
+    queued: a fold that would start a burst inside itself."""
+
+    writer: BufferedWriter | None = None
+
+    def row(self, row: dict[str, Any]) -> dict[str, Any]:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            for i in range(_FOLD_EVERY):
+                writer.update(JobUpdate.transition(f"{row['id']}-{i}", JobStatus.PENDING, 0))
+        return super().row(row)
+
+
+def test_no_burst_starts_inside_a_fold(store: Store, tmp_path: Path) -> None:
+    """The lock a fold holds is the writer's re-entrant one: a burst due inside a fold
+    (on the folding thread) would take the queue from under it. It waits instead."""
+    settings = Settings(
+        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
+    )
+    burst = Burst.for_limits(
+        message_chars=settings.max_message_chars,
+        traceback_chars=settings.max_traceback_chars,
+        name_chars=settings.max_name_chars,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    assert isinstance(burst, Burst)
+    writer = BufferedWriter(store, settings, burst)
+    job_id = f"inside-{uuid.uuid4().hex[:8]}"
+    writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING, 0, at=T0))
+    writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING, 0, at=T0))
+    burst.writer = writer
+    assert writer.flush()
+    assert len(writer._queue) == _FOLD_EVERY  # what came during the fold waits
+    assert writer.flush()
+    assert count_jobs(store, f"{job_id}") == 1 + _FOLD_EVERY
 
 
 class Echoing(Cleaner):
@@ -228,3 +286,49 @@ def test_a_fold_takes_what_was_queued_when_it_began(store: Store, tmp_path: Path
     assert writer.flush()  # returns: the echo of the item it wrote is queued, not chased
     assert writer._queue and {fact.key for fact in writer._queue} == {"k+"}
     assert [i.key for i in store.list_items(job_id)] == ["k"]
+
+
+class Raising(Cleaner):
+    """A cleaner that raises ``error`` at the next row it cleans."""
+
+    error: BaseException | None = None
+
+    def row(self, row: dict[str, Any]) -> dict[str, Any]:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+        return super().row(row)
+
+
+def test_a_burst_keeps_its_errors_from_the_task_but_not_its_time_limit(
+    store: Store, tmp_path: Path, caplog: Any
+) -> None:
+    """A fold that fails in a burst is logged and left to the writer's thread, never
+    raised into the task; Celery's soft time limit, raised in the task's thread while a
+    burst runs, is the task's and goes on to it."""
+    settings = Settings(
+        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
+    )
+    raising = Raising.for_limits(
+        message_chars=settings.max_message_chars,
+        traceback_chars=settings.max_traceback_chars,
+        name_chars=settings.max_name_chars,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    assert isinstance(raising, Raising)
+    writer = BufferedWriter(store, settings, raising)
+    prefix = f"raising-{uuid.uuid4().hex[:8]}"
+
+    def pend(n: int, tag: str) -> None:
+        for i in range(n):
+            writer.update(JobUpdate.transition(f"{prefix}-{tag}{i}", JobStatus.PENDING, 0, at=T0))
+
+    raising.error = ValueError("a cleaner's bug")
+    pend(_FOLD_EVERY, "a")  # the burst fails at its first fact: logged, not raised
+    assert "tracking fold error" in caplog.text
+    raising.error = SoftTimeLimitExceeded()
+    with pytest.raises(SoftTimeLimitExceeded):
+        pend(_FOLD_EVERY, "b")
+    assert writer.flush()
+    # Each failed burst lost the fact it was cleaning; the rest are written.
+    assert count_jobs(store, prefix) == 2 * _FOLD_EVERY - 2
