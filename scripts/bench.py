@@ -634,8 +634,9 @@ def writer_process_cost(tasks: int, rounds: int) -> None:
             if mode == "process-facts":
                 queue = writer._queue
 
-                def hand_over() -> None:  # stands in for the fold
-                    if count := len(queue):
+                def hand_over(limit: int | None = None) -> None:  # stands in for the fold
+                    count = len(queue) if limit is None else min(len(queue), limit)
+                    if count:
                         send(to, [queue.popleft() for _ in range(count)])
 
                 writer._fold = hand_over

@@ -297,12 +297,19 @@ def test_the_writers_own_lines_are_not_the_jobs() -> None:
     kept: list[LogLine] = []
     capture = install_capture(kept.append, "INFO", 100)
     assert capture is not None
+    # Both records reach the handler whatever level an earlier worker left on the root.
+    loggers = [logging.getLogger("tests.shapes.job"), logging.getLogger("jobtrack.writer")]
+    levels = [logger.level for logger in loggers]
     set_current(JobHandle("own-lines", 0, None))
     capture.start("own-lines")
     try:
-        logging.getLogger("tests.shapes.job").warning("the job's line")
-        logging.getLogger("jobtrack.writer").warning("tracking fold error")
+        for logger in loggers:
+            logger.setLevel(logging.INFO)
+        loggers[0].warning("the job's line")
+        loggers[1].warning("tracking fold error")
     finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
         capture.finish("own-lines")
         set_current(None)
         remove_capture()
