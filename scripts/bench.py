@@ -494,13 +494,20 @@ def items_rate(count: int, db_url: str = DB_URL) -> None:
     )
 
 
+def writer_cpu() -> float:
+    """CPU seconds the writer thread of this process has used (0 without one)."""
+    for thread in threading.enumerate():
+        if thread.name == "jobtrack-writer" and thread.ident is not None:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return 0.0
+
+
 def hook_cost(tasks: int, rounds: int) -> None:
     """What tracking adds to one task in the worker process, without a broker: a no-op
     task run by Celery's own tracer (``apply()``), signals and all, with and without
     jobtrack installed, alternated; CPU per task of the whole process, and of it the
     writer thread's (its flushes to PostgreSQL)."""
     import gc
-    import threading
 
     empty_tables()
     app = Celery("bench-hooks", broker="memory://")
@@ -508,12 +515,6 @@ def hook_cost(tasks: int, rounds: int) -> None:
     @app.task(name="bench.hooks-noop", shared=False)
     def noop(i: int) -> int:
         return i
-
-    def writer_cpu() -> float:
-        for thread in threading.enumerate():
-            if thread.name == "jobtrack-writer" and thread.ident is not None:
-                return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-        return 0.0
 
     def run(tracked: bool) -> tuple[float, float]:
         if tracked:
@@ -599,12 +600,6 @@ def writer_process_cost(tasks: int, rounds: int) -> None:
     def noop(i: int) -> int:
         return i
 
-    def thread_cpu() -> float:
-        for thread in threading.enumerate():
-            if thread.name == "jobtrack-writer" and thread.ident is not None:
-                return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-        return 0.0
-
     def switches(name: str = "MainThread") -> int:
         """Context switches (voluntary and not) of the thread named ``name`` so far."""
         tid = next((t.native_id for t in threading.enumerate() if t.name == name), None)
@@ -654,13 +649,13 @@ def writer_process_cost(tasks: int, rounds: int) -> None:
             noop.apply((i,))
         settle()
         gc.collect()
-        started, in_writer = time.process_time(), thread_cpu()
+        started, in_writer = time.process_time(), writer_cpu()
         switched, woken = switches(), switches("jobtrack-writer")
         for i in range(tasks):
             noop.apply((i,))
         settle()
         per_task = (time.process_time() - started) / tasks * 1e6
-        in_writer = (thread_cpu() - in_writer) / tasks * 1e6
+        in_writer = (writer_cpu() - in_writer) / tasks * 1e6
         switched = (switches() - switched) / tasks
         woken = (switches("jobtrack-writer") - woken) / tasks
         received = 0.0

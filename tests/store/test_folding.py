@@ -12,7 +12,7 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from billiard.exceptions import SoftTimeLimitExceeded
@@ -26,6 +26,7 @@ from jobtrack.store import Store
 from jobtrack.writer import _BURST_MAX, _FOLD_EVERY, BufferedWriter
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+C = TypeVar("C", bound=Cleaner)
 
 
 def writer_for(store: Store, tmp_path: Path) -> BufferedWriter:
@@ -33,6 +34,21 @@ def writer_for(store: Store, tmp_path: Path) -> BufferedWriter:
         database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
     )
     return BufferedWriter(store, settings)
+
+
+def cleaning_with(kind: type[C], store: Store, tmp_path: Path) -> tuple[BufferedWriter, C]:
+    """A writer (as :func:`writer_for`) whose cleaner is a ``kind``."""
+    settings = Settings(
+        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
+    )
+    cleaner = kind.for_limits(
+        message_chars=settings.max_message_chars,
+        traceback_chars=settings.max_traceback_chars,
+        name_chars=settings.max_name_chars,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    assert isinstance(cleaner, kind)
+    return BufferedWriter(store, settings, cleaner), cleaner
 
 
 def running(job_id: str, attempt: int, at: datetime) -> dict[str, Any]:
@@ -231,17 +247,7 @@ class Burst(Cleaner):
 def test_no_burst_starts_inside_a_fold(store: Store, tmp_path: Path) -> None:
     """The lock a fold holds is the writer's re-entrant one: a burst due inside a fold
     (on the folding thread) would take the queue from under it. It waits instead."""
-    settings = Settings(
-        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
-    )
-    burst = Burst.for_limits(
-        message_chars=settings.max_message_chars,
-        traceback_chars=settings.max_traceback_chars,
-        name_chars=settings.max_name_chars,
-        max_payload_bytes=settings.max_payload_bytes,
-    )
-    assert isinstance(burst, Burst)
-    writer = BufferedWriter(store, settings, burst)
+    writer, burst = cleaning_with(Burst, store, tmp_path)
     job_id = f"inside-{uuid.uuid4().hex[:8]}"
     writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING, 0, at=T0))
     writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING, 0, at=T0))
@@ -268,17 +274,7 @@ class Echoing(Cleaner):
 def test_a_fold_takes_what_was_queued_when_it_began(store: Store, tmp_path: Path) -> None:
     """Facts arriving while a fold runs wait for the next one: otherwise a thread that
     appends as fast as the fold takes would keep the flush from ever starting."""
-    settings = Settings(
-        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
-    )
-    echoing = Echoing.for_limits(
-        message_chars=settings.max_message_chars,
-        traceback_chars=settings.max_traceback_chars,
-        name_chars=settings.max_name_chars,
-        max_payload_bytes=settings.max_payload_bytes,
-    )
-    assert isinstance(echoing, Echoing)
-    writer = BufferedWriter(store, settings, echoing)
+    writer, echoing = cleaning_with(Echoing, store, tmp_path)
     echoing.writer = writer
     job_id = f"echo-{uuid.uuid4().hex[:8]}"
     writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING, 0, at=T0))
@@ -306,17 +302,7 @@ def test_a_burst_keeps_its_errors_from_the_task_but_not_its_time_limit(
     """A fold that fails in a burst is logged and left to the writer's thread, never
     raised into the task; Celery's soft time limit, raised in the task's thread while a
     burst runs, is the task's and goes on to it."""
-    settings = Settings(
-        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
-    )
-    raising = Raising.for_limits(
-        message_chars=settings.max_message_chars,
-        traceback_chars=settings.max_traceback_chars,
-        name_chars=settings.max_name_chars,
-        max_payload_bytes=settings.max_payload_bytes,
-    )
-    assert isinstance(raising, Raising)
-    writer = BufferedWriter(store, settings, raising)
+    writer, raising = cleaning_with(Raising, store, tmp_path)
     prefix = f"raising-{uuid.uuid4().hex[:8]}"
 
     def pend(n: int, tag: str) -> None:
