@@ -270,6 +270,22 @@ def fresh_mysql_database() -> None:
     store.close()
 
 
+def list_views(store: Store, one: JobFilter) -> dict[str, Any]:
+    """The dashboard's list pages the scale benchmarks time on every backend: the newest
+    page, the failed tab, a job type (``one``) alone and with the failed tab, an owner."""
+    return {
+        "list, newest page": lambda: store.list_jobs(JobFilter(), limit=51),
+        "list, failed tab": lambda: store.list_jobs(
+            JobFilter(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
+        ),
+        "list, job type": lambda: store.list_jobs(one, limit=51),
+        "list, job type, failed tab": lambda: store.list_jobs(
+            one.where(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
+        ),
+        "list, owner": lambda: store.list_jobs(JobFilter(owner_id="owner-42"), limit=51),
+    }
+
+
 def mariadb_figures(tasks: int, rounds: int, items: int, rows: int) -> None:
     """MariaDB beside PostgreSQL in one run: the worker drain ratio (tasks/s of a
     prefork worker tracked into each, against bare Celery, interleaved rounds), items/s,
@@ -346,15 +362,7 @@ def mariadb_scale(rows: int) -> None:
     counts = [s.value for s in JobStatus]
     one = JobFilter(job_type="type_3")
     views: dict[str, Any] = {
-        "list, newest page": lambda: store.list_jobs(JobFilter(), limit=51),
-        "list, failed tab": lambda: store.list_jobs(
-            JobFilter(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
-        ),
-        "list, job type": lambda: store.list_jobs(one, limit=51),
-        "list, job type, failed tab": lambda: store.list_jobs(
-            one.where(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
-        ),
-        "list, owner": lambda: store.list_jobs(JobFilter(owner_id="owner-42"), limit=51),
+        **list_views(store, one),
         "tab counts, no filter": lambda: store.count_by_status(counts, cap=COUNT_CAP),
         "tab counts, job type": lambda: store.count_by_status(counts, cap=COUNT_CAP, where=one),
         "tab counts, owner": lambda: store.count_by_status(
@@ -1463,15 +1471,7 @@ def scale_views(rows: int, reuse: bool) -> None:
     counts = [s.value for s in JobStatus]
     one = JobFilter(job_type="type_3")
     views: dict[str, Any] = {
-        "list, newest page": lambda: store.list_jobs(JobFilter(), limit=51),
-        "list, failed tab": lambda: store.list_jobs(
-            JobFilter(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
-        ),
-        "list, job type": lambda: store.list_jobs(one, limit=51),
-        "list, job type, failed tab": lambda: store.list_jobs(
-            one.where(status=(JobStatus.FAILED, JobStatus.LOST)), limit=51
-        ),
-        "list, owner": lambda: store.list_jobs(JobFilter(owner_id="owner-42"), limit=51),
+        **list_views(store, one),
         "list, task": lambda: store.list_jobs(JobFilter(task_name="app.tasks.task_7"), limit=51),
         "list, queue": lambda: store.list_jobs(JobFilter(queue="queue-2"), limit=51),
         "tab counts, no filter": lambda: store.tab_counts(counts, cap=COUNT_CAP),
