@@ -270,6 +270,17 @@ def fresh_mysql_database() -> None:
     store.close()
 
 
+def time_views(views: dict[str, Any], width: int) -> None:
+    """Run each view 10 times; print its median and its slowest, in ms."""
+    for name, view in views.items():
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            view()
+            times.append((time.perf_counter() - t) * 1000)
+        say(f"  {name:<{width}} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+
+
 def list_views(store: Store, one: JobFilter) -> dict[str, Any]:
     """The dashboard's list pages the scale benchmarks time on every backend: the newest
     page, the failed tab, a job type (``one``) alone and with the failed tab, an owner."""
@@ -387,13 +398,7 @@ def mariadb_scale(rows: int) -> None:
 
     def measure(title: str, chosen: dict[str, Any]) -> None:
         say(f"\n{title} (medians of 10, ms)")
-        for name, view in chosen.items():
-            times = []
-            for _ in range(10):
-                t = time.perf_counter()
-                view()
-                times.append((time.perf_counter() - t) * 1000)
-            say(f"  {name:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+        time_views(chosen, 46)
 
     measure(f"MariaDB: the dashboard's reads on {store.count_jobs():,} jobs", views)
     # Without the FULLTEXT index (revision 0017) a search reads the table: once each,
@@ -1561,13 +1566,7 @@ def scale_views(rows: int, reuse: bool) -> None:
         "insights, 24 h by 1 h": lambda: report(store, window("24h", "1h")),
     }
     say(f"\nscale: every view on {store.count_jobs():,} jobs (medians of 10, ms)")
-    for name, view in views.items():
-        times = []
-        for _ in range(10):
-            t = time.perf_counter()
-            view()
-            times.append((time.perf_counter() - t) * 1000)
-        say(f"  {name:<58} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+    time_views(views, 58)
     scale_pages(store)
     store.close()
 
