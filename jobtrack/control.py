@@ -26,6 +26,7 @@ __all__ = [
     "HOLD_COMMAND",
     "INPUT_HEADER",
     "RETRY_ITEMS_HEADER",
+    "SENT_HEADER",
     "CannotControl",
     "CannotRetry",
     "JobControl",
@@ -34,11 +35,14 @@ __all__ = [
     "UnknownTask",
     "cancel_job",
     "controller",
+    "header_time",
     "pause_job",
     "publish_again",
     "replayable_input",
     "resume_job",
     "retry_job",
+    "stamp",
+    "stamp_time",
     "start_job",
 ]
 
@@ -49,6 +53,13 @@ ACTIONS = ("retry", "cancel", "pause", "resume")
 #: Message header of an operator's retry of a job's failed items: the worker reads the
 #: failed keys (``job.retry_items``) before the task body runs.
 RETRY_ITEMS_HEADER = "jobtrack_retry_items"
+#: Message header a tracking publisher stamps each message with: when it was published
+#: (microseconds since the epoch: :func:`stamp`, :func:`stamp_time`). Every row of the
+#: run the message starts carries it (``sent_at``), so a job's id published again after
+#: its job ended is told, as a new run, from a late write of the earlier one. A retry
+#: keeps its run's stamp (Celery copies the headers), and so does jobtrack's own
+#: publishing of a job again under its id.
+SENT_HEADER = "jobtrack_sent"
 #: Message header a tracking publisher sets once it has recorded the input (a custom
 #: header: Celery hands it to the worker as an attribute of ``task.request``).
 INPUT_HEADER = "jobtrack_input"
@@ -108,6 +119,37 @@ class NotPublishable(JobtrackError, PermissionError):
 
 #: Ids of jobs started with an idempotency key are derived from it, in this namespace.
 _IDEMPOTENT = uuid.UUID("6a6f6274-7261-636b-2d69-64656d706f74")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def stamp(moment: datetime) -> int:
+    """A run's stamp as :data:`SENT_HEADER` carries it: microseconds since the epoch."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def stamp_time(value: Any) -> datetime | None:
+    """The time of a :data:`SENT_HEADER` stamp, or None for none or one that is not a
+    stamp. Exactly the time it was made from: a float holds today's microseconds since
+    the epoch to a quarter of one, and the conversion rounds to the nearest."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value) / 1e6, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def header_time(value: Any) -> datetime | None:
+    """A time from a message header (ISO 8601; a naive one is UTC), or None."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def start_job(
@@ -236,6 +278,8 @@ def publish_again(
     """Publish ``job`` again under its own id, as ``attempt`` (Celery's
     ``request.retries``), with the recorded arguments, to the queue it ran from."""
     assert job.task_name is not None
+    if job.sent_at is not None:  # the same run again, not a new one (see SENT_HEADER)
+        headers = {**(headers or {}), SENT_HEADER: stamp(job.sent_at)}
     app.send_task(
         job.task_name,
         args=replay[0],

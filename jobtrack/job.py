@@ -236,6 +236,8 @@ class JobHandle:
     #: The worker running it, and its task type's plan (set by the Celery wiring).
     worker: str | None = None
     plan: Any = None
+    #: When the message this run came from was published (its stamp; None without one).
+    sent_at: datetime | None = None
     #: The job whose task ran this one in-process (``other.apply()`` inside a task), if
     #: any: the current job again once this one ends.
     outer: JobHandle | None = None
@@ -460,7 +462,13 @@ class JobHandle:
     def _running(self, at: datetime, **fields: Any) -> JobUpdate:
         """This attempt, still running, with ``fields`` to write."""
         return JobUpdate.transition(
-            self.job_id, JobStatus.RUNNING, self.attempt, at=at, retries=self.attempt, **fields
+            self.job_id,
+            JobStatus.RUNNING,
+            self.attempt,
+            at=at,
+            retries=self.attempt,
+            sent_at=self.sent_at,
+            **fields,
         )
 
     def item(

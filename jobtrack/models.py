@@ -62,6 +62,7 @@ __all__ = [
     "progress_applies",
     "queued_pause_seq",
     "resumed_seq",
+    "rows_in_order",
     "stage_spans",
     "state_seq",
     "takes",
@@ -275,6 +276,9 @@ class Job:
     retried_by: str | None = None
     #: The failure group of its error (see :func:`error_group_of`).
     error_group: str | None = None
+    #: When the message of the run the row follows was published (a publisher with
+    #: jobtrack installed stamps it): a later publish of the same id is a new run.
+    sent_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -776,6 +780,26 @@ PROGRESS_COLUMNS = (
 MAX_COLUMNS = ("retries", "heartbeat_at", "updated_at")
 #: Smallest wins.
 MIN_COLUMNS = ("created_at",)
+#: The run a row belongs to: when its message was published (the publisher's clock,
+#: carried to the worker in a header). Largest wins. Rows of one run (the same stamp,
+#: or none) merge by the rules above; between runs, the later run's first row takes
+#: the job whatever its state, and sets :data:`RESET_COLUMNS` (even to nothing: the
+#: earlier run's outcome and progress are not this one's); an earlier run's row, once
+#: a later run took the job, sets nothing but the descriptive columns. A row with no
+#: stamp (an operator's write, a worker of an older version, a task published without
+#: jobtrack) is never told apart by run: it merges by the rules above.
+RUN_COLUMN = "sent_at"
+#: What a later run's first row sets even without a value.
+RESET_COLUMNS = (
+    *ATTEMPT_COLUMNS,
+    *PROGRESS_COLUMNS,
+    "cancel_requested_at",
+    "heartbeat_at",
+    "retries",
+)
+#: The key under which a merged row keeps the rows of an earlier run (or of no run) it
+#: must not merge with: the store writes those first (see :func:`rows_in_order`).
+BEFORE = "_before"
 
 
 def takes(new_seq: int, current_seq: int) -> bool:
@@ -840,6 +864,7 @@ class JobUpdate:
     ref: str | None = None
     replay_of: str | None = None
     eta_at: datetime | None = None
+    sent_at: datetime | None = None
 
     COLUMNS: ClassVar[tuple[str, ...]]
 
@@ -866,7 +891,11 @@ class JobUpdate:
         )
 
     def merge(self, newer: JobUpdate) -> None:
-        """Fold ``newer`` (a later update of the same job) into this one, in place."""
+        """Fold ``newer`` (a later update of the same job, of the same run) into this
+        one, in place. Updates of two runs do not fold into one (see :func:`merge_row`):
+        ``ValueError``."""
+        if newer.sent_at != self.sent_at:
+            raise ValueError("updates of two runs of a job do not merge into one update")
         row = self.row()
         merge_row(row, newer.row())
         for name in self.COLUMNS:
@@ -907,7 +936,18 @@ _RULES: dict[str, int] = {
 
 def merge_row(row: Row, newer: Row) -> None:
     """Fold ``newer`` (a later update of the same job) into ``row``, in place, by the
-    rules above: what the store's upsert does when ``newer`` meets the stored row."""
+    rules above: what the store's upsert does when ``newer`` meets the stored row.
+
+    Rows of two runs (two stamps, or a stamp and none: see :data:`RUN_COLUMN`) are not
+    folded: ``row`` becomes ``newer`` and keeps what it was under :data:`BEFORE`, which
+    the store writes first. Whichever run the stored row follows then, the result is
+    the one each row would give written one by one."""
+    if newer.get(RUN_COLUMN) != row.get(RUN_COLUMN):
+        before = row.copy()
+        row.clear()
+        row.update(newer)
+        row[BEFORE] = before
+        return
     seq, new_seq = row["state_seq"], newer["state_seq"]
     wins = takes(new_seq, seq)
     progress_ok = progress_applies(new_seq, seq)
@@ -938,6 +978,19 @@ def merge_row(row: Row, newer: Row) -> None:
     if wins:
         row["status"] = newer["status"]
         row["state_seq"] = new_seq
+
+
+def rows_in_order(row: Row) -> list[Row]:
+    """A merged row as the store writes it: the rows of earlier runs it keeps (see
+    :func:`merge_row`), oldest first, then its own; none with :data:`BEFORE`."""
+    chain = []
+    current: Row | None = row
+    while current is not None:
+        before = current.get(BEFORE)
+        chain.append({k: v for k, v in current.items() if k != BEFORE} if before else current)
+        current = before
+    chain.reverse()
+    return chain
 
 
 # -- failure groups ----------------------------------------------------------------------

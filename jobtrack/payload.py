@@ -442,6 +442,9 @@ _INT64 = 2**63 - 1
 
 
 _TEXT, _INT, _FLOAT, _JSON = range(4)
+#: Where a merged row keeps an earlier run's rows (``jobtrack.models.BEFORE``: this
+#: module sits below the models).
+_BEFORE = "_before"
 #: A column's cleaning rule: its kind, and for text its limit and which end to keep; for
 #: an integer column its bound.
 _Rule = tuple[int, int, str]
@@ -539,6 +542,9 @@ class Cleaner:
         record is the same object when it was already safe (a mutable one is changed in
         place, a frozen one copied)."""
         if type(record) is dict:
+            earlier = record.get(_BEFORE)  # an earlier run's rows (models.merge_row)
+            if earlier is not None:
+                self(earlier)
             return self.row(record)
         if type(record) is tuple:
             return self.event_row(record)
@@ -601,6 +607,9 @@ class Cleaner:
         if type(record) is tuple:
             return record  # events hold no JSON
         if type(record) is dict:
+            earlier = record.get(_BEFORE)
+            if earlier is not None:
+                self.deep(earlier)
             rules = self._row_rules
             for name, value in record.items():
                 if value is not None and rules.get(name, (None,))[0] == _JSON:

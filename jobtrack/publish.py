@@ -16,7 +16,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from .control import ACTION_HEADER, INPUT_HEADER
+from .control import ACTION_HEADER, INPUT_HEADER, SENT_HEADER, header_time, stamp, stamp_time
 from .job import get_current
 from .models import JobStatus, Row, state_seq
 from .plans import Plans
@@ -26,16 +26,6 @@ __all__ = ["Publishing"]
 
 
 _PENDING, _RETRYING = JobStatus.PENDING.value, JobStatus.RETRYING.value
-
-
-def _parse_eta(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class Publishing:
@@ -99,6 +89,7 @@ class Publishing:
         else:
             args, kwargs = (), {}
         job_id = headers["id"]
+        now = datetime.now(UTC)
         retries = int(headers.get("retries") or 0)
         if retries:  # a retry republished: the old attempt is retrying until it starts
             status, trace = _RETRYING, None  # the retry's trace entry is task_retry's
@@ -106,7 +97,6 @@ class Publishing:
         else:
             status, seq, trace = _PENDING, state_seq(JobStatus.PENDING, 0), 0
         parent = headers.get("parent_id")
-        now = datetime.now(UTC)
         row: Row = {
             "id": job_id,
             "status": status,
@@ -117,7 +107,7 @@ class Publishing:
             "task_name": task_name,
             "queue": routing_key or (declare[0].name if declare else None) or None,
             "priority": properties.get("priority") if properties else None,
-            "eta": _parse_eta(headers.get("eta")),
+            "eta": header_time(headers.get("eta")),
             "parent_id": None if replacing or parent == job_id else parent,
             "root_id": headers.get("root_id"),
             "group_id": headers.get("group"),
@@ -126,6 +116,15 @@ class Publishing:
             ),
             "max_retries": plan.max_retries,
         }
+        if not replacing:  # a replacement goes on with the run it replaces: no stamp
+            sent = stamp_time(headers.get(SENT_HEADER))  # a retry's: copied over
+            if sent is None:
+                running = get_current()
+                if running is not None and running.job_id == job_id:
+                    sent = running.sent_at  # a retry from inside the run: its stamp
+                sent = sent or now  # a new publish
+                headers[SENT_HEADER] = stamp(sent)
+            row["sent_at"] = sent
         if plan.spec is not None:
             row.update(plan.describe(args, kwargs))
         # Tell the worker the input is recorded, so its prerun skips that work.

@@ -20,7 +20,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from .control import INPUT_HEADER, RETRY_ITEMS_HEADER
+from .control import INPUT_HEADER, RETRY_ITEMS_HEADER, SENT_HEADER, stamp_time
 from .job import JobHandle, get_current, set_current
 from .logs import LogCapture, install_capture
 from .models import TERMINAL_SEQ, ItemStatus, JobStatus, JobUpdate, Row, Stop, state_seq
@@ -110,8 +110,7 @@ class Runs:
         handle.plan = plan
         handle.worker = worker = request.hostname
         delivery = request.delivery_info or {}
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
+        self._pid = os.getpid()
         row: Row = {
             "id": task_id,
             "status": _RUNNING,
@@ -131,6 +130,10 @@ class Runs:
             "group_id": request.group,
             "max_retries": task.max_retries,
         }
+        # The run's stamp (see SENT_HEADER); a replacement goes on with the replaced run.
+        sent = None if replacement else getattr(request, SENT_HEADER, None)
+        if sent is not None:
+            handle.sent_at = row["sent_at"] = stamp_time(sent)
         # The publisher recorded the input and said so in a header: skip that work here.
         if not getattr(request, INPUT_HEADER, None):
             shown = getattr(request, "argsrepr", None), getattr(request, "kwargsrepr", None)
@@ -196,6 +199,8 @@ class Runs:
             "progress_percent": 100.0,
             "worker": handle.worker,
         }
+        if handle.sent_at is not None:
+            row["sent_at"] = handle.sent_at
         declared = handle.declared_error
         if declared is None and handle.plan is not None and handle.plan.fails_by_items:
             declared = self._failed_by_items(handle)
@@ -274,6 +279,8 @@ class Runs:
         """The attempt's outcome: folded with its start by the writer when the run was
         this handle's (a trace entry of its own otherwise)."""
         if handle is not None and handle.job_id == job_id and handle.attempt == attempt:
+            if handle.sent_at is not None:
+                row["sent_at"] = handle.sent_at
             handle.ended = True
             self.writer.ended(handle, row)
         else:
@@ -414,6 +421,8 @@ class Runs:
         now = _now()
         attempt = handle.attempt
         row: Row = {"id": task_id, "created_at": now, "updated_at": now, "retries": attempt}
+        if handle.sent_at is not None:
+            row["sent_at"] = handle.sent_at
         note = None
         if handle.replaced_by is not None:
             # Replaced: the replacement's outcome, under this id, decides the job.

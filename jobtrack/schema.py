@@ -243,6 +243,11 @@ jobs = Table(
         String(32),
         comment="the failure group of its error (PostgreSQL: kept by a trigger)",
     ),
+    Column(
+        "sent_at",
+        UTCDateTime,
+        comment="when the message of the run the row follows was published (its stamp)",
+    ),
     Index(None, "status", "created_at"),
     # Jobs that finished in a window (alert rules: failed, failure rate, item failures).
     Index(None, "status", "completed_at"),

@@ -25,7 +25,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .models import EVENT_COLUMNS, Batch, Item, ItemStatus, JobStatus, JobUpdate, LogLine, Row
+from .models import (
+    EVENT_COLUMNS,
+    Batch,
+    Item,
+    ItemStatus,
+    JobStatus,
+    JobUpdate,
+    LogLine,
+    Row,
+    merge_row,
+    rows_in_order,
+)
 from .payload import Packed, safe_repr, unpack
 
 __all__ = ["DeadLetter", "Spool"]
@@ -52,8 +63,13 @@ def _encode(batch: Batch, **extra: Any) -> str:
     """JSON text of a batch. ASCII-escaped: a lone surrogate survives the round trip."""
     data = {
         **extra,
-        # Every column named (a row's missing ones as null), as files always had them.
-        "updates": [{name: row.get(name) for name in JobUpdate.COLUMNS} for row in batch.updates],
+        # Every column named (a row's missing ones as null), as files always had them; a
+        # row holding an earlier run's rows as those rows, then itself (read back as one).
+        "updates": [
+            {name: row.get(name) for name in JobUpdate.COLUMNS}
+            for merged in batch.updates
+            for row in rows_in_order(merged)
+        ],
         "events": [dict(zip(EVENT_COLUMNS, e, strict=True)) for e in batch.events],
         "items": [dataclasses.asdict(i) for i in batch.items],
         "logs": [dataclasses.asdict(line) for line in batch.logs],
@@ -185,6 +201,7 @@ class Spool:
     def read(path: Path) -> Batch:
         data = json.loads(path.read_text(encoding="utf-8"))
         updates: list[Row] = []
+        by_id: dict[str, Row] = {}
         for raw in data["updates"]:
             unknown = set(raw) - set(JobUpdate.COLUMNS)
             if unknown:
@@ -193,7 +210,11 @@ class Spool:
             row["status"] = JobStatus(row["status"]).value
             for name in _UPDATE_TIMES & row.keys():
                 row[name] = _time(row[name])
-            updates.append(row)
+            earlier = by_id.get(row["id"])
+            if earlier is None:
+                updates.append(by_id.setdefault(row["id"], row))
+            else:  # a later run's row, kept apart from the earlier one's as before
+                merge_row(earlier, row)
         events = []
         for raw in data["events"]:  # (files from before folded attempts have no started_at)
             JobStatus(raw["status"])

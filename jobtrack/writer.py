@@ -109,6 +109,7 @@ class ProgressSource(Protocol):
 
     job_id: str
     attempt: int
+    sent_at: datetime | None
 
     def take_progress(self) -> JobUpdate | None: ...
     def request_stop(self, stop: Stop) -> None: ...
@@ -426,6 +427,8 @@ class BufferedWriter:
                     "heartbeat_at": now,
                     "retries": source.attempt,
                 }
+                if source.sent_at is not None:  # the run's (see RUN_COLUMN)
+                    beat["sent_at"] = source.sent_at
                 if row is None:
                     row = beat
                 else:

@@ -64,6 +64,7 @@ from ..errors import (
     StoreError,
 )
 from ..models import (
+    BEFORE,
     CANCEL_REQUESTED_SEQ,
     FINISHED,
     PAUSABLE,
@@ -85,6 +86,7 @@ from ..models import (
     paused_in_queue,
     queued_pause_seq,
     resumed_seq,
+    rows_in_order,
     state_seq,
     unfold_events,
 )
@@ -630,7 +632,15 @@ class Store(
         notify_ids: Sequence[str],
     ) -> None:
         """Upsert job rows and insert trace entries; tell listeners about ``notify_ids``
-        (PostgreSQL: all in one statement)."""
+        (PostgreSQL: all in one statement). A row holding rows of an earlier run of its
+        job (see :func:`~jobtrack.models.merge_row`) has those written first, each run
+        by a statement of its own."""
+        if any(BEFORE in row for row in rows):
+            chains = [rows_in_order(row) for row in rows]
+            for depth in range(max(map(len, chains)) - 1):
+                earlier = [chain[depth] for chain in chains if len(chain) > depth + 1]
+                self._write_jobs(conn, earlier, (), notify_ids)
+            rows = [chain[-1] for chain in chains]
         if conn.dialect.name != "postgresql":
             if rows:
                 conn.execute(write_statement(conn.dialect.name, "jobs"), row_dicts(rows))

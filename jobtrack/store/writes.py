@@ -55,6 +55,8 @@ from ..models import (
     MAX_COLUMNS,
     MIN_COLUMNS,
     PROGRESS_COLUMNS,
+    RESET_COLUMNS,
+    RUN_COLUMN,
     TERMINAL_SEQ,
     EventRow,
     Item,
@@ -273,15 +275,14 @@ _PYFORMAT = re.compile(r"%\((\w+)\)s")
 def _mysql_write_statement(table_name: str) -> Any:
     """The insert/upsert for one table on MySQL and MariaDB: ``ON DUPLICATE KEY
     UPDATE`` with the same rules as elsewhere. MySQL assigns left to right, each
-    assignment seeing the ones before it, so ``state_seq``, the order key every other
-    rule reads as it was, is assigned last; a pending item's guard reads only the new
-    row's values, so its order does not matter."""
+    assignment seeing the ones before it, so ``state_seq`` and ``sent_at``, which the
+    other rules read as they were, are assigned last (:func:`job_merge_rules` gives them
+    in that order); a pending item's guard reads only the new row's values, so its order
+    does not matter."""
     table = TABLES[table_name]
     stmt = mysql.insert(table)
     if table_name == "jobs":
-        rules = job_merge_rules(stmt, table)
-        last = rules.pop("state_seq")
-        sets = [*rules.items(), ("state_seq", last)]
+        sets = list(job_merge_rules(stmt, table).items())  # state_seq, sent_at last
     elif table_name == "job_items":
         new = stmt.inserted
         # A planned (pending) item never replaces a recorded outcome.
@@ -340,28 +341,56 @@ def jobs_and_events(with_jobs: bool, with_events: bool, partitioned: bool) -> An
 
 def job_merge_rules(stmt: Any, table: Any = jobs) -> dict[str, ColumnElement[Any]]:
     """The merge rules of :mod:`jobtrack.models`, as the SET of the jobs upsert (its
-    ``ON CONFLICT DO UPDATE``; on MySQL its ``ON DUPLICATE KEY UPDATE``)."""
+    ``ON CONFLICT DO UPDATE``; on MySQL its ``ON DUPLICATE KEY UPDATE``). Every rule
+    reads the stored row as it was; ``sent_at``'s reads only itself."""
     new = stmt.inserted if isinstance(stmt, mysql.Insert) else stmt.excluded
     cur = table.c
-    takes = or_(
-        new.state_seq > cur.state_seq,
-        and_(new.state_seq == cur.state_seq, new.state_seq < TERMINAL_SEQ),
+    # Between two runs of a job (both stamped: see RUN_COLUMN), the later one's rows take
+    # it and the earlier one's take nothing; otherwise the order key decides.
+    stamped = and_(new[RUN_COLUMN].is_not(None), cur[RUN_COLUMN].is_not(None))
+    later = and_(stamped, new[RUN_COLUMN] > cur[RUN_COLUMN])
+    earlier = and_(stamped, new[RUN_COLUMN] < cur[RUN_COLUMN])
+    same_run = or_(
+        new[RUN_COLUMN].is_(None),
+        cur[RUN_COLUMN].is_(None),
+        new[RUN_COLUMN] == cur[RUN_COLUMN],
     )
-    progress_ok = cur.state_seq < TERMINAL_SEQ
+    takes = or_(
+        later,
+        and_(
+            same_run,
+            or_(
+                new.state_seq > cur.state_seq,
+                and_(new.state_seq == cur.state_seq, new.state_seq < TERMINAL_SEQ),
+            ),
+        ),
+    )
+    progress_ok = and_(same_run, cur.state_seq < TERMINAL_SEQ)
     sets: dict[str, ColumnElement[Any]] = {
         "status": case((takes, new.status), else_=cur.status),
-        "state_seq": case((takes, new.state_seq), else_=cur.state_seq),
     }
     replaces_cancel = cur.state_seq == CANCEL_REQUESTED_SEQ
     for name in ATTEMPT_COLUMNS:
         given = new[name].is_not(None)
         if name in ERROR_COLUMNS:
             given = or_(given, replaces_cancel)
-        sets[name] = case((and_(takes, given), new[name]), else_=cur[name])
+        sets[name] = case((later, new[name]), (and_(takes, given), new[name]), else_=cur[name])
     for name in PROGRESS_COLUMNS:
-        sets[name] = case((and_(progress_ok, new[name].is_not(None)), new[name]), else_=cur[name])
+        sets[name] = case(
+            (later, new[name]),
+            (and_(progress_ok, new[name].is_not(None)), new[name]),
+            else_=cur[name],
+        )
     for name in FILL_COLUMNS:
         sets[name] = func.coalesce(cur[name], new[name])
+    # A later run: its cancel request (none, unless one came with it), its input.
+    sets["cancel_requested_at"] = case(
+        (later, new.cancel_requested_at), else_=sets["cancel_requested_at"]
+    )
+    sets["input_data"] = case(
+        (later, func.coalesce(new.input_data, cur.input_data)), else_=sets["input_data"]
+    )
+    sets["pause_requested_at"] = case((later, None), else_=cur.pause_requested_at)
     for name in MAX_COLUMNS:
         sets[name] = case(
             (
@@ -370,6 +399,9 @@ def job_merge_rules(stmt: Any, table: Any = jobs) -> dict[str, ColumnElement[Any
             ),
             else_=cur[name],
         )
+        if name in RESET_COLUMNS:  # the run's own count and beat, not the earlier run's
+            reset = func.coalesce(new[name], 0) if name == "retries" else new[name]
+            sets[name] = case((later, reset), (earlier, cur[name]), else_=sets[name])
     for name in MIN_COLUMNS:
         sets[name] = case(
             (
@@ -378,4 +410,16 @@ def job_merge_rules(stmt: Any, table: Any = jobs) -> dict[str, ColumnElement[Any
             ),
             else_=cur[name],
         )
+    # Read by every rule above as it was: assigned last (MySQL assigns left to right).
+    sets["state_seq"] = case((takes, new.state_seq), else_=cur.state_seq)
+    sets[RUN_COLUMN] = case(
+        (
+            and_(
+                new[RUN_COLUMN].is_not(None),
+                or_(cur[RUN_COLUMN].is_(None), new[RUN_COLUMN] > cur[RUN_COLUMN]),
+            ),
+            new[RUN_COLUMN],
+        ),
+        else_=cur[RUN_COLUMN],
+    )
     return sets

@@ -12,15 +12,18 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.signals import before_task_publish
 
 import jobtrack
+from jobtrack.control import SENT_HEADER, publish_again, stamp, stamp_time
 from jobtrack.maintenance import reap
-from jobtrack.models import JobStatus
+from jobtrack.models import Batch, JobStatus, JobUpdate
 from jobtrack.store import Store
 from tests.conftest import wait_for
 
@@ -39,6 +42,12 @@ def make_app() -> Celery:
     @app.task(name=f"{name}.broken")
     def broken(x: int) -> int:
         raise LookupError(f"no {x}")
+
+    @app.task(name=f"{name}.checked")
+    def checked(x: int) -> int:
+        if x < 0:
+            raise ValueError(f"{x} is negative")
+        return 2 * x
 
     @app.task(name=f"{name}.replaced", bind=True)
     def replaced(self: Any, x: int, fail: bool = False) -> Any:
@@ -137,6 +146,94 @@ def test_fail_job_inside_the_task_lets_the_retry_decide(tracked: Any) -> None:
     # fail_job() and then a normal return: the author said it failed.
     assert returned.status is JobStatus.FAILED
     assert returned.error_message == "the file was empty"
+
+
+def test_an_id_published_again_after_its_job_ended_is_its_next_run(tracked: Any) -> None:
+    """Celery lets a caller send a task under an id that already ran, and keeps the last
+    run's outcome: so does the record. A late write of the earlier run changes nothing."""
+    app = make_app()
+    store = tracked(app).store
+    checked = app.tasks[f"{app.main}.checked"]
+    stamps: list[tuple[str, Any]] = []
+
+    def seen(headers: Any = None, **_: Any) -> None:
+        stamps.append((headers["id"], headers.get(SENT_HEADER)))
+
+    before_task_publish.connect(seen, weak=False)
+    job_id = str(uuid.uuid4())
+    try:
+        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+            checked.apply_async((-1,), task_id=job_id)
+            first = wait_for(lambda: final(store, job_id), 30, message="the first run failed")
+            checked.apply_async((21,), task_id=job_id)
+            second = wait_for(
+                lambda: (job := final(store, job_id)) and job.status is JobStatus.COMPLETED and job,
+                30,
+                message="the second run completed",
+            )
+    finally:
+        before_task_publish.disconnect(seen)
+    assert first.status is JobStatus.FAILED and first.error_type == "ValueError"
+    assert [i for i, _ in stamps] == [job_id, job_id]
+    assert first.sent_at == stamp_time(stamps[0][1])
+    assert second.sent_at == stamp_time(stamps[1][1]) and second.sent_at > first.sent_at
+    assert second.output_data == 42 and second.input_data["args"] == [21]
+    assert second.error_type is None and second.error_message is None
+    assert second.created_at == first.created_at  # one job, two runs
+    trace = [e.status for e in store.list_events(job_id)]
+    assert trace.index(JobStatus.FAILED) < trace.index(JobStatus.COMPLETED)
+    assert trace.count(JobStatus.PENDING) == 2
+    # The first run's publisher writing its "pending" late: the job stays as it is.
+    store.write_batch(
+        Batch([JobUpdate.transition(job_id, JobStatus.PENDING, sent_at=first.sent_at)])
+    )
+    assert store.get_job(job_id).status is JobStatus.COMPLETED
+
+
+def test_a_retry_goes_on_with_its_runs_stamp(tracked: Any) -> None:
+    """A retry is the same run: its message carries the first publish's stamp (so no
+    clock of another host can make it look earlier or later than its own run)."""
+    app = make_app()
+    store = tracked(app).store
+    stamps: list[Any] = []
+
+    def seen(headers: Any = None, **_: Any) -> None:
+        stamps.append(headers.get(SENT_HEADER))
+
+    before_task_publish.connect(seen, weak=False)
+    try:
+        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+            retried = run(app, store, "helper_then_retry")
+    finally:
+        before_task_publish.disconnect(seen)
+    assert retried.status is JobStatus.COMPLETED and retried.retries == 1
+    assert len(stamps) == 2 and stamps[0] == stamps[1]
+    assert retried.sent_at == stamp_time(stamps[0])
+
+
+def test_jobtracks_own_publish_of_a_job_again_goes_on_with_its_run(tracked: Any) -> None:
+    """Resume, a retry of failed items and the reaper's republish send a job again under
+    its id: its run goes on (the stamp it had), whatever the publishing host's clock."""
+    app = make_app()
+    store = tracked(app).store
+    job_id, first = str(uuid.uuid4()), datetime(2026, 1, 1, tzinfo=UTC)
+    name = f"{app.main}.checked"
+    lost = JobUpdate.transition(job_id, JobStatus.LOST, 0, sent_at=first, task_name=name)
+    store.write_batch(Batch([lost]))
+    stamps: list[Any] = []
+
+    def seen(headers: Any = None, **_: Any) -> None:
+        stamps.append(headers.get(SENT_HEADER))
+
+    before_task_publish.connect(seen, weak=False)
+    try:
+        publish_again(app, store.get_job(job_id), ([3], {}), 1)
+    finally:
+        before_task_publish.disconnect(seen)
+    jobtrack.flush()
+    assert stamps == [stamp(first)]
+    job = store.get_job(job_id)
+    assert job.status is JobStatus.RETRYING and job.retries == 1 and job.sent_at == first
 
 
 @pytest.mark.parametrize("mode", ["buffered", "sync"])

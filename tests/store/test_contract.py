@@ -20,6 +20,8 @@ from jobtrack.models import (
     JobStatus,
     JobUpdate,
     Stop,
+    merge_row,
+    rows_in_order,
     state_seq,
     takes,
 )
@@ -240,7 +242,7 @@ STATUSES = [
 ]
 
 transition = st.builds(
-    lambda status, attempt, at, worker, pct, parent: upd(
+    lambda status, attempt, at, worker, pct, parent, run: upd(
         "h",
         status,
         attempt,
@@ -250,6 +252,7 @@ transition = st.builds(
         parent_id=parent,
         retries=attempt,
         heartbeat_at=T0 + timedelta(seconds=at),
+        sent_at=None if run is None else sent(run),
     ),
     st.sampled_from(STATUSES),
     st.integers(0, 3),
@@ -257,16 +260,33 @@ transition = st.builds(
     st.sampled_from([None, "w1", "w2"]),
     st.one_of(st.none(), st.floats(0, 100)),
     st.sampled_from([None, "pa", "pb"]),
+    # The run each transition belongs to: none (an unstamped writer), or one of two.
+    st.sampled_from([None, 1, 1, 2]),
 )
 
-COMPARED = ("status", "progress_percent", "parent_id", "retries", "created_at", "heartbeat_at")
+COMPARED = (
+    "status",
+    "progress_percent",
+    "parent_id",
+    "retries",
+    "created_at",
+    "heartbeat_at",
+    "sent_at",
+)
 
 
 def expected_status(updates: list[JobUpdate]) -> JobStatus:
-    """The state machine, written independently of the SQL: the first terminal state
-    reached wins; otherwise the highest (attempt, rank); equal keys keep the last."""
-    best = updates[0]
+    """The state machine, written independently of the SQL: between two stamped runs
+    the later one's transitions win and the earlier one's are ignored; within a run
+    (or where either has no stamp) the first terminal state reached wins, otherwise the
+    highest (attempt, rank), equal keys keeping the last."""
+    best, run = updates[0], updates[0].sent_at
     for u in updates[1:]:
+        if u.sent_at is not None and run is not None and u.sent_at != run:
+            if u.sent_at > run:
+                best, run = u, u.sent_at
+            continue
+        run = run or u.sent_at
         if best.status.is_terminal:
             continue
         if u.state_seq >= best.state_seq:
@@ -292,9 +312,9 @@ def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate], split
     for chunk, job_id in ((first, "b"), (rest, "b")):
         if not chunk:
             continue
-        merged = _copy(chunk[0], job_id)
+        merged = _copy(chunk[0], job_id).row()
         for u in chunk[1:]:
-            merged.merge(_copy(u, job_id))
+            merge_row(merged, _copy(u, job_id).row())
         store.write_batch(Batch([merged]))
     batched = store.get_job("b")
 
@@ -305,9 +325,12 @@ def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate], split
     # and not older than the row it meets — what one process produces; docs/design.md
     # explains the limit otherwise.
     stored_seq = max(u.state_seq for u in first)
-    if not rest or (
-        takes(rest[0].state_seq, stored_seq)
-        and all(a.state_seq <= b.state_seq for a, b in itertools.pairwise(rest))
+    if len({u.sent_at for u in updates}) == 1 and (
+        not rest
+        or (
+            takes(rest[0].state_seq, stored_seq)
+            and all(a.state_seq <= b.state_seq for a, b in itertools.pairwise(rest))
+        )
     ):
         assert batched.worker == one_by_one.worker
 
@@ -431,6 +454,117 @@ def test_cancel_request_is_kept_and_a_real_outcome_outranks_it(store: Store) -> 
     assert store.open_requests() == {}
     # Cancelling a finished job changes nothing but the request time.
     assert store.request_cancel("d", "late") is JobStatus.COMPLETED
+
+
+def sent(seconds: float) -> datetime:
+    """A run's stamp: when its message was published."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_a_later_run_takes_a_finished_job_and_the_earlier_runs_late_writes_take_nothing(
+    store: Store,
+) -> None:
+    first, second = sent(0), sent(10)
+    write(
+        store,
+        upd("j", JobStatus.PENDING, sent_at=first, input_data={"args": [-1]}, task_name="t"),
+        upd("j", JobStatus.RUNNING, at=1, sent_at=first, worker="w1", progress_percent=40.0),
+    )
+    assert store.request_pause("j") is JobStatus.RUNNING  # asked, then it failed anyway
+    write(
+        store,
+        upd(
+            "j",
+            JobStatus.FAILED,
+            at=2,
+            sent_at=first,
+            worker="w1",
+            completed_at=sent(2),
+            duration_ms=1000,
+            error_type="ValueError",
+            error_message="negative",
+            checkpoint={"at": 3},
+        ),
+    )
+    ended = store.get_job("j")
+    assert ended.status is JobStatus.FAILED and ended.pause_requested_at is not None
+    # Published again under its id: the new run's "pending" takes the finished job, and
+    # nothing of the first run's outcome, progress or requests is left on the row.
+    write(store, upd("j", JobStatus.PENDING, at=10, sent_at=second, input_data={"args": [21]}))
+    job = store.get_job("j")
+    assert job.status is JobStatus.PENDING and job.sent_at == second
+    assert (job.error_type, job.error_message, job.completed_at, job.duration_ms) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (job.worker, job.progress_percent, job.checkpoint, job.pause_requested_at) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert job.input_data == {"args": [21]} and job.task_name == "t"
+    assert job.created_at == T0  # the job's, not the run's
+    # The first run's late writes (a publisher's late "pending", a spooled outcome
+    # replayed) take nothing from the second run, not even its order key.
+    write(
+        store,
+        upd("j", JobStatus.PENDING, sent_at=first, input_data={"args": [-1]}),
+        upd("j", JobStatus.FAILED, at=2, sent_at=first, error_type="ValueError", retries=3),
+    )
+    job = store.get_job("j")
+    assert job.status is JobStatus.PENDING and job.error_type is None and job.retries == 0
+    assert job.input_data == {"args": [21]} and job.sent_at == second
+    # The second run goes on as any run does, to its own outcome.
+    write(
+        store,
+        upd("j", JobStatus.RUNNING, at=11, sent_at=second, worker="w2"),
+        upd("j", JobStatus.PENDING, at=10, sent_at=second),  # its own late pending
+        upd("j", JobStatus.COMPLETED, at=12, sent_at=second, output_data=42),
+    )
+    job = store.get_job("j")
+    assert job.status is JobStatus.COMPLETED and job.output_data == 42 and job.worker == "w2"
+    assert job.error_type is None and job.sent_at == second
+
+
+def test_a_row_without_a_stamp_is_never_taken_by_a_run(store: Store) -> None:
+    # Written by a worker of an older version (or an operator): no stamp. The stamped
+    # late "pending" of the publish it came from must not undo its outcome.
+    write(store, upd("o", JobStatus.COMPLETED, at=5, output_data=1))
+    write(store, upd("o", JobStatus.PENDING, sent_at=sent(1)))
+    job = store.get_job("o")
+    assert job.status is JobStatus.COMPLETED and job.output_data == 1
+    assert job.sent_at == sent(1)  # known from now on: a later publish is a new run
+    write(store, upd("o", JobStatus.PENDING, at=9, sent_at=sent(9)))
+    assert store.get_job("o").status is JobStatus.PENDING
+    # Rows without a stamp merge by the order key whatever run the row follows: an
+    # operator's cancel of the new run's job, and a final outcome, hold as ever.
+    assert store.request_cancel("o", "not wanted") is JobStatus.CANCELLED
+    write(store, upd("o", JobStatus.RUNNING, at=10, sent_at=sent(9)))
+    assert store.get_job("o").status is JobStatus.CANCELLED
+
+
+def test_rows_of_two_runs_in_one_batch_are_written_run_by_run(store: Store) -> None:
+    """The writer's batch: a run ended and the next began between two flushes."""
+    first = [
+        upd("b", JobStatus.RUNNING, at=1, sent_at=sent(0), worker="w1"),
+        upd("b", JobStatus.COMPLETED, at=2, sent_at=sent(0), output_data=1),
+    ]
+    second = [
+        upd("b", JobStatus.PENDING, at=3, sent_at=sent(3)),
+        upd("b", JobStatus.RUNNING, at=4, sent_at=sent(3), worker="w2"),
+    ]
+    rows = [u.row() for u in first + second]
+    merged = rows[0]
+    for row in rows[1:]:
+        merge_row(merged, row)
+    assert [r["status"] for r in rows_in_order(merged)] == ["completed", "running"]
+    store.write_batch(Batch([merged]))
+    job = store.get_job("b")
+    assert job.status is JobStatus.RUNNING and job.worker == "w2" and job.output_data is None
+    assert job.sent_at == sent(3)
 
 
 def test_lease_has_one_holder_until_it_expires(store: Store) -> None:

@@ -19,9 +19,20 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import text
 
 from jobtrack.job import JobHandle
-from jobtrack.models import TERMINAL_SEQ, Item, ItemStatus, JobStatus, JobUpdate, state_seq
+from jobtrack.models import (
+    TERMINAL_SEQ,
+    Batch,
+    Item,
+    ItemStatus,
+    JobStatus,
+    JobUpdate,
+    merge_row,
+    rows_in_order,
+    state_seq,
+)
 from jobtrack.payload import Cleaner
 from jobtrack.settings import Settings
+from jobtrack.spool import Spool
 from jobtrack.store import Store
 from jobtrack.writer import _BURST_MAX, _FOLD_EVERY, BufferedWriter
 
@@ -318,3 +329,70 @@ def test_a_burst_keeps_its_errors_from_the_task_but_not_its_time_limit(
     assert writer.flush()
     # Each failed burst lost the fact it was cleaning; the rest are written.
     assert count_jobs(store, prefix) == 2 * _FOLD_EVERY - 2
+
+
+def test_two_runs_of_a_job_between_two_flushes_are_written_run_by_run(
+    store: Store, tmp_path: Path
+) -> None:
+    """A job ended, was published again under its id and began again, all before one
+    flush (a worker that took the new message at once): the rows of the two runs do
+    not fold into one; the second run takes the job, the trace keeps both."""
+    writer = writer_for(store, tmp_path)
+    job_id = f"again-{uuid.uuid4().hex[:8]}"
+    runs = (T0, T0 + timedelta(seconds=5))
+    for n, stamp in enumerate(runs):
+        handle = JobHandle(job_id, 0, None)
+        handle.sent_at = stamp
+        pending = JobUpdate.transition(job_id, JobStatus.PENDING, 0, at=stamp, sent_at=stamp)
+        writer.update(pending, trace=0)
+        writer.started(
+            handle, {**running(job_id, 0, stamp + timedelta(seconds=1)), "sent_at": stamp}
+        )
+        ended = JobStatus.FAILED if n == 0 else JobStatus.COMPLETED
+        row = outcome(job_id, 0, stamp + timedelta(seconds=2), ended)
+        writer.ended(handle, {**row, "sent_at": stamp, "output_data": n or None})
+    assert writer.flush()
+    job = store.get_job(job_id)
+    assert job.status is JobStatus.COMPLETED and job.sent_at == runs[1]
+    assert job.output_data == 1 and job.started_at == runs[1] + timedelta(seconds=1)
+    assert [(e.status.value, e.attempt) for e in store.list_events(job_id)] == [
+        ("pending", 0),
+        ("running", 0),
+        ("failed", 0),
+        ("pending", 0),
+        ("running", 0),
+        ("completed", 0),
+    ]
+
+
+def test_a_spooled_batch_keeps_the_runs_of_a_job_apart(store: Store, tmp_path: Path) -> None:
+    job_id = f"spooled-{uuid.uuid4().hex[:8]}"
+    first = outcome(job_id, 0, T0, JobStatus.FAILED) | {"sent_at": T0}
+    later = T0 + timedelta(seconds=5)
+    second = running(job_id, 0, later) | {"sent_at": later}
+    merged = dict(first)
+    merge_row(merged, second)
+    path = Spool(tmp_path / "spool", str(store.engine.url)).write(Batch([merged]))
+    read = Spool.read(path)
+    assert [rows_in_order(r) for r in read.updates] == [rows_in_order(merged)]
+    store.write_batch(read)
+    job = store.get_job(job_id)
+    assert job.status is JobStatus.RUNNING and job.sent_at == later and job.error_type is None
+
+
+def test_an_earlier_runs_rows_are_cleaned_with_the_row_that_keeps_them(
+    store: Store, tmp_path: Path
+) -> None:
+    """A spooled or refused batch is cleaned again before it is written: the rows of an
+    earlier run it keeps are cleaned too."""
+    writer = writer_for(store, tmp_path)
+    job_id = f"dirty-{uuid.uuid4().hex[:8]}"
+    first = outcome(job_id, 0, T0, JobStatus.FAILED) | {"sent_at": T0, "error_message": "a\x00b"}
+    later = T0 + timedelta(seconds=5)
+    merged = dict(first)
+    merge_row(merged, running(job_id, 0, later) | {"sent_at": later})
+    for clean in (writer.clean, writer.clean.deep):
+        again = clean(
+            {**merged, "_before": dict(merged["_before"])}  # a copy of each, to clean
+        )
+        assert "\x00" not in rows_in_order(again)[0]["error_message"]
