@@ -529,6 +529,26 @@ def test_a_later_run_takes_a_finished_job_and_the_earlier_runs_late_writes_take_
     assert job.error_type is None and job.sent_at == second
 
 
+def test_a_job_revoked_then_sent_again_under_its_id_follows_the_new_run(store: Store) -> None:
+    write(store, upd("v", JobStatus.PENDING, sent_at=sent(0)))
+    assert store.request_cancel("v", "revoked before it ran") is JobStatus.CANCELLED
+    write(store, upd("v", JobStatus.PENDING, at=5, sent_at=sent(5)))
+    job = store.get_job("v")
+    assert job.status is JobStatus.PENDING
+    assert (job.cancel_requested_at, job.error_type, job.error_message) == (None, None, None)
+    assert store.open_requests() == {}  # the new run is not asked to stop
+    write(
+        store,
+        upd("v", JobStatus.RUNNING, at=6, sent_at=sent(5)),
+        upd("v", JobStatus.COMPLETED, at=7, sent_at=sent(5), output_data="ran"),
+        # The first run's revoke, reported late by a worker's main process (no stamp):
+        # a final state already reached is kept, as for any late report.
+        upd("v", JobStatus.CANCELLED, at=8, error_type="Revoked"),
+    )
+    job = store.get_job("v")
+    assert job.status is JobStatus.COMPLETED and job.output_data == "ran"
+
+
 def test_a_row_without_a_stamp_is_never_taken_by_a_run(store: Store) -> None:
     # Written by a worker of an older version (or an operator): no stamp. The stamped
     # late "pending" of the publish it came from must not undo its outcome.
