@@ -49,7 +49,7 @@ def test_lifecycle_through_plain_sql(publisher: Any, start_worker: Any) -> None:
                     "SELECT id, status, queue, worker, pid, started_at, completed_at, duration_ms, "
                     "job_type, job_subtype, name, owner_id, total_items, processed_items, "
                     "failed_items, progress_percent, error_type, error_message, traceback, "
-                    "retries, input_data, output_data FROM jobs"
+                    "retries, input_data, output_data, created_at, sent_at FROM jobs"
                 )
             )
         }
@@ -86,6 +86,9 @@ def test_lifecycle_through_plain_sql(publisher: Any, start_worker: Any) -> None:
 
     row = rows[retried.id]
     assert row.status == "completed" and row.retries == 2
+    # One run: the stamp the publisher made at its publish (its row's created_at) came
+    # through the broker to the pool child, and both retries the child published kept it.
+    assert row.sent_at is not None and row.sent_at == row.created_at
     assert [tuple(a) for a in attempts] == [
         ("pending", 0),
         ("running", 0),
