@@ -117,13 +117,10 @@ class Publishing:
             "max_retries": plan.max_retries,
         }
         if not replacing:  # a replacement goes on with the run it replaces: no stamp
-            sent = stamp_time(headers.get(SENT_HEADER))  # a retry's: copied over
-            if sent is None:
-                running = get_current()
-                if running is not None and running.job_id == job_id:
-                    sent = running.sent_at  # a retry from inside the run: its stamp
-                sent = sent or now  # a new publish
-                headers[SENT_HEADER] = stamp(sent)
+            sent = stamp_time(headers.get(SENT_HEADER))  # a retry's: Celery copied it
+            if sent is None:  # a new publish, even of the id of a job running here
+                sent = now
+                headers[SENT_HEADER] = stamp(now)
             row["sent_at"] = sent
         if plan.spec is not None:
             row.update(plan.describe(args, kwargs))

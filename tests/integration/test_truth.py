@@ -49,6 +49,12 @@ def make_app() -> Celery:
             raise ValueError(f"{x} is negative")
         return 2 * x
 
+    @app.task(name=f"{name}.resend_self", bind=True)
+    def resend_self(self: Any, n: int) -> str:
+        if n == 0:  # sends itself again under its own id (not a retry), then returns
+            self.apply_async((1,), task_id=self.request.id)
+        return f"run {n}"
+
     @app.task(name=f"{name}.replaced", bind=True)
     def replaced(self: Any, x: int, fail: bool = False) -> Any:
         return self.replace((broken if fail else double).s(x))
@@ -188,6 +194,25 @@ def test_an_id_published_again_after_its_job_ended_is_its_next_run(tracked: Any)
         Batch([JobUpdate.transition(job_id, JobStatus.PENDING, sent_at=first.sent_at)])
     )
     assert store.get_job(job_id).status is JobStatus.COMPLETED
+
+
+def test_a_task_that_sends_its_own_id_again_is_followed_to_the_new_run(
+    tracked: Any,
+) -> None:
+    """Not a retry (those keep the run's stamp): a new publish of the id, so a new run."""
+    app = make_app()
+    store = tracked(app).store
+    job_id = str(uuid.uuid4())
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        app.tasks[f"{app.main}.resend_self"].apply_async((0,), task_id=job_id)
+        job = wait_for(
+            lambda: (j := final(store, job_id)) and j.output_data == "run 1" and j,
+            30,
+            message="the second run's outcome",
+        )
+    assert job.status is JobStatus.COMPLETED and job.input_data["args"] == [1]
+    trace = [e.status for e in store.list_events(job_id)]
+    assert trace.count(JobStatus.COMPLETED) == 2
 
 
 def test_a_retry_goes_on_with_its_runs_stamp(tracked: Any) -> None:
