@@ -1341,6 +1341,7 @@ def spool_replay(obj: Context, names: tuple[str, ...], every: bool) -> None:
             [clean.deep(u) for u in raw.updates],
             [clean.deep(e) for e in raw.events],
             [clean.deep(i) for i in raw.items],
+            [clean.deep(line) for line in raw.logs],
         )
         try:
             store.write_batch(batch)

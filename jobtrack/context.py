@@ -7,6 +7,7 @@ both read it without importing each other.
 from __future__ import annotations
 
 import contextvars
+from datetime import datetime
 from typing import Protocol
 
 __all__ = ["RunningJob", "get_current", "set_current"]
@@ -17,6 +18,8 @@ class RunningJob(Protocol):
 
     job_id: str
     attempt: int
+    #: The run's stamp (see ``jobtrack.control.SENT_HEADER``), None without one.
+    sent_at: datetime | None
     #: Set by ``fail_job()`` called from inside the job's own task: (type, message,
     #: traceback). The task's real outcome still decides (a retry retries); a task that
     #: returns normally afterwards ends failed with this error.

@@ -394,6 +394,8 @@ class JobHandle:
             job = tracker.store.find_job(self.job_id)
             if job is None:
                 return None
+            if self.sent_at is not None and job.sent_at is not None and job.sent_at < self.sent_at:
+                return None  # an earlier run's (this new run's rows are not written yet)
             if job.checkpoint is None and isinstance(job.metadata, dict):
                 earlier = job.metadata.get("retry_of")
                 if isinstance(earlier, str):

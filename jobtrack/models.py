@@ -789,11 +789,14 @@ MIN_COLUMNS = ("created_at",)
 #: stamp (an operator's write, a worker of an older version, a task published without
 #: jobtrack) is never told apart by run: it merges by the rules above.
 RUN_COLUMN = "sent_at"
+#: Of the first-seen columns, those that belong to a run: a later run's first row sets
+#: them even without a value (its own rows fill them then).
+RESET_FILL_COLUMNS = ("cancel_requested_at", "input_data")
 #: What a later run's first row sets even without a value.
 RESET_COLUMNS = (
     *ATTEMPT_COLUMNS,
     *PROGRESS_COLUMNS,
-    "cancel_requested_at",
+    *RESET_FILL_COLUMNS,
     "heartbeat_at",
     "retries",
 )
@@ -942,6 +945,10 @@ def merge_row(row: Row, newer: Row) -> None:
     folded: ``row`` becomes ``newer`` and keeps what it was under :data:`BEFORE`, which
     the store writes first. Whichever run the stored row follows then, the result is
     the one each row would give written one by one."""
+    if BEFORE in newer:  # a merged row itself: its rows, oldest first
+        for part in rows_in_order(newer):
+            merge_row(row, part)
+        return
     if newer.get(RUN_COLUMN) != row.get(RUN_COLUMN):
         before = row.copy()
         row.clear()

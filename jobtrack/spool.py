@@ -158,7 +158,7 @@ class Spool:
                     DeadLetter(
                         path,
                         str(data.get("reason", "")),
-                        len(data["updates"]),
+                        len({row["id"] for row in data["updates"]}),  # a job's runs: one
                         len(data["items"]),
                         len(data["events"]),
                         at,

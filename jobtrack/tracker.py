@@ -145,12 +145,17 @@ class Tracker:
         if not self.settings.enabled:
             return
         now = utcnow()
+        running = get_current()
         update = self.writer.clean(
             JobUpdate.transition(
                 job_id,
                 JobStatus.COMPLETED,
                 0,
                 at=now,
+                # Inside the job's own task: the run's row (see jobtrack.models.RUN_COLUMN).
+                sent_at=running.sent_at
+                if running is not None and running.job_id == job_id
+                else None,
                 completed_at=now,
                 output_data=self.json(output) if output is not None else None,
                 progress_percent=100.0,
@@ -189,6 +194,7 @@ class Tracker:
                     running.attempt,
                     at=now,
                     retries=running.attempt,
+                    sent_at=running.sent_at,  # the run's own row (see merge_row)
                     error_type=error_type,
                     error_message=message,
                     traceback=traceback,

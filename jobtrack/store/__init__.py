@@ -613,11 +613,12 @@ class Store(
         """Whether ``batch`` is written by one statement with no transaction around it:
         job rows and trace entries only, on PostgreSQL tables known not to be partitioned
         (near a period boundary a partitioned write takes a lock for its transaction),
-        outside any owner scope or time limit."""
+        outside any owner scope or time limit, with no job that had two runs in it."""
         return (
             self.dialect == "postgresql"
             and not batch.items
             and not batch.logs
+            and not any(BEFORE in row for row in batch.updates)
             and self._period_known
             and self._period is None
             and _owner.get() is None

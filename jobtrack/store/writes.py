@@ -56,6 +56,7 @@ from ..models import (
     MIN_COLUMNS,
     PROGRESS_COLUMNS,
     RESET_COLUMNS,
+    RESET_FILL_COLUMNS,
     RUN_COLUMN,
     TERMINAL_SEQ,
     EventRow,
@@ -383,14 +384,12 @@ def job_merge_rules(stmt: Any, table: Any = jobs) -> dict[str, ColumnElement[Any
         )
     for name in FILL_COLUMNS:
         sets[name] = func.coalesce(cur[name], new[name])
-    # A later run: its cancel request (none, unless one came with it), its input.
-    sets["cancel_requested_at"] = case(
-        (later, new.cancel_requested_at), else_=sets["cancel_requested_at"]
-    )
-    sets["input_data"] = case(
-        (later, func.coalesce(new.input_data, cur.input_data)), else_=sets["input_data"]
-    )
-    sets["pause_requested_at"] = case((later, None), else_=cur.pause_requested_at)
+    # A later run: its own cancel request and input (none until its rows bring them), no
+    # pause asked of it, and no operator's retry of it yet.
+    for name in RESET_FILL_COLUMNS:
+        sets[name] = case((later, new[name]), else_=sets[name])
+    for name in ("pause_requested_at", "retried_by"):
+        sets[name] = case((later, None), else_=cur[name])
     for name in MAX_COLUMNS:
         sets[name] = case(
             (

@@ -169,7 +169,7 @@ def test_spool_lists_replays_and_discards_dead_letters(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from jobtrack.cli import main
-    from jobtrack.models import Batch, Item, ItemStatus, JobStatus, JobUpdate
+    from jobtrack.models import Batch, Item, ItemStatus, JobStatus, JobUpdate, LogLine
     from jobtrack.spool import Spool
 
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
@@ -180,6 +180,10 @@ def test_spool_lists_replays_and_discards_dead_letters(tmp_path: Path) -> None:
     # Items of jobs that had no row when they were written: refused, set aside.
     fixable = spool.dead_letter(
         Batch(items=[Item("later", "k1", ItemStatus.SUCCESS, processed_at=now)]), "FOREIGN KEY"
+    )
+    # Log lines alone (of a job that had no row yet): replayed too, not dropped.
+    spool.dead_letter(
+        Batch(logs=[LogLine("later", now, "INFO", "app", "step one done")]), "FOREIGN KEY"
     )
     spool.dead_letter(
         Batch(items=[Item("never", "k2", ItemStatus.ERROR, processed_at=now)]), "FOREIGN KEY"
@@ -199,6 +203,7 @@ def test_spool_lists_replays_and_discards_dead_letters(tmp_path: Path) -> None:
     assert replayed.exit_code == 1  # one is still refused, and says so
     assert f"{fixable.name}: written" in replayed.output and "still refused" in replayed.output
     assert [i.key for i in store.list_items("later")] == ["k1"]
+    assert [line.message for line in store.list_logs("later")] == ["step one done"]
     assert len(spool.dead_letters()) == 1
     assert cli("discard", "--all").exit_code == 0
     assert spool.dead_letters() == []

@@ -22,6 +22,7 @@ from celery.signals import before_task_publish
 
 import jobtrack
 from jobtrack.control import SENT_HEADER, publish_again, stamp, stamp_time
+from jobtrack.job import JobHandle, set_current
 from jobtrack.maintenance import reap
 from jobtrack.models import Batch, JobStatus, JobUpdate
 from jobtrack.store import Store
@@ -259,6 +260,41 @@ def test_jobtracks_own_publish_of_a_job_again_goes_on_with_its_run(tracked: Any)
     assert stamps == [stamp(first)]
     job = store.get_job(job_id)
     assert job.status is JobStatus.RETRYING and job.retries == 1 and job.sent_at == first
+
+
+def test_what_a_run_writes_from_inside_its_task_is_that_runs(tracked: Any) -> None:
+    """fail_job() and complete_job() called by the job's own task carry the run's stamp,
+    and a checkpoint left by an earlier run is not the new run's to resume from."""
+    app = make_app()
+    tracker = tracked(app)
+    store = tracker.store
+    first, second = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    failing, completing = str(uuid.uuid4()), str(uuid.uuid4())
+    for job_id in (failing, completing):
+        handle = JobHandle(job_id, 0, tracker)
+        handle.sent_at = second
+        set_current(handle)
+        try:
+            if job_id == failing:
+                jobtrack.fail_job(job_id, "the file was empty")
+            else:
+                jobtrack.complete_job(job_id, "done")
+        finally:
+            set_current(None)
+    jobtrack.flush()
+    assert store.get_job(failing).sent_at == second
+    assert store.get_job(completing).sent_at == second
+
+    resumed = str(uuid.uuid4())
+    store.write_batch(
+        Batch(
+            [JobUpdate.transition(resumed, JobStatus.FAILED, sent_at=first, checkpoint={"at": 7})]
+        )
+    )
+    same_run, new_run = JobHandle(resumed, 1, tracker), JobHandle(resumed, 0, tracker)
+    same_run.sent_at, new_run.sent_at = first, second
+    assert same_run.last_checkpoint == {"at": 7}
+    assert new_run.last_checkpoint is None
 
 
 @pytest.mark.parametrize("mode", ["buffered", "sync"])

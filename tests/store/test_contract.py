@@ -242,7 +242,7 @@ STATUSES = [
 ]
 
 transition = st.builds(
-    lambda status, attempt, at, worker, pct, parent, run: upd(
+    lambda status, attempt, at, worker, pct, parent, run, given: upd(
         "h",
         status,
         attempt,
@@ -253,6 +253,7 @@ transition = st.builds(
         retries=attempt,
         heartbeat_at=T0 + timedelta(seconds=at),
         sent_at=None if run is None else sent(run),
+        input_data=given,
     ),
     st.sampled_from(STATUSES),
     st.integers(0, 3),
@@ -262,6 +263,8 @@ transition = st.builds(
     st.sampled_from([None, "pa", "pb"]),
     # The run each transition belongs to: none (an unstamped writer), or one of two.
     st.sampled_from([None, 1, 1, 2]),
+    # The input, where the transition records it (a publisher's, or a worker's).
+    st.sampled_from([None, None, {"args": [1]}, {"args": [2]}]),
 )
 
 COMPARED = (
@@ -272,6 +275,7 @@ COMPARED = (
     "created_at",
     "heartbeat_at",
     "sent_at",
+    "input_data",
 )
 
 
@@ -486,8 +490,10 @@ def test_a_later_run_takes_a_finished_job_and_the_earlier_runs_late_writes_take_
             checkpoint={"at": 3},
         ),
     )
+    store.mark_retried([("j", "j-retry")])  # an operator retried it as a new job
     ended = store.get_job("j")
     assert ended.status is JobStatus.FAILED and ended.pause_requested_at is not None
+    assert ended.retried_by == "j-retry"
     # Published again under its id: the new run's "pending" takes the finished job, and
     # nothing of the first run's outcome, progress or requests is left on the row.
     write(store, upd("j", JobStatus.PENDING, at=10, sent_at=second, input_data={"args": [21]}))
@@ -505,6 +511,7 @@ def test_a_later_run_takes_a_finished_job_and_the_earlier_runs_late_writes_take_
         None,
         None,
     )
+    assert job.retried_by is None  # if this run fails, nobody has handled it yet
     assert job.input_data == {"args": [21]} and job.task_name == "t"
     assert job.created_at == T0  # the job's, not the run's
     # The first run's late writes (a publisher's late "pending", a spooled outcome
@@ -527,6 +534,17 @@ def test_a_later_run_takes_a_finished_job_and_the_earlier_runs_late_writes_take_
     job = store.get_job("j")
     assert job.status is JobStatus.COMPLETED and job.output_data == 42 and job.worker == "w2"
     assert job.error_type is None and job.sent_at == second
+
+
+def test_a_new_runs_input_is_its_own_whichever_of_its_rows_lands_first(store: Store) -> None:
+    write(store, upd("n", JobStatus.COMPLETED, sent_at=sent(0), input_data={"args": [1]}))
+    # The new run's worker got there before its publisher: its "running" has no input
+    # (the publisher records it), and the earlier run's input must not stay.
+    write(store, upd("n", JobStatus.RUNNING, at=5, sent_at=sent(4)))
+    assert store.get_job("n").input_data is None
+    write(store, upd("n", JobStatus.PENDING, at=4, sent_at=sent(4), input_data={"args": [2]}))
+    job = store.get_job("n")
+    assert job.status is JobStatus.RUNNING and job.input_data == {"args": [2]}
 
 
 def test_a_job_revoked_then_sent_again_under_its_id_follows_the_new_run(store: Store) -> None:

@@ -11,9 +11,11 @@ from jobtrack.models import (
     TERMINAL,
     JobStatus,
     JobUpdate,
+    merge_row,
     paused_in_queue,
     queued_pause_seq,
     resumed_seq,
+    rows_in_order,
     state_seq,
     takes,
 )
@@ -106,3 +108,23 @@ def test_ref_is_formatted_from_the_arguments() -> None:
     assert spec.describe(run, (42,), {"sha": "9fceb02"})["ref"] == "repo:42@9fceb02"
     # A template the arguments cannot fill gives no ref (not a half-made one).
     assert spec.describe(run, (42,), {})["ref"] is None
+
+
+def test_rows_of_different_runs_are_kept_apart_in_order() -> None:
+    """Rows of two runs are never folded: merged, they are written run by run, oldest
+    first, whichever side of a merge holds them (the writer gives a failed batch back
+    in front of what it folded since, both possibly holding two runs)."""
+    first, second, third = (T0 + timedelta(seconds=n) for n in (1, 2, 3))
+    older = upd(JobStatus.RUNNING, sent_at=first).row()
+    merge_row(older, upd(JobStatus.COMPLETED, at=1, sent_at=first, output_data=1).row())
+    merge_row(older, upd(JobStatus.PENDING, at=2, sent_at=second).row())
+    assert [r["status"] for r in rows_in_order(older)] == ["completed", "pending"]
+    newer = upd(JobStatus.RUNNING, at=3, sent_at=second, worker="w").row()
+    merge_row(newer, upd(JobStatus.PENDING, at=4, sent_at=third).row())
+    merge_row(older, newer)
+    assert [(r["status"], r["sent_at"]) for r in rows_in_order(older)] == [
+        ("completed", first),
+        ("running", second),  # the second run's two rows, folded
+        ("pending", third),
+    ]
+    assert rows_in_order(older)[1]["worker"] == "w"
