@@ -384,10 +384,10 @@ def job_merge_rules(stmt: Any, table: Any = jobs) -> dict[str, ColumnElement[Any
         )
     for name in FILL_COLUMNS:
         sets[name] = func.coalesce(cur[name], new[name])
-    # A later run: its own cancel request and input (none until its rows bring them), no
-    # pause asked of it, and no operator's retry of it yet.
+    # A later run: its own cancel request and input (none until its rows bring them, and
+    # never an earlier run's), no pause asked of it, and no operator's retry of it yet.
     for name in RESET_FILL_COLUMNS:
-        sets[name] = case((later, new[name]), else_=sets[name])
+        sets[name] = case((later, new[name]), (earlier, cur[name]), else_=sets[name])
     for name in ("pause_requested_at", "retried_by"):
         sets[name] = case((later, None), else_=cur[name])
     for name in MAX_COLUMNS:

@@ -298,6 +298,20 @@ def expected_status(updates: list[JobUpdate]) -> JobStatus:
     return best.status
 
 
+def expected_input(updates: list[JobUpdate]) -> Any:
+    """The input, written independently of the SQL: the first one recorded, of the run
+    the job follows (a later run starts with none; an earlier run's is never taken)."""
+    given, run = updates[0].input_data, updates[0].sent_at
+    for u in updates[1:]:
+        if u.sent_at is not None and run is not None and u.sent_at != run:
+            if u.sent_at > run:
+                given, run = u.input_data, u.sent_at
+            continue
+        run = run or u.sent_at
+        given = given if given is not None else u.input_data
+    return given
+
+
 @settings(
     max_examples=1000,
     deadline=None,
@@ -325,6 +339,7 @@ def test_batched_equals_one_by_one(store: Store, updates: list[JobUpdate], split
     for name in COMPARED:
         assert getattr(batched, name) == getattr(one_by_one, name), name
     assert one_by_one.status is expected_status(updates)
+    assert one_by_one.input_data == expected_input(updates)
     # Attempt columns (worker, pid, error …) are exact when a batch is in causal order
     # and not older than the row it meets — what one process produces; docs/design.md
     # explains the limit otherwise.
@@ -541,6 +556,9 @@ def test_a_new_runs_input_is_its_own_whichever_of_its_rows_lands_first(store: St
     # The new run's worker got there before its publisher: its "running" has no input
     # (the publisher records it), and the earlier run's input must not stay.
     write(store, upd("n", JobStatus.RUNNING, at=5, sent_at=sent(4)))
+    assert store.get_job("n").input_data is None
+    # The earlier run's publisher, late too: its input does not fill the new run's.
+    write(store, upd("n", JobStatus.PENDING, sent_at=sent(0), input_data={"args": [1]}))
     assert store.get_job("n").input_data is None
     write(store, upd("n", JobStatus.PENDING, at=4, sent_at=sent(4), input_data={"args": [2]}))
     job = store.get_job("n")
