@@ -310,6 +310,17 @@ def test_heartbeats_during_one_long_blocking_call(tracked: Any, mode: str) -> No
             10,
             message="running",
         )
+        # Beating: a heartbeat after the one its start wrote (on a loaded machine the
+        # first flush can come late; the reaper below judges the silence between beats).
+        wait_for(
+            lambda: (
+                (j := store.get_job(result.id)).heartbeat_at is not None
+                and j.started_at is not None
+                and j.heartbeat_at > j.started_at
+            ),
+            10,
+            message="a heartbeat",
+        )
         beats = set()
         while not result.ready():
             assert reap(store, 1.5) == []
