@@ -35,7 +35,6 @@ __all__ = [
     "UnknownTask",
     "cancel_job",
     "controller",
-    "header_time",
     "pause_job",
     "publish_again",
     "replayable_input",
@@ -139,17 +138,6 @@ def stamp_time(value: Any) -> datetime | None:
         return datetime.fromtimestamp(int(value) / 1e6, UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
-
-
-def header_time(value: Any) -> datetime | None:
-    """A time from a message header (ISO 8601; a naive one is UTC), or None."""
-    if value is None or isinstance(value, datetime):
-        return value
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def start_job(

@@ -16,7 +16,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from .control import ACTION_HEADER, INPUT_HEADER, SENT_HEADER, header_time, stamp, stamp_time
+from .control import ACTION_HEADER, INPUT_HEADER, SENT_HEADER, stamp, stamp_time
 from .job import get_current
 from .models import JobStatus, Row, state_seq
 from .plans import Plans
@@ -26,6 +26,16 @@ __all__ = ["Publishing"]
 
 
 _PENDING, _RETRYING = JobStatus.PENDING.value, JobStatus.RETRYING.value
+
+
+def _parse_eta(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class Publishing:
@@ -107,7 +117,7 @@ class Publishing:
             "task_name": task_name,
             "queue": routing_key or (declare[0].name if declare else None) or None,
             "priority": properties.get("priority") if properties else None,
-            "eta": header_time(headers.get("eta")),
+            "eta": _parse_eta(headers.get("eta")),
             "parent_id": None if replacing or parent == job_id else parent,
             "root_id": headers.get("root_id"),
             "group_id": headers.get("group"),

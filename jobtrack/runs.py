@@ -130,10 +130,11 @@ class Runs:
             "group_id": request.group,
             "max_retries": task.max_retries,
         }
-        # The run's stamp (see SENT_HEADER); a replacement goes on with the replaced run.
+        # The run's stamp (see SENT_HEADER), which the writer puts on the rows it is given
+        # with this handle; a replacement goes on with the replaced run.
         sent = None if replacement else getattr(request, SENT_HEADER, None)
         if sent is not None:
-            handle.sent_at = row["sent_at"] = stamp_time(sent)
+            handle.sent_at = stamp_time(sent)
         # The publisher recorded the input and said so in a header: skip that work here.
         if not getattr(request, INPUT_HEADER, None):
             shown = getattr(request, "argsrepr", None), getattr(request, "kwargsrepr", None)
@@ -199,8 +200,6 @@ class Runs:
             "progress_percent": 100.0,
             "worker": handle.worker,
         }
-        if handle.sent_at is not None:
-            row["sent_at"] = handle.sent_at
         declared = handle.declared_error
         if declared is None and handle.plan is not None and handle.plan.fails_by_items:
             declared = self._failed_by_items(handle)
@@ -279,8 +278,6 @@ class Runs:
         """The attempt's outcome: folded with its start by the writer when the run was
         this handle's (a trace entry of its own otherwise)."""
         if handle is not None and handle.job_id == job_id and handle.attempt == attempt:
-            if handle.sent_at is not None:
-                row["sent_at"] = handle.sent_at
             handle.ended = True
             self.writer.ended(handle, row)
         else:
@@ -421,12 +418,12 @@ class Runs:
         now = _now()
         attempt = handle.attempt
         row: Row = {"id": task_id, "created_at": now, "updated_at": now, "retries": attempt}
-        if handle.sent_at is not None:
-            row["sent_at"] = handle.sent_at
         note = None
         if handle.replaced_by is not None:
             # Replaced: the replacement's outcome, under this id, decides the job.
             row["status"], row["state_seq"] = _RUNNING, state_seq(JobStatus.RUNNING, attempt)
+            if handle.sent_at is not None:  # the replaced run's row (not given as ended)
+                row["sent_at"] = handle.sent_at
             row["progress_message"] = f"replaced by {handle.replaced_by}; waiting for its outcome"
             self.writer.update(row)
             self.writer.released(handle)

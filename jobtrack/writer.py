@@ -233,6 +233,8 @@ class BufferedWriter:
         writer watches ``source`` until it ends."""
         row[_KIND] = _START
         row["_attempt"] = source.attempt
+        if source.sent_at is not None:  # the run's rows carry its stamp (see RUN_COLUMN)
+            row["sent_at"] = source.sent_at
         self._queue.append(row)
         self._running[source.job_id] = source
         self._queued_job()
@@ -242,6 +244,8 @@ class BufferedWriter:
         progress = self._let_go(source)
         row[_KIND] = _END
         row["_attempt"] = source.attempt
+        if source.sent_at is not None:
+            row["sent_at"] = source.sent_at
         if note is not None:
             row["_note"] = note
         if progress is not None:

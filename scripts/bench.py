@@ -1658,13 +1658,7 @@ def failures_cost(rows: int, reuse: bool) -> None:
         f"\nfailures: {store.count_jobs():,} jobs, {failures[0] if failures else 0:,} unhandled "
         f"failures in {len(found)} groups (medians of 10, ms)"
     )
-    for name, view in views.items():
-        times = []
-        for _ in range(10):
-            t = time.perf_counter()
-            view()
-            times.append((time.perf_counter() - t) * 1000)
-        say(f"  {name:<46} {statistics.median(times):9.1f}   (max {max(times):.1f})")
+    time_views(views, 46)
     with store.engine.connect() as conn:
         plan = conn.execute(
             text(

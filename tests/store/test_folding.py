@@ -345,12 +345,11 @@ def test_two_runs_of_a_job_between_two_flushes_are_written_run_by_run(
         handle.sent_at = stamp
         pending = JobUpdate.transition(job_id, JobStatus.PENDING, 0, at=stamp, sent_at=stamp)
         writer.update(pending, trace=0)
-        writer.started(
-            handle, {**running(job_id, 0, stamp + timedelta(seconds=1)), "sent_at": stamp}
-        )
+        # The run's own rows come without a stamp: the writer puts the handle's on them.
+        writer.started(handle, running(job_id, 0, stamp + timedelta(seconds=1)))
         ended = JobStatus.FAILED if n == 0 else JobStatus.COMPLETED
         row = outcome(job_id, 0, stamp + timedelta(seconds=2), ended)
-        writer.ended(handle, {**row, "sent_at": stamp, "output_data": n or None})
+        writer.ended(handle, {**row, "output_data": n or None})
     assert writer.flush()
     job = store.get_job(job_id)
     assert job.status is JobStatus.COMPLETED and job.sent_at == runs[1]
@@ -363,6 +362,20 @@ def test_two_runs_of_a_job_between_two_flushes_are_written_run_by_run(
         ("running", 0),
         ("completed", 0),
     ]
+
+
+def test_the_writer_stamps_a_runs_rows_with_its_handles_stamp(store: Store, tmp_path: Path) -> None:
+    writer = writer_for(store, tmp_path)
+    job_id = f"stamped-{uuid.uuid4().hex[:8]}"
+    handle = JobHandle(job_id, 0, None)
+    handle.sent_at = T0 - timedelta(seconds=1)
+    writer.started(handle, running(job_id, 0, T0))
+    assert writer.flush()
+    assert store.get_job(job_id).sent_at == handle.sent_at
+    writer.ended(handle, outcome(job_id, 0, T0 + timedelta(seconds=1), JobStatus.COMPLETED))
+    assert writer._queue[-1]["sent_at"] == handle.sent_at  # the outcome's row too
+    assert writer.flush()
+    assert store.get_job(job_id).status is JobStatus.COMPLETED
 
 
 def test_a_spooled_batch_keeps_the_runs_of_a_job_apart(store: Store, tmp_path: Path) -> None:
