@@ -3,7 +3,8 @@
 The per-task path only appends. Every signal handler and handle call gives the writer
 one *fact* (a job row or a change to one, an attempt's start or end, a trace entry, an
 item, a log line) and goes on: no lock, no copy, no cleaning, no JSON (but for a bounded
-burst of folding every few hundred job facts, see ``_fold_here``). Facts queue in
+burst of folding every few hundred job facts, see ``_fold_here``, and a moment's sleep
+when the writer's thread waits for the interpreter, see ``_step_aside``). Facts queue in
 arrival order; whoever flushes (the writer's thread, every ``flush_interval_s`` or as
 soon as ``flush_max_jobs`` / ``flush_max_items`` are waiting) takes them in that order
 and folds them into the batch it is building:
@@ -97,6 +98,11 @@ _RELEASED = 3
 #: :data:`_BURST_MAX` facts: a burst of a few hundred microseconds to a few milliseconds.
 _FOLD_EVERY = 512
 _BURST_MAX = 2 * _FOLD_EVERY
+#: How long a task's thread steps aside for the writer's (see ``_step_aside``), and the
+#: least and most it then waits before stepping aside again when the writer did not run.
+_STEP_S = 50e-6
+_STEP_AGAIN_MIN_S = 0.0005
+_STEP_AGAIN_MAX_S = 0.008
 
 
 def default_spool_dir() -> str:
@@ -191,6 +197,12 @@ class BufferedWriter:
         #: end (set and cleared by the per-task path itself).
         self._running: dict[str, ProgressSource] = {}
         self._thread: threading.Thread | None = None
+        #: From when the writer's thread is thought to wait for the interpreter (its
+        #: wait over, or cut short; 0.0 while it runs), and its turns so far: see
+        #: ``_step_aside``.
+        self._due = float("inf")
+        self._turns = 0
+        self._step_again = _STEP_AGAIN_MIN_S
         self._failures = 0
         self._outage: _Outage | None = None
         self._last_heartbeat = time.monotonic()
@@ -291,7 +303,33 @@ class BufferedWriter:
             self._fold_here()
         if self._queued_jobs >= self._wake_jobs:
             self._queued_jobs = 0
+            self._due = 0.0
             self._wake.set()
+        if time.monotonic() >= self._due:
+            self._step_aside()
+
+    def _step_aside(self) -> None:
+        """Let the writer's thread take the interpreter: this thread sleeps a moment.
+
+        A thread running tasks back to back lets go of the interpreter only for moments
+        (a task id from ``uuid4()`` reads ``os.urandom``) and takes it back before the
+        writer's thread, woken, can run: that thread then waits, woken and beaten at
+        every task, until it wins a race (a "GIL convoy", see docs/design.md). So when
+        the writer's thread is thought to be waiting (its wait is over, or it was made
+        to let go mid-flush), the task's thread sleeps ``_STEP_S``, and the writer runs
+        on until it next waits. If it did not run (still waiting for the database, say),
+        the next step aside comes later, at twice the delay each time up to
+        ``_STEP_AGAIN_MAX_S``."""
+        thread = self._thread
+        if self._closed or thread is None or thread.ident == threading.get_ident():
+            return  # no writer's thread to step aside for, or this is it
+        turns = self._turns
+        time.sleep(_STEP_S)
+        if self._turns != turns:
+            self._step_again = _STEP_AGAIN_MIN_S
+            return
+        self._due = time.monotonic() + self._step_again
+        self._step_again = min(self._step_again * 2, _STEP_AGAIN_MAX_S)
 
     def _fold_here(self) -> None:
         """Fold up to :data:`_BURST_MAX` queued facts on this thread (a task's), if
@@ -317,6 +355,7 @@ class BufferedWriter:
         self._queued_items += 1
         if self._queued_items >= self._wake_items:
             self._queued_items = 0
+            self._due = 0.0
             self._wake.set()
 
     # -- folding facts into the batch (under _flush_lock) -----------------------------
@@ -476,14 +515,24 @@ class BufferedWriter:
             self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._due = float("inf")  # no thread to step aside for
+
+    def _loop(self) -> None:
         while not self._closed:
             delay = self.settings.flush_interval_s
             if self._failures:
                 delay = min(delay * (2**self._failures), _MAX_BACKOFF_S)
+            self._turns += 1
+            self._due = time.monotonic() + delay
             self._wake.wait(delay)
             self._wake.clear()
             if self._closed:
                 break
+            self._turns += 1
+            self._due = 0.0  # running: seen by a task's thread only if made to let go
             try:
                 now = time.monotonic()
                 beat = now - self._last_heartbeat >= self.settings.heartbeat_interval_s

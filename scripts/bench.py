@@ -519,7 +519,11 @@ def hook_cost(tasks: int, rounds: int) -> None:
     """What tracking adds to one task in the worker process, without a broker: a no-op
     task run by Celery's own tracer (``apply()``), signals and all, with and without
     jobtrack installed, alternated; CPU per task of the whole process, and of it the
-    writer thread's (its flushes to PostgreSQL)."""
+    writer thread's (its flushes to PostgreSQL).
+
+    Twice: as ``apply()`` runs a task (it makes the task's id, a ``uuid4()``, whose
+    ``os.urandom`` lets go of the interpreter for a moment every task), and with the id
+    given, as a worker's pool child has it from the message."""
     import gc
 
     empty_tables()
@@ -529,7 +533,7 @@ def hook_cost(tasks: int, rounds: int) -> None:
     def noop(i: int) -> int:
         return i
 
-    def run(tracked: bool) -> tuple[float, float]:
+    def run(tracked: bool, ids: list[str] | None) -> tuple[float, float]:
         if tracked:
             jobtrack.install(app, DB_URL)
         for i in range(200):  # warm: imports, the pool, the writer thread
@@ -541,8 +545,12 @@ def hook_cost(tasks: int, rounds: int) -> None:
         # inside the window is then one the tasks themselves caused.
         gc.collect()
         started, writer = time.process_time(), writer_cpu()
-        for i in range(tasks):
-            noop.apply((i,))
+        if ids is None:
+            for i in range(tasks):
+                noop.apply((i,))
+        else:
+            for i in range(tasks):
+                noop.apply((i,), task_id=ids[i])
         if tracked:
             jobtrack.flush()
         per_task = (time.process_time() - started) / tasks * 1e6
@@ -551,22 +559,27 @@ def hook_cost(tasks: int, rounds: int) -> None:
             jobtrack.uninstall()
         return per_task, in_writer
 
-    bare, tracked, writer = [], [], []
-    for n in range(rounds):
-        for kind in ("bare", "tracked") if n % 2 == 0 else ("tracked", "bare"):
-            cpu, in_writer = run(kind == "tracked")
-            if kind == "bare":
-                bare.append(cpu)
-            else:
-                tracked.append(cpu)
-                writer.append(in_writer)
-    extra = [t - b for t, b in zip(tracked, bare, strict=True)]
-    say(
-        f"\nhooks: a no-op task through Celery's tracer, {tasks:,} x {rounds}, CPU per task:"
-        f" bare {statistics.median(bare):.0f} us, tracked {statistics.median(tracked):.0f} us"
-        f" (the writer thread {statistics.median(writer):.0f} us of it); tracking adds"
-        f" {statistics.median(extra):.0f} us (per round: {', '.join(f'{e:.0f}' for e in extra)})"
-    )
+    for given in (False, True):
+        bare, tracked, writer = [], [], []
+        for n in range(rounds):
+            for kind in ("bare", "tracked") if n % 2 == 0 else ("tracked", "bare"):
+                ids = [str(uuid.uuid4()) for _ in range(tasks)] if given else None
+                cpu, in_writer = run(kind == "tracked", ids)
+                if kind == "bare":
+                    bare.append(cpu)
+                else:
+                    tracked.append(cpu)
+                    writer.append(in_writer)
+        extra = [t - b for t, b in zip(tracked, bare, strict=True)]
+        how = "the id given, as in a worker's child" if given else "apply() making each id"
+        say(
+            f"\nhooks ({how}): a no-op task through Celery's tracer, {tasks:,} x {rounds},"
+            f" CPU per task: bare {statistics.median(bare):.0f} us,"
+            f" tracked {statistics.median(tracked):.0f} us"
+            f" (the writer thread {statistics.median(writer):.0f} us of it); tracking adds"
+            f" {statistics.median(extra):.0f} us"
+            f" (per round: {', '.join(f'{e:.0f}' for e in extra)})"
+        )
 
 
 #: The stand-in for a per-host writer process (--only writer-process): reads the frames

@@ -9,7 +9,9 @@ into the outcome's entry (``started_at``); reading the trace, through the store 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +20,7 @@ import pytest
 from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import text
 
+from jobtrack import writer as writer_module
 from jobtrack.job import JobHandle
 from jobtrack.models import (
     TERMINAL_SEQ,
@@ -34,24 +37,38 @@ from jobtrack.payload import Cleaner
 from jobtrack.settings import Settings
 from jobtrack.spool import Spool
 from jobtrack.store import Store
-from jobtrack.writer import _BURST_MAX, _FOLD_EVERY, BufferedWriter
+from jobtrack.writer import (
+    _BURST_MAX,
+    _FOLD_EVERY,
+    _STEP_AGAIN_MAX_S,
+    _STEP_AGAIN_MIN_S,
+    _STEP_S,
+    BufferedWriter,
+)
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 C = TypeVar("C", bound=Cleaner)
 
 
-def writer_for(store: Store, tmp_path: Path) -> BufferedWriter:
-    settings = Settings(
-        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
+def quiet_settings(store: Store, tmp_path: Path) -> Settings:
+    """Settings whose writer's thread waits an hour, whatever is queued: each test's
+    appending thread is the only one folding unless the test itself flushes."""
+    return Settings(
+        database_url=str(store.engine.url),
+        spool_dir=str(tmp_path),
+        flush_interval_s=3600,
+        flush_max_jobs=1_000_000,
+        flush_max_items=1_000_000,
     )
-    return BufferedWriter(store, settings)
+
+
+def writer_for(store: Store, tmp_path: Path) -> BufferedWriter:
+    return BufferedWriter(store, quiet_settings(store, tmp_path))
 
 
 def cleaning_with(kind: type[C], store: Store, tmp_path: Path) -> tuple[BufferedWriter, C]:
     """A writer (as :func:`writer_for`) whose cleaner is a ``kind``."""
-    settings = Settings(
-        database_url=str(store.engine.url), spool_dir=str(tmp_path), flush_interval_s=3600
-    )
+    settings = quiet_settings(store, tmp_path)
     cleaner = kind.for_limits(
         message_chars=settings.max_message_chars,
         traceback_chars=settings.max_traceback_chars,
@@ -223,6 +240,87 @@ def test_the_thread_that_appends_folds_in_bursts_and_never_waits(
     assert not holder.is_alive()
     assert writer.flush()
     assert count_jobs(store, prefix) == 2 * _FOLD_EVERY
+
+
+class StepClock:
+    """Time as the writer's module sees it: the real clock, and sleeps that are recorded
+    (and run ``during_sleep``, if set, in their place)."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+        self.during_sleep: Callable[[], None] | None = None
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        if self.during_sleep is not None:
+            self.during_sleep()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_a_task_thread_steps_aside_while_the_writers_thread_waits_to_run(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks back to back let go of the interpreter only for moments, which a woken
+    writer's thread never wins (a GIL convoy): once the writer's wait is over, the
+    appending thread sleeps a moment for it. Never while the writer waits its interval;
+    when the writer did not run in the step (waiting for the database, say), the next
+    step comes later, twice as late each time up to a bound; once it ran, at once
+    again."""
+    clock = StepClock()
+    monkeypatch.setattr(writer_module, "time", clock)
+    writer = writer_for(store, tmp_path)  # its thread waits an hour between flushes
+    prefix = f"aside-{uuid.uuid4().hex[:8]}"
+    count = iter(range(1_000_000))
+
+    def pend() -> None:
+        writer.update(JobUpdate.transition(f"{prefix}-{next(count)}", JobStatus.PENDING, 0, at=T0))
+
+    pend()  # starts the writer's thread
+    wait_for(lambda: writer._due != float("inf"), "the writer's thread to wait")
+    for _ in range(20):
+        pend()
+    assert clock.slept == []  # its wait is not over: nobody steps aside
+
+    expected = _STEP_AGAIN_MIN_S
+    for _ in range(7):
+        writer._due = 0.0  # its wait over while this thread holds the interpreter
+        pend()
+        assert clock.slept[-1] == _STEP_S
+        # The writer's thread did not run (it still waits its hour): later next time.
+        assert expected - 0.5 < writer._due - time.monotonic() <= expected
+        pend()  # not yet due again
+        expected = min(expected * 2, _STEP_AGAIN_MAX_S)
+    assert len(clock.slept) == 7
+    assert writer._step_again == _STEP_AGAIN_MAX_S
+
+    def writer_runs() -> None:  # the step aside, in which the writer's thread runs
+        turns = writer._turns
+        writer._wake.set()
+        wait_for(lambda: writer._turns != turns, "the writer's thread to run")
+
+    clock.during_sleep = writer_runs
+    writer._due = 0.0
+    pend()
+    assert len(clock.slept) == 8
+    assert writer._step_again == _STEP_AGAIN_MIN_S  # it ran: the next step at once again
+    clock.during_sleep = None
+
+    writer.close()
+    wait_for(lambda: writer._due == float("inf"), "the writer's thread to end")
+    pend()
+    assert len(clock.slept) == 8  # no thread left to step aside for
+    assert writer.flush()
+    assert count_jobs(store, prefix) == next(count)
 
 
 def test_a_burst_folds_a_bounded_number_of_facts(store: Store, tmp_path: Path) -> None:
