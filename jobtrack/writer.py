@@ -321,7 +321,12 @@ class BufferedWriter:
         the next step aside comes later, at twice the delay each time up to
         ``_STEP_AGAIN_MAX_S``."""
         thread = self._thread
-        if self._closed or thread is None or thread.ident == threading.get_ident():
+        if (
+            self._closed
+            or thread is None
+            or thread.ident == threading.get_ident()
+            or not thread.is_alive()
+        ):
             return  # no writer's thread to step aside for, or this is it
         turns = self._turns
         time.sleep(_STEP_S)
@@ -518,6 +523,7 @@ class BufferedWriter:
         try:
             self._loop()
         finally:
+            self._turns += 1
             self._due = float("inf")  # no thread to step aside for
 
     def _loop(self) -> None:
