@@ -105,3 +105,6 @@ def test_flower_shows_progress(flower: str, publisher: Any, start_worker: Any) -
     assert 0 < int(shown.group(1)) < 100
     job = store.get_job(result.id)
     assert job.progress_stage == "crunching"
+    # Not left to run its 20 s out: the worker's warm shutdown would wait for it.
+    app.control.revoke(result.id, terminate=True)
+    job_when(store, result.id, status=JobStatus.CANCELLED)
