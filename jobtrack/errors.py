@@ -22,6 +22,15 @@ class JobtrackError(Exception):
     """Root of every error raised by jobtrack."""
 
 
+def is_time_limit(error: BaseException) -> bool:
+    """Whether ``error`` is Celery's soft time limit (billiard's ``SoftTimeLimitExceeded``,
+    told by name: nothing here imports Celery). It is raised into the task's thread
+    wherever that thread is, inside jobtrack's own code too (a handle call, a log line
+    kept, a step aside for the writer): it is the task's, and tracking that catches
+    errors to keep them from the task lets this one go on to it."""
+    return any(kind.__name__ == "SoftTimeLimitExceeded" for kind in type(error).__mro__)
+
+
 class ConfigurationError(JobtrackError, ValueError):
     """A setting has a value jobtrack cannot use."""
 

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 from celery.exceptions import Ignore
 
 from . import context as _context
-from .errors import JobtrackError, NoCurrentJob
+from .errors import JobtrackError, NoCurrentJob, is_time_limit
 from .models import Batch, Event, Item, ItemStatus, JobStatus, JobUpdate, Stop
 from .payload import TRUNCATED, clean_text
 from .tracker import Tracker
@@ -320,7 +320,9 @@ class JobHandle:
             )
             if self.on_progress is not None:
                 self._announce(self._latest)
-        except Exception:
+        except Exception as exc:
+            if is_time_limit(exc):
+                raise
             log.exception(
                 "recording progress failed", extra={"job_id": self.job_id, "action": "progress"}
             )
@@ -346,7 +348,8 @@ class JobHandle:
         latest checkpoint, committed before this returns, in either write mode. The next
         run of the same job (a retry, a redelivery, an operator's retry, a resume) reads it
         as :attr:`last_checkpoint`. Never raises: if the database cannot take it now, it
-        is kept and written with the rest, and logged."""
+        is kept and written with the rest, and logged (Celery's soft time limit, raised
+        meanwhile, is the task's: it goes on, the checkpoint kept)."""
         tracker = self._tracker
         if tracker is None:
             return
@@ -362,14 +365,18 @@ class JobHandle:
             self._checkpoint = (stored,)
             try:
                 tracker.store.write_batch(Batch([tracker.writer.clean(update)]))
-            except Exception:
+            except Exception as exc:
                 tracker.writer.update(update)
+                if is_time_limit(exc):
+                    raise
                 log.warning(
                     "checkpoint not committed now (kept, written with the rest)",
                     exc_info=True,
                     extra={"job_id": self.job_id, "action": "checkpoint"},
                 )
-        except Exception:
+        except Exception as exc:
+            if is_time_limit(exc):
+                raise
             log.exception(
                 "recording a checkpoint failed",
                 extra={"job_id": self.job_id, "action": "checkpoint"},
@@ -402,7 +409,9 @@ class JobHandle:
                     found = tracker.store.find_job(earlier)
                     return found.checkpoint if found is not None else None
             return job.checkpoint
-        except Exception:
+        except Exception as exc:
+            if is_time_limit(exc):
+                raise
             log.exception(
                 "reading the last checkpoint failed",
                 extra={"job_id": self.job_id, "action": "checkpoint"},
@@ -510,7 +519,9 @@ class JobHandle:
                     after_state=tracker.json(after) if after is not None else None,
                 )
             )
-        except Exception:
+        except Exception as exc:
+            if is_time_limit(exc):
+                raise
             log.exception(
                 "recording an item failed", extra={"job_id": self.job_id, "action": "item"}
             )
@@ -532,7 +543,9 @@ class JobHandle:
             for key in unique:
                 tracker.writer.item(Item(self.job_id, key, ItemStatus.PENDING, processed_at=now))
             self._planned += len(unique)
-        except Exception:
+        except Exception as exc:
+            if is_time_limit(exc):
+                raise
             log.exception(
                 "planning items failed", extra={"job_id": self.job_id, "action": "plan_items"}
             )
@@ -557,7 +570,9 @@ class JobHandle:
             return
         try:
             self._retry_items = (tracker.store.failed_item_keys(self.job_id),)
-        except Exception:
+        except Exception as exc:
+            if is_time_limit(exc):
+                raise
             log.exception(
                 "reading the items to retry failed (read again on first use)",
                 extra={"job_id": self.job_id, "action": "retry_items"},

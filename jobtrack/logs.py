@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .context import get_current
+from .errors import is_time_limit
 from .models import LogLine
 from .payload import REDACTED
 
@@ -134,7 +135,9 @@ class LogCapture(logging.Handler):
         self._busy.on = True
         try:
             self._keep(running.job_id, state, record)
-        except Exception:
+        except Exception as exc:
+            if is_time_limit(exc):
+                raise  # the task's own (see is_time_limit), not a line lost
             log.debug(
                 "keeping a log line failed",
                 exc_info=True,

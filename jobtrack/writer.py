@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .errors import DataRefused, StoreError
+from .errors import DataRefused, StoreError, is_time_limit
 from .models import (
     Batch,
     Event,
@@ -77,7 +78,10 @@ __all__ = [
 
 log = logging.getLogger("jobtrack.writer")
 
+#: The longest wait between two tries while the database is unreachable, and a bound on
+#: the doublings that lead to it (a float of the interval times 2**1024 overflows).
 _MAX_BACKOFF_S = 5.0
+_MAX_BACKOFF_DOUBLINGS = 16
 _SPOOL_CHECK_S = 30.0
 _RUNNING = JobStatus.RUNNING.value
 
@@ -98,11 +102,15 @@ _RELEASED = 3
 #: :data:`_BURST_MAX` facts: a burst of a few hundred microseconds to a few milliseconds.
 _FOLD_EVERY = 512
 _BURST_MAX = 2 * _FOLD_EVERY
-#: How long a task's thread steps aside for the writer's (see ``_step_aside``), and the
-#: least and most it then waits before stepping aside again when the writer did not run.
+#: How long a task's thread steps aside for the writer's (see ``_step_aside``; a sleep
+#: this short lasts about 100 µs on Linux, its timer slack added), and the least and most
+#: it then waits before stepping aside again when the writer did not take its turn.
 _STEP_S = 50e-6
 _STEP_AGAIN_MIN_S = 0.0005
 _STEP_AGAIN_MAX_S = 0.008
+#: Whether threads share one interpreter lock (a free-threaded build has none, and no
+#: thread of it ever waits for one: nothing to step aside for).
+_GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
 
 def default_spool_dir() -> str:
@@ -160,10 +168,20 @@ def _now() -> datetime:
 class BufferedWriter:
     """Queue facts, fold them into batches, write; see the module docstring."""
 
-    def __init__(self, store: Store, settings: Settings, cleaner: Cleaner | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        cleaner: Cleaner | None = None,
+        *,
+        step_aside: bool = True,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.clean = cleaner or cleaner_for(settings)
+        #: Whether task threads step aside for the writer's (see ``_step_aside``); not
+        #: where they write themselves (:class:`SyncWriter`).
+        self._steps = step_aside and _GIL
         self._spool = Spool(settings.spool_dir or default_spool_dir(), settings.database_url)
         #: Wake the thread once this many job facts (rows, starts, ends) are queued:
         #: about ``flush_max_jobs`` jobs, each with its start and end.
@@ -197,11 +215,16 @@ class BufferedWriter:
         #: end (set and cleared by the per-task path itself).
         self._running: dict[str, ProgressSource] = {}
         self._thread: threading.Thread | None = None
-        #: From when the writer's thread is thought to wait for the interpreter (its
-        #: wait over, or cut short; 0.0 while it runs), and its turns so far: see
-        #: ``_step_aside``.
+        #: Set by the writer's thread (and, to wake it, by whoever wakes it) under the
+        #: interpreter lock: from when it may be waiting for that lock (its wait over;
+        #: 0.0 once it is woken, until it waits again: also while it talks to the
+        #: database), and its turns (each wake and each wait). See ``_step_aside``.
         self._due = float("inf")
         self._turns = 0
+        #: The task threads' own: the writer's turn at which a step found it not taking
+        #: its turn, when to step again, and the delay after that.
+        self._step_turn = -1
+        self._next_step = 0.0
         self._step_again = _STEP_AGAIN_MIN_S
         self._failures = 0
         self._outage: _Outage | None = None
@@ -303,10 +326,15 @@ class BufferedWriter:
             self._fold_here()
         if self._queued_jobs >= self._wake_jobs:
             self._queued_jobs = 0
-            self._due = 0.0
-            self._wake.set()
+            self._wake_now()
         if time.monotonic() >= self._due:
             self._step_aside()
+
+    def _wake_now(self) -> None:
+        """Wake the writer's thread (enough is queued): it may run at once."""
+        if self._steps:
+            self._due = 0.0
+        self._wake.set()
 
     def _step_aside(self) -> None:
         """Let the writer's thread take the interpreter: this thread sleeps a moment.
@@ -314,12 +342,18 @@ class BufferedWriter:
         A thread running tasks back to back lets go of the interpreter only for moments
         (a task id from ``uuid4()`` reads ``os.urandom``) and takes it back before the
         writer's thread, woken, can run: that thread then waits, woken and beaten at
-        every task, until it wins a race (a "GIL convoy", see docs/design.md). So when
-        the writer's thread is thought to be waiting (its wait is over, or it was made
-        to let go mid-flush), the task's thread sleeps ``_STEP_S``, and the writer runs
-        on until it next waits. If it did not run (still waiting for the database, say),
-        the next step aside comes later, at twice the delay each time up to
-        ``_STEP_AGAIN_MAX_S``."""
+        every task, until it wins a race (a "GIL convoy", see docs/design.md). So once
+        the writer's thread may be waiting (``_due`` passed), the task's thread sleeps
+        ``_STEP_S``, and the writer runs on until it next waits (for the database, or
+        its interval), or until this thread asks for the interpreter back after a
+        switch interval. When the writer took no turn in the step (it was talking to
+        the database, say), this thread steps aside again only after a delay, twice as
+        long each time up to ``_STEP_AGAIN_MAX_S``, until the writer's next turn. The
+        writer's ``_due`` is never written here: a step that comes late, after the
+        writer went back to waiting, costs one sleep and nothing after it."""
+        turns = self._turns
+        if turns == self._step_turn and time.monotonic() < self._next_step:
+            return
         thread = self._thread
         if (
             self._closed
@@ -328,13 +362,13 @@ class BufferedWriter:
             or not thread.is_alive()
         ):
             return  # no writer's thread to step aside for, or this is it
-        turns = self._turns
-        time.sleep(_STEP_S)
-        if self._turns != turns:
+        if turns != self._step_turn:
             self._step_again = _STEP_AGAIN_MIN_S
-            return
-        self._due = time.monotonic() + self._step_again
-        self._step_again = min(self._step_again * 2, _STEP_AGAIN_MAX_S)
+        time.sleep(_STEP_S)
+        if self._turns == turns:
+            self._step_turn = turns
+            self._next_step = time.monotonic() + self._step_again
+            self._step_again = min(self._step_again * 2, _STEP_AGAIN_MAX_S)
 
     def _fold_here(self) -> None:
         """Fold up to :data:`_BURST_MAX` queued facts on this thread (a task's), if
@@ -348,7 +382,7 @@ class BufferedWriter:
         try:
             self._fold(_BURST_MAX)
         except Exception as exc:  # never into the task: the writer's thread folds the rest
-            if type(exc).__name__ == "SoftTimeLimitExceeded":
+            if is_time_limit(exc):
                 raise  # the task's own soft time limit, raised in its thread: its own
             log.exception("tracking fold error", extra={"job_id": None, "action": "fold"})
         finally:
@@ -360,8 +394,9 @@ class BufferedWriter:
         self._queued_items += 1
         if self._queued_items >= self._wake_items:
             self._queued_items = 0
-            self._due = 0.0
-            self._wake.set()
+            self._wake_now()
+        if time.monotonic() >= self._due:
+            self._step_aside()
 
     # -- folding facts into the batch (under _flush_lock) -----------------------------
 
@@ -522,6 +557,11 @@ class BufferedWriter:
     def _run(self) -> None:
         try:
             self._loop()
+        except BaseException:  # the thread ends here, logged: nothing above it to tell
+            if not self._closed:
+                log.exception(
+                    "tracking writer thread ended", extra={"job_id": None, "action": "flush"}
+                )
         finally:
             self._turns += 1
             self._due = float("inf")  # no thread to step aside for
@@ -530,15 +570,18 @@ class BufferedWriter:
         while not self._closed:
             delay = self.settings.flush_interval_s
             if self._failures:
-                delay = min(delay * (2**self._failures), _MAX_BACKOFF_S)
-            self._turns += 1
-            self._due = time.monotonic() + delay
+                doublings = min(self._failures, _MAX_BACKOFF_DOUBLINGS)
+                delay = min(delay * 2**doublings, _MAX_BACKOFF_S)
+            if self._steps:
+                self._turns += 1
+                self._due = time.monotonic() + delay
             self._wake.wait(delay)
             self._wake.clear()
             if self._closed:
                 break
-            self._turns += 1
-            self._due = 0.0  # running: seen by a task's thread only if made to let go
+            if self._steps:
+                self._turns += 1
+                self._due = 0.0  # woken: until it waits again (see _step_aside)
             try:
                 now = time.monotonic()
                 beat = now - self._last_heartbeat >= self.settings.heartbeat_interval_s
@@ -834,7 +877,8 @@ class SyncWriter:
     def __init__(self, store: Store, settings: Settings, cleaner: Cleaner | None = None) -> None:
         self.store = store
         self.settings = settings
-        self._buffer = BufferedWriter(store, settings, cleaner)
+        # The task's thread writes each transition itself: it never steps aside.
+        self._buffer = BufferedWriter(store, settings, cleaner, step_aside=False)
         self.clean = self._buffer.clean
 
     def update(

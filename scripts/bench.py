@@ -533,7 +533,7 @@ def hook_cost(tasks: int, rounds: int) -> None:
     def noop(i: int) -> int:
         return i
 
-    def run(tracked: bool, ids: list[str] | None) -> tuple[float, float]:
+    def run(tracked: bool, ids: list[str] | None) -> tuple[float, float, float]:
         if tracked:
             jobtrack.install(app, DB_URL)
         for i in range(200):  # warm: imports, the pool, the writer thread
@@ -544,7 +544,7 @@ def hook_cost(tasks: int, rounds: int) -> None:
         # the migrations) is collected before the clock, in both setups: a collection
         # inside the window is then one the tasks themselves caused.
         gc.collect()
-        started, writer = time.process_time(), writer_cpu()
+        started, writer, wall = time.process_time(), writer_cpu(), time.perf_counter()
         if ids is None:
             for i in range(tasks):
                 noop.apply((i,))
@@ -554,23 +554,26 @@ def hook_cost(tasks: int, rounds: int) -> None:
         if tracked:
             jobtrack.flush()
         per_task = (time.process_time() - started) / tasks * 1e6
+        wall_per_task = (time.perf_counter() - wall) / tasks * 1e6
         in_writer = (writer_cpu() - writer) / tasks * 1e6
         if tracked:
             jobtrack.uninstall()
-        return per_task, in_writer
+        return per_task, in_writer, wall_per_task
 
     for given in (False, True):
-        bare, tracked, writer = [], [], []
+        bare, tracked, writer, walls = [], [], [], {"bare": [], "tracked": []}
         for n in range(rounds):
             for kind in ("bare", "tracked") if n % 2 == 0 else ("tracked", "bare"):
                 ids = [str(uuid.uuid4()) for _ in range(tasks)] if given else None
-                cpu, in_writer = run(kind == "tracked", ids)
+                cpu, in_writer, wall = run(kind == "tracked", ids)
+                walls[kind].append(wall)
                 if kind == "bare":
                     bare.append(cpu)
                 else:
                     tracked.append(cpu)
                     writer.append(in_writer)
         extra = [t - b for t, b in zip(tracked, bare, strict=True)]
+        wall_extra = [t - b for t, b in zip(walls["tracked"], walls["bare"], strict=True)]
         how = "the id given, as in a worker's child" if given else "apply() making each id"
         say(
             f"\nhooks ({how}): a no-op task through Celery's tracer, {tasks:,} x {rounds},"
@@ -578,7 +581,10 @@ def hook_cost(tasks: int, rounds: int) -> None:
             f" tracked {statistics.median(tracked):.0f} us"
             f" (the writer thread {statistics.median(writer):.0f} us of it); tracking adds"
             f" {statistics.median(extra):.0f} us"
-            f" (per round: {', '.join(f'{e:.0f}' for e in extra)})"
+            f" (per round: {', '.join(f'{e:.0f}' for e in extra)});"
+            f" wall clock per task {statistics.median(walls['bare']):.0f} us bare,"
+            f" {statistics.median(walls['tracked']):.0f} us tracked,"
+            f" +{statistics.median(wall_extra):.0f} us"
         )
 
 

@@ -21,6 +21,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import text
 
 from jobtrack import writer as writer_module
+from jobtrack.errors import StoreError
 from jobtrack.job import JobHandle
 from jobtrack.models import (
     TERMINAL_SEQ,
@@ -44,6 +45,7 @@ from jobtrack.writer import (
     _STEP_AGAIN_MIN_S,
     _STEP_S,
     BufferedWriter,
+    SyncWriter,
 )
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -56,7 +58,7 @@ def quiet_settings(store: Store, tmp_path: Path) -> Settings:
     return Settings(
         database_url=str(store.engine.url),
         spool_dir=str(tmp_path),
-        flush_interval_s=3600,
+        flush_interval_s=3600.0,
         flush_max_jobs=1_000_000,
         flush_max_items=1_000_000,
     )
@@ -243,19 +245,21 @@ def test_the_thread_that_appends_folds_in_bursts_and_never_waits(
 
 
 class StepClock:
-    """Time as the writer's module sees it: the real clock, and sleeps that are recorded
-    (and run ``during_sleep``, if set, in their place)."""
+    """Time as the writer's module sees it: a clock the test moves (``now``, which a
+    sleep moves too), and sleeps that are recorded and run ``during_sleep`` (if set) in
+    their place."""
 
     def __init__(self) -> None:
+        self.now = 1000.0
         self.slept: list[float] = []
         self.during_sleep: Callable[[], None] | None = None
 
-    @staticmethod
-    def monotonic() -> float:
-        return time.monotonic()
+    def monotonic(self) -> float:
+        return self.now
 
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
+        self.now += seconds
         if self.during_sleep is not None:
             self.during_sleep()
 
@@ -273,9 +277,10 @@ def test_a_task_thread_steps_aside_while_the_writers_thread_waits_to_run(
     """Tasks back to back let go of the interpreter only for moments, which a woken
     writer's thread never wins (a GIL convoy): once the writer's wait is over, the
     appending thread sleeps a moment for it. Never while the writer waits its interval;
-    when the writer did not run in the step (waiting for the database, say), the next
-    step comes later, twice as late each time up to a bound; once it ran, at once
-    again."""
+    when the writer took no turn in the step (waiting for the database, say), the next
+    step comes later, twice as late each time up to a bound, and the writer's own
+    schedule is left as it is; after its next turn, at once again. Never for a closed
+    writer, or for a thread that ended."""
     clock = StepClock()
     monkeypatch.setattr(writer_module, "time", clock)
     writer = writer_for(store, tmp_path)  # its thread waits an hour between flushes
@@ -285,42 +290,140 @@ def test_a_task_thread_steps_aside_while_the_writers_thread_waits_to_run(
     def pend() -> None:
         writer.update(JobUpdate.transition(f"{prefix}-{next(count)}", JobStatus.PENDING, 0, at=T0))
 
-    pend()  # starts the writer's thread
-    wait_for(lambda: writer._due != float("inf"), "the writer's thread to wait")
+    pend()  # starts the writer's thread, which waits until an hour from now
+    wait_for(lambda: writer._due == clock.now + 3600, "the writer's thread to wait")
+    waits_until = writer._due
     for _ in range(20):
         pend()
     assert clock.slept == []  # its wait is not over: nobody steps aside
 
-    expected = _STEP_AGAIN_MIN_S
-    for _ in range(7):
-        writer._due = 0.0  # its wait over while this thread holds the interpreter
+    clock.now = waits_until  # its wait is over (its thread, in fact, still waits)
+    pend()
+    assert clock.slept == [_STEP_S]
+    assert writer._due == waits_until  # the writer's schedule is its own
+    delay = _STEP_AGAIN_MIN_S
+    for steps in range(2, 9):  # it took no turn: each step later than the last
+        clock.now += delay - 1e-6
         pend()
-        assert clock.slept[-1] == _STEP_S
-        # The writer's thread did not run (it still waits its hour): later next time.
-        assert expected - 0.5 < writer._due - time.monotonic() <= expected
-        pend()  # not yet due again
-        expected = min(expected * 2, _STEP_AGAIN_MAX_S)
-    assert len(clock.slept) == 7
-    assert writer._step_again == _STEP_AGAIN_MAX_S
+        assert len(clock.slept) == steps - 1  # not yet
+        clock.now += 2e-6
+        pend()
+        assert len(clock.slept) == steps
+        delay = min(delay * 2, _STEP_AGAIN_MAX_S)
+    assert delay == _STEP_AGAIN_MAX_S
 
     def writer_runs() -> None:  # the step aside, in which the writer's thread runs
         turns = writer._turns
         writer._wake.set()
-        wait_for(lambda: writer._turns != turns, "the writer's thread to run")
+        wait_for(lambda: writer._turns >= turns + 2, "the writer's thread to run and wait")
 
     clock.during_sleep = writer_runs
-    writer._due = 0.0
+    clock.now += delay
     pend()
-    assert len(clock.slept) == 8
-    assert writer._step_again == _STEP_AGAIN_MIN_S  # it ran: the next step at once again
+    assert len(clock.slept) == 9
     clock.during_sleep = None
-
-    writer.close()
-    wait_for(lambda: writer._due == float("inf"), "the writer's thread to end")
+    waits_until = writer._due
+    assert waits_until > clock.now  # it flushed and waits its hour again
     pend()
-    assert len(clock.slept) == 8  # no thread left to step aside for
+    assert len(clock.slept) == 9
+    clock.now = waits_until
+    pend()  # its next wait over: at once, and the next step the least delay later
+    assert len(clock.slept) == 10
+    clock.now += _STEP_AGAIN_MIN_S
+    pend()
+    assert len(clock.slept) == 11
+
+    thread = writer._thread
+    assert thread is not None
+    writer.close()
+    wait_for(lambda: not thread.is_alive(), "the writer's thread to end")
+    writer._due = 0.0  # as if a wake came after the end
+    pend()
+    assert len(clock.slept) == 11  # no thread left to step aside for
     assert writer.flush()
     assert count_jobs(store, prefix) == next(count)
+
+
+def test_a_sync_writers_task_thread_never_steps_aside(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In sync mode the task's thread writes each transition itself: whatever the
+    buffered writer's thread underneath does, it is not stepped aside for."""
+    clock = StepClock()
+    monkeypatch.setattr(writer_module, "time", clock)
+    writer = SyncWriter(store, quiet_settings(store, tmp_path))
+    prefix = f"sync-{uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        writer.update(JobUpdate.transition(f"{prefix}-{n}", JobStatus.PENDING, 0, at=T0))
+        clock.now += 7200  # the thread's every wait long over
+    assert clock.slept == []
+    assert count_jobs(store, prefix) == 3  # each written before update() returned
+    writer.close()
+
+
+class Ending:
+    """A wake event whose wait ends the thread that waits on it."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        raise SystemExit
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+def test_no_step_aside_for_a_writers_thread_that_ended(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """A writer's thread that ended without the writer being closed (it never should:
+    it is logged) has nobody to step aside for."""
+    clock = StepClock()
+    monkeypatch.setattr(writer_module, "time", clock)
+    writer = writer_for(store, tmp_path)
+    writer._wake = Ending()  # type: ignore[assignment]
+    job_id = f"ended-{uuid.uuid4().hex[:8]}"
+    writer.update(JobUpdate.transition(job_id, JobStatus.PENDING, 0, at=T0))
+    thread = writer._thread
+    assert thread is not None
+    thread.join(30)
+    assert not thread.is_alive()
+    assert "tracking writer thread ended" in caplog.text
+    writer._wake_now()  # a wake past the threshold, say
+    writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING, 0, at=T0))
+    assert clock.slept == []
+    assert writer.flush()
+    assert count_jobs(store, job_id) == 1
+
+
+def test_a_long_outage_never_ends_the_writers_thread(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a thousand failed tries (hours of an outage) the delay before the next one
+    stays bounded, and the thread goes on trying (the interval doubled a thousand times
+    does not fit in a float)."""
+    writer = writer_for(store, tmp_path)
+    job_id = f"outage-{uuid.uuid4().hex[:8]}"
+    writer.update(JobUpdate.transition(job_id, JobStatus.PENDING, 0, at=T0))
+    wait_for(lambda: writer._due != float("inf"), "the writer's thread to wait")
+
+    def unreachable(batch: Batch) -> None:
+        raise StoreError("write batch", "the database is gone")
+
+    monkeypatch.setattr(writer.store, "write_batch", unreachable)
+    writer._failures = 2000
+    turns = writer._turns
+    writer._wake.set()
+    wait_for(lambda: writer._turns >= turns + 2, "the writer's thread to try and wait")
+    thread = writer._thread
+    assert thread is not None
+    thread.join(1.0)
+    assert thread.is_alive()  # waiting for its next try
+    assert writer._failures == 2001
+    monkeypatch.undo()
+    assert writer.flush()
+    assert count_jobs(store, job_id) == 1
 
 
 def test_a_burst_folds_a_bounded_number_of_facts(store: Store, tmp_path: Path) -> None:
