@@ -25,7 +25,9 @@ Prints, from one invocation, ratios against a baseline measured in the same run:
 Only with --only: mariadb (worker drain ratio and items/s on MariaDB beside PostgreSQL's
 in the same run, then the dashboard's list and tab counts on --rows jobs there, and a
 search with and without a FULLTEXT index), hooks (what tracking adds to a task in
-Celery's own tracer, no broker, and the writer thread's part of it), writer-process (the
+Celery's own tracer, no broker, in CPU and wall clock, and the writer thread's part of
+it; as apply() runs a task, which makes its id, and with the id given, as a worker's
+child has it), writer-process (the
 same task with the writer's rows handed to another process instead, two ways), scale
 (every view on --rows jobs), scale-writes (worker throughput on that table against an
 empty one), write-rate (one PostgreSQL, many writer processes), partitions (partitioned
