@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,10 +125,16 @@ class Clock:
         return self.now
 
 
-def test_the_estimate_follows_the_recent_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_estimate_follows_the_recent_pace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     clock = Clock()
     monkeypatch.setattr(job_module.time, "monotonic", clock)
-    tracker = Tracker(Settings(database_url="sqlite://", progress_events=False))
+    # A spool folder of its own: the clock stands still, and a spool file another run
+    # left for this database would keep its tracker's close() retrying forever.
+    tracker = Tracker(
+        Settings(database_url="sqlite://", spool_dir=str(tmp_path), progress_events=False)
+    )
     handle = JobHandle("j", 0, tracker)
 
     def report(**progress: Any) -> datetime | None:
