@@ -420,7 +420,7 @@ def test_a_long_outage_never_ends_the_writers_thread(
     assert thread is not None
     thread.join(1.0)
     assert thread.is_alive()  # waiting for its next try
-    assert writer._failures == 2001
+    assert writer._failures > 2000  # it tried (and may have tried again since)
     monkeypatch.undo()
     assert writer.flush()
     assert count_jobs(store, job_id) == 1
