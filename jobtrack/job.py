@@ -321,11 +321,7 @@ class JobHandle:
             if self.on_progress is not None:
                 self._announce(self._latest)
         except Exception as exc:
-            if is_time_limit(exc):
-                raise
-            log.exception(
-                "recording progress failed", extra={"job_id": self.job_id, "action": "progress"}
-            )
+            self._failed(exc, "recording progress failed", "progress")
         if self._stop is not None:
             self.check()
 
@@ -375,12 +371,7 @@ class JobHandle:
                     extra={"job_id": self.job_id, "action": "checkpoint"},
                 )
         except Exception as exc:
-            if is_time_limit(exc):
-                raise
-            log.exception(
-                "recording a checkpoint failed",
-                extra={"job_id": self.job_id, "action": "checkpoint"},
-            )
+            self._failed(exc, "recording a checkpoint failed", "checkpoint")
         if self._stop is not None:
             self.check()  # after it is stored: the resumed run starts from it
 
@@ -410,12 +401,7 @@ class JobHandle:
                     return found.checkpoint if found is not None else None
             return job.checkpoint
         except Exception as exc:
-            if is_time_limit(exc):
-                raise
-            log.exception(
-                "reading the last checkpoint failed",
-                extra={"job_id": self.job_id, "action": "checkpoint"},
-            )
+            self._failed(exc, "reading the last checkpoint failed", "checkpoint")
             return None
 
     def _announce(self, latest: tuple[float | None, int | None, str | None, str | None]) -> None:
@@ -520,11 +506,7 @@ class JobHandle:
                 )
             )
         except Exception as exc:
-            if is_time_limit(exc):
-                raise
-            log.exception(
-                "recording an item failed", extra={"job_id": self.job_id, "action": "item"}
-            )
+            self._failed(exc, "recording an item failed", "item")
         if self._stop is not None:
             self.check()
 
@@ -544,11 +526,7 @@ class JobHandle:
                 tracker.writer.item(Item(self.job_id, key, ItemStatus.PENDING, processed_at=now))
             self._planned += len(unique)
         except Exception as exc:
-            if is_time_limit(exc):
-                raise
-            log.exception(
-                "planning items failed", extra={"job_id": self.job_id, "action": "plan_items"}
-            )
+            self._failed(exc, "planning items failed", "plan_items")
         self.progress(total=self._planned)
 
     @property
@@ -571,12 +549,17 @@ class JobHandle:
         try:
             self._retry_items = (tracker.store.failed_item_keys(self.job_id),)
         except Exception as exc:
-            if is_time_limit(exc):
-                raise
-            log.exception(
-                "reading the items to retry failed (read again on first use)",
-                extra={"job_id": self.job_id, "action": "retry_items"},
+            self._failed(
+                exc, "reading the items to retry failed (read again on first use)", "retry_items"
             )
+
+    def _failed(self, error: Exception, message: str, action: str) -> None:
+        """In the ``except`` of a handle call: tracking's own failure is logged and kept
+        from the task; Celery's soft time limit, raised into the task's thread while it
+        was in here, is the task's and goes on to it (see ``is_time_limit``)."""
+        if is_time_limit(error):
+            raise error
+        log.exception(message, extra={"job_id": self.job_id, "action": action})
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.job_id} attempt={self.attempt} tracked={self.tracked}>"
