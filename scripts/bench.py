@@ -32,9 +32,10 @@ same task with the writer's rows handed to another process instead, two ways), s
 (every view on --rows jobs), scale-writes (worker throughput on that table against an
 empty one), write-rate (one PostgreSQL, many writer processes), partitions (partitioned
 tables against plain ones), filter-indexes (the write rate with the filter indexes'
-INCLUDE columns against without them), cli (the command's start-up against python -c
-pass and celery --help) and failures (the failure groups and the Failed tab's unhandled
-view on --rows jobs).
+INCLUDE columns against without them), trace-key (the database's CPU for a short
+task's writes with job_events' foreign key against the key dropped), cli (the
+command's start-up against python -c pass and celery --help) and failures (the failure
+groups and the Failed tab's unhandled view on --rows jobs).
 """
 
 from __future__ import annotations
@@ -1992,6 +1993,57 @@ def filter_index_cost(rounds: int, seconds: float = 10.0, writers: int = 2) -> N
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def trace_key_cost(tasks: int, rounds: int) -> None:
+    """What ``job_events``' foreign key to ``jobs`` costs the database: the server CPU a
+    short task's writes in the worker take (its pending row written first, as a
+    publisher does, then its running and completed folded into one row write and one
+    trace entry, through Celery's tracer), on a fresh database at head against one with
+    that key dropped, alternated. Weighed, not kept (docs/design.md)."""
+    name = DB_NAME + "_trace_key"
+    used: dict[str, list[float]] = {"with": [], "without": []}
+    say(f"\ntrace entries with and without their foreign key: {tasks:,} tasks a round")
+    for n in range(rounds):
+        for setup in ("with", "without") if n % 2 == 0 else ("without", "with"):
+            url = _fresh_schema(name)
+            if setup == "without":
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("ALTER TABLE job_events DROP CONSTRAINT fk_job_events_job_id_jobs")
+            app = Celery("bench-trace-key", broker="memory://")
+
+            @app.task(name="bench.trace-noop", shared=False)
+            def noop(i: int) -> int:
+                return i
+
+            jobtrack.install(app, url)
+            ids = [str(uuid.uuid4()) for _ in range(tasks)]
+            for i, job_id in enumerate(ids):
+                noop.apply_async((i,), task_id=job_id)
+            jobtrack.flush()
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
+                conn.execute("CHECKPOINT")
+            with _ServerCpu() as server:
+                for i, job_id in enumerate(ids):
+                    noop.apply((i,), task_id=job_id)
+                jobtrack.flush()
+            jobtrack.uninstall()
+            with psycopg.connect(url) as conn:
+                done = conn.execute(
+                    "SELECT count(*) FROM jobs WHERE status = 'completed'"
+                ).fetchone()
+            assert done is not None and done[0] == tasks, (setup, done)
+            used[setup].append(server.seconds / tasks * 1e6)
+            say(f"  round {n + 1} {setup:<8} the key: {used[setup][-1]:5.1f} us a task")
+    saved = [w - o for w, o in zip(used["with"], used["without"], strict=True)]
+    say(
+        f"trace key: PostgreSQL CPU per task {statistics.median(used['with']):.0f} us with "
+        f"the foreign key, {statistics.median(used['without']):.0f} us without (its cost "
+        "per round: " + ", ".join(f"{d:.0f}" for d in saved) + " us)"
+    )
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _wall_s(command: list[str], env: dict[str, str], runs: int) -> list[float]:
     """Wall-clock seconds of each of ``runs`` runs of ``command`` (one warm-up first)."""
     times = []
@@ -2007,8 +2059,16 @@ def cli_start(runs: int) -> None:
     """How long the command takes to start, against ``python -c pass`` and ``celery
     --help`` in the same run (alternated, round by round): ``jobtrack --help``; ``jobs ls``
     on an empty database named by ``--database-url`` (no Celery app); and ``-A`` with an
-    app, against importing that app alone."""
+    app, against importing that app alone.
+
+    jobtrack's modules are compiled first, as installing a package compiles them: an
+    editable install run with ``PYTHONDONTWRITEBYTECODE`` set (as CI shells often are)
+    would otherwise compile every module on every start, about 140 ms of ``jobs ls``
+    here that no installed copy pays."""
+    import compileall
+
     empty_tables()
+    compileall.compile_dir(ROOT / "jobtrack", quiet=1)
     bin_dir = Path(sys.executable).parent
     jobtrack_cmd, celery_cmd = str(bin_dir / "jobtrack"), str(bin_dir / "celery")
     env = {
@@ -2085,6 +2145,7 @@ def main() -> int:
             "write-rate",
             "partitions",
             "filter-indexes",
+            "trace-key",
             "cli",
             "mariadb",
             "failures",
@@ -2176,6 +2237,8 @@ def main() -> int:
         partitions_cost(args.rows, args.tasks, args.rounds)
     if "filter-indexes" in only:
         filter_index_cost(args.rounds)
+    if "trace-key" in only:
+        trace_key_cost(args.tasks, args.rounds)
     if "cli" in only:
         cli_start(max(args.rounds, 7))
     if "mariadb" in only:
