@@ -27,7 +27,16 @@ from celery.exceptions import Ignore
 
 from . import context as _context
 from .errors import JobtrackError, NoCurrentJob, is_time_limit
-from .models import Batch, Event, Item, ItemStatus, JobStatus, JobUpdate, Stop
+from .models import (
+    Batch,
+    Event,
+    Item,
+    ItemStatus,
+    JobStatus,
+    JobUpdate,
+    Stop,
+    recorded_item,
+)
 from .payload import TRUNCATED, clean_text
 from .tracker import Tracker
 
@@ -49,6 +58,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _SPEC_ATTR = "__jobtrack_spec__"
 _STAGE_CHARS = 255
 _KEY_CHARS = 500
+#: ``job.item()``'s status, given as a member or as its value: one lookup.
+_ITEM_STATUSES: dict[str, ItemStatus] = {status.value: status for status in ItemStatus}
 #: The time-left estimate: the pace over the last this many progress samples (one per
 #: flush that found new progress), and no estimate from fewer than the minimum.
 PACE_SAMPLES = 10
@@ -483,8 +494,8 @@ class JobHandle:
         if tracker is None:
             return
         try:
-            item_status = ItemStatus(status)
-        except ValueError:
+            item_status = _ITEM_STATUSES[status]  # a member or its value (a StrEnum)
+        except (KeyError, TypeError):
             log.error(
                 "item status %r is not one of success, error, skipped, pending: recorded as error",
                 status,
@@ -494,15 +505,15 @@ class JobHandle:
         self.item_counts[item_status] = self.item_counts.get(item_status, 0) + 1
         try:
             tracker.writer.item(
-                Item(
-                    job_id=self.job_id,
-                    key=clean_text(key if isinstance(key, str) else str(key), _KEY_CHARS),
-                    status=item_status,
-                    processed_at=datetime.now(UTC),
-                    message=tracker.text(message),
-                    error_code=clean_text(error_code, 100) if error_code is not None else None,
-                    before_state=tracker.json(before) if before is not None else None,
-                    after_state=tracker.json(after) if after is not None else None,
+                recorded_item(
+                    self.job_id,
+                    clean_text(key if isinstance(key, str) else str(key), _KEY_CHARS),
+                    item_status,
+                    datetime.now(UTC),
+                    tracker.text(message),
+                    clean_text(error_code, 100) if error_code is not None else None,
+                    tracker.json(before) if before is not None else None,
+                    tracker.json(after) if after is not None else None,
                 )
             )
         except Exception as exc:

@@ -10,28 +10,35 @@ general code it replaces, on values hypothesis makes up, hostile ones included.
 from __future__ import annotations
 
 import gc
+from dataclasses import FrozenInstanceError, fields
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from celery import Celery
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobtrack.job import _bind
+from jobtrack.job import JobHandle, _bind
 from jobtrack.models import (
     CANCEL_REQUESTED_SEQ,
     TERMINAL_SEQ,
     Event,
+    Item,
+    ItemStatus,
     JobStatus,
     JobUpdate,
     merge_row,
+    recorded_item,
     state_seq,
     unfold_events,
 )
 from jobtrack.payload import NOT_FLAT, Packed, flat_json, pack, to_json, unpack
 from jobtrack.plans import TaskPlan
 from jobtrack.settings import Settings
+from jobtrack.tracker import Tracker
 
 KEYS = Settings(database_url="sqlite://").redact_keys
 MAX = 64 * 1024
@@ -213,3 +220,68 @@ def test_documents_in_rows_are_invisible_to_the_collector() -> None:
     assert not gc.is_tracked(row) and not gc.is_tracked(document)
     assert unpack(document) == {"args": [1, [2, {"k": "v"}]], "kwargs": {"a": None}}
     assert pack(None) is None and pack("s") == "s"
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    key=st.text(max_size=20),
+    status=st.sampled_from(list(ItemStatus)),
+    message=st.one_of(st.none(), st.text(max_size=20)),
+    error_code=st.one_of(st.none(), st.text(max_size=5)),
+    before=st.one_of(st.none(), st.dictionaries(st.text(max_size=3), st.integers())),
+    after=st.one_of(st.none(), st.lists(st.integers(), max_size=3)),
+)
+def test_an_item_built_for_the_hot_path_is_the_item_the_class_builds(
+    key: str,
+    status: ItemStatus,
+    message: str | None,
+    error_code: str | None,
+    before: Any,
+    after: Any,
+) -> None:
+    at = datetime(2026, 12, 7, tzinfo=UTC)
+    fast = recorded_item("job-1", key, status, at, message, error_code, before, after)
+    built = Item(
+        job_id="job-1",
+        key=key,
+        status=status,
+        message=message,
+        error_code=error_code,
+        before_state=before,
+        after_state=after,
+        processed_at=at,
+    )
+    assert fast == built and repr(fast) == repr(built)
+    assert vars(fast) == {field.name: getattr(built, field.name) for field in fields(Item)}
+    with pytest.raises(FrozenInstanceError):
+        fast.key = "changed"  # type: ignore[misc]
+
+
+def test_an_items_status_is_a_member_or_its_value_and_anything_else_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracker = Tracker(
+        Settings(
+            database_url=f"sqlite:///{tmp_path / 'jobs.db'}",
+            spool_dir=str(tmp_path / "spool"),
+            flush_interval_s=3600,
+        )
+    )
+    try:
+        tracker.writer.update(JobUpdate.transition("items", JobStatus.RUNNING))
+        handle = JobHandle("items", 0, tracker)
+        given = {"a": "success", "b": ItemStatus.SKIPPED, "c": "Success", "d": ["error"]}
+        for key, status in given.items():
+            handle.item(key, status)  # type: ignore[arg-type]
+        assert tracker.flush()
+        stored = {item.key: item.status for item in tracker.store.list_items("items")}
+    finally:
+        tracker.close()
+    assert stored == {
+        "a": ItemStatus.SUCCESS,
+        "b": ItemStatus.SKIPPED,
+        "c": ItemStatus.ERROR,
+        "d": ItemStatus.ERROR,
+    }
+    refused = [r.getMessage() for r in caplog.records if "is not one of" in r.getMessage()]
+    assert len(refused) == 2
