@@ -257,7 +257,7 @@ def test_an_item_built_for_the_hot_path_is_the_item_the_class_builds(
         fast.key = "changed"  # type: ignore[misc]
 
 
-def test_an_items_status_is_a_member_or_its_value_and_anything_else_an_error(
+def test_an_items_status_is_a_member_or_its_value_and_its_fields_reach_their_columns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     tracker = Tracker(
@@ -273,15 +273,26 @@ def test_an_items_status_is_a_member_or_its_value_and_anything_else_an_error(
         given = {"a": "success", "b": ItemStatus.SKIPPED, "c": "Success", "d": ["error"]}
         for key, status in given.items():
             handle.item(key, status)  # type: ignore[arg-type]
+        # Every field through job.item() to its column (none taken for another).
+        handle.item("e", "error", message="bad row", error_code="E42", before={"n": 1}, after=[2])
         assert tracker.flush()
-        stored = {item.key: item.status for item in tracker.store.list_items("items")}
+        stored = {item.key: item for item in tracker.store.list_items("items")}
     finally:
         tracker.close()
-    assert stored == {
+    assert {key: item.status for key, item in stored.items()} == {
         "a": ItemStatus.SUCCESS,
         "b": ItemStatus.SKIPPED,
         "c": ItemStatus.ERROR,
         "d": ItemStatus.ERROR,
+        "e": ItemStatus.ERROR,
     }
+    full = stored["e"]
+    assert (full.message, full.error_code, full.before_state, full.after_state) == (
+        "bad row",
+        "E42",
+        {"n": 1},
+        [2],
+    )
+    assert full.processed_at is not None and stored["a"].message is None
     refused = [r.getMessage() for r in caplog.records if "is not one of" in r.getMessage()]
     assert len(refused) == 2
