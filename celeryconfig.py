@@ -16,6 +16,9 @@ if broker_url.startswith("filesystem"):
         "data_folder_out": os.path.join(_data, "broker"),
         "control_folder": os.path.join(_data, "control"),
         "store_processed": False,
+        # Look for new message files every 0.1 s, not every 1 s (kombu's default):
+        # each task is picked up sooner, at the cost of one directory read per tick.
+        "polling_interval": 0.1,
     }
 broker_connection_retry_on_startup = True
 

@@ -34,6 +34,7 @@ except ImportError:  # installed package, run outside the repository
             "data_folder_in": os.path.join(_data, "broker"),
             "data_folder_out": os.path.join(_data, "broker"),
             "control_folder": os.path.join(_data, "control"),
+            "polling_interval": 0.1,  # as celeryconfig.py: a task picked up within 0.1 s
         },
         broker_connection_retry_on_startup=True,
         task_default_queue="default",
