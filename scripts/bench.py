@@ -2062,7 +2062,7 @@ def cli_start(runs: int) -> None:
     app, against importing that app alone.
 
     jobtrack's modules are compiled first, as installing a package compiles them: an
-    editable install run with ``PYTHONDONTWRITEBYTECODE`` set (as CI shells often are)
+    editable install run with ``PYTHONDONTWRITEBYTECODE`` set (as some shells have it)
     would otherwise compile every module on every start, about 140 ms of ``jobs ls``
     here that no installed copy pays."""
     import compileall
