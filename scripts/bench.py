@@ -27,15 +27,14 @@ in the same run, then the dashboard's list and tab counts on --rows jobs there, 
 search with and without a FULLTEXT index), hooks (what tracking adds to a task in
 Celery's own tracer, no broker, in CPU and wall clock, and the writer thread's part of
 it; as apply() runs a task, which makes its id, and with the id given, as a worker's
-child has it), writer-process (the
-same task with the writer's rows handed to another process instead, two ways), scale
-(every view on --rows jobs), scale-writes (worker throughput on that table against an
-empty one), write-rate (one PostgreSQL, many writer processes), partitions (partitioned
-tables against plain ones), filter-indexes (the write rate with the filter indexes'
-INCLUDE columns against without them), trace-key (the database's CPU for a short
-task's writes with job_events' foreign key against the key dropped), cli (the
-command's start-up against python -c pass and celery --help) and failures (the failure
-groups and the Failed tab's unhandled view on --rows jobs).
+child has it), writer-process (the same task with the writer's rows handed to another
+process instead, two ways), scale (every view on --rows jobs), scale-writes (worker
+throughput on that table against an empty one), write-rate (one PostgreSQL, many writer
+processes), partitions (partitioned tables against plain ones), filter-indexes (the
+write rate with the filter indexes' INCLUDE columns against without them), trace-key
+(the database's CPU for a short task's writes with job_events' foreign key against the
+key dropped), cli (the command's start-up against python -c pass and celery --help) and
+failures (the failure groups and the Failed tab's unhandled view on --rows jobs).
 """
 
 from __future__ import annotations

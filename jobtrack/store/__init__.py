@@ -53,10 +53,10 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
     StatementError,
 )
-from sqlalchemy.pool import NullPool
 
 from ..errors import (
     AmbiguousJobId,
+    ConfigurationError,
     DataRefused,
     JobNotFound,
     NotSupported,
@@ -263,6 +263,11 @@ def describe_url(url: str) -> str:
 MYSQL_DRIVER = "pymysql"
 
 
+def _in_memory_sqlite(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
 def normalize_url(url: str) -> str:
     """Pick psycopg 3 for a bare ``postgresql://`` URL (SQLAlchemy would pick psycopg2),
     and :data:`MYSQL_DRIVER` for a bare ``mysql://`` or ``mariadb://`` one."""
@@ -311,6 +316,17 @@ class Store(
         if (url is None) == (engine is None):
             raise ValueError("give a database URL or an engine, not both or neither")
         self._url = normalize_url(url) if url is not None else None
+        if self._url is not None and _in_memory_sqlite(self._url):
+            # Each connection to it is a database of its own, and jobtrack writes from
+            # a thread of its own: nothing written would ever be read (every write
+            # failed, "no such table", and was spooled as if the database were down).
+            raise ConfigurationError(
+                "database_url",
+                url,
+                "a database every connection shares, not in-memory SQLite (it lives in "
+                "one connection, and jobtrack writes from a thread of its own): a file "
+                "such as sqlite:///jobs.db",
+            )
         self._engine = engine
         self._owns_engine = engine is None
         self._connect_timeout_s = connect_timeout_s
@@ -378,7 +394,6 @@ class Store(
                     "timeout": max(self._connect_timeout_s, 30.0),
                     "check_same_thread": False,
                 },
-                poolclass=NullPool if url.database in (None, "", ":memory:") else None,
             )
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)

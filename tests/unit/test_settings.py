@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jobtrack.errors import ConfigurationError, JobtrackError
 from jobtrack.settings import Settings
+from jobtrack.store import Store
 
 
 def test_argument_beats_celery_conf_beats_environment() -> None:
@@ -84,3 +87,19 @@ def test_an_unsupported_database_is_one_line_without_the_password() -> None:
     with pytest.raises(ConfigurationError) as info:
         Settings.resolve({}, {}, database_url="oracle+oracledb://user:hunter2@db/jobs")
     assert "hunter2" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_database_is_refused_with_what_to_use(url: str) -> None:
+    """Each connection to one is a database of its own: the writer's thread would write
+    where nothing reads (every write failed, "no such table", and was spooled)."""
+    with pytest.raises(ConfigurationError) as info:
+        Store(url)
+    assert "database_url" in str(info.value) and "sqlite:///jobs.db" in str(info.value)
+
+
+def test_a_sqlite_file_is_taken(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.ensure_schema()
+    assert store.schema_revision() is not None
+    store.close()

@@ -130,10 +130,14 @@ def test_the_estimate_follows_the_recent_pace(
 ) -> None:
     clock = Clock()
     monkeypatch.setattr(job_module.time, "monotonic", clock)
-    # A spool folder of its own: the clock stands still, and a spool file another run
-    # left for this database would keep its tracker's close() retrying forever.
+    # A database and spool folder of its own: the clock stands still, and a spool file
+    # another run left for its database would keep its tracker's close() retrying.
     tracker = Tracker(
-        Settings(database_url="sqlite://", spool_dir=str(tmp_path), progress_events=False)
+        Settings(
+            database_url=f"sqlite:///{tmp_path / 'jobs.db'}",
+            spool_dir=str(tmp_path),
+            progress_events=False,
+        )
     )
     handle = JobHandle("j", 0, tracker)
 
