@@ -239,7 +239,8 @@ class JobHandle:
     #: Called with (percent, stage, message) at most every progress_interval_s;
     #: the Celery wiring uses it to send Flower a task-progress event.
     on_progress: Callable[[float | None, str | None, str | None], None] | None = None
-    _last_announce = 0.0
+    #: The monotonic time from which the next progress announcement may be sent.
+    _announce_at = 0.0
     #: (monotonic time, percent) of recent progress, for the time-left estimate.
     _pace: deque[tuple[float, float]] | None = None
     #: The run's outcome was handed to the writer (set by the Celery wiring).
@@ -315,7 +316,12 @@ class JobHandle:
             if percent is None and current is not None and total:
                 percent = 100.0 * current / total
             if percent is not None:
-                percent = min(max(float(percent), 0.0), 100.0)
+                # Clamped to 0-100 by comparisons (cheaper than min/max; NaN stays NaN).
+                percent = float(percent)
+                if percent > 100.0:
+                    percent = 100.0
+                elif percent < 0.0:
+                    percent = 0.0
             if stage is not None and stage is not self._stage_raw:
                 cleaned = clean_text(stage, _STAGE_CHARS)
                 entered = cleaned != self._stage
@@ -323,14 +329,24 @@ class JobHandle:
                 if entered:
                     self._enter_stage(cleaned)
             latest = self._latest
-            self._latest = (
-                percent if percent is not None else latest[0] if latest else None,
-                int(total) if total is not None else latest[1] if latest else None,
-                self._stage if stage is not None else latest[2] if latest else None,
-                message if message is not None else latest[3] if latest else None,
-            )
+            if latest is None:
+                latest = self._latest = (
+                    percent,
+                    None if total is None else int(total),
+                    None if stage is None else self._stage,
+                    message,
+                )
+            else:
+                latest = self._latest = (
+                    latest[0] if percent is None else percent,
+                    latest[1] if total is None else int(total),
+                    latest[2] if stage is None else self._stage,
+                    latest[3] if message is None else message,
+                )
             if self.on_progress is not None:
-                self._announce(self._latest)
+                clock = time.monotonic()
+                if clock >= self._announce_at:
+                    self._announce(latest, clock)
         except Exception as exc:
             self._failed(exc, "recording progress failed", "progress")
         if self._stop is not None:
@@ -415,13 +431,14 @@ class JobHandle:
             self._failed(exc, "reading the last checkpoint failed", "checkpoint")
             return None
 
-    def _announce(self, latest: tuple[float | None, int | None, str | None, str | None]) -> None:
-        """Progress announcements (Flower), at most every ``progress_interval_s``."""
+    def _announce(
+        self, latest: tuple[float | None, int | None, str | None, str | None], clock: float
+    ) -> None:
+        """Send a progress announcement (Flower); the next is due ``progress_interval_s``
+        after this one."""
         assert self._tracker is not None and self.on_progress is not None
-        clock = time.monotonic()
-        if clock - self._last_announce >= self._tracker.settings.progress_interval_s:
-            self._last_announce = clock
-            self.on_progress(latest[0], latest[2], latest[3])
+        self._announce_at = clock + self._tracker.settings.progress_interval_s
+        self.on_progress(latest[0], latest[2], latest[3])
 
     def take_progress(self) -> JobUpdate | None:
         """Hand the latest unwritten progress to the writer (and forget it)."""

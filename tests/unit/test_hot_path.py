@@ -10,6 +10,8 @@ general code it replaces, on values hypothesis makes up, hostile ones included.
 from __future__ import annotations
 
 import gc
+import time
+from collections.abc import Iterator
 from dataclasses import FrozenInstanceError, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 from celery import Celery
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jobtrack.job import JobHandle, _bind
@@ -296,3 +298,97 @@ def test_an_items_status_is_a_member_or_its_value_and_its_fields_reach_their_col
     assert full.processed_at is not None and stored["a"].message is None
     refused = [r.getMessage() for r in caplog.records if "is not one of" in r.getMessage()]
     assert len(refused) == 2
+
+
+@pytest.fixture(scope="module")
+def quiet_tracker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracker]:
+    """A tracker whose writer waits an hour between flushes: progress stays in memory."""
+    folder = tmp_path_factory.mktemp("progress")
+    tracker = Tracker(
+        Settings(
+            database_url=f"sqlite:///{folder / 'jobs.db'}",
+            spool_dir=str(folder / "spool"),
+            flush_interval_s=3600,
+        )
+    )
+    yield tracker
+    tracker.close()
+
+
+def _progress_as_documented(
+    calls: list[tuple[Any, int | None, int | None, str | None, str | None]],
+) -> tuple[Any, ...] | None:
+    """What progress() keeps, by its documented rules, written plainly: a percent, or
+    ``current`` of ``total``, clamped to 0-100; each value kept until a call gives it."""
+    latest: tuple[Any, ...] | None = None
+    for percent, current, total, stage, message in calls:
+        if percent is None and current is not None and total:
+            percent = 100.0 * current / total
+        if percent is not None:
+            percent = min(max(float(percent), 0.0), 100.0)
+        given = (percent, None if total is None else int(total), stage, message)
+        latest = tuple(
+            new if new is not None or latest is None else old
+            for new, old in zip(given, latest or given, strict=True)
+        )
+    return latest
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.one_of(
+                st.none(),
+                st.floats(allow_nan=True, allow_infinity=True),
+                st.integers(min_value=-500, max_value=500),
+            ),
+            st.one_of(st.none(), st.integers(min_value=-10, max_value=2000)),
+            st.one_of(st.none(), st.integers(min_value=0, max_value=1000)),
+            st.sampled_from([None, "load", "parse"]),
+            st.one_of(st.none(), st.text(max_size=10)),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@example(calls=[(100.5, None, None, None, None)])
+@example(calls=[(-0.5, None, None, "load", "a"), (None, 1001, 1000, None, None)])
+@example(calls=[(float("nan"), None, None, None, None), (-0.0, None, 7, None, None)])
+def test_progress_keeps_what_its_rules_say(
+    quiet_tracker: Tracker,
+    calls: list[tuple[Any, int | None, int | None, str | None, str | None]],
+) -> None:
+    """The percent clamped (NaN kept as NaN, -0.0 as given), each value kept until a
+    later call gives it: compared by repr, so NaN and the sign of zero count."""
+    handle = JobHandle("progress", 0, quiet_tracker)
+    for percent, current, total, stage, message in calls:
+        handle.progress(percent, current=current, total=total, stage=stage, message=message)
+    assert repr(handle._latest) == repr(_progress_as_documented(calls))
+
+
+def test_progress_is_announced_at_most_every_interval(
+    quiet_tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flower's progress events: the first call announces, then nothing until the
+    interval has passed since the last announcement, which carries the latest values."""
+    interval = quiet_tracker.settings.progress_interval_s
+    now = [10_000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    sent: list[tuple[float | None, str | None, str | None]] = []
+    handle = JobHandle("announced", 0, quiet_tracker)
+    handle.on_progress = lambda percent, stage, message: sent.append((percent, stage, message))
+    handle.progress(10, stage="load", message="first")
+    now[0] += interval * 0.5
+    handle.progress(20)
+    now[0] += interval * 0.49
+    handle.progress(30, message="third")
+    assert sent == [(10.0, "load", "first")]
+    now[0] += interval * 0.02  # one interval after the first announcement
+    handle.progress(40)
+    now[0] += interval * 0.99
+    handle.progress(50)
+    assert sent == [(10.0, "load", "first"), (40.0, "load", "third")]
+    now[0] += interval * 0.01
+    handle.progress(60)
+    assert sent[-1] == (60.0, "load", "third") and len(sent) == 3
