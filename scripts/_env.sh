@@ -9,7 +9,12 @@ PY="$VENV/bin/python"
 ensure_venv() {  # $1: what to install, e.g. "." or ".[redis] --group dev"
     local want="$1" stamp="$VENV/.jobtrack-installed" sig
     sig="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16) $want"
-    if [ -x "$PY" ] && [ -f "$stamp" ] && grep -qxF -- "$sig" "$stamp"; then
+    # The editable install names the checkout it points at: another checkout's scripts
+    # run with this virtualenv (JOBTRACK_VENV) may have pointed it elsewhere.
+    local pth
+    pth="$(ls "$VENV"/lib/python*/site-packages/_editable_impl_jobtrack.pth 2>/dev/null || true)"
+    if [ -x "$PY" ] && [ -f "$stamp" ] && grep -qxF -- "$sig" "$stamp" \
+        && [ -n "$pth" ] && grep -qxF -- "$ROOT" $pth; then
         return 0
     fi
     if [ ! -x "$PY" ]; then
