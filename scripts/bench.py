@@ -33,8 +33,10 @@ throughput on that table against an empty one), write-rate (one PostgreSQL, many
 processes), partitions (partitioned tables against plain ones), filter-indexes (the
 write rate with the filter indexes' INCLUDE columns against without them), trace-key
 (the database's CPU for a short task's writes with job_events' foreign key against the
-key dropped), cli (the command's start-up against python -c pass and celery --help) and
-failures (the failure groups and the Failed tab's unhandled view on --rows jobs).
+key dropped), jobs-indexes (the same CPU with all of jobs' indexes, without the search
+indexes, without the filter indexes, and with the primary key alone), cli (the
+command's start-up against python -c pass and celery --help) and failures (the failure
+groups and the Failed tab's unhandled view on --rows jobs).
 """
 
 from __future__ import annotations
@@ -1992,24 +1994,26 @@ def filter_index_cost(rounds: int, seconds: float = 10.0, writers: int = 2) -> N
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def trace_key_cost(tasks: int, rounds: int) -> None:
-    """What ``job_events``' foreign key to ``jobs`` costs the database: the server CPU a
-    short task's writes in the worker take (its pending row written first, as a
-    publisher does, then its running and completed folded into one row write and one
-    trace entry, through Celery's tracer), on a fresh database at head against one with
-    that key dropped, alternated. Weighed, not kept (docs/design.md)."""
-    name = DB_NAME + "_trace_key"
-    used: dict[str, list[float]] = {"with": [], "without": []}
-    say(f"\ntrace entries with and without their foreign key: {tasks:,} tasks a round")
+def _short_task_server_cpu(
+    label: str, setups: dict[str, list[str]], tasks: int, rounds: int
+) -> dict[str, list[float]]:
+    """The server CPU a short task's writes in the worker take (its pending row written
+    first, as a publisher does, then its running and completed folded into one row
+    write and one trace entry, through Celery's tracer), on a fresh database at head
+    changed by each setup's statements, the setups' order turned each round."""
+    name = DB_NAME + "_server_cpu"
+    used: dict[str, list[float]] = {setup: [] for setup in setups}
+    order = list(setups)
+    say(f"\n{label}: {tasks:,} tasks a round")
     for n in range(rounds):
-        for setup in ("with", "without") if n % 2 == 0 else ("without", "with"):
+        for setup in order[n % len(order) :] + order[: n % len(order)]:
             url = _fresh_schema(name)
-            if setup == "without":
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute("ALTER TABLE job_events DROP CONSTRAINT fk_job_events_job_id_jobs")
-            app = Celery("bench-trace-key", broker="memory://")
+            with psycopg.connect(url, autocommit=True) as conn:
+                for statement in setups[setup]:
+                    conn.execute(statement)
+            app = Celery("bench-server-cpu", broker="memory://")
 
-            @app.task(name="bench.trace-noop", shared=False)
+            @app.task(name="bench.server-noop", shared=False)
             def noop(i: int) -> int:
                 return i
 
@@ -2032,15 +2036,71 @@ def trace_key_cost(tasks: int, rounds: int) -> None:
                 ).fetchone()
             assert done is not None and done[0] == tasks, (setup, done)
             used[setup].append(server.seconds / tasks * 1e6)
-            say(f"  round {n + 1} {setup:<8} the key: {used[setup][-1]:5.1f} us a task")
+            say(f"  round {n + 1} {setup:<28} {used[setup][-1]:5.1f} us a task")
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return used
+
+
+def trace_key_cost(tasks: int, rounds: int) -> None:
+    """What ``job_events``' foreign key to ``jobs`` costs the database: a short task's
+    server CPU at head against with that key dropped. Weighed, not kept
+    (docs/design.md)."""
+    used = _short_task_server_cpu(
+        "trace entries with and without their foreign key",
+        {
+            "with": [],
+            "without": ["ALTER TABLE job_events DROP CONSTRAINT fk_job_events_job_id_jobs"],
+        },
+        tasks,
+        rounds,
+    )
     saved = [w - o for w, o in zip(used["with"], used["without"], strict=True)]
     say(
         f"trace key: PostgreSQL CPU per task {statistics.median(used['with']):.0f} us with "
         f"the foreign key, {statistics.median(used['without']):.0f} us without (its cost "
         "per round: " + ", ".join(f"{d:.0f}" for d in saved) + " us)"
     )
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+#: The indexes of ``jobs`` by what they serve (the primary key is kept in every setup).
+_SEARCH_INDEXES = ("ix_jobs_search_trgm", "ix_jobs_search_words")
+_FILTER_INDEXES = (
+    "ix_jobs_job_type_status_created_at",
+    "ix_jobs_owner_id_status_created_at",
+    "ix_jobs_queue_status_created_at",
+    "ix_jobs_task_name_status_created_at",
+    "ix_jobs_ref_created_at",
+    "ix_jobs_id_prefix",
+)
+
+
+def jobs_index_cost(tasks: int, rounds: int) -> None:
+    """Where a short task's server CPU goes among ``jobs``' indexes: at head; without
+    the two search indexes (GIN); without the six filter and prefix indexes; and with
+    ``jobs`` keeping only its primary key (every other index dropped). Each status
+    change writes a new version of the row, and every index of the table gets an entry
+    for it (an update that changes an indexed column is never a HOT update)."""
+    every_other = (
+        "DO $$ DECLARE i record; BEGIN FOR i IN SELECT indexname FROM pg_indexes "
+        "WHERE tablename = 'jobs' AND indexname <> 'pk_jobs' LOOP "
+        "EXECUTE format('DROP INDEX %I', i.indexname); END LOOP; END $$"
+    )
+    used = _short_task_server_cpu(
+        "jobs' indexes",
+        {
+            "at head": [],
+            "without the search indexes": [f"DROP INDEX {i}" for i in _SEARCH_INDEXES],
+            "without the filter indexes": [f"DROP INDEX {i}" for i in _FILTER_INDEXES],
+            "the primary key alone": [every_other],
+        },
+        tasks,
+        rounds,
+    )
+    say(
+        "jobs' indexes: PostgreSQL CPU per task, medians: "
+        + "; ".join(f"{setup} {statistics.median(cpu):.0f} us" for setup, cpu in used.items())
+    )
 
 
 def _wall_s(command: list[str], env: dict[str, str], runs: int) -> list[float]:
@@ -2145,6 +2205,7 @@ def main() -> int:
             "partitions",
             "filter-indexes",
             "trace-key",
+            "jobs-indexes",
             "cli",
             "mariadb",
             "failures",
@@ -2238,6 +2299,8 @@ def main() -> int:
         filter_index_cost(args.rounds)
     if "trace-key" in only:
         trace_key_cost(args.tasks, args.rounds)
+    if "jobs-indexes" in only:
+        jobs_index_cost(args.tasks, args.rounds)
     if "cli" in only:
         cli_start(max(args.rounds, 7))
     if "mariadb" in only:
