@@ -27,16 +27,18 @@ in the same run, then the dashboard's list and tab counts on --rows jobs there, 
 search with and without a FULLTEXT index), hooks (what tracking adds to a task in
 Celery's own tracer, no broker, in CPU and wall clock, and the writer thread's part of
 it; as apply() runs a task, which makes its id, and with the id given, as a worker's
-child has it), writer-process (the same task with the writer's rows handed to another
-process instead, two ways), scale (every view on --rows jobs), scale-writes (worker
-throughput on that table against an empty one), write-rate (one PostgreSQL, many writer
-processes), partitions (partitioned tables against plain ones), filter-indexes (the
-write rate with the filter indexes' INCLUDE columns against without them), trace-key
-(the database's CPU for a short task's writes with job_events' foreign key against the
-key dropped), jobs-indexes (the same CPU with all of jobs' indexes, without the search
-indexes, without the filter indexes, and with the primary key alone), cli (the
-command's start-up against python -c pass and celery --help) and failures (the failure
-groups and the Failed tab's unhandled view on --rows jobs).
+child has it), hook-parts (the same taken apart: Celery's dispatch to receivers that do
+nothing, the handlers alone, the fold, the write), writer-process (the same task with
+the writer's rows handed to another process instead, two ways), scale (every view on
+--rows jobs), scale-writes (worker throughput on that table against an empty one),
+write-rate (one PostgreSQL, many writer processes), partitions (partitioned tables
+against plain ones), filter-indexes (the write rate with the filter indexes' INCLUDE
+columns against without them), trace-key (the database's CPU for a short task's writes
+with job_events' foreign key against the key dropped), jobs-indexes (the same CPU with
+all of jobs' indexes, without the search indexes, without the filter indexes, and with
+the primary key alone), cli (the command's start-up against python -c pass and celery
+--help) and failures (the failure groups and the Failed tab's unhandled view on --rows
+jobs).
 """
 
 from __future__ import annotations
@@ -590,6 +592,83 @@ def hook_cost(tasks: int, rounds: int) -> None:
             f" {statistics.median(walls['tracked']):.0f} us tracked,"
             f" +{statistics.median(wall_extra):.0f} us"
         )
+
+
+def hook_parts(tasks: int, rounds: int) -> None:
+    """The hooks bench's tracked cost taken apart (the id given, as in a worker's
+    child): bare; bare with three receivers that do nothing on the three signals
+    jobtrack's handlers take (what Celery's dispatch costs); the handlers alone (the
+    writer's lock held through the loop, so nothing is folded or written; the queue
+    dropped after); the handlers and the fold of everything they queued; and tracked as
+    installed, written and committed. CPU per task, the setups alternated, medians."""
+    import gc
+
+    from celery import signals
+
+    dispatched = (signals.task_prerun, signals.task_success, signals.task_postrun)
+
+    def nothing(sender: Any = None, **_: Any) -> None:
+        return None
+
+    empty_tables()
+    app = Celery("bench-hook-parts", broker="memory://")
+
+    @app.task(name="bench.parts-noop", shared=False)
+    def noop(i: int) -> int:
+        return i
+
+    def run(setup: str) -> float:
+        tracker = jobtrack.install(app, DB_URL) if setup not in ("bare", "dispatch") else None
+        if setup == "dispatch":
+            for signal in dispatched:
+                signal.connect(nothing, weak=False, dispatch_uid="bench-nothing")
+        for i in range(200):
+            noop.apply((i,))
+        if tracker is not None:
+            jobtrack.flush()
+        gc.collect()
+        ids = [str(uuid.uuid4()) for _ in range(tasks)]
+        writer = tracker.writer if tracker is not None and setup != "tracked" else None
+        if writer is not None:  # nobody folds or writes until the loop ends
+            writer._flush_lock.acquire()
+            writer._steps, writer._folding = False, True
+        started = time.process_time()
+        for i in range(tasks):
+            noop.apply((i,), task_id=ids[i])
+        if writer is not None:
+            writer._folding = False
+            if setup == "fold":
+                writer._fold()
+        elif tracker is not None:
+            jobtrack.flush()
+        cpu = (time.process_time() - started) / tasks * 1e6
+        if writer is not None:
+            for held in (writer._queue, writer._rows, writer._events, writer._open):
+                held.clear()
+            writer._running.clear()
+            writer._flush_lock.release()
+        if tracker is not None:
+            jobtrack.flush()
+            jobtrack.uninstall()
+        for signal in dispatched:
+            signal.disconnect(dispatch_uid="bench-nothing")
+        return cpu
+
+    setups = ["bare", "dispatch", "handlers", "fold", "tracked"]
+    used: dict[str, list[float]] = {setup: [] for setup in setups}
+    for n in range(rounds):
+        for setup in setups if n % 2 == 0 else setups[::-1]:
+            used[setup].append(run(setup))
+    median = {setup: statistics.median(cpu) for setup, cpu in used.items()}
+    say(
+        f"\nhooks taken apart (the id given), {tasks:,} x {rounds}, CPU per task: bare "
+        f"{median['bare']:.1f} us; three receivers doing nothing {median['dispatch']:.1f} "
+        f"(+{median['dispatch'] - median['bare']:.1f}); the handlers alone "
+        f"{median['handlers']:.1f} "
+        f"(+{median['handlers'] - median['bare']:.1f}); with the fold {median['fold']:.1f} "
+        f"(+{median['fold'] - median['handlers']:.1f}); written and committed "
+        f"{median['tracked']:.1f} (+{median['tracked'] - median['fold']:.1f})"
+    )
 
 
 #: The stand-in for a per-host writer process (--only writer-process): reads the frames
@@ -2190,6 +2269,7 @@ def main() -> int:
             "items",
             "progress",
             "hooks",
+            "hook-parts",
             "writer-process",
             "query",
             "prune",
@@ -2267,6 +2347,8 @@ def main() -> int:
         items_rate(args.items)
     if "progress" in only:
         progress_cost(args.progress_calls, max(args.rounds, 5))
+    if "hook-parts" in only:
+        hook_parts(args.tasks, args.rounds)
     if "hooks" in only:
         hook_cost(args.tasks, max(args.rounds, 5))
     if "writer-process" in only:
