@@ -452,7 +452,7 @@ class BulkRun:
             for batch in self._batches():
                 action = self.store.settle_targets(self.action_id, handle(batch, action))
                 self._track_progress(job_id, action)
-                if not self.store.try_lease(lease, self.holder, LEASE_TTL_S):
+                if not self.store.leases.take(lease, self.holder, LEASE_TTL_S):
                     raise _LeaseLost("run", f"action {self.action_id}", "its lease was taken")
                 if self.on_batch is not None:
                     self.on_batch(action)

@@ -42,9 +42,9 @@ def _gone(holder: str) -> bool:
 def take(store: Store, name: str, holder: str, ttl_s: float) -> bool:
     """Take (or keep) the lease ``name``: free, expired, held by ``holder`` already, or
     held by a process of this host that is gone."""
-    if store.try_lease(name, holder, ttl_s):
+    if store.leases.take(name, holder, ttl_s):
         return True
-    held = store.lease_holder(name)
+    held = store.leases.holder(name)
     if held is None or not _gone(held[0]):
         return False
     log.warning(
@@ -53,9 +53,9 @@ def take(store: Store, name: str, holder: str, ttl_s: float) -> bool:
         held[0],
         extra={"job_id": None, "action": "lease"},
     )
-    return store.take_over_lease(name, held[0], holder, ttl_s)
+    return store.leases.take_over(name, held[0], holder, ttl_s)
 
 
 def release(store: Store, name: str, holder: str) -> None:
     """Give the lease up (if ``holder`` still holds it)."""
-    store.release_lease(name, holder)
+    store.leases.release(name, holder)

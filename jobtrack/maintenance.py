@@ -51,7 +51,7 @@ def utcnow() -> datetime:
 
 def reap(store: Store, lost_after_s: float) -> list[str]:
     """Mark jobs lost whose heartbeat is older than ``lost_after_s``; log each one."""
-    lost = store.mark_lost(heartbeat_before=utcnow() - timedelta(seconds=lost_after_s))
+    lost = store.upkeep.mark_lost(heartbeat_before=utcnow() - timedelta(seconds=lost_after_s))
     for job_id in lost:
         log.warning(
             "job marked lost: no heartbeat from its worker for %g s",
@@ -71,11 +71,11 @@ def reap_vanished(app: Any, store: Store, pending_lost_after_s: float) -> list[s
     if pending_lost_after_s <= 0:
         return []
     before = utcnow() - timedelta(seconds=pending_lost_after_s)
-    candidates = store.stale_pending(updated_before=before)
+    candidates = store.upkeep.stale_pending(updated_before=before)
     gone = vanished_messages(app, candidates) if candidates else None
     if not gone:
         return []
-    marked = store.mark_vanished({i: candidates[i] for i in gone}, updated_before=before)
+    marked = store.upkeep.mark_vanished({i: candidates[i] for i in gone}, updated_before=before)
     for job_id in marked:
         log.warning(
             "job marked lost: pending for over %g s and its message is in no queue %r of "
@@ -290,7 +290,7 @@ class WorkerUpkeep:
         self._next_reap = clock + self.settings.reap_interval_s
         store = self.tracker.store
         try:
-            if not store.try_lease(REAP_LEASE, self.holder, self.settings.reap_interval_s):
+            if not store.leases.take(REAP_LEASE, self.holder, self.settings.reap_interval_s):
                 return []
             self._make_partitions(store)
             lost = reap(store, self.settings.lost_after_s)

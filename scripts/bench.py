@@ -942,8 +942,8 @@ def list_query(rows: int) -> None:
     silent_before = datetime.now(UTC) - timedelta(seconds=120)
     for n in range(20):
         for kind, call in (
-            ("lease", lambda n=n: store.try_lease("bench", f"w{n}", 0.0)),
-            ("reap", lambda: store.mark_lost(heartbeat_before=silent_before)),
+            ("lease", lambda n=n: store.leases.take("bench", f"w{n}", 0.0)),
+            ("reap", lambda: store.upkeep.mark_lost(heartbeat_before=silent_before)),
             ("requests", store.open_requests),
         ):
             t = time.perf_counter()

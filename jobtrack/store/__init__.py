@@ -18,10 +18,10 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -98,7 +98,6 @@ from ..schema import (
     job_items,
     job_logs,
     jobs,
-    leases,
     metadata,
     partitioning,
 )
@@ -116,10 +115,11 @@ from .common import (
     search_matches,
     sqlite_functions,
 )
-from .dialects import MYSQL_INIT, insert_for, is_mysql, mysql_session, updated, upsert
+from .dialects import MYSQL_INIT, insert_for, is_mysql, mysql_session, updated
 from .failures import FailureQueries
 from .fleet import FleetQueries
 from .insights import InsightQueries
+from .leases import Leases
 from .logs import LogQueries
 from .partitions import (
     BOUNDARY_LOCK_ID,
@@ -148,6 +148,7 @@ from .searches import (
     search_page,
 )
 from .suggest import SuggestQueries
+from .upkeep import MESSAGE_LOST, Upkeep
 from .workflows import WorkflowQueries
 from .writes import (
     ALL_STAGING,
@@ -188,16 +189,11 @@ __all__ = [
 
 log = logging.getLogger("jobtrack.store")
 
-_ATTEMPT_SPAN = state_seq(JobStatus.PENDING, 1)
-_RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
-_LOST_RANK = state_seq(JobStatus.LOST, 0)
 #: Shortest start of a job id taken for the id (``jobtrack jobs show a74a``), as git
 #: takes a commit's.
 MIN_ID_PREFIX = 4
 #: Ids an ambiguous start names.
 _AMBIGUOUS_SHOWN = 5
-#: ``error_type`` of a pending job whose message the broker no longer has.
-MESSAGE_LOST = "MessageLost"
 #: No worker is running these: a cancel request ends them at once.
 _UNRUN = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST, JobStatus.PAUSED})
 
@@ -369,6 +365,16 @@ class Store(
     def fleet(self) -> FleetQueries:
         """What the rows say of workers and queues (:mod:`jobtrack.store.fleet`)."""
         return FleetQueries(self._begin)
+
+    @functools.cached_property
+    def leases(self) -> Leases:
+        """Named leases: who does a chore now (:mod:`jobtrack.store.leases`)."""
+        return Leases(self._begin, lambda: self.dialect, lambda: utcnow())
+
+    @functools.cached_property
+    def upkeep(self) -> Upkeep:
+        """Lost jobs found and marked (:mod:`jobtrack.store.upkeep`)."""
+        return Upkeep(self._begin, self._write_rows, lambda: utcnow())
 
     # -- connection handling -------------------------------------------------------
 
@@ -1131,140 +1137,6 @@ class Store(
             duration_ms_p99=percentiles.get(99),
         )
 
-    def mark_lost(self, *, heartbeat_before: datetime, limit: int = 1000) -> list[str]:
-        """Mark running jobs whose last heartbeat is older than ``heartbeat_before`` as
-        lost, with an event each; returns their ids. The row's error fields say which
-        worker went silent and since when.
-
-        Only a row still at its running order key changes: a job that finished, or moved
-        to a later attempt, while this ran is left alone (the WHERE is re-checked on the
-        row's newest version). A lost job goes back to running if its task is redelivered.
-        """
-        now = utcnow()
-        running_seq = jobs.c.retries * _ATTEMPT_SPAN + _RUNNING_RANK
-        last_beat = func.coalesce(jobs.c.heartbeat_at, jobs.c.started_at, jobs.c.updated_at)
-        still_running = and_(
-            jobs.c.status == JobStatus.RUNNING.value, jobs.c.state_seq == running_seq
-        )
-        candidates = (
-            select(
-                jobs.c.id, jobs.c.worker, jobs.c.heartbeat_at, jobs.c.started_at, jobs.c.updated_at
-            )
-            .where(still_running, last_beat < heartbeat_before)
-            .limit(limit)
-        )
-        marked: list[str] = []
-        with self._begin("mark lost") as conn:
-            events = []
-            for row in conn.execute(candidates).all():
-                since = row.heartbeat_at or row.started_at or row.updated_at
-                reason = (
-                    f"lost: no heartbeat from worker {row.worker or '(unknown)'} "
-                    f"since {since.isoformat(timespec='seconds')}"
-                )
-                changed = updated(
-                    conn,
-                    jobs,
-                    [jobs.c.id == row.id, still_running],
-                    {
-                        "status": JobStatus.LOST.value,
-                        "state_seq": jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK,
-                        "updated_at": now,
-                        "error_type": "WorkerLost",
-                        "error_message": reason,
-                    },
-                    [jobs.c.retries],
-                )
-                if not changed:
-                    continue
-                found = changed[0]
-                marked.append(row.id)
-                events.append(
-                    Event(
-                        job_id=row.id,
-                        at=now,
-                        status=JobStatus.LOST,
-                        attempt=found.retries,
-                        worker=row.worker,
-                        error_type="WorkerLost",
-                        error_message=reason,
-                    ).row()
-                )
-            if events:
-                self._write_rows(conn, "job_events", events)
-                notify(conn, marked)
-        return marked
-
-    def stale_pending(self, *, updated_before: datetime, limit: int = 1000) -> dict[str, str]:
-        """Pending jobs unchanged since before ``updated_before`` that name a queue, oldest
-        first: their ids and queues (what the reaper asks the broker about)."""
-        query = (
-            select(jobs.c.id, jobs.c.queue)
-            .where(
-                jobs.c.status == JobStatus.PENDING.value,
-                jobs.c.updated_at < updated_before,
-                jobs.c.queue.is_not(None),
-            )
-            .order_by(jobs.c.created_at)
-            .limit(limit)
-        )
-        with self._begin("stale pending") as conn:
-            return {row.id: row.queue for row in conn.execute(query)}
-
-    def mark_vanished(self, queued: Mapping[str, str], *, updated_before: datetime) -> list[str]:
-        """Mark pending jobs whose message is gone from the broker (purged, expired) as
-        lost, with an event each; ``queued`` maps their ids to the queue read. Returns
-        the ids marked. Only a row still pending and unchanged since ``updated_before``
-        changes, so a job a worker took meanwhile is left alone; and if its worker's
-        "running" comes later, it outranks "lost"."""
-        if not queued:
-            return []
-        now = utcnow()
-        lost_seq = jobs.c.retries * _ATTEMPT_SPAN + _LOST_RANK
-        still = and_(
-            jobs.c.status == JobStatus.PENDING.value,
-            jobs.c.updated_at < updated_before,
-            jobs.c.state_seq < lost_seq,
-        )
-        marked: list[str] = []
-        with self._begin("mark vanished") as conn:
-            events = []
-            for job_id, queue in queued.items():
-                reason = (
-                    f"lost: its message is in no queue of the broker ({queue!r} read) and "
-                    "held by no worker: purged, or dropped as expired"
-                )
-                changed = updated(
-                    conn,
-                    jobs,
-                    [jobs.c.id == job_id, still],
-                    {
-                        "status": JobStatus.LOST.value,
-                        "state_seq": lost_seq,
-                        "updated_at": now,
-                        "error_type": MESSAGE_LOST,
-                        "error_message": reason,
-                    },
-                    [jobs.c.retries],
-                )
-                if not changed:
-                    continue
-                found = changed[0]
-                marked.append(job_id)
-                event = Event(
-                    job_id=job_id,
-                    at=now,
-                    status=JobStatus.LOST,
-                    attempt=found.retries,
-                    error_type=MESSAGE_LOST,
-                    error_message=reason,
-                )
-                events.append(event.row())
-            if events:
-                self._write_rows(conn, "job_events", events)
-                notify(conn, marked)
-        return marked
-
     def request_cancel(self, job_id: str, reason: str) -> JobStatus:
         """Record that an operator asked to cancel ``job_id`` (``cancel_requested_at``;
         workers read open requests when they start, so a restart does not forget it).
@@ -1512,69 +1384,6 @@ class Store(
         event = Event(job_id, at, status, row.retries if attempt is None else attempt, note=note)
         self._write_rows(conn, "job_events", [event.row()])
         notify(conn, [job_id])
-
-    def try_lease(self, name: str, holder: str, ttl_s: float) -> bool:
-        """Take (or keep) the lease ``name`` for ``ttl_s`` seconds; False while another
-        holder's lease runs. One row per lease, on every backend: whoever takes it does
-        the chore, the others skip it until it expires."""
-        now = utcnow()
-        expires_at = now + timedelta(seconds=ttl_s)
-        if is_mysql(self.dialect):
-            return self._try_lease_mysql(name, holder, now, expires_at)
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(leases).values(name=name, holder=holder, expires_at=expires_at)
-        take = stmt.on_conflict_do_update(
-            index_elements=[leases.c.name],
-            set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
-            where=or_(leases.c.expires_at < now, leases.c.holder == holder),
-        ).returning(leases.c.name)
-        with self._begin("take lease") as conn:
-            return conn.execute(take).first() is not None
-
-    def _try_lease_mysql(self, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
-        """:meth:`try_lease` on MySQL and MariaDB, whose upsert has no condition and no
-        RETURNING: ``holder`` is assigned first, by the condition; ``expires_at`` then
-        follows it (it has become ours exactly when the condition held, or it was ours
-        already), and the row read back says who holds it."""
-
-        def take(new: Any) -> dict[str, Any]:
-            free = or_(leases.c.expires_at < now, leases.c.holder == new.holder)
-            return {
-                "holder": case((free, new.holder), else_=leases.c.holder),
-                "expires_at": case(
-                    (leases.c.holder == new.holder, new.expires_at), else_=leases.c.expires_at
-                ),
-            }
-
-        values = {"name": name, "holder": holder, "expires_at": expires_at}
-        with self._begin("take lease") as conn:
-            conn.execute(upsert(self.dialect, leases, values, keys=["name"], update=take))
-            held = conn.execute(select(leases.c.holder).where(leases.c.name == name)).scalar()
-        return held == holder
-
-    def lease_holder(self, name: str) -> tuple[str, datetime] | None:
-        """Who holds the lease ``name`` and until when (None: nobody ever took it)."""
-        with self._begin("read lease") as conn:
-            row = conn.execute(
-                select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
-            ).first()
-        return None if row is None else (row.holder, row.expires_at)
-
-    def release_lease(self, name: str, holder: str) -> None:
-        """End the lease ``name`` if ``holder`` holds it."""
-        with self._begin("release lease") as conn:
-            conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
-
-    def take_over_lease(self, name: str, holder: str, new_holder: str, ttl_s: float) -> bool:
-        """Take the lease ``name`` from ``holder`` (known to be gone), if it still holds it."""
-        with self._begin("take over lease") as conn:
-            return bool(
-                conn.execute(
-                    update(leases)
-                    .where(leases.c.name == name, leases.c.holder == holder)
-                    .values(holder=new_holder, expires_at=utcnow() + timedelta(seconds=ttl_s))
-                ).rowcount
-            )
 
     def prune(
         self, *, finished_before: datetime, statuses: Sequence[str], batch_size: int = 5000

@@ -394,7 +394,8 @@ def test_a_lost_job_from_a_killed_worker_and_a_killed_runner_resends_nothing_del
     worker.kill_all()  # no signal at all: only the reaper can tell
     wait_for(
         lambda: (
-            job_id in store.mark_lost(heartbeat_before=datetime.now(UTC) - timedelta(seconds=2))
+            job_id
+            in store.upkeep.mark_lost(heartbeat_before=datetime.now(UTC) - timedelta(seconds=2))
         ),
         message="the reaper marks the job lost",
     )

@@ -373,7 +373,7 @@ def test_mark_lost_only_takes_silent_running_jobs(store: Store) -> None:
         upd("done", JobStatus.COMPLETED, heartbeat_at=old),
         upd("waiting", JobStatus.PENDING),
     )
-    lost = store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50))
+    lost = store.upkeep.mark_lost(heartbeat_before=T0 + timedelta(seconds=50))
     assert lost == ["silent"]
     job = store.get_job("silent")
     assert job.status is JobStatus.LOST and job.error_type == "WorkerLost"
@@ -385,7 +385,7 @@ def test_mark_lost_only_takes_silent_running_jobs(store: Store) -> None:
     # Redelivery (same attempt) takes it back to running; a second reap finds nothing new.
     write(store, upd("silent", JobStatus.RUNNING, 1, at=200, heartbeat_at=fresh, retries=1))
     assert store.get_job("silent").status is JobStatus.RUNNING
-    assert store.mark_lost(heartbeat_before=T0 + timedelta(seconds=50)) == []
+    assert store.upkeep.mark_lost(heartbeat_before=T0 + timedelta(seconds=50)) == []
 
 
 def test_prune_removes_old_finished_jobs_with_items_and_events(store: Store) -> None:
@@ -630,12 +630,12 @@ def test_rows_of_two_runs_in_one_batch_are_written_run_by_run(store: Store) -> N
 
 
 def test_lease_has_one_holder_until_it_expires(store: Store) -> None:
-    assert store.try_lease("reap", "a", 60)
-    assert store.try_lease("reap", "a", 60)  # the holder renews
-    assert not store.try_lease("reap", "b", 60)
-    assert store.try_lease("other", "b", 60)
-    assert store.try_lease("gone", "a", -1)  # already expired
-    assert store.try_lease("gone", "b", 60)
+    assert store.leases.take("reap", "a", 60)
+    assert store.leases.take("reap", "a", 60)  # the holder renews
+    assert not store.leases.take("reap", "b", 60)
+    assert store.leases.take("other", "b", 60)
+    assert store.leases.take("gone", "a", -1)  # already expired
+    assert store.leases.take("gone", "b", 60)
 
 
 def test_refused_data_is_told_apart_from_an_unreachable_database(store: Store) -> None:
