@@ -664,7 +664,7 @@ class BulkRun:
         cancelled for good (a worker that meets one skips it: the durable cancel) and
         sent again under a new id: one target never runs twice."""
         for old, new in superseded:
-            self.store.request_cancel(old, f"superseded by {new}: its bulk action was resumed")
+            self.store.requests.cancel(old, f"superseded by {new}: its bulk action was resumed")
         if superseded:
             self.app.control.revoke([old for old, _ in superseded])
 

@@ -237,7 +237,7 @@ class _Wiring:
         cancel made while this worker was away arrives this way; a pause always does
         (nothing broadcasts a revoke for it), and is reported ``paused``."""
         try:
-            stop = self.tracker.store.stop_requests([job_id]).get(job_id)
+            stop = self.tracker.store.requests.stops([job_id]).get(job_id)
         except Exception:  # unreachable: act on what this worker last read
             stop = self.upkeep.requested(job_id)
         if stop is None:

@@ -284,7 +284,7 @@ def _retry_items(app: Any, tracker: Tracker, job: Job) -> str:
     if replay is None:
         raise CannotRetry(job.id, _NOT_STORED_WHOLE)
     try:
-        attempt, _failed = tracker.store.reopen_for_items(job.id)
+        attempt, _failed = tracker.store.requests.reopen_for_items(job.id)
     except ValueError as exc:
         raise CannotRetry(job.id, str(exc)) from exc
     publish_again(app, job, replay, attempt, {RETRY_ITEMS_HEADER: 1})
@@ -305,7 +305,7 @@ def cancel_job(app: Any, tracker: Tracker, job_id: str, *, terminate: bool = Fal
     job = tracker.store.get_job(job_id)
     if job.status.is_terminal:
         return f"already {job.status.value}"
-    status = tracker.store.request_cancel(job_id, "revoked before it ran")
+    status = tracker.store.requests.cancel(job_id, "revoked before it ran")
     app.control.revoke(job_id, terminate=terminate)
     if status is JobStatus.CANCELLED:
         return "cancelled"
@@ -332,7 +332,7 @@ def pause_job(app: Any, tracker: Tracker, job_id: str) -> str:
             job_id,
             f"it is {job.status.value}; only pending, running and retrying jobs can be paused",
         )
-    status = tracker.store.request_pause(job_id)
+    status = tracker.store.requests.pause(job_id)
     if status not in (*PAUSABLE, JobStatus.PAUSED):
         raise CannotControl("pause", job_id, f"it is {status.value} now")
     try:  # a hint, for speed: workers also read the request from the row
@@ -359,7 +359,7 @@ def resume_job(app: Any, tracker: Tracker, job_id: str) -> str:
     """
     job = tracker.store.get_job(job_id)
     replay = _replay(job)
-    done = tracker.store.resume(job_id, can_publish=replay is not None)
+    done = tracker.store.requests.resume(job_id, can_publish=replay is not None)
     if done.action == "publish":
         assert replay is not None
         publish_again(app, job, replay, done.attempt)

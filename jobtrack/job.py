@@ -575,7 +575,7 @@ class JobHandle:
         if tracker is None or not self.retrying_items:
             return
         try:
-            self._retry_items = (tracker.store.failed_item_keys(self.job_id),)
+            self._retry_items = (tracker.store.requests.failed_item_keys(self.job_id),)
         except Exception as exc:
             self._failed(
                 exc, "reading the items to retry failed (read again on first use)", "retry_items"

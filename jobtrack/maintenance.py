@@ -197,7 +197,7 @@ class WorkerUpkeep:
         if self.settings.require_database and not self._started:
             self._require_database()
         try:
-            self._requests = self.tracker.store.open_requests()
+            self._requests = self.tracker.store.requests.open()
         except StoreError as exc:
             if not self._unreachable:
                 log.warning(
@@ -224,7 +224,7 @@ class WorkerUpkeep:
         store = self.tracker.store
         where = describe_url(self.settings.database_url)
         try:
-            store.open_requests()  # connects (and creates or upgrades the tables, if told)
+            store.requests.open()  # connects (and creates or upgrades the tables, if told)
             current, head = store.schema_revision(), head_revision()
         except StoreError as exc:
             problem = str(exc)

@@ -605,7 +605,7 @@ class BufferedWriter:
         if not sources:
             return
         try:
-            found = self.store.stop_requests(list(sources))
+            found = self.store.requests.stops(list(sources))
         except StoreError:
             return  # unreachable now: the flush's outage handling says so; next beat
         for job_id, stop in found.items():

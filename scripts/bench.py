@@ -944,7 +944,7 @@ def list_query(rows: int) -> None:
         for kind, call in (
             ("lease", lambda n=n: store.leases.take("bench", f"w{n}", 0.0)),
             ("reap", lambda: store.upkeep.mark_lost(heartbeat_before=silent_before)),
-            ("requests", store.open_requests),
+            ("requests", store.requests.open),
         ):
             t = time.perf_counter()
             call()

@@ -141,7 +141,7 @@ def test_a_paused_queued_job_never_runs_its_body(world: dict[str, Any]) -> None:
     job_id = import_job(world, worker)
     job_when(store, job_id, status=JobStatus.PENDING)
     assert ok(cli(worker, "pause", job_id)).strip().endswith("paused")
-    assert store.open_requests().get(job_id) is Stop.PAUSE  # what workers read
+    assert store.requests.open().get(job_id) is Stop.PAUSE  # what workers read
     gate.touch()  # the slot is free only now: the job is received after the pause
     job_when(store, busy.id, status=JobStatus.COMPLETED)
     # The worker received it and dropped it: its body never ran.

@@ -457,11 +457,11 @@ def test_cancel_request_is_kept_and_a_real_outcome_outranks_it(store: Store) -> 
         upd("r", JobStatus.RUNNING, at=1),
         upd("d", JobStatus.COMPLETED, at=1),
     )
-    assert store.request_cancel("q", "revoked before it ran") is JobStatus.CANCELLED
-    assert store.request_cancel("r", "asked") is JobStatus.RUNNING
+    assert store.requests.cancel("q", "revoked before it ran") is JobStatus.CANCELLED
+    assert store.requests.cancel("r", "asked") is JobStatus.RUNNING
     with pytest.raises(JobNotFound):
-        store.request_cancel("nobody", "x")
-    assert store.open_requests() == {"q": Stop.CANCEL, "r": Stop.CANCEL}
+        store.requests.cancel("nobody", "x")
+    assert store.requests.open() == {"q": Stop.CANCEL, "r": Stop.CANCEL}
     queued = store.get_job("q")
     assert queued.cancel_requested_at is not None and queued.error_type == "Revoked"
     # A late "running" of the cancelled job cannot undo the cancel ...
@@ -476,9 +476,9 @@ def test_cancel_request_is_kept_and_a_real_outcome_outranks_it(store: Store) -> 
     assert job.error_type is None and job.error_message is None
     # A worker's own revoke report is final as usual; finished jobs leave the open set.
     write(store, upd("r", JobStatus.CANCELLED, at=7, error_type="Revoked"))
-    assert store.open_requests() == {}
+    assert store.requests.open() == {}
     # Cancelling a finished job changes nothing but the request time.
-    assert store.request_cancel("d", "late") is JobStatus.COMPLETED
+    assert store.requests.cancel("d", "late") is JobStatus.COMPLETED
 
 
 def sent(seconds: float) -> datetime:
@@ -495,7 +495,7 @@ def test_a_later_run_takes_a_finished_job_and_the_earlier_runs_late_writes_take_
         upd("j", JobStatus.PENDING, sent_at=first, input_data={"args": [-1]}, task_name="t"),
         upd("j", JobStatus.RUNNING, at=1, sent_at=first, worker="w1", progress_percent=40.0),
     )
-    assert store.request_pause("j") is JobStatus.RUNNING  # asked, then it failed anyway
+    assert store.requests.pause("j") is JobStatus.RUNNING  # asked, then it failed anyway
     write(
         store,
         upd(
@@ -573,12 +573,12 @@ def test_a_new_runs_input_is_its_own_whichever_of_its_rows_lands_first(store: St
 
 def test_a_job_revoked_then_sent_again_under_its_id_follows_the_new_run(store: Store) -> None:
     write(store, upd("v", JobStatus.PENDING, sent_at=sent(0)))
-    assert store.request_cancel("v", "revoked before it ran") is JobStatus.CANCELLED
+    assert store.requests.cancel("v", "revoked before it ran") is JobStatus.CANCELLED
     write(store, upd("v", JobStatus.PENDING, at=5, sent_at=sent(5)))
     job = store.get_job("v")
     assert job.status is JobStatus.PENDING
     assert (job.cancel_requested_at, job.error_type, job.error_message) == (None, None, None)
-    assert store.open_requests() == {}  # the new run is not asked to stop
+    assert store.requests.open() == {}  # the new run is not asked to stop
     write(
         store,
         upd("v", JobStatus.RUNNING, at=6, sent_at=sent(5)),
@@ -603,7 +603,7 @@ def test_a_row_without_a_stamp_is_never_taken_by_a_run(store: Store) -> None:
     assert store.get_job("o").status is JobStatus.PENDING
     # Rows without a stamp merge by the order key whatever run the row follows: an
     # operator's cancel of the new run's job, and a final outcome, hold as ever.
-    assert store.request_cancel("o", "not wanted") is JobStatus.CANCELLED
+    assert store.requests.cancel("o", "not wanted") is JobStatus.CANCELLED
     write(store, upd("o", JobStatus.RUNNING, at=10, sent_at=sent(9)))
     assert store.get_job("o").status is JobStatus.CANCELLED
 
@@ -710,19 +710,19 @@ def notes(store: Store, job_id: str) -> list[str]:
 
 def test_pause_in_the_queue_and_resume_lifts_it(store: Store) -> None:
     write(store, upd("q", JobStatus.PENDING))
-    assert store.request_pause("q") is JobStatus.PAUSED
+    assert store.requests.pause("q") is JobStatus.PAUSED
     job = store.get_job("q")
     assert job.status is JobStatus.PAUSED and job.pause_requested_at is not None
-    assert store.open_requests() == {"q": Stop.PAUSE}
-    assert store.stop_requests(["q", "other"]) == {"q": Stop.PAUSE}
-    assert store.request_pause("q") is JobStatus.PAUSED  # asking again changes nothing
+    assert store.requests.open() == {"q": Stop.PAUSE}
+    assert store.requests.stops(["q", "other"]) == {"q": Stop.PAUSE}
+    assert store.requests.pause("q") is JobStatus.PAUSED  # asking again changes nothing
     write(store, upd("q", JobStatus.PENDING, at=1))  # a late "pending" cannot undo it
     assert store.get_job("q").status is JobStatus.PAUSED
-    done = store.resume("q", can_publish=False)  # its message is still queued
+    done = store.requests.resume("q", can_publish=False)  # its message is still queued
     assert (done.action, done.status) == ("lifted", JobStatus.PENDING)
     job = store.get_job("q")
     assert job.status is JobStatus.PENDING and job.pause_requested_at is None
-    assert store.open_requests() == {} and store.stop_requests(["q"]) == {}
+    assert store.requests.open() == {} and store.requests.stops(["q"]) == {}
     assert notes(store, "q") == ["paused in the queue", "resumed"]
     write(store, upd("q", JobStatus.RUNNING, at=2))
     assert store.get_job("q").status is JobStatus.RUNNING
@@ -730,17 +730,17 @@ def test_pause_in_the_queue_and_resume_lifts_it(store: Store) -> None:
 
 def test_a_worker_paused_job_resumes_in_its_attempt_and_runs_again(store: Store) -> None:
     write(store, upd("r", JobStatus.RUNNING, 1, retries=1))
-    assert store.request_pause("r") is JobStatus.RUNNING  # asked; the task meets it later
+    assert store.requests.pause("r") is JobStatus.RUNNING  # asked; the task meets it later
     assert store.get_job("r").pause_requested_at is not None
-    assert store.stop_requests(["r"]) == {"r": Stop.PAUSE}
+    assert store.requests.stops(["r"]) == {"r": Stop.PAUSE}
     write(store, upd("r", JobStatus.RUNNING, 1, at=1, progress_percent=40.0))  # heartbeat
     write(store, upd("r", JobStatus.PAUSED, 1, at=2, retries=1))  # its worker stopped it
     assert store.get_job("r").status is JobStatus.PAUSED
     write(store, upd("r", JobStatus.RUNNING, 1, at=3))  # a late beat of that attempt
     assert store.get_job("r").status is JobStatus.PAUSED
-    refused = store.resume("r", can_publish=False)  # its input was not stored whole
+    refused = store.requests.resume("r", can_publish=False)  # its input was not stored whole
     assert refused.action == "refused" and store.get_job("r").status is JobStatus.PAUSED
-    done = store.resume("r", can_publish=True)
+    done = store.requests.resume("r", can_publish=True)
     assert (done.action, done.attempt) == ("publish", 1)
     assert store.get_job("r").status is JobStatus.PENDING
     write(store, upd("r", JobStatus.RUNNING, 1, at=4))  # the resumed run, same attempt
@@ -749,33 +749,33 @@ def test_a_worker_paused_job_resumes_in_its_attempt_and_runs_again(store: Store)
     assert job.status is JobStatus.COMPLETED and job.progress_percent == 40.0
     assert notes(store, "r") == ["pause requested", "resumed"]
     # Nothing to resume now; pausing a finished job changes nothing.
-    assert store.resume("r", can_publish=True).action == "none"
-    assert store.request_pause("r") is JobStatus.COMPLETED
+    assert store.requests.resume("r", can_publish=True).action == "none"
+    assert store.requests.pause("r") is JobStatus.COMPLETED
     with pytest.raises(JobNotFound):
-        store.request_pause("nobody")
+        store.requests.pause("nobody")
     with pytest.raises(JobNotFound):
-        store.resume("nobody", can_publish=True)
+        store.requests.resume("nobody", can_publish=True)
 
 
 def test_pause_of_a_retrying_job_waits_for_its_next_attempt(store: Store) -> None:
     write(store, upd("t", JobStatus.RETRYING, 1, retries=2))
-    assert store.request_pause("t") is JobStatus.PAUSED
+    assert store.requests.pause("t") is JobStatus.PAUSED
     write(store, upd("t", JobStatus.RETRYING, 1, at=1))  # a late retry report
     assert store.get_job("t").status is JobStatus.PAUSED
     # A worker that runs the next attempt anyway shows it running (until it stops).
     write(store, upd("t", JobStatus.RUNNING, 2, at=2, retries=2))
     assert store.get_job("t").status is JobStatus.RUNNING
     # Withdrawing a request not met yet leaves it running.
-    assert store.resume("t", can_publish=True).action == "withdrawn"
+    assert store.requests.resume("t", can_publish=True).action == "withdrawn"
     assert store.get_job("t").pause_requested_at is None
     assert notes(store, "t") == ["paused in the queue", "pause request withdrawn"]
 
 
 def test_a_paused_job_can_be_cancelled(store: Store) -> None:
     write(store, upd("p", JobStatus.RUNNING), upd("p", JobStatus.PAUSED, at=1))
-    assert store.request_cancel("p", "cancelled while paused") is JobStatus.CANCELLED
+    assert store.requests.cancel("p", "cancelled while paused") is JobStatus.CANCELLED
     # Still open until a worker reports: one that meets its message skips it.
-    assert store.open_requests() == {"p": Stop.CANCEL}
+    assert store.requests.open() == {"p": Stop.CANCEL}
 
 
 def test_reopen_for_items_runs_the_failed_items_again(store: Store) -> None:
@@ -789,8 +789,8 @@ def test_reopen_for_items_runs_the_failed_items_again(store: Store) -> None:
         for n in range(5)
     ]
     store.write_batch(Batch(items=rows))
-    assert store.failed_item_keys("i") == ["k3", "k4"]
-    assert store.reopen_for_items("i") == (1, 2)
+    assert store.requests.failed_item_keys("i") == ["k3", "k4"]
+    assert store.requests.reopen_for_items("i") == (1, 2)
     job = store.get_job("i")
     assert (job.status, job.retries, job.error_type, job.completed_at) == (
         JobStatus.PENDING,
@@ -807,12 +807,12 @@ def test_reopen_for_items_runs_the_failed_items_again(store: Store) -> None:
     assert (job.processed_items, job.failed_items) == (5, 1)  # k3 replaced its failed row
     with pytest.raises(ValueError, match="only a finished job"):
         write(store, upd("run", JobStatus.RUNNING))
-        store.reopen_for_items("run")
+        store.requests.reopen_for_items("run")
     write(store, upd("clean", JobStatus.COMPLETED))
     with pytest.raises(ValueError, match="no failed items"):
-        store.reopen_for_items("clean")
+        store.requests.reopen_for_items("clean")
     with pytest.raises(JobNotFound):
-        store.reopen_for_items("nobody")
+        store.requests.reopen_for_items("nobody")
 
 
 def test_planned_items_count_as_pending_and_never_replace_an_outcome(store: Store) -> None:

@@ -188,14 +188,14 @@ def test_queue_wait_counts_from_the_attempts_publish_or_resume(store: Store) -> 
     run("plain", 0, hour_ago + timedelta(seconds=1))
     # Published an hour ago, paused in the queue, resumed, started 2 s after the resume.
     publish("paused")
-    assert store.request_pause("paused") is JobStatus.PAUSED
-    assert store.resume("paused", can_publish=True).action == "lifted"
+    assert store.requests.pause("paused") is JobStatus.PAUSED
+    assert store.requests.resume("paused", can_publish=True).action == "lifted"
     run("paused", 0, queued_again("paused", "resumed") + timedelta(seconds=2))
     # Ran an hour ago with a failed item; its failed items retried now, started 3 s later.
     publish("items")
     run("items", 0, hour_ago + timedelta(seconds=1))
     store.write_batch(Batch(items=[Item("items", "k1", ItemStatus.ERROR, processed_at=hour_ago)]))
-    attempt, _ = store.reopen_for_items("items")
+    attempt, _ = store.requests.reopen_for_items("items")
     run("items", attempt, queued_again("items", "retrying 1 failed items") + timedelta(seconds=3))
     found = store.trends(
         since=hour_ago, until=datetime.now(UTC) + timedelta(minutes=1), bucket_s=7200
