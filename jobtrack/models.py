@@ -196,7 +196,7 @@ class Stop(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Resumed:
-    """What :meth:`Store.resume <jobtrack.store.Store.resume>` did.
+    """What :meth:`store.requests.resume <jobtrack.store.requests.Requests.resume>` did.
 
     ``action``: "publish" (the job's message is gone: publish it again under its id, in
     ``attempt``), "lifted" (paused in the queue: its message runs), "withdrawn" (it was

@@ -1,6 +1,7 @@
 # Shared by scripts/demo, scripts/test and scripts/bench (sourced, not run).
 # Creates .venv on first use and installs the project with what the caller asks for;
-# re-installs only when pyproject.toml changes.
+# re-installs when pyproject.toml changes, or when the virtualenv's jobtrack is another
+# checkout's.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${JOBTRACK_VENV:-$ROOT/.venv}"
@@ -9,12 +10,17 @@ PY="$VENV/bin/python"
 ensure_venv() {  # $1: what to install, e.g. "." or ".[redis] --group dev"
     local want="$1" stamp="$VENV/.jobtrack-installed" sig
     sig="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16) $want"
-    # The editable install names the checkout it points at: another checkout's scripts
-    # run with this virtualenv (JOBTRACK_VENV) may have pointed it elsewhere.
-    local pth
-    pth="$(ls "$VENV"/lib/python*/site-packages/_editable_impl_jobtrack.pth 2>/dev/null || true)"
-    if [ -x "$PY" ] && [ -f "$stamp" ] && grep -qxF -- "$sig" "$stamp" \
-        && [ -n "$pth" ] && grep -qxF -- "$ROOT" $pth; then
+    # The editable install points at one checkout: another checkout's scripts run with
+    # this virtualenv (JOBTRACK_VENV) may have pointed it at theirs. Asked of the
+    # interpreter itself (-I: PYTHONPATH left out), both sides with symlinks resolved.
+    local here found
+    here="$(cd "$ROOT" && pwd -P)/jobtrack/__init__.py"
+    found=""
+    if [ -x "$PY" ]; then
+        found="$("$PY" -I -c 'import importlib.util as u, os; s = u.find_spec("jobtrack")
+print(os.path.realpath(s.origin) if s and s.origin else "")' 2>/dev/null || true)"
+    fi
+    if [ -x "$PY" ] && [ -f "$stamp" ] && grep -qxF -- "$sig" "$stamp" && [ "$found" = "$here" ]; then
         return 0
     fi
     if [ ! -x "$PY" ]; then

@@ -629,30 +629,32 @@ def hook_parts(tasks: int, rounds: int) -> None:
         gc.collect()
         ids = [str(uuid.uuid4()) for _ in range(tasks)]
         writer = tracker.writer if tracker is not None and setup != "tracked" else None
-        if writer is not None:  # nobody folds or writes until the loop ends
-            writer._flush_lock.acquire()
-            writer._steps, writer._folding = False, True
-        started = time.process_time()
-        for i in range(tasks):
-            noop.apply((i,), task_id=ids[i])
-        if writer is not None:
-            writer._folding = False
-            if setup == "fold":
-                writer._fold()
-        elif tracker is not None:
-            jobtrack.flush()
-        cpu = (time.process_time() - started) / tasks * 1e6
-        if writer is not None:
-            for held in (writer._queue, writer._rows, writer._events, writer._open):
-                held.clear()
-            writer._running.clear()
-            writer._flush_lock.release()
-        if tracker is not None:
-            jobtrack.flush()
-            jobtrack.uninstall()
-        for signal in dispatched:
-            signal.disconnect(dispatch_uid="bench-nothing")
-        return cpu
+        try:
+            if writer is not None:  # nobody folds or writes until the loop ends
+                writer._flush_lock.acquire()
+                writer._steps, writer._folding = False, True
+            started = time.process_time()
+            for i in range(tasks):
+                noop.apply((i,), task_id=ids[i])
+            if writer is not None:
+                writer._folding = False
+                if setup == "fold":
+                    writer._fold()
+            elif tracker is not None:
+                jobtrack.flush()
+            return (time.process_time() - started) / tasks * 1e6
+        finally:
+            if writer is not None:  # what was held is dropped, unwritten
+                writer._folding = False
+                for held in (writer._queue, writer._rows, writer._events, writer._open):
+                    held.clear()
+                writer._running.clear()
+                writer._flush_lock.release()
+            if tracker is not None:
+                jobtrack.flush()
+                jobtrack.uninstall()
+            for signal in dispatched:
+                signal.disconnect(dispatch_uid="bench-nothing")
 
     setups = ["bare", "dispatch", "handlers", "fold", "tracked"]
     used: dict[str, list[float]] = {setup: [] for setup in setups}
@@ -2169,8 +2171,8 @@ def jobs_index_cost(tasks: int, rounds: int) -> None:
         "jobs' indexes",
         {
             "at head": [],
-            "without the search indexes": [f"DROP INDEX {i}" for i in _SEARCH_INDEXES],
-            "without the filter indexes": [f"DROP INDEX {i}" for i in _FILTER_INDEXES],
+            "without the search indexes": [f"DROP INDEX IF EXISTS {i}" for i in _SEARCH_INDEXES],
+            "without the filter indexes": [f"DROP INDEX IF EXISTS {i}" for i in _FILTER_INDEXES],
             "the primary key alone": [every_other],
         },
         tasks,

@@ -10,11 +10,11 @@ general code it replaces, on values hypothesis makes up, hostile ones included.
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Iterator
 from dataclasses import FrozenInstanceError, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -23,6 +23,7 @@ from celery import Celery
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from jobtrack import job as job_module
 from jobtrack.job import JobHandle, _bind
 from jobtrack.models import (
     CANCEL_REQUESTED_SEQ,
@@ -302,21 +303,26 @@ def test_an_items_status_is_a_member_or_its_value_and_its_fields_reach_their_col
 
 @pytest.fixture(scope="module")
 def quiet_tracker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracker]:
-    """A tracker whose writer waits an hour between flushes: progress stays in memory."""
+    """A tracker whose writer waits an hour between flushes: progress stays in memory.
+    The jobs the tests below report on have rows, so their stage entries are written."""
     folder = tmp_path_factory.mktemp("progress")
     tracker = Tracker(
         Settings(
             database_url=f"sqlite:///{folder / 'jobs.db'}",
             spool_dir=str(folder / "spool"),
             flush_interval_s=3600,
+            progress_interval_s=2.0,
         )
     )
+    for job_id in ("progress", "announced"):
+        tracker.writer.update(JobUpdate.transition(job_id, JobStatus.RUNNING))
     yield tracker
+    assert tracker.flush()  # the stage entries of both jobs, written
     tracker.close()
 
 
 def _progress_as_documented(
-    calls: list[tuple[Any, int | None, int | None, str | None, str | None]],
+    calls: list[tuple[Any, int | None, Any, str | None, str | None]],
 ) -> tuple[Any, ...] | None:
     """What progress() keeps, by its documented rules, written plainly: a percent, or
     ``current`` of ``total``, clamped to 0-100; each value kept until a call gives it."""
@@ -340,11 +346,16 @@ def _progress_as_documented(
         st.tuples(
             st.one_of(
                 st.none(),
+                st.booleans(),
                 st.floats(allow_nan=True, allow_infinity=True),
                 st.integers(min_value=-500, max_value=500),
             ),
             st.one_of(st.none(), st.integers(min_value=-10, max_value=2000)),
-            st.one_of(st.none(), st.integers(min_value=0, max_value=1000)),
+            st.one_of(
+                st.none(),
+                st.integers(min_value=0, max_value=1000),
+                st.floats(min_value=0.0, max_value=1000.0),
+            ),
             st.sampled_from([None, "load", "parse"]),
             st.one_of(st.none(), st.text(max_size=10)),
         ),
@@ -354,13 +365,15 @@ def _progress_as_documented(
 )
 @example(calls=[(100.5, None, None, None, None)])
 @example(calls=[(-0.5, None, None, "load", "a"), (None, 1001, 1000, None, None)])
-@example(calls=[(float("nan"), None, None, None, None), (-0.0, None, 7, None, None)])
+@example(calls=[(float("nan"), None, None, None, None), (-0.0, None, 7.5, None, None)])
+@example(calls=[(True, None, None, None, None)])
 def test_progress_keeps_what_its_rules_say(
     quiet_tracker: Tracker,
-    calls: list[tuple[Any, int | None, int | None, str | None, str | None]],
+    calls: list[tuple[Any, int | None, Any, str | None, str | None]],
 ) -> None:
-    """The percent clamped (NaN kept as NaN, -0.0 as given), each value kept until a
-    later call gives it: compared by repr, so NaN and the sign of zero count."""
+    """The percent clamped (NaN kept as NaN, -0.0 as given), the total a whole number,
+    each value kept until a later call gives it: compared by repr, so NaN, the sign of
+    zero and int against float count."""
     handle = JobHandle("progress", 0, quiet_tracker)
     for percent, current, total, stage, message in calls:
         handle.progress(percent, current=current, total=total, stage=stage, message=message)
@@ -371,24 +384,27 @@ def test_progress_is_announced_at_most_every_interval(
     quiet_tracker: Tracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Flower's progress events: the first call announces, then nothing until the
-    interval has passed since the last announcement, which carries the latest values."""
+    interval has passed since the last announcement, which carries the latest values.
+    The clock is job.py's alone (the writer's thread keeps the real one); the steps are
+    exact binary fractions of the interval, so "one interval later" is exact."""
     interval = quiet_tracker.settings.progress_interval_s
     now = [10_000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    clock = SimpleNamespace(monotonic=lambda: now[0])
+    monkeypatch.setattr(job_module, "time", clock)
     sent: list[tuple[float | None, str | None, str | None]] = []
     handle = JobHandle("announced", 0, quiet_tracker)
     handle.on_progress = lambda percent, stage, message: sent.append((percent, stage, message))
     handle.progress(10, stage="load", message="first")
     now[0] += interval * 0.5
     handle.progress(20)
-    now[0] += interval * 0.49
+    now[0] += interval * 0.25
     handle.progress(30, message="third")
     assert sent == [(10.0, "load", "first")]
-    now[0] += interval * 0.02  # one interval after the first announcement
+    now[0] += interval * 0.25  # exactly one interval after the first announcement
     handle.progress(40)
-    now[0] += interval * 0.99
+    now[0] += interval * 0.75
     handle.progress(50)
     assert sent == [(10.0, "load", "first"), (40.0, "load", "third")]
-    now[0] += interval * 0.01
+    now[0] += interval * 0.25
     handle.progress(60)
     assert sent[-1] == (60.0, "load", "third") and len(sent) == 3
