@@ -12,7 +12,8 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "ErrorGroupOf",
     "FullTextWords",
     "SearchWords",
+    "WritingPart",
     "escape_like",
     "filtered",
     "fulltext_words",
@@ -54,6 +56,23 @@ __all__ = [
     "searching",
     "sqlite_functions",
 ]
+
+
+class WritingPart:
+    """What a part of the store that writes to a job's trace is given by the store: its
+    transactions, its writer of trace rows (and items and log lines), and its clock,
+    read at each call (tests set the store module's)."""
+
+    def __init__(
+        self,
+        begin: Callable[[str], AbstractContextManager[Connection]],
+        write_rows: Callable[[Connection, str, Sequence[Sequence[Any]]], None],
+        now: Callable[[], datetime],
+    ) -> None:
+        self._begin = begin
+        self._write_rows = write_rows
+        self._now = now
+
 
 #: The PostgreSQL channel every write notifies with the ids of the jobs it changed
 #: (a JSON array; ``*`` when they do not fit in one notification).

@@ -10,8 +10,7 @@ trace.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +33,7 @@ from ..models import (
     state_seq,
 )
 from ..schema import job_items, jobs
-from .common import notify
+from .common import WritingPart, notify
 from .dialects import updated
 
 __all__ = ["Requests"]
@@ -43,18 +42,8 @@ __all__ = ["Requests"]
 _UNRUN = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.LOST, JobStatus.PAUSED})
 
 
-class Requests:
+class Requests(WritingPart):
     """Cancel, pause, resume and item retries of one job (``store.requests``)."""
-
-    def __init__(
-        self,
-        begin: Callable[[str], AbstractContextManager[Connection]],
-        write_rows: Callable[[Connection, str, Sequence[Sequence[Any]]], None],
-        now: Callable[[], datetime],
-    ) -> None:
-        self._begin = begin
-        self._write_rows = write_rows
-        self._now = now
 
     def cancel(self, job_id: str, reason: str) -> JobStatus:
         """Record that an operator asked to cancel ``job_id`` (``cancel_requested_at``;

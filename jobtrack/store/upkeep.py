@@ -9,16 +9,14 @@ version, so a job that moved on while the round ran is left alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import and_, func, select
 
 from ..models import Event, JobStatus, state_seq
 from ..schema import jobs
-from .common import notify
+from .common import WritingPart, notify
 from .dialects import updated
 
 __all__ = ["MESSAGE_LOST", "Upkeep"]
@@ -31,18 +29,8 @@ _RUNNING_RANK = state_seq(JobStatus.RUNNING, 0)
 _LOST_RANK = state_seq(JobStatus.LOST, 0)
 
 
-class Upkeep:
+class Upkeep(WritingPart):
     """Lost jobs found and marked (``store.upkeep``)."""
-
-    def __init__(
-        self,
-        begin: Callable[[str], AbstractContextManager[Connection]],
-        write_rows: Callable[[Connection, str, Sequence[Sequence[Any]]], None],
-        now: Callable[[], datetime],
-    ) -> None:
-        self._begin = begin
-        self._write_rows = write_rows
-        self._now = now
 
     def mark_lost(self, *, heartbeat_before: datetime, limit: int = 1000) -> list[str]:
         """Mark running jobs whose last heartbeat is older than ``heartbeat_before`` as
