@@ -561,7 +561,7 @@ def jobs_tree(obj: Context, job_id: str, as_json: bool) -> None:
 
     job_id = obj.job_id(job_id)
     try:
-        found = obj.store.workflow_jobs(job_id)
+        found = obj.store.workflows.jobs(job_id)
     except JobNotFound as exc:
         raise click.ClickException(str(exc)) from exc
     tree = build_tree(found.jobs, job_id, truncated=found.truncated)
@@ -599,7 +599,7 @@ def jobs_logs(
         raise click.ClickException(str(JobNotFound(job_id)))
     shown = 0
     while True:
-        lines = store.list_logs(job_id, after=after, limit=min(limit - shown, 1000))
+        lines = store.logs.lines(job_id, after=after, limit=min(limit - shown, 1000))
         for line in lines:
             if as_json:
                 click.echo(json.dumps(dataclasses.asdict(line), default=_json_default))

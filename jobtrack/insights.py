@@ -158,7 +158,7 @@ def report(
     busiest ``limit`` keys first; every bucket present (empty ones zero)."""
     if by not in BY:
         raise BadWindow(f"by {by!r}: one of {', '.join(BY)}")
-    found = store.trends(
+    found = store.insights.trends(
         since=span.since,
         until=span.until,
         bucket_s=span.bucket_s,

@@ -169,7 +169,7 @@ class Runs:
         seen, so the bound holds per job within one process, and within a few lines
         of it across processes."""
         self.writer.flush()
-        return self.tracker.store.count_logs(job_id)
+        return self.tracker.store.logs.count(job_id)
 
     # -- task_success -----------------------------------------------------------------
 

@@ -1,12 +1,12 @@
 """Workflow trees: the jobs of a chain, group, chord (or of tasks started from tasks)
 arranged by the ids Celery recorded, with groups collapsed into one node each.
 
-No I/O: :meth:`jobtrack.store.Store.workflow_jobs` reads the jobs, :func:`build_tree`
-arranges them. The recorded ids are data, not promises: a parent that was never recorded
-makes its children top-level nodes; a cycle in the parent ids is cut (at its oldest
-job, which becomes a top-level node marked ``cycle``); the tree is cut at
-:data:`MAX_DEPTH` levels (the node says how many jobs lie below it). Nothing here
-recurses, so no recorded shape can exhaust the stack or loop.
+No I/O: :meth:`store.workflows.jobs <jobtrack.store.workflows.WorkflowQueries.jobs>`
+reads the jobs, :func:`build_tree` arranges them. The recorded ids are data, not
+promises: a parent that was never recorded makes its children top-level nodes; a cycle
+in the parent ids is cut (at its oldest job, which becomes a top-level node marked
+``cycle``); the tree is cut at :data:`MAX_DEPTH` levels (the node says how many jobs lie
+below it). Nothing here recurses, so no recorded shape can exhaust the stack or loop.
 """
 
 from __future__ import annotations

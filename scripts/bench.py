@@ -1362,7 +1362,7 @@ def tree_cost(size: int) -> None:
     )
     for _ in range(10):
         t = time.perf_counter()
-        found = store.workflow_jobs("m-5-3")
+        found = store.workflows.jobs("m-5-3")
         t1 = time.perf_counter()
         tree = build_tree(found.jobs, "m-5-3")
         shown = tree.to_json()
@@ -1429,7 +1429,7 @@ def log_rate(lines: int, rounds: int) -> None:
                 while not tracker.flush():
                     time.sleep(0.01)
                 elapsed = time.perf_counter() - started
-                kept = tracker.store.count_logs(result.id)
+                kept = tracker.store.logs.count(result.id)
                 assert kept == lines, kept
                 rates.append(lines / elapsed)
             jobtrack.uninstall()

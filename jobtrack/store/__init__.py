@@ -278,9 +278,7 @@ class MetricsSnapshot:
     oldest_pending: datetime | None
 
 
-class Store(
-    ActionQueries, AlertQueries, LogQueries, WorkflowQueries, InsightQueries, PartitionQueries
-):
+class Store(ActionQueries, AlertQueries, PartitionQueries):
     """The tracking database.
 
     Give it a URL (it then owns and disposes its engine) or an engine of yours (it then
@@ -353,6 +351,21 @@ class Store(
     def fleet(self) -> FleetQueries:
         """What the rows say of workers and queues (:mod:`jobtrack.store.fleet`)."""
         return FleetQueries(self._begin)
+
+    @functools.cached_property
+    def logs(self) -> LogQueries:
+        """A job's captured log lines (:mod:`jobtrack.store.logs`)."""
+        return LogQueries(self._read)
+
+    @functools.cached_property
+    def workflows(self) -> WorkflowQueries:
+        """A workflow's jobs and the lists' roll-ups (:mod:`jobtrack.store.workflows`)."""
+        return WorkflowQueries(self._read)
+
+    @functools.cached_property
+    def insights(self) -> InsightQueries:
+        """Trends over a window (:mod:`jobtrack.store.insights`)."""
+        return InsightQueries(self._read)
 
     @functools.cached_property
     def leases(self) -> Leases:

@@ -43,6 +43,7 @@ __all__ = [
     "WORD_ROWS_MAX",
     "ErrorGroupOf",
     "FullTextWords",
+    "ReadingPart",
     "SearchWords",
     "WritingPart",
     "escape_like",
@@ -56,6 +57,14 @@ __all__ = [
     "searching",
     "sqlite_functions",
 ]
+
+
+class ReadingPart:
+    """What a part of the store that only reads is given by the store: its reads, each
+    one transaction, on a replica where reads are routed to one."""
+
+    def __init__(self, read: Callable[[str], AbstractContextManager[Connection]]) -> None:
+        self._read = read
 
 
 class WritingPart:

@@ -1,7 +1,7 @@
 """The store's trend statements: per task name (or job type) and per time bucket, how
 many jobs finished and failed, and their run time and queue wait percentiles.
 
-A mixin of :class:`~jobtrack.store.Store`. The window is read by the ``(status,
+A part the :class:`~jobtrack.store.Store` holds. The window is read by the ``(status,
 completed_at)`` index: only jobs that finished in it are touched, however big the table.
 PostgreSQL aggregates in one statement (``percentile_cont`` over ``GROUPING SETS``, so
 the whole-window figures come from the same scan); SQLite has no percentile function,
@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +20,7 @@ from sqlalchemy import Connection, Float, cast, func, literal, select, tuple_
 
 from ..models import JobStatus, Trend
 from ..schema import job_events, jobs
+from .common import ReadingPart
 
 __all__ = ["TREND_KEYS", "InsightQueries", "percentile", "queued_at"]
 
@@ -62,16 +62,8 @@ def percentile(ordered: Sequence[float], q: float) -> float | None:
     return float(ordered[low] + (ordered[high] - ordered[low]) * (at - low))
 
 
-class InsightQueries:
-    """Trends' SQL (mixed into the Store)."""
-
-    def _begin(  # provided by Store
-        self, action: str, *, writes_data: bool = False
-    ) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _read(self, action: str) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # provided by Store: a read, on a replica where routed
+class InsightQueries(ReadingPart):
+    """Trends' reads (``store.insights``)."""
 
     def trends(
         self,

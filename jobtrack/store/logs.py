@@ -1,33 +1,24 @@
 """The store's log statements: a job's captured log lines, in order, paged by ``seq``.
 
-A mixin of :class:`~jobtrack.store.Store`. Lines are written with the rest of a batch
+A part the :class:`~jobtrack.store.Store` holds. Lines are written with the rest of a batch
 (``Store.write_batch``); every read here is one range of the ``(job_id, seq)`` index.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
-from sqlalchemy import Connection, func, select
+from sqlalchemy import func, select
 
 from ..models import LogLine
 from ..schema import job_logs
+from .common import ReadingPart
 
 __all__ = ["LogQueries"]
 
 
-class LogQueries:
-    """Per-job log lines' SQL (mixed into the Store)."""
+class LogQueries(ReadingPart):
+    """A job's log lines (``store.logs``)."""
 
-    def _begin(  # provided by Store
-        self, action: str, *, writes_data: bool = False
-    ) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _read(self, action: str) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # provided by Store: a read, on a replica where routed
-
-    def list_logs(
+    def lines(
         self, job_id: str, *, after: int = 0, limit: int = 1000, last: bool = False
     ) -> list[LogLine]:
         """The job's log lines with ``seq`` above ``after``, oldest first, at most
@@ -49,7 +40,7 @@ class LogQueries:
             ]
         return lines[::-1] if last else lines
 
-    def count_logs(self, job_id: str) -> int:
+    def count(self, job_id: str) -> int:
         """How many log lines the job has kept."""
         query = select(func.count()).select_from(job_logs).where(job_logs.c.job_id == job_id)
         with self._read("count logs") as conn:

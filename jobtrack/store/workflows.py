@@ -1,7 +1,7 @@
 """The store's workflow statements: every job of a workflow (chains, groups, chords,
 tasks started from tasks), and each workflow's counts by status for the list's roll-up.
 
-A mixin of :class:`~jobtrack.store.Store`. Celery records three ids per task: its
+A part the :class:`~jobtrack.store.Store` holds. Celery records three ids per task: its
 ``root_id`` (the first task of the workflow), its ``parent_id`` and its ``group_id``. A
 chord's header tasks are each their own root and are tied only by their group, so a
 workflow is gathered in rounds: the jobs of the known roots, then of the known groups,
@@ -12,13 +12,13 @@ until nothing new turns up (or a bound is met). Building the tree is not SQL: se
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from ..errors import JobNotFound
 from ..models import Job, JobStatus
 from ..schema import jobs
+from .common import ReadingPart
 
 __all__ = ["TREE_COLUMNS", "Workflow", "WorkflowQueries"]
 
@@ -50,7 +50,7 @@ _ROUNDS = 8
 
 
 class Workflow:
-    """The jobs of one workflow, as :meth:`WorkflowQueries.workflow_jobs` found them."""
+    """The jobs of one workflow, as :meth:`WorkflowQueries.jobs` found them."""
 
     def __init__(self, focus: str, found: list[Job], truncated: bool) -> None:
         self.focus = focus
@@ -59,20 +59,10 @@ class Workflow:
         self.truncated = truncated
 
 
-class WorkflowQueries:
-    """Workflows' SQL (mixed into the Store)."""
+class WorkflowQueries(ReadingPart):
+    """Workflows' reads (``store.workflows``)."""
 
-    def _begin(  # provided by Store
-        self, action: str, *, writes_data: bool = False
-    ) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _read(self, action: str) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # provided by Store: a read, on a replica where routed
-
-    def workflow_jobs(
-        self, job_id: str, *, owner_id: str | None = None, limit: int = 100_000
-    ) -> Workflow:
+    def jobs(self, job_id: str, *, owner_id: str | None = None, limit: int = 100_000) -> Workflow:
         """Every job of the workflow ``job_id`` belongs to, at most ``limit``; with
         ``owner_id``, only that owner's. Raises ``JobNotFound`` for an unknown (or
         another owner's) job. Each round is one read by the root and group indexes."""
@@ -121,7 +111,7 @@ class WorkflowQueries:
             kept = kept[:limit]
         return Workflow(job_id, kept, truncated)
 
-    def workflow_rollups(
+    def rollups(
         self, root_ids: Sequence[str], *, owner_id: str | None = None
     ) -> dict[str, dict[str, int]]:
         """For each of ``root_ids`` that started other jobs: how many jobs of its

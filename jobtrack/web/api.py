@@ -208,7 +208,7 @@ def workflow_tree(store: Store, job_id: str, who: Principal) -> Tree:
     (an owner-bound caller: its owner's jobs only); 404 like :func:`visible_job`."""
     job_id = job_id_of(store, job_id, who)
     try:
-        found = store.workflow_jobs(job_id, owner_id=who.owner_id)
+        found = store.workflows.jobs(job_id, owner_id=who.owner_id)
     except JobNotFound as exc:
         raise HTTPException(404, f"no job with id {job_id!r}") from exc
     return build_tree(found.jobs, job_id, truncated=found.truncated)
@@ -616,7 +616,7 @@ def add_api_routes(
             where, limit=limit + 1, before=decode_cursor(cursor) if cursor else None
         )
         page, more = found[:limit], len(found) > limit
-        rollups = store.workflow_rollups([j.id for j in page], owner_id=who.owner_id)
+        rollups = store.workflows.rollups([j.id for j in page], owner_id=who.owner_id)
         return {
             "jobs": [{**dataclasses.asdict(j), **rollup_json(rollups.get(j.id))} for j in page],
             "next_cursor": encode_cursor(page[-1]) if more else None,
@@ -758,7 +758,7 @@ def add_api_routes(
         """What the job's task logged (``job_log_level`` and up), oldest first: the
         lines after ``after``. Poll with ``after=next_after`` to follow a running job."""
         job_id = visible_job(store, job_id, who).id
-        lines = store.list_logs(job_id, after=after, limit=limit)
+        lines = store.logs.lines(job_id, after=after, limit=limit)
         return {
             "lines": [dataclasses.asdict(line) for line in lines],
             "next_after": lines[-1].seq if lines else after,

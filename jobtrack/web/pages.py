@@ -607,7 +607,7 @@ def add_pages(
             "handled_counts": {"all": _tab_count(counts, TABS[tab]), "shown": tab_counts[tab]}
             if tab == "failed"
             else None,
-            "rollups": store.workflow_rollups([j.id for j in page], owner_id=who.owner_id),
+            "rollups": store.workflows.rollups([j.id for j in page], owner_id=who.owner_id),
             "filters": filters,
             "params": {
                 "tab": tab,
@@ -660,7 +660,7 @@ def add_pages(
         done = job.processed_items - job.failed_items - job.skipped_items
         events = store.list_events(job_id)
         workflow = workflow_tree(store, job_id, who) if tree or not partial else None
-        logs = store.list_logs(job_id, limit=LOG_LINES_SHOWN, last=True)
+        logs = store.logs.lines(job_id, limit=LOG_LINES_SHOWN, last=True)
         context = {
             "who": who,
             "job": job,
@@ -668,7 +668,7 @@ def add_pages(
             "tree": workflow,
             "logs": logs,
             # Counted only when there may be more than are shown.
-            "log_count": store.count_logs(job_id) if len(logs) == LOG_LINES_SHOWN else len(logs),
+            "log_count": store.logs.count(job_id) if len(logs) == LOG_LINES_SHOWN else len(logs),
             "events": events,
             "stages": stage_spans(events),
             "items": items[:ITEMS_PAGE_SIZE],

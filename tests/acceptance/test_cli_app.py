@@ -203,7 +203,7 @@ def test_spool_lists_replays_and_discards_dead_letters(tmp_path: Path) -> None:
     assert replayed.exit_code == 1  # one is still refused, and says so
     assert f"{fixable.name}: written" in replayed.output and "still refused" in replayed.output
     assert [i.key for i in store.list_items("later")] == ["k1"]
-    assert [line.message for line in store.list_logs("later")] == ["step one done"]
+    assert [line.message for line in store.logs.lines("later")] == ["step one done"]
     assert len(spool.dead_letters()) == 1
     assert cli("discard", "--all").exit_code == 0
     assert spool.dead_letters() == []

@@ -256,13 +256,13 @@ def test_the_live_fragment_reads_the_workflow_only_when_asked(
 ) -> None:
     root, store = world["root"], world["tracker"].store
     reads: list[str] = []
-    read = store.workflow_jobs
+    read = store.workflows.jobs
 
     def counted(job_id: str, **kwargs: Any) -> Any:
         reads.append(job_id)
         return read(job_id, **kwargs)
 
-    monkeypatch.setattr(store, "workflow_jobs", counted)
+    monkeypatch.setattr(store.workflows, "jobs", counted)
     parts = re.compile(r'data-part="([a-z-]+)"')
     whole = client.get(f"/jobs/{root}", params={"partial": 1}, headers=auth(VIEW)).text
     assert parts.findall(whole) == ["job", "tree", "job-detail"] and reads == [root]

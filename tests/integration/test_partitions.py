@@ -74,7 +74,7 @@ def test_tasks_land_whole_in_their_partition_and_go_with_it(
         assert {j.status for j in jobs.values()} == {JobStatus.COMPLETED}
         assert [jobs[i].processed_items for i in ids] == [3, 5]
         assert all(j.retries == 1 for j in jobs.values())
-        assert all(store.list_logs(i) for i in ids)
+        assert all(store.logs.lines(i) for i in ids)
         here = f"{datetime.now(UTC):%Y%m}01"
         with store.engine.connect() as conn:
             for table in ("jobs", "job_items", "job_events", "job_logs"):
@@ -110,7 +110,7 @@ def test_tasks_land_whole_in_their_partition_and_go_with_it(
         removed = prune_by_retention(store, week)
         assert removed["partitions"] >= 1 and removed["jobs"] == 2
         assert all(store.find_job(i) is None for i in ids)
-        assert all(store.list_items(i) == [] and store.list_logs(i) == [] for i in ids)
+        assert all(store.list_items(i) == [] and store.logs.lines(i) == [] for i in ids)
         assert f"jobs_p{here}" not in {p.name for p in store.partitions()}
     finally:
         jobtrack.uninstall()

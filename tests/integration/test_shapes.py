@@ -100,7 +100,7 @@ def test_chains_groups_and_chords_make_one_tree(installed: Any) -> None:
         wait_for(lambda: finished(tracker.store, *header_ids), message="chord header done")
 
     store = tracker.store
-    found = store.workflow_jobs(last)
+    found = store.workflows.jobs(last)
     tree = build_tree(found.jobs, last)
     (first,) = tree.top  # the chain: each step under the one before
     assert first.job is not None and first.job.parent_id is None
@@ -112,7 +112,7 @@ def test_chains_groups_and_chords_make_one_tree(installed: Any) -> None:
     assert tree.summary() == "3 of 3 done"
     # The chord's header: its own roots, tied by the group; from any member, the tree
     # is the whole group, collapsed, with its summary.
-    chord_tree = build_tree(store.workflow_jobs(header_ids[0]).jobs, header_ids[0])
+    chord_tree = build_tree(store.workflows.jobs(header_ids[0]).jobs, header_ids[0])
     groups = [node for node in chord_tree.top if node.is_group]
     assert len(groups) == 1 and len(groups[0].children) == 5
     assert groups[0].summary() == "4 of 5 done, 1 failed"
@@ -125,7 +125,7 @@ def test_chains_groups_and_chords_make_one_tree(installed: Any) -> None:
     # A chord's body (its header's group id, recorded under the member that finished
     # last) is drawn under the group, after its members: not under one of them.
     wait_for(lambda: finished(store, total.id), message="chord body done")
-    summed_tree = build_tree(store.workflow_jobs(total.id).jobs, total.id)
+    summed_tree = build_tree(store.workflows.jobs(total.id).jobs, total.id)
     (members,) = [node for node in summed_tree.top if node.is_group]
     assert [n.job.id for n in members.then if n.job] == [total.id]
     assert all(not m.children for m in members.children)
@@ -134,7 +134,7 @@ def test_chains_groups_and_chords_make_one_tree(installed: Any) -> None:
     assert members.children[0].job is not None and members.holds(members.children[0].job.id)
     assert summed_tree.to_json()["nodes"][0]["then"][0]["id"] == total.id
     # The chain's root rolls up its workflow, itself included, as its tree counts it.
-    assert store.workflow_rollups([first.job.id]) == {first.job.id: {"completed": 3}}
+    assert store.workflows.rollups([first.job.id]) == {first.job.id: {"completed": 3}}
 
 
 def test_what_a_task_logs_is_kept_with_its_job(installed: Any) -> None:
@@ -150,8 +150,8 @@ def test_what_a_task_logs_is_kept_with_its_job(installed: Any) -> None:
     lines = wait_for(
         lambda: (
             jobtrack.flush()
-            and len(tracker.store.list_logs(result.id)) == 9
-            and tracker.store.list_logs(result.id)
+            and len(tracker.store.logs.lines(result.id)) == 9
+            and tracker.store.logs.lines(result.id)
         ),
         message="log lines written",
     )
@@ -272,7 +272,7 @@ def test_a_pool_child_keeps_its_lines_bounded_across_a_retry(
     )
     job_when(store, result.id, timeout_s=60, status=JobStatus.COMPLETED, retries=1)
     lines = wait_for(
-        lambda: (found := store.list_logs(result.id)) and len(found) >= 26 and found,
+        lambda: (found := store.logs.lines(result.id)) and len(found) >= 26 and found,
         message="both attempts' lines",
     )
     text = [line.message or "" for line in lines]

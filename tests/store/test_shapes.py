@@ -54,14 +54,14 @@ def test_a_workflow_is_gathered_through_roots_and_groups(store: Store) -> None:
     unrelated = job("other", group="g2")
     store.write_batch(Batch([*header, body, after, unrelated]))
     for start in ("after", "h0", "body"):
-        found = store.workflow_jobs(start)
+        found = store.workflows.jobs(start)
         assert sorted(j.id for j in found.jobs) == ["after", "body", "h0", "h1", "h2"]
         assert not found.truncated
-    limited = store.workflow_jobs("after", limit=2)
+    limited = store.workflows.jobs("after", limit=2)
     assert limited.truncated and len(limited.jobs) == 2
     assert limited.jobs[0].id == "after"  # the asked-for job is always kept
     with pytest.raises(JobNotFound):
-        store.workflow_jobs("nope")
+        store.workflows.jobs("nope")
 
 
 def test_owner_scope_and_rollups_and_the_workflow_filter(store: Store) -> None:
@@ -76,18 +76,18 @@ def test_owner_scope_and_rollups_and_the_workflow_filter(store: Store) -> None:
             ]
         )
     )
-    assert sorted(j.id for j in store.workflow_jobs("c3", owner_id="a").jobs) == [
+    assert sorted(j.id for j in store.workflows.jobs("c3", owner_id="a").jobs) == [
         "c1",
         "c3",
         "root",
     ]
     with pytest.raises(JobNotFound):
-        store.workflow_jobs("c2", owner_id="a")
+        store.workflows.jobs("c2", owner_id="a")
     # The root's workflow by Celery's root_id, the root included (as its tree counts).
-    assert store.workflow_rollups(["root", "alone", "c1"]) == {
+    assert store.workflows.rollups(["root", "alone", "c1"]) == {
         "root": {"completed": 1, "failed": 1, "running": 2}
     }
-    assert store.workflow_rollups(["root"], owner_id="a") == {
+    assert store.workflows.rollups(["root"], owner_id="a") == {
         "root": {"completed": 1, "running": 2}
     }
     listed = store.list_jobs(JobFilter(workflow="root"))
@@ -100,19 +100,19 @@ def test_log_lines_are_kept_in_order_paged_and_pruned_with_the_job(store: Store)
     lines = [LogLine("j1", T0 + timedelta(seconds=n), "INFO", "app", f"line {n}") for n in range(5)]
     store.write_batch(Batch(logs=[*lines[:3], LogLine("j2", T0, "ERROR", None, "other")]))
     store.write_batch(Batch(logs=lines[3:]))
-    kept = store.list_logs("j1")
+    kept = store.logs.lines("j1")
     assert [line.message for line in kept] == [f"line {n}" for n in range(5)]
     assert [line.seq for line in kept] == sorted(line.seq for line in kept)
     assert all(line.at.tzinfo is not None for line in kept)
-    after = store.list_logs("j1", after=kept[1].seq, limit=2)
+    after = store.logs.lines("j1", after=kept[1].seq, limit=2)
     assert [line.message for line in after] == ["line 2", "line 3"]
-    assert [line.message for line in store.list_logs("j1", limit=2, last=True)] == [
+    assert [line.message for line in store.logs.lines("j1", limit=2, last=True)] == [
         "line 3",
         "line 4",
     ]
-    assert store.count_logs("j1") == 5 and store.count_logs("j2") == 1
+    assert store.logs.count("j1") == 5 and store.logs.count("j2") == 1
     assert store.prune(finished_before=T0 + timedelta(days=1), statuses=["completed"]) == 2
-    assert store.count_logs("j1") == 0 and store.count_logs("j2") == 0
+    assert store.logs.count("j1") == 0 and store.logs.count("j2") == 0
 
 
 def test_trends_per_task_and_bucket_match_on_every_backend(store: Store) -> None:
@@ -141,7 +141,7 @@ def test_trends_per_task_and_bucket_match_on_every_backend(store: Store) -> None
     for u in updates:
         u.task_name = "b.task" if u.id == "b0" else "a.task"
     store.write_batch(Batch(updates))
-    found = store.trends(since=T0, until=T0 + timedelta(hours=3), bucket_s=3600)
+    found = store.insights.trends(since=T0, until=T0 + timedelta(hours=3), bucket_s=3600)
     by = {(t.key, t.start): t for t in found}
     first = by[("a.task", T0)]
     assert (first.completed, first.failed) == (4, 1)
@@ -155,7 +155,9 @@ def test_trends_per_task_and_bucket_match_on_every_backend(store: Store) -> None
     assert (total.completed, total.failed) == (6, 1)
     assert by[("b.task", None)].completed == 1
     assert [t.key for t in found] == sorted(t.key for t in found)
-    only_b = store.trends(since=T0, until=T0 + timedelta(hours=3), bucket_s=3600, key="b.task")
+    only_b = store.insights.trends(
+        since=T0, until=T0 + timedelta(hours=3), bucket_s=3600, key="b.task"
+    )
     assert {t.key for t in only_b} == {"b.task"}
 
 
@@ -197,7 +199,7 @@ def test_queue_wait_counts_from_the_attempts_publish_or_resume(store: Store) -> 
     store.write_batch(Batch(items=[Item("items", "k1", ItemStatus.ERROR, processed_at=hour_ago)]))
     attempt, _ = store.requests.reopen_for_items("items")
     run("items", attempt, queued_again("items", "retrying 1 failed items") + timedelta(seconds=3))
-    found = store.trends(
+    found = store.insights.trends(
         since=hour_ago, until=datetime.now(UTC) + timedelta(minutes=1), bucket_s=7200
     )
     total = next(t for t in found if t.key == "w.task" and t.start is None)
