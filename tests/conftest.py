@@ -208,6 +208,16 @@ def own_spool(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     return folder
 
 
+@pytest.fixture
+def still_rate_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's rate limits read a clock held in the middle of one minute: their
+    windows are fixed minutes, and a test's requests straddling the turn of one would
+    start from a fresh budget (mocking time only)."""
+    from jobtrack.web import auth
+
+    monkeypatch.setattr(auth, "_limit_clock", lambda: 1_000 * 60 + 30.0)
+
+
 @pytest.fixture(scope="session")
 def redis_backend_url(redis_url: str) -> str:
     return REDIS_BACKEND_URL

@@ -157,6 +157,11 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: The clock the rate limits' windows are read from (a test holds it still, so that no
+#: window turns over between two of its requests).
+_limit_clock: Callable[[], float] = time.monotonic
+
+
 class _RateLimiter:
     """A fixed one-minute window per key; small and good enough for one process."""
 
@@ -166,7 +171,7 @@ class _RateLimiter:
         self._windows: dict[str, tuple[int, int]] = {}
 
     def _count(self, key: str, add: int) -> int:
-        minute = int(time.monotonic() // 60)
+        minute = int(_limit_clock() // 60)
         with self._lock:
             if len(self._windows) > 10_000:  # forget old windows of one-off clients
                 self._windows = {k: v for k, v in self._windows.items() if v[0] == minute}

@@ -174,6 +174,7 @@ def test_bad_input_is_a_clear_422(client: TestClient, url: str, params: Any) -> 
     assert answer.status_code == 422 and answer.json()["detail"]
 
 
+@pytest.mark.usefixtures("still_rate_windows")
 def test_rate_limit_and_unavailable_database(world: dict[str, Any]) -> None:
     limited = TestClient(
         create_app(

@@ -109,6 +109,7 @@ def test_a_token_may_carry_the_name_the_audit_trail_shows() -> None:
     }
 
 
+@pytest.mark.usefixtures("still_rate_windows")
 def test_failed_authentication_is_limited_per_address(store: Store) -> None:
     c = app_client(store, web_auth_failures_per_min=5)
     codes = [
@@ -136,6 +137,7 @@ def test_failed_authentication_is_limited_per_address(store: Store) -> None:
     assert [stale.get("/api/jobs").status_code for _ in range(5)] == [401] * 5
 
 
+@pytest.mark.usefixtures("still_rate_windows")
 def test_one_budget_per_principal_over_every_route(store: Store) -> None:
     c = app_client(store, web_rate_limit_per_min=6)
     sign_in(c, VIEWER)  # sign-in page and form: two requests of the address's budget
