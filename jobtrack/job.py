@@ -60,6 +60,8 @@ _STAGE_CHARS = 255
 _KEY_CHARS = 500
 #: ``job.item()``'s status, given as a member or as its value: one lookup.
 _ITEM_STATUSES: dict[str, ItemStatus] = {status.value: status for status in ItemStatus}
+#: What ``progress()`` keeps before its first call: nothing known.
+_NO_PROGRESS: tuple[float | None, int | None, str | None, str | None] = (None, None, None, None)
 #: The time-left estimate: the pace over the last this many progress samples (one per
 #: flush that found new progress), and no estimate from fewer than the minimum.
 PACE_SAMPLES = 10
@@ -328,21 +330,13 @@ class JobHandle:
                 self._stage_raw, self._stage = stage, cleaned
                 if entered:
                     self._enter_stage(cleaned)
-            latest = self._latest
-            if latest is None:
-                latest = self._latest = (
-                    percent,
-                    None if total is None else int(total),
-                    None if stage is None else self._stage,
-                    message,
-                )
-            else:
-                latest = self._latest = (
-                    latest[0] if percent is None else percent,
-                    latest[1] if total is None else int(total),
-                    latest[2] if stage is None else self._stage,
-                    latest[3] if message is None else message,
-                )
+            latest = self._latest or _NO_PROGRESS
+            latest = self._latest = (
+                latest[0] if percent is None else percent,
+                latest[1] if total is None else int(total),
+                latest[2] if stage is None else self._stage,
+                latest[3] if message is None else message,
+            )
             if self.on_progress is not None:
                 clock = time.monotonic()
                 if clock >= self._announce_at:
