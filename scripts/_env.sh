@@ -33,3 +33,18 @@ print(os.path.realpath(s.origin) if s and s.origin else "")' 2>/dev/null || true
     (cd "$ROOT" && "$PY" -m pip install --quiet --disable-pip-version-check -e $want)
     echo "$sig" >> "$stamp"
 }
+
+# mysqlclient (Django's MySQL driver, for the Django tests and the bench on MariaDB)
+# builds against MariaDB's client headers: Debian's libmariadb-dev. Called before
+# ensure_venv by the scripts that install the django extra.
+ensure_mysqlclient_headers() {
+    if ! pkg-config --exists libmariadb 2>/dev/null && command -v apt-get >/dev/null; then
+        echo "==> installing MariaDB's client headers (libmariadb-dev) for mysqlclient"
+        local SUDO=""
+        if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+        export DEBIAN_FRONTEND=noninteractive
+        $SUDO apt-get install -y -q --no-install-recommends libmariadb-dev pkg-config >/dev/null 2>&1 ||
+            { $SUDO apt-get update -q >/dev/null 2>&1 &&
+              $SUDO apt-get install -y -q --no-install-recommends libmariadb-dev pkg-config >/dev/null 2>&1; } || true
+    fi
+}
