@@ -10,7 +10,7 @@ import contextvars
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["RunningJob", "get_current", "set_current"]
+__all__ = ["CURRENT", "RunningJob", "get_current"]
 
 
 class RunningJob(Protocol):
@@ -29,14 +29,12 @@ class RunningJob(Protocol):
     def tracked(self) -> bool: ...
 
 
-_current: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
+#: The variable itself: :mod:`jobtrack.job` sets it, and hands its methods to the Celery
+#: wiring as they are (they run a few times per task).
+CURRENT: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
     "jobtrack_current_job", default=None
 )
 
 
-def set_current(handle: RunningJob | None) -> contextvars.Token[RunningJob | None]:
-    return _current.set(handle)
-
-
 def get_current() -> RunningJob | None:
-    return _current.get()
+    return CURRENT.get()

@@ -14,6 +14,7 @@ failure, the worker slot is freed). Checking is one attribute read per call.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import time
@@ -21,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from celery.exceptions import Ignore
 
@@ -587,13 +588,13 @@ class JobHandle:
         return f"<JobHandle {self.job_id} attempt={self.attempt} tracked={self.tracked}>"
 
 
-def set_current(handle: JobHandle | None) -> None:
-    _context.set_current(handle)
-
-
-def get_current() -> JobHandle | None:
-    handle = _context.get_current()
-    return handle if isinstance(handle, JobHandle) else None
+# Only JobHandles are ever set (here), so the variable's own methods serve as they are:
+# a task's wiring reads or sets it five times (a Python wrapper cost 0.1 us a call).
+_handles = cast("contextvars.ContextVar[JobHandle | None]", _context.CURRENT)
+#: Make ``handle`` the job running in this thread (or asyncio task).
+set_current: Callable[[JobHandle | None], object] = _handles.set
+#: The job running in this thread (or asyncio task), or None.
+get_current: Callable[[], JobHandle | None] = _handles.get
 
 
 def current_job() -> JobHandle:

@@ -46,6 +46,19 @@ _COMPLETED, _FAILED, _CANCELLED = (
 
 
 _now = functools.partial(datetime.now, UTC)
+#: A first attempt's "running" order key (most runs').
+_RUNNING_SEQ0 = state_seq(JobStatus.RUNNING, 0)
+
+#: This process's id, read for every run's row: kept here, and set again in a forked
+#: child (a prefork pool's), rather than asked of the system every task.
+_process = [os.getpid()]
+
+
+def _forked() -> None:
+    _process[0] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _signatures(value: Any) -> list[dict[str, Any]]:
@@ -110,11 +123,11 @@ class Runs:
         handle.plan = plan
         handle.worker = worker = request.hostname
         delivery = request.delivery_info or {}
-        self._pid = os.getpid()
+        self._pid = _process[0]
         row: Row = {
             "id": task_id,
             "status": _RUNNING,
-            "state_seq": state_seq(JobStatus.RUNNING, attempt),
+            "state_seq": state_seq(JobStatus.RUNNING, attempt) if attempt else _RUNNING_SEQ0,
             "created_at": now,
             "updated_at": now,
             "retries": attempt,
