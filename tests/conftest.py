@@ -210,9 +210,8 @@ def own_spool(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 
 @pytest.fixture
 def still_rate_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The dashboard's rate limits read a clock held in the middle of one minute: their
-    windows are fixed minutes, and a test's requests straddling the turn of one would
-    start from a fresh budget (mocking time only)."""
+    """The dashboard's rate limits read a clock held still: no budget refills between a
+    test's requests, however slowly the machine runs them (mocking time only)."""
     from jobtrack.web import auth
 
     monkeypatch.setattr(auth, "_limit_clock", lambda: 1_000 * 60 + 30.0)

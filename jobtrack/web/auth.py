@@ -11,10 +11,13 @@
   once by changing ``web_secret``. With ``web_secret`` set, sessions survive restarts and
   work across server processes; without it each process makes a secret of its own.
 * **Failed authentication** (a wrong bearer token or sign-in) is counted per client
-  address; past ``web_auth_failures_per_min`` the address gets 429 on every
-  route until the minute is over.
+  address; past ``web_auth_failures_per_min`` in any 60 seconds the address gets 429 on
+  every route until its budget refills (one guess every ``60 / web_auth_failures_per_min``
+  seconds; ``Retry-After`` says when).
 * **Rate limit:** one budget per principal (a token's bearer and session use together),
-  or per client address before sign-in, over every route, static files included.
+  or per client address before sign-in, over every route, static files included: at most
+  ``web_rate_limit_per_min`` in any 60 seconds, all at once if need be, then one request
+  every ``60 / web_rate_limit_per_min`` seconds (a token bucket).
 * **No tokens configured:** only loopback clients are served, as operators, and only
   under a loopback host name (``localhost``, ``127.0.0.1``, ``[::1]``), which stops a
   DNS-rebinding page from reaching the server through the visitor's browser.
@@ -33,6 +36,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -157,36 +161,54 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-#: The clock the rate limits' windows are read from (a test holds it still, so that no
-#: window turns over between two of its requests).
+#: The clock the rate limits are read from (monotonic seconds; a test may hold it).
 _limit_clock: Callable[[], float] = time.monotonic
 
 
 class _RateLimiter:
-    """A fixed one-minute window per key; small and good enough for one process."""
+    """At most ``per_minute`` in any 60 seconds, per key: a token bucket (the generic
+    cell rate algorithm) that holds ``per_minute`` and refills one every ``60 /
+    per_minute`` seconds. A burst may spend the whole budget at once; after it, one
+    request passes per refill. A refused request spends nothing. Unlike fixed minutes,
+    a burst that straddles the turn of one cannot spend two budgets. One number per
+    key: small, and good enough for one process."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
+        self._step = 60.0 / per_minute
+        #: How far ahead of now a key's budget may be spent, and still take one more
+        #: (a microsecond more, for the rounding of many small steps added up).
+        self._slack = 60.0 - self._step + 1e-6
         self._lock = threading.Lock()
-        self._windows: dict[str, tuple[int, int]] = {}
+        #: Key -> when its bucket is full again (now or earlier: full).
+        self._full_at: dict[str, float] = {}
 
-    def _count(self, key: str, add: int) -> int:
-        minute = int(_limit_clock() // 60)
-        with self._lock:
-            if len(self._windows) > 10_000:  # forget old windows of one-off clients
-                self._windows = {k: v for k, v in self._windows.items() if v[0] == minute}
-            window, count = self._windows.get(key, (minute, 0))
-            if window != minute:
-                window, count = minute, 0
-            self._windows[key] = (window, count + add)
-            return count + add
+    def _due(self, key: str, now: float) -> float:
+        if len(self._full_at) > 10_000:  # forget the full buckets of one-off clients
+            self._full_at = {k: at for k, at in self._full_at.items() if at > now}
+        return max(self._full_at.get(key, now), now)
 
     def allow(self, key: str) -> bool:
-        return self._count(key, 1) <= self.per_minute
+        """Spend one of ``key``'s budget; False (nothing spent) when none is left."""
+        now = _limit_clock()
+        with self._lock:
+            due = self._due(key, now)
+            if due - now > self._slack:
+                return False
+            self._full_at[key] = due + self._step
+            return True
 
     def spent(self, key: str) -> bool:
-        """True once ``key`` used its budget this minute (counts nothing)."""
-        return self._count(key, 0) >= self.per_minute
+        """True while ``key`` has nothing left to spend (spends nothing)."""
+        now = _limit_clock()
+        with self._lock:
+            return self._due(key, now) - now > self._slack
+
+    def retry_after(self, key: str) -> int:
+        """Whole seconds until ``key`` may spend one again (at least 1)."""
+        now = _limit_clock()
+        with self._lock:
+            return max(1, math.ceil(self._due(key, now) - now - self._slack))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,10 +321,11 @@ class Auth:
         ``HTTPException(429)``; the identity is kept for :meth:`require`."""
         client = _client(request)
         if self._failures.spent(client):
+            wait = self._failures.retry_after(client)
             raise HTTPException(
                 429,
-                "too many failed sign-ins or tokens from this address; try again in a minute",
-                headers={"Retry-After": "60"},
+                f"too many failed sign-ins or tokens from this address; try again in {wait} s",
+                headers={"Retry-After": str(wait)},
             )
         found = self.identify(request)
         if found is None and _presents_credentials(request):
@@ -310,8 +333,11 @@ class Auth:
         request.state.identity = found
         key = f"principal {found.principal.name}" if found else f"client {client}"
         if not self._limiter.allow(key):
+            wait = self._limiter.retry_after(key)
             raise HTTPException(
-                429, "rate limit exceeded; try again in a minute", headers={"Retry-After": "60"}
+                429,
+                f"rate limit exceeded; try again in {wait} s",
+                headers={"Retry-After": str(wait)},
             )
 
     def failed(self, client: str) -> None:

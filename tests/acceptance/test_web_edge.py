@@ -116,8 +116,10 @@ def test_failed_authentication_is_limited_per_address(store: Store) -> None:
         c.get("/api/jobs", headers=bearer(f"wrong-token-{n:05d}")).status_code for n in range(8)
     ]
     assert codes == [401] * 5 + [429] * 3
-    # Past the budget even the right token from that address waits for the minute ...
-    assert c.get("/api/jobs", headers=bearer(OPERATOR)).status_code == 429
+    # Past the budget even the right token from that address waits for a refill (one
+    # guess every 60 / 5 seconds), and is told how long ...
+    waiting = c.get("/api/jobs", headers=bearer(OPERATOR))
+    assert waiting.status_code == 429 and waiting.headers["Retry-After"] == "12"
     # ... and other addresses are not affected.
     assert app_client(store).get("/api/jobs", headers=bearer(OPERATOR)).status_code == 200
     # Wrong sign-ins count too, and the form itself is refused past the budget.
@@ -149,6 +151,28 @@ def test_one_budget_per_principal_over_every_route(store: Store) -> None:
     assert c.get("/api/jobs").status_code == 200  # the session: same principal
     assert c.get("/api/jobs", headers=bearer(VIEWER)).status_code == 429
     assert c.get("/static/dashboard.css").status_code == 429
+
+
+def test_rate_limits_count_any_60_seconds_not_minutes_of_the_clock(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A budget of three spent a tenth of a second before the turn of a minute.
+    clock = [1_000 * 60 - 0.1]
+    monkeypatch.setattr(auth_module, "_limit_clock", lambda: clock[0])
+    c = app_client(store, web_rate_limit_per_min=3)
+
+    def codes(n: int) -> list[int]:
+        return [c.get("/api/jobs", headers=bearer(VIEWER)).status_code for _ in range(n)]
+
+    assert codes(3) == [200] * 3
+    clock[0] += 0.2  # the minute turned: a fixed window would start a new budget here
+    refused = c.get("/api/jobs", headers=bearer(VIEWER))
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "20"
+    assert "20 s" in refused.json()["detail"]
+    clock[0] += 19.8  # one request refills every 60 / 3 seconds; a refused one spent none
+    assert codes(2) == [200, 429]
+    clock[0] += 60  # a whole minute idle: the whole budget, at once
+    assert codes(4) == [200, 200, 200, 429]
 
 
 def test_sessions_are_new_at_sign_in_end_at_sign_out_and_expire(
