@@ -106,7 +106,7 @@ CLI = Actor("cli")
 
 def delete_job(tracker: Tracker, job_id: str) -> str:
     """Delete a finished (or paused) job with its items and events."""
-    if tracker.store.delete_jobs([job_id]):
+    if tracker.store.actions.delete_jobs([job_id]):
         return "deleted"
     job = tracker.store.get_job(job_id)  # JobNotFound when it is not there
     raise CannotControl(
@@ -148,7 +148,7 @@ def perform(
 def _mark_retried(tracker: Tracker, job_id: str, new_id: str) -> None:
     """The failure is handled: its ``retried_by`` names the new job."""
     try:
-        tracker.store.mark_retried([(job_id, new_id)])
+        tracker.store.actions.mark_retried([(job_id, new_id)])
     except JobtrackError:  # the retry happened; the link is what is missing
         log.exception(
             "could not link the job to its retry", extra={"job_id": job_id, "action": "retry"}
@@ -166,7 +166,7 @@ def _record_single(
     outcome: str,
 ) -> None:
     try:
-        tracker.store.record_action(
+        tracker.store.actions.record_action(
             action,
             actor=actor.name,
             role=actor.role,
@@ -243,7 +243,7 @@ def change_workers(app: Any, tracker: Tracker, actor: Actor, action: str, **give
 
 def _paused_on(tracker: Tracker, queue: str) -> list[str] | None:
     """The workers the queue's last pause stopped (if its last control was a pause)."""
-    for action in tracker.store.list_actions(limit=100, kinds=fleet.QUEUE_ACTIONS):
+    for action in tracker.store.actions.list_actions(limit=100, kinds=fleet.QUEUE_ACTIONS):
         if (action.options or {}).get("queue") != queue or action.status != "completed":
             continue
         workers = (action.options or {}).get("workers")
@@ -257,7 +257,7 @@ def _record_control(
     tracker: Tracker, actor: Actor, action: str, given: dict[str, Any], status: str, outcome: str
 ) -> None:
     try:
-        tracker.store.record_action(
+        tracker.store.actions.record_action(
             action,
             actor=actor.name,
             role=actor.role,
@@ -365,7 +365,7 @@ def start_bulk(
     if where.is_empty() and not every:
         raise ValueError("an empty filter: name what to act on, or say all explicitly")
     where = bulk_filter(action, where, include_retried=bool((options or {}).get("include_retried")))
-    return tracker.store.record_action(
+    return tracker.store.actions.record_action(
         action,
         actor=actor.name,
         role=actor.role,
@@ -432,25 +432,25 @@ class BulkRun:
         lease = f"action:{self.action_id}"
         if not leases.take(self.store, lease, self.holder, LEASE_TTL_S):
             raise CannotControl("run", f"action {self.action_id}", "another process is running it")
-        action = self.store.get_action(self.action_id)
+        action = self.store.actions.get_action(self.action_id)
         if action.status == "completed" or not action.bulk:
             return action
         if action.status == "failed":  # stopped on an error: resumed
-            self.store.reopen_action(self.action_id)
+            self.store.actions.reopen_action(self.action_id)
         if action.action != "delete" and self.app is None:
             raise CannotControl(
                 action.action, f"action {self.action_id}", "it needs the Celery app"
             )
         job_id = action.job_id or f"jobtrack-action-{self.action_id}"
         try:
-            matched = self.store.snapshot_targets(
+            matched = self.store.actions.snapshot_targets(
                 self.action_id, JobFilter.from_json(action.filter)
             )
             self._track_start(action, job_id, matched)
             handle = getattr(self, f"_{action.action}")
             self._started = time.monotonic()
             for batch in self._batches():
-                action = self.store.settle_targets(self.action_id, handle(batch, action))
+                action = self.store.actions.settle_targets(self.action_id, handle(batch, action))
                 self._track_progress(job_id, action)
                 if not self.store.leases.take(lease, self.holder, LEASE_TTL_S):
                     raise _LeaseLost("run", f"action {self.action_id}", "its lease was taken")
@@ -462,17 +462,17 @@ class BulkRun:
             self._track_failure(job_id, exc)
             raise
         summary = f"{action.done} done, {action.skipped} skipped, {action.failed} failed"
-        self.store.finish_action(self.action_id, "completed", summary)
+        self.store.actions.finish_action(self.action_id, "completed", summary)
         self._finish(job_id, action)
-        return self.store.get_action(self.action_id)
+        return self.store.actions.get_action(self.action_id)
 
     def _batches(self) -> Iterator[list[WorkItem]]:
         """The open targets, a batch at a time, by key: every target behind the last
         batch is settled when the next is asked for, so nothing is read twice."""
-        batch = self.store.open_targets(self.action_id, limit=self.batch_size)
+        batch = self.store.actions.open_targets(self.action_id, limit=self.batch_size)
         while batch:
             yield batch
-            batch = self.store.open_targets(
+            batch = self.store.actions.open_targets(
                 self.action_id, limit=self.batch_size, after=batch[-1].job_id
             )
 
@@ -482,7 +482,7 @@ class BulkRun:
         """The run's job: running, in the attempt after the run that stopped on an
         error (a run killed outright resumes in its attempt, even once reaped lost)."""
         if action.job_id is None:
-            self.store.set_action_job(self.action_id, job_id)
+            self.store.actions.set_action_job(self.action_id, job_id)
         self.tracker.upsert_job(
             job_id,
             job_type=ACTION_JOB_TYPE,
@@ -559,7 +559,9 @@ class BulkRun:
         """The run stopped on an error: the action is failed (resumable) and its job
         retrying, with the error."""
         try:
-            self.store.finish_action(self.action_id, "failed", f"{type(exc).__name__}: {exc}")
+            self.store.actions.finish_action(
+                self.action_id, "failed", f"{type(exc).__name__}: {exc}"
+            )
             self._write_run(
                 job_id,
                 JobStatus.RETRYING,
@@ -619,7 +621,7 @@ class BulkRun:
                     superseded.append((item.result_id, new_id))
                 ready.append((item, job, replay, new_id))
         self._supersede(superseded)
-        self.store.mark_sending(
+        self.store.actions.mark_sending(
             self.action_id,
             [(item.job_id, new_id) for item, _, _, new_id in ready],
             [self._retry_row(job, new_id, action) for item, job, _, new_id in ready],
@@ -727,7 +729,7 @@ class BulkRun:
 
     def _delete(self, batch: list[WorkItem], action: Action) -> list[tuple[str, str, str | None]]:
         present = [item for item in batch if item.job is not None]
-        deleted = set(self.store.delete_jobs([item.job_id for item in present]))
+        deleted = set(self.store.actions.delete_jobs([item.job_id for item in present]))
         outcomes = []
         for item in batch:
             if item.job_id in deleted:

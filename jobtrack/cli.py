@@ -678,7 +678,7 @@ def _bulk_command(action: str, summary: str) -> None:
             raise click.UsageError(
                 "an empty filter: give filter options or --id, or --all for every job"
             )
-        matched = obj.store.count_matching(
+        matched = obj.store.actions.count_matching(
             bulk_filter(action, where, include_retried=include_retried)
         )
         console.print(f"{matched:,} job(s) match", highlight=False)
@@ -932,7 +932,7 @@ def actions_ls(obj: Context, job_id: str | None, limit: int, as_json: bool) -> N
 
     if job_id is not None:  # a deleted job's entries stay: an id that names none is kept
         job_id = obj.job_id(job_id, must_exist=False)
-    found = obj.store.list_actions(limit=limit, job_id=job_id)
+    found = obj.store.actions.list_actions(limit=limit, job_id=job_id)
     if as_json:
         _dump([dataclasses.asdict(a) for a in found])
         return
@@ -949,7 +949,7 @@ def actions_show(obj: Context, action_id: int, as_json: bool) -> None:
     from .views import actions_table
 
     try:
-        found = obj.store.get_action(action_id)
+        found = obj.store.actions.get_action(action_id)
     except JobNotFound as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -971,12 +971,12 @@ def actions_resume(obj: Context, action_ids: tuple[int, ...], every: bool) -> No
     from .actions import BulkRun
 
     if every:
-        action_ids = tuple(a.id for a in obj.store.unfinished_actions())
+        action_ids = tuple(a.id for a in obj.store.actions.unfinished_actions())
     elif not action_ids:
         raise click.UsageError("name actions, or give --all")
     for action_id in action_ids:
         try:
-            kind = obj.store.get_action(action_id).action
+            kind = obj.store.actions.get_action(action_id).action
         except JobNotFound as exc:
             raise click.ClickException(str(exc)) from exc
         app, tracker = (

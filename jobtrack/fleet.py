@@ -252,7 +252,7 @@ def _by_node(seen: list[WorkerActivity], nodes: dict[str, Any]) -> dict[str, Wor
 def _last_controls(store: Store) -> dict[str, Action]:
     """The newest pause or resume of each queue in the recent audit trail."""
     found: dict[str, Action] = {}
-    for action in store.list_actions(limit=100, kinds=QUEUE_ACTIONS):
+    for action in store.actions.list_actions(limit=100, kinds=QUEUE_ACTIONS):
         queue = (action.options or {}).get("queue") if action.action in QUEUE_ACTIONS else None
         if isinstance(queue, str) and queue not in found:
             found[queue] = action

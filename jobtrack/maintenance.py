@@ -148,9 +148,9 @@ def prune_by_retention(store: Store, settings: Settings) -> dict[str, int]:
                 )
     if settings.keep_actions_days > 0:
         before = now - timedelta(days=settings.keep_actions_days)
-        removed["actions"] = store.prune_actions(before=before)
+        removed["actions"] = store.actions.prune_actions(before=before)
     if settings.keep_alerts_days > 0:
-        removed["alerts"] = store.prune_alerts(
+        removed["alerts"] = store.alerts.prune_alerts(
             before=now - timedelta(days=settings.keep_alerts_days)
         )
     return removed

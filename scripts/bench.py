@@ -1128,7 +1128,7 @@ def bulk_retry(count: int) -> None:
 
     def newest_action(after: int) -> Any:
         while True:
-            found = [a for a in store.list_actions(limit=3) if a.id > after]
+            found = [a for a in store.actions.list_actions(limit=3) if a.id > after]
             if found:
                 return found[0]
             time.sleep(0.05)
@@ -1143,7 +1143,7 @@ def bulk_retry(count: int) -> None:
         page_ms.append((time.perf_counter() - t) * 1000)
         assert answer.status_code == 200, answer.text[:500]
         time.sleep(max(0.0, 0.1 - (time.perf_counter() - t)))
-    final = store.get_action(action.id)
+    final = store.actions.get_action(action.id)
     took = (final.finished_at - final.created_at).total_seconds()
     queued = _queued(client, queue)
     assert final.done == count and len(queued) == count == len(set(queued)), final
@@ -1169,14 +1169,14 @@ def bulk_retry(count: int) -> None:
     runner = start(20_000)
     action = newest_action(final.id)
     while not (
-        store.get_action(action.id).done >= count // 2
-        and store.count_targets(action.id, "sending") > 0
+        store.actions.get_action(action.id).done >= count // 2
+        and store.actions.count_targets(action.id, "sending") > 0
     ):
         time.sleep(0.005)
     runner.send_signal(signal.SIGKILL)
     runner.wait()
-    halfway = store.get_action(action.id)
-    uncertain = store.count_targets(action.id, "sending")
+    halfway = store.actions.get_action(action.id)
+    uncertain = store.actions.count_targets(action.id, "sending")
     subprocess.run(
         [*command, "actions", "resume", str(action.id)],
         cwd=ROOT,
@@ -1184,12 +1184,12 @@ def bulk_retry(count: int) -> None:
         capture_output=True,
         check=True,
     )
-    final = store.get_action(action.id)
+    final = store.actions.get_action(action.id)
     queued = _queued(client, queue)
     expected = {
         target.result_id
         for job_id in (f"{kind}-{g}" for g in range(1, count + 1, max(count // 1000, 1)))
-        for _, target in store.actions_for_job(job_id)[:1]
+        for _, target in store.actions.actions_for_job(job_id)[:1]
     }
     ok = len(queued) == count == len(set(queued)) and expected <= set(queued)
     say(
@@ -1264,19 +1264,21 @@ def alert_cost(rows: int) -> None:
     since = now - timedelta(hours=1)
     scope = Scope(job_types=("type_3",))
     reads = {
-        "failed": lambda: store.alert_candidates("b", "failed", scope, since=since),
-        "lost": lambda: store.alert_candidates("b", "lost", scope, since=since),
-        "slow": lambda: store.alert_candidates(
+        "failed": lambda: store.alerts.alert_candidates("b", "failed", scope, since=since),
+        "lost": lambda: store.alerts.alert_candidates("b", "lost", scope, since=since),
+        "slow": lambda: store.alerts.alert_candidates(
             "b", "slow", scope, since=since, older_than=now - timedelta(minutes=30)
         ),
-        "queued": lambda: store.alert_candidates(
+        "queued": lambda: store.alerts.alert_candidates(
             "b", "queued", scope, since=since, older_than=now - timedelta(minutes=10)
         ),
-        "item_failure_rate": lambda: store.alert_candidates(
+        "item_failure_rate": lambda: store.alerts.alert_candidates(
             "b", "item_failure_rate", scope, since=since, threshold=5.0, min_items=100
         ),
-        "stuck": lambda: store.stuck_jobs("b", scope, now=now, after_s=900),
-        "failure_rate": lambda: store.finished_counts(scope, since=now - timedelta(minutes=15)),
+        "stuck": lambda: store.alerts.stuck_jobs("b", scope, now=now, after_s=900),
+        "failure_rate": lambda: store.alerts.finished_counts(
+            scope, since=now - timedelta(minutes=15)
+        ),
     }
     timings = {}
     for kind, read in reads.items():

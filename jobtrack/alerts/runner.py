@@ -179,7 +179,7 @@ class AlertRunner:
         )
         try:
             with reading:
-                states = self.store.alert_states()
+                states = self.store.alerts.alert_states()
                 for rule in self.config.rules:
                     try:
                         made = self._evaluate(rule, states.get(rule.name), now)
@@ -226,7 +226,7 @@ class AlertRunner:
             return None  # held for the next message
         since = now - timedelta(seconds=rule.lookback_s)
         if rule.kind == "stuck":
-            jobs = self.store.stuck_jobs(
+            jobs = self.store.alerts.stuck_jobs(
                 rule.name,
                 rule.scope,
                 now=now,
@@ -234,7 +234,7 @@ class AlertRunner:
                 limit=MAX_JOBS_PER_PASS,
             )
         else:
-            jobs = self.store.alert_candidates(
+            jobs = self.store.alerts.alert_candidates(
                 rule.name,
                 rule.kind,
                 rule.scope,
@@ -258,7 +258,7 @@ class AlertRunner:
             "jobs": [_job_summary(job) for job in jobs[:SAMPLE]],
             "since": first.isoformat(),
         }
-        return self.store.record_alert(
+        return self.store.alerts.record_alert(
             rule.name,
             "firing",
             _title(rule, jobs, (max(times) - first).total_seconds()),
@@ -270,7 +270,7 @@ class AlertRunner:
 
     def _rate(self, rule: Rule, state: AlertState | None, now: datetime) -> int | None:
         window = rule.window_s or 0
-        completed, failed = self.store.finished_counts(
+        completed, failed = self.store.alerts.finished_counts(
             rule.scope, since=now - timedelta(seconds=window)
         )
         total = completed + failed
@@ -298,9 +298,9 @@ class AlertRunner:
             title = f"{what} failure rate back to {rate:.0f}% (under {rule.threshold:g}%)"
             kind, firing_now = "resolved", False
         else:
-            self.store.note_rule_value(rule.name, rate, now=now)
+            self.store.alerts.note_rule_value(rule.name, rate, now=now)
             return None
-        return self.store.record_alert(
+        return self.store.alerts.record_alert(
             rule.name,
             kind,
             title,
@@ -327,13 +327,13 @@ class AlertRunner:
 
     def deliver(self, report: PassReport, now: datetime, *, only: int | None = None) -> None:
         """Send the deliveries that are due (``only``: those of one alert)."""
-        for delivery in self.store.due_deliveries(now=now, limit=500):
+        for delivery in self.store.alerts.due_deliveries(now=now, limit=500):
             if only is not None and delivery.alert_id != only:
                 continue
             channel = self.config.channels.get(delivery.channel)
             if channel is None:
                 problem = f"no channel named {delivery.channel!r} in the rules now"
-                self.store.delivery_failed(delivery.id, problem, next_attempt_at=None)
+                self.store.alerts.delivery_failed(delivery.id, problem, next_attempt_at=None)
                 report.failed.append((delivery.id, problem))
                 continue
             try:
@@ -346,7 +346,7 @@ class AlertRunner:
                 if attempts < channel.max_attempts:
                     backoff = min(channel.retry_base_s * 2 ** (attempts - 1), _MAX_BACKOFF_S)
                     retry = now + timedelta(seconds=backoff)
-                self.store.delivery_failed(delivery.id, problem, next_attempt_at=retry)
+                self.store.alerts.delivery_failed(delivery.id, problem, next_attempt_at=retry)
                 report.failed.append((delivery.id, problem))
                 log.warning(
                     "alert delivery %s to %s failed (attempt %d%s): %s",
@@ -358,14 +358,14 @@ class AlertRunner:
                     extra={"job_id": None, "action": "alerts"},
                 )
             else:
-                self.store.delivery_sent(delivery.id, now=self.clock())
+                self.store.alerts.delivery_sent(delivery.id, now=self.clock())
                 report.sent.append(delivery.id)
 
     def send_test(self, rule_name: str) -> PassReport:
         """A sample message of ``rule_name`` to each of its channels, now."""
         rule = self.config.rule(rule_name)
         now = self.clock()
-        alert_id = self.store.record_alert(
+        alert_id = self.store.alerts.record_alert(
             rule.name,
             "test",
             f"Test of alert rule {rule.name} ({rule.kind} of {rule.scope.describe()})",

@@ -278,7 +278,7 @@ class MetricsSnapshot:
     oldest_pending: datetime | None
 
 
-class Store(ActionQueries, AlertQueries, PartitionQueries):
+class Store(PartitionQueries):
     """The tracking database.
 
     Give it a URL (it then owns and disposes its engine) or an engine of yours (it then
@@ -336,6 +336,17 @@ class Store(ActionQueries, AlertQueries, PartitionQueries):
         elif engine is not None and engine.dialect.name == "sqlite":
             event.listen(engine, "connect", lambda dbapi_conn, _: sqlite_functions(dbapi_conn))
         _live_stores.add(self)
+
+    @functools.cached_property
+    def actions(self) -> ActionQueries:
+        """Operator actions: the audit trail and bulk actions' targets
+        (:mod:`jobtrack.store.actions`)."""
+        return ActionQueries(self._begin, self._read, self._write_jobs)
+
+    @functools.cached_property
+    def alerts(self) -> AlertQueries:
+        """Alert rules' reports, state and deliveries (:mod:`jobtrack.store.alerts`)."""
+        return AlertQueries(self._begin, self._read)
 
     @functools.cached_property
     def failures(self) -> FailureQueries:

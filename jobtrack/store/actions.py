@@ -1,8 +1,8 @@
 """The store's operator-action statements: the audit trail, what each action covers,
 deleting jobs, and replays.
 
-A mixin of :class:`~jobtrack.store.Store` (one transaction per public method, like the
-rest of it). An action's targets are snapshotted in one ``INSERT … SELECT`` when it
+A part the :class:`~jobtrack.store.Store` holds, ``store.actions`` (one transaction per
+public method, like the rest of it). An action's targets are snapshotted in one ``INSERT … SELECT`` when it
 starts, so jobs that arrive later are never swept in; each target then moves
 ``pending`` → ``sending`` → ``done`` (or ``skipped``/``failed``), committed per batch, and
 the action's counts move in the same transaction as its targets.
@@ -10,7 +10,7 @@ the action's counts move in the same transaction as its targets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from ..models import (
     Row,
 )
 from ..schema import action_targets, actions, job_events, job_items, job_logs, jobs
-from .common import filtered, job_of, notify
+from .common import Transactions, filtered, job_of, notify
 from .dialects import updated
 
 __all__ = ["ActionQueries", "TargetState", "WorkItem"]
@@ -97,24 +97,20 @@ def _action(row: Any) -> Action:
 
 
 class ActionQueries:
-    """Operator actions' SQL (mixed into the Store)."""
+    """Operator actions' SQL: the audit trail, a bulk action's targets and the jobs it
+    changes (the store's part ``store.actions``)."""
 
-    def _begin(  # provided by Store
-        self, action: str, *, writes_data: bool = False
-    ) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _read(self, action: str) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # provided by Store: a read, on a replica where routed
-
-    def _write_jobs(
+    def __init__(
         self,
-        conn: Connection,
-        rows: Sequence[Row],
-        events: Sequence[EventRow],
-        notify_ids: Sequence[str],
+        begin: Transactions,
+        read: Callable[[str], AbstractContextManager[Connection]],
+        write_jobs: Callable[[Connection, Sequence[Row], Sequence[EventRow], Sequence[str]], None],
     ) -> None:
-        raise NotImplementedError  # provided by Store
+        #: The store's transactions; its reads (on a replica where routed); its writer of
+        #: job rows and trace entries (as the writer's batches are written).
+        self._begin = begin
+        self._read = read
+        self._write_jobs = write_jobs
 
     def count_matching(self, where: JobFilter) -> int:
         """How many jobs ``where`` matches now (exact: what a bulk action would cover)."""

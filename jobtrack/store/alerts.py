@@ -1,14 +1,14 @@
 """The store's alert statements: what each rule should report, what it reported already,
 rule state, alert messages and their deliveries.
 
-A mixin of :class:`~jobtrack.store.Store`. Every rule's read is bounded by an index
+A part the :class:`~jobtrack.store.Store` holds, ``store.alerts``. Every rule's read is bounded by an index
 (``(status, completed_at)``, ``(status, created_at)``) and by a limit; a job a rule has
 reported is in ``jobtrack_alert_seen`` and never reported by it again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +31,7 @@ from sqlalchemy import (
 
 from ..models import Job, JobStatus, Scope
 from ..schema import alert_deliveries, alert_progress, alert_seen, alert_state, alerts, jobs
-from .common import escape_like, job_of
+from .common import Transactions, escape_like, job_of
 from .dialects import upsert
 
 __all__ = ["AlertQueries", "AlertState", "Delivery", "glob_to_like"]
@@ -110,19 +110,17 @@ def _in_scope(query: Any, scope: Scope) -> Any:
 
 
 class AlertQueries:
-    """Alerts' SQL (mixed into the Store)."""
+    """Alerts' SQL: what a rule reports, its state, and the deliveries (the store's part
+    ``store.alerts``)."""
 
-    def _begin(  # provided by Store
-        self, action: str, *, writes_data: bool = False
-    ) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _read(self, action: str) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # provided by Store: a read, on a replica where routed
-
-    @property
-    def dialect(self) -> str:  # provided by Store
-        raise NotImplementedError
+    def __init__(
+        self,
+        begin: Transactions,
+        read: Callable[[str], AbstractContextManager[Connection]],
+    ) -> None:
+        #: The store's transactions, and its reads (on a replica where routed).
+        self._begin = begin
+        self._read = read
 
     # -- what a rule reports ---------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -45,6 +45,7 @@ __all__ = [
     "FullTextWords",
     "ReadingPart",
     "SearchWords",
+    "Transactions",
     "WritingPart",
     "escape_like",
     "filtered",
@@ -57,6 +58,16 @@ __all__ = [
     "searching",
     "sqlite_functions",
 ]
+
+
+class Transactions(Protocol):
+    """The store's transactions, as a part that may write a user's data is given them:
+    with ``writes_data``, a value the driver cannot even send counts as refused data
+    (see ``Store._begin``)."""
+
+    def __call__(
+        self, action: str, *, writes_data: bool = False
+    ) -> AbstractContextManager[Connection]: ...
 
 
 class ReadingPart:

@@ -480,7 +480,7 @@ def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
         where = bulk_filter(body.action, where, include_retried=body.include_retried)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    ops.store.snapshot_targets(action_id, where)
+    ops.store.actions.snapshot_targets(action_id, where)
     run_in_background(
         ops.app,
         tracker,
@@ -488,13 +488,13 @@ def start_action(ops: Operations, who: Principal, body: BulkAction) -> Action:
         rate_per_s=ops.settings.action_rate_per_s,
         batch_size=ops.settings.action_batch_size,
     )
-    return ops.store.get_action(action_id)
+    return ops.store.actions.get_action(action_id)
 
 
 def visible_action(store: Store, action_id: int, who: Principal) -> Action:
     """The action, if the caller may see it (an owner-bound caller: its owner's); else 404."""
     try:
-        found = store.get_action(action_id)
+        found = store.actions.get_action(action_id)
     except JobNotFound as exc:
         raise HTTPException(404, f"no action {action_id}") from exc
     if who.owner_id is not None and found.owner_id != who.owner_id:
@@ -961,7 +961,7 @@ def add_api_routes(
     ) -> dict[str, Any]:
         """The audit trail, newest first (an owner-bound token: its owner's actions);
         ``job_id``: the actions that touched that job. Page with ``before`` (an id)."""
-        found = store.list_actions(
+        found = store.actions.list_actions(
             limit=limit, before_id=before, owner_id=who.owner_id, job_id=job_id
         )
         return {"actions": [action_json(a) for a in found]}
@@ -974,8 +974,10 @@ def add_api_routes(
         if who.owner_id is not None:
             raise HTTPException(403, "alerts cover every owner; this token is bound to one")
         return {
-            "rules": [dataclasses.asdict(s) for s in store.alert_states().values()],
-            "deliveries": [dataclasses.asdict(d) for d in store.recent_deliveries(limit=limit)],
+            "rules": [dataclasses.asdict(s) for s in store.alerts.alert_states().values()],
+            "deliveries": [
+                dataclasses.asdict(d) for d in store.alerts.recent_deliveries(limit=limit)
+            ],
         }
 
     @api.get("/api/actions/{action_id}")

@@ -602,7 +602,7 @@ def add_pages(
             "tab": tab,
             "tabs": tab_counts,
             "jobs": page,
-            "retries": store.job_statuses([j.retried_by for j in page if j.retried_by]),
+            "retries": store.actions.job_statuses([j.retried_by for j in page if j.retried_by]),
             "handled": shown,
             "handled_counts": {"all": _tab_count(counts, TABS[tab]), "shown": tab_counts[tab]}
             if tab == "failed"
@@ -686,10 +686,10 @@ def add_pages(
             "traceback_runs": fold(job.traceback) if job.traceback else [],
             "now": datetime.now(UTC),
             "retry_of": job.metadata.get("retry_of") if isinstance(job.metadata, dict) else None,
-            "replays": store.replays_of(job_id),
+            "replays": store.actions.replays_of(job_id),
             "replayable": replayable_input(job.input_data) is not None,
-            "operator_actions": store.actions_for_job(job_id),
-            "retries": store.job_statuses([job.retried_by] if job.retried_by else []),
+            "operator_actions": store.actions.actions_for_job(job_id),
+            "retries": store.actions.job_statuses([job.retried_by] if job.retried_by else []),
         }
         return render(request, "_job.html" if partial else "job.html", context)
 
@@ -824,12 +824,12 @@ def add_pages(
             raise HTTPException(422, "an empty filter: choose a tab or a filter first")
         scoped = where.where(owner_id=who.owner_id) if who.owner_id else where
         covered = bulk_filter(action, scoped)  # a retry: not those retried already
-        matched = store.count_matching(covered)
+        matched = store.actions.count_matching(covered)
         context = {
             "who": who,
             "action": action,
             "matched": matched,
-            "left_out": store.count_matching(scoped) - matched if covered != scoped else 0,
+            "left_out": store.actions.count_matching(scoped) - matched if covered != scoped else 0,
             "sample": store.list_jobs(covered, limit=BULK_SAMPLE),
             "params": bulk_params(params),
             "scope": " ".join(f"{k}={v}" for k, v in bulk_params(params).items()),
@@ -857,7 +857,9 @@ def add_pages(
         request: Request, before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None
     ) -> Response:
         who = visitor(request)
-        found = store.list_actions(limit=PAGE_SIZE + 1, before_id=before, owner_id=who.owner_id)
+        found = store.actions.list_actions(
+            limit=PAGE_SIZE + 1, before_id=before, owner_id=who.owner_id
+        )
         context = {
             "who": who,
             "actions": found[:PAGE_SIZE],
@@ -990,8 +992,8 @@ def add_pages(
             raise HTTPException(403, "alerts cover every owner; this token is bound to one")
         context = {
             "who": who,
-            "states": list(store.alert_states().values()),
-            "deliveries": store.recent_deliveries(limit=50),
+            "states": list(store.alerts.alert_states().values()),
+            "deliveries": store.alerts.recent_deliveries(limit=50),
             "now": datetime.now(UTC),
         }
         return render(request, "alerts.html", context)

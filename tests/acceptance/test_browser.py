@@ -266,7 +266,7 @@ def test_retry_all_matching_confirms_the_count_and_follows_it_live(
         page.goto(f"{base}/jobs/{failed[0]}")
         expect(page.locator("#audit")).to_contain_text("Retried by loopback")
     for job_id in failed:
-        (_, target), *_ = world.tracker.store.actions_for_job(job_id)
+        (_, target), *_ = world.tracker.store.actions.actions_for_job(job_id)
         assert target.result_id is not None
         world.finished(target.result_id)
         assert world.tracker.store.get_job(target.result_id).output_data == "synced"
@@ -735,7 +735,7 @@ def pages_to_check(world: World) -> list[str]:
     failed = store.list_jobs(jobtrack.JobFilter(status=(jobtrack.JobStatus.FAILED,)), limit=1)
     done = store.list_jobs(jobtrack.JobFilter(status=(jobtrack.JobStatus.COMPLETED,)), limit=1)
     assert failed and done, "earlier tests made these"
-    action = store.list_actions(limit=1)
+    action = store.actions.list_actions(limit=1)
     paths = [
         "/?tab=running",
         "/?tab=failed",

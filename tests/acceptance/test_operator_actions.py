@@ -94,7 +94,7 @@ def test_bulk_retry_over_the_api_with_its_progress_and_audit(world: World) -> No
     for job_id in ids:
         listed = c.get("/api/actions", params={"job_id": job_id}, headers=auth(VIEW)).json()
         assert [a["id"] for a in listed["actions"]] == [action["id"]]
-        (_, target), *_ = world.tracker.store.actions_for_job(job_id)
+        (_, target), *_ = world.tracker.store.actions.actions_for_job(job_id)
         retries.append(target.result_id)
     world.finished(*retries)
     assert {world.tracker.store.get_job(r).status for r in retries} == {JobStatus.COMPLETED}
@@ -145,7 +145,7 @@ def test_an_owner_bound_operator_acts_on_its_owners_jobs_only(world: World) -> N
     done = wait_action(c, action["id"], OP2)
     # Cancelling a finished job makes no sense: skipped, not an error.
     assert (done["done"], done["skipped"], done["failed"]) == (0, 2, 0)
-    touched = [j for j in [*mine, *theirs] if world.tracker.store.actions_for_job(j)]
+    touched = [j for j in [*mine, *theirs] if world.tracker.store.actions.actions_for_job(j)]
     assert set(touched) >= set(theirs) and not set(touched) & set(mine)
     assert c.get(f"/api/actions/{action['id']}", headers=auth(OP1)).status_code == 404
     listed = c.get("/api/actions", headers=auth(OP1)).json()["actions"]
@@ -180,7 +180,7 @@ def test_delete_one_job_and_clear_completed(world: World) -> None:
         headers=auth(OP),
     ).json()
     assert wait_action(c, clear["id"])["done"] == 2
-    assert world.tracker.store.count_matching(JobFilter.of(owner_id=owner)) == 1  # queued
+    assert world.tracker.store.actions.count_matching(JobFilter.of(owner_id=owner)) == 1  # queued
 
 
 def test_replay_with_edited_arguments(world: World) -> None:
@@ -240,7 +240,7 @@ def test_edited_replay_obeys_the_publishable_list(world: World) -> None:
     flaky, report = world.tasks["flaky"], world.tasks["report"]
     c = api(world, web_publishable_tasks=(report.name,))
     (unlisted,) = failed_syncs(world, U1, 1)  # a flaky job: its task is not listed
-    before = world.tracker.store.count_matching(JobFilter.of(owner_id=U1))
+    before = world.tracker.store.actions.count_matching(JobFilter.of(owner_id=U1))
     for body in (
         {"args": ["elsewhere", U1]},  # the owner-bound operator's own job, new arguments
         {"kwargs": {"account": "x", "user": U2}},  # or another tenant's id as argument
@@ -251,7 +251,7 @@ def test_edited_replay_obeys_the_publishable_list(world: World) -> None:
         assert c.post(f"/api/jobs/{unlisted}/replay", json=body, headers=auth(OP)).status_code == (
             403
         )
-    assert world.tracker.store.count_matching(JobFilter.of(owner_id=U1)) == before
+    assert world.tracker.store.actions.count_matching(JobFilter.of(owner_id=U1)) == before
     # The recorded arguments given back unchanged, or none: a retry, allowed.
     recorded = world.tracker.store.get_job(unlisted).input_data
     for body in (None, recorded):
@@ -310,7 +310,7 @@ def test_the_dashboard_confirms_the_count_then_shows_the_action(world: World) ->
     assert started.status_code == 303
     action_id = int(started.headers["location"].rsplit("/", 1)[1])
     wait_for(
-        lambda: world.tracker.store.get_action(action_id).status == "completed",
+        lambda: world.tracker.store.actions.get_action(action_id).status == "completed",
         message="the action done",
     )
     page = c.get(f"/actions/{action_id}").text
@@ -322,7 +322,7 @@ def test_the_dashboard_confirms_the_count_then_shows_the_action(world: World) ->
     refused = c.post("/actions", headers=BROWSER, data={"action": "retry", "tab": "failed"})
     assert refused.status_code == 403  # no CSRF token
     assert c.get("/actions/new", params={"action": "retry", "tab": "all"}).status_code == 422
-    assert all(world.tracker.store.actions_for_job(i) for i in ids)
+    assert all(world.tracker.store.actions.actions_for_job(i) for i in ids)
 
 
 def test_the_dashboard_deletes_and_replays_with_edited_input(world: World) -> None:

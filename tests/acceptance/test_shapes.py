@@ -220,7 +220,7 @@ def test_job_page_shows_the_tree_and_logs_and_the_list_its_rollup(
         r"\(its root job: completed\)",
         page,
     )
-    left = world["tracker"].store.count_matching(
+    left = world["tracker"].store.actions.count_matching(
         JobFilter(workflow=root, status=(JobStatus.FAILED,), handled=False)
     )  # an earlier test may have retried them
     retry = f"Retry the workflow's {left} failed job{'' if left == 1 else 's'}…"
@@ -238,7 +238,7 @@ def test_job_page_shows_the_tree_and_logs_and_the_list_its_rollup(
     )
     # The workflow's 2 failed jobs, less those an operator retried already (an earlier
     # test may have): a retry leaves those out, and says so.
-    unhandled = world["tracker"].store.count_matching(
+    unhandled = world["tracker"].store.actions.count_matching(
         JobFilter(workflow=root, status=(JobStatus.FAILED,), handled=False)
     )
     confirm = client.get(

@@ -248,7 +248,7 @@ group_wait = "1s"
             and len(receiver.delivered("/slack/T00/B00/SLACKTOKENPART")) == 1
         ),
     )
-    sent = [d for d in tracker.store.recent_deliveries() if d.rule == f"failed-{kind}"]
+    sent = [d for d in tracker.store.alerts.recent_deliveries() if d.rule == f"failed-{kind}"]
     assert {d.status for d in sent} == {"sent"}  # nothing left to retry, ever
     for _ in range(3):
         assert runner.run_once().alerts == []  # later passes make no second message
@@ -272,7 +272,7 @@ group_wait = "1s"
     assert mail["Subject"].startswith(f"[jobtrack] 12 {kind} jobs failed")
     assert "https://jobs.example.com/jobs/" in mail.get_payload()
     deliveries = {
-        d.channel: d for d in tracker.store.recent_deliveries() if d.rule == f"failed-{kind}"
+        d.channel: d for d in tracker.store.alerts.recent_deliveries() if d.rule == f"failed-{kind}"
     }
     assert deliveries["hook"].status == deliveries["chat"].status == "sent"
     assert deliveries["mail"].attempts == 1
@@ -335,7 +335,7 @@ channels = ["hook"]
         100.0,
     )
     assert_documented(firing, documented_bodies()[1])
-    assert tracker.store.alert_states()[f"rate-{kind}"].firing is True
+    assert tracker.store.alerts.alert_states()[f"rate-{kind}"].firing is True
     from fastapi.testclient import TestClient
 
     from jobtrack.web import create_app
@@ -371,7 +371,7 @@ channels = ["hook"]
     runner.run_once()
     kinds = [b["kind"] for b in receiver.delivered("/hook") if b["rule"] == f"rate-{kind}"]
     assert kinds == ["firing", "resolved"]
-    assert tracker.store.alert_states()[f"rate-{kind}"].firing is False
+    assert tracker.store.alerts.alert_states()[f"rate-{kind}"].firing is False
 
 
 @pytest.mark.slow
@@ -449,7 +449,7 @@ channels = ["hook", "second"]
     assert first["title"] == "wa.sleep lost (no heartbeat from their worker)"
     seconds = receiver.delivered("/second")
     assert len({b["delivery"] for b in seconds}) == 1 and seconds[-1]["alert"] == first["alert"]
-    assert [d.status for d in store.recent_deliveries() if d.alert_id == first["alert"]] == [
+    assert [d.status for d in store.alerts.recent_deliveries() if d.alert_id == first["alert"]] == [
         "sent",
         "sent",
     ]
@@ -526,7 +526,7 @@ channels = "mail"
             report = AlertRunner(store, config, Settings(database_url="unused")).run_once()
         ((delivery_id, problem),) = report.failed
         assert "ConnectionRefusedError" in problem and password not in problem
-        (shown,) = [d for d in store.recent_deliveries() if d.rule == kind]
+        (shown,) = [d for d in store.alerts.recent_deliveries() if d.rule == kind]
         assert (shown.id, shown.status, shown.attempts) == (delivery_id, "pending", 1)
         assert (shown.next_attempt_at - datetime.now(UTC)).total_seconds() > 50  # backoff
         logged = [r.getMessage() for r in caplog.records if r.name == "jobtrack.alerts"]
@@ -597,7 +597,7 @@ channels = "mail"
         ((_, problem),) = report.failed
         assert "SMTPAuthenticationError" in problem and "refused [secret]" in problem, problem
         logged = [r.getMessage() for r in caplog.records if r.name == "jobtrack.alerts"]
-        (shown,) = [d for d in store.recent_deliveries() if d.rule == kind]
+        (shown,) = [d for d in store.alerts.recent_deliveries() if d.rule == kind]
         web = TestClient(
             create_app(store, Settings(database_url="unused")),
             base_url="http://localhost",

@@ -95,7 +95,7 @@ def test_bulk_retry_of_every_failed_job_a_filter_matches(flaky_world: dict[str, 
     assert seen == sorted(seen) and len(seen) == 3  # batches of 5: progress as it went
     retries = {}
     for original in failed:
-        entries = store.actions_for_job(original)
+        entries = store.actions.actions_for_job(original)
         assert [(a.id, t.state) for a, t in entries] == [(action_id, "done")]
         retries[original] = entries[0][1].result_id
     assert len(set(retries.values())) == 12
@@ -110,9 +110,11 @@ def test_bulk_retry_of_every_failed_job_a_filter_matches(flaky_world: dict[str, 
         again = store.get_job(retry)
         assert again.metadata == {"retry_of": original, "action_id": action_id}
         assert again.output_data == 2 * store.get_job(original).input_data["args"][0]
-    reasons = {t.job_id: t.outcome for a, t in store.actions_for_job(secret)}
+    reasons = {t.job_id: t.outcome for a, t in store.actions.actions_for_job(secret)}
     assert reasons == {secret: "its input was not stored whole"}
-    assert "only failed, cancelled and lost" in (store.actions_for_job(fine)[0][1].outcome or "")
+    assert "only failed, cancelled and lost" in (
+        store.actions.actions_for_job(fine)[0][1].outcome or ""
+    )
     run = store.get_job(action.job_id or "")
     assert (run.status, run.job_type, run.total_items, run.processed_items) == (
         JobStatus.COMPLETED,
@@ -140,7 +142,7 @@ def test_a_bulk_retried_task_that_retries_itself_is_recorded_as_usual(
     store.write_batch(Batch([update], [Event.of(update)]))
     action_id = start_bulk(tracker, CLI, "retry", JobFilter.of(job_type=f"{kind}-again"))
     assert BulkRun(app, tracker, action_id).run().done == 1
-    (_, target), *_ = store.actions_for_job(f"{kind}-old")
+    (_, target), *_ = store.actions.actions_for_job(f"{kind}-old")
     retry = target.result_id or ""
     wait_for(
         lambda: tracker.flush() and store.get_job(retry).status is JobStatus.COMPLETED,
@@ -209,7 +211,7 @@ def test_a_bulk_retry_killed_half_way_resumes_and_publishes_each_job_once(
             lambda: next(
                 (
                     a
-                    for a in store.list_actions(limit=5)
+                    for a in store.actions.list_actions(limit=5)
                     if a.filter == {"job_type": kind, "handled": False}
                 ),
                 None,
@@ -218,8 +220,8 @@ def test_a_bulk_retry_killed_half_way_resumes_and_publishes_each_job_once(
         )
         wait_for(  # half done, and a batch on its way: killed while it publishes
             lambda: (
-                store.get_action(action.id).done >= 300
-                and store.count_targets(action.id, "sending") > 0
+                store.actions.get_action(action.id).done >= 300
+                and store.actions.count_targets(action.id, "sending") > 0
             ),
             message="half of it done",
             timeout_s=30,
@@ -227,9 +229,9 @@ def test_a_bulk_retry_killed_half_way_resumes_and_publishes_each_job_once(
         )
         runner.send_signal(signal.SIGKILL)
         runner.wait(10)
-        halfway = store.get_action(action.id)
+        halfway = store.actions.get_action(action.id)
         assert halfway.status == "running" and 300 <= halfway.done < 600
-        uncertain = store.count_targets(action.id, "sending")
+        uncertain = store.actions.count_targets(action.id, "sending")
         assert uncertain == 50  # one batch the run may or may not have sent
         print(f"FIGURE bulk retry killed at {halfway.done}/600 done, {uncertain} being sent")
         resumed = subprocess.run(
@@ -241,12 +243,12 @@ def test_a_bulk_retry_killed_half_way_resumes_and_publishes_each_job_once(
             timeout=60,
         )
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        final = store.get_action(action.id)
+        final = store.actions.get_action(action.id)
         assert (final.status, final.done, final.skipped, final.failed) == ("completed", 600, 0, 0)
         queued = _queued_ids(client, queue)
         retry_of = {}
         for original in originals:
-            (_, target), *_ = store.actions_for_job(original)
+            (_, target), *_ = store.actions.actions_for_job(original)
             retry_of[target.result_id] = original
         # Every job published exactly once: one message per original, no other, no copy.
         assert len(queued) == 600 == len(set(queued))
@@ -305,10 +307,10 @@ def test_where_the_broker_cannot_be_read_a_resumed_retry_still_runs_each_job_onc
         app.send_task = dies_after_25  # type: ignore[method-assign]
         with pytest.raises(Died):
             BulkRun(app, tracker, action_id, batch_size=10).run()
-        assert store.count_targets(action_id, "sending") == 10  # 5 of them went out
+        assert store.actions.count_targets(action_id, "sending") == 10  # 5 of them went out
         app.send_task = publish  # type: ignore[method-assign]
         tracker.flush()
-        assert store.get_action(action_id).status == "failed"  # and resumable
+        assert store.actions.get_action(action_id).status == "failed"  # and resumable
         action = BulkRun(app, tracker, action_id, batch_size=10).run()
         assert (action.status, action.done) == ("completed", 30)
         run = store.get_job(action.job_id or "")

@@ -66,7 +66,7 @@ def test_each_kind_finds_its_jobs_in_scope_and_never_twice(store: Store) -> None
     imports = Scope(job_types=("import*",))
 
     def find(rule: str, kind: str, scope: Scope = EVERY, **kw: object) -> list[str]:
-        return ids(store.alert_candidates(rule, kind, scope, since=HOUR_AGO, **kw))  # type: ignore[arg-type]
+        return ids(store.alerts.alert_candidates(rule, kind, scope, since=HOUR_AGO, **kw))  # type: ignore[arg-type]
 
     assert find("r1", "failed", imports) == ["f1"]  # f-old is before the lookback
     assert find("r1", "failed") == ["f1", "f2"]
@@ -76,7 +76,7 @@ def test_each_kind_finds_its_jobs_in_scope_and_never_twice(store: Store) -> None
     assert find(
         "r4", "queued", Scope(queues=("bulk",)), older_than=NOW - timedelta(minutes=10)
     ) == ["waiting"]
-    store.record_alert(
+    store.alerts.record_alert(
         "r1", "firing", "1 failed", {"count": 1}, channels=["c"], job_ids=["f1"], now=NOW
     )
     assert find("r1", "failed") == ["f2"]  # reported once, never again
@@ -89,15 +89,15 @@ def test_item_failure_rate_and_the_failure_rate(store: Store) -> None:
     job(store, "good", JobStatus.COMPLETED, at=done, completed_at=done)
     store.set_counts("bad", processed=200, failed=30)  # 15 %
     store.set_counts("good", processed=200, failed=2)  # 1 %
-    found = store.alert_candidates(
+    found = store.alerts.alert_candidates(
         "items", "item_failure_rate", Scope(), since=HOUR_AGO, threshold=5.0, min_items=100
     )
     assert ids(found) == ["bad"]
     for n in range(3):
         job(store, f"x{n}", JobStatus.FAILED, at=done, completed_at=done, job_type="sync")
     job(store, "y", JobStatus.COMPLETED, at=done, completed_at=done, job_type="sync")
-    assert store.finished_counts(Scope(job_types=("sync",)), since=HOUR_AGO) == (1, 3)
-    assert store.finished_counts(Scope(), since=NOW - timedelta(minutes=1)) == (0, 0)
+    assert store.alerts.finished_counts(Scope(job_types=("sync",)), since=HOUR_AGO) == (1, 3)
+    assert store.alerts.finished_counts(Scope(), since=NOW - timedelta(minutes=1)) == (0, 0)
 
 
 def test_a_job_is_stuck_when_its_progress_stands_still(store: Store) -> None:
@@ -121,7 +121,7 @@ def test_a_job_is_stuck_when_its_progress_stands_still(store: Store) -> None:
     )
 
     def stuck(at: datetime) -> list[str]:
-        return ids(store.stuck_jobs("stuck", Scope(), now=at, after_s=600))
+        return ids(store.alerts.stuck_jobs("stuck", Scope(), now=at, after_s=600))
 
     assert stuck(NOW) == []  # first seen now
     later = NOW + timedelta(minutes=6)
@@ -137,7 +137,7 @@ def test_a_job_is_stuck_when_its_progress_stands_still(store: Store) -> None:
 
 
 def test_a_delivery_is_pending_until_sent_retried_or_given_up(store: Store) -> None:
-    alert_id = store.record_alert(
+    alert_id = store.alerts.record_alert(
         "rate",
         "firing",
         "sync failing: 40%",
@@ -147,30 +147,30 @@ def test_a_delivery_is_pending_until_sent_retried_or_given_up(store: Store) -> N
         firing=True,
         value=40.0,
     )
-    due = store.due_deliveries(now=NOW)
+    due = store.alerts.due_deliveries(now=NOW)
     assert [(d.channel, d.status, d.alert_id) for d in due] == [
         ("hook", "pending", alert_id),
         ("mail", "pending", alert_id),
     ]
     hook, mail = due
-    store.delivery_sent(hook.id, now=NOW)
-    store.delivery_failed(
+    store.alerts.delivery_sent(hook.id, now=NOW)
+    store.alerts.delivery_failed(
         mail.id, "email mail: ConnectionRefusedError", next_attempt_at=NOW + timedelta(seconds=30)
     )
-    assert store.due_deliveries(now=NOW) == []
-    (again,) = store.due_deliveries(now=NOW + timedelta(seconds=31))
+    assert store.alerts.due_deliveries(now=NOW) == []
+    (again,) = store.alerts.due_deliveries(now=NOW + timedelta(seconds=31))
     assert (again.id, again.attempts, again.last_error) == (
         mail.id,
         1,
         "email mail: ConnectionRefusedError",
     )
-    store.delivery_failed(mail.id, "still down", next_attempt_at=None)
-    assert store.due_deliveries(now=NOW + timedelta(days=1)) == []
-    shown = {d.channel: (d.status, d.attempts) for d in store.recent_deliveries()}
+    store.alerts.delivery_failed(mail.id, "still down", next_attempt_at=None)
+    assert store.alerts.due_deliveries(now=NOW + timedelta(days=1)) == []
+    shown = {d.channel: (d.status, d.attempts) for d in store.alerts.recent_deliveries()}
     assert shown == {"hook": ("sent", 1), "mail": ("failed", 2)}
-    state = store.alert_states()["rate"]
+    state = store.alerts.alert_states()["rate"]
     assert (state.firing, state.value, state.last_sent_at) == (True, 40.0, NOW)
-    store.note_rule_value("rate", 3.0, now=NOW + timedelta(minutes=1))
-    assert store.alert_states()["rate"].firing is True  # only a message changes it
-    assert store.prune_alerts(before=NOW + timedelta(seconds=1)) == 1
-    assert store.recent_deliveries() == []
+    store.alerts.note_rule_value("rate", 3.0, now=NOW + timedelta(minutes=1))
+    assert store.alerts.alert_states()["rate"].firing is True  # only a message changes it
+    assert store.alerts.prune_alerts(before=NOW + timedelta(seconds=1)) == 1
+    assert store.alerts.recent_deliveries() == []

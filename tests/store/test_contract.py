@@ -511,7 +511,7 @@ def test_a_later_run_takes_a_finished_job_and_the_earlier_runs_late_writes_take_
             checkpoint={"at": 3},
         ),
     )
-    store.mark_retried([("j", "j-retry")])  # an operator retried it as a new job
+    store.actions.mark_retried([("j", "j-retry")])  # an operator retried it as a new job
     ended = store.get_job("j")
     assert ended.status is JobStatus.FAILED and ended.pause_requested_at is not None
     assert ended.retried_by == "j-retry"

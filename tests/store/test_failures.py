@@ -68,7 +68,7 @@ def test_a_retried_failure_is_handled(store: Store) -> None:
         Batch([failed(f"f{n}", f"timed out after {n}s", hours_ago=n / 10) for n in range(1, 4)])
     )
     store.write_batch(Batch([JobUpdate.transition("f1-again", JobStatus.PENDING)]))
-    store.mark_retried([("f1", "f1-again")])
+    store.actions.mark_retried([("f1", "f1-again")])
     assert store.get_job("f1").retried_by == "f1-again"
     unhandled = store.list_jobs(JobFilter(status=(JobStatus.FAILED,), handled=False))
     assert sorted(j.id for j in unhandled) == ["f2", "f3"]

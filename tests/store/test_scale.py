@@ -118,7 +118,7 @@ def test_search_finds_an_exact_id_or_its_prefix(store: Store) -> None:
         expected = sorted(u.id for u in made if u.id.startswith(prefix))
         assert sorted(j.id for j in store.list_jobs(JobFilter(search=prefix))) == expected
     assert store.list_jobs(JobFilter(search=target[:20].upper())) == []  # ids keep case
-    assert store.count_matching(JobFilter(search=target)) == 1
+    assert store.actions.count_matching(JobFilter(search=target)) == 1
 
 
 def test_search_uses_the_trigram_and_id_prefix_indexes(pg_url: str) -> None:
@@ -334,7 +334,7 @@ def test_a_rare_word_is_read_by_the_word_index_a_common_one_by_trigrams(pg_url: 
     # is still counted capped; a filter besides the search narrows the word's matches.
     wide = JobFilter(search=" customer 8\x1f")
     assert store.count_by_status(every, cap=10, where=wide) == {"completed": 11, "failed": 11}
-    assert store.count_matching(wide) == rows // 50
+    assert store.actions.count_matching(wide) == rows // 50
     narrowed = store.list_jobs(JobFilter(search=" customer 8\x1f", status=(JobStatus.FAILED,)))
     assert narrowed and all(j.status is JobStatus.FAILED for j in narrowed)
     assert [j.id for j in narrowed] == sorted(

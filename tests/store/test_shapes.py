@@ -92,7 +92,7 @@ def test_owner_scope_and_rollups_and_the_workflow_filter(store: Store) -> None:
     }
     listed = store.list_jobs(JobFilter(workflow="root"))
     assert sorted(j.id for j in listed) == ["c1", "c2", "c3", "root"]
-    assert store.count_matching(JobFilter(workflow="root", status=(JobStatus.FAILED,))) == 1
+    assert store.actions.count_matching(JobFilter(workflow="root", status=(JobStatus.FAILED,))) == 1
 
 
 def test_log_lines_are_kept_in_order_paged_and_pruned_with_the_job(store: Store) -> None:

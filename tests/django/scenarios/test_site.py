@@ -70,7 +70,7 @@ def test_the_admin_is_read_only_and_acts_through_the_audited_path(worker: Any, s
         follow=True,
     )
     assert "only failed, cancelled and lost jobs can be retried" in acted.content.decode()
-    trail = store.actions_for_job(job_id)
+    trail = store.actions.actions_for_job(job_id)
     assert [(a.action, a.actor, a.owner_id) for a, _ in trail] == [
         ("retry", "django:ops@globex", "globex")
     ]
