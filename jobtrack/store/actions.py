@@ -2,10 +2,10 @@
 deleting jobs, and replays.
 
 A part the :class:`~jobtrack.store.Store` holds, ``store.actions`` (one transaction per
-public method, like the rest of it). An action's targets are snapshotted in one ``INSERT … SELECT`` when it
-starts, so jobs that arrive later are never swept in; each target then moves
-``pending`` → ``sending`` → ``done`` (or ``skipped``/``failed``), committed per batch, and
-the action's counts move in the same transaction as its targets.
+public method, like the rest of it). An action's targets are snapshotted in one ``INSERT
+… SELECT`` when it starts, so jobs that arrive later are never swept in; each target
+then moves ``pending`` → ``sending`` → ``done`` (or ``skipped``/``failed``), committed
+per batch, and the action's counts move in the same transaction as its targets.
 """
 
 from __future__ import annotations

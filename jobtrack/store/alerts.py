@@ -1,9 +1,10 @@
 """The store's alert statements: what each rule should report, what it reported already,
 rule state, alert messages and their deliveries.
 
-A part the :class:`~jobtrack.store.Store` holds, ``store.alerts``. Every rule's read is bounded by an index
-(``(status, completed_at)``, ``(status, created_at)``) and by a limit; a job a rule has
-reported is in ``jobtrack_alert_seen`` and never reported by it again.
+A part the :class:`~jobtrack.store.Store` holds, ``store.alerts``. Every rule's read is
+bounded by an index (``(status, completed_at)``, ``(status, created_at)``) and by a
+limit; a job a rule has reported is in ``jobtrack_alert_seen`` and never reported by it
+again.
 """
 
 from __future__ import annotations
