@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .errors import AmbiguousJobId, JobNotFound, JobtrackError
-from .models import FINISHED, ItemStatus, JobFilter, JobStatus
+from .models import FINISHED, ItemStatus, JobFilter, JobStatus, as_utc
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -245,7 +245,10 @@ def _since(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         raise click.BadParameter(f"{value!r}: use 30m, 2h, 7d or an ISO timestamp") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return as_utc(moment)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _reads(command: Callable[..., None]) -> Callable[..., None]:

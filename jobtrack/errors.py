@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ActionNotFound",
     "AmbiguousJobId",
     "ConfigurationError",
     "DataRefused",
@@ -43,9 +44,18 @@ class ConfigurationError(JobtrackError, ValueError):
 class JobNotFound(JobtrackError, LookupError):
     """No job row has this id."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, message: str | None = None) -> None:
         self.job_id = job_id
-        super().__init__(f"no job with id {job_id!r}")
+        super().__init__(message or f"no job with id {job_id!r}")
+
+
+class ActionNotFound(JobNotFound):
+    """No operator action has this id (a :class:`JobNotFound` too: whoever answers "not
+    found" for a job does for an action)."""
+
+    def __init__(self, action_id: int) -> None:
+        self.action_id = action_id
+        super().__init__(f"action {action_id}", f"no operator action with id {action_id}")
 
 
 class AmbiguousJobId(JobtrackError, LookupError):

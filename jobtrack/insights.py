@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import JobtrackError
-from .models import Trend
+from .models import Trend, as_utc
 from .store import Store
 
 __all__ = [
@@ -82,7 +82,10 @@ def window(since: str = "24h", every: str = "1h", *, now: datetime | None = None
             raise BadWindow(
                 f"since {since!r}: a duration like 24h or 7d, or an ISO timestamp"
             ) from None
-        start = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        try:
+            start = as_utc(moment)
+        except ValueError as exc:
+            raise BadWindow(f"since {since!r}: {exc}") from None
     bucket = parse_duration(every)
     span = now - start
     if not timedelta(0) < span <= MAX_WINDOW:

@@ -55,6 +55,7 @@ __all__ = [
     "Stop",
     "Trend",
     "WorkerActivity",
+    "as_utc",
     "error_group_of",
     "masked_error",
     "merge_row",
@@ -396,6 +397,17 @@ class LogLine:
     seq: int = 0
 
 
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (a naive one is taken as UTC already). ``ValueError`` when it
+    has no UTC equivalent (year 1 at +14:00, year 9999 at -14:00): every date a caller
+    gives (API, dashboard, CLI, cursors, bulk filters) goes through here, so such a date
+    is bad input, never a database error."""
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{moment.isoformat()} is out of range in UTC") from exc
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """Which jobs a list, a count or a stream covers: each field narrows, None is any.
@@ -487,10 +499,7 @@ class JobFilter:
             if value is None or value == "" or value == []:
                 raise ValueError(f"filter field {name!r} is empty")
             if name in ("since", "until"):
-                moment = datetime.fromisoformat(str(value))
-                given[name] = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(
-                    UTC
-                )
+                given[name] = as_utc(datetime.fromisoformat(str(value)))
             elif name == "handled":
                 if not isinstance(value, bool):
                     raise ValueError("filter field 'handled' takes true or false")

@@ -28,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 
-from ..errors import JobNotFound
+from ..errors import ActionNotFound
 from ..models import (
     DELETABLE,
     Action,
@@ -183,7 +183,7 @@ class ActionQueries:
         with self._read("get action") as conn:
             row = conn.execute(select(actions).where(actions.c.id == action_id)).mappings().first()
         if row is None:
-            raise JobNotFound(f"action {action_id}")
+            raise ActionNotFound(action_id)
         return _action(row)
 
     def list_actions(
@@ -264,7 +264,7 @@ class ActionQueries:
                 )
             ).first()
             if matched is None:
-                raise JobNotFound(f"action {action_id}")
+                raise ActionNotFound(action_id)
             if matched.status != "pending":
                 return int(matched.matched)
             if matched.owner_id is not None:  # an owner-bound operator's: its owner's only

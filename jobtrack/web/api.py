@@ -44,7 +44,16 @@ from ..control import JobControl, NotPublishable, NotReplayable, UnknownTask
 from ..errors import AmbiguousJobId, JobNotFound, JobtrackError
 from ..fleet import Survey, survey
 from ..insights import BadWindow, report, window
-from ..models import Action, Count, FailureGroup, Job, JobFilter, JobStatus, stage_spans
+from ..models import (
+    Action,
+    Count,
+    FailureGroup,
+    Job,
+    JobFilter,
+    JobStatus,
+    as_utc,
+    stage_spans,
+)
 from ..settings import Settings
 from ..store import Store, time_limit
 from ..store.failures import HOURS as FAILURE_HOURS
@@ -109,7 +118,7 @@ def encode_cursor(job: Job) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         moment, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(moment), job_id
+        return as_utc(datetime.fromisoformat(moment)), job_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise HTTPException(422, "cursor is not one this API returned") from exc
 
@@ -159,9 +168,9 @@ def utc(value: datetime | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-    except (OverflowError, ValueError) as exc:
-        raise HTTPException(422, f"{name}: {value.isoformat()} is out of range in UTC") from exc
+        return as_utc(value)
+    except ValueError as exc:
+        raise HTTPException(422, f"{name}: {exc}") from exc
 
 
 #: Shorter searches cannot use the trigram index (it matches three characters at a

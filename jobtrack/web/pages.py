@@ -42,6 +42,7 @@ from ..models import (
     Job,
     JobFilter,
     JobStatus,
+    as_utc,
     stage_spans,
     time_left,
 )
@@ -372,9 +373,13 @@ def moment(given: str | None, name: str) -> datetime | None:
     if not given:
         return None
     try:
-        return datetime.fromisoformat(given)
+        found = datetime.fromisoformat(given)
     except ValueError as exc:
         raise HTTPException(422, f"{name}: a date and time such as 2026-12-06T10:30") from exc
+    try:
+        return as_utc(found)
+    except ValueError as exc:
+        raise HTTPException(422, f"{name}: {exc}") from exc
 
 
 def shown_handled(tab: str, given: str | None) -> str:

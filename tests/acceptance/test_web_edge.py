@@ -6,6 +6,7 @@ boundary dates as bad input, and text that cannot reorder itself on screen."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import socket
@@ -18,8 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from jobtrack.cli import main
 from jobtrack.errors import ConfigurationError
 from jobtrack.settings import Settings
 from jobtrack.store import Store
@@ -233,6 +236,9 @@ def test_api_docs_need_sign_in_and_load_nothing_from_elsewhere(store: Store) -> 
 
 @pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
 def test_boundary_dates_are_bad_input(store: Store, moment: str) -> None:
+    """A date with no UTC equivalent, wherever a caller can give one (a query, a cursor,
+    a bulk action's filter, the dashboard's time range, the CLI), is bad input: never a
+    500, never "the database is unavailable", and nothing is started."""
     c = app_client(store)
     for name in ("since", "until"):
         answer = c.get("/api/jobs", params={name: moment}, headers=bearer(OPERATOR))
@@ -240,6 +246,35 @@ def test_boundary_dates_are_bad_input(store: Store, moment: str) -> None:
     assert (
         c.get("/api/stats", params={"since": moment}, headers=bearer(OPERATOR)).status_code == 422
     )
+    forged = base64.urlsafe_b64encode(f"{moment}|a".encode()).decode()
+    cursor = c.get("/api/jobs", params={"cursor": forged}, headers=bearer(OPERATOR))
+    assert cursor.status_code == 422 and "cursor" in cursor.text
+    window = c.get("/api/insights", params={"since": moment}, headers=bearer(OPERATOR))
+    assert window.status_code == 422
+    for name in ("since", "until"):
+        bulk = c.post(
+            "/api/actions",
+            json={"action": "delete", "filter": {name: moment}},
+            headers=bearer(OPERATOR),
+        )
+        assert bulk.status_code == 422 and "out of range" in bulk.text
+    assert store.actions.list_actions() == []
+    sign_in(c, OPERATOR)
+    for params in ({"window": "custom", "from": moment}, {"window": "custom", "to": moment}):
+        page = c.get("/", params=params)
+        assert page.status_code == 422 and "unavailable" not in page.text
+        confirm = c.get("/actions/new", params={"action": "delete", "tab": "failed", **params})
+        assert confirm.status_code == 422
+    assert c.get("/", params={"cursor": forged}).status_code == 422
+    url = store.engine.url.render_as_string(hide_password=False)
+    listed = CliRunner().invoke(main, ["--database-url", url, "jobs", "ls", "--since", moment])
+    assert listed.exit_code == 2 and "out of range in UTC" in listed.output
+
+
+def test_a_missing_action_is_named_an_action(store: Store) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    shown = CliRunner().invoke(main, ["--database-url", url, "actions", "show", "999"])
+    assert shown.exit_code == 1 and "no operator action with id 999" in shown.output
 
 
 def test_text_cannot_reorder_itself_on_screen(store: Store) -> None:
