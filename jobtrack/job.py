@@ -29,6 +29,7 @@ from celery.exceptions import Ignore
 from . import context as _context
 from .errors import JobtrackError, NoCurrentJob, is_time_limit
 from .models import (
+    OWNER_ID_MAX,
     Batch,
     Event,
     Item,
@@ -36,6 +37,7 @@ from .models import (
     JobStatus,
     JobUpdate,
     Stop,
+    is_owner_id,
     recorded_item,
 )
 from .payload import TRUNCATED, clean_text
@@ -146,8 +148,17 @@ class JobSpec:
                     out[field] = None if field == "ref" else template  # no half-made ref
         value = bound.get(self.owner) if self.owner is not None else None
         owner = "" if value is None else str(value)
-        if owner:  # an empty owner is none: never a scope (docs/schema.md)
-            out["owner_id"] = owner[:255]
+        if not owner:  # an empty owner is none: never a scope (docs/schema.md)
+            return out
+        if is_owner_id(owner):
+            out["owner_id"] = owner
+        else:  # cut or mended it could be another owner's: recorded with none
+            log.warning(
+                "owner id not recorded: %s (%d characters)",
+                "longer than 255 characters" if len(owner) > OWNER_ID_MAX else "not one owner id",
+                len(owner),
+                extra={"job_id": None, "action": "owner"},
+            )
         return out
 
 

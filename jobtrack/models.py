@@ -27,6 +27,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "FILTER_FIELDS",
     "FINISHED",
+    "OWNER_ID_MAX",
     "PAUSABLE",
     "RETRYABLE",
     "STARTED",
@@ -57,6 +58,7 @@ __all__ = [
     "WorkerActivity",
     "as_utc",
     "error_group_of",
+    "is_owner_id",
     "masked_error",
     "merge_row",
     "paused_in_queue",
@@ -395,6 +397,24 @@ class LogLine:
     logger: str | None
     message: str | None
     seq: int = 0
+
+
+#: The longest owner id a job row holds (``jobs.owner_id`` is varchar(255)).
+OWNER_ID_MAX = 255
+
+
+def is_owner_id(owner_id: str) -> bool:
+    """Whether ``owner_id`` can name one owner, stored exactly: not empty (no owner), not
+    ``*`` (every owner, to row-level security), no NUL (PostgreSQL cannot compare with
+    one), no lone surrogate (no database can store one), and at most
+    :data:`OWNER_ID_MAX` characters (cut, it could be another owner's)."""
+    if not owner_id or owner_id == "*" or "\x00" in owner_id or len(owner_id) > OWNER_ID_MAX:
+        return False
+    try:
+        owner_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -458,8 +458,10 @@ class Cleaner:
     ids, names, owners, stages, messages, item keys, error fields. Each text field is cut
     to its column's size (or the message / traceback / name limits), NUL characters and
     lone surrogates are replaced, integers are held to their column's range and
-    non-finite floats dropped. JSON documents are made safe where they are built
-    (:func:`to_json`); :meth:`deep` cleans them again for a row the database refused.
+    non-finite floats dropped. An owner id is kept whole or not at all: cut or mended, it
+    could become another owner's (a tenant's), so one that does not fit is dropped. JSON
+    documents are made safe where they are built (:func:`to_json`); :meth:`deep` cleans
+    them again for a row the database refused.
 
     It takes the writer's rows (a ``jobs`` :data:`~jobtrack.models.Row`, changed in
     place; a ``job_events`` :data:`~jobtrack.models.EventRow`) and the records
@@ -522,7 +524,7 @@ class Cleaner:
                     continue
                 kind = column.type
                 if isinstance(kind, String) and not isinstance(kind, Text) and kind.length:
-                    found[name] = (_TEXT, kind.length, "start")
+                    found[name] = (_TEXT, kind.length, _WHOLE if name == "owner_id" else "start")
                 elif isinstance(kind, (Text, String)):
                     limit, keep = special.get(name, (message_chars, "start"))
                     found[name] = (_TEXT, limit, keep)
@@ -643,6 +645,10 @@ def _reader(names: tuple[str, ...]) -> Any:
     return (lambda record: (get(record),)) if len(names) == 1 else get
 
 
+#: A text rule's keep mode for a value stored exactly or not at all (an owner id).
+_WHOLE = "whole"
+
+
 def _clean(rule: _Rule, value: Any) -> bool:
     """Whether a (non-None) value already meets its column's rule."""
     kind, limit, _keep = rule
@@ -663,7 +669,7 @@ def _clean(rule: _Rule, value: Any) -> bool:
 def _cleaned(rule: _Rule, value: Any) -> Any:
     kind, limit, keep = rule
     if kind == _TEXT:
-        return clean_text(value, limit, keep=keep)
+        return None if keep == _WHOLE else clean_text(value, limit, keep=keep)
     if kind == _INT:
         return _bounded_int(value, limit)
     if kind == _FLOAT:

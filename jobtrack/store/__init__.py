@@ -76,6 +76,7 @@ from ..models import (
     JobUpdate,
     Row,
     Stats,
+    is_owner_id,
     rows_in_order,
     unfold_events,
 )
@@ -221,12 +222,6 @@ def owner_scope(owner_id: str) -> Iterator[None]:
         yield
     finally:
         _owner.reset(token)
-
-
-def is_owner_id(owner_id: str) -> bool:
-    """Whether ``owner_id`` can name one owner: not empty (no owner), not ``*`` (every
-    owner, to row-level security), no NUL (PostgreSQL cannot compare with one)."""
-    return bool(owner_id) and owner_id != "*" and "\x00" not in owner_id
 
 
 def current_owner() -> str | None:

@@ -129,6 +129,27 @@ def test_eager_mode_success_and_propagated_failure(installed: Any) -> None:
     assert jobs[f"{app.main}.fail"].status is JobStatus.FAILED
 
 
+def test_an_owner_id_is_recorded_whole_or_not_at_all(
+    installed: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cut to the column's 255 characters, or with a NUL mended, an owner id could become
+    another owner's (a tenant's): the job is recorded with no owner instead, and a
+    warning says why. One that fits is kept exactly; the task is never affected."""
+    app = make_app(task_always_eager=True)
+    tracker = installed(app, write_mode="sync")
+    fits = "b" * 255
+    given = ["a" * 300, "a" * 300 + "z", "acme\x00", "\ud800", fits]
+    with caplog.at_level(logging.WARNING, logger="jobtrack"):
+        results = [task(app, "report").delay(owner) for owner in given]
+    assert [r.get() for r in results] == given
+    recorded = [tracker.store.get_job(r.id).owner_id for r in results]
+    assert recorded == [None, None, None, None, fits]
+    assert sum("owner id not recorded" in r.getMessage() for r in caplog.records) == 4
+    # Written some other way (the synchronous helper), the cleaner drops it the same way.
+    jobtrack.upsert_job("helper-long-owner", owner_id="c" * 300)
+    assert tracker.store.get_job("helper-long-owner").owner_id is None
+
+
 def test_kill_switch_records_nothing_and_tasks_still_work(
     installed: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
