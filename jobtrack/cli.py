@@ -240,7 +240,10 @@ def _since(value: str | None) -> datetime | None:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+        try:
+            return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+        except OverflowError:
+            raise click.BadParameter(f"{value!r}: reaches back before the year 1") from None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:

@@ -50,7 +50,10 @@ def parse_duration(text: str) -> timedelta:
     found = _DURATION.match(text or "")
     if found is None:
         raise BadWindow(f"{text!r}: a duration like 30m, 1h, 7d")
-    return timedelta(seconds=int(found[1]) * _UNITS[found[2]])
+    try:
+        return timedelta(seconds=int(found[1]) * _UNITS[found[2]])
+    except OverflowError:
+        raise BadWindow(f"{text!r}: longer than any window") from None
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,17 @@ def window(since: str = "24h", every: str = "1h", *, now: datetime | None = None
     buckets of ``every``; :class:`BadWindow` says the allowed range when it is out."""
     now = now or datetime.now(UTC)
     try:
-        start = now - parse_duration(since)
+        back = parse_duration(since)
     except BadWindow:
+        back = None
+    if back is not None:
+        try:
+            start = now - back
+        except OverflowError:
+            raise BadWindow(
+                f"since {since!r}: the window must be between 1s and {MAX_WINDOW.days}d"
+            ) from None
+    else:
         try:
             moment = datetime.fromisoformat(since)
         except ValueError:

@@ -29,7 +29,6 @@ from celery.exceptions import Ignore
 from . import context as _context
 from .errors import JobtrackError, NoCurrentJob, is_time_limit
 from .models import (
-    OWNER_ID_MAX,
     Batch,
     Event,
     Item,
@@ -37,11 +36,10 @@ from .models import (
     JobStatus,
     JobUpdate,
     Stop,
-    is_owner_id,
     recorded_item,
 )
 from .payload import TRUNCATED, clean_text
-from .tracker import Tracker
+from .tracker import Tracker, owner_or_none
 
 __all__ = [
     "FAIL_WHEN",
@@ -146,19 +144,9 @@ class JobSpec:
                     out[field] = template.format_map(bound)
                 except (KeyError, IndexError, ValueError, AttributeError, TypeError):
                     out[field] = None if field == "ref" else template  # no half-made ref
-        value = bound.get(self.owner) if self.owner is not None else None
-        owner = "" if value is None else str(value)
-        if not owner:  # an empty owner is none: never a scope (docs/schema.md)
-            return out
-        if is_owner_id(owner):
+        owner = owner_or_none(bound.get(self.owner)) if self.owner is not None else None
+        if owner is not None:
             out["owner_id"] = owner
-        else:  # cut or mended it could be another owner's: recorded with none
-            log.warning(
-                "owner id not recorded: %s (%d characters)",
-                "longer than 255 characters" if len(owner) > OWNER_ID_MAX else "not one owner id",
-                len(owner),
-                extra={"job_id": None, "action": "owner"},
-            )
         return out
 
 

@@ -158,13 +158,13 @@ class Settings:
     #: in front of ``jobtrack web`` whose ``X-Forwarded-For`` and ``X-Forwarded-Proto``
     #: it believes. Empty: none; the client is the connection's peer.
     web_trusted_proxies: tuple[str, ...] = ()
-    #: Requests in any 60 seconds per principal (a token, its sessions with it), or per
-    #: client address before sign-in, on every route (a token bucket: all at once if
-    #: need be, then one every 60 / this seconds).
+    #: Requests a minute per principal (a token, its sessions with it), or per client
+    #: address before sign-in, on every route: a token bucket of this many, which a
+    #: burst may spend at once, refilled one every 60 / this seconds.
     web_rate_limit_per_min: int = 600
-    #: Failed authentications (wrong bearer token or sign-in) in any 60 seconds per
-    #: client address; past it the address gets 429 everywhere until its budget refills
-    #: (one every 60 / this seconds).
+    #: Failed authentications (wrong bearer token or sign-in) a minute per client
+    #: address: a token bucket of this many; once it is empty the address gets 429
+    #: everywhere until it refills (one every 60 / this seconds).
     web_auth_failures_per_min: int = 20
     #: Key that signs dashboard sessions. Set it to keep sessions across restarts and
     #: server processes; change it to end every session. Empty: a random key per process.

@@ -16,7 +16,17 @@ from typing import Any
 
 from .context import get_current
 from .errors import NotInstalled
-from .models import Batch, Event, Job, JobFilter, JobStatus, JobUpdate, Stats
+from .models import (
+    OWNER_ID_MAX,
+    Batch,
+    Event,
+    Job,
+    JobFilter,
+    JobStatus,
+    JobUpdate,
+    Stats,
+    is_owner_id,
+)
 from .payload import clean_text, describe_error, to_json
 from .settings import Settings
 from .store import ReplicaPolicy, Store
@@ -32,6 +42,32 @@ __all__ = [
 ]
 
 log = logging.getLogger("jobtrack")
+
+
+def owner_or_none(value: object, job_id: str | None = None) -> str | None:
+    """The owner id ``value`` names (as text), or None: for no owner (None, empty), and,
+    with a warning, for one that cannot be stored exactly (see
+    :func:`~jobtrack.models.is_owner_id`): cut or mended it could be another owner's (a
+    tenant's), so the job is recorded with none and the task or caller goes on."""
+    if value is None:
+        return None
+    try:
+        owner = str(value)
+    except Exception:
+        owner = "*"  # no text to name an owner by: refused below
+    if not owner:  # an empty owner is none: never a scope (docs/schema.md)
+        return None
+    if is_owner_id(owner):
+        return owner
+    log.warning(
+        "owner id not recorded: %s (%d characters)",
+        f"longer than {OWNER_ID_MAX} characters"
+        if len(owner) > OWNER_ID_MAX
+        else "not one owner id (*, a NUL, a lone surrogate)",
+        len(owner),
+        extra={"job_id": job_id, "action": "owner"},
+    )
+    return None
 
 
 def utcnow() -> datetime:
@@ -120,7 +156,7 @@ class Tracker:
             "job_type": job_type,
             "job_subtype": job_subtype,
             "name": self.text(name),
-            "owner_id": owner_id or None,  # an empty owner is none (docs/schema.md)
+            "owner_id": owner_or_none(owner_id, job_id),
             "task_name": task_name,
             "queue": queue,
             "input_data": self.json(input_data) if input_data is not None else None,

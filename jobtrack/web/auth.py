@@ -11,13 +11,16 @@
   once by changing ``web_secret``. With ``web_secret`` set, sessions survive restarts and
   work across server processes; without it each process makes a secret of its own.
 * **Failed authentication** (a wrong bearer token or sign-in) is counted per client
-  address; past ``web_auth_failures_per_min`` in any 60 seconds the address gets 429 on
-  every route until its budget refills (one guess every ``60 / web_auth_failures_per_min``
-  seconds; ``Retry-After`` says when).
+  address in a token bucket of ``web_auth_failures_per_min``: once it is empty the
+  address gets 429 on every route until it refills, one guess every ``60 /
+  web_auth_failures_per_min`` seconds (``Retry-After`` says when).
 * **Rate limit:** one budget per principal (a token's bearer and session use together),
-  or per client address before sign-in, over every route, static files included: at most
-  ``web_rate_limit_per_min`` in any 60 seconds, all at once if need be, then one request
-  every ``60 / web_rate_limit_per_min`` seconds (a token bucket).
+  or per client address before sign-in, over every route, static files included: a token
+  bucket of ``web_rate_limit_per_min``, which a burst may spend at once, refilled one
+  request every ``60 / web_rate_limit_per_min`` seconds.
+* Both buckets allow N a minute sustained and a burst of N: at most 2N - 1 in any 60
+  seconds (a full bucket, then its refills), where fixed minutes allowed 2N within a
+  second across the turn of one.
 * **No tokens configured:** only loopback clients are served, as operators, and only
   under a loopback host name (``localhost``, ``127.0.0.1``, ``[::1]``), which stops a
   DNS-rebinding page from reaching the server through the visitor's browser.
@@ -166,12 +169,12 @@ _limit_clock: Callable[[], float] = time.monotonic
 
 
 class _RateLimiter:
-    """At most ``per_minute`` in any 60 seconds, per key: a token bucket (the generic
-    cell rate algorithm) that holds ``per_minute`` and refills one every ``60 /
-    per_minute`` seconds. A burst may spend the whole budget at once; after it, one
-    request passes per refill. A refused request spends nothing. Unlike fixed minutes,
-    a burst that straddles the turn of one cannot spend two budgets. One number per
-    key: small, and good enough for one process."""
+    """``per_minute`` a minute per key, sustained: a token bucket (the generic cell rate
+    algorithm) that holds ``per_minute`` and refills one every ``60 / per_minute``
+    seconds. A burst may spend the whole bucket at once; after it, one request passes
+    per refill (so at most ``2 * per_minute - 1`` in any 60 seconds). A refused request
+    spends nothing. Unlike fixed minutes, a burst that straddles the turn of one cannot
+    spend two budgets. One number per key: small, and good enough for one process."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute

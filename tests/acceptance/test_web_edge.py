@@ -156,7 +156,7 @@ def test_one_budget_per_principal_over_every_route(store: Store) -> None:
     assert c.get("/static/dashboard.css").status_code == 429
 
 
-def test_rate_limits_count_any_60_seconds_not_minutes_of_the_clock(
+def test_rate_limits_refill_steadily_not_at_the_turn_of_a_minute(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A budget of three spent a tenth of a second before the turn of a minute.
@@ -269,6 +269,17 @@ def test_boundary_dates_are_bad_input(store: Store, moment: str) -> None:
     url = store.engine.url.render_as_string(hide_password=False)
     listed = CliRunner().invoke(main, ["--database-url", url, "jobs", "ls", "--since", moment])
     assert listed.exit_code == 2 and "out of range in UTC" in listed.output
+
+
+def test_durations_reaching_before_the_year_one_are_bad_input(store: Store) -> None:
+    c = app_client(store)
+    for since in ("999999w", "99999999999999w"):
+        window = c.get("/api/insights", params={"since": since}, headers=bearer(OPERATOR))
+        assert window.status_code == 422, window.text
+    url = store.engine.url.render_as_string(hide_password=False)
+    for option in ("--since", "--until"):
+        listed = CliRunner().invoke(main, ["--database-url", url, "jobs", "ls", option, "999999d"])
+        assert listed.exit_code == 2 and "before the year 1" in listed.output
 
 
 def test_a_missing_action_is_named_an_action(store: Store) -> None:

@@ -129,25 +129,51 @@ def test_eager_mode_success_and_propagated_failure(installed: Any) -> None:
     assert jobs[f"{app.main}.fail"].status is JobStatus.FAILED
 
 
-def test_an_owner_id_is_recorded_whole_or_not_at_all(
-    installed: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+class _Warnings(logging.Handler):
+    """The warnings a logger gives, kept on the logger itself: an earlier in-process
+    worker of this module reconfigured logging (the root at ERROR, its own handlers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_an_owner_id_is_recorded_whole_or_not_at_all(installed: Any) -> None:
     """Cut to the column's 255 characters, or with a NUL mended, an owner id could become
     another owner's (a tenant's): the job is recorded with no owner instead, and a
     warning says why. One that fits is kept exactly; the task is never affected."""
     app = make_app(task_always_eager=True)
     tracker = installed(app, write_mode="sync")
-    fits = "b" * 255
-    given = ["a" * 300, "a" * 300 + "z", "acme\x00", "\ud800", fits]
-    with caplog.at_level(logging.WARNING, logger="jobtrack"):
+    warnings, logger = _Warnings(), jobtrack.tracker.log  # the helpers' logger
+    logger.addHandler(warnings)
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # an earlier worker left the root at ERROR
+    try:
+        fits = "b" * 255
+        given = ["a" * 300, "a" * 300 + "z", "acme\x00", "\ud800", fits]
         results = [task(app, "report").delay(owner) for owner in given]
-    assert [r.get() for r in results] == given
-    recorded = [tracker.store.get_job(r.id).owner_id for r in results]
-    assert recorded == [None, None, None, None, fits]
-    assert sum("owner id not recorded" in r.getMessage() for r in caplog.records) == 4
-    # Written some other way (the synchronous helper), the cleaner drops it the same way.
-    jobtrack.upsert_job("helper-long-owner", owner_id="c" * 300)
-    assert tracker.store.get_job("helper-long-owner").owner_id is None
+        assert [r.get() for r in results] == given
+        recorded = [tracker.store.get_job(r.id).owner_id for r in results]
+        assert recorded == [None, None, None, None, fits]
+        # The synchronous helper: the same rule, and a refused owner never clears a good one.
+        jobtrack.upsert_job("helper-long-owner", owner_id="c" * 300)
+        assert tracker.store.get_job("helper-long-owner").owner_id is None
+        jobtrack.upsert_job("helper-kept", owner_id="acme")
+        jobtrack.upsert_job("helper-kept", owner_id="c" * 300, name="renamed")
+        kept = tracker.store.get_job("helper-kept")
+        assert (kept.owner_id, kept.name) == ("acme", "renamed")
+        jobtrack.upsert_job("helper-number", owner_id=42)  # type: ignore[arg-type]
+        jobtrack.upsert_job("helper-star", owner_id="*")  # "every owner" is no one owner
+        assert tracker.store.get_job("helper-number").owner_id == "42"
+        assert tracker.store.get_job("helper-star").owner_id is None
+    finally:
+        logger.removeHandler(warnings)
+        logger.setLevel(level)
+    refused = [m for m in warnings.messages if m.startswith("owner id not recorded")]
+    assert len(refused) == 7, warnings.messages
 
 
 def test_kill_switch_records_nothing_and_tasks_still_work(

@@ -12,6 +12,7 @@ for scripts.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from importlib import import_module
@@ -26,6 +27,7 @@ from django.http import HttpRequest
 from starlette.requests import Request
 
 from ...control import JobControl
+from ...models import is_owner_id
 from ...settings import Settings
 from ...tracker import active_tracker
 from ...web import create_app
@@ -38,6 +40,7 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 #: Where the mount leaves the principal it read from the Django session.
 _PRINCIPAL = "jobtrack.django.principal"
+log = logging.getLogger("jobtrack.django")
 
 
 def principal_of(user: Any, settings: Any) -> Principal | None:
@@ -48,6 +51,16 @@ def principal_of(user: Any, settings: Any) -> Principal | None:
         return None
     role = Role.OPERATOR if user.has_perm(settings.act_permission) else Role.VIEWER
     owner = settings.owner_of(user) if settings.owner_of is not None else None
+    if owner is not None and not (isinstance(owner, str) and is_owner_id(owner)):
+        # Not one owner id (empty, "*", too long for a job row...): bound to nothing, the
+        # user would see every owner's jobs; so the dashboard is closed to them.
+        log.warning(
+            "JOBTRACK owner_of gave %r for %s: not one owner id; dashboard refused",
+            owner if not isinstance(owner, str) else owner[:40],
+            user.get_username(),
+            extra={"job_id": None, "action": "django"},
+        )
+        return None
     return Principal(f"django:{user.get_username()}", role, owner)
 
 

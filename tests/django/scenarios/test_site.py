@@ -93,6 +93,10 @@ def test_the_dashboard_is_mounted_and_signed_in_by_the_django_session(
     nobody = Client()
     nobody.force_login(user("someone@umbrella", staff=False))  # no view permission
     refused_cookie = {"sessionid": nobody.cookies["sessionid"].value}
+    # owner_of gives "*" for this one: not one owner id, so not every owner's jobs either
+    starred = Client()
+    starred.force_login(user("ops@*", "view_job"))
+    starred_cookie = {"sessionid": starred.cookies["sessionid"].value}
 
     async def calls() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=application, client=("203.0.113.9", 4000))
@@ -103,6 +107,7 @@ def test_the_dashboard_is_mounted_and_signed_in_by_the_django_session(
             ("/jobs/", None, None),
             ("/jobs/api/jobs", None, None),
             ("/jobs/api/jobs", None, refused_cookie),
+            ("/jobs/api/jobs", None, starred_cookie),
             ("/admin/login/", None, None),
         ):
             async with httpx.AsyncClient(
@@ -111,7 +116,7 @@ def test_the_dashboard_is_mounted_and_signed_in_by_the_django_session(
                 answers.append(await c.get(path, params=params))
         return answers
 
-    api, page, anonymous, anonymous_api, refused, django_page = asyncio.run(calls())
+    api, page, anonymous, anonymous_api, refused, starred_api, django_page = asyncio.run(calls())
     assert api.status_code == 200, api.text
     ids = {j["id"] for j in api.json()["jobs"]}
     assert mine.id in ids and theirs.id not in ids  # owner_of: umbrella's jobs only
@@ -120,5 +125,6 @@ def test_the_dashboard_is_mounted_and_signed_in_by_the_django_session(
     assert anonymous.headers["location"] == "/admin/login/?next=/jobs/"
     assert anonymous_api.status_code == 401
     assert refused.status_code == 401
+    assert starred_api.status_code == 401, starred_api.text
     assert django_page.status_code == 200  # the rest of the site is Django's
     assert store.list_jobs(JobFilter(owner_id="umbrella"))[0].id == mine.id
