@@ -38,6 +38,7 @@ __all__ = [
     "active_tracker_or_none",
     "handler_failed",
     "open_store",
+    "owner_or_none",
     "set_active_tracker",
 ]
 
