@@ -166,7 +166,9 @@ class Tracker:
             "ref": ref,
         }
         update = self.writer.clean(JobUpdate.transition(job_id, JobStatus.PENDING, **given))
-        self.store.upsert_job(update, overwrite=[k for k, v in given.items() if v is not None])
+        # What the cleaned row still holds: a value cleaning dropped never clears a column.
+        overwrite = [name for name in given if getattr(update, name) is not None]
+        self.store.upsert_job(update, overwrite=overwrite)
 
     def complete_job(
         self,
