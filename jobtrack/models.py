@@ -122,6 +122,9 @@ _RANK = {
     JobStatus.PAUSED: 3,
 }
 _ATTEMPT_SPAN = 4
+#: Every status's rank, None for a terminal one: :func:`state_seq`'s one lookup (it runs
+#: for every transition a worker makes).
+_STATE_RANK: dict[JobStatus, int | None] = {status: _RANK.get(status) for status in JobStatus}
 #: Every terminal state carries this sequence number: nothing outranks it, so the first
 #: terminal state a job reaches is the one it keeps.
 TERMINAL_SEQ = 1 << 40
@@ -139,9 +142,10 @@ def state_seq(status: JobStatus, attempt: int) -> int:
     republished before the old attempt's "retrying" event is written, so the next
     attempt's "running" may arrive first and must not be undone by it.
     """
-    if status in TERMINAL:
+    rank = _STATE_RANK[status]
+    if rank is None:
         return TERMINAL_SEQ
-    return max(attempt, 0) * _ATTEMPT_SPAN + _RANK[status]
+    return attempt * _ATTEMPT_SPAN + rank if attempt > 0 else rank
 
 
 def queued_pause_seq(seq: int) -> int:

@@ -46,9 +46,6 @@ _COMPLETED, _FAILED, _CANCELLED = (
 
 
 _now = functools.partial(datetime.now, UTC)
-#: A first attempt's "running" order key (most runs').
-_RUNNING_SEQ0 = state_seq(JobStatus.RUNNING, 0)
-
 #: This process's id, read for every run's row: kept here, and set again in a forked
 #: child (a prefork pool's), rather than asked of the system every task.
 _process = [os.getpid()]
@@ -85,7 +82,6 @@ class Runs:
         #: which process: a forked pool child installs its own.
         self._capture: LogCapture | None = None
         self._capture_pid = 0
-        self._pid = 0
         self._announce = tracker.settings.progress_events
 
     # -- task_prerun ------------------------------------------------------------------
@@ -123,16 +119,16 @@ class Runs:
         handle.plan = plan
         handle.worker = worker = request.hostname
         delivery = request.delivery_info or {}
-        self._pid = _process[0]
+        pid = _process[0]
         row: Row = {
             "id": task_id,
             "status": _RUNNING,
-            "state_seq": state_seq(JobStatus.RUNNING, attempt) if attempt else _RUNNING_SEQ0,
+            "state_seq": state_seq(JobStatus.RUNNING, attempt),
             "created_at": now,
             "updated_at": now,
             "retries": attempt,
             "worker": worker,
-            "pid": self._pid,
+            "pid": pid,
             "started_at": now,
             "heartbeat_at": now,
             "task_name": plan.name,
@@ -160,8 +156,8 @@ class Runs:
             handle.load_retry_items()
         if self._announce:
             handle.on_progress = plan.announcer(task)
-        if self._capture_pid != self._pid:
-            self._capture_pid = self._pid
+        if self._capture_pid != pid:
+            self._capture_pid = pid
             self._capture = install_capture(
                 self.writer.log, self.settings.job_log_level, self.settings.job_log_lines
             )
