@@ -7,6 +7,7 @@ never collides with an application's Alembic history in the same database.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -57,8 +58,15 @@ def current_revision(connection: Connection) -> str | None:
         return context.get_current_revision()
 
 
+#: Alembic runs a migration through module globals (``alembic.context``, ``op``), which
+#: it sets up and tears down around each run: two runs at once in one process (two
+#: stores' first writes, a writer's thread and a helper) tear down each other's.
+_ALEMBIC = threading.Lock()
+
+
 def upgrade_to_head(connection: Connection, *, sql: bool = False) -> None:
     """Upgrade inside the caller's transaction; nothing to do when already at head."""
     if current_revision(connection) == head_revision():
         return
-    command.upgrade(alembic_config(connection), "head", sql=sql)
+    with _ALEMBIC:
+        command.upgrade(alembic_config(connection), "head", sql=sql)

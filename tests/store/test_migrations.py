@@ -178,3 +178,34 @@ def test_revision_0014_gives_jobs_owned_by_nobody_no_owner_and_back() -> None:
             assert policy is not None and "NULLIF" not in policy[0]
         finally:
             engine.dispose()
+
+
+def test_stores_of_one_process_migrate_at_the_same_time(tmp_path: Path) -> None:
+    """Alembic runs a migration through module globals it sets up and tears down: two
+    stores upgrading at once in one process (a writer's thread and a helper, two
+    trackers) tore down each other's ("KeyError: 'config'") before the runs were
+    serialized. Four new databases, upgraded together from four threads, all reach head."""
+    import threading
+
+    stores = [Store(f"sqlite:///{tmp_path / f'db{n}.db'}") for n in range(4)]
+    start = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def upgrade(store: Store) -> None:
+        start.wait()
+        try:
+            store.ensure_schema()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert errors == []
+        assert [s.schema_revision() for s in stores] == [head_revision()] * len(stores)
+    finally:
+        for store in stores:
+            store.close()
